@@ -1,0 +1,1 @@
+"""``leakaudit inspect`` (placeholder until detection lands)."""

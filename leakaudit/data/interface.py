@@ -1,0 +1,47 @@
+"""A batch of the user's samples, in model space and in pixel space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Normalization:
+    name: str  # "none", "mnist", "cifar10", "imagenet" or "custom"
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_model(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0,1] pixels (N, C, ...) -> model input."""
+        return (pixels - self._t(self.mean, pixels)) / self._t(self.std, pixels)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input -> [0,1] pixels, clamped (metrics live in pixel space)."""
+        return (x * self._t(self.std, x) + self._t(self.mean, x)).clamp(0.0, 1.0)
+
+    @staticmethod
+    def _t(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+        t = torch.tensor(values, dtype=like.dtype, device=like.device)
+        if like.dim() > 2:  # images: broadcast over channels
+            return t.view(1, -1, *([1] * (like.dim() - 2)))
+        return t  # flat features: one value, or one per feature
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """``x`` is what the model sees; ``pixels`` the [0,1] originals used only for scoring."""
+
+    x: torch.Tensor  # (N, *input_shape), normalized
+    y: torch.Tensor  # (N,) int64 class labels
+    pixels: torch.Tensor  # (N, *input_shape) in [0, 1]
+    names: tuple[str, ...]  # one per sample (file name or "file.npz[3]")
+    source: str  # what the user passed to --data
+    normalization: Normalization
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, n: int) -> "SampleBatch":
+        return SampleBatch(self.x[:n], self.y[:n], self.pixels[:n], self.names[:n], self.source, self.normalization)

@@ -1,0 +1,38 @@
+"""Errors a user can act on, and the exit codes the CLI maps them to.
+
+Every user-facing error is one line that starts with the input it is about and ends with the fix,
+e.g. ``samples/: folder holds no images (.png/.jpg/.jpeg/.bmp); point --data at a folder of images``.
+The CLI prints ``str(error)`` and exits 2; tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_LEAK = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class LeakauditError(Exception):
+    """Base of all errors caused by the user's input or settings (exit code 2)."""
+
+
+class InputError(LeakauditError):
+    """A file or value the user gave cannot be used: missing, corrupt, wrong shape, NaN..."""
+
+
+class ModelError(InputError):
+    """The model file cannot be loaded or converted."""
+
+
+class DataError(InputError):
+    """The sample data cannot be loaded or does not fit the model."""
+
+
+class ConfigError(LeakauditError):
+    """A rule file, config file or option value is invalid."""
+
+
+class UnknownNameError(ConfigError):
+    """A name looked up in a registry does not exist."""
