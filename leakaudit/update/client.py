@@ -1,0 +1,171 @@
+"""Simulate one FL client: what the server receives after the client trains on the user's batch.
+
+The client trains in train mode, as a real one does: every ``MaskableDropout`` samples a fresh mask and
+every PRECODE bottleneck fresh noise. The user's model is left as it was found -- parameters, buffers
+(BatchNorm running statistics) and each module's train/eval mode -- because the attacks run on it next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..data.interface import SampleBatch
+from ..detect.interface import Findings
+from ..errors import ConfigError, DataError, ModelError
+from ..models.interface import LoadedModel
+from ..models.layers import MaskableDropout, VariationalBottleneck
+from .defenses import apply_defenses
+from .interface import ClientUpdate, ThreatModel
+from .losses import LOSSES, client_loss
+
+PROTOCOLS = ("fedsgd", "fedavg")
+
+
+def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, findings: Findings | None = None,
+                  *, seed: int | None = None, record_masks: bool = True) -> ClientUpdate:
+    """The update one client sends for ``batch`` under ``threat`` (defenses in ``threat.defenses`` applied).
+
+    FedSGD: the gradient of the mean loss over the batch w.r.t. ``model.trainable()``.
+    FedAvg: ``threat.local_steps`` SGD steps with ``threat.local_lr`` on a copy of the weights; the update
+    is ``(w_E - w_0) / (-lr * E)``, i.e. the mean gradient along the local trajectory.
+    ``seed`` makes the dropout/PRECODE sampling (and seeded defenses) repeatable without touching the
+    caller's global RNG state; ``findings`` is needed only by defenses that target layers (PPP).
+    """
+    _check_threat(threat)
+    params = model.trainable()
+    if not params:
+        raise ModelError(f"{model.path}: the model has no trainable parameters, so a client sends no update; "
+                         "export it with its weights as trainable initializers")
+    x, y = _batch_on_model_device(model, batch)
+    steps = threat.local_steps if threat.protocol == "fedavg" else 1
+    with _seeded(seed, x.device), _preserved(model.module):
+        model.module.train()
+        gradients, masks = _local_training(model, x, y, threat, steps, record_masks)
+    clean = dataclasses.replace(threat, defenses=())
+    update = ClientUpdate(gradients=gradients, threat=clean, num_samples=len(batch), true_dropout_masks=masks)
+    # apply_defenses records each applied defense back into update.threat.defenses
+    return apply_defenses(update, threat.defenses, findings, seed=seed) if threat.defenses else update
+
+
+def _local_training(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, steps: int,
+                    record_masks: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Run ``steps`` SGD steps on detached copies of the weights; return the mean gradient and the masks."""
+    weights = {n: p.detach().clone().requires_grad_(True) for n, p in model.trainable().items()}
+    total = {n: torch.zeros_like(w) for n, w in weights.items()}
+    step_masks: list[dict[str, torch.Tensor]] = []
+    for _ in range(steps):
+        with _recording(model.module, record_masks) as masks:
+            outputs = functional_call(model.module, weights, (x,), strict=False)
+            loss = client_loss(model.module, outputs, y, threat.loss)
+        if not torch.isfinite(loss):
+            raise ModelError(f"{model.path}: the client loss is {loss.item()} on these samples; check that "
+                             "--normalization matches how the model was trained and that the weights are finite")
+        grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
+        step_masks.append(masks)
+        with torch.no_grad():
+            for (n, w), g in zip(list(weights.items()), grads):
+                if g is None:  # parameter not used in the forward pass: its gradient is zero
+                    continue
+                total[n] += g
+                weights[n] = (w - threat.local_lr * g).requires_grad_(True)
+    gradients = {n: (t / steps).detach() for n, t in total.items()}
+    return gradients, _merge_masks(step_masks)
+
+
+def _merge_masks(step_masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    if len(step_masks) == 1:
+        return step_masks[0]
+    return {n: torch.stack([m[n] for m in step_masks]) for n in step_masks[0]}
+
+
+def _check_threat(threat: ThreatModel) -> None:
+    if threat.protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {threat.protocol}: unknown protocol; use one of {', '.join(PROTOCOLS)}")
+    if threat.protocol == "fedavg":
+        if threat.local_steps < 1:
+            raise ConfigError(f"--local-steps {threat.local_steps}: must be at least 1; use 1 or more")
+        if not (threat.local_lr > 0 and math.isfinite(threat.local_lr)):
+            raise ConfigError(f"--local-lr {threat.local_lr}: must be a positive number; use e.g. 0.1")
+    LOSSES.get(threat.loss)  # unknown loss -> UnknownNameError listing the available ones
+
+
+def _batch_on_model_device(model: LoadedModel, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(batch) == 0:
+        raise DataError(f"{batch.source}: the batch is empty; give at least one sample")
+    if tuple(batch.x.shape[1:]) != tuple(model.input_shape):
+        raise DataError(f"{batch.source}: samples have shape {tuple(batch.x.shape[1:])} but the model expects "
+                        f"{tuple(model.input_shape)}; resize the samples or pass --input-shape")
+    if batch.y.dtype == torch.int64 and (batch.y.min() < 0 or batch.y.max() >= model.num_classes):
+        raise DataError(f"{batch.source}: labels must lie in 0..{model.num_classes - 1} for this model, got "
+                        f"{int(batch.y.min())}..{int(batch.y.max())}; fix the labels or pass --num-classes")
+    device = _device_of(model.module)
+    return batch.x.to(device), batch.y.to(device)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Fork the global RNG (CPU and the model's CUDA device) so a seed does not leak into the caller."""
+    if seed is None:
+        yield
+        return
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _preserved(module: nn.Module) -> Iterator[None]:
+    """Restore every submodule's train/eval flag, every buffer (BatchNorm statistics move in train mode) and
+    each bottleneck's last ``kl``."""
+    modes = [(m, m.training) for m in module.modules()]
+    buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
+    # A bottleneck's ``kl`` would otherwise keep this pass's autograd graph alive (and block deepcopy).
+    kls = [(m, m.kl) for m in module.modules() if isinstance(m, VariationalBottleneck)]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for m, kl in kls:
+            m.kl = kl
+        with torch.no_grad():
+            for n, b in module.named_buffers():
+                if n in buffers:
+                    b.copy_(buffers[n])
+
+
+@contextlib.contextmanager
+def _recording(module: nn.Module, enabled: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Switch on mask recording of every MaskableDropout for one forward pass; collect the masks on exit."""
+    masks: dict[str, torch.Tensor] = {}
+    if not enabled:
+        yield masks
+        return
+    layers = [(n, m) for n, m in module.named_modules() if isinstance(m, MaskableDropout)]
+    saved = [(m.record, m.last_mask) for _, m in layers]
+    for _, m in layers:
+        m.record, m.last_mask = True, None
+    try:
+        yield masks
+        for n, m in layers:
+            if m.last_mask is not None:
+                masks[n] = m.last_mask
+    finally:
+        for (_, m), (record, last) in zip(layers, saved):
+            m.record, m.last_mask = record, last
