@@ -1,0 +1,180 @@
+"""sweep.html: one self-contained page (template ``reports/sweep.html``) rendered from the sweep.json dict.
+
+Plots are matplotlib PNGs embedded as data URIs; every string that comes from the user's files or
+options (model path, data source, attack and rule names, errors) goes through ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html import escape
+from string import Template
+from typing import Any
+
+from ..resources import read_report_file
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def _png_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def curves(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(attack, metric, PNG data URI) for every attack x metric with at least one measured value."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    done = [p for p in doc["points"] if p["status"] == "done"]
+    series: dict[tuple[str, str], list[tuple[float, float | None, float | None, bool]]] = {}
+    for p in done:
+        for a in p["attacks"]:
+            for m in a["metrics"]:
+                series.setdefault((a["attack"], m["name"]), []).append((p["value"], m["mean"], m["worst"], p["passed"]))
+    rules = _rules_by_metric(doc)
+    log_x = _log_axis(doc)
+    stable = doc["threshold"]["stable"]
+    out = []
+    for (attack, metric), pts in sorted(series.items()):
+        pts = sorted(x for x in pts if x[1] is not None)
+        if not pts:
+            continue
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        xs = [x for x, *_ in pts]
+        ax.plot(xs, [m for _, m, _, _ in pts], "-", color="#1a73e8", label="mean")
+        ax.plot(xs, [w for _, _, w, _ in pts], "--", color="#1a73e8", alpha=0.6, label="worst sample")
+        for x, m, _, ok in pts:
+            ax.plot([x], [m], "o", color="#137333" if ok else "#b3261e", markersize=6)
+        for rid, thr in rules.get(metric, []):
+            ax.axhline(thr, color="#f9ab00", linestyle=":", linewidth=1.5, label=f"rule {rid}: {thr:g}")
+        if stable is not None:
+            ax.axvline(stable, color="#137333", linewidth=1, alpha=0.7, label=f"threshold {stable:g}")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(doc["knob"]["name"])
+        ax.set_ylabel(metric)
+        ax.set_title(f"{attack}: {metric}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        out.append((attack, metric, _png_uri(fig)))
+        plt.close(fig)
+    return out
+
+
+def _log_axis(doc: dict[str, Any]) -> bool:
+    values = doc["values"]
+    if doc["knob"]["scale"] == "log":
+        return True
+    return min(values) > 0 and max(values) / min(values) >= 100
+
+
+def _rules_by_metric(doc: dict[str, Any]) -> dict[str, list[tuple[str, float]]]:
+    found: dict[str, dict[str, float]] = {}
+    for p in doc["points"]:
+        for r in p["rules"]:
+            found.setdefault(r["metric"], {})[r["id"]] = r["threshold"]
+    return {m: sorted(d.items()) for m, d in found.items()}
+
+
+def _points_table(doc: dict[str, Any]) -> str:
+    rule_ids = sorted({r["id"] for p in doc["points"] for r in p["rules"]})
+    head = "".join(f"<th>{_e(r)}</th>" for r in rule_ids)
+    rows = []
+    by_value = {p["value"]: p for p in doc["points"]}
+    for v in doc["values"]:
+        p = by_value.get(v)
+        if p is None:
+            rows.append(f"<tr><td>{_e(f'{v:g}')}</td><td class='not_evaluated'>not run</td><td></td>"
+                        + "<td></td>" * len(rule_ids) + "<td></td></tr>")
+            continue
+        verdict = {True: ("pass", "pass"), False: ("fail", "fail")}.get(p["passed"], (p["status"], p["status"]))
+        cells = []
+        rules = {r["id"]: r for r in p["rules"]}
+        for rid in rule_ids:
+            r = rules.get(rid)
+            if r is None:
+                cells.append("<td></td>")
+            else:
+                obs = "" if r.get("observed") is None else f" ({_num(r['observed'])})"
+                cells.append(f"<td class='{_e(r['status'])}'>{_e(r['status'])}{_e(obs)}</td>")
+        detail = p["error"] or "; ".join(p["notes"])
+        secs = "" if p["seconds"] is None else f"{p['seconds']:.1f} s"
+        rows.append(f"<tr><td>{_e(f'{v:g}')}</td><td class='{verdict[0]}'>{_e(verdict[1])}</td>"
+                    f"<td>{_e(secs)}</td>{''.join(cells)}<td>{_e(detail)}</td></tr>")
+    return (f"<table><tr><th>{_e(doc['knob']['name'])}</th><th>verdict</th><th>time</th>{head}<th>notes</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _recon_table(doc: dict[str, Any], originals: list[str] | None) -> str:
+    attacks = sorted({a["attack"] for p in doc["points"] for a in p["attacks"] if a["images"]})
+    if not attacks:
+        return "<p class='muted'>No reconstructions recorded.</p>"
+    rows = []
+    if originals:
+        imgs = "".join(f"<img class='thumb' alt='original' src='{_e(u)}'>" for u in originals)
+        rows.append(f"<tr><td>originals</td><td colspan='{len(attacks)}'>{imgs}</td></tr>")
+    for p in doc["points"]:
+        by_attack = {a["attack"]: a for a in p["attacks"]}
+        cells = []
+        for name in attacks:
+            a = by_attack.get(name)
+            imgs = "".join(f"<img class='thumb' alt='{_e(name)} reconstruction' src='{_e(u)}'>"
+                           for u in (a["images"] if a else []))
+            cells.append(f"<td>{imgs}</td>")
+        value = f"{p['value']:g}"
+        rows.append(f"<tr><td>{_e(value)}</td>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{_e(a)}</th>" for a in attacks)
+    return f"<table><tr><th>{_e(doc['knob']['name'])}</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def render_html(doc: dict[str, Any], originals: list[str] | None = None) -> str:
+    """The page for a sweep.json dict; ``originals`` (PNG data URIs) are shown above the reconstructions
+    when the caller has the samples at hand (they are not stored in sweep.json)."""
+    t = doc["threshold"]
+    if t["stable"] is not None:
+        banner = "found"
+    elif t["weakest_passing"] is None and any(p["status"] == "done" for p in doc["points"]):
+        banner = "none"
+    else:
+        banner = "unknown"
+    plots = "\n".join(
+        f"<figure><img alt='{_e(a)} {_e(m)} against {_e(doc['knob']['name'])}' src='{u}'>"
+        f"<figcaption>{_e(a)} — {_e(m)}</figcaption></figure>" for a, m, u in curves(doc)
+    ) or "<p class='muted'>No measured values to plot.</p>"
+    incomplete = ("<p class='incomplete'><strong>Incomplete:</strong> the sweep was stopped before every value "
+                  "had a result; continue it with <code>--resume sweep.json</code>.</p>") if doc["incomplete"] else ""
+    values = doc["values"]
+    knob = doc["knob"]
+    model, data = doc.get("model", {}), doc.get("data", {})
+    return Template(read_report_file("sweep.html")).substitute(
+        knob=_e(knob["name"]),
+        knob_component=_e(knob["component"]),
+        knob_meaning=_e(knob.get("meaning", "")),
+        stronger=_e("larger" if knob["stronger"] == "higher" else "smaller"),
+        values_text=_e(f"{len(values)} values ({knob['spec']}): " + ", ".join(f"{v:g}" for v in values)),
+        model_path=_e(model.get("path", "?")),
+        model_sha=_e(model.get("sha256", "?")),
+        data_source=_e(data.get("source", "?")),
+        tool_version=_e(doc["tool"]["version"]),
+        created=_e(doc["created"]),
+        incomplete_block=incomplete,
+        banner_class=banner,
+        threshold_message=_e(t["message"]),
+        points_table=_points_table(doc),
+        plots=plots,
+        recon_table=_recon_table(doc, originals),
+        settings=_e(json.dumps(doc["settings"], indent=2, sort_keys=True)),
+        command=_e(doc["command"]),
+    )
