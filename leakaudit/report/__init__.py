@@ -1,1 +1,137 @@
+"""Reports: the versioned document and the formats rendered from it.
 
+``build_document(result)`` turns an ``AuditResult`` into the report document; each format in ``FORMATS``
+renders that document alone (so ``leakaudit render report.json`` reproduces the HTML). ``write_reports``
+writes each file atomically (temp file in the output folder, then rename): a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import json as _json  # not "json": the submodule .json would shadow it here
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError, InputError
+from ..registry import Registry
+from ..resources import read_report_file
+from .html import render_html
+from .json import render_json
+from .junit import render_junit
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    filename: str  # file written in the output folder
+    render: Callable[[dict[str, Any]], str]
+    description: str
+
+
+FORMATS: Registry[Format] = Registry("report format")
+for _f in (
+    Format("json", "report.json", render_json, "the full report (schema reports/report.schema.json)"),
+    Format("html", "report.html", render_html, "self-contained page for people (no network, no script)"),
+    Format("junit", "report.junit.xml", render_junit, "JUnit XML, one test case per rule, for CI test views"),
+):
+    FORMATS.register(_f.name)(_f)
+
+
+def parse_formats(names: tuple[str, ...] | list[str], where: str = "--format") -> tuple[Format, ...]:
+    if not names:
+        raise ConfigError(f"{where}: no format given; use e.g. --format json,html")
+    out: list[Format] = []
+    for name in names:
+        try:
+            fmt = FORMATS.get(name)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if fmt not in out:
+            out.append(fmt)
+    return tuple(out)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file next to ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_all(doc: dict[str, Any], formats: tuple[Format, ...]) -> dict[str, str]:
+    """Render every format first, so a renderer error leaves no file behind."""
+    return {f.name: f.render(doc) for f in formats}
+
+
+def write_reports(doc: dict[str, Any], output_dir: str | Path, formats: tuple[Format, ...]) -> list[Path]:
+    rendered = render_all(doc, formats)
+    out_dir = Path(output_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out_dir}: cannot create the output folder ({e.strerror}); pass a writable --output-dir") from e
+    written = []
+    for fmt in formats:
+        path = out_dir / fmt.filename
+        write_atomic(path, rendered[fmt.name])
+        written.append(path)
+    return written
+
+
+def schema() -> dict[str, Any]:
+    return _json.loads(read_report_file("report.schema.json"))
+
+
+def validate_document(doc: Any, where: str) -> dict[str, Any]:
+    """Check a document read from a file before rendering it; one-line InputError naming the file."""
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        raise InputError(f"{where}: not a leakaudit report (no schema_version); pass the report.json a scan wrote")
+    major = str(doc["schema_version"]).split(".")[0]
+    expected = schema()["properties"]["schema_version"]["const"]
+    if major != expected.split(".")[0]:
+        raise InputError(f"{where}: report schema {doc['schema_version']} is not supported (this leakaudit reads "
+                         f"{expected}); render it with the leakaudit version that wrote it")
+    try:
+        import jsonschema
+    except ImportError:  # jsonschema is a dev dependency; without it only the version is checked
+        return doc
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema()).iter_errors(doc))
+    if error is not None:
+        at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise InputError(f"{where}: invalid report at {at}: {error.message}; re-run the scan to get a valid report")
+    return doc
+
+
+def load_document(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; pass the report.json written by leakaudit scan") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read ({e}); pass a readable report.json") from e
+    try:
+        doc = _json.loads(text)
+    except _json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid JSON at line {e.lineno} ({e.msg}); pass the report.json a scan wrote") from e
+    return validate_document(doc, str(path))
+
+
+def __getattr__(name: str) -> Any:  # build_document imports audit (torch): load it only when asked
+    if name == "build_document":
+        from .document import build_document
+
+        return build_document
+    raise AttributeError(name)
+
+
+__all__ = ["FORMATS", "Format", "build_document", "load_document", "parse_formats", "render_all",
+           "validate_document", "write_atomic", "write_reports"]

@@ -1,0 +1,429 @@
+"""The Python API: ``audit(model, data, ...) -> AuditResult``, the whole pipeline without the CLI.
+
+load -> detect -> samples -> client update (+ defenses) -> labels -> plan -> attacks -> score -> verdict.
+
+The result is typed and frozen. It keeps tensors (reconstructions and originals in pixel space) for Python
+callers; the report layer (``leakaudit.report``) turns it into the versioned JSON document that every
+output format is rendered from. The core never prints: progress goes to an ``Observer``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .config import ScanSettings
+from .data.interface import Normalization, SampleBatch
+from .detect.interface import Findings
+from .errors import ConfigError, LeakauditError
+from .progress import NullObserver, Observer
+from .update.interface import ThreatModel
+
+# ---------------------------------------------------------------------------------------------------
+# Result types
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    path: str
+    sha256: str
+    format: str  # "onnx" | "safetensors"
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_trainable: int
+    arch: str | None = None
+    onnx_opset: int | None = None
+    onnx_producer: str | None = None
+    looks_eval_exported: bool | None = None
+
+
+@dataclass(frozen=True)
+class DataCard:
+    source: str
+    count: int
+    shape: tuple[int, ...]  # one sample, no batch dimension
+    normalization: Normalization
+    names: tuple[str, ...]
+    labels: tuple[int, ...]
+    # The [0,1] originals: for Python callers and --embed-data only; never written to a report otherwise.
+    pixels: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """One reconstruction scored against the original it was matched to (Hungarian matching)."""
+
+    index: int  # row of the reconstruction batch
+    original_index: int | None  # the matched original, None when the attack did not produce this row
+    name: str  # the matched original's name
+    metrics: dict[str, float]
+    label_true: int | None = None
+    label_recovered: int | None = None
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """One planned attack: run (with scores), skipped (with the reason) or failed (with the error)."""
+
+    name: str
+    status: str  # "ran" | "skipped" | "failed" | "interrupted"
+    reason: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    device: str = ""
+    seconds: float | None = None
+    iterations_planned: int | None = None
+    iterations_run: int | None = None
+    attack_loss: float | None = None
+    stopped_early: bool = False
+    notes: tuple[str, ...] = ()
+    samples: tuple[SampleScore, ...] = ()
+    means: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it has no value
+    label_accuracy: float | None = None
+    # Reconstructions in pixel space [0,1], row i belongs to samples[i].
+    pixels: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ran(self) -> bool:
+        return self.status in ("ran", "interrupted") and bool(self.samples)
+
+
+@dataclass(frozen=True)
+class LabelOutcome:
+    known: bool  # True: the threat model gives the attacker the labels (--labels-known)
+    strategy: str
+    labels: tuple[int, ...]
+    accuracy: float | None  # multiset accuracy against the true labels
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    id: str
+    metric: str
+    comparison: str
+    threshold: float
+    severity: str  # "fail" | "warn"
+    scope: str  # "any" | "mean"
+    status: str  # "pass" | "fail" | "warn" | "not_evaluated"
+    observed: float | None = None  # the worst (most leaking) value seen
+    attack: str | None = None
+    sample: str | None = None
+    reason: str = ""
+    description: str = ""
+    rationale: str = ""
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    model: ModelCard
+    findings: Findings
+    data: DataCard
+    threat: ThreatModel
+    attacks: tuple[AttackOutcome, ...]
+    rules: tuple[RuleOutcome, ...]
+    overall: str  # "pass" | "fail"
+    rules_profile: str
+    strict: bool
+    seed: int
+    device: str
+    started_at: datetime
+    finished_at: datetime
+    label_recovery: LabelOutcome | None = None
+    settings: ScanSettings | None = None
+    command: str = ""
+    incomplete: bool = False
+    incomplete_reason: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def leaked(self) -> bool:
+        return self.overall == "fail"
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 a fail-severity rule failed (what a CI gate acts on)."""
+        return 1 if self.leaked else 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------------
+
+DISPLAY_METRICS = ("ssim", "psnr", "mse")  # always shown; rules add the metrics they need
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _settings(settings: ScanSettings | None, overrides: dict[str, Any]) -> ScanSettings:
+    settings = settings or ScanSettings()
+    unknown = sorted(set(overrides) - {f for f in ScanSettings.__dataclass_fields__})
+    if unknown:
+        raise TypeError(f"audit() got unknown setting(s) {', '.join(unknown)}; see leakaudit.config.ScanSettings")
+    return replace(settings, **overrides)
+
+
+def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
+          observer: Observer | None = None, command: str = "", **overrides: Any) -> AuditResult:
+    """Audit ``model`` (a path or a ``LoadedModel``) on ``data`` (a path or a ``SampleBatch``).
+
+    ``settings`` (or keyword overrides such as ``budget="quick"``) control everything else; see
+    ``ScanSettings``. Raises ``LeakauditError`` subclasses for bad inputs; never prints.
+    """
+    settings = _settings(settings, overrides)
+    observer = observer or NullObserver()
+    started = _now()
+    ruleset = _load_rules(settings.rules)  # cheap checks first: a typo must not cost a model load
+    _check_defenses(settings.defenses)
+    loaded = _load_model(model, settings, observer)
+    observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
+    from .detect import detect
+
+    findings = detect(loaded)
+    batch = _load_batch(data, loaded, settings, observer)
+    return audit_loaded(loaded, batch, findings, settings, observer, command=command, started=started,
+                        ruleset=ruleset)
+
+
+def _load_rules(rules: str) -> Any:
+    from .verdict import load_rules
+
+    return load_rules(rules)
+
+
+def _check_defenses(texts: tuple[str, ...]) -> None:
+    from .update import parse_defense
+
+    for text in texts:
+        parse_defense(text)
+
+
+def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) -> Any:
+    from .models.interface import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return model
+    observer.stage("load model", str(model))
+    from .models.load import load_model
+
+    return load_model(model, arch=settings.arch, input_shape=settings.input_shape, num_classes=settings.num_classes,
+                      dropout=dict(settings.dropout) or None)
+
+
+def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer) -> SampleBatch:
+    from .errors import DataError
+
+    if isinstance(data, SampleBatch):
+        batch = data
+    else:
+        observer.stage("load samples", str(data))
+        from .data import load_samples, normalization
+
+        channels = loaded.input_shape[0] if len(loaded.input_shape) == 3 else 1
+        norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
+        batch = load_samples(data, input_shape=loaded.input_shape, num_classes=loaded.num_classes,
+                             normalization=norm, limit=settings.batch_size)
+    if len(batch) < settings.batch_size:
+        raise DataError(f"{batch.source}: {len(batch)} sample(s) found but --batch-size is {settings.batch_size}; "
+                        f"add samples or lower --batch-size")
+    return batch.subset(settings.batch_size) if len(batch) > settings.batch_size else batch
+
+
+def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
+    from .update import parse_defense
+
+    return ThreatModel(protocol=settings.resolved_protocol, local_steps=settings.local_steps,
+                       local_lr=settings.local_lr, batch_size=len(batch), labels_known=settings.labels_known,
+                       defenses=tuple(parse_defense(t) for t in settings.defenses))
+
+
+def _model_card(loaded: Any) -> ModelCard:
+    onnx = loaded.onnx
+    return ModelCard(path=str(loaded.path), sha256=loaded.sha256, format=loaded.format,
+                     input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
+                     num_trainable=loaded.num_trainable(), arch=loaded.arch,
+                     onnx_opset=onnx.opset if onnx else None, onnx_producer=onnx.producer if onnx else None,
+                     looks_eval_exported=onnx.looks_eval_exported if onnx else None)
+
+
+def _data_card(batch: SampleBatch) -> DataCard:
+    return DataCard(source=batch.source, count=len(batch), shape=tuple(batch.x.shape[1:]),
+                    normalization=batch.normalization, names=tuple(batch.names),
+                    labels=tuple(int(v) for v in batch.y.tolist()), pixels=batch.pixels.detach().cpu())
+
+
+def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings) -> tuple[LabelOutcome, Any]:
+    """The labels attacks use: the true ones when the threat model gives them, else recovered ones."""
+    if settings.labels_known:
+        return LabelOutcome(known=True, strategy="known", labels=tuple(int(v) for v in batch.y.tolist()),
+                            accuracy=None), batch.y.clone()
+    from .attacks.labels import recover_labels
+    from .metrics.functional import label_accuracy
+
+    rec = recover_labels(update.gradients, loaded.module, len(batch), loaded.num_classes)
+    if rec.labels is None:
+        return LabelOutcome(known=False, strategy=f"{rec.strategy} ({'; '.join(rec.notes)})", labels=(),
+                            accuracy=None), None
+    labels = tuple(int(v) for v in rec.labels.tolist())
+    return LabelOutcome(known=False, strategy=rec.strategy, labels=labels,
+                        accuracy=label_accuracy(list(labels), batch.y.tolist())), rec.labels
+
+
+def _bounds(batch: SampleBatch, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    norm = batch.normalization
+    return norm.to_model(torch.zeros(1, *shape)), norm.to_model(torch.ones(1, *shape))
+
+
+def _settings_dict(s: Any) -> dict[str, Any]:
+    if s is None:
+        return {}
+    out = {"iterations": s.iterations, "restarts": s.restarts, "lr": s.lr, "tv": s.tv}
+    out.update(dict(s.extra))
+    return out
+
+
+def _plan(findings: Findings, loaded: Any, settings: ScanSettings) -> list[Any]:
+    from .attacks import plan
+
+    overrides: dict[str, Any] = {}
+    if settings.iterations is not None:
+        overrides["iterations"] = settings.iterations
+    if settings.restarts is not None:
+        overrides["restarts"] = settings.restarts
+    return list(plan(findings, loaded, budget=settings.budget, attacks=list(settings.attacks) or None,
+                     overrides=overrides))
+
+
+def _metric_names(ruleset: Any) -> tuple[str, ...]:
+    from .metrics import METRICS
+
+    names = list(DISPLAY_METRICS)
+    for rule in getattr(ruleset, "rules", ()):
+        metric = getattr(rule, "metric", None)
+        if metric and metric not in names and metric in METRICS and METRICS.get(metric).per_sample:
+            names.append(metric)
+    return tuple(names)
+
+
+def _run_one(planned: Any, target: Any, device: torch.device, settings: ScanSettings, observer: Observer) -> Any:
+    from .attacks import ATTACKS
+
+    attack = ATTACKS.get(planned.name)
+    attack = attack() if isinstance(attack, type) else attack
+    return attack.run(target, planned.settings, device=device, seed=settings.seed, observer=observer)
+
+
+def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...], name: str) -> Any:
+    from .metrics.score import score
+
+    pixels = batch.normalization.to_pixels(recon.x.detach().cpu().to(batch.x.dtype))
+    recovered = recon.labels if recon.labels is not None else labels
+    return pixels, score(pixels, batch.pixels.detach().cpu(), names=list(batch.names), labels_true=batch.y,
+                         labels_recovered=recovered, metrics=metrics, attack=name)
+
+
+def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupted: bool) -> AttackOutcome:
+    samples = tuple(SampleScore(index=s.index, original_index=s.original_index, name=s.name, metrics=dict(s.metrics),
+                                label_true=s.label_true, label_recovered=s.label_recovered) for s in sc.samples)
+    rows = [s.index for s in sc.samples]
+    return AttackOutcome(
+        name=planned.name, status="interrupted" if interrupted else "ran",
+        reason="stopped by the user; iterations below the plan" if interrupted else "",
+        settings=_settings_dict(recon.settings), device=str(getattr(recon, "device", "")),
+        seconds=recon.seconds, iterations_planned=planned.settings.iterations, iterations_run=recon.iterations_run,
+        attack_loss=recon.attack_loss, stopped_early=recon.stopped_early,
+        notes=tuple(recon.notes) + tuple(sc.notes), samples=samples,
+        means={k: v for k, v in sc.means.items() if not (isinstance(v, float) and math.isnan(v))},
+        unavailable=dict(sc.unavailable), label_accuracy=sc.label_accuracy, pixels=pixels[rows] if rows else None)
+
+
+def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
+                device: torch.device, settings: ScanSettings, observer: Observer) -> tuple[list[AttackOutcome], list[Any]]:
+    outcomes: list[AttackOutcome] = []
+    scores: list[Any] = []
+    for p in planned:
+        if not p.run:
+            outcomes.append(AttackOutcome(p.name, "skipped", reason=p.reason, settings=_settings_dict(p.settings)))
+            continue
+        if observer.should_stop():
+            outcomes.append(AttackOutcome(p.name, "skipped", reason="not started: the scan was interrupted",
+                                          settings=_settings_dict(p.settings)))
+            continue
+        observer.stage(f"attack {p.name}", p.reason)
+        # Ground-truth masks only for the upper bound that is defined by them; real attacks never see them.
+        own_target = target if p.name == "dia-informed" else replace(target, true_masks={})
+        try:
+            recon = _run_one(p, own_target, device, settings, observer)
+        except (KeyboardInterrupt, LeakauditError):
+            raise
+        except Exception as e:  # noqa: BLE001 -- one crashed attack is reported (status failed, exit 3); others run
+            outcomes.append(AttackOutcome(p.name, "failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())}",
+                                          settings=_settings_dict(p.settings), device=str(device)))
+            continue
+        pixels, sc = _score(recon, batch, labels, metrics, p.name)
+        interrupted = bool(recon.stopped_early and observer.should_stop())
+        outcomes.append(_outcome(p, recon, pixels, sc, interrupted))
+        scores.append(sc)
+    return outcomes, scores
+
+
+def _rule_outcomes(verdict: Any) -> tuple[RuleOutcome, ...]:
+    out = []
+    for r in verdict.results:
+        rule = r.rule
+        out.append(RuleOutcome(
+            id=rule.id, metric=rule.metric, comparison=rule.comparison, threshold=float(rule.threshold),
+            severity=rule.severity, scope=rule.scope, status=r.status,
+            observed=None if r.observed is None else float(r.observed), attack=r.attack, sample=r.sample,
+            reason=r.reason or "", description=getattr(rule, "description", ""),
+            rationale=getattr(rule, "rationale", ""), reference=getattr(rule, "reference", "")))
+    return tuple(out)
+
+
+def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: ScanSettings | None = None,
+                 observer: Observer | None = None, *, command: str = "", started: datetime | None = None,
+                 ruleset: Any = None) -> AuditResult:
+    """The audit of an already loaded model and batch (what ``leakaudit sweep`` runs once per value)."""
+    settings = settings or ScanSettings()
+    observer = observer or NullObserver()
+    started = started or _now()
+    ruleset = ruleset if ruleset is not None else _load_rules(settings.rules)
+    from .attacks.device import resolve_device
+    from .attacks.interface import AttackTarget
+    from .update import client_update
+
+    device = resolve_device(settings.device)
+    threat = _threat(settings, batch)
+    observer.stage("client update", f"{threat.protocol}, batch {len(batch)}"
+                   + (f", defenses {', '.join(settings.defenses)}" if settings.defenses else ""))
+    update = client_update(model, batch, threat, findings, seed=settings.seed)
+    label_outcome, labels = _labels(update, model, batch, settings)
+    planned = _plan(findings, model, settings)
+    target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
+                          num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
+                          bounds=_bounds(batch, tuple(model.input_shape)), loss=getattr(threat, "loss", "cross_entropy"),
+                          true_masks=update.true_dropout_masks)
+    outcomes, scores = _attack_all(planned, target, batch, labels, _metric_names(ruleset), device, settings, observer)
+
+    from .verdict import evaluate
+
+    observer.stage("verdict", f"rules {settings.rules}")
+    verdict = evaluate(ruleset, scores, strict=settings.strict)
+    interrupted = observer.should_stop()
+    return AuditResult(
+        model=_model_card(model), findings=findings, data=_data_card(batch), threat=update.threat,
+        attacks=tuple(outcomes), rules=_rule_outcomes(verdict), overall=verdict.overall,
+        rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
+        device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
+        command=command, incomplete=interrupted,
+        incomplete_reason="interrupted by the user (Ctrl-C); attacks after the stop were not run" if interrupted else "")

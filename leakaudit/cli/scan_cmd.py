@@ -1,0 +1,196 @@
+"""``leakaudit scan`` and ``leakaudit render``.
+
+scan: settings (defaults < config file < flags) -> ``audit()`` -> report document -> files. Reports are
+rendered only after the scan finished (or was interrupted: then marked incomplete, exit 130) and each file
+is written atomically, so an input error or a crash leaves no file behind. Progress and the verdict go to
+stderr; stdout carries only the JSON report when ``--output -`` asks for it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from click.core import ParameterSource
+from rich.console import Console
+
+from ..config import ScanSettings, coerce, load_config, resolve_settings
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, InputError
+from .app import EXIT_CODES_HELP, app
+
+# CLI parameter name -> ScanSettings field, for the options a config file may also set.
+_SETTING_OF_PARAM = {
+    "arch": "arch", "input_shape": "input_shape", "num_classes": "num_classes", "dropout": "dropout",
+    "normalize": "normalize", "mean": "mean", "std": "std", "rules": "rules", "attacks": "attacks",
+    "budget": "budget", "iterations": "iterations", "restarts": "restarts", "defense": "defenses",
+    "batch_size": "batch_size", "local_steps": "local_steps", "local_lr": "local_lr", "protocol": "protocol",
+    "labels_known": "labels_known", "device": "device", "seed": "seed", "output_dir": "output_dir",
+    "format": "formats", "strict": "strict", "exit_zero": "exit_zero", "embed_data": "embed_data",
+    "quiet": "quiet",
+}
+
+
+def _explicit_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line (not defaults), validated and keyed by setting name."""
+    flags: dict[str, Any] = {}
+    for param, setting in _SETTING_OF_PARAM.items():
+        if ctx.get_parameter_source(param) == ParameterSource.COMMANDLINE:
+            option = "--" + param.replace("_", "-")
+            flags[setting] = coerce(setting, params[param], option.rstrip())
+    return flags
+
+
+def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
+    """A command that repeats the scan without the config file, the seed made explicit."""
+    argv = ["leakaudit", "scan", model, "--data", data]
+    defaults = ScanSettings()
+
+    def add(flag: str, value: Any) -> None:
+        argv.extend([flag, str(value)])
+
+    for name, flag in (("arch", "--arch"), ("num_classes", "--num-classes"), ("normalize", "--normalize"),
+                       ("rules", "--rules"), ("budget", "--budget"), ("iterations", "--iterations"),
+                       ("restarts", "--restarts"), ("batch_size", "--batch-size"), ("local_steps", "--local-steps"),
+                       ("local_lr", "--local-lr"), ("protocol", "--protocol"), ("device", "--device")):
+        value = getattr(s, name)
+        if value is not None and value != getattr(defaults, name):
+            add(flag, value)
+    if s.input_shape:
+        add("--input-shape", ",".join(map(str, s.input_shape)))
+    for name in ("mean", "std"):
+        if getattr(s, name):
+            add(f"--{name}", ",".join(f"{v:g}" for v in getattr(s, name)))
+    for layer, p in s.dropout.items():
+        add("--dropout", f"{layer}={p:g}")
+    if s.attacks:
+        add("--attacks", ",".join(s.attacks))
+    for d in s.defenses:
+        add("--defense", d)
+    for name in ("labels_known", "strict"):
+        if getattr(s, name):
+            argv.append("--" + name.replace("_", "-"))
+    add("--seed", s.seed)
+    return shlex.join(argv)
+
+
+def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
+    verdict = doc["verdict"]
+    style = "bold red" if verdict["overall"] == "fail" else "bold green"
+    if doc.get("incomplete"):
+        style = "bold yellow"
+    for r in doc["rules"]["results"]:
+        mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
+                "not_evaluated": "[dim]not evaluated[/]"}.get(r["status"], r["status"])
+        observed = r["observed"]
+        shown = f"{observed:.4g}" if isinstance(observed, float) else str(observed)
+        where = f" ({r['attack']})" if r.get("attack") else ""
+        console.print(f"  {mark}  {r['id']}: {r['metric']} {r['comparison']} {r['threshold']} -> {shown}{where}",
+                      highlight=False, markup=True)
+    console.print(f"[{style}]{verdict['summary']}[/]", highlight=False)
+    for path in written:
+        console.print(f"report: {path}", highlight=False, markup=False)
+
+
+@app.command("scan", epilog=EXIT_CODES_HELP + " With --exit-zero a leak exits 0 (errors still exit 2/3).")
+def scan(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Model file: .onnx, or .safetensors with --arch.", show_default=False),
+    data: str = typer.Option(..., "--data", help="Samples: image folder, .npz/.npy or .safetensors (x, y).",
+                             show_default=False),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name or file.py:factory."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Number of classes (if not in the file)."),
+    dropout: list[str] = typer.Option([], "--dropout", metavar="LAYER=P", help="LAYER=P: a dropout rate the export removed (repeatable)."),
+    normalize: str = typer.Option("none", "--normalize", help="Input normalization: none, mnist, cifar10, imagenet."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
+    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std."),
+    rules: str = typer.Option("default", "--rules", help="Rule profile (default, strict) or a rule TOML file."),
+    attacks: str = typer.Option("auto", "--attacks", help="auto (fit to the model) or a list, e.g. ig,dia."),
+    budget: str = typer.Option("standard", "--budget", help="quick, standard or thorough (the papers' settings)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Iterations of every attack (overrides the budget)."),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of every attack (overrides the budget)."),
+    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V", help="Simulated defense, e.g. noise:sigma=0.01 (repeatable, in order)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Samples in the client's batch."),
+    local_steps: int = typer.Option(1, "--local-steps", help="Local steps (>1: FedAvg weight update)."),
+    local_lr: float = typer.Option(0.1, "--local-lr", help="Local learning rate (FedAvg)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="fedsgd or fedavg (default: fedavg when --local-steps > 1)."),
+    labels_known: bool = typer.Option(False, "--labels-known", help="Give the attacker the true labels (stronger attacker)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the client's dropout/noise and of the attacks."),
+    output_dir: str = typer.Option("leakaudit-report", "--output-dir", help="Folder for the reports."),
+    format: str = typer.Option("json,html", "--format", help="Report formats: json, html, junit (comma-separated)."),
+    output: Optional[str] = typer.Option(None, "--output", help="Where the JSON report goes: a file, or - for stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    strict: bool = typer.Option(False, "--strict", help="A rule that cannot be evaluated counts as a failure."),
+    exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when a leak is found (report-only runs)."),
+    embed_data: bool = typer.Option(False, "--embed-data", help="Embed the original samples in the reports."),
+    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or \\[tool.leakaudit] in ./pyproject.toml)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> int:
+    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports."""
+    from ..audit import audit  # heavy imports (torch, attacks) only when a scan runs
+    from ..report import build_document, parse_formats, render_all, write_atomic, write_reports
+    from .progress import RichObserver
+
+    settings = resolve_settings(load_config(config), _explicit_flags(ctx, ctx.params))
+    formats = parse_formats(settings.formats)
+    to_stdout = output == "-"
+    json_path = Path(output) if output and not to_stdout else None
+    file_formats = tuple(f for f in formats if not (f.name == "json" and (to_stdout or json_path)))
+    if (to_stdout or json_path) and "json" not in {f.name for f in formats}:
+        raise InputError(f"--output {output}: the JSON report is not among --format {','.join(settings.formats)}; "
+                         "add json to --format")
+
+    console = Console(stderr=True)
+    command = reproduce_command(model, data, settings)
+    with RichObserver(console, quiet=settings.quiet) as observer:
+        result = audit(model, data, settings, observer=observer, command=command)
+    doc = build_document(result, embed_data=settings.embed_data)
+    rendered = render_all(doc, formats)
+    written: list[str] = []
+    if file_formats:
+        written += [str(p) for p in write_reports(doc, settings.output_dir, file_formats)]
+    if json_path is not None:
+        write_atomic(json_path, rendered["json"])
+        written.append(str(json_path))
+    if to_stdout:
+        sys.stdout.write(rendered["json"])
+        sys.stdout.flush()
+    if not settings.quiet:
+        _summary(console, doc, written)
+    if result.incomplete:
+        return EXIT_INTERRUPTED
+    if result.leaked:
+        return EXIT_OK if settings.exit_zero else EXIT_LEAK
+    if any(a.status == "failed" for a in result.attacks):
+        return EXIT_INTERNAL  # a crashed attack: no pass can be claimed
+    return EXIT_OK
+
+
+@app.command("render", epilog="Exit codes: 0 written, 2 bad or unsupported report file, 3 internal error.")
+def render(
+    report: str = typer.Argument(..., help="report.json written by leakaudit scan.", show_default=False),
+    output: Optional[str] = typer.Option(None, "--output", "-o",
+                                         help="HTML file to write (default: report.html next to the JSON; - for stdout)."),
+    format: str = typer.Option("html", "--format", help="Format to render: html, junit or json."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> int:
+    """Re-render a report (HTML by default) from a report.json alone."""
+    from ..report import FORMATS, load_document, write_atomic
+
+    doc = load_document(report)
+    fmt = FORMATS.get(format.strip().lower())
+    text = fmt.render(doc)
+    if output == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    target = Path(output) if output else Path(report).with_name(fmt.filename)
+    if target.resolve() == Path(report).resolve():
+        raise InputError(f"--output {target}: would overwrite the input report; choose another file")
+    write_atomic(target, text)
+    typer.echo(f"wrote {target}", err=True)
+    return EXIT_OK

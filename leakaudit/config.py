@@ -1,0 +1,289 @@
+"""Scan settings: built-in defaults < config file < command-line flags.
+
+The config file is the first of: ``--config FILE``; ``leakaudit.toml`` in the working directory;
+``[tool.leakaudit]`` in the working directory's ``pyproject.toml``. Only one file is read (no merging of
+several files, so what applies is easy to tell). Keys are the long option names, with ``-`` or ``_``
+(``batch-size`` or ``batch_size``); lists may be TOML arrays or comma-separated strings. A relative
+``rules`` file path is resolved against the config file's folder; ``output-dir`` against the working
+directory (where CI looks for artifacts).
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+BUDGETS = ("quick", "standard", "thorough")
+DEVICES = ("auto", "cpu", "cuda")
+NORMALIZATIONS = ("none", "mnist", "cifar10", "imagenet")
+PROTOCOLS = ("fedsgd", "fedavg")
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """Everything a scan needs besides the model and data paths. Defaults are the built-in ones."""
+
+    arch: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    dropout: dict[str, float] = field(default_factory=dict)  # layer name -> rate the export removed
+    normalize: str = "none"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    rules: str = "default"  # built-in profile name or a rule file path
+    attacks: tuple[str, ...] = ()  # empty = auto (the planner picks what fits the model)
+    budget: str = "standard"
+    iterations: int | None = None  # overrides every attack's budget
+    restarts: int | None = None
+    defenses: tuple[str, ...] = ()  # "noise:sigma=0.01", applied in order
+    batch_size: int = 1
+    local_steps: int = 1
+    local_lr: float = 0.1
+    protocol: str | None = None  # None: fedsgd, or fedavg when local_steps > 1
+    labels_known: bool = False
+    device: str = "auto"
+    seed: int = 0  # fixed by default: a CI gate must not flip between runs
+    output_dir: str = "leakaudit-report"
+    formats: tuple[str, ...] = ("json", "html")
+    strict: bool = False
+    exit_zero: bool = False
+    embed_data: bool = False
+    quiet: bool = False
+
+    @property
+    def resolved_protocol(self) -> str:
+        return self.protocol or ("fedavg" if self.local_steps > 1 else "fedsgd")
+
+
+SETTING_NAMES = tuple(f.name for f in fields(ScanSettings))
+# Config/flag spellings that differ from the field name.
+_ALIASES = {"format": "formats", "defense": "defenses", "attack": "attacks"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing of single values (shared by the CLI flags and the config file)
+# --------------------------------------------------------------------------------------------------
+
+
+def split_list(value: Any, where: str) -> tuple[str, ...]:
+    """``"ig, dia"`` or ``["ig", "dia"]`` -> ("ig", "dia")."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value]
+    else:
+        raise ConfigError(f"{where}: expected a list or a comma-separated string, got {value!r}; write e.g. \"a,b\"")
+    return tuple(v for v in items if v)
+
+
+def parse_shape(value: Any, where: str) -> tuple[int, ...]:
+    """``"3,32,32"``, ``"3x32x32"`` or ``[3, 32, 32]`` -> (3, 32, 32)."""
+    items = split_list(value.replace("x", ",") if isinstance(value, str) else value, where)
+    try:
+        shape = tuple(int(v) for v in items)
+    except ValueError:
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise ConfigError(f"{where}: {value!r} is not a shape; give positive integers like 3,32,32 (C,H,W) or 784")
+    return shape
+
+
+def parse_floats(value: Any, where: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in split_list(value, where))
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a list of numbers; write e.g. 0.5,0.5,0.5") from None
+
+
+def parse_dropout(items: Any, where: str) -> dict[str, float]:
+    """``["fc1=0.5", "fc2=0.25"]`` or a TOML table ``{fc1 = 0.5}`` -> {"fc1": 0.5, "fc2": 0.25}."""
+    pairs: list[tuple[str, Any]]
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        pairs = []
+        for item in split_list(items, where) if isinstance(items, str) else items:
+            name, sep, p = str(item).partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"{where}: {item!r} is not LAYER=P; write e.g. --dropout fc1=0.5")
+            pairs.append((name.strip(), p.strip()))
+    out: dict[str, float] = {}
+    for name, p in pairs:
+        try:
+            rate = float(p)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: rate {p!r} of layer {name!r} is not a number; write e.g. {name}=0.5") from None
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"{where}: rate {rate:g} of layer {name!r} is outside [0, 1); give a dropout probability")
+        out[str(name)] = rate
+    return out
+
+
+def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}; {hint}pick one of them")
+    return str(value)
+
+
+def _number(value: Any, kind: type, where: str, *, minimum: float | None = None) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: {value!r} is not a number; give a {kind.__name__}")
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a {kind.__name__}; give e.g. {kind(1)}") from None
+    if kind is int and isinstance(value, float) and value != int(value):
+        raise ConfigError(f"{where}: {value!r} is not an integer; give a whole number")
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{where}: {value!r} is below {minimum:g}; give a value >= {minimum:g}")
+    return number
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not true/false; write true or false (TOML booleans, no quotes)")
+    return value
+
+
+def coerce(name: str, value: Any, where: str) -> Any:
+    """Validate and convert one setting (from a config file or a flag) to the ScanSettings field type."""
+    w = f"{where} {name.replace('_', '-')}"
+    if value is None:
+        return None
+    if name in ("arch", "rules"):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{w}: {value!r} must be a non-empty string")
+        return value.strip()
+    if name == "output_dir":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{w}: {value!r} must be a folder path")
+        return value
+    if name == "input_shape":
+        return parse_shape(value, w)
+    if name in ("mean", "std"):
+        return parse_floats(value, w)
+    if name == "dropout":
+        return parse_dropout(value, w)
+    if name in ("attacks", "defenses", "formats"):
+        items = split_list(value, w)
+        if name == "attacks" and items in (("auto",), ()):
+            return ()
+        return tuple(i.lower() for i in items) if name != "defenses" else items
+    if name == "normalize":
+        return _choice(value, NORMALIZATIONS, w)
+    if name == "budget":
+        return _choice(value, BUDGETS, w)
+    if name == "device":
+        return _choice(value, DEVICES, w)
+    if name == "protocol":
+        return _choice(value, PROTOCOLS, w)
+    if name in ("num_classes", "batch_size", "local_steps"):
+        return _number(value, int, w, minimum=1 if name != "num_classes" else 2)
+    if name in ("iterations", "restarts"):
+        return _number(value, int, w, minimum=1)
+    if name == "seed":
+        return _number(value, int, w, minimum=0)
+    if name == "local_lr":
+        number = _number(value, float, w)
+        if number <= 0:
+            raise ConfigError(f"{w}: {value!r} must be > 0; give a positive learning rate")
+        return number
+    if name in ("labels_known", "strict", "exit_zero", "embed_data", "quiet"):
+        return _bool(value, w)
+    raise ConfigError(f"{w}: unknown setting")  # unreachable: keys are checked first
+
+
+# --------------------------------------------------------------------------------------------------
+# Config files
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: Path | None  # None: no config file applies
+    values: dict[str, Any]  # validated, keyed by ScanSettings field name
+
+
+def _canonical_key(key: str, where: str) -> str:
+    name = key.replace("-", "_")
+    name = _ALIASES.get(name, name)
+    if name not in SETTING_NAMES:
+        options = sorted({n.replace("_", "-") for n in SETTING_NAMES} | {"format"})
+        close = difflib.get_close_matches(key.replace("_", "-"), options, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{where}: unknown key {key!r}; {hint}known keys: {', '.join(options)}")
+    return name
+
+
+def parse_config(table: Mapping[str, Any], where: str, base: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        name = _canonical_key(str(key), where)
+        value = coerce(name, raw, where)
+        if name == "rules" and base is not None and _looks_like_path(value):
+            candidate = base / value
+            value = str(candidate) if not Path(value).is_absolute() else value
+        values[name] = value
+    return values
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.endswith(".toml") or "/" in value or "\\" in value
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; check the --config path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e}); give a readable UTF-8 TOML file") from e
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e}); fix the syntax") from e
+
+
+def _table(doc: dict[str, Any], path: Path, *, required: bool) -> dict[str, Any] | None:
+    """A file's settings: its ``[tool.leakaudit]`` table when it has a ``[tool]`` table, else the whole file."""
+    if "tool" not in doc:
+        return doc
+    table = doc["tool"].get("leakaudit") if isinstance(doc["tool"], dict) else None
+    if table is None:
+        if required:
+            raise ConfigError(f"{path}: no [tool.leakaudit] table; add one or point --config at a leakaudit.toml")
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.leakaudit] must be a table; write [tool.leakaudit] then key = value lines")
+    return table
+
+
+def load_config(explicit: str | Path | None = None, cwd: Path | None = None) -> ConfigFile:
+    """Find and read the one config file that applies (see the module docstring)."""
+    cwd = cwd or Path.cwd()
+    if explicit is not None:
+        path = Path(explicit)
+        table = _table(_read_toml(path), path, required=True)
+        return ConfigFile(path, parse_config(table or {}, str(path), path.parent))
+    for name, required in (("leakaudit.toml", True), ("pyproject.toml", False)):
+        path = cwd / name
+        if path.is_file():
+            table = _table(_read_toml(path), Path(name), required=required)
+            if table is not None:
+                return ConfigFile(path, parse_config(table, name, cwd))
+    return ConfigFile(None, {})
+
+
+def resolve_settings(config: ConfigFile, flags: Mapping[str, Any]) -> ScanSettings:
+    """Defaults < config file < flags. ``flags`` holds only the options given on the command line."""
+    values = dict(config.values)
+    for name, value in flags.items():
+        values[name] = value
+    return replace(ScanSettings(), **values)

@@ -1,0 +1,215 @@
+"""AuditResult -> the report document (a JSON-ready dict, schema ``reports/report.schema.json``).
+
+Every output format (JSON, HTML, JUnit) is rendered from this document alone, so ``leakaudit render
+report.json`` reproduces the HTML of the scan exactly. What goes in:
+
+- reconstructions: always, as small PNG data URIs (they are the evidence of what an attacker obtains);
+- originals: only with ``embed_data`` (the user's private samples; without it the report names them only);
+- non-finite numbers (PSNR of an exact reconstruction is +inf) as the strings "inf", "-inf", "nan",
+  because JSON has no such numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+from .. import __version__
+from ..audit import AttackOutcome, AuditResult
+from .images import png_data_uri
+from .recommendations import recommend
+
+SCHEMA_VERSION = "1.0"
+LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
+
+
+def number(value: float | int | None) -> float | int | str | None:
+    """A JSON-safe number: non-finite floats become "inf" / "-inf" / "nan"."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _metrics(values: dict[str, float]) -> dict[str, Any]:
+    return {k: number(v) for k, v in values.items()}
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _jsonable(value: Any) -> Any:
+    """Settings dicts may hold tuples, numpy or torch scalars: make them plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return number(value)
+    if hasattr(value, "item"):
+        try:
+            return number(value.item())
+        except (ValueError, RuntimeError):
+            pass
+    return str(value)
+
+
+def _attack(outcome: AttackOutcome) -> dict[str, Any]:
+    samples = []
+    for i, s in enumerate(outcome.samples):
+        image = None
+        if outcome.pixels is not None and i < outcome.pixels.shape[0]:
+            image = png_data_uri(outcome.pixels[i])
+        samples.append({
+            "index": s.index,
+            "original_index": s.original_index,
+            "name": s.name,
+            "metrics": _metrics(s.metrics),
+            "label_true": s.label_true,
+            "label_recovered": s.label_recovered,
+            "reconstruction": image,
+        })
+    return {
+        "name": outcome.name,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "settings": _jsonable(outcome.settings),
+        "device": outcome.device,
+        "seconds": number(outcome.seconds),
+        "iterations_planned": outcome.iterations_planned,
+        "iterations_run": outcome.iterations_run,
+        "attack_loss": number(outcome.attack_loss),
+        "stopped_early": outcome.stopped_early,
+        "notes": list(outcome.notes),
+        "means": _metrics(outcome.means),
+        "unavailable": dict(outcome.unavailable),
+        "label_accuracy": number(outcome.label_accuracy),
+        "samples": samples,
+    }
+
+
+def _findings(result: AuditResult) -> dict[str, Any]:
+    f = result.findings
+    return {
+        "layers": [{"name": n, "type": t, "trainable": int(k)} for n, t, k in f.layers],
+        "dropout": [dataclasses.asdict(d) for d in f.dropout],
+        "bottlenecks": [{**dataclasses.asdict(b), "params_after": list(b.params_after),
+                         "params_before": list(b.params_before)} for b in f.bottlenecks],
+        "batchnorm": list(f.batchnorm),
+        "unrecognized_stochastic": list(f.unrecognized_stochastic),
+        "warnings": list(f.warnings),
+    }
+
+
+def _data(result: AuditResult, embed_data: bool) -> dict[str, Any]:
+    d = result.data
+    embed = embed_data and d.pixels is not None
+    samples = []
+    for i, name in enumerate(d.names):
+        samples.append({
+            "index": i,
+            "name": name,
+            "label": d.labels[i] if i < len(d.labels) else None,
+            "original": png_data_uri(d.pixels[i]) if embed else None,
+        })
+    norm = d.normalization
+    return {
+        "source": d.source,
+        "count": d.count,
+        "shape": list(d.shape),
+        "normalization": {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std)},
+        "originals_embedded": embed,
+        "samples": samples,
+    }
+
+
+def _rules(result: AuditResult) -> dict[str, Any]:
+    return {
+        "profile": result.rules_profile,
+        "strict": result.strict,
+        "results": [{**dataclasses.asdict(r), "threshold": number(r.threshold), "observed": number(r.observed)}
+                    for r in result.rules],
+    }
+
+
+def _verdict(result: AuditResult) -> dict[str, Any]:
+    counts = {s: 0 for s in ("pass", "fail", "warn", "not_evaluated")}
+    for r in result.rules:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    failing = [r.id for r in result.rules if r.status == "fail"]
+    if result.overall == "fail":
+        summary = f"LEAK: {len(failing)} rule(s) failed ({', '.join(failing)})"
+    else:
+        summary = "PASS: no fail-severity rule failed"
+        if counts["warn"]:
+            summary += f" ({counts['warn']} warning(s))"
+    if counts["not_evaluated"]:
+        summary += f"; {counts['not_evaluated']} rule(s) not evaluated"
+    if result.incomplete:
+        summary = "INCOMPLETE: " + summary
+    return {"overall": result.overall, "exit_code": result.exit_code, "summary": summary, "counts": counts}
+
+
+def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str, Any]:
+    m, t = result.model, result.threat
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "leakaudit", "version": __version__},
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "executable_bits": 64 if sys.maxsize > 2**32 else 32,
+            "libraries": library_versions(),
+        },
+        "started_at": result.started_at.isoformat(),
+        "finished_at": result.finished_at.isoformat(),
+        "duration_seconds": number((result.finished_at - result.started_at).total_seconds()),
+        "incomplete": result.incomplete,
+        "incomplete_reason": result.incomplete_reason,
+        "command": result.command,
+        "seed": result.seed,
+        "device": result.device,
+        "settings": _jsonable(dataclasses.asdict(result.settings)) if result.settings is not None else {},
+        "model": {
+            "path": m.path, "sha256": m.sha256, "format": m.format, "arch": m.arch,
+            "input_shape": list(m.input_shape), "num_classes": m.num_classes, "num_trainable": m.num_trainable,
+            "onnx": None if m.onnx_opset is None else {
+                "opset": m.onnx_opset, "producer": m.onnx_producer, "looks_eval_exported": m.looks_eval_exported},
+        },
+        "findings": _findings(result),
+        "data": _data(result, embed_data),
+        "threat_model": {
+            "protocol": t.protocol, "batch_size": t.batch_size, "local_steps": t.local_steps,
+            "local_lr": number(t.local_lr), "labels_known": t.labels_known, "loss": getattr(t, "loss", "cross_entropy"),
+        },
+        "defenses": [{"name": d.name, "params": _jsonable(d.params), "text": str(d)} for d in t.defenses],
+        "label_recovery": None if result.label_recovery is None else {
+            "known": result.label_recovery.known,
+            "strategy": result.label_recovery.strategy,
+            "labels": list(result.label_recovery.labels),
+            "accuracy": number(result.label_recovery.accuracy),
+        },
+        "attacks": [_attack(a) for a in result.attacks],
+        "rules": _rules(result),
+        "verdict": _verdict(result),
+        "notes": list(result.notes),
+    }
+    doc["recommendations"] = recommend(doc)
+    return doc

@@ -1,0 +1,239 @@
+"""The HTML report: one self-contained file rendered from the report document alone.
+
+No external URL, no script; CSS inline; images as PNG data URIs; a Content-Security-Policy meta tag
+(``default-src 'none'; img-src data:; style-src 'unsafe-inline'``) so a browser blocks anything else.
+Every value taken from the document is escaped with ``esc`` (layer names, file names and labels come
+from the user's files); image sources are accepted only when they are PNG data URIs.
+"""
+
+from __future__ import annotations
+
+import html
+from string import Template
+from typing import Any, Iterable
+
+from .. import __version__
+from ..resources import read_report_file
+from .images import is_png_data_uri
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def fmt(value: Any) -> str:
+    """Numbers for people: 4 significant digits; "inf" as the symbol; missing as an em dash."""
+    if value is None:
+        return "—"
+    if value == "inf":
+        return "∞"
+    if value == "-inf":
+        return "−∞"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return esc(value)
+
+
+def _badge(status: Any) -> str:
+    label = str(status).replace("_", " ")
+    return f'<span class="badge {esc(status)}">{esc(label)}</span>'
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: Iterable[int] = ()) -> str:
+    """``rows`` hold already-escaped cell HTML."""
+    nums = set(numeric)
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in nums else f"<td>{c}</td>" for i, c in enumerate(row)) + "</tr>"
+        for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _card(items: Iterable[tuple[str, str]]) -> str:
+    """``items``: (label, already-escaped HTML)."""
+    return '<dl class="card">' + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def _img(uri: Any, alt: str) -> str | None:
+    return f'<img src="{uri}" alt="{esc(alt)}">' if is_png_data_uri(uri) else None
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _banner(doc: dict[str, Any]) -> str:
+    verdict = doc["verdict"]
+    kind = "incomplete" if doc.get("incomplete") else verdict["overall"]
+    word = {"fail": "LEAK", "pass": "PASS", "incomplete": "INCOMPLETE"}[kind]
+    if kind == "incomplete":
+        word += f" ({'LEAK' if verdict['overall'] == 'fail' else 'no leak so far'})"
+    return (f'<div class="banner {esc(kind)}" id="verdict"><strong>{esc(word)}</strong>'
+            f'{esc(verdict["summary"])}</div>')
+
+
+def _model(doc: dict[str, Any]) -> str:
+    m, f = doc["model"], doc["findings"]
+    items = [("File", f'<span class="mono">{esc(m["path"])}</span>'),
+             ("SHA-256", f'<span class="mono">{esc(m["sha256"])}</span>'),
+             ("Format", esc(m["format"]) + (f' (opset {esc(m["onnx"]["opset"])})' if m.get("onnx") else "")),
+             ("Architecture", esc(m.get("arch") or "from the file")),
+             ("Input shape", esc(" × ".join(str(s) for s in m["input_shape"]))),
+             ("Classes", esc(m["num_classes"])),
+             ("Trainable elements", esc(f'{m["num_trainable"]:,}'))]
+    dropout = ", ".join(f'<span class="mono">{esc(d["name"])}</span> p={fmt(d["p"])} ({esc(d["source"])})'
+                        for d in f["dropout"]) or "none found"
+    bottlenecks = ", ".join(
+        f'<span class="mono">{esc(b["name"])}</span> (latent {fmt(b.get("latent_dim"))}, {esc(b["source"])}, '
+        f'{len(b["params_before"])} parameter tensors before it)' for b in f["bottlenecks"]) or "none found"
+    items += [("Dropout", dropout), ("PRECODE / variational bottleneck", bottlenecks),
+              ("BatchNorm", ", ".join(f'<span class="mono">{esc(n)}</span>' for n in f["batchnorm"]) or "none"),
+              ("Unrecognized stochastic layers",
+               ", ".join(f'<span class="mono">{esc(n)}</span>' for n in f["unrecognized_stochastic"]) or "none")]
+    out = "<h2>Model</h2>" + _card(items)
+    if f["warnings"]:
+        out += "<h3>Detection warnings</h3><ul>" + "".join(f"<li>{esc(w)}</li>" for w in f["warnings"]) + "</ul>"
+    if f["layers"]:
+        rows = [[f'<span class="mono">{esc(layer["name"])}</span>', esc(layer["type"]), fmt(layer["trainable"])]
+                for layer in f["layers"]]
+        out += ("<details><summary>Layers in forward order (" + esc(len(rows)) + ")</summary>"
+                + _table(["Layer", "Type", "Trainable elements"], rows, numeric=[2]) + "</details>")
+    return out
+
+
+def _data_and_threat(doc: dict[str, Any]) -> str:
+    d, t, s = doc["data"], doc["threat_model"], doc.get("settings", {})
+    norm = d["normalization"]
+    data = _card([
+        ("Source", f'<span class="mono">{esc(d["source"])}</span>'),
+        ("Samples", esc(d["count"])),
+        ("Shape", esc(" × ".join(str(x) for x in d["shape"]))),
+        ("Normalization", f'{esc(norm["name"])} (mean {esc(norm["mean"])}, std {esc(norm["std"])})'),
+        ("Originals in this report", "embedded (--embed-data)" if d["originals_embedded"]
+         else "not embedded (run with --embed-data to include them)"),
+    ])
+    defenses = ", ".join(f'<span class="mono">{esc(x["text"])}</span>' for x in doc["defenses"]) or "none"
+    label = doc.get("label_recovery")
+    if label is None:
+        label_html = "not attempted"
+    elif label["known"]:
+        label_html = "labels given to the attacker (--labels-known)"
+    else:
+        label_html = f'recovered with {esc(label["strategy"])}, accuracy {fmt(label["accuracy"])}'
+    threat = _card([
+        ("Protocol", esc(t["protocol"])),
+        ("Batch size", esc(t["batch_size"])),
+        ("Local steps / lr", f'{esc(t["local_steps"])} / {fmt(t["local_lr"])}'),
+        ("Labels", label_html),
+        ("Simulated defenses", defenses),
+        ("Budget", esc(s.get("budget", "—"))),
+        ("Seed", esc(doc["seed"])),
+        ("Device", esc(doc["device"])),
+    ])
+    return "<h2>Data</h2>" + data + "<h2>Threat model and settings</h2>" + threat
+
+
+def _rules(doc: dict[str, Any]) -> str:
+    r = doc["rules"]
+    rows = []
+    for x in r["results"]:
+        where = esc(x.get("attack") or "—") + (f' / {esc(x["sample"])}' if x.get("sample") else "")
+        rows.append([_badge(x["status"]), f'<span class="mono">{esc(x["id"])}</span>',
+                     f'{esc(x["metric"])} {esc(x["comparison"])} {fmt(x["threshold"])} ({esc(x["scope"])})',
+                     esc(x["severity"]), fmt(x["observed"]), where,
+                     esc(x.get("reason") or x.get("description") or "")])
+    strict = " (strict: not evaluated counts as failure)" if r["strict"] else ""
+    return (f'<h2>Rules: profile {esc(r["profile"])}{esc(strict)}</h2>'
+            + _table(["Status", "Rule", "Leaks when", "Severity", "Worst observed", "Attack / sample", "Reason"],
+                     rows, numeric=[4]))
+
+
+def _pair(doc: dict[str, Any], attack: dict[str, Any], sample: dict[str, Any]) -> str:
+    originals = doc["data"]["samples"]
+    oi = sample.get("original_index")
+    original = originals[oi] if isinstance(oi, int) and 0 <= oi < len(originals) else None
+    orig_html = _img(original.get("original"), f'original {sample["name"]}') if original else None
+    if orig_html is None:
+        orig_html = '<div class="missing">original not embedded</div>'
+    rec_html = _img(sample.get("reconstruction"), f'reconstruction of {sample["name"]} by {attack["name"]}') \
+        or '<div class="missing">no image</div>'
+    metrics = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in sample["metrics"].items())
+    label = ""
+    if sample.get("label_recovered") is not None or sample.get("label_true") is not None:
+        label = f' · label {fmt(sample.get("label_recovered"))} (true {fmt(sample.get("label_true"))})'
+    return ('<figure class="pair"><div class="imgs">'
+            f'<div class="cell">{orig_html}original</div><div class="cell">{rec_html}reconstruction</div></div>'
+            f'<figcaption><span class="mono">{esc(sample["name"])}</span><br>{metrics}{label}</figcaption></figure>')
+
+
+def _attacks(doc: dict[str, Any]) -> str:
+    out = ["<h2>Attacks</h2>"]
+    ran = [a for a in doc["attacks"] if a["status"] in ("ran", "interrupted")]
+    other = [a for a in doc["attacks"] if a["status"] not in ("ran", "interrupted")]
+    for a in ran:
+        settings = ", ".join(f"{esc(k)}={fmt(v) if not isinstance(v, (dict, list)) else esc(v)}"
+                             for k, v in a["settings"].items())
+        means = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in a["means"].items()) or "—"
+        items = [("Status", _badge(a["status"]) + (f' {esc(a["reason"])}' if a["reason"] else "")),
+                 ("Settings", f'<span class="mono">{settings}</span>'),
+                 ("Iterations run", f'{fmt(a["iterations_run"])} of {fmt(a.get("iterations_planned"))}'
+                  + (" (stopped early)" if a.get("stopped_early") else "")),
+                 ("Time / device", f'{fmt(a["seconds"])} s on {esc(a["device"])}'),
+                 ("Attack loss", fmt(a["attack_loss"])),
+                 ("Mean metrics", means)]
+        if a.get("label_accuracy") is not None:
+            items.append(("Label accuracy", fmt(a["label_accuracy"])))
+        for metric, why in a["unavailable"].items():
+            items.append((f"{metric}", f"unavailable: {esc(why)}"))
+        for note in a.get("notes", []):
+            items.append(("Note", esc(note)))
+        grid = "".join(_pair(doc, a, s) for s in a["samples"])
+        out.append(f'<h3 id="attack-{esc(a["name"])}">{esc(a["name"])}</h3>' + _card(items)
+                   + f'<div class="grid">{grid}</div>')
+    if other:
+        rows = [[f'<span class="mono">{esc(a["name"])}</span>', _badge(a["status"]), esc(a["reason"])] for a in other]
+        out.append("<h3>Not run</h3>" + _table(["Attack", "Status", "Reason"], rows))
+    if len(out) == 1:
+        out.append('<p class="muted">No attack was run.</p>')
+    return "".join(out)
+
+
+def _recommendations(doc: dict[str, Any]) -> str:
+    recs = doc.get("recommendations") or []
+    if not recs:
+        return ""
+    items = "".join(f'<li><strong>{esc(r["title"])}.</strong> {esc(r["text"])} '
+                    f'<span class="muted">Because {esc(r["because"])}.</span></li>' for r in recs)
+    return f'<h2>Recommendations</h2><ul class="recs">{items}</ul>'
+
+
+def _reproduce(doc: dict[str, Any]) -> str:
+    libs = ", ".join(f"{esc(k)} {esc(v)}" for k, v in doc["environment"]["libraries"].items() if v)
+    command = doc.get("command") or "(run through the Python API: no command line)"
+    notes = "".join(f"<li>{esc(n)}</li>" for n in doc.get("notes", []))
+    return ("<h2>Reproduce</h2>" + f"<pre>{esc(command)}</pre>"
+            + (f"<ul>{notes}</ul>" if notes else "")
+            + f'<footer>leakaudit {esc(doc["tool"]["version"])} · report schema {esc(doc["schema_version"])} · '
+              f'Python {esc(doc["environment"]["python"])} · {libs}<br>'
+              f'started {esc(doc["started_at"])} · finished {esc(doc["finished_at"])}</footer>')
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    body = "".join([
+        _banner(doc), "<main>",
+        f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
+        '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
+        'from the client update?</p>',
+        _recommendations(doc), _rules(doc), _attacks(doc), _model(doc), _data_and_threat(doc), _reproduce(doc),
+        "</main>",
+    ])
+    template = Template(read_report_file("report.html"))
+    return template.substitute(
+        title=esc(f'leakaudit: {doc["verdict"]["overall"].upper()} {doc["model"]["path"]}'),
+        generator=esc(f"leakaudit {__version__}"),
+        style=read_report_file("report.css"),
+        body=body,
+    )

@@ -1,0 +1,60 @@
+"""JUnit XML: one test case per rule, so CI systems (GitLab, Jenkins, GitHub test reporters) list each rule.
+
+fail -> <failure>; not_evaluated -> <skipped> (or <failure> under --strict, as the verdict counts it);
+warn -> a passing case with the warning in <system-out>. An interrupted scan adds an <error> case, and an
+attack that crashed adds one too, so a green suite never hides an attack that did not run.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+
+def _observed(rule: dict[str, Any]) -> str:
+    where = " ".join(x for x in (rule.get("attack") or "", rule.get("sample") or "") if x)
+    return f"observed {rule.get('observed')}" + (f" ({where})" if where else "")
+
+
+def render_junit(doc: dict[str, Any]) -> str:
+    rules = doc["rules"]
+    suites = ET.Element("testsuites", name="leakaudit")
+    suite = ET.SubElement(suites, "testsuite", name=f"leakaudit rules ({rules['profile']})",
+                          timestamp=str(doc["started_at"]))
+    counts = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
+    for r in rules["results"]:
+        counts["tests"] += 1
+        case = ET.SubElement(suite, "testcase", classname=f"leakaudit.rules.{rules['profile']}",
+                             name=f"{r['id']}: {r['metric']} {r['comparison']} {r['threshold']} ({r['scope']})")
+        text = "\n".join(x for x in (r.get("description"), r.get("reason"), _observed(r), r.get("reference")) if x)
+        if r["status"] == "fail":
+            counts["failures"] += 1
+            ET.SubElement(case, "failure", message=f"{r['id']}: leak, {_observed(r)}", type="leak").text = text
+        elif r["status"] == "not_evaluated" and rules["strict"]:
+            counts["failures"] += 1
+            ET.SubElement(case, "failure", message=f"{r['id']}: not evaluated (--strict)",
+                          type="not_evaluated").text = text
+        elif r["status"] == "not_evaluated":
+            counts["skipped"] += 1
+            ET.SubElement(case, "skipped", message=f"{r['id']}: not evaluated: {r.get('reason', '')}")
+        elif r["status"] == "warn":
+            ET.SubElement(case, "system-out").text = f"WARNING {r['id']}: {_observed(r)}\n{text}"
+    for a in doc["attacks"]:
+        if a["status"] == "failed":
+            counts["tests"] += 1
+            counts["errors"] += 1
+            case = ET.SubElement(suite, "testcase", classname="leakaudit.attacks", name=f"attack {a['name']} ran")
+            ET.SubElement(case, "error", message=f"{a['name']}: {a['reason']}", type="attack_error").text = a["reason"]
+    if doc.get("incomplete"):
+        counts["tests"] += 1
+        counts["errors"] += 1
+        case = ET.SubElement(suite, "testcase", classname="leakaudit.scan", name="scan completed")
+        ET.SubElement(case, "error", message=doc.get("incomplete_reason") or "interrupted", type="incomplete")
+    for key, value in counts.items():
+        suite.set(key, str(value))
+        suites.set(key, str(value))
+    duration = doc.get("duration_seconds")
+    if isinstance(duration, (int, float)):
+        suite.set("time", f"{duration:.3f}")
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,103 @@
+"""Recommendations that follow from what a scan found, computed from the report document.
+
+Each one says what to do and *because* of which observation, so a reviewer can check the reasoning.
+A pass is never presented as proof of privacy: it holds for the attacks, budget and data tested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _failed_attacks(doc: dict[str, Any]) -> set[str]:
+    return {r["attack"] for r in doc["rules"]["results"] if r["status"] == "fail" and r.get("attack")}
+
+
+def _rec(rid: str, title: str, text: str, because: str) -> dict[str, str]:
+    return {"id": rid, "title": title, "text": text, "because": because}
+
+
+def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
+    findings = doc["findings"]
+    leaked = _failed_attacks(doc)
+    recs: list[dict[str, str]] = []
+    has_dropout = bool(findings["dropout"])
+    has_bottleneck = bool(findings["bottlenecks"])
+    defenses = [d["text"] for d in doc["defenses"]]
+
+    if has_dropout and leaked & {"dia", "dia-informed"}:
+        recs.append(_rec(
+            "dropout-bypassed", "Dropout alone does not protect the update",
+            "Add a gradient perturbation defense on the client (DP-SGD style clipping + Gaussian noise) or "
+            "PRECODE with partial perturbation (PPP); re-run leakaudit with --defense noise:sigma=... to "
+            "find a noise level that passes.",
+            "the Dropout Inversion Attack (Scheliga et al., AAAI 2023) reconstructed samples although the "
+            "model has dropout layers"))
+    elif has_dropout and leaked:
+        recs.append(_rec(
+            "dropout-insufficient", "Dropout did not stop reconstruction",
+            "Treat dropout as no privacy defense; add gradient perturbation (clipping + noise) or PRECODE+PPP.",
+            f"{', '.join(sorted(leaked))} reconstructed samples although the model has dropout layers"))
+    if has_bottleneck and "precode-aware" in leaked:
+        recs.append(_rec(
+            "precode-bypassed", "The PRECODE bottleneck is bypassed",
+            "Use PPP (PRECODE with Partial Perturbation): add noise to the gradients of the layers before the "
+            "bottleneck only (--defense ppp:sigma=... to test a level), or full gradient perturbation.",
+            "the PRECODE-aware attack, which matches only the gradients before the stochastic bottleneck, "
+            "reconstructed samples"))
+    if "analytic" in leaked:
+        recs.append(_rec(
+            "analytic-first-layer", "A linear first layer with bias reveals its input exactly",
+            "Aggregate updates over larger local batches with secure aggregation, remove the bias of the first "
+            "Linear layer, or perturb its gradients; the inversion is closed-form, so no attack budget limits it.",
+            "the analytic linear-layer inversion recovered samples from one weight/bias gradient ratio"))
+    label = doc.get("label_recovery")
+    if label and not label["known"] and isinstance(label.get("accuracy"), (int, float)) and label["accuracy"] >= 0.999:
+        recs.append(_rec(
+            "labels-recovered", "Labels are recovered from the last layer's gradient",
+            "Labels leak whenever the server sees per-client gradients of a softmax classifier (iDLG); use secure "
+            "aggregation or larger, mixed-class local batches if labels are sensitive.",
+            f"label recovery ({label['strategy']}) was 100% accurate on the scanned batch"))
+    if leaked and doc["threat_model"]["batch_size"] == 1:
+        recs.append(_rec(
+            "batch-size", "Single-sample updates are the worst case",
+            "If clients train on more samples per round, scan with that --batch-size: inversion gets harder but "
+            "is not prevented by batch size alone.",
+            "the scan simulated updates computed on one sample"))
+    if leaked and defenses:
+        recs.append(_rec(
+            "defense-too-weak", "The simulated defenses are too weak",
+            "Increase their strength (e.g. larger noise sigma, smaller clipping norm) and re-scan.",
+            f"reconstruction succeeded despite {', '.join(defenses)}"))
+    if not leaked and defenses and doc["verdict"]["overall"] == "pass":
+        recs.append(_rec(
+            "deploy-defense", "Deploy the defenses you simulated",
+            "The pass holds only if real clients apply the same defenses with the same parameters; measure the "
+            "accuracy cost on your task before rollout.",
+            f"the scan passed with {', '.join(defenses)} applied to the update"))
+    for r in doc["rules"]["results"]:
+        if r["status"] == "not_evaluated":
+            recs.append(_rec(
+                f"not-evaluated-{r['id']}", f"Rule {r['id']} was not evaluated",
+                "Provide what it needs and re-scan, or accept the gap explicitly; --strict makes this a failure.",
+                r.get("reason") or "its metric had no value"))
+    onnx = doc["model"].get("onnx")
+    if onnx and onnx.get("looks_eval_exported") and not has_dropout:
+        recs.append(_rec(
+            "declare-dropout", "Declare dropout rates the ONNX export removed",
+            "An eval-mode export drops Dropout nodes; if the model trains with dropout, re-export with "
+            "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned.",
+            "the ONNX file looks eval-exported and no dropout was found"))
+    if doc["verdict"]["overall"] == "pass" and not leaked:
+        budget = doc.get("settings", {}).get("budget", "the chosen")
+        recs.append(_rec(
+            "pass-scope", "A pass is evidence within the tested scope, not proof",
+            "Before a release, re-run with --budget thorough (the papers' iteration counts) and with the batch "
+            "size and data your clients really use.",
+            f"no fail-severity rule failed for the attacks run with the {budget} budget"))
+    if doc.get("incomplete"):
+        recs.append(_rec(
+            "incomplete", "The scan did not finish",
+            "Re-run the reproduction command to completion before relying on the verdict.",
+            doc.get("incomplete_reason") or "the scan was interrupted"))
+    return recs

@@ -1,0 +1,167 @@
+"""The report layer on hand-built results: schema, HTML safety, JUnit, render round trip, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_factory import XSS_IMG, XSS_SCRIPT, make_result  # noqa: E402
+
+from leakaudit.cli import app_main  # noqa: E402
+from leakaudit.errors import InputError  # noqa: E402
+from leakaudit.report import FORMATS, build_document, load_document, schema, write_reports  # noqa: E402
+from leakaudit.report.html import render_html  # noqa: E402
+from leakaudit.report.junit import render_junit  # noqa: E402
+
+
+def _validate(doc: dict) -> None:
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"leaked": False}, {"incomplete": True}, {"not_evaluated": False}])
+def test_document_validates_against_the_schema(kwargs):
+    doc = json.loads(FORMATS.get("json").render(build_document(make_result(**kwargs))))
+    _validate(doc)
+    assert doc["schema_version"] == "1.0"
+    assert doc["verdict"]["overall"] == ("pass" if kwargs.get("leaked") is False else "fail")
+
+
+def test_schema_rejects_a_document_missing_the_verdict():
+    doc = build_document(make_result())
+    del doc["verdict"]
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(doc)
+
+
+def test_exact_reconstruction_psnr_is_written_as_inf_string_not_invalid_json():
+    text = FORMATS.get("json").render(build_document(make_result()))
+    doc = json.loads(text)  # strict JSON: would fail on Infinity only with a custom parser
+    assert "Infinity" not in text
+    psnrs = [s["metrics"]["psnr"] for s in doc["attacks"][0]["samples"]]
+    assert "inf" in psnrs
+
+
+def test_originals_are_embedded_only_on_request_reconstructions_always():
+    plain = build_document(make_result())
+    assert plain["data"]["originals_embedded"] is False
+    assert all(s["original"] is None for s in plain["data"]["samples"])
+    assert all(s["reconstruction"].startswith("data:image/png;base64,") for s in plain["attacks"][0]["samples"])
+    html = render_html(plain)
+    assert "original not embedded" in html
+    embedded = build_document(make_result(), embed_data=True)
+    assert all(s["original"].startswith("data:image/png;base64,") for s in embedded["data"]["samples"])
+    assert "original not embedded" not in render_html(embedded)
+
+
+def test_html_is_self_contained_with_a_blocking_csp():
+    html = render_html(build_document(make_result(), embed_data=True))
+    assert "default-src 'none'; img-src data:; style-src 'unsafe-inline'" in html
+    assert not re.search(r"https?://", html), "no external URL may appear in the report"
+    sources = re.findall(r"""(?:src|href)\s*=\s*["']?([^"' >]*)""", html, flags=re.I)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<script" not in html.lower()
+
+
+def test_user_strings_are_escaped_in_html():
+    result = make_result(layer_name=XSS_SCRIPT, sample_name=XSS_IMG)
+    html = render_html(build_document(result))
+    assert XSS_SCRIPT not in html and XSS_IMG not in html
+    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in html
+    assert "<script" not in html.lower() and "<img src=x" not in html
+
+
+def test_a_non_png_image_source_in_a_tampered_report_is_dropped():
+    doc = build_document(make_result())
+    doc["attacks"][0]["samples"][0]["reconstruction"] = "javascript:alert(1)"
+    html = render_html(doc)
+    assert "javascript:" not in html
+
+
+def test_html_shows_verdict_rules_recommendations_and_reproduction():
+    html = render_html(build_document(make_result()))
+    assert 'id="verdict"' in html and "LEAK" in html
+    assert "ssim-any" in html and "Dropout alone does not protect" in html
+    assert "leakaudit scan m.onnx --data s --seed 0" in html
+    passing = render_html(build_document(make_result(leaked=False)))
+    assert "PASS" in passing and "not proof" in passing
+
+
+def test_recommendations_follow_from_findings():
+    leaked = {r["id"] for r in build_document(make_result())["recommendations"]}
+    assert {"dropout-bypassed", "labels-recovered", "defense-too-weak", "not-evaluated-lpips-any"} <= leaked
+    assert "pass-scope" not in leaked
+    passed = {r["id"] for r in build_document(make_result(leaked=False))["recommendations"]}
+    assert "dropout-bypassed" not in passed and {"pass-scope", "deploy-defense"} <= passed
+
+
+def test_junit_has_one_case_per_rule_with_failure_and_skipped():
+    doc = build_document(make_result())
+    root = ET.fromstring(render_junit(doc))
+    cases = root.findall(".//testcase")
+    assert len(cases) == len(doc["rules"]["results"]) == 3
+    by_name = {c.get("name").split(":")[0]: c for c in cases}
+    assert by_name["ssim-any"].find("failure") is not None
+    assert by_name["lpips-any"].find("skipped") is not None
+    assert by_name["labels"].find("failure") is None and by_name["labels"].find("skipped") is None
+    suite = root.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("3", "1", "1")
+
+
+def test_junit_strict_counts_not_evaluated_as_failure_and_incomplete_as_error():
+    doc = build_document(make_result(incomplete=True))
+    doc["rules"]["strict"] = True
+    root = ET.fromstring(render_junit(doc))
+    suite = root.find("testsuite")
+    assert suite.get("failures") == "2" and suite.get("errors") == "1"
+
+
+def test_render_round_trip_reproduces_the_html(tmp_path):
+    doc = build_document(make_result(layer_name=XSS_SCRIPT), embed_data=True)
+    written = write_reports(doc, tmp_path, (FORMATS.get("json"), FORMATS.get("html")))
+    assert [p.name for p in written] == ["report.json", "report.html"]
+    out = tmp_path / "again.html"
+    assert app_main(["render", str(tmp_path / "report.json"), "--output", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_render_refuses_unsupported_or_broken_reports(tmp_path, capsys):
+    doc = build_document(make_result())
+    bad_version = tmp_path / "v2.json"
+    bad_version.write_text(json.dumps({**doc, "schema_version": "2.0"}))
+    with pytest.raises(InputError, match=r"v2\.json: report schema 2\.0 is not supported"):
+        load_document(bad_version)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert app_main(["render", str(broken)]) == 2
+    assert "broken.json: invalid JSON at line 1" in capsys.readouterr().err
+    missing = dict(doc)
+    del missing["attacks"]
+    incomplete = tmp_path / "partial.json"
+    incomplete.write_text(json.dumps(missing))
+    with pytest.raises(InputError, match=r"partial\.json: invalid report at \(top level\): 'attacks' is a required"):
+        load_document(incomplete)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_a_renderer_error_leaves_no_file_behind(tmp_path, monkeypatch):
+    from leakaudit.report import Format
+
+    def boom(doc):
+        raise RuntimeError("renderer bug")
+
+    broken = Format("html", "report.html", boom, "broken")
+    with pytest.raises(RuntimeError):
+        write_reports(build_document(make_result()), tmp_path / "out", (FORMATS.get("json"), broken))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_writes_leave_no_temp_files(tmp_path):
+    write_reports(build_document(make_result()), tmp_path, tuple(FORMATS.get(n) for n in FORMATS.names()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json", "report.junit.xml"]
