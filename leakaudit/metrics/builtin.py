@@ -1,0 +1,55 @@
+"""The METRICS registry: every metric leakaudit can score and a rule can name.
+
+Each entry is a thin wrapper over the functional core (``functional``, ``perceptual``) plus its declaration
+(direction, range, description), so reports, rules and the ``rules`` command read one source of truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..registry import Registry
+from . import functional as MF
+from .interface import Metric, MetricOptions
+from .perceptual import lpips_distance
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def _register(metric: Metric) -> Metric:
+    return METRICS.register(metric.name)(metric)
+
+
+def _plain(fn):  # type: ignore[no-untyped-def]
+    return lambda preds, target, options: fn(preds, target)
+
+
+_register(Metric(
+    "ssim", True, "higher", (-1.0, 1.0),
+    "structural similarity (Wang et al. 2004; Gaussian 11x11 window, sigma 1.5), mean over channels",
+    fn=_plain(MF.ssim)))
+_register(Metric(
+    "ssim_adjusted", True, "higher", (-1.0, 1.0),
+    "best SSIM over the reconstruction and its brightness/contrast-adjusted copies (least-squares fit and "
+    "moment match, clamped to [0, 1]): what an attacker sees after adjusting levels",
+    fn=_plain(MF.ssim_best_adjusted)))
+_register(Metric(
+    "psnr", True, "higher", (0.0, math.inf), "peak signal-to-noise ratio, data range 1 (inf when identical)",
+    unit="dB", fn=_plain(MF.psnr)))
+_register(Metric(
+    "mse", False, "lower", (0.0, 1.0), "mean squared error in pixel space [0, 1]", fn=_plain(MF.mse)))
+_register(Metric(
+    "rmse", False, "lower", (0.0, 1.0), "root mean squared error in pixel space [0, 1]", fn=_plain(MF.rmse)))
+_register(Metric(
+    "lpips", False, "lower", (0.0, math.inf),
+    "learned perceptual distance (Zhang et al. 2018, AlexNet by default); needs local backbone weights",
+    fn=lpips_distance))
+_register(Metric(
+    "label_accuracy", True, "higher", (0.0, 1.0),
+    "fraction of the batch's true labels the attacker recovered (as multisets: order is arbitrary)",
+    per_sample=False))
+
+# What score() computes unless told otherwise: every pixel metric.
+DEFAULT_METRICS: tuple[str, ...] = ("ssim", "ssim_adjusted", "psnr", "mse", "rmse", "lpips")
+
+__all__ = ["METRICS", "DEFAULT_METRICS", "MetricOptions"]

@@ -1,0 +1,80 @@
+"""What a metric declares, and the value object for a metric that cannot be computed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Union
+
+import torch
+
+LeakDirection = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A metric without a value, and why (e.g. LPIPS without local backbone weights). Never a number."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"unavailable: {self.reason}"
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Settings some metrics need; the others ignore them."""
+
+    lpips_weights: Path | None = None  # torchvision backbone checkpoint for LPIPS (else env var / torch hub cache)
+    lpips_net: str = "alex"
+
+
+MetricValue = Union[torch.Tensor, Unavailable]
+MetricFn = Callable[[torch.Tensor, torch.Tensor, MetricOptions], MetricValue]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric.
+
+    ``higher_is_better`` is the torchmetrics sense (a better reconstruction). ``leak_direction`` is the
+    attacker's view, which rules use: "higher" means a higher value shows more leakage (SSIM, PSNR), "lower"
+    that a lower one does (MSE, LPIPS). For reconstruction-quality metrics the two agree by construction;
+    both are declared so a rule never has to guess.
+    """
+
+    name: str
+    higher_is_better: bool
+    leak_direction: LeakDirection
+    range: tuple[float, float]
+    description: str
+    unit: str = ""
+    per_sample: bool = True  # False: one value per batch (label accuracy); rules on it use scope "mean"
+    fn: MetricFn | None = field(default=None, repr=False, compare=False)
+
+    def compute(self, preds: torch.Tensor, target: torch.Tensor,
+                options: MetricOptions | None = None) -> MetricValue:
+        """Per-sample values, shape (N,), or :class:`Unavailable`."""
+        if self.fn is None:
+            raise TypeError(f"metric {self.name!r} is not computed from pixels; see leakaudit.metrics.score")
+        return self.fn(preds, target, options or MetricOptions())
+
+    def leaks(self, value: float, threshold: float, comparison: str) -> bool:
+        """True when ``value`` crosses ``threshold`` in the leaking direction (``comparison`` from a rule)."""
+        return COMPARISONS[comparison](value, threshold)
+
+    def worst(self, values: list[float]) -> float:
+        """The most leaking of ``values``."""
+        return max(values) if self.leak_direction == "higher" else min(values)
+
+
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda v, t: v >= t,
+    ">": lambda v, t: v > t,
+    "<=": lambda v, t: v <= t,
+    "<": lambda v, t: v < t,
+}
+
+# Which comparisons agree with a leak direction: a rule fires when the value is on the leaking side.
+COMPARISONS_FOR: dict[str, tuple[str, ...]] = {"higher": (">=", ">"), "lower": ("<=", "<")}
+DEFAULT_COMPARISON: dict[str, str] = {"higher": ">=", "lower": "<="}

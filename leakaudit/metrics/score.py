@@ -1,0 +1,142 @@
+"""Scoring one attack: match its reconstructions to the originals, then compute every metric per pair.
+
+Ground truth enters here and only here (the attacks never see it). Inputs are pixel-space tensors in
+[0, 1]; a metric that cannot be computed (LPIPS without weights, label accuracy without recovered labels)
+is listed in ``unavailable`` with the reason and has no number anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from .builtin import DEFAULT_METRICS, METRICS
+from .functional import _check_tensor, label_accuracy
+from .interface import MetricOptions, Unavailable
+from .matching import match
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """One reconstruction scored against the original it was matched to."""
+
+    index: int  # row of the reconstruction batch
+    original_index: int  # row of the original batch it was matched to
+    name: str  # the matched original's name
+    metrics: dict[str, float]
+    label_true: int | None = None
+    label_recovered: int | None = None  # the recovered label at the same row (labels are unordered: see accuracy)
+
+
+@dataclass(frozen=True)
+class AttackScore:
+    attack: str
+    samples: tuple[SampleScore, ...]
+    means: dict[str, float]  # per-sample metrics averaged over matched samples, plus label_accuracy
+    label_accuracy: float | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> reason it has no value
+    matched_by: str = "ssim"
+    notes: tuple[str, ...] = ()
+
+    def values(self, metric: str) -> list[tuple[str, float]]:
+        """(sample name, value) for every matched sample that has ``metric``."""
+        return [(s.name, s.metrics[metric]) for s in self.samples if metric in s.metrics]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types for JSON; PSNR of an exact reconstruction stays ``inf`` (json writes ``Infinity``)."""
+        return {
+            "attack": self.attack,
+            "matched_by": self.matched_by,
+            "samples": [
+                {"index": s.index, "original_index": s.original_index, "name": s.name, "metrics": dict(s.metrics),
+                 "label_true": s.label_true, "label_recovered": s.label_recovered}
+                for s in self.samples
+            ],
+            "means": dict(self.means),
+            "label_accuracy": self.label_accuracy,
+            "unavailable": dict(self.unavailable),
+            "notes": list(self.notes),
+        }
+
+
+def _labels(value: torch.Tensor | Sequence[int] | None) -> list[int] | None:
+    return None if value is None else [int(v) for v in torch.as_tensor(value).flatten().tolist()]
+
+
+def score(
+    reconstruction_pixels: torch.Tensor,
+    original_pixels: torch.Tensor,
+    *,
+    names: Sequence[str] | None = None,
+    labels_true: torch.Tensor | Sequence[int] | None = None,
+    labels_recovered: torch.Tensor | Sequence[int] | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    lpips_weights: str | None = None,
+    lpips_net: str = "alex",
+    match_by: str = "ssim",
+    attack: str = "",
+) -> AttackScore:
+    """Score ``reconstruction_pixels`` against ``original_pixels`` (both [0, 1], (N, C, H, W) or (N, D)).
+
+    Reconstructions are matched to originals one-to-one (Hungarian, maximising SSIM by default) before any
+    metric is computed. ``label_accuracy`` is added whenever both label sets are given.
+    """
+    recon = _check_tensor("reconstruction_pixels", reconstruction_pixels)
+    orig = _check_tensor("original_pixels", original_pixels).to(recon.device)
+    names = list(names) if names is not None else [f"sample-{i}" for i in range(orig.shape[0])]
+    if len(names) != orig.shape[0]:
+        raise ValueError(f"Expected `names` to hold one name per original ({orig.shape[0]}), got {len(names)}.")
+    chosen = [METRICS.get(m) for m in metrics]  # unknown names: UnknownNameError with suggestions
+    pixel_metrics = [m for m in chosen if m.per_sample]
+
+    matching = match(recon, orig, by=match_by)
+    rows = [r for r, _ in matching.pairs]
+    cols = [c for _, c in matching.pairs]
+    preds, target = recon[rows], orig[cols]
+    options = MetricOptions(lpips_weights=lpips_weights, lpips_net=lpips_net)
+
+    per_metric: dict[str, list[float]] = {}
+    unavailable: dict[str, str] = {}
+    for metric in pixel_metrics:
+        value = metric.compute(preds, target, options)
+        if isinstance(value, Unavailable):
+            unavailable[metric.name] = value.reason
+        else:
+            per_metric[metric.name] = [float(v) for v in value.detach().cpu()]
+
+    true, recovered = _labels(labels_true), _labels(labels_recovered)
+    samples = tuple(
+        SampleScore(
+            index=r, original_index=c, name=names[c],
+            metrics={name: values[k] for name, values in per_metric.items()},
+            label_true=true[c] if true is not None and c < len(true) else None,
+            label_recovered=recovered[r] if recovered is not None and r < len(recovered) else None,
+        )
+        for k, (r, c) in enumerate(matching.pairs)
+    )
+    means = {name: _mean(values) for name, values in per_metric.items()}
+
+    accuracy = None
+    if true is None or recovered is None:
+        unavailable["label_accuracy"] = (
+            "no true labels given" if true is None
+            else "the attack recovered no labels (labels known to the attacker, or optimised jointly)"
+        )
+    else:
+        accuracy = label_accuracy(recovered, true)
+        means["label_accuracy"] = accuracy
+
+    notes = []
+    if matching.unmatched_originals:
+        notes.append(f"{len(matching.unmatched_originals)} original(s) had no reconstruction to match")
+    if matching.unmatched_reconstructions:
+        notes.append(f"{len(matching.unmatched_reconstructions)} extra reconstruction(s) were not scored")
+    return AttackScore(attack=attack, samples=samples, means=means, label_accuracy=accuracy,
+                       unavailable=unavailable, matched_by=match_by, notes=tuple(notes))
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
