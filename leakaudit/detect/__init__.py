@@ -1,1 +1,96 @@
+"""Detection: the layers of a loaded model that change how its gradients leak.
 
+``detect(model)`` runs one eval-mode pass to learn the forward order, finds dropout layers, PRECODE-style
+bottlenecks and BatchNorm structurally, then (``probe=True``) runs two train-mode passes to catch randomness
+the structural rules do not know. It never prints; what the user should know goes into ``Findings.warnings``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from ..models.interface import LoadedModel
+from .bottleneck import find_bottlenecks
+from .dropout import find_dropout
+from .interface import Bottleneck, DropoutLayer, Findings
+from .probe import ROOT, stochastic_modules
+from .trace import Trace, trace
+
+EVAL_EXPORT_WARNING = (
+    "{path}: the ONNX file has no Dropout nodes; it may have been trained with dropout that the export "
+    "removed; re-export with training=TrainingMode.TRAINING or declare rates with --dropout LAYER=P"
+)
+BATCHNORM_WARNING = (
+    "{n} BatchNorm layer(s): in train mode they normalise with the batch's own statistics, which mixes the "
+    "samples of a batch and is itself information about them; the client update and the attacks use "
+    "train-mode BatchNorm"
+)
+UNRECOGNIZED_WARNING = (
+    "unrecognized stochastic layer(s) {names}: their randomness is not modelled by any attack, so plain "
+    "attacks may fail on them without the model being private; declare known dropout with --dropout LAYER=P"
+)
+
+
+def detect(model: LoadedModel, *, probe: bool = True) -> Findings:
+    tr = trace(model)
+    dropout, warnings = find_dropout(model, tr)
+    bottlenecks = find_bottlenecks(model, tr)
+    batchnorm = _batchnorm(model.module, tr)
+    notes = list(warnings)
+    if model.onnx is not None and model.onnx.looks_eval_exported and not model.declared_dropout:
+        notes.append(EVAL_EXPORT_WARNING.format(path=model.path))
+    if batchnorm:
+        notes.append(BATCHNORM_WARNING.format(n=len(batchnorm)))
+    unrecognized: tuple[str, ...] = ()
+    if probe:
+        explained = {d.name for d in dropout} | {b.name for b in bottlenecks}
+        unrecognized = tuple(n for n in stochastic_modules(model) if n not in explained)
+        if unrecognized:
+            notes.append(UNRECOGNIZED_WARNING.format(names=", ".join(unrecognized)))
+    if tr.unused_params:
+        notes.append(f"{len(tr.unused_params)} trainable parameter(s) are not used by the forward pass "
+                     f"(e.g. {tr.unused_params[0]}): they get no gradient and are not attacked")
+    return Findings(
+        layers=_layers(model.module, tr),
+        dropout=dropout,
+        bottlenecks=bottlenecks,
+        batchnorm=batchnorm,
+        unrecognized_stochastic=unrecognized,
+        warnings=tuple(notes),
+    )
+
+
+def _batchnorm(module: nn.Module, tr: Trace) -> tuple[str, ...]:
+    names = [n for n, m in module.named_modules()
+             if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm))
+             or type(m).__name__.startswith("BatchNorm")]
+    return tuple(sorted(names, key=tr.position_of))
+
+
+def _layers(module: nn.Module, tr: Trace) -> tuple[tuple[str, str, int], ...]:
+    """Leaf modules in forward order with the trainable elements listed under them; a container that owns
+    parameters directly (a ViT's class token) gets its own row where it starts."""
+    params = dict(module.named_parameters())
+    count: dict[str, int] = {}
+    for pname, owner in tr.param_owner.items():
+        count[owner] = count.get(owner, 0) + params[pname].numel()
+    modules = dict(module.named_modules())
+    leaf_names = {leaf.name for leaf in tr.leaves}
+    containers = sorted((o for o in count if o not in leaf_names), key=tr.position_of)
+    rows: list[tuple[int, int, tuple[str, str, int]]] = [
+        (tr.position_of(o), 0, (o or ROOT, type(modules[o]).__name__ + " (own parameters)", count[o]))
+        for o in containers]
+    rows += [(i, 1, (leaf.name or ROOT, leaf.type, count.get(leaf.name, 0))) for i, leaf in enumerate(tr.leaves)]
+    return tuple(r for _, _, r in sorted(rows, key=lambda r: (r[0], r[1])))
+
+
+def findings_to_dict(findings: Findings) -> dict:
+    """JSON-ready form (used by ``inspect --json`` and the reports)."""
+    d = dataclasses.asdict(findings)
+    d["layers"] = [{"name": n, "type": t, "trainable": k} for n, t, k in findings.layers]
+    return d
+
+
+__all__ = ["Bottleneck", "DropoutLayer", "Findings", "detect", "findings_to_dict"]

@@ -1,0 +1,68 @@
+"""Normalization presets: how the model expects its [0, 1] pixels to be shifted and scaled."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+from ..errors import ConfigError, UnknownNameError
+from ..registry import Registry
+from .interface import Normalization
+
+# (mean, std) per channel of the datasets the presets are named after.
+PRESETS: Registry[tuple[tuple[float, ...], tuple[float, ...]]] = Registry("normalization preset")
+PRESETS.register("mnist")(((0.1307,), (0.3081,)))
+PRESETS.register("cifar10")(((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))
+PRESETS.register("imagenet")(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+
+
+def normalization(name: str = "none", mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  channels: int = 3) -> Normalization:
+    """``none`` (identity), a dataset preset, or ``custom`` with ``mean``/``std`` (one value, or one per channel).
+
+    A one-channel preset or value is repeated for every channel (mnist statistics on a 3-channel copy of a
+    grey image); a 3-channel preset on a 1-channel model is an error rather than a silent average.
+    """
+    if channels < 1:
+        raise ConfigError(f"channels={channels}: must be at least 1")
+    given = mean is not None or std is not None
+    if name in ("none", "custom") and given:
+        if mean is None or std is None:
+            raise ConfigError("--mean/--std: give both (one value, or one per channel), e.g. --mean 0.5 --std 0.25")
+        return Normalization("custom", _per_channel("--mean", mean, channels), _std(std, channels))
+    if name == "custom":
+        raise ConfigError("--normalization custom: needs --mean and --std (one value, or one per channel)")
+    if given:
+        raise ConfigError(f"--normalization {name}: a preset fixes mean and std; drop --mean/--std or use "
+                          "--normalization custom")
+    if name == "none":
+        return Normalization("none", (0.0,) * channels, (1.0,) * channels)
+    if name not in PRESETS:
+        known = ["none", "custom", *PRESETS.names()]
+        close = difflib.get_close_matches(name, known, n=2)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UnknownNameError(f"--normalization {name!r}: unknown preset; {hint}use one of {', '.join(known)}")
+    pm, ps = PRESETS.get(name)
+    if len(pm) != 1 and len(pm) != channels:
+        raise ConfigError(f"--normalization {name}: the preset has {len(pm)} channels but the model takes "
+                          f"{channels}; use a {channels}-channel preset or --mean/--std")
+    return Normalization(name, _per_channel("mean", pm, channels), _std(ps, channels))
+
+
+def _per_channel(option: str, values: Sequence[float], channels: int) -> tuple[float, ...]:
+    vals = tuple(float(v) for v in values)
+    if len(vals) == 1:
+        return vals * channels
+    if len(vals) != channels:
+        raise ConfigError(f"{option} {','.join(f'{v:g}' for v in vals)}: {len(vals)} values for a "
+                          f"{channels}-channel input; give one value or {channels}")
+    if any(v != v or v in (float("inf"), float("-inf")) for v in vals):
+        raise ConfigError(f"{option} {','.join(f'{v:g}' for v in vals)}: values must be finite numbers")
+    return vals
+
+
+def _std(values: Sequence[float], channels: int) -> tuple[float, ...]:
+    vals = _per_channel("--std", values, channels)
+    if any(v <= 0 for v in vals):
+        raise ConfigError(f"--std {','.join(f'{v:g}' for v in vals)}: standard deviations must be positive")
+    return vals

@@ -1,0 +1,87 @@
+"""Dropout layers: in the torch module, in the ONNX file, and those the user declared (``--dropout``).
+
+A dropout layer draws a fresh Bernoulli mask in every client step, so the server's copy of the model is not
+the realisation that produced the gradient; DIA (Scheliga et al., AAAI 2023) optimises those masks too.
+Layers with rate 0 draw nothing and are left out.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
+
+from ..models.interface import LoadedModel
+from ..models.layers import MaskableDropout
+from .interface import DropoutLayer
+from .trace import Trace
+
+# onnx2torch's own converter for opset >= 12 Dropout: the ratio is a graph input, not an attribute.
+_ONNX2TORCH_DYNAMIC = "OnnxDropoutDynamic"
+
+
+def module_rate(module: nn.Module) -> float | None:
+    """The dropout rate of a dropout module, None for anything else (or a dynamic one without a rate)."""
+    if isinstance(module, (MaskableDropout, _DropoutNd)):
+        return float(module.p)
+    return None
+
+
+def is_dropout_module(module: nn.Module) -> bool:
+    return module_rate(module) is not None or type(module).__name__ == _ONNX2TORCH_DYNAMIC
+
+
+def onnx_module_names(node_name: str) -> tuple[str, ...]:
+    """Names onnx2torch may give the module converted from an ONNX node: dots become slashes."""
+    return (node_name, node_name.replace(".", "/"))
+
+
+def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...], tuple[str, ...]]:
+    """(dropout layers in forward order, warnings)."""
+    modules = dict(model.module.named_modules())
+    found: dict[str, DropoutLayer] = {}
+    warnings: list[str] = []
+
+    candidates = [n for n, m in modules.items() if is_dropout_module(m)]
+    onnx_nodes = list(model.onnx.dropout_nodes) if model.onnx is not None else []
+    unmatched = [n for n in sorted(candidates, key=tr.position_of)]
+    for node_name, ratio in onnx_nodes:
+        name = next((c for c in onnx_module_names(node_name) if c in modules), None)
+        if name is None or name not in unmatched:
+            # The loader renamed the module: take the next dropout module in execution order.
+            name = unmatched[0] if unmatched else None
+        if name is None:
+            warnings.append(f"ONNX Dropout node {node_name!r} (ratio {ratio:g}) has no dropout module in the "
+                            "converted model; its masks are not simulated")
+            continue
+        unmatched.remove(name)
+        rate = module_rate(modules[name])
+        found[name] = DropoutLayer(name, rate if rate is not None else float(ratio), tr.position_of(name), "onnx")
+
+    for name in unmatched:
+        rate = module_rate(modules[name])
+        if rate is None:
+            warnings.append(f"dropout module {name!r} has no readable rate; declare it with --dropout {name}=P")
+            continue
+        found[name] = DropoutLayer(name, rate, tr.position_of(name), "module")
+
+    for layer, rate in model.declared_dropout.items():
+        found.update(_declared(layer, float(rate), modules, tr, found))
+
+    layers = sorted((d for d in found.values() if d.p > 0), key=lambda d: (d.position, d.name))
+    return tuple(layers), tuple(warnings)
+
+
+def _declared(layer: str, rate: float, modules: dict[str, nn.Module], tr: Trace,
+              found: dict[str, DropoutLayer]) -> dict[str, DropoutLayer]:
+    """A rate the user declared for ``layer`` (the export removed the dropout after it).
+
+    The loader inserts a MaskableDropout after the named layer; that module runs right after ``layer``, so
+    the module found there is re-labelled "declared" instead of being listed twice.
+    """
+    after = tr.position_of(layer) + 1 if layer in tr.module_position else None
+    for name, d in found.items():
+        if d.source == "module" and abs(d.p - rate) < 1e-9 and (
+                name.startswith(f"{layer}.") or name.startswith(f"{layer}_") or d.position == after):
+            return {name: DropoutLayer(name, d.p, d.position, "declared")}
+    position = tr.position_of(layer) if layer in modules else len(tr.leaves)
+    return {layer: DropoutLayer(layer, rate, position, "declared")}

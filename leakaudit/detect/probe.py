@@ -1,0 +1,96 @@
+"""The empirical probe: which modules are random in train mode, whatever their structure.
+
+Two train-mode forward passes on the same input, with different seeds. A module whose output differs between
+the passes although its input was the same draws random numbers itself. Containers are blamed only when none
+of their sub-modules was (functional randomness such as ``F.dropout`` or ``torch.randn_like`` written in the
+container's ``forward``). Limit: a container with both a random sub-module and randomness of its own is
+reported through the sub-module only.
+
+The model is left as it was: train-mode BatchNorm updates running statistics, so every buffer is restored,
+and the global RNG state is forked so the caller's random stream does not move.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from ..models.interface import LoadedModel
+from .trace import example_input, forward_or_fail
+
+ROOT = "<model>"  # how the top-level module is named in findings (its module path is "")
+
+
+def _tensors(obj: object) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if x.is_floating_point():
+            # Tight tolerance: GPU kernels may differ in the last bits between identical calls.
+            if not torch.allclose(x, y, rtol=1e-6, atol=1e-7, equal_nan=True):
+                return False
+        elif not torch.equal(x, y):
+            return False
+    return True
+
+
+def _record_pass(module: nn.Module, x: torch.Tensor, seed: int, model: LoadedModel
+                 ) -> dict[str, list[tuple[list[torch.Tensor], list[torch.Tensor]]]]:
+    calls: dict[str, list] = defaultdict(list)
+    names = {m: n for n, m in module.named_modules()}
+
+    def hook(mod: nn.Module, args: tuple, out: object) -> None:
+        calls[names[mod]].append(([t.detach().clone() for t in _tensors(args)],
+                                  [t.detach().clone() for t in _tensors(out)]))
+
+    handles = [m.register_forward_hook(hook) for m in names]
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            forward_or_fail(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def stochastic_modules(model: LoadedModel, *, seeds: tuple[int, int] = (0, 1)) -> tuple[str, ...]:
+    """Names of the modules that are a source of randomness in train mode (``ROOT`` for the model itself)."""
+    module = model.module
+    modes = {m: m.training for m in module.modules()}
+    saved = {n: b.detach().clone() for n, b in module.named_buffers()}
+    x = example_input(model, 2, random=True)  # batch 2: train-mode BatchNorm1d needs more than one sample
+    try:
+        module.train()
+        first = _record_pass(module, x, seeds[0], model)
+        second = _record_pass(module, x, seeds[1], model)
+    finally:
+        with torch.no_grad():
+            for n, b in module.named_buffers():
+                if n in saved:
+                    b.copy_(saved[n])
+        for m, mode in modes.items():
+            m.training = mode
+
+    random_calls = {name for name, calls in first.items()
+                    if any(_same(i1, i2) and not _same(o1, o2)
+                           for (i1, o1), (i2, o2) in zip(calls, second.get(name, [])))}
+    sources = [n for n in random_calls
+               if not any(other != n and (n == "" or other.startswith(f"{n}.")) for other in random_calls)]
+    order = {n: i for i, (n, _) in enumerate(module.named_modules())}
+    return tuple(ROOT if n == "" else n for n in sorted(sources, key=order.__getitem__))

@@ -1,0 +1,142 @@
+"""Forward execution order of a model: which leaf modules run, in what order, and where each trainable
+parameter is first used.
+
+Everything else in detection speaks in these positions: a dropout layer's ``position`` and a
+bottleneck's ``params_before`` / ``params_after`` split are indices into :attr:`Trace.leaves`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from ..errors import ModelError
+from ..models.interface import LoadedModel
+
+
+@dataclass(frozen=True)
+class LeafCall:
+    name: str  # module path ("" never: the root is a leaf only when it has no children)
+    type: str  # class name
+    output_shape: tuple[int, ...] | None  # of the first call, batch dimension included
+
+
+@dataclass(frozen=True)
+class Trace:
+    leaves: tuple[LeafCall, ...]  # leaf modules in the order of their first call
+    module_position: dict[str, int]  # every module that ran (leaf or not) -> index of its first leaf call
+    param_position: dict[str, int]  # trainable parameter name -> position of its first use
+    param_owner: dict[str, str]  # trainable parameter name -> the module it is listed under (first user)
+    unused_params: tuple[str, ...]  # trainable parameters no forward step touched
+
+    def position_of(self, module_name: str) -> int:
+        return self.module_position.get(module_name, len(self.leaves))
+
+
+def _model_device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    for b in module.buffers():
+        if b.is_floating_point():
+            return b.device, b.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def example_input(model: LoadedModel, batch: int, *, random: bool, seed: int = 1234) -> torch.Tensor:
+    device, dtype = _model_device_dtype(model.module)
+    shape = (batch, *model.input_shape)
+    if not random:
+        return torch.zeros(shape, device=device, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed)  # CPU generator: the same input on every device
+    return torch.randn(shape, generator=gen, dtype=dtype).to(device)
+
+
+def forward_or_fail(model: LoadedModel, x: torch.Tensor) -> object:
+    try:
+        return model.module(x)
+    except Exception as e:  # noqa: BLE001 -- any failure here means the declared input shape is wrong
+        shape = ",".join(str(s) for s in model.input_shape)
+        raise ModelError(
+            f"{model.path}: forward pass on input shape {shape} failed ({type(e).__name__}: {e}); "
+            "pass the model's input shape with --input-shape C,H,W"
+        ) from e
+
+
+def _fx_param_users(root: nn.Module) -> dict[str, str]:
+    """Parameters a ``torch.fx.GraphModule`` reads through ``get_attr`` (onnx2torch keeps graph initializers
+    in a container module that is never called, so no hook sees them) -> the first module called with
+    them, or, when a function consumes them, the next module called after that point in the graph."""
+    users: dict[str, str] = {}
+    params = {n for n, _ in root.named_parameters()}
+    for prefix, sub in root.named_modules():
+        if not isinstance(sub, fx.GraphModule):
+            continue
+        dot = f"{prefix}." if prefix else ""
+        nodes = list(sub.graph.nodes)
+        for i, node in enumerate(nodes):
+            if node.op != "get_attr" or f"{dot}{node.target}" not in params:
+                continue
+            callee = next((f"{dot}{n.target}" for n in nodes[i:] if n.op == "call_module"
+                           and any(u is n for u in node.users)), None)
+            if callee is None:
+                callee = next((f"{dot}{n.target}" for n in nodes[i:] if n.op == "call_module"), None)
+            if callee is not None:
+                users.setdefault(f"{dot}{node.target}", callee)
+    return users
+
+
+def trace(model: LoadedModel) -> Trace:
+    """One eval-mode forward pass on zeros of the input shape, with a pre-hook on every module."""
+    module = model.module
+    names = {m: n for n, m in module.named_modules()}
+    leaves: list[LeafCall] = []
+    first: dict[str, int] = {}
+    leaf_index: dict[str, int] = {}
+
+    def pre_hook(mod: nn.Module, _args: object) -> None:
+        name = names[mod]
+        first.setdefault(name, len(leaves))
+        if not any(True for _ in mod.children()) and name not in leaf_index:
+            leaf_index[name] = len(leaves)
+            leaves.append(LeafCall(name, type(mod).__name__, None))
+
+    def post_hook(mod: nn.Module, _args: object, out: object) -> None:
+        name = names[mod]
+        i = leaf_index.get(name)
+        if i is not None and leaves[i].output_shape is None and isinstance(out, torch.Tensor):
+            leaves[i] = LeafCall(name, leaves[i].type, tuple(out.shape))
+
+    handles = []
+    for m in names:
+        handles.append(m.register_forward_pre_hook(pre_hook))
+        handles.append(m.register_forward_hook(post_hook))
+    was_training = module.training
+    try:
+        module.eval()
+        x = example_input(model, 1, random=False)
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        # A model may draw random numbers even in eval mode; the caller's random stream must not move.
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            forward_or_fail(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
+
+    param_position: dict[str, int] = {}
+    param_owner: dict[str, str] = {}
+    fx_users = _fx_param_users(module)
+    unused: list[str] = []
+    for pname, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        owner = fx_users.get(pname, pname.rpartition(".")[0])
+        if owner in first:
+            param_position[pname] = first[owner]
+            param_owner[pname] = owner
+        else:
+            unused.append(pname)
+    return Trace(tuple(leaves), first, param_position, param_owner, tuple(unused))
