@@ -71,8 +71,11 @@ def _banner(doc: dict[str, Any]) -> str:
     word = {"fail": "LEAK", "pass": "PASS", "incomplete": "INCOMPLETE"}[kind]
     if kind == "incomplete":
         word += f" ({'LEAK' if verdict['overall'] == 'fail' else 'no leak so far'})"
-    return (f'<div class="banner {esc(kind)}" id="verdict"><strong>{esc(word)}</strong>'
-            f'{esc(verdict["summary"])}</div>')
+    summary = str(verdict["summary"])
+    for prefix in ("INCOMPLETE: ", "LEAK: ", "PASS: "):  # the banner word already says it
+        summary = summary.removeprefix(prefix)
+    return f'<div class="banner {esc(kind)}" id="verdict"><strong>{esc(word)}</strong>{esc(summary)}</div>'
+
 
 
 def _model(doc: dict[str, Any]) -> str:

@@ -1,0 +1,89 @@
+"""The HTML report in a real browser (headless Chromium over the DevTools protocol).
+
+Checks what a reviewer relies on: the page renders without console errors, asks for nothing over the
+network, shows the verdict and the evidence images, and user-controlled strings (layer and file names)
+cannot run script. A negative control proves the console/network checks can fail.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_factory import XSS_IMG, XSS_SCRIPT, make_result  # noqa: E402
+
+from leakaudit.report import build_document  # noqa: E402
+from leakaudit.report.html import render_html  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+CHECKS = {
+    "verdict_visible": "(() => { const e = document.getElementById('verdict'); if (!e) return false;"
+                       " const r = e.getBoundingClientRect(); return r.width > 100 && r.height > 20"
+                       " && getComputedStyle(e).visibility === 'visible'; })()",
+    "verdict_text": "document.getElementById('verdict') ? document.getElementById('verdict').innerText : ''",
+    "images": "document.images.length",
+    "images_loaded": "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0"
+                     " && i.getBoundingClientRect().width > 50)",
+    "scripts": "document.scripts.length",
+    "injected_img": "Array.from(document.images).filter(i => !i.src.startsWith('data:')).length",
+}
+
+
+def _external(urls: list[str]) -> list[str]:
+    return [u for u in urls if not u.startswith(("file:", "data:", "about:"))]
+
+
+def _write(tmp_path: Path, name: str, html: str) -> Path:
+    page = tmp_path / name
+    page.write_text(html, encoding="utf-8")
+    return page
+
+
+def test_report_renders_offline_with_verdict_and_images(tmp_path, browser_visit, artifacts_dir):
+    page = _write(tmp_path, "report.html", render_html(build_document(make_result(), embed_data=True)))
+    visit = browser_visit(page, CHECKS)
+    (artifacts_dir / "report-browser.png").write_bytes(visit.screenshot)
+    assert visit.console_errors == []
+    assert _external(visit.requests) == []
+    ev = visit.evaluations
+    assert ev["verdict_visible"] is True and "LEAK" in ev["verdict_text"]
+    assert ev["images"] == 4 and ev["images_loaded"] is True  # 2 originals + 2 reconstructions
+    assert visit.screenshot.startswith(b"\x89PNG") and len(visit.screenshot) > 10_000
+
+
+def test_injected_layer_and_file_names_do_not_run(tmp_path, browser_visit, artifacts_dir):
+    result = make_result(layer_name=XSS_SCRIPT, sample_name=XSS_IMG)
+    page = _write(tmp_path, "xss.html", render_html(build_document(result)))
+    visit = browser_visit(page, {**CHECKS, "body_text": "document.body.innerText"})
+    (artifacts_dir / "report-browser-xss.png").write_bytes(visit.screenshot)
+    assert visit.title == f"leakaudit: FAIL {result.model.path}"  # the injected text, shown; not 'pwned'
+
+    assert visit.evaluations["scripts"] == 0 and visit.evaluations["injected_img"] == 0
+    assert XSS_SCRIPT in visit.evaluations["body_text"]  # shown as text, verbatim
+    assert visit.console_errors == [] and _external(visit.requests) == []
+
+
+def test_negative_control_the_checks_catch_script_and_external_requests(tmp_path, browser_visit):
+    """Without escaping and without the CSP, the same probes must see the script run and the request."""
+    html = render_html(build_document(make_result()))
+    html = html.replace('<meta http-equiv="Content-Security-Policy"', '<meta name="x-removed"')
+    html = html.replace("</main>", "<script>document.title='pwned'; console.error('boom')</script>"
+                                   "<img src='http://127.0.0.1:9/x.png'></main>")
+    visit = browser_visit(_write(tmp_path, "unsafe.html", html), CHECKS)
+    assert visit.title == "pwned"
+    assert any("boom" in e for e in visit.console_errors)
+    assert _external(visit.requests) == ["http://127.0.0.1:9/x.png"]
+
+
+def test_csp_blocks_what_escaping_might_miss(tmp_path, browser_visit):
+    """Defence in depth: with the CSP kept, an injected script and remote image are blocked by the browser."""
+    html = render_html(build_document(make_result()))
+    html = html.replace("</main>", "<script>document.title='pwned'</script><img src='http://127.0.0.1:9/x.png'></main>")
+    visit = browser_visit(_write(tmp_path, "csp.html", html), CHECKS)
+    assert visit.title != "pwned"
+    assert _external(visit.requests) == [] and visit.blocked == ["http://127.0.0.1:9/x.png"]
+    assert any("Content Security Policy" in e for e in visit.console_errors)
