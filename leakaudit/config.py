@@ -252,9 +252,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _table(doc: dict[str, Any], path: Path, *, required: bool) -> dict[str, Any] | None:
-    """A file's settings: its ``[tool.leakaudit]`` table when it has a ``[tool]`` table, else the whole file."""
-    if "tool" not in doc:
+    """A file's settings: its ``[tool.leakaudit]`` table (always so for a pyproject.toml, or when the file has a
+    ``[tool]`` table), else the whole file."""
+    if "tool" not in doc and path.name != "pyproject.toml":
         return doc
+    if "tool" not in doc:
+        doc = {"tool": {}}
     table = doc["tool"].get("leakaudit") if isinstance(doc["tool"], dict) else None
     if table is None:
         if required:

@@ -1,0 +1,77 @@
+"""Settings precedence (defaults < config file < flags) and config-file validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leakaudit.config import ScanSettings, load_config, resolve_settings
+from leakaudit.errors import ConfigError
+
+
+def test_no_config_file_gives_the_defaults(tmp_path):
+    cfg = load_config(cwd=tmp_path)
+    assert cfg.path is None
+    assert resolve_settings(cfg, {}) == ScanSettings()
+
+
+def test_leakaudit_toml_beats_defaults_and_flags_beat_the_file(tmp_path):
+    (tmp_path / "leakaudit.toml").write_text(
+        'budget = "quick"\nseed = 5\nformat = ["json", "junit"]\ndefense = ["noise:sigma=0.1"]\n'
+        'dropout = { "fc.1" = 0.5 }\nbatch-size = 2\nlabels_known = true\n')
+    cfg = load_config(cwd=tmp_path)
+    assert cfg.path == tmp_path / "leakaudit.toml"
+    s = resolve_settings(cfg, {"seed": 9})
+    assert (s.budget, s.seed, s.formats, s.defenses) == ("quick", 9, ("json", "junit"), ("noise:sigma=0.1",))
+    assert s.dropout == {"fc.1": 0.5} and s.batch_size == 2 and s.labels_known is True
+
+
+def test_pyproject_tool_table_is_read_and_leakaudit_toml_wins(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.leakaudit]\nbudget = "thorough"\n')
+    assert resolve_settings(load_config(cwd=tmp_path), {}).budget == "thorough"
+    (tmp_path / "leakaudit.toml").write_text('budget = "quick"\n')
+    assert resolve_settings(load_config(cwd=tmp_path), {}).budget == "quick"
+
+
+def test_pyproject_without_tool_table_is_ignored(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert load_config(cwd=tmp_path).path is None
+
+
+def test_explicit_config_beats_the_working_directory_and_resolves_rule_paths(tmp_path):
+    (tmp_path / "leakaudit.toml").write_text('budget = "quick"\n')
+    other = tmp_path / "ci"
+    other.mkdir()
+    (other / "scan.toml").write_text('budget = "thorough"\nrules = "my-rules.toml"\n')
+    s = resolve_settings(load_config(other / "scan.toml", cwd=tmp_path), {})
+    assert s.budget == "thorough" and Path(s.rules) == other / "my-rules.toml"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('budjet = "quick"\n', r"leakaudit\.toml: unknown key 'budjet'; did you mean budget\?"),
+    ('budget = "fast"\n', r"leakaudit\.toml budget: 'fast' is not one of quick, standard, thorough"),
+    ('iterations = 0\n', r"leakaudit\.toml iterations: 0 is below 1"),
+    ('iterations = "many"\n', r"leakaudit\.toml iterations: 'many' is not a int"),
+    ('strict = "yes"\n', r"leakaudit\.toml strict: 'yes' is not true/false"),
+    ('input-shape = "3,a,32"\n', r"leakaudit\.toml input-shape: '3,a,32' is not a shape"),
+    ('dropout = ["fc"]\n', r"leakaudit\.toml dropout: 'fc' is not LAYER=P"),
+    ('dropout = { fc = 1.5 }\n', r"leakaudit\.toml dropout: rate 1\.5 of layer 'fc' is outside \[0, 1\)"),
+    ('budget = \n', r"leakaudit\.toml: invalid TOML \(.*line 1"),
+])
+def test_bad_config_values_give_one_line_errors_naming_file_and_key(tmp_path, text, message):
+    (tmp_path / "leakaudit.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(cwd=tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_explicit_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found"):
+        load_config(tmp_path / "nope.toml", cwd=tmp_path)
+
+
+def test_explicit_pyproject_without_tool_table_is_an_error(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.black]\nline-length = 100\n')
+    with pytest.raises(ConfigError, match=r"pyproject\.toml: no \[tool\.leakaudit\] table"):
+        load_config(tmp_path / "pyproject.toml", cwd=tmp_path)
