@@ -1,1 +1,141 @@
-"""``leakaudit inspect`` (placeholder until detection lands)."""
+"""``leakaudit inspect MODEL``: what leakaudit sees in a model before any attack runs.
+
+Loads the model, runs detection and prints a table of layers and the findings (or, with ``--json``, only JSON
+on stdout, for scripts). Exit 0 on success, 2 on an input error (the app's ``run()`` maps errors).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+
+from .app import app
+
+INSPECT_SCHEMA = "leakaudit.inspect/1"
+
+
+def inspection_to_dict(model: Any, findings: Any) -> dict[str, Any]:
+    """The JSON document of ``inspect --json`` (model facts + findings)."""
+    from ..detect import findings_to_dict
+
+    onnx = model.onnx
+    return {
+        "schema": INSPECT_SCHEMA,
+        "model": {
+            "path": str(model.path),
+            "format": model.format,
+            "sha256": model.sha256,
+            "arch": model.arch,
+            "input_shape": list(model.input_shape),
+            "num_classes": model.num_classes,
+            "trainable_parameters": model.num_trainable(),
+            "declared_dropout": dict(model.declared_dropout),
+            "onnx": None if onnx is None else {
+                "opset": onnx.opset,
+                "producer": onnx.producer,
+                "dropout_nodes": [{"node": n, "ratio": r} for n, r in onnx.dropout_nodes],
+                "random_nodes": [{"node": n, "op_type": t} for n, t in onnx.random_nodes],
+                "looks_eval_exported": onnx.looks_eval_exported,
+            },
+        },
+        **findings_to_dict(findings),
+    }
+
+
+def _notes(findings: Any) -> dict[str, list[str]]:
+    """Layer name -> what detection says about it (for the table's last column)."""
+    notes: dict[str, list[str]] = {}
+    for d in findings.dropout:
+        notes.setdefault(d.name, []).append(f"dropout p={d.p:g} ({d.source})")
+    for b in findings.bottlenecks:
+        k = f", K={b.latent_dim}" if b.latent_dim else ""
+        notes.setdefault(b.name, []).append(f"PRECODE sampling{k}")
+    for n in findings.batchnorm:
+        notes.setdefault(n, []).append("BatchNorm")
+    for n in findings.unrecognized_stochastic:
+        notes.setdefault(n, []).append("unrecognized stochastic")
+    return notes
+
+
+def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    shape = ",".join(str(s) for s in model.input_shape)
+    console.print(f"[bold]{model.path}[/bold]  ({model.format}{', arch ' + model.arch if model.arch else ''})")
+    console.print(f"sha256       {model.sha256}")
+    console.print(f"input shape  {shape}    classes {model.num_classes}    "
+                  f"trainable parameters {model.num_trainable():,}")
+    if model.onnx is not None:
+        console.print(f"onnx         opset {model.onnx.opset}, producer {model.onnx.producer or 'unknown'}")
+
+    notes = _notes(findings)
+    table = Table(title="Layers in forward order", title_justify="left")
+    for col, justify in (("#", "right"), ("layer", "left"), ("type", "left"), ("params", "right"),
+                         ("finding", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    hidden = 0
+    for i, (name, kind, count) in enumerate(findings.layers):
+        note = notes.get(name) or notes.get(name.replace("<model>", ""), [])
+        if not all_layers and count == 0 and not note:
+            hidden += 1
+            continue
+        table.add_row(str(i), name, kind, f"{count:,}" if count else "", "; ".join(note))
+    console.print(table)
+    if hidden:
+        console.print(f"({hidden} parameter-free layers without findings hidden; --all-layers shows them)")
+
+    console.print("[bold]Findings[/bold]")
+    if findings.dropout:
+        for d in findings.dropout:
+            console.print(f"  dropout      {d.name}  p={d.p:g}  position {d.position}  ({d.source})")
+    else:
+        console.print("  dropout      none")
+    if findings.bottlenecks:
+        for b in findings.bottlenecks:
+            console.print(f"  PRECODE      {b.name}  K={b.latent_dim if b.latent_dim else '?'}  position {b.position}  "
+                          f"({b.source}): {len(b.params_before)} parameter tensors before it (what a "
+                          f"PRECODE-aware attack matches), {len(b.params_after)} at/after it")
+    else:
+        console.print("  PRECODE      none")
+    console.print(f"  BatchNorm    {len(findings.batchnorm)} layer(s)" if findings.batchnorm else "  BatchNorm    none")
+    if findings.unrecognized_stochastic:
+        console.print(f"  [yellow]unrecognized stochastic layers: {', '.join(findings.unrecognized_stochastic)}[/yellow]")
+    for w in findings.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", markup=True)
+
+
+@app.command("inspect")
+def inspect_model(
+    model: str = typer.Argument(..., help="Model file: .onnx, or .safetensors (with --arch unless its metadata "
+                                          "names one).", show_default=False),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name "
+                                       "(mlp, lenet, cnn, resnet20, resnet18, vit) or file.py:factory."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Number of classes (if not in the file)."),
+    dropout: list[str] = typer.Option([], "--dropout", metavar="LAYER=P",
+                                      help="LAYER=P: a dropout rate the export removed (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="Run the train-mode probe for unknown randomness."),
+    all_layers: bool = typer.Option(False, "--all-layers", help="List parameter-free layers too."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> int:
+    """Show a model's layers, parameters, input shape, classes, sha256 and what detection finds in it
+    (dropout, PRECODE bottlenecks, BatchNorm, unrecognized randomness)."""
+    from ..config import parse_dropout, parse_shape
+    from ..detect import detect
+    from ..models import load_model
+
+    shape = parse_shape(input_shape, "--input-shape") if input_shape is not None else None
+    declared = parse_dropout(dropout, "--dropout") if dropout else None
+    loaded = load_model(model, arch=arch, input_shape=shape, num_classes=num_classes, dropout=declared)
+    findings = detect(loaded, probe=probe)
+    if as_json:
+        sys.stdout.write(json.dumps(inspection_to_dict(loaded, findings), indent=2) + "\n")
+    else:
+        _print_table(loaded, findings, all_layers)
+    return 0

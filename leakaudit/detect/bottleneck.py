@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from torch import nn
+from torch import fx, nn
 
 from ..models.interface import LoadedModel
 from ..models.layers import VariationalBottleneck
@@ -65,7 +65,8 @@ def _module_bottlenecks(root: nn.Module, tr: Trace) -> list[_Candidate]:
             continue  # never runs in forward: nothing to attack around
         if isinstance(m, VariationalBottleneck):
             found.append(_Candidate(name, m.latent_dim, tr.position_of(name), "module"))
-        elif (k := _looks_variational(m)) is not None:
+        elif not isinstance(m, fx.GraphModule) and (k := _looks_variational(m)) is not None:
+            # (converted ONNX graphs are matched on the graph itself, below)
             found.append(_Candidate(name, k, tr.position_of(name), "module"))
     return found
 

@@ -75,13 +75,12 @@ def _declared(layer: str, rate: float, modules: dict[str, nn.Module], tr: Trace,
               found: dict[str, DropoutLayer]) -> dict[str, DropoutLayer]:
     """A rate the user declared for ``layer`` (the export removed the dropout after it).
 
-    The loader inserts a MaskableDropout after the named layer; that module runs right after ``layer``, so
-    the module found there is re-labelled "declared" instead of being listed twice.
+    The loader adds a MaskableDropout that runs on ``layer``'s output and names the layer in its ``after``
+    attribute; that module is re-labelled "declared" rather than listed twice. Without one (a loader that
+    did not insert it) the declaration is still reported, at the layer's position.
     """
-    after = tr.position_of(layer) + 1 if layer in tr.module_position else None
     for name, d in found.items():
-        if d.source == "module" and abs(d.p - rate) < 1e-9 and (
-                name.startswith(f"{layer}.") or name.startswith(f"{layer}_") or d.position == after):
+        if getattr(modules.get(name), "after", None) == layer:
             return {name: DropoutLayer(name, d.p, d.position, "declared")}
     position = tr.position_of(layer) if layer in modules else len(tr.leaves)
     return {layer: DropoutLayer(layer, rate, position, "declared")}

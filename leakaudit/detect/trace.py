@@ -7,6 +7,7 @@ bottleneck's ``params_before`` / ``params_after`` split are indices into :attr:`
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +57,10 @@ def example_input(model: LoadedModel, batch: int, *, random: bool, seed: int = 1
 
 def forward_or_fail(model: LoadedModel, x: torch.Tensor) -> object:
     try:
-        return model.module(x)
+        with warnings.catch_warnings():
+            # onnx2torch's converted ops warn about torch deprecations on every call: not the user's concern
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"onnx2torch\.")
+            return model.module(x)
     except Exception as e:  # noqa: BLE001 -- any failure here means the declared input shape is wrong
         shape = ",".join(str(s) for s in model.input_shape)
         raise ModelError(
