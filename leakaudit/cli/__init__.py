@@ -15,7 +15,9 @@ from .app import app
 
 # Importing the command modules registers their commands on ``app``.
 from . import inspect_cmd  # noqa: E402,F401
+from . import rules_cmd  # noqa: E402,F401
 from . import scan_cmd  # noqa: E402,F401
+from . import sweep_cmd  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,150 @@
+"""Applying a rule set to the scores of every attack: one result per rule, then the overall verdict.
+
+For each rule the worst (most leaking) value over all attacks -- and over all samples for scope "any" --
+is compared with the threshold. A rule fires on any attack; it passes only when every attack produced the
+metric and none crossed the threshold. A metric without a value (LPIPS without weights, label accuracy when
+the labels were given to the attacker, no attack run) makes the rule "not_evaluated" with the reason: it
+never passes silently, and under ``strict`` it counts as a failure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from ..errors import EXIT_LEAK, EXIT_OK
+from ..metrics import METRICS, AttackScore
+from .rules import Rule, RuleSet
+
+Status = Literal["pass", "fail", "warn", "not_evaluated"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    value: float
+    attack: str
+    sample: str | None  # None for a batch mean
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: Rule
+    status: Status
+    observed: float | None  # the worst (most leaking) value seen, None when nothing was measured
+    attack: str | None  # where the worst value was seen
+    sample: str | None
+    reason: str
+    unavailable: dict[str, str]  # attack -> why the metric had no value there
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat, JSON-ready (the report's rule row)."""
+        r = self.rule
+        return {
+            "id": r.id, "metric": r.metric, "comparison": r.comparison, "threshold": r.threshold,
+            "severity": r.severity, "scope": r.scope, "status": self.status, "observed": self.observed,
+            "attack": self.attack, "sample": self.sample, "reason": self.reason,
+            "description": r.description, "rationale": r.rationale, "reference": r.reference,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    overall: Literal["pass", "fail"]
+    results: tuple[RuleResult, ...]
+    profile: str
+    strict: bool
+
+    def by_status(self, status: Status) -> list[RuleResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def failed(self) -> list[RuleResult]:
+        """Results that make the verdict fail: fail-severity rules that fired, and under strict the unevaluated."""
+        return [r for r in self.results if r.status == "fail" or (self.strict and r.status == "not_evaluated")]
+
+    def exit_code(self, *, exit_zero: bool = False) -> int:
+        """0 pass, 1 leak (a failed rule); ``exit_zero`` for report-only runs."""
+        return EXIT_OK if exit_zero or self.overall == "pass" else EXIT_LEAK
+
+    def summary(self) -> str:
+        counts = {s: len(self.by_status(s)) for s in ("fail", "warn", "not_evaluated", "pass")}  # type: ignore[arg-type]
+        parts = [f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n]
+        head = "FAIL" if self.overall == "fail" else "PASS"
+        return f"{head}: {', '.join(parts) or 'no rules'}" + (" (strict)" if self.strict else "")
+
+
+def evaluate(ruleset: RuleSet, scores: Sequence[AttackScore], *, strict: bool = False) -> Verdict:
+    """The verdict of ``ruleset`` on the scores of every attack that ran."""
+    results = tuple(evaluate_rule(rule, scores) for rule in ruleset.rules)
+    failing = any(r.status == "fail" or (strict and r.status == "not_evaluated") for r in results)
+    return Verdict(overall="fail" if failing else "pass", results=results, profile=ruleset.name, strict=strict)
+
+
+def _observations(rule: Rule, score: AttackScore) -> tuple[list[Observation], str | None]:
+    """The values of ``rule.metric`` in one attack's score, or why there are none."""
+    if rule.metric in score.unavailable:
+        return [], score.unavailable[rule.metric]
+    if rule.scope == "mean":
+        value = score.means.get(rule.metric)
+        found = [] if value is None else [Observation(value, score.attack, None)]
+    else:
+        found = [Observation(v, score.attack, name) for name, v in score.values(rule.metric)]
+    if not found:
+        return [], f"{rule.metric} was not computed"
+    nan = [o for o in found if math.isnan(o.value)]
+    if nan:
+        return [], f"{rule.metric} is NaN for {len(nan)} value(s)"
+    return found, None
+
+
+def evaluate_rule(rule: Rule, scores: Sequence[AttackScore]) -> RuleResult:
+    metric = METRICS.get(rule.metric)
+    observations: list[Observation] = []
+    missing: dict[str, str] = {}
+    for score in scores:
+        found, why = _observations(rule, score)
+        observations += found
+        if why is not None:
+            missing[score.attack or "attack"] = why
+    worst = None
+    if observations:
+        pick = max if metric.leak_direction == "higher" else min
+        worst = pick(observations, key=lambda o: o.value)
+    fired = worst is not None and metric.leaks(worst.value, rule.threshold, rule.comparison)
+    status: Status
+    if fired:
+        status = "fail" if rule.severity == "fail" else "warn"
+    elif not scores:
+        status = "not_evaluated"
+        missing = {"": "no attack produced a score"}
+    elif missing:
+        status = "not_evaluated"
+    else:
+        status = "pass"
+    return RuleResult(
+        rule=rule, status=status,
+        observed=None if worst is None else worst.value,
+        attack=None if worst is None else worst.attack,
+        sample=None if worst is None else worst.sample,
+        reason=_reason(rule, status, worst, missing, len(scores)),
+        unavailable=missing,
+    )
+
+
+def _where(o: Observation) -> str:
+    sample = "batch mean" if o.sample is None else f"sample {o.sample}"
+    return f"{sample}, attack {o.attack}" if o.attack else sample
+
+
+def _reason(rule: Rule, status: Status, worst: Observation | None, missing: dict[str, str], n: int) -> str:
+    if status in ("fail", "warn"):
+        assert worst is not None
+        return f"{rule.metric} {worst.value:.4g} {rule.comparison} {rule.threshold:g} on {_where(worst)}"
+    if status == "not_evaluated":
+        why = "; ".join(f"{a}: {r}" if a else r for a, r in missing.items())
+        seen = f" (worst measured elsewhere: {worst.value:.4g} on {_where(worst)})" if worst else ""
+        return f"not evaluated: {why}{seen}"
+    assert worst is not None
+    return (f"worst {rule.metric} {worst.value:.4g} on {_where(worst)} does not reach "
+            f"{rule.comparison} {rule.threshold:g} ({n} attack(s))")
