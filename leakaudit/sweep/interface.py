@@ -67,6 +67,7 @@ class Point:
     seconds: float | None = None
     error: str | None = None  # one line, for ERROR points
     notes: tuple[str, ...] = ()
+    error_kind: str | None = None  # "input" (a LeakauditError: fix the options) or "internal"
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def to_dict(result: SweepResult, vary: Vary) -> dict[str, Any]:
 def _point(p: Point) -> dict[str, Any]:
     return {
         "value": p.value, "status": p.status, "passed": p.passed, "seconds": p.seconds, "error": p.error,
-        "notes": list(p.notes),
+        "error_kind": p.error_kind, "notes": list(p.notes),
         "attacks": [{
             "attack": a.attack, "attack_loss": a.attack_loss, "seconds": a.seconds,
             "iterations_run": a.iterations_run, "images": list(a.images),
@@ -147,7 +147,7 @@ def point_from_dict(d: dict[str, Any]) -> Point:
         raise InputError(f"sweep point status {status!r} is unknown")
     return Point(
         value=float(d["value"]), status=status, passed=d.get("passed"), seconds=d.get("seconds"),
-        error=d.get("error"), notes=tuple(d.get("notes", ())),
+        error=d.get("error"), notes=tuple(d.get("notes", ())), error_kind=d.get("error_kind"),
         attacks=tuple(AttackOutcome(
             attack=a["attack"], attack_loss=a.get("attack_loss"), seconds=a.get("seconds"),
             iterations_run=a.get("iterations_run"), images=tuple(a.get("images", ())),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Mapping
 
+from ..errors import LeakauditError
 from ..progress import NullObserver, Observer
 from .interface import DONE, ERROR, INTERRUPTED, Point, SweepResult
 from .knobs import Vary
@@ -64,7 +65,8 @@ def _run_value(run_one: RunOne, value: float) -> Point:
         return Point(value, INTERRUPTED, seconds=time.perf_counter() - start,
                      error="interrupted by the user before this value finished")
     except Exception as e:  # noqa: BLE001 -- one value's failure must not lose the other values' results
-        return Point(value, ERROR, seconds=time.perf_counter() - start, error=_one_line(e))
+        kind = "input" if isinstance(e, LeakauditError) else "internal"
+        return Point(value, ERROR, seconds=time.perf_counter() - start, error=_one_line(e), error_kind=kind)
     if point.value != value:
         raise ValueError(f"run_one({value!r}) returned a point for {point.value!r}")
     return point

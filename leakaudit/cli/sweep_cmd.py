@@ -1,0 +1,202 @@
+"""``leakaudit sweep``: how strong must a defense be? One audit per value of a knob, the leakage curve,
+and the weakest setting that passes the rules.
+
+The model, samples and findings are loaded once. sweep.json is written after every value (atomically), so
+Ctrl-C (exit 130, marked incomplete) or a crash leaves a file that ``--resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import load_config, resolve_settings
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, EXIT_USAGE, ConfigError
+from .app import app, fail
+
+SWEEP_EXIT_HELP = (
+    "Exit codes: 0 a tested setting passes the rules (and every stronger one), 1 no tested setting does, "
+    "2 usage or input error, 3 internal error (every value crashed), 130 interrupted (resume with --resume). "
+    "With --exit-zero, 'no setting passes' exits 0."
+)
+
+
+def _sweep_command(model: str, data: str, settings: Any, vary_text: str) -> str:
+    from .scan_cmd import reproduce_command
+
+    argv = shlex.split(reproduce_command(model, data, settings))
+    argv[1] = "sweep"
+    return shlex.join(argv + ["--vary", vary_text])
+
+
+def _shown_metrics(doc: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for p in doc["points"]:
+        names += [r["metric"] for r in p["rules"] if r["metric"] not in names]
+    return names[:2] or ["ssim"]
+
+
+def _table(doc: dict[str, Any]) -> Table:
+    metrics = _shown_metrics(doc)
+    attacks: list[str] = []
+    for p in doc["points"]:
+        attacks += [a["attack"] for a in p["attacks"] if a["attack"] not in attacks]
+    table = Table(title=f"leakage against {doc['knob']['name']} (worst sample)", title_justify="left")
+    table.add_column(doc["knob"]["name"], justify="right")
+    table.add_column("verdict")
+    for a in attacks:
+        for m in metrics:
+            table.add_column(escape(f"{a} {m}"), justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("notes", overflow="fold")
+    by_value = {p["value"]: p for p in doc["points"]}
+    for v in doc["values"]:
+        p = by_value.get(v)
+        if p is None:
+            table.add_row(f"{v:g}", "[dim]not run[/]", *[""] * (len(attacks) * len(metrics) + 2))
+            continue
+        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]"}.get(p["passed"], f"[yellow]{p['status']}[/]")
+        cells = []
+        for a in attacks:
+            outcome = next((x for x in p["attacks"] if x["attack"] == a), None)
+            for m in metrics:
+                metric = next((x for x in outcome["metrics"] if x["name"] == m), None) if outcome else None
+                cells.append("" if metric is None or metric["worst"] is None else f"{metric['worst']:.4g}")
+        secs = "" if p["seconds"] is None else f"{p['seconds']:.1f}s"
+        table.add_row(f"{v:g}", verdict, *cells, secs, escape(p["error"] or ""))
+    return table
+
+
+def _exit_code(result: Any, exit_zero: bool, console: Console) -> int:
+    from ..sweep import DONE, ERROR
+
+    if result.incomplete:
+        return EXIT_INTERRUPTED
+    if result.threshold.stable is not None:
+        return EXIT_OK
+    done = [p for p in result.points if p.status == DONE]
+    if not done:
+        errors = [p for p in result.points if p.status == ERROR]
+        if errors and all(p.error_kind == "input" for p in errors):
+            fail(f"every value failed; first error: {errors[0].error}")
+            return EXIT_USAGE
+        fail("every value failed (see the notes in the table); rerun with --debug and please report it")
+        return EXIT_INTERNAL
+    return EXIT_OK if exit_zero else EXIT_LEAK
+
+
+@app.command("sweep", epilog=SWEEP_EXIT_HELP)
+def sweep(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Model file: .onnx, or .safetensors with --arch.", show_default=False),
+    data: str = typer.Option(..., "--data", help="Samples: image folder, .npz/.npy or .safetensors (x, y).",
+                             show_default=False),
+    vary: Optional[str] = typer.Option(
+        None, "--vary", metavar="KNOB=VALUES",
+        help="What to vary: noise.sigma, clip.norm, prune.keep, mask.fraction, ppp.sigma or dropout.p (built-in "
+             "architectures), = a list 0.01,0.1 or a range START:STOP:log|lin:COUNT, e.g. noise.sigma=1e-4:1e-1:log:6."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the sweep in this sweep.json (same model "
+                                         "and settings); values already done are kept."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name or file.py:factory."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Number of classes (if not in the file)."),
+    dropout: list[str] = typer.Option([], "--dropout", metavar="LAYER=P", help="LAYER=P: a dropout rate the export removed (repeatable)."),
+    normalize: str = typer.Option("none", "--normalize", help="Input normalization: none, mnist, cifar10, imagenet."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
+    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std."),
+    rules: str = typer.Option("default", "--rules", help="Rule profile (default, strict) or a rule TOML file."),
+    attacks: str = typer.Option("auto", "--attacks", help="auto (fit to the model) or a list, e.g. ig,dia."),
+    budget: str = typer.Option("standard", "--budget", help="quick, standard or thorough (the papers' settings)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Iterations of every attack (overrides the budget)."),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of every attack (overrides the budget)."),
+    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V", help="Fixed simulated defense applied at every value (repeatable, in order); the varied one replaces a defense of its kind."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Samples in the client's batch."),
+    local_steps: int = typer.Option(1, "--local-steps", help="Local steps (>1: FedAvg weight update)."),
+    local_lr: float = typer.Option(0.1, "--local-lr", help="Local learning rate (FedAvg)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="fedsgd or fedavg (default: fedavg when --local-steps > 1)."),
+    labels_known: bool = typer.Option(False, "--labels-known", help="Give the attacker the true labels (stronger attacker)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the client's dropout/noise and of the attacks (the same at every value)."),
+    output_dir: str = typer.Option("leakaudit-report", "--output-dir", help="Folder for sweep.json and sweep.html."),
+    format: str = typer.Option("json,html", "--format", help="json (always written: --resume needs it) and/or html."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    strict: bool = typer.Option(False, "--strict", help="A rule that cannot be evaluated counts as a failure."),
+    exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when no tested setting passes."),
+    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or \\[tool.leakaudit] in ./pyproject.toml)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> int:
+    """Vary one defense knob, audit at every value, and report the weakest setting that passes the rules."""
+    from ..sweep import parse_vary, run_sweep
+    from ..sweep.html import render_html
+    from ..sweep.jsonio import previous_points, read_json, to_dict, write_json
+    from ..sweep.pipeline import check_knob, default_audit, make_runner, prepare, settings_for_resume
+    from .progress import RichObserver
+    from .scan_cmd import _explicit_flags
+
+    settings = resolve_settings(load_config(config), _explicit_flags(ctx, ctx.params))
+    unknown = [f for f in settings.formats if f not in ("json", "html")]
+    if unknown:
+        raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
+                          f"{', '.join(unknown)}; use --format json,html")
+    previous_doc = read_json(Path(resume)) if resume else None
+    if vary is None:
+        if previous_doc is None:
+            raise ConfigError("--vary: missing; give what to vary, e.g. --vary noise.sigma=1e-4:1e-1:log:6, "
+                              "or --resume sweep.json to continue a sweep")
+        vary = f"{previous_doc['knob']['name']}={previous_doc['knob']['spec']}"
+    spec = parse_vary(vary)
+    out_dir = Path(settings.output_dir)
+    json_path, html_path = out_dir / "sweep.json", out_dir / "sweep.html"
+
+    console = Console(stderr=True)
+    command = _sweep_command(model, data, settings, f"{spec.knob.name}={spec.spec}")
+    with RichObserver(console, quiet=settings.quiet) as observer:
+        prepared = prepare(model, data, settings, observer)
+        check_knob(spec, prepared, settings.defenses)
+        resume_settings = settings_for_resume(settings)
+        previous = None
+        if previous_doc is not None:
+            previous = previous_points(Path(resume), previous_doc, knob=spec.knob.name,
+                                       sha256=prepared.model.sha256, settings=resume_settings)
+        context = _context(prepared, resume_settings, command)
+        runner = make_runner(spec, prepared, settings, default_audit(prepared, command), observer)
+        result = run_sweep(spec, runner, previous=previous, observer=observer, context=context,
+                           on_point=lambda partial: write_json(json_path, to_dict(partial, spec)))
+    doc = to_dict(result, spec)
+    write_json(json_path, doc)
+    written = [json_path]
+    if "html" in settings.formats:
+        from ..report import write_atomic
+        from ..report.images import png_data_uri
+
+        originals = [png_data_uri(px) for px in prepared.batch.pixels]
+        write_atomic(html_path, render_html(doc, originals))
+        written.append(html_path)
+    if not settings.quiet:
+        console.print(_table(doc))
+        style = "green" if result.threshold.stable is not None else "yellow"
+        if result.incomplete:
+            console.print(f"[yellow]incomplete: continue with --resume {json_path}[/]", highlight=False)
+        console.print(f"[bold {style}]threshold: {result.threshold.message}[/]", highlight=False, markup=True)
+        for path in written:
+            console.print(f"report: {path}", highlight=False, markup=False)
+    return _exit_code(result, settings.exit_zero, console)
+
+
+def _context(prepared: Any, settings: dict[str, Any], command: str) -> dict[str, Any]:
+    m, b = prepared.model, prepared.batch
+    norm = b.normalization
+    return {
+        "command": command,
+        "model": {"path": str(m.path), "sha256": m.sha256, "arch": m.arch, "format": m.format,
+                  "input_shape": list(m.input_shape), "num_classes": m.num_classes},
+        "data": {"source": str(b.source), "count": len(b), "shape": list(b.x.shape[1:]), "names": list(b.names),
+                 "normalization": {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std)}},
+        "settings": settings,
+    }

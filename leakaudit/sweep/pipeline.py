@@ -1,0 +1,162 @@
+"""The real sweep: load the model, samples and findings once, then one ``audit`` per value of the knob.
+
+Every value runs with the same seed, so the client's dropout masks and the defenses' random draws are the
+same sequence at every value (common random numbers): the curve shows the knob's effect, not the noise
+of fresh draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..detect.interface import Findings
+from ..errors import ConfigError
+from ..models.interface import LoadedModel
+from ..progress import NullObserver, Observer
+from .interface import DONE, ERROR, INTERRUPTED, AttackOutcome, MetricSummary, Point, RuleOutcome
+from .knobs import Vary
+from .settings import check_rebuildable, defenses_with, rebuild_with_dropout
+
+# Settings that do not change results: a resumed sweep may differ in them.
+_PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data")
+
+
+@dataclass
+class Prepared:
+    """What every value shares: loaded once."""
+
+    model: LoadedModel
+    batch: Any  # SampleBatch
+    findings: Findings
+    ruleset: Any = None  # the parsed rules (None: audit_loaded loads settings.rules)
+
+
+def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
+    """Load the rules, model, findings and samples once, with the same checks and order as ``audit``
+    (cheap checks first, so a typo in a rule file does not cost a model load)."""
+    from ..audit import _check_defenses, _load_batch, _load_model, _load_rules
+    from ..detect import detect
+
+    observer = observer or NullObserver()
+    ruleset = _load_rules(settings.rules)
+    _check_defenses(settings.defenses)
+    loaded = _load_model(model, settings, observer)
+    observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
+    findings = detect(loaded)
+    batch = _load_batch(data, loaded, settings, observer)
+    return Prepared(loaded, batch, findings, ruleset)
+
+
+def default_audit(prepared: Prepared, command: str = "") -> "AuditFn":
+    """``audit_loaded`` bound to the prepared rules: what ``make_runner`` calls per value."""
+    from ..audit import audit_loaded
+
+    def run(model: LoadedModel, batch: Any, findings: Findings, settings: Any, observer: Observer) -> Any:
+        return audit_loaded(model, batch, findings, settings, observer, command=command, ruleset=prepared.ruleset)
+
+    return run
+
+
+def higher_is_better(metric: str) -> bool | None:
+    try:
+        from ..metrics import METRICS  # type: ignore[attr-defined]
+
+        return bool(METRICS.get(metric).higher_is_better)
+    except Exception:  # noqa: BLE001 -- an unregistered metric is plotted without a direction
+        return None
+
+
+def check_knob(vary: Vary, prepared: Prepared, defenses: tuple[str, ...]) -> None:
+    """Refuse, before any value runs, a knob that cannot apply to this model (one error, not N)."""
+    from ..update import parse_defense
+
+    knob = vary.knob
+    if knob.target == "model":
+        check_rebuildable(prepared.model)
+        return
+    if knob.component == "ppp" and not prepared.findings.bottlenecks:
+        raise ConfigError(f"--vary {knob.name}: {prepared.model.path} has no PRECODE (variational) bottleneck, so "
+                          f"PPP has no layers to perturb; vary noise.sigma instead")
+    for spec in defenses_with(defenses, knob, vary.values[0]):
+        parse_defense(spec)
+
+
+def settings_for_resume(settings: Any) -> dict[str, Any]:
+    """The settings a resumed sweep must share with the first run (JSON-ready)."""
+    raw = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+    return {k: v for k, v in raw.items() if k not in _PRESENTATION}
+
+
+def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> Point:
+    """An ``AuditResult`` at one value -> a sweep ``Point`` (metrics per attack, rules, images)."""
+    from ..report.images import png_data_uri
+
+    attacks, extra = [], list(notes)
+    for a in result.attacks:
+        if not a.ran:
+            extra.append(f"{a.name} {a.status}: {a.reason}".rstrip(": "))
+            continue
+        names: list[str] = []
+        for s in a.samples:
+            names += [n for n in s.metrics if n not in names]
+        metrics = [MetricSummary(n, tuple(_finite(s.metrics.get(n)) for s in a.samples), higher_is_better(n))
+                   for n in names]
+        metrics += [MetricSummary(n, (), higher_is_better(n), reason) for n, reason in a.unavailable.items()
+                    if n not in names]
+        images: tuple[str, ...] = ()
+        if a.pixels is not None:
+            images = tuple(png_data_uri(a.pixels[i]) for i in range(a.pixels.shape[0]))
+        attacks.append(AttackOutcome(a.name, tuple(metrics), _finite(a.attack_loss), a.seconds, a.iterations_run,
+                                     images))
+    rules = tuple(RuleOutcome(r.id, r.metric, r.comparison, float(r.threshold), r.severity, r.status,
+                              _finite(r.observed), r.attack, r.reason or None) for r in result.rules)
+    seconds = (result.finished_at - result.started_at).total_seconds()
+    if getattr(result, "incomplete", False):
+        reason = getattr(result, "incomplete_reason", "") or "interrupted"
+        return Point(value, INTERRUPTED, attacks=tuple(attacks), rules=rules, seconds=seconds, error=reason,
+                     notes=tuple(extra))
+    crashed = [a for a in result.attacks if a.status == "failed"]
+    if crashed:  # a pass is not credible when one of the planned attacks never ran: no verdict here
+        error = "; ".join(f"attack {a.name} failed: {a.reason}" for a in crashed)
+        return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds, error=error,
+                     error_kind="internal", notes=tuple(extra))
+    return Point(value, DONE, passed=result.overall == "pass", attacks=tuple(attacks), rules=rules,
+                 seconds=seconds, notes=tuple(extra) + tuple(result.notes))
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
+
+
+AuditFn = Callable[..., Any]
+
+
+def make_runner(vary: Vary, prepared: Prepared, settings: Any, audit_fn: AuditFn,
+                observer: Observer | None = None) -> Callable[[float], Point]:
+    """``run_one(value)`` for ``run_sweep``: the audit of the shared model/samples at one knob value.
+
+    ``audit_fn(model, batch, findings, settings, observer)`` runs one audit on preloaded inputs.
+    """
+    observer = observer or NullObserver()
+    knob = vary.knob
+
+    def run_one(value: float) -> Point:
+        model, findings, notes = prepared.model, prepared.findings, ()
+        value_settings = settings
+        if knob.target == "model":
+            from ..detect import detect
+
+            model = rebuild_with_dropout(prepared.model, value)
+            findings = detect(model)
+            notes = (f"model rebuilt as {model.arch} with dropout p={value:g}",)
+        else:
+            value_settings = dataclasses.replace(settings, defenses=defenses_with(settings.defenses, knob, value))
+        result = audit_fn(model, prepared.batch, findings, value_settings, observer)
+        return point_from_audit(value, result, notes)
+
+    return run_one
