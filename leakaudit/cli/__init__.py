@@ -17,6 +17,7 @@ from .app import app
 from . import inspect_cmd  # noqa: E402,F401
 from . import rules_cmd  # noqa: E402,F401
 from . import scan_cmd  # noqa: E402,F401
+from . import sweep_cmd  # noqa: E402,F401
 
 
 def main() -> None:
