@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+from torch import nn
 
+from ..detect.interface import Findings
 from ..progress import Observer
 
 
@@ -35,3 +37,60 @@ class Reconstruction:
     iterations_run: int
     stopped_early: bool = False  # True when interrupted or converged
     notes: tuple[str, ...] = ()
+    # Added (backward compatible): the final objective of every restart (nan for a dropped one), and the
+    # index of the returned restart -- lets a report show how consistent the restarts were.
+    restart_losses: tuple[float, ...] = ()
+    best_restart: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class AttackTarget:
+    """Everything an attack may use: what the server sees plus public facts about the model.
+
+    ``true_masks`` is ground truth only the simulation knows; only the ``dia-informed`` upper bound reads it.
+    """
+
+    module: nn.Module
+    gradients: Mapping[str, torch.Tensor]  # observed update: trainable parameter name -> gradient
+    input_shape: tuple[int, ...]
+    num_classes: int
+    labels: torch.Tensor | None = None  # (N,) class indices known or recovered; None: the attack must cope
+    num_samples: int = 1
+    findings: Findings | None = None
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # valid input box in model space, (1, *input_shape)
+    loss: str = "cross_entropy"  # the client's objective (leakaudit.update.losses.LOSSES)
+    true_masks: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+
+class Attack(ABC):
+    """One gradient-inversion attack. Subclasses set ``name``/``summary`` and implement ``run``.
+
+    ``auto`` attacks are planned when they fit the model; the others (upper bounds needing ground truth)
+    run only when asked for by name.
+    """
+
+    name: str = ""
+    summary: str = ""
+    auto: bool = True
+
+    def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
+        """Why this attack does not fit the model (None: it fits)."""
+        return None
+
+    @abstractmethod
+    def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
+            seed: int | None, observer: Observer) -> Reconstruction: ...
+
+
+@dataclass(frozen=True)
+class PlannedAttack:
+    """One line of the plan: an attack with its settings, or the reason it is not run."""
+
+    name: str
+    settings: AttackSettings | None
+    run: bool
+    reason: str = ""  # why it is skipped, or why it was chosen
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'run' if self.run else 'skipped'} -- {self.reason}" if self.reason else self.name

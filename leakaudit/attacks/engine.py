@@ -1,0 +1,458 @@
+"""The gradient-matching engine every optimisation attack (DLG, IG, DIA, PRECODE-aware) shares.
+
+One attack = find inputs (and, depending on the attack, soft labels and continuous dropout masks) whose
+gradient, computed the way the client computes it, matches the observed update. Restarts are one batched
+computation: the per-restart objective -- itself containing the model gradient via ``torch.func.grad`` --
+is differentiated with ``torch.func.grad`` and mapped over the restart dimension with ``torch.func.vmap``.
+The optimiser (Adam with per-restart learning rates, or L-BFGS) works on the stacked ``(R, ...)`` tensors.
+The host reads losses only every ``check_every`` iterations (progress, stop requests, plateau decay), so a
+GPU run is not synchronised on every step.
+
+Choices that follow the reference code of the DIA paper (dAI-SY-Group/DropoutInversionAttack):
+- the attacker's copy of the model runs with dropout switched off (``attacker_train_mode: false`` there):
+  plain attacks do not know the client's masks, and DIA substitutes its own continuous masks;
+- the image is initialised ``randn`` in model space and clipped to the valid box after every step;
+- Adam updates the image with the sign of its gradient, the masks with their raw gradient.
+BatchNorm layers use train-mode batch statistics (as the client did) without running-stat updates; PRECODE
+bottlenecks and any other random module sample fresh noise per restart and step (the attacker cannot know
+the client's draw).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
+
+from ..errors import ConfigError, ModelError
+from ..models.layers import MaskableDropout
+from ..progress import AttackProgress, NullObserver, Observer
+from ..update.losses import client_loss
+
+DISTANCES = ("cosine", "l2")
+
+
+@dataclass(frozen=True)
+class MaskVariable:
+    """A continuous dropout mask the attack optimises for one ``MaskableDropout`` layer."""
+
+    layer: str  # module path
+    p: float
+    shape: tuple[int, ...]  # the layer's activation shape, batch dimension included
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What is matched and how: the attack-specific part of a gradient-matching problem."""
+
+    distance: str = "cosine"  # "cosine": 1 - cos over all matched layers jointly (IG); "l2": squared L2 (DLG)
+    match: tuple[str, ...] | None = None  # parameter names whose gradients are matched (None: all observed)
+    tv: float = 0.0
+    mask_layers: tuple[str, ...] = ()  # MaskableDropout layers whose masks are optimised (DIA)
+    mask_reg: float = 0.0  # lambda of |(1 - mean(m)) - p| per optimised mask
+    fixed_masks: Mapping[str, torch.Tensor] = field(default_factory=dict)  # known masks (well-informed)
+    soft_labels: bool = False  # optimise label logits jointly (DLG without known labels)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    iterations: int
+    restarts: int = 1
+    lr: float = 0.1
+    optimizer: str = "adam"  # "adam" (signed image gradient) or "lbfgs"
+    decay: str = "step"  # "step": x0.1 at 3/8, 5/8, 7/8; "plateau": x0.1 after `patience` stalled its; "none"
+    patience: int = 800
+    check_every: int = 25
+    tol: float = 0.0  # stop once every live restart's objective is below this
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    x: torch.Tensor  # (N, *input_shape), best restart, CPU
+    labels: torch.Tensor | None  # (N,) the labels used, or argmax of the optimised soft labels
+    loss: float
+    restart_losses: tuple[float, ...]
+    best_restart: int
+    iterations_run: int
+    stopped_early: bool
+    notes: tuple[str, ...]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # optimised masks of the best restart
+
+
+@dataclass
+class _Problem:
+    module: nn.Module
+    params: dict[str, torch.Tensor]  # matched parameters (differentiated)
+    constants: dict[str, torch.Tensor]  # other parameters and buffers
+    observed: dict[str, torch.Tensor]
+    observed_norm: torch.Tensor
+    sample_shape: tuple[int, ...]  # (N, *input_shape)
+    num_classes: int
+    labels: torch.Tensor | None
+    loss: str
+    masks: tuple[MaskVariable, ...]
+    bounds: tuple[torch.Tensor, torch.Tensor] | None
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def attacker_copy(module: nn.Module, device: torch.device) -> nn.Module:
+    """The attacker's own model: a deep copy in train mode, BatchNorm on batch statistics without running
+    stats, dropout off (plain attacks do not know the masks; DIA substitutes its own)."""
+    model = copy.deepcopy(module).to(device)
+    model.train()
+    replace_all_batch_norm_modules_(model)
+    for m in model.modules():
+        if isinstance(m, MaskableDropout):
+            m.eval()
+            m.mask = None
+            m.record = False
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def activation_shapes(model: nn.Module, layers: tuple[str, ...], sample_shape: tuple[int, ...],
+                      device: torch.device) -> dict[str, tuple[int, ...]]:
+    """Shapes of the inputs of the named layers, found with a hooked probe forward pass."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    named = dict(model.named_modules())
+    hooks = [named[n].register_forward_hook(
+        lambda _m, inp, _out, n=n: shapes.setdefault(n, tuple(inp[0].shape))) for n in layers]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(sample_shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    missing = [n for n in layers if n not in shapes]
+    if missing:
+        raise ModelError(f"dropout layer(s) {', '.join(missing)} are never called in the forward pass; "
+                         "declare only dropout layers the model uses")
+    return shapes
+
+
+def _build(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: Objective,
+           sample_shape: tuple[int, ...], num_classes: int, labels: torch.Tensor | None, loss: str,
+           bounds: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device) -> _Problem:
+    if objective.distance not in DISTANCES:
+        raise ConfigError(f"distance {objective.distance!r}: unknown; use one of {', '.join(DISTANCES)}")
+    model = attacker_copy(module, device)
+    all_params = dict(model.named_parameters())
+    names = objective.match if objective.match is not None else tuple(n for n in observed if n in all_params)
+    unknown = [n for n in names if n not in all_params or n not in observed]
+    if unknown:
+        raise ModelError(f"observed update has gradients for {', '.join(unknown[:3])} that the model has no "
+                         "trainable parameter for (or none at all); compute the update with this model")
+    if not names:
+        raise ModelError("no observed gradient to match: the update is empty for this model's parameters; "
+                         "compute the update with this model")
+    obs = {n: observed[n].detach().to(device, torch.float32) for n in names}
+    for n, g in obs.items():
+        if not torch.isfinite(g).all():
+            raise ModelError(f"observed gradient of {n} holds NaN/Inf; the client update is corrupt -- "
+                             "recompute it (check the model's weights and the sample normalisation)")
+    params = {n: all_params[n].detach() for n in names}
+    constants = {n: p.detach() for n, p in all_params.items() if n not in params}
+    constants.update({n: b for n, b in model.named_buffers()})
+    named = dict(model.named_modules())
+    for layer in (*objective.mask_layers, *objective.fixed_masks):
+        if not isinstance(named.get(layer), MaskableDropout):
+            raise ModelError(f"{layer}: not a MaskableDropout layer of the model, so its mask cannot be "
+                             "optimised; check the detection findings")
+    shapes = activation_shapes(model, objective.mask_layers, sample_shape, device) if objective.mask_layers else {}
+    masks = tuple(MaskVariable(n, named[n].p, shapes[n]) for n in objective.mask_layers)
+    norm = torch.sqrt(sum((g * g).sum() for g in obs.values()))
+    lab = labels.to(device) if labels is not None and not objective.soft_labels else None
+    box = (bounds[0].to(device), bounds[1].to(device)) if bounds is not None else None
+    return _Problem(model, params, constants, obs, norm, sample_shape, num_classes, lab, loss, masks, box)
+
+
+# ------------------------------------------------------------------------------------------ objective
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV as in IG/DIA: mean absolute difference of neighbouring pixels (images only)."""
+    if x.dim() < 4:
+        return x.new_zeros(())
+    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+
+
+def _objective_fn(pb: _Problem, objective: Objective) -> Callable:
+    """The per-restart objective ``f(x, y_logits, masks) -> (loss, loss)``, differentiable with torch.func."""
+    fixed = {f"{n}.mask": m for n, m in objective.fixed_masks.items()}
+    mask_p = {mv.layer: mv.p for mv in pb.masks}
+
+    def f(x: torch.Tensor, y_logits: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
+        state = {**pb.constants, **fixed, **{f"{n}.mask": m for n, m in masks.items()}}
+        targets = pb.labels if pb.labels is not None else F.softmax(y_logits["y"], dim=-1)
+
+        def client(params: dict[str, torch.Tensor]) -> torch.Tensor:
+            out = functional_call(pb.module, {**state, **params}, (x,), strict=False)
+            return client_loss(pb.module, out, targets, pb.loss)
+
+        g = grad(client)(pb.params)
+        if objective.distance == "cosine":
+            dot = sum((g[n] * o).sum() for n, o in pb.observed.items())
+            gnorm = torch.sqrt(sum((g[n] * g[n]).sum() for n in pb.observed))
+            dist = 1.0 - dot / (gnorm * pb.observed_norm + 1e-8)
+        else:
+            dist = sum(((g[n] - o) ** 2).sum() for n, o in pb.observed.items())
+        total = dist
+        if objective.tv:
+            total = total + objective.tv * total_variation(x)
+        for n, m in masks.items():
+            total = total + objective.mask_reg * ((1.0 - m.mean()) - mask_p[n]).abs()
+        return total, total
+
+    return f
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the RNG the model's own random modules draw from, without touching the caller's state."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def _init(pb: _Problem, objective: Objective, restarts: int, seed: int,
+          device: torch.device) -> dict[str, torch.Tensor]:
+    """Restart r draws from its own generator seeded ``seed + r``: a batch of R restarts starts exactly where
+    R single-restart runs with seeds seed..seed+R-1 start."""
+    xs, ys, ms = [], [], {mv.layer: [] for mv in pb.masks}
+    for r in range(restarts):
+        gen = torch.Generator().manual_seed(seed + r)
+        xs.append(torch.randn(pb.sample_shape, generator=gen))
+        if objective.soft_labels:
+            ys.append(torch.randn((pb.sample_shape[0], pb.num_classes), generator=gen))
+        for mv in pb.masks:
+            ms[mv.layer].append(torch.bernoulli(torch.full(mv.shape, 1.0 - mv.p), generator=gen))
+    vars_ = {"x": torch.stack(xs)}
+    if ys:
+        vars_["y"] = torch.stack(ys)
+    for n, m in ms.items():
+        vars_[f"mask:{n}"] = torch.stack(m)
+    return {k: v.to(device) for k, v in vars_.items()}
+
+
+def _split(vars_: dict[str, torch.Tensor]):
+    y = {"y": vars_["y"]} if "y" in vars_ else {}
+    masks = {k[5:]: v for k, v in vars_.items() if k.startswith("mask:")}
+    return vars_["x"], y, masks
+
+
+def _join(x, y: dict, masks: dict) -> dict[str, torch.Tensor]:
+    out = {"x": x}
+    if "y" in y:
+        out["y"] = y["y"]
+    out.update({f"mask:{n}": m for n, m in masks.items()})
+    return out
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class _Runner:
+    """State of one batched optimisation: variables, best-so-far snapshots, live restarts."""
+
+    def __init__(self, pb: _Problem, objective: Objective, sched: Schedule, seed: int, device: torch.device,
+                 attack: str, observer: Observer) -> None:
+        self.pb, self.objective, self.sched, self.attack, self.observer = pb, objective, sched, attack, observer
+        self.vars = _init(pb, objective, sched.restarts, seed, device)
+        r = sched.restarts
+        self.best_loss = torch.full((r,), math.inf, device=device)
+        self.best = {k: v.clone() for k, v in self.vars.items()}
+        self.alive = torch.ones(r, dtype=torch.bool, device=device)
+        self.died_at = torch.full((r,), -1, dtype=torch.long, device=device)
+        f = _objective_fn(pb, objective)
+        per_restart = grad(lambda x, y, m: f(x, y, m), argnums=(0, 1, 2), has_aux=True)
+        self._step = vmap(per_restart, randomness="different")
+
+    def evaluate(self, it: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Gradients of every restart's objective at the current variables; updates the snapshots on device."""
+        x, y, m = _split(self.vars)
+        (gx, gy, gm), loss = self._step(x, y, m)
+        finite = torch.isfinite(loss)
+        newly_dead = self.alive & ~finite
+        self.died_at = torch.where(newly_dead, torch.full_like(self.died_at, it), self.died_at)
+        self.alive = self.alive & finite
+        better = self.alive & (loss < self.best_loss)
+        self.best_loss = torch.where(better, loss, self.best_loss)
+        for k, v in self.vars.items():
+            self.best[k] = torch.where(_bcast(better, v), v, self.best[k])
+        grads = _join(gx, gy, gm)
+        grads = {k: torch.where(_bcast(self.alive, g), g, torch.zeros_like(g)) for k, g in grads.items()}
+        return grads, loss
+
+    def constrain(self) -> None:
+        """Box constraint on the input, masks within [0, 1]; dead restarts frozen at their best iterate."""
+        with torch.no_grad():
+            if self.pb.bounds is not None:
+                lo, hi = self.pb.bounds
+                self.vars["x"] = torch.maximum(torch.minimum(self.vars["x"], hi), lo)
+            for k in self.vars:
+                if k.startswith("mask:"):
+                    self.vars[k] = self.vars[k].clamp(0.0, 1.0)
+            for k, v in self.vars.items():
+                self.vars[k] = torch.where(_bcast(self.alive, v), v, self.best[k])
+
+    def check(self, it: int) -> bool:
+        """Host-side look every ``check_every`` iterations: progress, stop request, convergence."""
+        best = self.best_loss[self.alive]
+        value = float(best.min()) if best.numel() else math.nan
+        self.observer.attack_progress(AttackProgress(self.attack, it, self.sched.iterations, value))
+        if self.observer.should_stop():
+            return True
+        if not bool(self.alive.any()):
+            return True
+        return self.sched.tol > 0 and bool((self.best_loss[self.alive] < self.sched.tol).all())
+
+
+def _adam(runner: _Runner, sched: Schedule) -> tuple[int, bool]:
+    """Adam with one learning rate per restart (plateau decay acts per restart); elementwise, so a batch of
+    restarts evolves exactly as separate runs would. The image moves along the sign of its gradient."""
+    device = runner.best_loss.device
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    m = {k: torch.zeros_like(v) for k, v in runner.vars.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in runner.vars.items()}
+    lr = torch.full((sched.restarts,), sched.lr, device=device)
+    milestones = [int(sched.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+    plateau_best = [math.inf] * sched.restarts
+    plateau_since = [0] * sched.restarts
+    it = 0
+    while it < sched.iterations:
+        grads, _ = runner.evaluate(it)
+        grads["x"] = grads["x"].sign()
+        it += 1
+        scale = 0.1 ** sum(it > s for s in milestones) if sched.decay == "step" else 1.0
+        with torch.no_grad():
+            for k, g in grads.items():
+                m[k].mul_(b1).add_(g, alpha=1 - b1)
+                v2[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+                step = (m[k] / (1 - b1 ** it)) / ((v2[k] / (1 - b2 ** it)).sqrt() + eps)
+                runner.vars[k] = runner.vars[k] - _bcast(lr * scale, step) * step
+        runner.constrain()
+        if it % sched.check_every == 0 or it == sched.iterations:
+            if sched.decay == "plateau":
+                _plateau(runner, lr, plateau_best, plateau_since, it, sched.patience)
+            if runner.check(it):
+                return it, it < sched.iterations
+    return it, False
+
+
+def _plateau(runner: _Runner, lr: torch.Tensor, best: list[float], since: list[int], it: int,
+             patience: int) -> None:
+    """ReduceLROnPlateau per restart (relative threshold 1e-4, as torch's default), checked at host checks."""
+    losses = runner.best_loss.tolist()
+    for r, loss in enumerate(losses):
+        if loss < best[r] * (1 - 1e-4):
+            best[r], since[r] = loss, it
+        elif it - since[r] >= patience:
+            lr[r] *= 0.1
+            since[r] = it
+
+
+def _lbfgs(runner: _Runner, sched: Schedule) -> tuple[int, bool]:
+    """L-BFGS (DLG) on the stacked variables. The objective is a sum of independent per-restart terms, so
+    this is one joint L-BFGS over a separable problem: restarts share the curvature history and the line
+    search, which is why DLG's restarts do not reproduce separate runs bit for bit (Adam's do)."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in runner.vars.items()}
+    opt = torch.optim.LBFGS(list(leaves.values()), lr=sched.lr, max_iter=1, history_size=100,
+                            line_search_fn="strong_wolfe")
+    state = {"it": 0}
+
+    def closure() -> torch.Tensor:
+        runner.vars = {k: v.detach() for k, v in leaves.items()}
+        grads, loss = runner.evaluate(state["it"])
+        for k, v in leaves.items():
+            v.grad = grads[k]
+        return torch.where(runner.alive, loss, torch.zeros_like(loss)).sum()
+
+    it = 0
+    while it < sched.iterations:
+        state["it"] = it
+        opt.step(closure)
+        it += 1
+        with torch.no_grad():
+            runner.vars = {k: v.detach().clone() for k, v in leaves.items()}
+            runner.constrain()
+            for k, v in leaves.items():
+                v.copy_(runner.vars[k])
+        if it % sched.check_every == 0 or it == sched.iterations:
+            if runner.check(it):
+                return it, it < sched.iterations
+    # the last iterate has been evaluated only if a closure ran there: evaluate once more
+    runner.evaluate(it)
+    return it, False
+
+
+def match_gradients(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: Objective,
+                    schedule: Schedule, *, input_shape: tuple[int, ...], num_samples: int, num_classes: int,
+                    labels: torch.Tensor | None = None, loss: str = "cross_entropy",
+                    bounds: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
+                    seed: int | None = None, observer: Observer | None = None,
+                    attack: str = "attack") -> EngineResult:
+    """Run one gradient-matching attack with ``schedule.restarts`` batched restarts; return the restart
+    with the lowest objective (the attacker has no ground truth to choose by)."""
+    device = device or torch.device("cpu")
+    observer = observer or NullObserver()
+    if schedule.iterations < 1 or schedule.restarts < 1:
+        raise ConfigError(f"{attack}: iterations and restarts must be at least 1, got "
+                          f"{schedule.iterations} and {schedule.restarts}; raise them")
+    if labels is None and not objective.soft_labels:
+        raise ConfigError(f"{attack}: needs labels (known or recovered) unless it optimises soft labels; "
+                          "recover labels first or use an attack that optimises them (dlg)")
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    sample_shape = (num_samples, *input_shape)
+    pb = _build(module, observed, objective, sample_shape, num_classes, labels, loss, bounds, device)
+    with _seeded(seed, device):
+        runner = _Runner(pb, objective, schedule, seed, device, attack, observer)
+        if schedule.optimizer == "adam":
+            iterations, stopped = _adam(runner, schedule)
+        elif schedule.optimizer == "lbfgs":
+            iterations, stopped = _lbfgs(runner, schedule)
+        else:
+            raise ConfigError(f"{attack}: optimizer {schedule.optimizer!r} is unknown; use adam or lbfgs")
+    return _result(runner, iterations, stopped, seed, attack)
+
+
+def _result(runner: _Runner, iterations: int, stopped: bool, seed: int, attack: str) -> EngineResult:
+    losses = runner.best_loss.cpu()
+    died = runner.died_at.cpu().tolist()
+    notes = [f"seed {seed} (restart r starts from seed {seed}+r)"]
+    for r, at in enumerate(died):
+        if at >= 0:
+            notes.append(f"restart {r} dropped at iteration {at}: non-finite attack loss "
+                         f"(its best finite iterate {'is kept' if math.isfinite(losses[r]) else 'does not exist'})")
+    finite = torch.isfinite(losses)
+    if not finite.any():
+        raise ModelError(f"{attack}: every restart's objective was non-finite from the start; the model's "
+                         "gradients overflow on the attack's inputs -- lower the attack's lr or check the weights")
+    best = int(torch.where(finite, losses, torch.full_like(losses, math.inf)).argmin())
+    x = runner.best["x"][best].detach().cpu()
+    if runner.pb.labels is not None:
+        labels = runner.pb.labels.detach().cpu()
+    elif "y" in runner.best:
+        labels = runner.best["y"][best].argmax(-1).detach().cpu()
+    else:
+        labels = None
+    masks = {k[5:]: v[best].detach().cpu() for k, v in runner.best.items() if k.startswith("mask:")}
+    return EngineResult(x=x, labels=labels, loss=float(losses[best]),
+                        restart_losses=tuple(float(v) if math.isfinite(v) else math.nan for v in losses.tolist()),
+                        best_restart=best, iterations_run=iterations, stopped_early=stopped, notes=tuple(notes),
+                        masks=masks)

@@ -1,0 +1,161 @@
+"""The optimisation attacks: DLG, Inverting Gradients, DIA (+ its well-informed upper bound), PRECODE-aware.
+
+Each is a small class that says *what* to match (``objective``) and *how* to optimise (``schedule``); the
+engine does the rest. Settings keys beyond ``AttackSettings``' fields live in ``settings.extra``:
+``mask_reg`` (DIA), ``decay`` ("step" | "plateau" | "none"), ``patience``, ``check_every``, ``tol``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from ..detect.interface import Findings
+from ..models.layers import MaskableDropout
+from ..progress import Observer
+from .engine import EngineResult, Objective, Schedule, match_gradients
+from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
+
+
+class GradientMatchingAttack(Attack):
+    distance = "cosine"
+    optimizer = "adam"
+    needs_labels = True  # False: optimises soft labels when none are given (DLG)
+
+    def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
+        """What to match; the notes explain choices a report reader should know about."""
+        return Objective(distance=self.distance, tv=settings.tv, soft_labels=target.labels is None), []
+
+    def schedule(self, settings: AttackSettings) -> Schedule:
+        extra = settings.extra
+        return Schedule(iterations=int(settings.iterations), restarts=int(settings.restarts), lr=float(settings.lr),
+                        optimizer=self.optimizer, decay=str(extra.get("decay", "step")),
+                        patience=int(extra.get("patience", 800)), check_every=int(extra.get("check_every", 25)),
+                        tol=float(extra.get("tol", 0.0)))
+
+    def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
+            seed: int | None, observer: Observer) -> Reconstruction:
+        start = time.perf_counter()
+        objective, notes = self.objective(target, settings)
+        if self.needs_labels and target.labels is None:
+            notes.append("labels neither known nor recovered: soft labels optimised jointly")
+        res: EngineResult = match_gradients(
+            target.module, target.gradients, objective, self.schedule(settings),
+            input_shape=tuple(target.input_shape), num_samples=target.num_samples, num_classes=target.num_classes,
+            labels=target.labels, loss=target.loss, bounds=target.bounds, device=device, seed=seed,
+            observer=observer, attack=self.name)
+        return Reconstruction(attack=self.name, x=res.x, labels=res.labels, attack_loss=res.loss, settings=settings,
+                              seconds=time.perf_counter() - start, iterations_run=res.iterations_run,
+                              stopped_early=res.stopped_early, notes=tuple(notes) + res.notes,
+                              restart_losses=res.restart_losses, best_restart=res.best_restart, device=str(device))
+
+
+class DLG(GradientMatchingAttack):
+    name = "dlg"
+    summary = "Deep Leakage from Gradients: L2 gradient distance, L-BFGS, labels optimised jointly if unknown"
+    distance = "l2"
+    optimizer = "lbfgs"
+    needs_labels = False
+
+    def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
+        return Objective(distance="l2", tv=settings.tv, soft_labels=target.labels is None), []
+
+
+class InvertingGradients(GradientMatchingAttack):
+    name = "ig"
+    summary = "Inverting Gradients: 1 - cosine over all layers, TV prior, signed Adam, box constraint"
+
+    def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
+        notes = []
+        if _dropout_modules(target.module):
+            notes.append("the model has dropout: IG's model runs without it (the client's masks are unknown; "
+                         "as the DIA reference code's IG baseline) -- DIA models the masks")
+        return Objective(distance="cosine", tv=settings.tv, soft_labels=target.labels is None), notes
+
+
+def _dropout_modules(module: nn.Module) -> list[str]:
+    return [n for n, m in module.named_modules() if isinstance(m, MaskableDropout) and m.p > 0]
+
+
+def _mask_layers(target: AttackTarget) -> tuple[tuple[str, ...], list[str]]:
+    """Dropout layers DIA can drive: the detected ones that are MaskableDropout modules of the model."""
+    modules = dict(target.module.named_modules())
+    found = [d.name for d in target.findings.dropout] if target.findings is not None else _dropout_modules(target.module)
+    usable = tuple(n for n in found if isinstance(modules.get(n), MaskableDropout) and modules[n].p > 0)
+    notes = [f"dropout '{n}' is not a MaskableDropout module of the loaded model: its mask is not modelled"
+             for n in found if n not in usable]
+    return usable, notes
+
+
+class DropoutInversion(GradientMatchingAttack):
+    name = "dia"
+    summary = "Dropout Inversion Attack: IG + one continuous mask per dropout layer, optimised jointly"
+
+    def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
+        if findings is not None and not findings.has_dropout:
+            return "no dropout layers found (if the export removed them, declare rates with --dropout NAME=P)"
+        if module is not None and not _dropout_modules(module):
+            return "no dropout layer of the loaded model can be driven (none is a MaskableDropout)"
+        return None
+
+    def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
+        layers, notes = _mask_layers(target)
+        reg = float(settings.extra.get("mask_reg", 1e-4))
+        notes.append(f"masks optimised for {len(layers)} dropout layer(s): {', '.join(layers)}")
+        return Objective(distance="cosine", tv=settings.tv, mask_layers=layers, mask_reg=reg,
+                         soft_labels=target.labels is None), notes
+
+
+class InformedDropoutInversion(GradientMatchingAttack):
+    """Upper bound: IG with the client's true masks. Uses ground truth, so it never runs in an audit unless
+    asked for by name."""
+
+    name = "dia-informed"
+    summary = "well-informed IG with the client's true dropout masks (upper bound, needs ground truth)"
+    auto = False
+
+    def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
+        if findings is not None and not findings.has_dropout:
+            return "no dropout layers found"
+        return None
+
+    def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
+        modules = dict(target.module.named_modules())
+        masks = {n: m for n, m in target.true_masks.items()
+                 if isinstance(modules.get(n), MaskableDropout) and m.shape[0] == target.num_samples}
+        notes = ["uses the client's true dropout masks: an upper bound, not a real server's attack"]
+        if not masks:
+            notes.append("no usable true masks were given (FedAvg with several steps stacks them): runs as IG")
+        return Objective(distance="cosine", tv=settings.tv, fixed_masks=masks,
+                         soft_labels=target.labels is None), notes
+
+
+class PrecodeAware(GradientMatchingAttack):
+    name = "precode-aware"
+    summary = "match only the gradients of layers before the first variational bottleneck (+ DIA masks)"
+
+    def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
+        if findings is None or not findings.has_bottleneck:
+            return "no variational (PRECODE) bottleneck found"
+        if not findings.bottlenecks[0].params_before:
+            return (f"the bottleneck '{findings.bottlenecks[0].name}' has no trainable layer before it: "
+                    "nothing deterministic to match")
+        return None
+
+    def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
+        if target.findings is None or not target.findings.has_bottleneck:
+            raise ValueError("precode-aware needs findings with a bottleneck")
+        b = target.findings.bottlenecks[0]
+        match = tuple(n for n in b.params_before if n in target.gradients)
+        notes = [f"matches the {len(match)} gradient tensors before bottleneck '{b.name}' "
+                 f"(leaves out {len(b.params_after)} at or after its sampling)"]
+        layers: tuple[str, ...] = ()
+        if _dropout_modules(target.module):
+            layers, more = _mask_layers(target)
+            notes += more
+            notes.append(f"with DIA masks for {len(layers)} dropout layer(s)")
+        reg = float(settings.extra.get("mask_reg", 1e-4))
+        return Objective(distance="cosine", match=match, tv=settings.tv, mask_layers=layers, mask_reg=reg,
+                         soft_labels=target.labels is None), notes

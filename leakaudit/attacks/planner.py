@@ -1,0 +1,141 @@
+"""Which attacks fit the model, with which settings: budgets and the planner.
+
+Budgets (per attack ``AttackSettings``):
+- ``quick``: a smoke test -- strong enough to break an undefended small model at 32x32 in seconds;
+- ``standard``: the default -- the bundled example (small model with dropout, 32x32, batch 1) runs every
+  planned attack in well under two minutes on two CPU cores and DIA still reconstructs it;
+- ``thorough``: the papers' settings (IG 24,000 iterations with step decay; DIA 20,000 with plateau decay
+  x0.1 after 800 stalled iterations; several restarts) -- for a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+from torch import nn
+
+from ..detect.interface import Findings
+from ..errors import ConfigError
+from ..registry import Registry
+from .interface import Attack, AttackSettings, PlannedAttack
+
+BUDGET_NAMES = ("quick", "standard", "thorough")
+
+_IG = {"quick": AttackSettings(300, 1, 0.1, 1e-4),
+       "standard": AttackSettings(1000, 2, 0.1, 1e-4),
+       "thorough": AttackSettings(24000, 4, 0.1, 1e-4)}
+_DIA_EXTRA = {"mask_reg": 1e-4}
+
+BUDGETS: dict[str, dict[str, AttackSettings]] = {
+    "quick": {
+        "analytic": AttackSettings(1, 1, 0.0, 0.0),
+        "dlg": AttackSettings(100, 1, 1.0, 0.0),
+        "ig": _IG["quick"],
+        "dia": dataclasses.replace(_IG["quick"], extra=dict(_DIA_EXTRA)),
+        "dia-informed": _IG["quick"],
+        "precode-aware": dataclasses.replace(_IG["quick"], extra=dict(_DIA_EXTRA)),
+    },
+    "standard": {
+        "analytic": AttackSettings(1, 1, 0.0, 0.0),
+        "dlg": AttackSettings(200, 2, 1.0, 0.0),
+        "ig": _IG["standard"],
+        "dia": dataclasses.replace(_IG["standard"], extra=dict(_DIA_EXTRA)),
+        "dia-informed": _IG["standard"],
+        "precode-aware": dataclasses.replace(_IG["standard"], extra=dict(_DIA_EXTRA)),
+    },
+    "thorough": {
+        "analytic": AttackSettings(1, 1, 0.0, 0.0),
+        "dlg": AttackSettings(300, 4, 1.0, 0.0),
+        "ig": _IG["thorough"],
+        "dia": AttackSettings(20000, 4, 0.1, 1e-5, {**_DIA_EXTRA, "decay": "plateau", "patience": 800}),
+        "dia-informed": AttackSettings(20000, 4, 0.1, 1e-5, {"decay": "plateau", "patience": 800}),
+        "precode-aware": _IG["thorough"],
+    },
+}
+
+# Settings a user may override, and where they live.
+_FIELDS = ("iterations", "restarts", "lr", "tv")
+_EXTRA = ("mask_reg", "decay", "patience", "check_every", "tol")
+_TYPES: dict[str, type] = {"iterations": int, "restarts": int, "lr": float, "tv": float, "mask_reg": float,
+                           "decay": str, "patience": int, "check_every": int, "tol": float}
+
+
+def budget_settings(attack: str, budget: str = "standard") -> AttackSettings:
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget {budget}: unknown budget; use one of {', '.join(BUDGET_NAMES)}")
+    table = BUDGETS[budget]
+    return table.get(attack, table["ig"])  # a newly registered attack gets IG's budget until it declares its own
+
+
+def apply_overrides(attack: str, settings: AttackSettings, overrides: Mapping[str, Any]) -> AttackSettings:
+    """``overrides`` holds setting -> value (every attack) and/or attack name -> {setting: value}."""
+    flat = {k: v for k, v in overrides.items() if not isinstance(v, Mapping)}
+    flat.update(overrides.get(attack, {}) if isinstance(overrides.get(attack), Mapping) else {})
+    fields: dict[str, Any] = {}
+    extra = dict(settings.extra)
+    for key, value in flat.items():
+        if key not in _TYPES:
+            raise ConfigError(f"attack setting {key!r} ({attack}): unknown; use one of {', '.join(_TYPES)}")
+        try:
+            value = _TYPES[key](value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"attack setting {key}={value!r} ({attack}): expected {_TYPES[key].__name__}; "
+                              "fix the value") from e
+        if key in ("iterations", "restarts", "patience", "check_every") and value < 1:
+            raise ConfigError(f"attack setting {key}={value} ({attack}): must be at least 1; raise it")
+        if key in ("lr", "tv", "mask_reg", "tol") and not value >= 0:
+            raise ConfigError(f"attack setting {key}={value} ({attack}): must be >= 0; fix the value")
+        if key == "decay" and value not in ("step", "plateau", "none"):
+            raise ConfigError(f"attack setting decay={value} ({attack}): use step, plateau or none")
+        (fields if key in _FIELDS else extra)[key] = value
+    return dataclasses.replace(settings, **fields, extra=extra)
+
+
+def plan(findings: Findings | None, model: Any, budget: str = "standard", attacks: Sequence[str] | None = None,
+         overrides: Mapping[str, Any] | None = None, *, registry: Registry | None = None) -> list[PlannedAttack]:
+    """The attacks to run, in order, each with its settings -- and the ones not run, each with its reason.
+
+    ``attacks=None``: every registered ``auto`` attack that fits the findings. A list: exactly those, in
+    that order (an unknown name is an error listing the available ones; one that does not fit is skipped
+    with its reason).
+    """
+    from . import ATTACKS  # the registry is filled by the package's __init__
+
+    registry = registry or ATTACKS
+    module: nn.Module | None = getattr(model, "module", model) if model is not None else None
+    overrides = dict(overrides or {})
+    asked = list(attacks) if attacks else None
+    for name in asked or ():
+        registry.get(name)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            registry.get(key)
+    names = asked if asked is not None else [n for n, _ in _ordered(registry)]
+    out: list[PlannedAttack] = []
+    for name in names:
+        attack = _instance(registry.get(name))
+        settings = apply_overrides(name, budget_settings(name, budget), overrides)
+        if asked is None and not attack.auto:
+            out.append(PlannedAttack(name, settings, False, "not planned automatically (upper bound that needs "
+                                                            "ground truth); ask for it with --attacks"))
+            continue
+        reason = attack.skip_reason(findings, module)
+        if reason is not None:
+            out.append(PlannedAttack(name, settings, False, reason))
+        else:
+            out.append(PlannedAttack(name, settings, True, attack.summary))
+    return out
+
+
+_ORDER = ("analytic", "dlg", "ig", "dia", "precode-aware", "dia-informed")
+
+
+def _ordered(registry: Registry) -> list[tuple[str, Any]]:
+    """Cheap, exact attacks first; then by strength; unknown (plug-in) attacks last, alphabetically."""
+    rank = {n: i for i, n in enumerate(_ORDER)}
+    return sorted(registry.items(), key=lambda kv: (rank.get(kv[0], len(_ORDER)), kv[0]))
+
+
+def _instance(obj: Any) -> Attack:
+    return obj() if isinstance(obj, type) else obj
