@@ -84,13 +84,19 @@ def score(
     Reconstructions are matched to originals one-to-one (Hungarian, maximising SSIM by default) before any
     metric is computed. ``label_accuracy`` is added whenever both label sets are given.
     """
-    recon = _check_tensor("reconstruction_pixels", reconstruction_pixels)
-    orig = _check_tensor("original_pixels", original_pixels).to(recon.device)
+    orig = _check_tensor("original_pixels", original_pixels)
     names = list(names) if names is not None else [f"sample-{i}" for i in range(orig.shape[0])]
     if len(names) != orig.shape[0]:
         raise ValueError(f"Expected `names` to hold one name per original ({orig.shape[0]}), got {len(names)}.")
     chosen = [METRICS.get(m) for m in metrics]  # unknown names: UnknownNameError with suggestions
     pixel_metrics = [m for m in chosen if m.per_sample]
+    diverged = _diverged(reconstruction_pixels)
+    if diverged:
+        # No number can honestly be given for a NaN reconstruction; the rules see "unavailable", not a pass.
+        return AttackScore(attack=attack, samples=(), means={}, label_accuracy=None, matched_by=match_by,
+                           unavailable={m.name: diverged for m in chosen}, notes=(diverged,))
+    recon = _check_tensor("reconstruction_pixels", reconstruction_pixels)
+    orig = orig.to(recon.device)
 
     matching = match(recon, orig, by=match_by)
     rows = [r for r, _ in matching.pairs]
@@ -136,6 +142,13 @@ def score(
         notes.append(f"{len(matching.unmatched_reconstructions)} extra reconstruction(s) were not scored")
     return AttackScore(attack=attack, samples=samples, means=means, label_accuracy=accuracy,
                        unavailable=unavailable, matched_by=match_by, notes=tuple(notes))
+
+
+def _diverged(pixels: object) -> str | None:
+    if isinstance(pixels, torch.Tensor) and pixels.is_floating_point() and not torch.isfinite(pixels).all():
+        bad = int((~torch.isfinite(pixels)).sum())
+        return f"the reconstruction holds {bad} NaN/inf value(s): the attack diverged, so no metric is computed"
+    return None
 
 
 def _mean(values: list[float]) -> float:

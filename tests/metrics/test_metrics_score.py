@@ -98,3 +98,12 @@ def test_a_closer_reconstruction_moves_every_metric_in_its_leak_direction(name: 
         assert torch.all(close > far)
     else:
         assert torch.all(close < far)
+
+
+def test_a_diverged_reconstruction_has_no_numbers_only_reasons() -> None:
+    x = _photos()
+    broken = x.clone()
+    broken[1, 0, 0, 0] = float("nan")
+    result = score(broken, x, metrics=["ssim", "psnr"], labels_true=[0, 1, 2, 3], labels_recovered=[0, 1, 2, 3])
+    assert result.samples == () and result.means == {}
+    assert set(result.unavailable) == {"ssim", "psnr"} and "diverged" in result.unavailable["ssim"]
