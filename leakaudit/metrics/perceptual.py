@@ -5,7 +5,7 @@ ImageNet checkpoint, which torchvision downloads on first use. leakaudit never d
 built with a random backbone (``pnet_rand=True``, no download path is taken) and the backbone weights are
 loaded from a local torchvision checkpoint, looked up in this order:
 
-1. the file the caller passes (``--lpips-weights`` / ``MetricOptions.lpips_weights``);
+1. the file the caller passes (``score(..., lpips_weights=)`` / ``MetricOptions.lpips_weights``);
 2. the file named by the environment variable ``LEAKAUDIT_LPIPS_WEIGHTS``;
 3. torchvision's own cache: ``torch.hub.get_dir()/checkpoints/<file name torchvision expects>``
    (e.g. ``alexnet-owt-7be5be79.pth``), where an earlier online ``torchvision`` run leaves it.
@@ -53,20 +53,21 @@ def backbone_file_name(net: str) -> str:
 def find_backbone_weights(net: str = "alex", weights: str | Path | None = None) -> Path | Unavailable:
     """The local backbone checkpoint to use, or why there is none. Raises InputError for a bad user file."""
     expected = backbone_file_name(net)
-    for given, origin in ((weights, "--lpips-weights"), (os.environ.get(ENV_VAR) or None, ENV_VAR)):
+    for given, origin in ((weights, ""), (os.environ.get(ENV_VAR) or None, f"{ENV_VAR}=")):
         if given is not None:
             path = Path(given).expanduser()
             if not path.is_file():
                 raise InputError(
-                    f"{origin}={given}: file not found; point it at torchvision's {expected} or leave it unset"
+                    f"{origin}{given}: LPIPS weights file not found; point it at a local copy of torchvision's "
+                    f"{expected}{' or unset it' if origin else ''}"
                 )
             return path
     cached = Path(torch.hub.get_dir()) / "checkpoints" / expected
     if cached.is_file():
         return cached
     return Unavailable(
-        f"LPIPS needs torchvision's {net} backbone weights ({expected}), not found in {cached.parent} "
-        f"and no file given; set {ENV_VAR} or pass --lpips-weights to a local copy (never downloaded)"
+        f"LPIPS needs torchvision's {net} backbone weights ({expected}): not in {cached.parent} and "
+        f"{ENV_VAR} is not set; copy the file there or set {ENV_VAR} to it (leakaudit never downloads)"
     )
 
 
