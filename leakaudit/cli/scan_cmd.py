@@ -38,7 +38,9 @@ def _explicit_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any
     """The options given on the command line (not defaults), validated and keyed by setting name."""
     flags: dict[str, Any] = {}
     for param, setting in _SETTING_OF_PARAM.items():
-        if ctx.get_parameter_source(param) == ParameterSource.COMMANDLINE:
+        source = ctx.get_parameter_source(param)
+        # by name: typer may hand back its own vendored click's ParameterSource, which is a different enum
+        if source is not None and source.name == ParameterSource.COMMANDLINE.name:
             option = "--" + param.replace("_", "-")
             flags[setting] = coerce(setting, params[param], option.rstrip())
     return flags
