@@ -17,7 +17,7 @@ from ..models.interface import LoadedModel
 from ..progress import NullObserver, Observer
 from .interface import DONE, ERROR, INTERRUPTED, AttackOutcome, MetricSummary, Point, RuleOutcome
 from .knobs import Vary
-from .settings import check_rebuildable, defenses_with, rebuild_with_dropout
+from .settings import defenses_with, rebuild_with_dropout
 
 # Settings that do not change results: a resumed sweep may differ in them.
 _PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data")
@@ -74,7 +74,7 @@ def check_knob(vary: Vary, prepared: Prepared, defenses: tuple[str, ...]) -> Non
 
     knob = vary.knob
     if knob.target == "model":
-        check_rebuildable(prepared.model)
+        rebuild_with_dropout(prepared.model, vary.values[-1])  # a weights mismatch is one error, not one per value
         return
     if knob.component == "ppp" and not prepared.findings.bottlenecks:
         raise ConfigError(f"--vary {knob.name}: {prepared.model.path} has no PRECODE (variational) bottleneck, so "

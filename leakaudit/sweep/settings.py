@@ -54,6 +54,19 @@ def _precode(module: nn.Module) -> tuple[bool, int]:
     return False, 256
 
 
+def _file_arch_kwargs(model: LoadedModel) -> dict:
+    """Factory arguments stored in the weights file's metadata (e.g. ``width``), the rate left out."""
+    try:
+        from ..models.safetensors_loader import read_metadata
+
+        meta = read_metadata(model.path)
+    except Exception:  # noqa: BLE001 -- no readable metadata: the zoo defaults, checked against the weights below
+        return {}
+    kwargs = dict(meta.get("arch_kwargs") or {})
+    kwargs.pop("dropout", None)
+    return kwargs
+
+
 def rebuild_with_dropout(model: LoadedModel, p: float) -> LoadedModel:
     """The same built-in architecture and weights with every dropout rate set to ``p``.
 
@@ -63,9 +76,9 @@ def rebuild_with_dropout(model: LoadedModel, p: float) -> LoadedModel:
     """
     arch = check_rebuildable(model)
     precode, latent_dim = _precode(model.module)
+    kwargs = {**_file_arch_kwargs(model), "precode": precode, "latent_dim": latent_dim}
     try:
-        fresh = create_model(arch, num_classes=model.num_classes, input_shape=model.input_shape, dropout=p,
-                             precode=precode, latent_dim=latent_dim)
+        fresh = create_model(arch, num_classes=model.num_classes, input_shape=model.input_shape, dropout=p, **kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"--vary dropout.p={p:g}: cannot rebuild {arch} for {model.path} ({e}); "
                           f"vary a defense knob instead") from e
