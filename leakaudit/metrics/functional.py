@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-import torch.nn.functional as F
 
 K1 = 0.01
 K2 = 0.03
@@ -31,6 +30,7 @@ SSIM_SIGMA = 1.5
 SSIM_WINDOW = 11
 _TRUNCATE = 3.5  # scipy.ndimage.gaussian_filter default, used by skimage: radius int(3.5*1.5+0.5) = 5
 _RANGE_TOLERANCE = 1e-4  # float round-off from denormalization
+_PAIRS_PER_CHUNK = 512
 
 
 # --------------------------------------------------------------------------- validation
@@ -114,18 +114,34 @@ def _window_size(height: int, width: int) -> int:
     return fit if fit % 2 == 1 else fit - 1
 
 
-def _ssim_map(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """SSIM map of (N, C, H, W) tensors, computed only where the window fits (valid convolution)."""
-    n, c, h, w = p.shape
-    size = _window_size(h, w)
-    g = _gaussian_1d(size, SSIM_SIGMA, p.dtype, p.device)
-    # Separable depthwise filter: one pass over rows, one over columns, each channel on its own.
-    kh = g.view(1, 1, size, 1).expand(c, 1, size, 1)
-    kw = g.view(1, 1, 1, size).expand(c, 1, 1, size)
+def _band(n: int, g: torch.Tensor) -> torch.Tensor:
+    """(n - k + 1, n) matrix whose rows slide ``g`` along: multiplying by it is a valid 1-D convolution."""
+    k = g.numel()
+    rows = torch.arange(n - k + 1, device=g.device)
+    band = torch.zeros(n - k + 1, n, dtype=g.dtype, device=g.device)
+    band[rows[:, None], rows[:, None] + torch.arange(k, device=g.device)] = g
+    return band
+
+
+def _blur_fn(like: torch.Tensor):  # type: ignore[no-untyped-def]
+    """Gaussian filter of the SSIM window, applied only where it fits (valid convolution).
+
+    Written as two matrix products with banded matrices (rows, then columns): the same sums as a separable
+    depthwise convolution, but much faster on CPU for the thousands of pairs that batch matching filters.
+    """
+    h, w = like.shape[-2:]
+    g = _gaussian_1d(_window_size(h, w), SSIM_SIGMA, like.dtype, like.device)
+    rows, cols = _band(h, g), _band(w, g).T
 
     def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(x, kh, groups=c), kw, groups=c)
+        return rows @ x @ cols
 
+    return blur
+
+
+def _ssim_map(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """SSIM map of (N, C, H, W) tensors, computed only where the window fits (valid convolution)."""
+    blur = _blur_fn(p)
     mu_p, mu_t = blur(p), blur(t)
     var_p = blur(p * p) - mu_p**2
     var_t = blur(t * t) - mu_t**2
@@ -231,15 +247,49 @@ def label_accuracy(recovered: torch.Tensor | list[int], true: torch.Tensor | lis
     return hits / len(tru)
 
 
+def ssim_matrix(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """M[i, j] = ssim(preds[i], target[j]), shape (len(preds), len(target)); for matching whole batches.
+
+    The means and variances under the window are per image, so they are filtered once per image; only the
+    cross term is filtered per pair (one filter pass per pair instead of five).
+    """
+    p, t = _check_tensor("preds", preds), _check_tensor("target", target).to(preds.device)
+    if p.shape[1:] != t.shape[1:]:
+        raise ValueError(f"Expected `preds` and `target` to have the same sample shape, got "
+                         f"{tuple(p.shape[1:])} and {tuple(t.shape[1:])}.")
+    work = _work_dtype(p)
+    p, t = p.to(work), t.to(work)
+    if p.ndim == 2:
+        return pairwise(_ssim_compute, p, t)
+    blur = _blur_fn(p)
+    mu_p, mu_t = blur(p), blur(t)
+    var_p, var_t = blur(p * p) - mu_p**2, blur(t * t) - mu_t**2
+    m = t.shape[0]
+    rows_per_chunk = max(1, _PAIRS_PER_CHUNK // m)
+    out = []
+    for start in range(0, p.shape[0], rows_per_chunk):
+        sl = slice(start, start + rows_per_chunk)
+        cross = blur((p[sl, None] * t[None]).flatten(0, 1)).unflatten(0, (-1, m))
+        cov = cross - mu_p[sl, None] * mu_t[None]
+        ssim_map = _ssim_formula(mu_p[sl, None], mu_t[None], var_p[sl, None], var_t[None], cov)
+        out.append(ssim_map.flatten(2).mean(dim=2))
+    return torch.cat(out).to(preds.dtype)
+
+
 def pairwise(metric, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
     """Matrix M[i, j] = metric(preds[i], target[j]) for every pair, shape (len(preds), len(target))."""
     n, m = preds.shape[0], target.shape[0]
-    p = preds.repeat_interleave(m, dim=0)
-    t = target.repeat(n, *([1] * (target.ndim - 1)))
-    return metric(p, t).view(n, m)
+    rows_per_chunk = max(1, _PAIRS_PER_CHUNK // m)  # bounds memory: a batch of 64 is 4096 pairs
+    chunks = []
+    for start in range(0, n, rows_per_chunk):
+        block = preds[start:start + rows_per_chunk]
+        p = block.repeat_interleave(m, dim=0)
+        t = target.repeat(block.shape[0], *([1] * (target.ndim - 1)))
+        chunks.append(metric(p, t).view(block.shape[0], m))
+    return torch.cat(chunks)
 
 
 __all__ = [
-    "mse", "rmse", "psnr", "ssim", "ssim_best_adjusted", "label_accuracy", "pairwise",
+    "mse", "rmse", "psnr", "ssim", "ssim_best_adjusted", "ssim_matrix", "label_accuracy", "pairwise",
     "K1", "K2", "SSIM_SIGMA", "SSIM_WINDOW",
 ]

@@ -15,7 +15,7 @@ from scipy.optimize import linear_sum_assignment
 
 from . import functional as MF
 
-MATCH_BY = {"ssim": (MF.ssim, True), "mse": (MF.mse, False)}
+MATCH_BY = {"ssim": (MF.ssim_matrix, True), "mse": (lambda p, t: MF.pairwise(MF.mse, p, t), False)}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def match(reconstructions: torch.Tensor, originals: torch.Tensor, *, by: str = "
             f"Expected `reconstructions` and `originals` to have the same sample shape, got "
             f"{tuple(reconstructions.shape[1:])} and {tuple(originals.shape[1:])}."
         )
-    matrix = MF.pairwise(fn, reconstructions, originals).double().cpu().numpy()
+    matrix = fn(reconstructions, originals).double().cpu().numpy()
     rows, cols = linear_sum_assignment(matrix, maximize=maximize)  # inputs are validated finite
     pairs = tuple(sorted(zip(rows.tolist(), cols.tolist())))
     return Matching(
