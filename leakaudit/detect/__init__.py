@@ -28,8 +28,8 @@ BATCHNORM_WARNING = (
     "train-mode BatchNorm"
 )
 UNRECOGNIZED_WARNING = (
-    "unrecognized stochastic layer(s) {names}: their randomness is not modelled by any attack, so plain "
-    "attacks may fail on them without the model being private; declare known dropout with --dropout LAYER=P"
+    "unrecognized stochastic layer(s) {names}: no attack models their randomness, so a pass may understate "
+    "what an adaptive attacker recovers; treat the scan's verdict as a lower bound on the leak"
 )
 
 
