@@ -153,3 +153,13 @@ def test_pairwise_matrix_matches_direct_calls() -> None:
     m = MF.pairwise(MF.ssim, y, x)
     assert m.shape == (3, 3)
     assert float(m[2, 0]) == pytest.approx(float(MF.ssim(y[2:3], x[0:1])[0]), abs=1e-6)
+
+
+def test_ssim_matrix_equals_ssim_of_every_pair() -> None:
+    x = _to_tensor(_images())
+    y = _to_tensor(_noisy(_images(), 0.1))
+    m = MF.ssim_matrix(y[:2], x)
+    assert m.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            assert float(m[i, j]) == pytest.approx(float(MF.ssim(y[i:i + 1], x[j:j + 1])[0]), abs=1e-6)
