@@ -185,6 +185,7 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     started = _now()
     ruleset = _load_rules(settings.rules)  # cheap checks first: a typo must not cost a model load
     _check_defenses(settings.defenses)
+    _check_attacks(settings.attacks)
     loaded = _load_model(model, settings, observer)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     from .detect import detect
@@ -206,6 +207,14 @@ def _check_defenses(texts: tuple[str, ...]) -> None:
 
     for text in texts:
         parse_defense(text)
+
+
+def _check_attacks(names: tuple[str, ...]) -> None:
+    from .attacks import ATTACKS
+
+    for name in names:
+        if name not in ATTACKS:
+            raise ConfigError(f"--attacks {','.join(names)}: {ATTACKS.unknown_message(name)}")
 
 
 def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) -> Any:

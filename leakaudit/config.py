@@ -152,9 +152,9 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
-def coerce(name: str, value: Any, where: str) -> Any:
-    """Validate and convert one setting (from a config file or a flag) to the ScanSettings field type."""
-    w = f"{where} {name.replace('_', '-')}"
+def coerce(name: str, value: Any, w: str) -> Any:
+    """Validate and convert one setting to the ScanSettings field type; ``w`` names it in errors
+    (``--budget`` for a flag, ``leakaudit.toml budget`` for a config key)."""
     if value is None:
         return None
     if name in ("arch", "rules"):
@@ -226,7 +226,7 @@ def parse_config(table: Mapping[str, Any], where: str, base: Path | None) -> dic
     values: dict[str, Any] = {}
     for key, raw in table.items():
         name = _canonical_key(str(key), where)
-        value = coerce(name, raw, where)
+        value = coerce(name, raw, f"{where} {str(key)}")
         if name == "rules" and base is not None and _looks_like_path(value):
             candidate = base / value
             value = str(candidate) if not Path(value).is_absolute() else value

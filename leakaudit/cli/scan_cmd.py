@@ -41,8 +41,7 @@ def _explicit_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any
         source = ctx.get_parameter_source(param)
         # by name: typer may hand back its own vendored click's ParameterSource, which is a different enum
         if source is not None and source.name == ParameterSource.COMMANDLINE.name:
-            option = "--" + param.replace("_", "-")
-            flags[setting] = coerce(setting, params[param], option.rstrip())
+            flags[setting] = coerce(setting, params[param], "--" + param.replace("_", "-"))
     return flags
 
 
