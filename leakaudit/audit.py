@@ -23,7 +23,7 @@ from .config import ScanSettings
 from .data.interface import Normalization, SampleBatch
 from .detect.interface import Findings
 from .errors import ConfigError, LeakauditError
-from .progress import NullObserver, Observer
+from .progress import AttackProgress, NullObserver, Observer
 from .update.interface import ThreatModel
 
 # ---------------------------------------------------------------------------------------------------
@@ -379,6 +379,13 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
             outcomes.append(AttackOutcome(p.name, "failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())}",
                                           settings=_settings_dict(p.settings), device=str(device)))
             continue
+        if recon.x.shape[0] == 0:  # the attack found at run time that it does not apply (e.g. analytic)
+            outcomes.append(AttackOutcome(p.name, "skipped", reason=recon.notes[0] if recon.notes else
+                                          "no reconstruction", settings=_settings_dict(p.settings)))
+            continue
+        # A final event, so a listener's display ends at what really ran (engines report every N steps only).
+        done = recon.iterations_run if recon.stopped_early else p.settings.iterations
+        observer.attack_progress(AttackProgress(p.name, done, p.settings.iterations, float(recon.attack_loss)))
         pixels, sc = _score(recon, batch, labels, metrics, p.name)
         interrupted = bool(recon.stopped_early and observer.should_stop())
         outcomes.append(_outcome(p, recon, pixels, sc, interrupted))

@@ -17,6 +17,7 @@ import click
 import typer
 from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 
 from ..config import ScanSettings, coerce, load_config, resolve_settings
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, InputError
@@ -87,11 +88,15 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
         mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
                 "not_evaluated": "[dim]not evaluated[/]"}.get(r["status"], r["status"])
         observed = r["observed"]
-        shown = f"{observed:.4g}" if isinstance(observed, float) else str(observed)
-        where = f" ({r['attack']})" if r.get("attack") else ""
-        console.print(f"  {mark}  {r['id']}: {r['metric']} {r['comparison']} {r['threshold']} -> {shown}{where}",
-                      highlight=False, markup=True)
-    console.print(f"[{style}]{verdict['summary']}[/]", highlight=False)
+        if r["status"] == "not_evaluated":
+            reason = r.get("reason") or "no value"
+            shown = f"({reason[:117] + '...' if len(reason) > 120 else reason}; see the report)"
+        else:
+            shown = "-> " + (f"{observed:.4g}" if isinstance(observed, float) else str(observed))
+            shown += f" ({r['attack']})" if r.get("attack") else ""
+        console.print(f"  {mark}  {escape(r['id'])}: {escape(r['metric'])} {r['comparison']} {r['threshold']} "
+                      f"{escape(shown)}", highlight=False, markup=True)
+    console.print(f"[{style}]{escape(verdict['summary'])}[/]", highlight=False)
     for path in written:
         console.print(f"report: {path}", highlight=False, markup=False)
 
