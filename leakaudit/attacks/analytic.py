@@ -29,6 +29,8 @@ from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
 _REL_EPS = 1e-7  # rows whose |db_i| is below this fraction of the largest carry no usable signal
 _SAME = 1e-4  # two row estimates closer than this (relative) come from the same single sample
 _MAX_ROWS = 4096  # rows considered when separating a batch (largest |db_i| first)
+# Layer types (lower-case substrings) that pass the input's values on unchanged, in order: torch and onnx2torch.
+_KEEPS_VALUES = ("flatten", "reshape", "identity", "dropout", "squeeze", "view", "constant")
 
 
 @dataclass(frozen=True)
@@ -208,15 +210,21 @@ class AnalyticAttack(Attack):
             return "not applicable: no model"
         layers = findings.layers if findings is not None else ()
         modules = dict(module.named_modules())
-        trainable = [n for n, _, k in layers if k > 0]
-        if trainable:
-            first = modules.get(trainable[0])
-            kind = type(first).__name__ if first is not None else "unknown"
-            if not isinstance(first, nn.Linear):
-                return f"not applicable: the first trainable layer '{trainable[0]}' is {kind}, not Linear"
-            if first.bias is None:
-                return f"not applicable: the first Linear '{trainable[0]}' has no bias"
-        return None  # the exact check (does it see the input?) runs with the input shape in run()
+        index = next((i for i, (_, _, k) in enumerate(layers) if k > 0), None)
+        if index is None:
+            return None  # no layer order known: the exact check runs with the input shape in run()
+        name = layers[index][0]
+        first = modules.get(name)
+        kind = type(first).__name__ if first is not None else layers[index][1]
+        if not isinstance(first, nn.Linear):
+            return f"not applicable: the first trainable layer '{name}' is {kind}, not Linear"
+        if first.bias is None or not first.bias.requires_grad:
+            return f"not applicable: the first Linear '{name}' has no trainable bias"
+        changing = [t for _, t, _ in layers[:index] if not any(k in t.lower() for k in _KEEPS_VALUES)]
+        if changing:
+            return (f"not applicable: the first Linear '{name}' does not see the flattened input "
+                    f"(layers before it: {', '.join(changing)})")
+        return None  # the exact check (does it see the input, value for value?) runs in run()
 
     def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
             seed: int | None, observer: Observer) -> Reconstruction:

@@ -136,3 +136,6 @@ def test_skip_reason_uses_the_detected_layer_order():
     assert AnalyticAttack().skip_reason(findings, cnn).startswith("not applicable: the first trainable layer '0'")
     mlp = create_model("mlp", num_classes=10, input_shape=SHAPE)
     assert AnalyticAttack().skip_reason(Findings(layers=(("0", "Flatten", 0), ("1", "Linear", 786688))), mlp) is None
+    scaled = nn.Sequential(nn.Flatten(), _Scale(), nn.Linear(3072, 16), nn.ReLU(), nn.Linear(16, 10))
+    order = (("0", "Flatten", 0), ("1", "_Scale", 0), ("2", "Linear", 49168))
+    assert "layers before it: _Scale" in AnalyticAttack().skip_reason(Findings(layers=order), scaled)
