@@ -1,7 +1,9 @@
 """sweep.html: one self-contained page (template ``reports/sweep.html``) rendered from the sweep.json dict.
 
 Plots are matplotlib PNGs embedded as data URIs; every string that comes from the user's files or
-options (model path, data source, attack and rule names, errors) goes through ``html.escape``.
+options (model path, data source, attack and rule names, errors) goes through the report layer's ``esc``,
+and image sources are used only when they are PNG data URIs (a hand-edited sweep.json given to --resume
+cannot smuggle a URL or ``javascript:`` into the page).
 """
 
 from __future__ import annotations
@@ -9,19 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-from html import escape
 from string import Template
 from typing import Any
 
+from ..report.html import esc as _e
+from ..report.html import fmt as _num
+from ..report.images import is_png_data_uri
 from ..resources import read_report_file
-
-
-def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
-
-
-def _num(v: float | None) -> str:
-    return "—" if v is None else f"{v:.4g}"
 
 
 def _png_uri(fig) -> str:
@@ -111,7 +107,7 @@ def _points_table(doc: dict[str, Any]) -> str:
                 cells.append(f"<td class='{_e(r['status'])}'>{_e(r['status'])}{_e(obs)}</td>")
         detail = p["error"] or "; ".join(p["notes"])
         secs = "" if p["seconds"] is None else f"{p['seconds']:.1f} s"
-        rows.append(f"<tr><td>{_e(f'{v:g}')}</td><td class='{verdict[0]}'>{_e(verdict[1])}</td>"
+        rows.append(f"<tr><td>{_e(f'{v:g}')}</td><td class='{_e(verdict[0])}'>{_e(verdict[1])}</td>"
                     f"<td>{_e(secs)}</td>{''.join(cells)}<td>{_e(detail)}</td></tr>")
     return (f"<table><tr><th>{_e(doc['knob']['name'])}</th><th>verdict</th><th>time</th>{head}<th>notes</th></tr>"
             + "".join(rows) + "</table>")
@@ -123,15 +119,15 @@ def _recon_table(doc: dict[str, Any], originals: list[str] | None) -> str:
         return "<p class='muted'>No reconstructions recorded.</p>"
     rows = []
     if originals:
-        imgs = "".join(f"<img class='thumb' alt='original' src='{_e(u)}'>" for u in originals)
+        imgs = "".join(f"<img class='thumb' alt='original' src='{u}'>" for u in originals if is_png_data_uri(u))
         rows.append(f"<tr><td>originals</td><td colspan='{len(attacks)}'>{imgs}</td></tr>")
     for p in doc["points"]:
         by_attack = {a["attack"]: a for a in p["attacks"]}
         cells = []
         for name in attacks:
             a = by_attack.get(name)
-            imgs = "".join(f"<img class='thumb' alt='{_e(name)} reconstruction' src='{_e(u)}'>"
-                           for u in (a["images"] if a else []))
+            imgs = "".join(f"<img class='thumb' alt='{_e(name)} reconstruction' src='{u}'>"
+                           for u in (a["images"] if a else []) if is_png_data_uri(u))
             cells.append(f"<td>{imgs}</td>")
         value = f"{p['value']:g}"
         rows.append(f"<tr><td>{_e(value)}</td>{''.join(cells)}</tr>")

@@ -1,74 +1,20 @@
 """The sweep loop: a failing value keeps the others, Ctrl-C stops with partial results, resume skips done
 values, sweep.json validates against its schema, and the HTML embeds plots and escapes user strings."""
 
-import base64
-import io
 import json
+import sys
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pytest
-from PIL import Image
 
-from leakaudit.errors import ConfigError, InputError
-from leakaudit.progress import NullObserver
-from leakaudit.sweep import DONE, ERROR, INTERRUPTED, AttackOutcome, MetricSummary, Point, RuleOutcome, parse_vary, run_sweep
-from leakaudit.sweep import jsonio
-from leakaudit.sweep.html import render_html
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_factory import CONTEXT, SHA, VARY, Recorder, StopAfter, png_uri, synthetic_point  # noqa: E402
 
-SHA = "ab" * 32
-
-
-def png_uri(seed: int) -> str:
-    arr = (np.random.default_rng(seed).random((8, 8, 3)) * 255).astype("uint8")
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def synthetic_point(value: float, attack: str = "ig") -> Point:
-    """SSIM falls as noise grows; the rule fails at SSIM >= 0.5."""
-    ssim = max(0.0, 1.0 - 8 * value)
-    passed = ssim < 0.5
-    return Point(
-        value, DONE, passed=passed, seconds=0.01,
-        attacks=(AttackOutcome(attack, (MetricSummary("ssim", (ssim, ssim / 2), True),
-                                        MetricSummary("lpips", (None, None), False, "weights unavailable")),
-                               attack_loss=0.1, seconds=0.01, iterations_run=20, images=(png_uri(1), png_uri(2))),),
-        rules=(RuleOutcome("ssim-max", "ssim", ">=", 0.5, "fail", "pass" if passed else "fail", ssim, attack),),
-    )
-
-
-class Recorder:
-    def __init__(self, fail_on=(), interrupt_on=()):
-        self.calls = []
-        self.fail_on, self.interrupt_on = set(fail_on), set(interrupt_on)
-
-    def __call__(self, value):
-        self.calls.append(value)
-        if value in self.fail_on:
-            raise RuntimeError("CUDA out of memory\n(second line)")
-        if value in self.interrupt_on:
-            raise KeyboardInterrupt
-        return synthetic_point(value)
-
-
-class StopAfter(NullObserver):
-    def __init__(self, n):
-        self.n, self.seen = n, 0
-
-    def stage(self, name, detail=""):
-        self.seen += 1
-
-    def should_stop(self):
-        return self.seen >= self.n
-
-
-VARY = parse_vary("noise.sigma=0.01,0.03,0.05,0.08,0.1")
-CONTEXT = {"model": {"path": "m.onnx", "sha256": SHA, "arch": None, "format": "onnx"},
-           "data": {"source": "samples/", "count": 2}, "settings": {"attacks": ["ig"], "iterations": 20},
-           "command": "leakaudit sweep m.onnx --data samples/ --vary noise.sigma=0.01,0.03,0.05,0.08,0.1"}
+from leakaudit.errors import ConfigError, InputError  # noqa: E402
+from leakaudit.sweep import DONE, ERROR, INTERRUPTED, run_sweep  # noqa: E402
+from leakaudit.sweep import jsonio  # noqa: E402
+from leakaudit.sweep.html import render_html  # noqa: E402
 
 
 def test_all_values_run_and_threshold_found():
@@ -197,3 +143,10 @@ def test_html_escapes_user_strings():
     page = render_html(jsonio.to_dict(result, VARY))
     assert "<script" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_html_drops_image_sources_that_are_not_png_data_uris():
+    doc = jsonio.to_dict(run_sweep(VARY, Recorder(), context=CONTEXT), VARY)
+    doc["points"][0]["attacks"][0]["images"] = ["javascript:alert(1)", "https://evil.example/x.png"]
+    page = render_html(doc)
+    assert "javascript:" not in page and "evil.example" not in page
