@@ -48,7 +48,9 @@ def _model_device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def example_input(model: LoadedModel, batch: int, *, random: bool, seed: int = 1234) -> torch.Tensor:
     device, dtype = _model_device_dtype(model.module)
-    shape = (batch, *model.input_shape)
+    # An ONNX export without a dynamic batch axis bakes its batch size into Reshape targets: use that one.
+    fixed = getattr(model.onnx, "batch_size", None) if model.onnx is not None else None
+    shape = (fixed or batch, *model.input_shape)
     if not random:
         return torch.zeros(shape, device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)  # CPU generator: the same input on every device
@@ -117,7 +119,7 @@ def trace(model: LoadedModel) -> Trace:
     for m in names:
         handles.append(m.register_forward_pre_hook(pre_hook))
         handles.append(m.register_forward_hook(post_hook))
-    was_training = module.training
+    modes = {m: m.training for m in module.modules()}
     try:
         module.eval()
         x = example_input(model, 1, random=False)
@@ -128,7 +130,8 @@ def trace(model: LoadedModel) -> Trace:
     finally:
         for h in handles:
             h.remove()
-        module.train(was_training)
+        for m, mode in modes.items():
+            m.training = mode
 
     param_position: dict[str, int] = {}
     param_owner: dict[str, str] = {}

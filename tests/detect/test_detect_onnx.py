@@ -1,0 +1,105 @@
+"""Detection on ONNX files (the bundled examples and fresh exports) and on the custom-layer example."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from leakaudit.detect import detect
+from leakaudit.models import load_model
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MODELS = EXAMPLES / "models"
+
+
+def onnx_dropout_ratios(path: Path) -> list[float]:
+    """Dropout ratios read from the file with onnx alone (independent of the loader)."""
+    graph = onnx.load(str(path)).graph
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
+    return [float(consts[n.input[1]]) for n in graph.node if n.op_type == "Dropout"]
+
+
+@pytest.mark.parametrize("name, rate", [("mlp_dropout.onnx", 0.5), ("cnn_dropout.onnx", 0.25)])
+def test_example_onnx_dropout_is_found_with_its_rate(name: str, rate: float) -> None:
+    path = MODELS / name
+    model = load_model(path)
+    findings = detect(model)
+    modules = dict(model.module.named_modules())
+    assert [d.p for d in findings.dropout] == pytest.approx(onnx_dropout_ratios(path))
+    assert all(d.p == pytest.approx(rate) and d.source == "onnx" and d.name in modules for d in findings.dropout)
+    assert len(findings.dropout) == 2
+    assert findings.unrecognized_stochastic == ()
+    assert not any("no Dropout nodes" in w for w in findings.warnings)
+
+
+def test_example_onnx_precode_is_found_with_the_parameters_before_it() -> None:
+    model = load_model(MODELS / "mlp_precode.onnx")
+    findings = detect(model)
+    (b,) = findings.bottlenecks
+    params = model.trainable()
+    before = sum(params[n].numel() for n in b.params_before)
+    after = sum(params[n].numel() for n in b.params_after)
+    # hidden layers 3072->64->64 come before the bottleneck; encoder 64->512, decoder 256->64, classifier 64->10 after
+    assert before == (3 * 32 * 32 * 64 + 64) + (64 * 64 + 64)
+    assert after == (64 * 512 + 512) + (256 * 64 + 64) + (64 * 10 + 10)
+    assert set(b.params_before) | set(b.params_after) == set(params)
+    assert (b.source, b.latent_dim) == ("onnx", 256)
+    assert findings.unrecognized_stochastic == ()  # the RandomNormalLike op is explained by the bottleneck
+
+
+def test_onnx_precode_split_matches_the_safetensors_twin() -> None:
+    onnx_b = detect(load_model(MODELS / "mlp_precode.onnx"), probe=False).bottlenecks[0]
+    st_model = load_model(MODELS / "mlp_precode.safetensors")
+    st_b = detect(st_model, probe=False).bottlenecks[0]
+    assert len(onnx_b.params_before) == len(st_b.params_before) == 4
+    assert len(onnx_b.params_after) == len(st_b.params_after)
+
+
+def test_eval_export_warns_that_dropout_may_have_been_removed() -> None:
+    findings = detect(load_model(MODELS / "mlp_dropout_eval.onnx"))
+    assert findings.dropout == ()
+    (warning,) = [w for w in findings.warnings if "no Dropout nodes" in w]
+    assert "training=TrainingMode.TRAINING" in warning and "--dropout LAYER=P" in warning
+
+
+def test_declared_dropout_on_an_eval_export_is_reported_and_silences_the_warning() -> None:
+    path = MODELS / "mlp_dropout_eval.onnx"
+    layer = next(n for n, m in load_model(path).module.named_modules() if isinstance(m, nn.Linear))
+    findings = detect(load_model(path, dropout={layer: 0.5}))
+    (d,) = findings.dropout
+    assert (d.p, d.source) == (0.5, "declared")
+    assert not any("no Dropout nodes" in w for w in findings.warnings)
+    assert findings.unrecognized_stochastic == ()
+
+
+def test_custom_random_layer_example_is_reported_by_the_probe() -> None:
+    model = load_model(MODELS / "noisy_mlp.safetensors", arch=str(EXAMPLES / "custom_arch.py") + ":noisy_mlp")
+    findings = detect(model)
+    assert findings.dropout == () and findings.bottlenecks == ()
+    (name,) = findings.unrecognized_stochastic
+    assert type(dict(model.module.named_modules())[name]).__name__ == "GaussianNoise"
+
+
+def test_batchnorm_in_an_onnx_export_is_found(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Dropout(0.1), nn.Linear(4 * 8 * 8, 5)).train()
+    path = tmp_path / "bn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: torch 2.14's dynamo exporter folds BatchNorm into the Conv even in
+        # training mode, so its files have no BatchNormalization node left to find.
+        torch.onnx.export(net, (torch.zeros(2, 3, 8, 8),), str(path), dynamo=False,
+                          training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
+    findings = detect(load_model(path))
+    assert len(findings.batchnorm) == 1
+    assert [d.p for d in findings.dropout] == [pytest.approx(0.1)]
+    assert any("BatchNorm" in w for w in findings.warnings)
