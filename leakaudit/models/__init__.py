@@ -2,7 +2,10 @@
 
 from .interface import LoadedModel, OnnxGraphInfo
 from .layers import MaskableDropout, VariationalBottleneck
+from .load import load_model
+from .onnx_converters import OnnxRandomOp
+from .safetensors_loader import save_safetensors
 from .zoo import ARCHITECTURES, create_model
 
-__all__ = ["ARCHITECTURES", "LoadedModel", "MaskableDropout", "OnnxGraphInfo", "VariationalBottleneck",
-           "create_model"]
+__all__ = ["ARCHITECTURES", "LoadedModel", "MaskableDropout", "OnnxGraphInfo", "OnnxRandomOp", "VariationalBottleneck",
+           "create_model", "load_model", "save_safetensors"]

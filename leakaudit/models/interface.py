@@ -19,6 +19,9 @@ class OnnxGraphInfo:
     dropout_nodes: tuple[tuple[str, float], ...]  # (node name, ratio) of Dropout nodes kept in the file
     random_nodes: tuple[tuple[str, str], ...]  # (node name, op_type) of RandomNormal(Like)/RandomUniform(Like)/Bernoulli
     looks_eval_exported: bool  # no Dropout/random nodes and no training-mode traces
+    # Batch size fixed in the graph's input (None when symbolic): an export without dynamic axes may only
+    # run at this batch size, since exporters bake it into Reshape targets.
+    batch_size: int | None = None
 
 
 @dataclass

@@ -37,6 +37,10 @@ class MaskableDropout(nn.Module):
             return x * self.mask / (1.0 - self.p)
         if not self.training or self.p == 0.0:
             return x
+        if torch.onnx.is_in_onnx_export():
+            # Exports as an ONNX ``Dropout`` node with its ratio (the loader and detection read it back);
+            # the rand_like form below would export as anonymous RandomUniformLike arithmetic.
+            return F.dropout(x, self.p, training=True)
         keep = (torch.rand_like(x) >= self.p).to(x.dtype)
         if self.record:
             self.last_mask = keep.detach()

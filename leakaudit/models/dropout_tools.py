@@ -1,0 +1,80 @@
+"""Making every dropout of a loaded model a ``MaskableDropout``.
+
+Attacks that model dropout (the Dropout Inversion Attack) drive the dropout masks of the client's model:
+they substitute a continuous mask per layer through ``MaskableDropout.mask`` and read the realised mask in
+tests through ``record``/``last_mask``. A plain ``nn.Dropout`` offers neither, so:
+
+- ``replace_dropout`` swaps ``nn.Dropout`` modules of user code for ``MaskableDropout`` with the same rate.
+  Both zero single elements with probability p and scale the rest by 1/(1-p): the same model. Channel-wise
+  dropout (``Dropout1d/2d/3d``) and the SELU-preserving ``AlphaDropout``/``FeatureAlphaDropout`` are *not*
+  element-wise, so an element mask would be a different model; they are left as they are (detection's
+  probe still reports them as stochastic).
+- ``insert_declared_dropout`` adds a ``MaskableDropout`` after a named module, for dropout an eval-mode
+  export removed (``--dropout NAME=P``). It is a child of the named module's parent, called from a forward
+  hook on the named module, so parameter names stay unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .layers import MaskableDropout
+
+
+class DeclaredDropout(MaskableDropout):
+    """A ``MaskableDropout`` the user declared (``--dropout NAME=P``), applied to the output of ``after``."""
+
+    def __init__(self, p: float, after: str) -> None:
+        super().__init__(p)
+        self.after = after
+
+    def apply_after(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        # A bound method (not a closure) so copy.deepcopy of the model re-binds the hook to the copied layer.
+        return self(output)
+
+
+def replace_dropout(module: nn.Module) -> list[str]:
+    """Replace element-wise ``nn.Dropout`` by ``MaskableDropout``; return the replaced module names."""
+    replaced = []
+    for name, child in list(module.named_modules()):
+        if type(child) is nn.Dropout:  # subclasses may change behaviour: keep them
+            _set_submodule(module, name, MaskableDropout(child.p))
+            replaced.append(name)
+    return replaced
+
+
+def insert_declared_dropout(module: nn.Module, declared: dict[str, float], source: Path | str) -> dict[str, float]:
+    names = dict(module.named_modules())
+    for name, p in declared.items():
+        if name not in names or not name:
+            close = difflib.get_close_matches(name, [n for n in names if n], n=5, cutoff=0.4)
+            hint = f"close names: {', '.join(close)}" if close else "see `leakaudit inspect` for the layer names"
+            raise ConfigError(f"--dropout {name}={p}: {source} has no layer {name!r}; {hint}")
+        if not 0.0 <= float(p) < 1.0:
+            raise ConfigError(f"--dropout {name}={p}: the rate must be in [0, 1); give e.g. {name}=0.5")
+        target = names[name]
+        parent_name, _, leaf = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        drop = DeclaredDropout(float(p), after=name)
+        parent.add_module(_free_name(parent, f"{leaf}_declared_dropout"), drop)
+        target.register_forward_hook(drop.apply_after)
+    return {n: float(p) for n, p in declared.items()}
+
+
+def _free_name(parent: nn.Module, base: str) -> str:
+    base = base.replace(".", "_")
+    name, i = base, 1
+    while hasattr(parent, name):
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)

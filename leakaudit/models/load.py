@@ -1,0 +1,67 @@
+"""``load_model``: the user's model file -> ``LoadedModel``, whatever its format."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .dropout_tools import insert_declared_dropout
+from .interface import LoadedModel
+from .onnx_loader import load_onnx
+from .safetensors_loader import load_safetensors
+
+FORMATS = {".onnx": "onnx", ".safetensors": "safetensors"}
+
+
+def load_model(path: str | Path, *, arch: str | None = None, input_shape: tuple[int, ...] | None = None,
+               num_classes: int | None = None, dropout: dict[str, float] | None = None,
+               arch_kwargs: dict[str, Any] | None = None) -> LoadedModel:
+    """Load an ONNX file, or safetensors weights with an architecture (``arch``, or the file's metadata).
+
+    - ``input_shape`` / ``num_classes`` override what the file says (ONNX: only where the graph leaves them
+      symbolic; a contradiction is an error).
+    - ``dropout`` declares dropout an export removed: ``{"layer.name": p}`` adds a ``MaskableDropout`` after
+      that layer (names as ``leakaudit inspect`` lists them).
+    - ``arch_kwargs`` go to the architecture's factory (zoo: ``dropout``, ``precode``, ``latent_dim``, ...).
+
+    The module is returned in train mode (as a client uses it); its every trainable weight is a parameter.
+    """
+    path = Path(path)
+    kind = _format_of(path)
+    if kind == "onnx":
+        if arch is not None:
+            raise InputError(f"--arch {arch}: {path} is ONNX and holds its own architecture; drop --arch")
+        parts = load_onnx(path, input_shape=input_shape, num_classes=num_classes)
+        module, shape, classes, onnx_info, arch_name = parts.module, parts.input_shape, parts.num_classes, parts.info, None
+    else:
+        st = load_safetensors(path, arch=arch, input_shape=input_shape, num_classes=num_classes,
+                              arch_kwargs=arch_kwargs)
+        module, shape, classes, onnx_info, arch_name = st.module, st.input_shape, st.num_classes, None, st.arch
+    declared = insert_declared_dropout(module, dict(dropout or {}), path) if dropout else {}
+    module.train()
+    return LoadedModel(module=module, input_shape=tuple(shape), num_classes=int(classes), path=path,
+                       sha256=sha256_of(path), format=kind, arch=arch_name, onnx=onnx_info,
+                       declared_dropout=declared)
+
+
+def _format_of(path: Path) -> str:
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a model file (.onnx, or .safetensors with --arch)")
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        suffix = path.suffix or "(no extension)"
+        raise InputError(f"{path}: unsupported model format {suffix}; give an .onnx file (torch.onnx.export) or "
+                         ".safetensors weights with --arch (safetensors.torch.save_model)")
+    return kind
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,425 @@
+"""Converters onnx2torch (1.5.x) lacks, registered through its public ``add_converter`` API.
+
+Importing this module registers them once. What needed work, and why:
+
+- **Random ops** (``RandomNormal(Like)``, ``RandomUniform(Like)``, ``Bernoulli``): no converter at all. They
+  become live modules (``OnnxRandomOp`` subclasses) that draw a fresh sample on every forward, in train *and*
+  eval mode, as the ONNX semantics say: a PRECODE bottleneck exported as ``RandomNormalLike -> Mul -> Add``
+  stays stochastic, which is the whole point of auditing it. ``seed`` attributes are ignored (a server does
+  not know the client's random state). Like ``MaskableDropout.mask``, a ``sample`` buffer can be substituted
+  (well-informed attacks, tests) and ``record = True`` keeps the last draw in ``last_sample``.
+- **Dropout**: onnx2torch turns it into ``F.dropout`` with the ratio as a runtime input; we need the rate at
+  load time and a ``MaskableDropout`` attacks can drive, so the converters for every Dropout version are
+  replaced (``_replace_converter``; onnx2torch has no public override). The ratio comes from the ``ratio``
+  input (initializer or Constant) or, before opset 12, the attribute. ``training_mode`` is not read: the
+  module is live in train mode and identity in eval mode, like ``nn.Dropout`` (a client trains with it).
+- **Opset 18-21 versions** of ops whose newer versions only widened the accepted types (float8/int4,
+  bfloat16, strings): ``Constant``, ``Cast``, ``Reshape``, ``Shape``, ``Transpose``, ``Flatten``, ... These are
+  what current torch exports by default (opset 20 in torch 2.14, ``Constant``-19, ``Reshape``-19,
+  ``Transpose``-21). They reuse onnx2torch's converter of the previous version (``_alias``).
+- **Reduce ops at opset 18/20** (axes moved from an attribute to an input), **Gelu-20** (a new op the
+  dynamo exporter emits at opset 20+), ``Size``, ``CastLike``: small new converters.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, defs
+from onnx2torch.node_converters import add_converter, get_converter
+from onnx2torch.node_converters import registry as _o2t_registry
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult, get_const_value
+from onnx2torch.utils.common import onnx_mapping_from_node
+from torch import nn
+
+from .layers import MaskableDropout
+
+ONNX_DTYPES: dict[int, torch.dtype] = {
+    TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64, TensorProto.FLOAT16: torch.float16,
+    TensorProto.BFLOAT16: torch.bfloat16, TensorProto.INT64: torch.int64, TensorProto.INT32: torch.int32,
+    TensorProto.INT8: torch.int8, TensorProto.UINT8: torch.uint8, TensorProto.BOOL: torch.bool,
+}
+
+
+# --------------------------------------------------------------------------------------------------- random ops
+class OnnxRandomOp(nn.Module, OnnxToTorchModule):
+    """Base of the live random modules. Subclasses implement ``draw(reference)``."""
+
+    op_type = ""
+
+    def __init__(self, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.register_buffer("sample", None, persistent=False)
+        self.record = False
+        self.last_sample: torch.Tensor | None = None
+
+    def _out_dtype(self, reference: torch.Tensor | None) -> torch.dtype:
+        if self.dtype is not None:
+            return self.dtype
+        return reference.dtype if reference is not None else torch.float32
+
+    def forward(self, reference: torch.Tensor | None = None) -> torch.Tensor:
+        if self.sample is not None:
+            return self.sample
+        out = self.draw(reference)
+        if self.record:
+            self.last_sample = out.detach()
+        return out
+
+    def draw(self, reference: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class OnnxRandomNormal(OnnxRandomOp):
+    """``RandomNormal`` (fixed ``shape``) / ``RandomNormalLike`` (shape of the input): N(mean, scale^2)."""
+
+    op_type = "RandomNormal"
+
+    def __init__(self, mean: float, scale: float, dtype: torch.dtype | None,
+                 shape: tuple[int, ...] | None = None) -> None:
+        super().__init__(dtype)
+        self.mean, self.scale, self.shape = mean, scale, shape
+
+    def draw(self, reference: torch.Tensor | None) -> torch.Tensor:
+        shape = self.shape if self.shape is not None else reference.shape
+        device = reference.device if reference is not None else _module_device(self)
+        return torch.randn(shape, device=device, dtype=self._out_dtype(reference)) * self.scale + self.mean
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean}, scale={self.scale}" + (f", shape={self.shape}" if self.shape else "")
+
+
+class OnnxRandomUniform(OnnxRandomOp):
+    """``RandomUniform`` / ``RandomUniformLike``: U[low, high)."""
+
+    op_type = "RandomUniform"
+
+    def __init__(self, low: float, high: float, dtype: torch.dtype | None,
+                 shape: tuple[int, ...] | None = None) -> None:
+        super().__init__(dtype)
+        self.low, self.high, self.shape = low, high, shape
+
+    def draw(self, reference: torch.Tensor | None) -> torch.Tensor:
+        shape = self.shape if self.shape is not None else reference.shape
+        device = reference.device if reference is not None else _module_device(self)
+        return torch.rand(shape, device=device, dtype=self._out_dtype(reference)) * (self.high - self.low) + self.low
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}" + (f", shape={self.shape}" if self.shape else "")
+
+
+class OnnxBernoulli(OnnxRandomOp):
+    """``Bernoulli``: 1 with the probability given by the input, else 0."""
+
+    op_type = "Bernoulli"
+
+    def draw(self, reference: torch.Tensor | None) -> torch.Tensor:
+        return torch.bernoulli(reference).to(self._out_dtype(reference))
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _dtype_attr(node: OnnxNode) -> torch.dtype | None:
+    code = node.attributes.get("dtype")
+    if code is None:
+        return None
+    if code not in ONNX_DTYPES:
+        raise NotImplementedError(f"{node.operation_type} with dtype {code} is not supported")
+    return ONNX_DTYPES[code]
+
+
+def _random_like_result(node: OnnxNode, module: nn.Module) -> OperationConverterResult:
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+@add_converter(operation_type="RandomNormalLike", version=1)
+def _random_normal_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    a = node.attributes
+    return _random_like_result(node, OnnxRandomNormal(a.get("mean", 0.0), a.get("scale", 1.0), _dtype_attr(node)))
+
+
+@add_converter(operation_type="RandomNormal", version=1)
+def _random_normal(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    a = node.attributes
+    module = OnnxRandomNormal(a.get("mean", 0.0), a.get("scale", 1.0), _dtype_attr(node) or torch.float32,
+                              shape=tuple(a["shape"]))
+    return OperationConverterResult(module, OnnxMapping(inputs=(), outputs=node.output_values))
+
+
+@add_converter(operation_type="RandomUniformLike", version=1)
+def _random_uniform_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    a = node.attributes
+    return _random_like_result(node, OnnxRandomUniform(a.get("low", 0.0), a.get("high", 1.0), _dtype_attr(node)))
+
+
+@add_converter(operation_type="RandomUniform", version=1)
+def _random_uniform(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    a = node.attributes
+    module = OnnxRandomUniform(a.get("low", 0.0), a.get("high", 1.0), _dtype_attr(node) or torch.float32,
+                               shape=tuple(a["shape"]))
+    return OperationConverterResult(module, OnnxMapping(inputs=(), outputs=node.output_values))
+
+
+@add_converter(operation_type="Bernoulli", version=15)
+@add_converter(operation_type="Bernoulli", version=22)
+def _bernoulli(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return _random_like_result(node, OnnxBernoulli(_dtype_attr(node)))
+
+
+# ------------------------------------------------------------------------------------------------------- dropout
+class OnnxDropout(MaskableDropout, OnnxToTorchModule):
+    """A ``Dropout`` node of the file: a ``MaskableDropout`` with the node's ratio (``onnx_node`` keeps its name)."""
+
+    def __init__(self, p: float, onnx_node: str) -> None:
+        super().__init__(p)
+        self.onnx_node = onnx_node
+
+
+def _dropout_ratio(node: OnnxNode, graph: OnnxGraph) -> float:
+    if len(node.input_values) > 1 and node.input_values[1]:
+        value = get_const_value(node.input_values[1], graph)
+        return float(value.item() if isinstance(value, torch.Tensor) else value)
+    return float(node.attributes.get("ratio", 0.5))
+
+
+def _dropout(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    if len(node.output_values) > 1 and node.output_values[1]:
+        # The loader strips unused mask outputs; one still here feeds another node.
+        raise NotImplementedError("Dropout whose mask output is used by the graph")
+    try:
+        ratio = _dropout_ratio(node, graph)
+    except KeyError as e:
+        raise NotImplementedError("Dropout with a ratio computed at run time (not a constant)") from e
+    module = OnnxDropout(ratio, onnx_node=node.name or node.unique_name)
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+def _replace_converter(op_type: str, version: int, converter: Callable) -> None:
+    """Register ``converter`` even where onnx2torch has its own (its ``add_converter`` refuses duplicates)."""
+    key = _o2t_registry.OperationDescription(domain=defs.ONNX_DOMAIN, operation_type=op_type, version=version)
+    _o2t_registry._CONVERTER_REGISTRY[key] = converter  # noqa: SLF001 -- no public override exists
+
+
+for _version in (1, 6, 7, 10, 12, 13, 22):
+    _replace_converter("Dropout", _version, _dropout)
+
+
+# ------------------------------------------------------------------------------------------ newer op versions
+def _has_converter(op_type: str, version: int) -> bool:
+    key = _o2t_registry.OperationDescription(domain=defs.ONNX_DOMAIN, operation_type=op_type, version=version)
+    return key in _o2t_registry._CONVERTER_REGISTRY  # noqa: SLF001
+
+
+def _alias(op_type: str, previous: int, versions: tuple[int, ...]) -> None:
+    """Use onnx2torch's converter of version ``previous`` for ``versions`` that only widened the types."""
+    converter = get_converter(op_type, previous)
+    for version in versions:
+        if not _has_converter(op_type, version):
+            add_converter(operation_type=op_type, version=version)(converter)
+
+
+_TYPE_ONLY_UPDATES: dict[str, tuple[int, tuple[int, ...]]] = {
+    "Constant": (13, (19, 21)),
+    "Cast": (13, (19, 21)),
+    "Shape": (15, (19, 21)),
+    "Transpose": (13, (21,)),
+    "Flatten": (13, (21,)),
+    "Squeeze": (13, (21,)),
+    "Unsqueeze": (13, (21,)),
+    "Identity": (16, (19, 21)),
+    "ConstantOfShape": (9, (20, 21)),
+    "Equal": (13, (19,)),
+    "IsInf": (10, (20,)),
+    "IsNaN": (13, (20,)),
+    "Pad": (13, (21,)),  # Pad-18 added an ``axes`` input: handled below, not an alias
+}
+for _op, (_previous, _versions) in _TYPE_ONLY_UPDATES.items():
+    _alias(_op, _previous, _versions)
+
+
+class OnnxReshapeAllowZero(nn.Module, OnnxToTorchModule):
+    """Reshape with ``allowzero=1``: a 0 in the target shape is a zero-size dimension, which is exactly
+    what ``torch.reshape`` does (the dynamo exporter sets the flag on every Reshape)."""
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return torch.reshape(x, [int(d) for d in shape.tolist()])
+
+
+_onnx2torch_reshape = get_converter("Reshape", 14)
+
+
+def _reshape(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    if node.attributes.get("allowzero", 0):
+        return OperationConverterResult(OnnxReshapeAllowZero(), onnx_mapping_from_node(node))
+    return _onnx2torch_reshape(node, graph)
+
+
+for _version in (14, 19, 21):
+    _replace_converter("Reshape", _version, _reshape)
+
+
+class OnnxSplitEven(nn.Module, OnnxToTorchModule):
+    """Split-18 with ``num_outputs``: chunks of ceil(d / n), the last one smaller (what ``torch.split`` does)."""
+
+    def __init__(self, axis: int, num_outputs: int) -> None:
+        super().__init__()
+        self.axis, self.num_outputs = axis, num_outputs
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        size = -(-x.shape[self.axis] // self.num_outputs)
+        return tuple(torch.split(x, size, dim=self.axis))
+
+
+_onnx2torch_split = get_converter("Split", 13)
+
+
+@add_converter(operation_type="Split", version=18)
+def _split(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    num_outputs = node.attributes.get("num_outputs")
+    if num_outputs is None or (len(node.input_values) > 1 and node.input_values[1]):
+        return _onnx2torch_split(node, graph)
+    module = OnnxSplitEven(node.attributes.get("axis", 0), int(num_outputs))
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+class OnnxSize(nn.Module, OnnxToTorchModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
+
+
+@add_converter(operation_type="Size", version=1)
+@add_converter(operation_type="Size", version=13)
+@add_converter(operation_type="Size", version=19)
+@add_converter(operation_type="Size", version=21)
+def _size(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return OperationConverterResult(OnnxSize(), onnx_mapping_from_node(node))
+
+
+class OnnxCastLike(nn.Module, OnnxToTorchModule):
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.to(like.dtype)
+
+
+@add_converter(operation_type="CastLike", version=15)
+@add_converter(operation_type="CastLike", version=19)
+@add_converter(operation_type="CastLike", version=21)
+def _cast_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return OperationConverterResult(OnnxCastLike(), onnx_mapping_from_node(node))
+
+
+@add_converter(operation_type="Gelu", version=20)
+def _gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    approximate = node.attributes.get("approximate", "none")
+    return OperationConverterResult(nn.GELU(approximate=approximate), onnx_mapping_from_node(node))
+
+
+class OnnxPadAxes(nn.Module, OnnxToTorchModule):
+    """Pad-18+: ``pads`` for the listed ``axes`` only (or all axes when ``axes`` is absent)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = {"edge": "replicate"}.get(mode, mode)
+
+    def forward(self, x: torch.Tensor, pads: torch.Tensor, constant_value: torch.Tensor | None = None,
+                axes: torch.Tensor | None = None) -> torch.Tensor:
+        rank = x.dim()
+        axes_list = list(range(rank)) if axes is None else [int(a) % rank for a in axes.tolist()]
+        begins, ends = pads.tolist()[: len(axes_list)], pads.tolist()[len(axes_list):]
+        torch_pads: list[int] = [0] * (2 * rank)
+        for axis, b, e in zip(axes_list, begins, ends):
+            # F.pad lists (begin, end) pairs from the last axis backwards.
+            torch_pads[2 * (rank - 1 - axis)] = int(b)
+            torch_pads[2 * (rank - 1 - axis) + 1] = int(e)
+        while len(torch_pads) > 2 and torch_pads[-2:] == [0, 0] and self.mode != "constant":
+            torch_pads = torch_pads[:-2]  # non-constant modes only pad the trailing spatial axes
+        if self.mode == "constant":
+            value = 0.0 if constant_value is None else float(constant_value)
+            return F.pad(x, torch_pads, mode="constant", value=value)
+        return F.pad(x, torch_pads, mode=self.mode)
+
+
+@add_converter(operation_type="Pad", version=18)
+@add_converter(operation_type="Pad", version=19)
+def _pad(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    mode = node.attributes.get("mode", "constant")
+    if mode == "wrap":
+        raise NotImplementedError("Pad with mode 'wrap'")
+    return OperationConverterResult(OnnxPadAxes(mode), onnx_mapping_from_node(node))
+
+
+# ----------------------------------------------------------------------------------- reduce ops, opset 18/20
+_REDUCERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ReduceMean": lambda x, dim, keepdim: torch.mean(x, dim=dim, keepdim=keepdim),
+    "ReduceMax": lambda x, dim, keepdim: torch.amax(x, dim=dim, keepdim=keepdim),
+    "ReduceMin": lambda x, dim, keepdim: torch.amin(x, dim=dim, keepdim=keepdim),
+    "ReduceProd": lambda x, dim, keepdim: _prod(x, dim, keepdim),
+    "ReduceL1": lambda x, dim, keepdim: torch.sum(x.abs(), dim=dim, keepdim=keepdim),
+    "ReduceL2": lambda x, dim, keepdim: torch.sqrt(torch.sum(x * x, dim=dim, keepdim=keepdim)),
+    "ReduceSumSquare": lambda x, dim, keepdim: torch.sum(x * x, dim=dim, keepdim=keepdim),
+    "ReduceLogSum": lambda x, dim, keepdim: torch.log(torch.sum(x, dim=dim, keepdim=keepdim)),
+    "ReduceLogSumExp": lambda x, dim, keepdim: torch.logsumexp(x, dim=dim, keepdim=keepdim),
+}
+
+
+def _prod(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
+    for d in sorted((d % x.dim() for d in dims), reverse=True):
+        x = torch.prod(x, dim=d, keepdim=keepdim)
+    return x
+
+
+class OnnxReduceAxesInput(nn.Module, OnnxToTorchModule):
+    """Reduce ops from opset 18 on: ``axes`` is an optional input, ``noop_with_empty_axes`` an attribute."""
+
+    def __init__(self, op_type: str, keepdims: bool, noop_with_empty_axes: bool) -> None:
+        super().__init__()
+        self.op_type, self.keepdims, self.noop = op_type, keepdims, noop_with_empty_axes
+
+    def forward(self, x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
+        if axes is None or axes.numel() == 0:
+            if self.noop:
+                return x
+            dims = list(range(x.dim()))
+        else:
+            dims = [int(a) for a in axes.tolist()]
+        return _REDUCERS[self.op_type](x, dims, self.keepdims)
+
+    def extra_repr(self) -> str:
+        return f"{self.op_type}, keepdims={self.keepdims}"
+
+
+def _reduce(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    a = node.attributes
+    module = OnnxReduceAxesInput(node.operation_type, bool(a.get("keepdims", 1)),
+                                 bool(a.get("noop_with_empty_axes", 0)))
+    return OperationConverterResult(module, onnx_mapping_from_node(node))
+
+
+for _op in _REDUCERS:
+    for _version in (18, 20):
+        if _version == 20 and _op not in ("ReduceMax", "ReduceMin"):
+            continue
+        if not _has_converter(_op, _version):
+            add_converter(operation_type=_op, version=_version)(_reduce)
+
+
+def missing_converters(ops: list[tuple[str, str]], opset: dict[str, int]) -> list[str]:
+    """``domain.op`` names among ``ops`` (domain, op_type) that no registered converter handles."""
+    missing: list[str] = []
+    for domain, op_type in ops:
+        try:
+            get_converter(operation_type=op_type, version=opset.get(domain, 1), domain=domain)
+        except NotImplementedError:
+            name = f"{domain}.{op_type}" if domain else op_type
+            if name not in missing:
+                missing.append(name)
+    return missing
+

@@ -1,0 +1,380 @@
+"""ONNX files -> torch modules: read the graph's facts, convert with onnx2torch, make every weight trainable.
+
+Which initializers are *weights* (what a client sends gradients for, ``weight_initializers``): float
+initializers of rank >= 1 that feed at least one node input that takes learnable data. Left out:
+
+- rank-0 floats: exporters inline hyper-parameters as scalars (dropout ratio, attention scale, the 1.0 of
+  softplus); a learnable scalar would be missed -- no zoo or common architecture has one;
+- non-float initializers (shapes, axes, indices);
+- inputs that are statistics or settings, not learnable data (``NON_WEIGHT_INPUTS``): BatchNormalization
+  running mean/var, Dropout ratio/training_mode, Clip bounds, Pad pads/value, Resize roi/scales, ...
+
+onnx2torch folds Conv/Gemm/BatchNormalization/LayerNormalization weights into torch layers (parameters), but
+keeps every other initializer (e.g. the weight of a Linear without bias, exported as Transpose + MatMul) as a
+buffer of its ``initializers`` container. ``promote_weights`` turns those buffers into ``nn.Parameter``\\ s
+under the ``weights`` sub-module (one parameter per initializer, even where onnx2torch copied it per use).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import TensorProto, numpy_helper
+from torch import fx, nn
+
+from ..errors import InputError, ModelError
+from . import onnx_converters  # noqa: F401 -- registers the converters onnx2torch lacks
+from .interface import OnnxGraphInfo
+from .onnx_converters import missing_converters
+
+RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli")
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+NON_WEIGHT_INPUTS: dict[str, frozenset[int]] = {
+    "BatchNormalization": frozenset({3, 4}),
+    "Dropout": frozenset({1, 2}),
+    "Clip": frozenset({1, 2}),
+    "Pad": frozenset({1, 2, 3}),
+    "Resize": frozenset({1, 2, 3}),
+    "Upsample": frozenset({1}),
+    "Range": frozenset({0, 1, 2}),
+    "Reshape": frozenset({1}),
+    "Expand": frozenset({1}),
+    "Tile": frozenset({1}),
+    "Slice": frozenset({1, 2, 3, 4}),
+    "ConstantOfShape": frozenset({0}),
+}
+# Outputs beyond the first that training-mode exports add (the dropout mask; BatchNorm's running stats)
+# and that onnx2torch cannot produce; the loader drops them when nothing reads them.
+_STRIPPABLE_OUTPUTS = ("Dropout", "BatchNormalization")
+
+
+@dataclass(frozen=True)
+class OnnxParts:
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    num_classes: int
+    info: OnnxGraphInfo
+
+
+def read_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 -- protobuf raises various errors on garbage
+        raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}: {_first_line(e)}); "
+                         "check the file is complete or re-export it with torch.onnx.export") from e
+    if not model.graph.node or not model.graph.output:
+        raise ModelError(f"{path}: the ONNX graph is empty (no nodes or outputs); "
+                         "check the file is complete or re-export it with torch.onnx.export")
+    return model
+
+
+def load_onnx(path: Path, *, input_shape: tuple[int, ...] | None = None,
+              num_classes: int | None = None) -> OnnxParts:
+    model = read_onnx(path)
+    info = graph_info(model)
+    shape = _resolve_input_shape(path, model, input_shape)
+    module = convert(path, model)
+    classes = _resolve_num_classes(path, model, num_classes)
+    return OnnxParts(module=module, input_shape=shape, num_classes=classes, info=info)
+
+
+# --------------------------------------------------------------------------------------------- graph facts
+def opset_of(model: onnx.ModelProto) -> dict[str, int]:
+    versions = {o.domain: o.version for o in model.opset_import}
+    if "ai.onnx" in versions and "" not in versions:
+        versions[""] = versions["ai.onnx"]
+    return versions
+
+
+def graph_info(model: onnx.ModelProto) -> OnnxGraphInfo:
+    nodes = list(model.graph.node)
+    constants = _constant_values(model)
+    dropout = tuple((n.name or f"Dropout_{i}", _ratio(n, constants)) for i, n in enumerate(nodes)
+                    if n.op_type == "Dropout")
+    random = tuple((n.name or f"{n.op_type}_{i}", n.op_type) for i, n in enumerate(nodes) if n.op_type in RANDOM_OPS)
+    producer = f"{model.producer_name} {model.producer_version}".strip()
+    inputs = _graph_inputs(model)
+    batch = None
+    if len(inputs) == 1 and inputs[0].type.tensor_type.shape.dim:
+        first = inputs[0].type.tensor_type.shape.dim[0]
+        batch = first.dim_value if first.HasField("dim_value") else None
+    return OnnxGraphInfo(
+        opset=opset_of(model).get("", 0),
+        producer=producer,
+        op_types=tuple(n.op_type for n in nodes),
+        dropout_nodes=dropout,
+        random_nodes=random,
+        looks_eval_exported=not dropout and not random and not _has_training_traces(nodes),
+        batch_size=batch,
+    )
+
+
+def _has_training_traces(nodes: list[onnx.NodeProto]) -> bool:
+    """BatchNormalization exported in training mode (attribute or running-stat outputs)."""
+    for n in nodes:
+        if n.op_type == "BatchNormalization":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+            if attrs.get("training_mode", 0) or len([o for o in n.output if o]) > 1:
+                return True
+    return False
+
+
+def _constant_values(model: onnx.ModelProto) -> dict[str, torch.Tensor]:
+    values = {init.name: torch.from_numpy(numpy_helper.to_array(init).copy()) for init in model.graph.initializer
+              if init.data_type in FLOAT_TYPES and not init.dims}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    values[n.output[0]] = torch.from_numpy(numpy_helper.to_array(a.t).copy())
+                elif a.name == "value_float":
+                    values[n.output[0]] = torch.tensor(a.f)
+    return values
+
+
+def _ratio(node: onnx.NodeProto, constants: dict[str, torch.Tensor]) -> float:
+    if len(node.input) > 1 and node.input[1]:
+        value = constants.get(node.input[1])
+        return float(value.reshape(-1)[0]) if value is not None else float("nan")
+    for a in node.attribute:
+        if a.name == "ratio":
+            return float(a.f)
+    return 0.5
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def _resolve_input_shape(path: Path, model: onnx.ModelProto, given: tuple[int, ...] | None) -> tuple[int, ...]:
+    inputs = _graph_inputs(model)
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise ModelError(f"{path}: the graph has {len(inputs)} inputs ({names}); leakaudit audits models with one "
+                         "image/feature input: re-export with a single input")
+    dims = _dims(inputs[0])[1:]  # the batch dimension (often symbolic) is not part of a sample's shape
+    if given is not None:
+        given = tuple(int(d) for d in given)
+        known = [d for d in dims if d is not None]
+        if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given)):
+            if known or len(given) != len(dims):
+                raise InputError(f"--input-shape {_fmt(given)}: does not match the input "
+                                 f"{_fmt(dims)} of {path}; drop the option or re-export the model")
+        return given
+    if not dims or any(d is None for d in dims):
+        raise InputError(f"{path}: the graph's input shape {_fmt(dims)} has symbolic dimensions; "
+                         "give --input-shape C,H,W (one sample, no batch dimension)")
+    return tuple(int(d) for d in dims)
+
+
+def _resolve_num_classes(path: Path, model: onnx.ModelProto, given: int | None) -> int:
+    dims = _dims(model.graph.output[0])
+    last = dims[-1] if dims else None
+    if given is not None:
+        if last is not None and last != given:
+            raise InputError(f"--num-classes {given}: the output of {path} has {last} classes; "
+                             "drop the option or re-export the model")
+        return int(given)
+    if last is None:
+        raise InputError(f"{path}: the number of classes (last output dimension) is symbolic; "
+                         "give --num-classes N")
+    return int(last)
+
+
+def _fmt(dims) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims) or "()"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+def convert(path: Path, model: onnx.ModelProto) -> fx.GraphModule:
+    model = untie_weights(_strip_unused_outputs(model))
+    opset = opset_of(model)
+    missing = missing_converters([(n.domain if n.domain != "ai.onnx" else "", n.op_type) for n in model.graph.node],
+                                 opset)
+    if missing:
+        raise ModelError(f"{path}: ONNX op {', '.join(repr(m) for m in missing)} (opset {opset.get('', '?')}) has "
+                         "no converter; re-export the model without it (e.g. at another opset) or save the weights "
+                         "as .safetensors and load them with --arch")
+    from onnx2torch import convert as onnx2torch_convert
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = onnx2torch_convert(model, attach_onnx_mapping=True)
+    except Exception as e:  # noqa: BLE001 -- onnx2torch raises anything from NotImplementedError to KeyError
+        raise ModelError(f"{path}: onnx2torch cannot convert the graph ({type(e).__name__}: {_first_line(e)}); "
+                         "re-export the model (e.g. torch.onnx.export at opset 17-21) or save the weights as "
+                         ".safetensors and load them with --arch") from e
+    promote_weights(module, model)
+    return module
+
+
+def _strip_unused_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    model = _copy(model)
+    for node in model.graph.node:
+        if node.op_type in _STRIPPABLE_OUTPUTS and len(node.output) > 1:
+            keep = list(node.output)
+            while len(keep) > 1 and keep[-1] not in used:
+                keep.pop()
+            if len(keep) != len(node.output):
+                del node.output[:]
+                node.output.extend(keep)
+        if node.op_type == "BatchNormalization" and len(node.output) == 1:
+            # ONNX requires the running-stat outputs in training mode; the converted module follows torch's
+            # train()/eval() instead, so the flag is dropped with them (graph_info has already seen it).
+            for attr in list(node.attribute):
+                if attr.name == "training_mode":
+                    node.attribute.remove(attr)
+    return model
+
+
+def untie_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """One initializer per use of a weight (copy of ``model``).
+
+    Exporters merge initializers with equal values: the TorchScript exporter keeps one and feeds the others
+    through ``Identity`` nodes, the dynamo exporter shares it directly. Freshly initialised models hit this
+    all the time (every LayerNorm/BatchNorm scale is ones), but in the torch model they were separate
+    weights with separate gradients, so every use gets its own copy here. (Weights genuinely tied across
+    layers are split too; image classifiers rarely tie weights.)
+    """
+    model = _copy(model)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    # Identity(initializer) -> an initializer under the Identity's output name.
+    for node in list(graph.node):
+        if node.op_type == "Identity" and node.input and node.input[0] in inits and node.output[0] not in outputs:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+            inits[copy.name] = copy
+            graph.node.remove(node)
+    weights = set(weight_initializers(model))
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name not in weights or index in NON_WEIGHT_INPUTS.get(node.op_type, ()):
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] == 1:
+                continue
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[name])
+            copy.name = f"{name}__use{seen[name]}"
+            graph.initializer.append(copy)
+            node.input[index] = copy.name
+    used = {name for n in graph.node for name in n.input} | outputs
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
+    return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    clone = onnx.ModelProto()
+    clone.CopyFrom(model)
+    return clone
+
+
+def weight_initializers(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the initializers that are trainable weights (rule in the module docstring)."""
+    uses: dict[str, list[tuple[str, int]]] = {}
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            uses.setdefault(name, []).append((node.op_type, index))
+    weights = {}
+    for init in model.graph.initializer:
+        if init.data_type not in FLOAT_TYPES or not init.dims:
+            continue
+        if any(index not in NON_WEIGHT_INPUTS.get(op, ()) for op, index in uses.get(init.name, ())):
+            weights[init.name] = tuple(init.dims)
+    return weights
+
+
+def promote_weights(module: fx.GraphModule, model: onnx.ModelProto) -> None:
+    weights = weight_initializers(model)
+    container = nn.Module()
+    created: dict[str, str] = {}  # initializer name -> parameter attribute in ``container``
+    for node in list(module.graph.nodes):
+        if node.op != "get_attr" or not str(node.target).startswith("initializers."):
+            continue
+        names = {_initializer_name(module, node, user) for user in node.users}
+        names.discard(None)
+        if len(names) != 1:
+            continue
+        (name,) = names
+        if name not in weights:
+            continue
+        if name not in created:
+            buffer = module.get_buffer(str(node.target))
+            attr = _unique_attr(container, name)
+            container.register_parameter(attr, nn.Parameter(buffer.detach().clone()))
+            created[name] = attr
+        delattr(module.initializers, str(node.target).split(".", 1)[1])
+        node.target = f"weights.{created[name]}"
+    if created:
+        module.add_module("weights", container)
+        module.graph.lint()
+        module.recompile()
+
+
+def _initializer_name(module: fx.GraphModule, node: fx.Node, user: fx.Node) -> str | None:
+    """The ONNX value name that ``node`` (a get_attr of an initializer buffer) stands for in ``user``."""
+    if user.op != "call_module":
+        return None
+    mapping = getattr(module.get_submodule(str(user.target)), "onnx_mapping", None)
+    if mapping is None:
+        return None
+    for index, arg in enumerate(user.args):
+        if arg is node:
+            return mapping.inputs[index] if index < len(mapping.inputs) else None
+    params = list(inspect.signature(module.get_submodule(str(user.target)).forward).parameters)
+    for key, arg in user.kwargs.items():
+        if arg is node and key in params:
+            index = params.index(key)
+            return mapping.inputs[index] if index < len(mapping.inputs) else None
+    return None
+
+
+def _unique_attr(container: nn.Module, name: str) -> str:
+    base = re.sub(r"\W", "_", name) or "weight"
+    if base[0].isdigit():
+        base = f"w_{base}"
+    attr, i = base, 1
+    while hasattr(container, attr):
+        attr, i = f"{base}_{i}", i + 1
+    return attr
+
+
+def trainable_weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every weight the loaded module trains: ``weight_initializers`` after ``untie_weights``."""
+    return weight_initializers(untie_weights(model))
+
+
+def count_weight_elements(model: onnx.ModelProto) -> int:
+    total = 0
+    for shape in trainable_weights(model).values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
+

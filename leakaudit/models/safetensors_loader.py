@@ -1,0 +1,230 @@
+"""safetensors weights + an architecture -> a torch module.
+
+The file's ``__metadata__`` may describe how to rebuild the model; options given to ``load_model`` win.
+All values are JSON strings (safetensors metadata is str -> str):
+
+==========================  ===========================================  =====================
+key                         meaning                                      example
+==========================  ===========================================  =====================
+``leakaudit.arch``          zoo name, ``file.py:factory``, ``pkg.mod:f``  ``"cnn"``
+``leakaudit.input_shape``   one sample, no batch dimension               ``[3, 32, 32]``
+``leakaudit.num_classes``   classes of the output                        ``10``
+``leakaudit.dropout``       zoo dropout rate                             ``0.25``
+``leakaudit.precode``       zoo PRECODE bottleneck                       ``true``
+``leakaudit.latent_dim``    zoo PRECODE latent size                      ``256``
+``leakaudit.arch_kwargs``   any other factory arguments                  ``{"width": 16}``
+==========================  ===========================================  =====================
+
+(``leakaudit.arch`` is stored as the plain string, without JSON quotes, for readability; both load.)
+``save_safetensors`` writes these keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from ..errors import InputError, ModelError
+from . import user_arch
+from .dropout_tools import replace_dropout
+
+META_PREFIX = "leakaudit."
+ZOO_KEYS = ("dropout", "precode", "latent_dim")
+
+
+@dataclass(frozen=True)
+class SafetensorsParts:
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    num_classes: int
+    arch: str
+
+
+def save_safetensors(module: nn.Module, path: str | Path, *, arch: str | None = None,
+                     input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+                     arch_kwargs: dict[str, Any] | None = None) -> None:
+    """Save ``module``'s weights with the metadata ``load_model`` reads back (no options needed then)."""
+    meta: dict[str, str] = {}
+    if arch is not None:
+        meta[META_PREFIX + "arch"] = arch
+    if input_shape is not None:
+        meta[META_PREFIX + "input_shape"] = json.dumps([int(d) for d in input_shape])
+    if num_classes is not None:
+        meta[META_PREFIX + "num_classes"] = json.dumps(int(num_classes))
+    extra = dict(arch_kwargs or {})
+    for key in ZOO_KEYS:
+        if key in extra:
+            meta[META_PREFIX + key] = json.dumps(extra.pop(key))
+    if extra:
+        meta[META_PREFIX + "arch_kwargs"] = json.dumps(extra)
+    save_model(module, str(path), metadata=meta)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The ``leakaudit.*`` entries of the file's metadata, decoded (prefix removed)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 -- safetensors raises SafetensorError/OSError on garbage
+        raise ModelError(f"{path}: not a readable safetensors file ({_first_line(e)}); check the file is "
+                         "complete or save it again with safetensors.torch.save_file") from e
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not key.startswith(META_PREFIX):
+            continue
+        name = key[len(META_PREFIX):]
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError as e:
+            if name == "arch":
+                out[name] = value
+            else:
+                raise ModelError(f"{path}: metadata {key}={value!r} is not JSON; fix it or override it with "
+                                 "the matching option") from e
+    return out
+
+
+def load_safetensors(path: Path, *, arch: str | None = None, input_shape: tuple[int, ...] | None = None,
+                     num_classes: int | None = None, arch_kwargs: dict[str, Any] | None = None
+                     ) -> SafetensorsParts:
+    meta = read_metadata(path)
+    tensors = _read_tensors(path)
+    spec = arch or meta.get("arch")
+    if not spec:
+        raise InputError(f"{path}: safetensors holds weights only and its metadata names no architecture; "
+                         "give --arch NAME (see `leakaudit inspect --help`) or --arch path/to/file.py:factory")
+    architecture = user_arch.resolve(str(spec))
+    kwargs = _arch_kwargs(meta, architecture, arch_kwargs)
+    shape = _input_shape(path, input_shape, meta, architecture)
+    classes = num_classes if num_classes is not None else meta.get("num_classes")
+    if classes is None and _takes(architecture, "num_classes"):
+        classes = _classes_from_weights(architecture, shape, kwargs, tensors)
+    module = user_arch.build(architecture, num_classes=classes, input_shape=shape, arch_kwargs=kwargs)
+    check_weights(path, module, tensors, str(spec))
+    module.load_state_dict(tensors, strict=False)
+    replace_dropout(module)
+    out_classes = _run_once(path, module, shape, str(spec))
+    if classes is not None and int(classes) != out_classes:
+        raise ModelError(f"{path}: --arch {spec} outputs {out_classes} classes, expected {classes}; "
+                         "fix --num-classes or the file's leakaudit.num_classes metadata")
+    return SafetensorsParts(module=module, input_shape=shape, num_classes=out_classes, arch=str(spec))
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{path}: not a readable safetensors file ({_first_line(e)}); check the file is "
+                         "complete or save it again with safetensors.torch.save_file") from e
+
+
+def _arch_kwargs(meta: dict[str, Any], architecture: user_arch.Architecture,
+                 given: dict[str, Any] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if architecture.builtin:
+        kwargs.update({k: meta[k] for k in ZOO_KEYS if k in meta})
+    kwargs.update(meta.get("arch_kwargs") or {})
+    kwargs.update(given or {})
+    return kwargs
+
+
+def _input_shape(path: Path, given, meta: dict[str, Any], architecture: user_arch.Architecture) -> tuple[int, ...]:
+    shape = given if given is not None else meta.get("input_shape")
+    if shape is None:
+        shape = _default_of(architecture, "input_shape")
+    if shape is None:
+        raise InputError(f"{path}: the input shape is unknown; give --input-shape C,H,W (one sample) or store "
+                         "leakaudit.input_shape in the file's metadata")
+    try:
+        return tuple(int(d) for d in shape)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: input shape {shape!r} is not a list of integers; give --input-shape C,H,W") from e
+
+
+def _takes(architecture: user_arch.Architecture, name: str) -> bool:
+    try:
+        return name in inspect.signature(architecture.factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _default_of(architecture: user_arch.Architecture, name: str) -> Any:
+    try:
+        param = inspect.signature(architecture.factory).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return param.default
+
+
+def _classes_from_weights(architecture, shape, kwargs, tensors) -> int | None:
+    """Build once with a placeholder class count; the file's shape of the last parameter gives the real one
+    (every zoo model ends in its classifier's Linear)."""
+    try:
+        probe = user_arch.build(architecture, num_classes=7, input_shape=shape, arch_kwargs=kwargs)
+    except Exception:  # noqa: BLE001 -- the real build below reports the error properly
+        return None
+    names = [n for n, _ in probe.named_parameters()]
+    if not names or names[-1] not in tensors or tensors[names[-1]].dim() != 1:
+        return None
+    return int(tensors[names[-1]].shape[0])
+
+
+def check_weights(path: Path, module: nn.Module, tensors: dict[str, torch.Tensor], spec: str) -> None:
+    expected = module.state_dict()
+    aliases = _aliases(expected)
+    missing = [k for k in expected if k not in tensors and not k.endswith("num_batches_tracked")
+               and not any(a in tensors for a in aliases.get(k, ()))]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in tensors
+             if k in expected and tensors[k].shape != expected[k].shape]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", wrong)):
+        if items:
+            more = f" +{len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    raise ModelError(f"{path}: weights do not fit --arch {spec}: {'; '.join(parts)}; check --arch, --input-shape, "
+                     "--num-classes and arch_kwargs (or the file's leakaudit.* metadata)")
+
+
+def _aliases(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, ...]]:
+    """Keys sharing storage (tied weights): save_model keeps only one of them."""
+    by_ptr: dict[tuple[int, int], list[str]] = {}
+    for k, t in state.items():
+        if t.numel():
+            by_ptr.setdefault((t.untyped_storage().data_ptr(), t.storage_offset()), []).append(k)
+    return {k: tuple(n for n in names if n != k) for names in by_ptr.values() if len(names) > 1 for k in names}
+
+
+def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], spec: str) -> int:
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, *shape))
+    except Exception as e:  # noqa: BLE001 -- user code
+        raise ModelError(f"{path}: the model of --arch {spec} fails on input shape {list(shape)} "
+                         f"({type(e).__name__}: {_first_line(e)}); fix --input-shape or the architecture") from e
+    finally:
+        module.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        kind = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {tuple(out.shape)}"
+        raise ModelError(f"{path}: the model of --arch {spec} returns {kind}; leakaudit needs class logits of "
+                         "shape (batch, classes): wrap the model so forward returns them")
+    return int(out.shape[1])
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
