@@ -28,6 +28,9 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    with path.open("rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # numpy would otherwise try to unpickle any other file
+            raise DataError(f"{path}: cannot read the .npy file (no numpy header); {_SAVE_HINT}")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:  # object arrays need pickle, which can run code: refuse them
@@ -37,6 +40,8 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # numpy would otherwise try to unpickle any other file
+        raise DataError(f"{path}: cannot read the .npz file (not a zip of .npy arrays); {_SAVE_HINT}")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
