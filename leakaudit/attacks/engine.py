@@ -125,8 +125,14 @@ def activation_shapes(model: nn.Module, layers: tuple[str, ...], sample_shape: t
     """Shapes of the inputs of the named layers, found with a hooked probe forward pass."""
     shapes: dict[str, tuple[int, ...]] = {}
     named = dict(model.named_modules())
-    hooks = [named[n].register_forward_hook(
-        lambda _m, inp, _out, n=n: shapes.setdefault(n, tuple(inp[0].shape))) for n in layers]
+
+    def hook(name: str):
+        def record(_module: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+            shapes.setdefault(name, tuple(inputs[0].shape))  # returning a value would replace the output
+
+        return record
+
+    hooks = [named[n].register_forward_hook(hook(n)) for n in layers]
     try:
         with torch.no_grad():
             model(torch.zeros(sample_shape, device=device))
@@ -274,9 +280,11 @@ class _Runner:
         self.pb, self.objective, self.sched, self.attack, self.observer = pb, objective, sched, attack, observer
         self.vars = _init(pb, objective, sched.restarts, seed, device)
         r = sched.restarts
+        self.alive = torch.ones(r, dtype=torch.bool, device=device)
+        self.best = dict(self.vars)
+        self.constrain()  # start inside the box
         self.best_loss = torch.full((r,), math.inf, device=device)
         self.best = {k: v.clone() for k, v in self.vars.items()}
-        self.alive = torch.ones(r, dtype=torch.bool, device=device)
         self.died_at = torch.full((r,), -1, dtype=torch.long, device=device)
         f = _objective_fn(pb, objective)
         per_restart = grad(lambda x, y, m: f(x, y, m), argnums=(0, 1, 2), has_aux=True)

@@ -1,0 +1,239 @@
+"""The gradient-matching engine: batched restarts, restart choice, seeds, non-finite restarts, devices."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from leakaudit.attacks.device import resolve_device
+from leakaudit.attacks.engine import Objective, Schedule, activation_shapes, attacker_copy, match_gradients
+from leakaudit.errors import ConfigError, ModelError
+from leakaudit.models.layers import MaskableDropout
+from leakaudit.progress import NullObserver
+from leakaudit.update.losses import client_loss
+
+SHAPE = (3, 8, 8)
+
+
+def _mlp(dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(192, 32), nn.ReLU()]
+    if dropout:
+        layers.append(MaskableDropout(dropout))
+    return nn.Sequential(*layers, nn.Linear(32, 5))
+
+
+def _observed(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.train()
+    loss = client_loss(model, model(x), y)
+    names = [n for n, _ in model.named_parameters()]
+    return dict(zip(names, torch.autograd.grad(loss, list(model.parameters()))))
+
+
+@pytest.fixture()
+def problem():
+    model = _mlp()
+    x = torch.rand(1, *SHAPE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    y = torch.tensor([2])
+    return model, _observed(model, x, y), y
+
+
+def _run(model, grads, y, *, restarts=1, seed=0, iterations=20, objective=None, **kw):
+    return match_gradients(model, grads, objective or Objective(tv=1e-4),
+                           Schedule(iterations=iterations, restarts=restarts, check_every=5, **kw),
+                           input_shape=SHAPE, num_samples=1, num_classes=5, labels=y, seed=seed)
+
+
+def test_batched_restarts_equal_separate_single_runs(problem):
+    model, grads, y = problem
+    batched = _run(model, grads, y, restarts=3, seed=10)
+    singles = [_run(model, grads, y, restarts=1, seed=10 + r) for r in range(3)]
+    for r, single in enumerate(singles):
+        assert batched.restart_losses[r] == pytest.approx(single.loss, rel=1e-4, abs=1e-6)
+    best = batched.best_restart
+    assert torch.allclose(batched.x, singles[best].x, atol=1e-4)
+
+
+def test_returned_restart_has_the_lowest_attack_loss(problem):
+    model, grads, y = problem
+    res = _run(model, grads, y, restarts=4, seed=3)
+    assert len(res.restart_losses) == 4
+    assert res.loss == min(res.restart_losses)
+    assert res.best_restart == res.restart_losses.index(res.loss)
+    # the attacker's choice does not look at ground truth: different seeds give different losses to choose from
+    assert len(set(res.restart_losses)) > 1
+
+
+def test_seed_makes_a_cpu_run_repeatable(problem):
+    model, grads, y = problem
+    a = _run(model, grads, y, restarts=2, seed=7)
+    b = _run(model, grads, y, restarts=2, seed=7)
+    c = _run(model, grads, y, restarts=2, seed=100)
+    assert torch.equal(a.x, b.x) and a.restart_losses == b.restart_losses
+    assert not torch.equal(a.x, c.x)
+
+
+def test_seed_does_not_change_the_callers_rng(problem):
+    model, grads, y = problem
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _run(model, grads, y, seed=5, iterations=3)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_loss_decreases_and_the_box_holds(problem):
+    model, grads, y = problem
+    lo, hi = torch.full((1, *SHAPE), -0.5), torch.full((1, *SHAPE), 0.5)
+    first = match_gradients(model, grads, Objective(), Schedule(iterations=1), input_shape=SHAPE, num_samples=1,
+                            num_classes=5, labels=y, bounds=(lo, hi), seed=0)
+    later = match_gradients(model, grads, Objective(), Schedule(iterations=60), input_shape=SHAPE, num_samples=1,
+                            num_classes=5, labels=y, bounds=(lo, hi), seed=0)
+    assert later.loss < first.loss
+    assert later.x.min() >= -0.5 and later.x.max() <= 0.5
+
+
+class _NanWhenPositive(nn.Module):
+    """Outputs NaN for inputs whose first pixel is positive: some restarts start there, some do not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(192, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x.flatten(1))
+        bad = (x.flatten(1)[:, :1] > 0).to(out.dtype)
+        return out + torch.log(1 - bad)  # log(0) = -inf -> non-finite loss
+
+
+def test_a_non_finite_restart_is_dropped_with_a_note_not_returned():
+    torch.manual_seed(0)
+    model = _NanWhenPositive()
+    x = -torch.rand(1, *SHAPE)
+    y = torch.tensor([1])
+    grads = _observed(model, x, y)
+    starts = [float(torch.randn((1, *SHAPE), generator=torch.Generator().manual_seed(s)).flatten()[0])
+              for s in range(6)]
+    assert any(v > 0 for v in starts) and any(v <= 0 for v in starts)  # the seeds cover both cases
+    res = match_gradients(model, grads, Objective(), Schedule(iterations=1, restarts=6), input_shape=SHAPE,
+                          num_samples=1, num_classes=5, labels=y, seed=0)
+    for r, v in enumerate(starts):
+        assert math.isnan(res.restart_losses[r]) == (v > 0)
+    assert torch.isfinite(res.x).all()
+    assert not math.isnan(res.loss)
+    dropped = [n for n in res.notes if "dropped" in n]
+    assert len(dropped) == sum(v > 0 for v in starts)
+
+
+def test_every_restart_non_finite_is_an_error_not_zeros():
+    torch.manual_seed(0)
+    model = _NanWhenPositive()
+    y = torch.tensor([1])
+    grads = _observed(model, -torch.rand(1, *SHAPE), y)
+    lo, hi = torch.full((1, *SHAPE), 0.5), torch.full((1, *SHAPE), 1.0)  # only positive inputs allowed
+    with pytest.raises(ModelError, match="non-finite"):
+        match_gradients(model, grads, Objective(), Schedule(iterations=3, restarts=2), input_shape=SHAPE,
+                        num_samples=1, num_classes=5, labels=y, bounds=(lo, hi), seed=0)
+
+
+def test_non_finite_observed_gradient_is_rejected(problem):
+    model, grads, y = problem
+    bad = dict(grads)
+    bad["1.weight"] = bad["1.weight"].clone()
+    bad["1.weight"][0, 0] = float("nan")
+    with pytest.raises(ModelError, match="1.weight holds NaN"):
+        _run(model, bad, y)
+
+
+def test_dia_masks_have_the_activation_shape_and_stay_in_the_unit_interval():
+    model = _mlp(dropout=0.5)
+    x = torch.rand(2, *SHAPE) * 2 - 1
+    y = torch.tensor([0, 3])
+    grads = _observed(model, x, y)
+    res = match_gradients(model, grads, Objective(mask_layers=("3",), mask_reg=1e-4),
+                          Schedule(iterations=10, restarts=2), input_shape=SHAPE, num_samples=2, num_classes=5,
+                          labels=y, seed=0)
+    mask = res.masks["3"]
+    assert mask.shape == (2, 32)
+    assert mask.min() >= 0 and mask.max() <= 1
+    assert res.x.shape == (2, *SHAPE)
+
+
+def test_attacker_copy_leaves_the_users_model_untouched():
+    model = _mlp(dropout=0.5)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copy = attacker_copy(model, torch.device("cpu"))
+    assert not model.training and copy.training
+    assert not copy[3].training  # the attacker's dropout is off
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert activation_shapes(copy, ("3",), (4, *SHAPE), torch.device("cpu")) == {"3": (4, 32)}
+
+
+def test_batchnorm_model_uses_batch_statistics_without_touching_running_stats():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(256, 5))
+    x = torch.rand(2, *SHAPE)
+    y = torch.tensor([1, 2])
+    grads = _observed(model, x, y)
+    running = model[1].running_mean.clone()
+    res = match_gradients(model, grads, Objective(), Schedule(iterations=3), input_shape=SHAPE, num_samples=2,
+                          num_classes=5, labels=y, seed=0)
+    assert torch.isfinite(torch.tensor(res.loss))
+    assert torch.equal(model[1].running_mean, running)
+
+
+def test_soft_labels_when_no_labels_are_given(problem):
+    model, grads, _ = problem
+    res = match_gradients(model, grads, Objective(distance="l2", soft_labels=True),
+                          Schedule(iterations=5, optimizer="lbfgs", lr=1.0), input_shape=SHAPE, num_samples=1,
+                          num_classes=5, labels=None, seed=0)
+    assert res.labels is not None and res.labels.shape == (1,)
+
+
+def test_labels_required_without_soft_labels(problem):
+    model, grads, _ = problem
+    with pytest.raises(ConfigError, match="needs labels"):
+        match_gradients(model, grads, Objective(), Schedule(iterations=2), input_shape=SHAPE, num_samples=1,
+                        num_classes=5, labels=None)
+
+
+class _StopAfter(NullObserver):
+    def __init__(self, checks: int) -> None:
+        self.checks, self.events = checks, []
+
+    def attack_progress(self, event) -> None:
+        self.events.append(event)
+
+    def should_stop(self) -> bool:
+        return len(self.events) >= self.checks
+
+
+def test_progress_only_every_check_and_stop_request_ends_early(problem):
+    model, grads, y = problem
+    obs = _StopAfter(2)
+    res = match_gradients(model, grads, Objective(), Schedule(iterations=100, check_every=10), input_shape=SHAPE,
+                          num_samples=1, num_classes=5, labels=y, seed=0, observer=obs)
+    assert [e.iteration for e in obs.events] == [10, 20]
+    assert res.iterations_run == 20 and res.stopped_early
+
+
+def test_plateau_decay_runs(problem):
+    model, grads, y = problem
+    res = _run(model, grads, y, iterations=30, decay="plateau", patience=5)
+    assert math.isfinite(res.loss)
+
+
+def test_device_resolver():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match="--device tpu"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
