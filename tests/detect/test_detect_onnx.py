@@ -103,3 +103,45 @@ def test_batchnorm_in_an_onnx_export_is_found(tmp_path: Path) -> None:
     assert len(findings.batchnorm) == 1
     assert [d.p for d in findings.dropout] == [pytest.approx(0.1)]
     assert any("BatchNorm" in w for w in findings.warnings)
+
+
+def test_gaussian_noise_in_onnx_is_not_mistaken_for_precode(tmp_path: Path) -> None:
+    """RandomNormalLike -> Mul -> Add without an encoder/decoder around it is noise: the probe reports it."""
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from custom_arch import noisy_mlp
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    torch.manual_seed(0)
+    net = noisy_mlp(num_classes=3, input_shape=(3, 4, 4), hidden=8).train()
+    path = tmp_path / "noisy.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 3, 4, 4),), str(path), dynamo=True, external_data=False,
+                          training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False, verbose=False)
+    model = load_model(path)
+    findings = detect(model)
+    assert findings.bottlenecks == ()
+    (name,) = findings.unrecognized_stochastic
+    random_ops = [n for n, _ in model.onnx.random_nodes]
+    assert len(random_ops) == 1 and type(dict(model.module.named_modules())[name]).__name__.startswith("OnnxRandom")
+
+
+def test_onnx_dropout_nodes_map_to_modules_by_order_when_names_differ() -> None:
+    """A loader that renames converted modules still gets the file's rates, in execution order."""
+    import dataclasses
+
+    from leakaudit.models import LoadedModel, MaskableDropout, OnnxGraphInfo
+
+    net = nn.Sequential(nn.Linear(4, 4), MaskableDropout(0.5), nn.Linear(4, 4), MaskableDropout(0.5), nn.Linear(4, 2))
+    info = OnnxGraphInfo(opset=20, producer="test", op_types=("Gemm", "Dropout", "Gemm", "Dropout", "Gemm"),
+                         dropout_nodes=(("/drop_a", 0.5), ("/drop_b", 0.5)), random_nodes=(),
+                         looks_eval_exported=False)
+    model = LoadedModel(net, (4,), 2, Path("m.onnx"), "0" * 64, "onnx", onnx=info)
+    findings = detect(model)
+    assert [(d.name, d.source) for d in findings.dropout] == [("1", "onnx"), ("3", "onnx")]
+    missing = dataclasses.replace(info, dropout_nodes=info.dropout_nodes + (("/drop_c", 0.2),))
+    findings = detect(LoadedModel(net, (4,), 2, Path("m.onnx"), "0" * 64, "onnx", onnx=missing))
+    assert any("'/drop_c'" in w and "not simulated" in w for w in findings.warnings)
