@@ -15,6 +15,7 @@ import typer
 from .app import app
 
 INSPECT_SCHEMA = "leakaudit.inspect/1"
+OWN_PARAMETERS = "(own parameters)"  # detect's row type suffix for a container's directly owned parameters
 
 
 def inspection_to_dict(model: Any, findings: Any) -> dict[str, Any]:
@@ -22,8 +23,11 @@ def inspection_to_dict(model: Any, findings: Any) -> dict[str, Any]:
     from ..detect import findings_to_dict
 
     onnx = model.onnx
+    from .. import __version__
+
     return {
         "schema": INSPECT_SCHEMA,
+        "leakaudit_version": __version__,
         "model": {
             "path": str(model.path),
             "format": model.format,
@@ -78,13 +82,17 @@ def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
     for col, justify in (("#", "right"), ("layer", "left"), ("type", "left"), ("params", "right"),
                          ("finding", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    hidden = 0
-    for i, (name, kind, count) in enumerate(findings.layers):
-        note = notes.get(name) or notes.get(name.replace("<model>", ""), [])
+    hidden, position = 0, 0
+    for name, kind, count in findings.layers:
+        # "#" is the forward position findings refer to; a container's own-parameter row has none
+        own = kind.endswith(OWN_PARAMETERS)
+        index = "" if own else str(position)
+        position += 0 if own else 1
+        note = notes.get(name, [])
         if not all_layers and count == 0 and not note:
             hidden += 1
             continue
-        table.add_row(str(i), name, kind, f"{count:,}" if count else "", "; ".join(note))
+        table.add_row(index, name, kind, f"{count:,}" if count else "", "; ".join(note))
     console.print(table)
     if hidden:
         console.print(f"({hidden} parameter-free layers without findings hidden; --all-layers shows them)")
@@ -109,7 +117,7 @@ def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}", markup=True)
 
 
-@app.command("inspect")
+@app.command("inspect", epilog="Exit codes: 0 inspected, 2 usage or input error, 3 internal error.")
 def inspect_model(
     model: str = typer.Argument(..., help="Model file: .onnx, or .safetensors (with --arch unless its metadata "
                                           "names one).", show_default=False),
