@@ -14,11 +14,18 @@ Importing this module registers them once. What needed work, and why:
   input (initializer or Constant) or, before opset 12, the attribute. ``training_mode`` is not read: the
   module is live in train mode and identity in eval mode, like ``nn.Dropout`` (a client trains with it).
 - **Opset 18-21 versions** of ops whose newer versions only widened the accepted types (float8/int4,
-  bfloat16, strings): ``Constant``, ``Cast``, ``Reshape``, ``Shape``, ``Transpose``, ``Flatten``, ... These are
-  what current torch exports by default (opset 20 in torch 2.14, ``Constant``-19, ``Reshape``-19,
-  ``Transpose``-21). They reuse onnx2torch's converter of the previous version (``_alias``).
-- **Reduce ops at opset 18/20** (axes moved from an attribute to an input), **Gelu-20** (a new op the
-  dynamo exporter emits at opset 20+), ``Size``, ``CastLike``: small new converters.
+  bfloat16, strings): ``Constant``, ``Cast``, ``Shape``, ``Transpose``, ``Flatten``, ``Squeeze``, ... These are
+  what current torch exports by default (opset 20 in torch 2.14: ``Constant``-19, ``Transpose``-21 at 21).
+  They reuse onnx2torch's converter of the previous version (``_alias``).
+- **Reshape** with ``allowzero=1`` (set on every Reshape by torch's dynamo exporter; onnx2torch refuses it),
+  Reshape-19/21.
+- **Slice**: re-implemented with tuple indexing (onnx2torch's list indexing is deprecated in torch).
+- **Split-18** with ``num_outputs`` (the TorchScript exporter's ``qkv.unbind`` in attention at opset 18+).
+- **Reduce ops at opset 18/20** (axes moved from an attribute to an input), **Pad-18/19** (``axes`` input),
+  **Gelu-20**, ``Size``, ``CastLike``: small new converters.
+
+Graph-level fixes (training-mode ``BatchNormalization`` outputs, unused Dropout mask outputs, merged
+initializers) live in ``onnx_loader``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ class OnnxRandomOp(nn.Module, OnnxToTorchModule):
         super().__init__()
         self.dtype = dtype
         self.register_buffer("sample", None, persistent=False)
+        # Follows .to(device), so ops without an input tensor (RandomNormal/RandomUniform) sample there.
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.record = False
         self.last_sample: torch.Tensor | None = None
 
@@ -122,10 +131,8 @@ class OnnxBernoulli(OnnxRandomOp):
         return torch.bernoulli(reference).to(self._out_dtype(reference))
 
 
-def _module_device(module: nn.Module) -> torch.device:
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
+def _module_device(module: OnnxRandomOp) -> torch.device:
+    return module._anchor.device
 
 
 def _dtype_attr(node: OnnxNode) -> torch.dtype | None:
@@ -289,6 +296,36 @@ def _split(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         return _onnx2torch_split(node, graph)
     module = OnnxSplitEven(node.attributes.get("axis", 0), int(num_outputs))
     return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+class OnnxSliceIndexing(nn.Module, OnnxToTorchModule):
+    """Slice-10+ by basic indexing with a tuple: onnx2torch indexes with a list, which torch deprecated
+    (and warns about on every forward of an attention model); negative steps select indices explicitly.
+    ONNX clamps starts/ends exactly as Python's ``slice.indices`` does."""
+
+    def forward(self, x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, axes: torch.Tensor | None = None,
+                steps: torch.Tensor | None = None) -> torch.Tensor:
+        starts_l, ends_l = starts.tolist(), ends.tolist()
+        axes_l = list(range(len(starts_l))) if axes is None else axes.tolist()
+        steps_l = [1] * len(starts_l) if steps is None else steps.tolist()
+        for start, end, axis, step in zip(starts_l, ends_l, axes_l, steps_l):
+            axis = int(axis) % x.dim()
+            first, stop, stride = slice(int(start), int(end), int(step)).indices(x.shape[axis])
+            if stride > 0:
+                index: list = [slice(None)] * x.dim()
+                index[axis] = slice(first, stop, stride)
+                x = x[tuple(index)]
+            else:
+                x = x.index_select(axis, torch.arange(first, stop, stride, device=x.device))
+        return x
+
+
+def _slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return OperationConverterResult(OnnxSliceIndexing(), onnx_mapping_from_node(node))
+
+
+for _version in (10, 11, 13):
+    _replace_converter("Slice", _version, _slice)
 
 
 class OnnxSize(nn.Module, OnnxToTorchModule):

@@ -13,6 +13,17 @@ onnx2torch folds Conv/Gemm/BatchNormalization/LayerNormalization weights into to
 keeps every other initializer (e.g. the weight of a Linear without bias, exported as Transpose + MatMul) as a
 buffer of its ``initializers`` container. ``promote_weights`` turns those buffers into ``nn.Parameter``\\ s
 under the ``weights`` sub-module (one parameter per initializer, even where onnx2torch copied it per use).
+Before that, ``untie_weights`` gives every use of a weight its own initializer (exporters merge
+equal-valued initializers; see there).
+
+Which exporter (checked with torch 2.14, where ``dynamo=True`` is the default): both load. For an audit
+file prefer ``torch.onnx.export(model, x, path, dynamo=False, training=torch.onnx.TrainingMode.TRAINING,
+do_constant_folding=False)``: the TorchScript exporter keeps ``Dropout`` (with its ratio) and
+``BatchNormalization`` (training mode) nodes and the torch weights one to one. The dynamo exporter keeps
+Dropout and random nodes too, but its optimiser folds BatchNorm into the preceding Conv even in training
+mode (batch statistics are lost) and pre-computes parameter expressions even without constant folding
+(transposed weights, a ViT's class token expanded to the export batch size), so its file trains other
+weights than the torch module did.
 """
 
 from __future__ import annotations

@@ -197,3 +197,19 @@ def test_sha256_identifies_the_file(tmp_path):
     path = export(LinearNet(True), tmp_path / "lin.onnx", train=False, dynamo=False, shape=(12,))
     with open(path, "rb") as f:
         assert load_model(path).sha256 == hashlib.sha256(f.read()).hexdigest()
+
+
+def test_symbolic_batch_dimension_is_dropped_and_other_batch_sizes_run(tmp_path):
+    torch.manual_seed(0)
+    model = small_zoo("lenet").eval()
+    path = str(tmp_path / "dyn.onnx")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, *SHAPE),), path, dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    loaded = load_model(path)
+    assert loaded.input_shape == SHAPE and loaded.onnx.batch_size is None
+    x = torch.randn(5, *SHAPE)
+    np.testing.assert_allclose(loaded.module.eval()(x).detach().numpy(), onnxruntime_output(path, x), atol=1e-4)
+    fixed = load_model(export(model, tmp_path / "fixed.onnx", train=False, dynamo=False))
+    assert fixed.onnx.batch_size == 2
