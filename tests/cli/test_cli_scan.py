@@ -180,3 +180,40 @@ def test_render_reproduces_the_scan_html(workdir, tmp_path):
     again = tmp_path / "again.html"
     assert app_main(["render", str(out / "report.json"), "--output", str(again)]) == 0
     assert again.read_text() == (out / "report.html").read_text()
+
+
+def test_output_file_gets_the_json_and_the_output_dir_the_rest(workdir, tmp_path):
+    target = tmp_path / "elsewhere" / "scan.json"
+    assert scan(workdir, tmp_path / "r", "--attacks", "analytic", "--output", str(target)) == 1
+    assert json.loads(target.read_text())["verdict"]["overall"] == "fail"
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html"]
+
+
+def test_real_ctrl_c_stops_the_running_attack_and_exits_130(workdir, tmp_path):
+    """A real SIGINT to a real scan process: the attack stops at its next check, the report says so."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-c", "import sys; from leakaudit.cli import main; sys.argv[0] = 'leakaudit'; main()",
+           "scan", str(workdir / "mlp.safetensors"), "--data", str(workdir / "samples.npz"), "--attacks", "ig",
+           "--iterations", "1000000", "--restarts", "1", "--output-dir", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen += line
+        if "attack ig" in line:
+            break
+    assert "attack ig" in seen, seen
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, seen + err
+    doc = json.loads((out / "report.json").read_text())
+    ig = doc["attacks"][0]
+    assert doc["incomplete"] is True and ig["status"] == "interrupted"
+    assert 0 < ig["iterations_run"] < 1000000 and ig["samples"]
