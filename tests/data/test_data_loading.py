@@ -155,3 +155,12 @@ def test_bundled_example_samples_load_at_the_example_models_shape() -> None:
     batch = load(EXAMPLE_SAMPLES, shape=(3, 32, 32))
     assert len(batch) == 6 and batch.pixels.shape == (6, 3, 32, 32)
     assert len(set(batch.y.tolist())) == 6
+
+
+def test_sixteen_bit_png_keeps_its_range(tmp_path: Path) -> None:
+    arr = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_bytes(b"\xef\xbb\xbffile,label\r\na.png,1\r\n")  # BOM + CRLF, as Excel writes
+    batch = load(tmp_path, shape=(1, 2, 2))
+    assert torch.allclose(batch.pixels[0, 0], torch.from_numpy(arr.astype(np.float32) / 65535), atol=1e-6)
+    assert batch.y.tolist() == [1]

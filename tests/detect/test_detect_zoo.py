@@ -173,3 +173,18 @@ def test_findings_serialise_to_json_ready_dicts() -> None:
     text = json.dumps(d)
     assert json.loads(text)["dropout"][0]["p"] == 0.5
     assert {"name", "type", "trainable"} == set(d["layers"][0])
+
+
+def test_parameters_the_forward_never_uses_are_warned_about_and_not_matched() -> None:
+    class WithSpare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.spare = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    findings = detect(wrap(WithSpare(), (4,), 2))
+    assert any("not used by the forward pass" in w and "spare." in w for w in findings.warnings)
+    assert [name for name, _, _ in findings.layers] == ["fc"]
