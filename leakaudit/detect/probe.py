@@ -1,10 +1,14 @@
 """The empirical probe: which modules are random in train mode, whatever their structure.
 
-Two train-mode forward passes on the same input, with different seeds. A module whose output differs between
-the passes although its input was the same draws random numbers itself. Containers are blamed only when none
-of their sub-modules was (functional randomness such as ``F.dropout`` or ``torch.randn_like`` written in the
-container's ``forward``). Limit: a container with both a random sub-module and randomness of its own is
-reported through the sub-module only.
+Two train-mode forward passes on the same input, with different seeds, seen two ways:
+
+- outputs: a module whose output differs between the passes although its input was the same draws random
+  numbers itself. Containers are blamed only when none of their sub-modules was (functional randomness such
+  as ``F.dropout`` or ``torch.randn_like`` written in the container's ``forward``). This also catches
+  randomness torch does not see (numpy or Python ``random`` inside a forward).
+- random ops: every ATen op torch tags ``nondeterministic_seeded`` (bernoulli, normal, rand*, randperm...)
+  is charged to the innermost module running at that moment. This finds a container's own randomness even
+  when a random sub-module already makes its output differ, which the output comparison cannot tell apart.
 
 The model is left as it was: train-mode BatchNorm updates running statistics, so every buffer is restored,
 and the global RNG state is forked so the caller's random stream does not move.
@@ -16,6 +20,7 @@ from collections import defaultdict
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode  # the documented way to observe ATen ops
 
 from ..models.interface import LoadedModel
 from .trace import example_input, forward_or_fail
@@ -57,25 +62,50 @@ def _same(a: list, b: list) -> bool:
     return True
 
 
+class _RandomOps(TorchDispatchMode):
+    """Charges every seeded-random ATen op to the innermost module on ``stack``."""
+
+    def __init__(self, stack: list[str]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.sources: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 -- torch's protocol
+        if torch.Tag.nondeterministic_seeded in getattr(func, "tags", ()):
+            self.sources.add(self.stack[-1] if self.stack else "")
+        return func(*args, **(kwargs or {}))
+
+
 def _record_pass(module: nn.Module, x: torch.Tensor, seed: int, model: LoadedModel
-                 ) -> dict[str, list[tuple[list[torch.Tensor], list[torch.Tensor]]]]:
+                 ) -> tuple[dict[str, list[tuple[list, list]]], set[str]]:
+    """(module name -> fingerprints of (inputs, outputs) per call, modules that ran random ops)."""
     calls: dict[str, list] = defaultdict(list)
     names = {m: n for n, m in module.named_modules()}
+    stack: list[str] = []
+
+    def pre_hook(mod: nn.Module, args: tuple) -> None:
+        stack.append(names[mod])
 
     def hook(mod: nn.Module, args: tuple, out: object) -> None:
+        if stack and stack[-1] == names[mod]:
+            stack.pop()
         calls[names[mod]].append(([_fingerprint(t) for t in _tensors(args)],
                                   [_fingerprint(t) for t in _tensors(out)]))
 
-    handles = [m.register_forward_hook(hook) for m in names]
+    handles = [m.register_forward_pre_hook(pre_hook) for m in names]
+    # Registered after any hook the loader put on a module (a declared dropout runs in one), so a module's
+    # name stays on the stack while its earlier hooks run.
+    handles += [m.register_forward_hook(hook) for m in names]
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    random_ops = _RandomOps(stack)
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), random_ops:
             torch.manual_seed(seed)
             forward_or_fail(model, x)
     finally:
         for h in handles:
             h.remove()
-    return calls
+    return calls, random_ops.sources
 
 
 def stochastic_modules(model: LoadedModel, *, seeds: tuple[int, int] = (0, 1)) -> tuple[str, ...]:
@@ -86,8 +116,8 @@ def stochastic_modules(model: LoadedModel, *, seeds: tuple[int, int] = (0, 1)) -
     x = example_input(model, 2, random=True)  # batch 2: train-mode BatchNorm1d needs more than one sample
     try:
         module.train()
-        first = _record_pass(module, x, seeds[0], model)
-        second = _record_pass(module, x, seeds[1], model)
+        first, random_ops = _record_pass(module, x, seeds[0], model)
+        second, _ = _record_pass(module, x, seeds[1], model)
     finally:
         with torch.no_grad():
             for n, b in module.named_buffers():
@@ -99,7 +129,8 @@ def stochastic_modules(model: LoadedModel, *, seeds: tuple[int, int] = (0, 1)) -
     random_calls = {name for name, calls in first.items()
                     if any(_same(i1, i2) and not _same(o1, o2)
                            for (i1, o1), (i2, o2) in zip(calls, second.get(name, [])))}
-    sources = [n for n in random_calls
-               if not any(other != n and (n == "" or other.startswith(f"{n}.")) for other in random_calls)]
+    sources = {n for n in random_calls
+               if not any(other != n and (n == "" or other.startswith(f"{n}.")) for other in random_calls)}
+    sources |= random_ops
     order = {n: i for i, (n, _) in enumerate(module.named_modules())}
     return tuple(ROOT if n == "" else n for n in sorted(sources, key=order.__getitem__))

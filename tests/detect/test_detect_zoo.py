@@ -143,6 +143,23 @@ def test_probe_blames_a_container_with_functional_randomness() -> None:
     assert detect(model).unrecognized_stochastic == ("1",)
 
 
+class NoisyThenFunctionalDropout(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.noise = GaussianNoise()
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.dropout(self.noise(self.fc(x)), 0.2, self.training))
+
+
+def test_probe_finds_a_containers_own_randomness_behind_a_random_sub_module() -> None:
+    # The noise already makes every later output differ; the functional dropout is found by its random op.
+    findings = detect(wrap(NoisyThenFunctionalDropout(), (4,), 2))
+    assert findings.unrecognized_stochastic == ("<model>", "noise")
+
+
 def test_hand_written_bottleneck_is_recognised_structurally() -> None:
     model = wrap(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), HandWrittenBottleneck(8, 5), nn.Linear(8, 2)), (4,), 2)
     findings = detect(model)
