@@ -176,6 +176,13 @@ def _attacks(doc: dict[str, Any]) -> str:
     out = ["<h2>Attacks</h2>"]
     ran = [a for a in doc["attacks"] if a["status"] in ("ran", "interrupted")]
     other = [a for a in doc["attacks"] if a["status"] not in ("ran", "interrupted")]
+    if ran:
+        metrics = [m for m in ("ssim", "ssim_adjusted", "psnr", "lpips") if any(m in a["means"] for a in ran)]
+        rows = [[f'<a href="#attack-{esc(a["name"])}">{esc(a["name"])}</a>', _badge(a["status"]),
+                 *[fmt(a["means"].get(m)) for m in metrics], fmt(a["label_accuracy"]), fmt(a["attack_loss"]),
+                 fmt(a["seconds"])] for a in ran]
+        out.append(_table(["Attack", "Status", *[f"mean {m}" for m in metrics], "label accuracy", "attack loss",
+                           "seconds"], rows, numeric=range(2, 6 + len(metrics))))
     for a in ran:
         settings = ", ".join(f"{esc(k)}={fmt(v) if not isinstance(v, (dict, list)) else esc(v)}"
                              for k, v in a["settings"].items())
