@@ -90,9 +90,29 @@ def load_onnx(path: Path, *, input_shape: tuple[int, ...] | None = None,
     model = read_onnx(path)
     info = graph_info(model)
     shape = _resolve_input_shape(path, model, input_shape)
-    module = convert(path, model)
     classes = _resolve_num_classes(path, model, num_classes)
+    module = convert(path, model)
+    _run_once(path, module, (info.batch_size or 2, *shape), classes)
     return OnnxParts(module=module, input_shape=shape, num_classes=classes, info=info)
+
+
+def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], classes: int) -> None:
+    """A conversion that only fails at run time should fail here, with the file's name, not mid-audit."""
+    module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = module(torch.zeros(shape))
+    except Exception as e:  # noqa: BLE001 -- converted user graph: anything can go wrong
+        raise ModelError(f"{path}: the converted model fails on an input of shape {list(shape)} "
+                         f"({type(e).__name__}: {_first_line(e)}); check --input-shape or re-export the model "
+                         "(torch.onnx.export, opset 17-21)") from e
+    finally:
+        module.train()
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != classes:
+        got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"{path}: the converted model returns {got}, expected (batch, {classes}) class logits; "
+                         "re-export a model whose forward returns the logits only")
 
 
 # --------------------------------------------------------------------------------------------- graph facts
@@ -190,7 +210,14 @@ def _resolve_input_shape(path: Path, model: onnx.ModelProto, given: tuple[int, .
 
 
 def _resolve_num_classes(path: Path, model: onnx.ModelProto, given: int | None) -> int:
+    if len(model.graph.output) != 1:
+        names = ", ".join(o.name for o in model.graph.output)
+        raise ModelError(f"{path}: the graph has {len(model.graph.output)} outputs ({names}); leakaudit needs one "
+                         "output of class logits: re-export a model whose forward returns the logits only")
     dims = _dims(model.graph.output[0])
+    if len(dims) not in (0, 2):
+        raise ModelError(f"{path}: the graph's output has shape {_fmt(dims)}; leakaudit needs (batch, classes) "
+                         "logits: re-export a model whose forward returns them")
     last = dims[-1] if dims else None
     if given is not None:
         if last is not None and last != given:

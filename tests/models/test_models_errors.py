@@ -151,3 +151,30 @@ def test_onnx_with_two_inputs_is_refused(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(ModelError, match=r"d\.onnx: the graph has 2 inputs"):
         load_model(path)
+
+
+def test_onnx_with_two_outputs_is_refused(tmp_path):
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    neg = helper.make_node("Neg", ["x"], ["z"])
+    graph = helper.make_graph([relu, neg], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelError, match=r"two\.onnx: the graph has 2 outputs \(y, z\); .*logits only") as e:
+        load_model(path)
+    one_line(e)
+
+
+def test_onnx_whose_converted_graph_fails_at_run_time(tmp_path):
+    # A Reshape to a size the input does not have: valid ONNX, fails when run.
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 5])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], [shape])
+    path = tmp_path / "bad_reshape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelError, match=r"bad_reshape\.onnx: the converted model fails on an input of shape "
+                                         r"\[1, 4\]") as e:
+        load_model(path)
+    one_line(e)
