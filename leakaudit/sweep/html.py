@@ -26,45 +26,56 @@ def _png_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def curves(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(attack, metric, PNG data URI) for every attack x metric with at least one measured value."""
+_COLORS = ("#1a73e8", "#e8710a", "#9334e6", "#12b5cb", "#d01884", "#5f6368")
+
+
+def curves(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric, PNG data URI): one leakage curve per attack on each metric's plot (mean solid, worst sample
+    dashed), the rules' thresholds as horizontal lines, the verdict at each value as a green/red strip along
+    the bottom and the recommended threshold as a vertical line."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     done = [p for p in doc["points"] if p["status"] == "done"]
-    series: dict[tuple[str, str], list[tuple[float, float | None, float | None, bool]]] = {}
+    series: dict[str, dict[str, list[tuple[float, float, float | None]]]] = {}
     for p in done:
         for a in p["attacks"]:
             for m in a["metrics"]:
-                series.setdefault((a["attack"], m["name"]), []).append((p["value"], m["mean"], m["worst"], p["passed"]))
+                if m["mean"] is not None:
+                    series.setdefault(m["name"], {}).setdefault(a["attack"], []).append(
+                        (p["value"], m["mean"], m["worst"]))
+    verdicts = sorted((p["value"], p["passed"]) for p in done)
     rules = _rules_by_metric(doc)
     log_x = _log_axis(doc)
     stable = doc["threshold"]["stable"]
     out = []
-    for (attack, metric), pts in sorted(series.items()):
-        pts = sorted(x for x in pts if x[1] is not None)
-        if not pts:
-            continue
-        fig, ax = plt.subplots(figsize=(5.2, 3.4))
-        xs = [x for x, *_ in pts]
-        ax.plot(xs, [m for _, m, _, _ in pts], "-", color="#1a73e8", label="mean")
-        ax.plot(xs, [w for _, _, w, _ in pts], "--", color="#1a73e8", alpha=0.6, label="worst sample")
-        for x, m, _, ok in pts:
-            ax.plot([x], [m], "o", color="#137333" if ok else "#b3261e", markersize=6)
+    for metric in sorted(series):
+        fig, ax = plt.subplots(figsize=(5.4, 3.5))
+        for i, (attack, pts) in enumerate(sorted(series[metric].items())):
+            pts.sort()
+            color = _COLORS[i % len(_COLORS)]
+            xs = [x for x, _, _ in pts]
+            ax.plot(xs, [m for _, m, _ in pts], "-o", color=color, markersize=4, label=f"{attack} (mean)")
+            if any(w is not None and w != m for _, m, w in pts):
+                ax.plot(xs, [w for _, _, w in pts], "--", color=color, alpha=0.6, label=f"{attack} (worst)")
         for rid, thr in rules.get(metric, []):
             ax.axhline(thr, color="#f9ab00", linestyle=":", linewidth=1.5, label=f"rule {rid}: {thr:g}")
         if stable is not None:
             ax.axvline(stable, color="#137333", linewidth=1, alpha=0.7, label=f"threshold {stable:g}")
+        strip = ax.get_xaxis_transform()  # x in data units, y in axes units: a strip along the bottom
+        for x, ok in verdicts:
+            ax.plot([x], [0.03], "s", color="#137333" if ok else "#b3261e", markersize=6, transform=strip,
+                    clip_on=False)
         if log_x:
             ax.set_xscale("log")
-        ax.set_xlabel(doc["knob"]["name"])
+        ax.set_xlabel(f"{doc['knob']['name']}  (squares: rules pass / fail)")
         ax.set_ylabel(metric)
-        ax.set_title(f"{attack}: {metric}", fontsize=10)
+        ax.set_title(metric, fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-        out.append((attack, metric, _png_uri(fig)))
+        out.append((metric, _png_uri(fig)))
         plt.close(fig)
     return out
 
@@ -84,7 +95,17 @@ def _rules_by_metric(doc: dict[str, Any]) -> dict[str, list[tuple[str, float]]]:
     return {m: sorted(d.items()) for m, d in found.items()}
 
 
+def _common_notes(doc: dict[str, Any]) -> list[str]:
+    """Notes every point shares (e.g. an attack skipped for the model's structure): said once, not per row."""
+    sets = [set(p["notes"]) for p in doc["points"]]
+    if len(sets) < 2:
+        return []
+    common = set.intersection(*sets)
+    return [n for n in doc["points"][0]["notes"] if n in common]
+
+
 def _points_table(doc: dict[str, Any]) -> str:
+    common = _common_notes(doc)
     rule_ids = sorted({r["id"] for p in doc["points"] for r in p["rules"]})
     head = "".join(f"<th>{_e(r)}</th>" for r in rule_ids)
     rows = []
@@ -92,7 +113,7 @@ def _points_table(doc: dict[str, Any]) -> str:
     for v in doc["values"]:
         p = by_value.get(v)
         if p is None:
-            rows.append(f"<tr><td>{_e(f'{v:g}')}</td><td class='not_evaluated'>not run</td><td></td>"
+            rows.append(f"<tr><td>{_e(f'{v:.4g}')}</td><td class='not_evaluated'>not run</td><td></td>"
                         + "<td></td>" * len(rule_ids) + "<td></td></tr>")
             continue
         verdict = {True: ("pass", "pass"), False: ("fail", "fail")}.get(p["passed"], (p["status"], p["status"]))
@@ -105,12 +126,14 @@ def _points_table(doc: dict[str, Any]) -> str:
             else:
                 obs = "" if r.get("observed") is None else f" ({_num(r['observed'])})"
                 cells.append(f"<td class='{_e(r['status'])}'>{_e(r['status'])}{_e(obs)}</td>")
-        detail = p["error"] or "; ".join(p["notes"])
+        detail = p["error"] or "; ".join(n for n in p["notes"] if n not in common)
         secs = "" if p["seconds"] is None else f"{p['seconds']:.1f} s"
-        rows.append(f"<tr><td>{_e(f'{v:g}')}</td><td class='{_e(verdict[0])}'>{_e(verdict[1])}</td>"
+        rows.append(f"<tr><td>{_e(f'{v:.4g}')}</td><td class='{_e(verdict[0])}'>{_e(verdict[1])}</td>"
                     f"<td>{_e(secs)}</td>{''.join(cells)}<td>{_e(detail)}</td></tr>")
-    return (f"<table><tr><th>{_e(doc['knob']['name'])}</th><th>verdict</th><th>time</th>{head}<th>notes</th></tr>"
-            + "".join(rows) + "</table>")
+    shared = "".join(f"<li>{_e(n)}</li>" for n in common)
+    intro = f"<p class='muted'>At every value:</p><ul class='muted'>{shared}</ul>" if shared else ""
+    return (intro + f"<table><tr><th>{_e(doc['knob']['name'])}</th><th>verdict</th><th>time</th>{head}"
+            f"<th>notes</th></tr>" + "".join(rows) + "</table>")
 
 
 def _recon_table(doc: dict[str, Any], originals: list[str] | None) -> str:
@@ -129,7 +152,7 @@ def _recon_table(doc: dict[str, Any], originals: list[str] | None) -> str:
             imgs = "".join(f"<img class='thumb' alt='{_e(name)} reconstruction' src='{u}'>"
                            for u in (a["images"] if a else []) if is_png_data_uri(u))
             cells.append(f"<td>{imgs}</td>")
-        value = f"{p['value']:g}"
+        value = f"{p['value']:.4g}"
         rows.append(f"<tr><td>{_e(value)}</td>{''.join(cells)}</tr>")
     head = "".join(f"<th>{_e(a)}</th>" for a in attacks)
     return f"<table><tr><th>{_e(doc['knob']['name'])}</th>{head}</tr>{''.join(rows)}</table>"
@@ -146,8 +169,8 @@ def render_html(doc: dict[str, Any], originals: list[str] | None = None) -> str:
     else:
         banner = "unknown"
     plots = "\n".join(
-        f"<figure><img alt='{_e(a)} {_e(m)} against {_e(doc['knob']['name'])}' src='{u}'>"
-        f"<figcaption>{_e(a)} — {_e(m)}</figcaption></figure>" for a, m, u in curves(doc)
+        f"<figure><img alt='{_e(m)} against {_e(doc['knob']['name'])}' src='{u}'>"
+        f"<figcaption>{_e(m)}</figcaption></figure>" for m, u in curves(doc)
     ) or "<p class='muted'>No measured values to plot.</p>"
     incomplete = ("<p class='incomplete'><strong>Incomplete:</strong> the sweep was stopped before every value "
                   "had a result; continue it with <code>--resume sweep.json</code>.</p>") if doc["incomplete"] else ""
