@@ -126,21 +126,21 @@ def _safetensors_content(path: Path) -> tuple[dict, dict]:
         return f.metadata() or {}, {k: f.get_tensor(k).tobytes() for k in sorted(f.keys())}
 
 
-def build_models() -> list[Path]:
-    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+def build_models(out: Path = MODELS_DIR) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in MODELS:
         module = build_zoo_model(spec)
         if "onnx" in spec.formats:
-            written.append(MODELS_DIR / f"{spec.name}.onnx")
+            written.append(out / f"{spec.name}.onnx")
             export_onnx(module, written[-1], training=True)
         if "safetensors" in spec.formats:
-            written.append(MODELS_DIR / f"{spec.name}.safetensors")
+            written.append(out / f"{spec.name}.safetensors")
             save_weights(module, written[-1], spec, arch_in_metadata=True)
         if spec.name == EVAL_EXPORT:
-            written.append(MODELS_DIR / f"{spec.name}_eval.onnx")
+            written.append(out / f"{spec.name}_eval.onnx")
             export_onnx(module, written[-1], training=False)
-    written.append(MODELS_DIR / f"{CUSTOM.name}.safetensors")
+    written.append(out / f"{CUSTOM.name}.safetensors")
     save_weights(build_custom_model(CUSTOM), written[-1], CUSTOM, arch_in_metadata=False)
     return written
 
@@ -155,8 +155,8 @@ def _photo(name: str) -> np.ndarray:
     return img[:, :, :3]
 
 
-def build_samples() -> list[Path]:
-    SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
+def build_samples(out: Path = SAMPLES_DIR) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in IMAGES:
         img = _photo(spec.photo)
@@ -168,9 +168,9 @@ def build_samples() -> list[Path]:
             top, left, size = spec.box
         crop = Image.fromarray(img[top:top + size, left:left + size])
         crop = crop.resize(INPUT_SHAPE[1:][::-1], Image.Resampling.LANCZOS)  # antialiased downscale
-        written.append(SAMPLES_DIR / spec.file)
+        written.append(out / spec.file)
         crop.save(written[-1], optimize=True)
-    labels = SAMPLES_DIR / "labels.csv"
+    labels = out / "labels.csv"
     labels.write_text("file,label\n" + "".join(f"{s.file},{s.label}\n" for s in IMAGES), encoding="utf-8")
     return written + [labels]
 
