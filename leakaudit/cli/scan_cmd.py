@@ -79,6 +79,18 @@ def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
     return shlex.join(argv)
 
 
+def _write_stdout(text: str) -> None:
+    """UTF-8 whatever the locale: a report holds user file names, and a pipe may default to ASCII."""
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        buffer.write(text.encode("utf-8"))
+        buffer.flush()
+    else:  # e.g. a test's captured text stream
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     verdict = doc["verdict"]
     style = "bold red" if verdict["overall"] == "fail" else "bold green"
@@ -164,8 +176,7 @@ def scan(
         write_atomic(json_path, rendered["json"])
         written.append(str(json_path))
     if to_stdout:
-        sys.stdout.write(rendered["json"])
-        sys.stdout.flush()
+        _write_stdout(rendered["json"])
     if not settings.quiet:
         _summary(console, doc, written)
     if result.incomplete:
@@ -192,7 +203,7 @@ def render(
     fmt = FORMATS.get(format.strip().lower())
     text = fmt.render(doc)
     if output == "-":
-        sys.stdout.write(text)
+        _write_stdout(text)
         return EXIT_OK
     target = Path(output) if output else Path(report).with_name(fmt.filename)
     if target.resolve() == Path(report).resolve():
