@@ -8,20 +8,20 @@ Layers with rate 0 draw nothing and are left out.
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.modules.dropout import _DropoutNd
 
 from ..models.interface import LoadedModel
 from ..models.layers import MaskableDropout
 from .interface import DropoutLayer
 from .trace import Trace
 
+TORCH_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 # onnx2torch's own converter for opset >= 12 Dropout: the ratio is a graph input, not an attribute.
 _ONNX2TORCH_DYNAMIC = "OnnxDropoutDynamic"
 
 
 def module_rate(module: nn.Module) -> float | None:
     """The dropout rate of a dropout module, None for anything else (or a dynamic one without a rate)."""
-    if isinstance(module, (MaskableDropout, _DropoutNd)):
+    if isinstance(module, (MaskableDropout, *TORCH_DROPOUT)):
         return float(module.p)
     return None
 
@@ -47,8 +47,9 @@ def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...
     for node_name, ratio in onnx_nodes:
         name = next((c for c in onnx_module_names(node_name) if c in modules), None)
         if name is None or name not in unmatched:
-            # The loader renamed the module: take the next dropout module in execution order.
-            name = unmatched[0] if unmatched else None
+            # The loader renamed the module: take the next dropout module in execution order (not one the
+            # user declared, which has no node in the file).
+            name = next((n for n in unmatched if not hasattr(modules[n], "after")), None)
         if name is None:
             warnings.append(f"ONNX Dropout node {node_name!r} (ratio {ratio:g}) has no dropout module in the "
                             "converted model; its masks are not simulated")
