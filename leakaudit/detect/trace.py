@@ -95,7 +95,11 @@ def _fx_param_users(root: nn.Module) -> dict[str, str]:
 
 
 def trace(model: LoadedModel) -> Trace:
-    """One eval-mode forward pass on zeros of the input shape, with a pre-hook on every module."""
+    """One eval-mode forward pass on zeros of the input shape, with a pre-hook on every module.
+
+    Eval mode keeps BatchNorm statistics and random draws out of it. A module that only runs in train mode
+    (``if self.training: ...``) is therefore missing here and its parameters are reported as unused.
+    """
     module = model.module
     names = {m: n for n, m in module.named_modules()}
     leaves: list[LeafCall] = []
