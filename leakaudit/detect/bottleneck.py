@@ -6,7 +6,8 @@ Three ways to recognise one:
 - user modules built the same way: a Linear(d, 2K) encoder, a Linear(K, ...) decoder and a forward that
   draws normal noise (``randn``/``normal_``) -- a structural guess, confirmed or not by the probe;
 - ONNX graphs: a ``RandomNormal(Like)`` node feeding ``Mul`` -> ``Add`` (z = mu + eps * sigma) where mu and sigma
-  come from one encoder (Gemm/MatMul) and z goes on to a decoder.
+  each come from an encoder (the nearest Gemm/MatMul upstream: one Linear(d, 2K) split in two, or two
+  Linear(d, K)) and z goes on to a decoder.
 
 Where the parameters split: the PRECODE-targeted attack (seed 003) matches only gradients that the sampling
 does not touch. The encoder runs before the sampling step, but its gradient is not one of those: with
@@ -110,15 +111,21 @@ def _onnx_bottlenecks(path: Path, modules: dict[str, nn.Module], tr: Trace) -> l
                 return cand
         return None
 
-    def ancestors(value: str) -> set[str]:
+    def nearest_linear(value: str) -> set[str]:
+        """The first Gemm/MatMul on every path upstream of ``value``: the encoder(s) computing it."""
+        found: set[str] = set()
         seen: set[str] = set()
         stack = [value]
         while stack:
             n = producer.get(stack.pop())
-            if n is not None and n.unique_name not in seen:
-                seen.add(n.unique_name)
+            if n is None or n.unique_name in seen:
+                continue
+            seen.add(n.unique_name)
+            if n.operation_type in _LINEAR_OPS:
+                found.add(n.unique_name)
+            else:
                 stack.extend(n.input_values)
-        return seen
+        return found
 
     def downstream_linear(value: str) -> bool:
         stack, seen = [value], set()
@@ -145,14 +152,14 @@ def _onnx_bottlenecks(path: Path, modules: dict[str, nn.Module], tr: Trace) -> l
                 mu = next((v for v in add.input_values if v != mul.output_values[0]), None)
                 if mu is None:
                     continue
-                shared = ancestors(mu) & ancestors(sigma)
-                encoders = [s for s in shared if nodes[index[s]].operation_type in _LINEAR_OPS]
-                if not encoders or not downstream_linear(add.output_values[0]):
+                # mu and sigma each come from an encoder (one Linear(d, 2K) split in two, or two Linear(d, K))
+                enc_mu, enc_sigma = nearest_linear(mu), nearest_linear(sigma)
+                if not enc_mu or not enc_sigma or not downstream_linear(add.output_values[0]):
                     continue  # noise without an encoder/decoder around it: left to the probe
-                encoder = nodes[index[max(encoders, key=index.__getitem__)]]
-                enc_module = module_name(encoder)
                 rnd_module = module_name(rnd) or rnd.unique_name
-                position = tr.position_of(enc_module) if enc_module else tr.position_of(rnd_module)
+                positions = [tr.position_of(m) for m in map(module_name, (nodes[index[e]] for e in enc_mu | enc_sigma))
+                             if m is not None]
+                position = min(positions) if positions else tr.position_of(rnd_module)
                 found.append(_Candidate(rnd_module, _latent_dim(rnd_module, tr), position, "onnx"))
     return found
 

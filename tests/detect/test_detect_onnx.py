@@ -145,3 +145,34 @@ def test_onnx_dropout_nodes_map_to_modules_by_order_when_names_differ() -> None:
     missing = dataclasses.replace(info, dropout_nodes=info.dropout_nodes + (("/drop_c", 0.2),))
     findings = detect(LoadedModel(net, (4,), 2, Path("m.onnx"), "0" * 64, "onnx", onnx=missing))
     assert any("'/drop_c'" in w and "not simulated" in w for w in findings.warnings)
+
+
+class TwoEncoderBottleneck(nn.Module):
+    """A VAE-style bottleneck: separate mu and log-variance encoders, sigma = exp(logvar / 2)."""
+
+    def __init__(self, d: int, k: int) -> None:
+        super().__init__()
+        self.mu = nn.Linear(d, k)
+        self.logvar = nn.Linear(d, k)
+        self.dec = nn.Linear(k, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = self.mu(x)
+        return self.dec(mu + torch.randn_like(mu) * torch.exp(0.5 * self.logvar(x)))
+
+
+def test_onnx_bottleneck_with_separate_mu_and_sigma_encoders(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), TwoEncoderBottleneck(8, 4), nn.Linear(8, 3))
+    path = tmp_path / "vae.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.train(), (torch.zeros(2, 3, 2, 2),), str(path), dynamo=True, external_data=False,
+                          training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False, verbose=False)
+    model = load_model(path)
+    findings = detect(model)
+    (b,) = findings.bottlenecks
+    params = model.trainable()
+    # only the first Linear(12, 8) is in front of both encoders
+    assert sum(params[n].numel() for n in b.params_before) == 12 * 8 + 8
+    assert b.latent_dim == 4 and findings.unrecognized_stochastic == ()
