@@ -18,8 +18,9 @@ Importing this module registers them once. What needed work, and why:
   what current torch exports by default (opset 20 in torch 2.14: ``Constant``-19, ``Transpose``-21 at 21).
   They reuse onnx2torch's converter of the previous version (``_alias``).
 - **Reshape** with ``allowzero=1`` (set on every Reshape by torch's dynamo exporter; onnx2torch refuses it),
-  Reshape-19/21.
-- **Slice**: re-implemented with tuple indexing (onnx2torch's list indexing is deprecated in torch).
+  Reshape-19/21; a constant target shape is read once at load time (no GPU->host copy per forward).
+- **Slice**: re-implemented with tuple indexing (onnx2torch's list indexing is deprecated in torch), constant
+  bounds read once at load time.
 - **Split-18** with ``num_outputs`` (the TorchScript exporter's ``qkv.unbind`` in attention at opset 18+).
 - **Reduce ops at opset 18/20** (axes moved from an attribute to an input), **Pad-18/19** (``axes`` input),
   **Gelu-20**, ``Size``, ``CastLike``: small new converters.
@@ -253,9 +254,27 @@ for _op, (_previous, _versions) in _TYPE_ONLY_UPDATES.items():
     _alias(_op, _previous, _versions)
 
 
+class OnnxReshapeConst(nn.Module, OnnxToTorchModule):
+    """Reshape to a target known at load time (the usual case): no device -> host copy of the shape on
+    every forward, which would stall a GPU attack thousands of times. ``allowzero=1`` (set on every Reshape by
+    torch's dynamo exporter; onnx2torch refuses it) makes a 0 a zero-size dimension, as in ``torch.reshape``;
+    otherwise a 0 copies the input's dimension."""
+
+    def __init__(self, shape: list[int], allowzero: bool) -> None:
+        super().__init__()
+        self.shape, self.allowzero = shape, allowzero
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.allowzero or 0 not in self.shape:
+            return torch.reshape(x, self.shape)
+        return torch.reshape(x, [x.shape[i] if d == 0 else d for i, d in enumerate(self.shape)])
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
 class OnnxReshapeAllowZero(nn.Module, OnnxToTorchModule):
-    """Reshape with ``allowzero=1``: a 0 in the target shape is a zero-size dimension, which is exactly
-    what ``torch.reshape`` does (the dynamo exporter sets the flag on every Reshape)."""
+    """Reshape with ``allowzero=1`` to a target computed at run time."""
 
     def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
         return torch.reshape(x, [int(d) for d in shape.tolist()])
@@ -264,8 +283,24 @@ class OnnxReshapeAllowZero(nn.Module, OnnxToTorchModule):
 _onnx2torch_reshape = get_converter("Reshape", 14)
 
 
+def _const_ints(name: str, graph: OnnxGraph) -> list[int] | None:
+    """The integer list an input holds when it is an initializer or a Constant, else None."""
+    try:
+        value = get_const_value(name, graph)
+    except KeyError:
+        return None
+    if isinstance(value, torch.Tensor):
+        return [int(v) for v in value.reshape(-1).tolist()]
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
 def _reshape(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    if node.attributes.get("allowzero", 0):
+    allowzero = bool(node.attributes.get("allowzero", 0))
+    shape = _const_ints(node.input_values[1], graph)
+    if shape is not None:
+        module = OnnxReshapeConst(shape, allowzero)
+        return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+    if allowzero:
         return OperationConverterResult(OnnxReshapeAllowZero(), onnx_mapping_from_node(node))
     return _onnx2torch_reshape(node, graph)
 
@@ -298,29 +333,49 @@ def _split(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
 
 
+def _slice_once(x: torch.Tensor, start: int, end: int, axis: int, step: int) -> torch.Tensor:
+    axis = axis % x.dim()
+    first, stop, stride = slice(start, end, step).indices(x.shape[axis])
+    if stride > 0:
+        index: list = [slice(None)] * x.dim()
+        index[axis] = slice(first, stop, stride)
+        return x[tuple(index)]
+    return x.index_select(axis, torch.arange(first, stop, stride, device=x.device))
+
+
 class OnnxSliceIndexing(nn.Module, OnnxToTorchModule):
     """Slice-10+ by basic indexing with a tuple: onnx2torch indexes with a list, which torch deprecated
     (and warns about on every forward of an attention model); negative steps select indices explicitly.
-    ONNX clamps starts/ends exactly as Python's ``slice.indices`` does."""
+    ONNX clamps starts/ends exactly as Python's ``slice.indices`` does. ``bounds`` holds the
+    (start, end, axis, step) rows when they are constants of the graph (no host copy per forward)."""
 
-    def forward(self, x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, axes: torch.Tensor | None = None,
-                steps: torch.Tensor | None = None) -> torch.Tensor:
-        starts_l, ends_l = starts.tolist(), ends.tolist()
-        axes_l = list(range(len(starts_l))) if axes is None else axes.tolist()
-        steps_l = [1] * len(starts_l) if steps is None else steps.tolist()
-        for start, end, axis, step in zip(starts_l, ends_l, axes_l, steps_l):
-            axis = int(axis) % x.dim()
-            first, stop, stride = slice(int(start), int(end), int(step)).indices(x.shape[axis])
-            if stride > 0:
-                index: list = [slice(None)] * x.dim()
-                index[axis] = slice(first, stop, stride)
-                x = x[tuple(index)]
-            else:
-                x = x.index_select(axis, torch.arange(first, stop, stride, device=x.device))
+    def __init__(self, bounds: list[tuple[int, int, int, int]] | None = None) -> None:
+        super().__init__()
+        self.bounds = bounds
+
+    def forward(self, x: torch.Tensor, starts: torch.Tensor | None = None, ends: torch.Tensor | None = None,
+                axes: torch.Tensor | None = None, steps: torch.Tensor | None = None) -> torch.Tensor:
+        bounds = self.bounds
+        if bounds is None:
+            starts_l, ends_l = starts.tolist(), ends.tolist()
+            axes_l = list(range(len(starts_l))) if axes is None else axes.tolist()
+            steps_l = [1] * len(starts_l) if steps is None else steps.tolist()
+            bounds = list(zip(starts_l, ends_l, axes_l, steps_l))
+        for start, end, axis, step in bounds:
+            x = _slice_once(x, int(start), int(end), int(axis), int(step))
         return x
 
 
 def _slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    names = list(node.input_values[1:]) + [""] * (5 - len(node.input_values))
+    values = [_const_ints(n, graph) if n else None for n in names]
+    starts, ends, axes, steps = values
+    if starts is not None and ends is not None and (axes is not None or not names[2]) \
+            and (steps is not None or not names[3]):
+        axes = axes if axes is not None else list(range(len(starts)))
+        steps = steps if steps is not None else [1] * len(starts)
+        module = OnnxSliceIndexing(list(zip(starts, ends, axes, steps)))
+        return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
     return OperationConverterResult(OnnxSliceIndexing(), onnx_mapping_from_node(node))
 
 

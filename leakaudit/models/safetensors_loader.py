@@ -35,6 +35,7 @@ from torch import nn
 from ..errors import InputError, ModelError
 from . import user_arch
 from .dropout_tools import replace_dropout
+from .zoo import ARCHITECTURES
 
 META_PREFIX = "leakaudit."
 ZOO_KEYS = ("dropout", "precode", "latent_dim")
@@ -99,8 +100,8 @@ def load_safetensors(path: Path, *, arch: str | None = None, input_shape: tuple[
     tensors = _read_tensors(path)
     spec = arch or meta.get("arch")
     if not spec:
-        raise InputError(f"{path}: safetensors holds weights only and its metadata names no architecture; "
-                         "give --arch NAME (see `leakaudit inspect --help`) or --arch path/to/file.py:factory")
+        raise InputError(f"{path}: safetensors holds weights only and its metadata names no architecture; give "
+                         f"--arch NAME ({', '.join(ARCHITECTURES.names())}) or --arch path/to/file.py:factory")
     architecture = user_arch.resolve(str(spec))
     kwargs = _arch_kwargs(meta, architecture, arch_kwargs)
     shape = _input_shape(path, input_shape, meta, architecture)

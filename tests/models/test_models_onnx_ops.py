@@ -109,3 +109,15 @@ def test_bernoulli_and_fixed_shape_random_normal(tmp_path):
     module(torch.zeros(*X_SHAPE))
     values = set(bern_module.last_sample.unique().tolist())
     assert values <= {0.0, 1.0} and len(values) == 2  # p = sigmoid(0) = 0.5
+
+
+def test_slice_and_reshape_with_bounds_computed_at_run_time(tmp_path):
+    # Bounds produced by nodes (not constants) take the dynamic path of both converters.
+    negs = [helper.make_node("Neg", [n], [f"{n}_neg"]) for n in ("s", "e", "a", "p")]
+    negs += [helper.make_node("Neg", [f"{n}_neg"], [f"{n}_dyn"]) for n in ("s", "e", "a", "p")]
+    sl = helper.make_node("Slice", ["x", "s_dyn", "e_dyn", "a_dyn", "p_dyn"], ["sliced"])
+    shape = helper.make_node("Shape", ["sliced"], ["shp"])
+    reshape = helper.make_node("Reshape", ["sliced", "shp"], ["y"], allowzero=1)
+    path = build(tmp_path, reshape, 19, [ints("s", [-1]), ints("e", [-10**9]), ints("a", [2]), ints("p", [-2])],
+                 extra_nodes=[*negs, sl, shape])
+    compare(path)
