@@ -3,8 +3,8 @@
 Three ways to recognise one:
 
 - ``VariationalBottleneck`` modules (the zoo, or user code that uses leakaudit's layer);
-- user modules built the same way: a Linear(d, 2K) encoder, a Linear(K, ...) decoder and a forward that
-  draws normal noise (``randn``/``normal_``) -- a structural guess, confirmed or not by the probe;
+- user modules built the same way: a Linear(d, 2K) encoder (or two Linear(d, K)), a Linear(K, ...) decoder and
+  a forward that draws normal noise (``randn``/``normal_``) -- a structural guess, confirmed or not by the probe;
 - ONNX graphs: a ``RandomNormal(Like)`` node feeding ``Mul`` -> ``Add`` (z = mu + eps * sigma) where mu and sigma
   each come from an encoder (the nearest Gemm/MatMul upstream: one Linear(d, 2K) split in two, or two
   Linear(d, K)) and z goes on to a decoder.
@@ -73,7 +73,8 @@ def _module_bottlenecks(root: nn.Module, tr: Trace) -> list[_Candidate]:
 
 
 def _looks_variational(m: nn.Module) -> int | None:
-    """K when ``m`` has a Linear(d, 2K) and a Linear(K, ...) child and its forward samples normal noise."""
+    """K when ``m`` has a Linear(d, 2K) (or two Linear(d, K)) and a Linear(K, ...) child and its forward samples
+    normal noise."""
     linears = [c for c in m.children() if isinstance(c, nn.Linear)]
     if len(linears) < 2:
         return None
@@ -87,6 +88,11 @@ def _looks_variational(m: nn.Module) -> int | None:
         k, odd = divmod(enc.out_features, 2)
         if not odd and any(dec is not enc and dec.in_features == k for dec in linears):
             return k
+    for a in linears:  # VAE style: separate mu and (log-)sigma encoders Linear(d, K), decoder Linear(K, ...)
+        for b in linears:
+            if b is not a and (a.in_features, a.out_features) == (b.in_features, b.out_features) and any(
+                    dec is not a and dec is not b and dec.in_features == a.out_features for dec in linears):
+                return a.out_features
     return None
 
 

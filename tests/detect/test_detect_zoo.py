@@ -205,3 +205,23 @@ def test_parameters_the_forward_never_uses_are_warned_about_and_not_matched() ->
     findings = detect(wrap(WithSpare(), (4,), 2))
     assert any("not used by the forward pass" in w and "spare." in w for w in findings.warnings)
     assert [name for name, _, _ in findings.layers] == ["fc"]
+
+
+class VaeBottleneck(nn.Module):
+    def __init__(self, d: int, k: int) -> None:
+        super().__init__()
+        self.mu = nn.Linear(d, k)
+        self.logvar = nn.Linear(d, k)
+        self.dec = nn.Linear(k, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = self.mu(x)
+        return self.dec(mu + torch.randn_like(mu) * torch.exp(0.5 * self.logvar(x)))
+
+
+def test_vae_style_bottleneck_with_two_encoders_is_recognised() -> None:
+    net = nn.Sequential(nn.Linear(4, 8), VaeBottleneck(8, 3), nn.Linear(8, 2))
+    findings = detect(wrap(net, (4,), 2))
+    (b,) = findings.bottlenecks
+    assert (b.name, b.latent_dim) == ("1", 3) and set(b.params_before) == {"0.weight", "0.bias"}
+    assert findings.unrecognized_stochastic == ()
