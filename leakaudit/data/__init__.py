@@ -28,6 +28,7 @@ def load_samples(path: str | Path, *, input_shape: tuple[int, ...], num_classes:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; point --data at an image folder, .npz, .npy or "
                         ".safetensors file")
+    _check_normalization(path, normalization, input_shape)
     if path.is_dir():
         pixels, labels, names = _from_folder(path, input_shape, num_classes, limit)
     elif path.suffix.lower() in ARRAY_EXTENSIONS:
@@ -38,7 +39,6 @@ def load_samples(path: str | Path, *, input_shape: tuple[int, ...], num_classes:
         raise DataError(f"{path}: unsupported sample file '{path.suffix}'{hint}; use an image folder, .npz, .npy "
                         "or .safetensors")
     px = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
-    _check_normalization(path, normalization, input_shape)
     return SampleBatch(
         x=normalization.to_model(px),
         y=torch.from_numpy(labels),
