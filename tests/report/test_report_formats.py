@@ -166,3 +166,12 @@ def test_a_renderer_error_leaves_no_file_behind(tmp_path, monkeypatch):
 def test_writes_leave_no_temp_files(tmp_path):
     write_reports(build_document(make_result()), tmp_path, tuple(FORMATS.get(n) for n in FORMATS.names()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json", "report.junit.xml"]
+
+
+def test_render_junit_next_to_the_report_and_refuses_to_overwrite_the_input(tmp_path, capsys):
+    write_reports(build_document(make_result()), tmp_path, (FORMATS.get("json"),))
+    report = tmp_path / "report.json"
+    assert app_main(["render", str(report), "--format", "junit"]) == 0
+    assert ET.parse(tmp_path / "report.junit.xml").getroot().tag == "testsuites"
+    assert app_main(["render", str(report), "--format", "json"]) == 2
+    assert "would overwrite the input report" in capsys.readouterr().err
