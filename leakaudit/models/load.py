@@ -34,7 +34,8 @@ def load_model(path: str | Path, *, arch: str | None = None, input_shape: tuple[
         if arch is not None:
             raise InputError(f"--arch {arch}: {path} is ONNX and holds its own architecture; drop --arch")
         parts = load_onnx(path, input_shape=input_shape, num_classes=num_classes)
-        module, shape, classes, onnx_info, arch_name = parts.module, parts.input_shape, parts.num_classes, parts.info, None
+        module, shape, classes, onnx_info = parts.module, parts.input_shape, parts.num_classes, parts.info
+        arch_name = None
     else:
         st = load_safetensors(path, arch=arch, input_shape=input_shape, num_classes=num_classes,
                               arch_kwargs=arch_kwargs)

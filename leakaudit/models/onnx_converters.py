@@ -193,10 +193,11 @@ class OnnxDropout(MaskableDropout, OnnxToTorchModule):
 
 
 def _dropout_ratio(node: OnnxNode, graph: OnnxGraph) -> float:
+    """The rate, rounded to 6 decimals: ONNX stores it as float32 (0.2 reads back as 0.20000000298)."""
     if len(node.input_values) > 1 and node.input_values[1]:
         value = get_const_value(node.input_values[1], graph)
-        return float(value.item() if isinstance(value, torch.Tensor) else value)
-    return float(node.attributes.get("ratio", 0.5))
+        return round(float(value.item() if isinstance(value, torch.Tensor) else value), 6)
+    return round(float(node.attributes.get("ratio", 0.5)), 6)
 
 
 def _dropout(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:

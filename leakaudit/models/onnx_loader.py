@@ -126,9 +126,9 @@ def opset_of(model: onnx.ModelProto) -> dict[str, int]:
 def graph_info(model: onnx.ModelProto) -> OnnxGraphInfo:
     nodes = list(model.graph.node)
     constants = _constant_values(model)
-    dropout = tuple((n.name or f"Dropout_{i}", _ratio(n, constants)) for i, n in enumerate(nodes)
-                    if n.op_type == "Dropout")
-    random = tuple((n.name or f"{n.op_type}_{i}", n.op_type) for i, n in enumerate(nodes) if n.op_type in RANDOM_OPS)
+    names = _node_names(nodes)
+    dropout = tuple((name, _ratio(n, constants)) for name, n in zip(names, nodes) if n.op_type == "Dropout")
+    random = tuple((name, n.op_type) for name, n in zip(names, nodes) if n.op_type in RANDOM_OPS)
     producer = f"{model.producer_name} {model.producer_version}".strip()
     inputs = _graph_inputs(model)
     batch = None
@@ -144,6 +144,20 @@ def graph_info(model: onnx.ModelProto) -> OnnxGraphInfo:
         looks_eval_exported=not dropout and not random and not _has_training_traces(nodes),
         batch_size=batch,
     )
+
+
+def _node_names(nodes: list[onnx.NodeProto]) -> list[str]:
+    """Each node's name; unnamed nodes get the name onnx2torch gives their module (op type + counter)."""
+    from onnx2torch.onnx_graph import OnnxGraph
+
+    counters: dict[str, int] = {}
+    names = []
+    for node in nodes:
+        generated = OnnxGraph.generate_node_name(node)
+        count = counters.get(generated, 0)
+        counters[generated] = count + 1
+        names.append(node.name or (generated + (f"_{count}" if count else "")))
+    return names
 
 
 def _has_training_traces(nodes: list[onnx.NodeProto]) -> bool:
@@ -172,10 +186,10 @@ def _constant_values(model: onnx.ModelProto) -> dict[str, torch.Tensor]:
 def _ratio(node: onnx.NodeProto, constants: dict[str, torch.Tensor]) -> float:
     if len(node.input) > 1 and node.input[1]:
         value = constants.get(node.input[1])
-        return float(value.reshape(-1)[0]) if value is not None else float("nan")
+        return round(float(value.reshape(-1)[0]), 6) if value is not None else float("nan")
     for a in node.attribute:
         if a.name == "ratio":
-            return float(a.f)
+            return round(float(a.f), 6)  # stored as float32: 0.2 reads back as 0.20000000298
     return 0.5
 
 

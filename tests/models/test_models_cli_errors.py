@@ -15,8 +15,8 @@ def _bad_op_onnx(path):
     node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.acme")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)]),
-              str(path))
+    imports = [helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=imports), str(path))
 
 
 def _mismatched_weights(path):
@@ -29,7 +29,8 @@ def _mismatched_weights(path):
     ("corrupt.onnx", lambda p: p.write_bytes(b"\x00garbage" * 20), [], "not a readable ONNX model"),
     ("corrupt.safetensors", lambda p: p.write_bytes(b"{oops"), ["--arch", "mlp"], "not a readable safetensors"),
     ("fancy.onnx", _bad_op_onnx, [], "ONNX op 'com.acme.FancyOp'"),
-    ("w.safetensors", _mismatched_weights, ["--arch", "cnn", "--input-shape", "3,8,8"], "weights do not fit --arch cnn"),
+    ("w.safetensors", _mismatched_weights, ["--arch", "cnn", "--input-shape", "3,8,8"],
+     "weights do not fit --arch cnn"),
 ])
 def test_inspect_reports_model_errors_in_one_line_with_exit_code_2(tmp_path, capsys, name, make, extra, starts):
     path = tmp_path / name

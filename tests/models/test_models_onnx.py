@@ -213,3 +213,16 @@ def test_symbolic_batch_dimension_is_dropped_and_other_batch_sizes_run(tmp_path)
     np.testing.assert_allclose(loaded.module.eval()(x).detach().numpy(), onnxruntime_output(path, x), atol=1e-4)
     fixed = load_model(export(model, tmp_path / "fixed.onnx", train=False, dynamo=False))
     assert fixed.onnx.batch_size == 2
+
+
+def test_unnamed_opset10_dropout_nodes_get_their_module_names_and_exact_rates(tmp_path):
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Dropout", ["x"], ["a"], ratio=0.2), helper.make_node("Dropout", ["a"], ["y"], ratio=0.3)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "unnamed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)]), str(path))
+    loaded = load_model(path)
+    modules = {n: m.p for n, m in loaded.module.named_modules() if isinstance(m, MaskableDropout)}
+    assert dict(loaded.onnx.dropout_nodes) == modules == {"Dropout": 0.2, "Dropout_1": 0.3}
