@@ -208,14 +208,17 @@ def _resolve_input_shape(path: Path, model: onnx.ModelProto, given: tuple[int, .
         names = ", ".join(i.name for i in inputs) or "none"
         raise ModelError(f"{path}: the graph has {len(inputs)} inputs ({names}); leakaudit audits models with one "
                          "image/feature input: re-export with a single input")
-    dims = _dims(inputs[0])[1:]  # the batch dimension (often symbolic) is not part of a sample's shape
+    if not inputs[0].type.tensor_type.HasField("shape"):  # rank unknown: only the user can tell
+        dims: list[int | None] = [None]
+        if given is not None:
+            return tuple(int(d) for d in given)
+    else:
+        dims = _dims(inputs[0])[1:]  # the batch dimension (often symbolic) is not part of a sample's shape
     if given is not None:
         given = tuple(int(d) for d in given)
-        known = [d for d in dims if d is not None]
         if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given)):
-            if known or len(given) != len(dims):
-                raise InputError(f"--input-shape {_fmt(given)}: does not match the input "
-                                 f"{_fmt(dims)} of {path}; drop the option or re-export the model")
+            raise InputError(f"--input-shape {_fmt(given)}: does not match the input "
+                             f"{_fmt(dims)} of {path}; drop the option or re-export the model")
         return given
     if not dims or any(d is None for d in dims):
         raise InputError(f"{path}: the graph's input shape {_fmt(dims)} has symbolic dimensions; "

@@ -178,3 +178,15 @@ def test_onnx_whose_converted_graph_fails_at_run_time(tmp_path):
                                          r"\[1, 4\]") as e:
         load_model(path)
     one_line(e)
+
+
+def test_onnx_without_input_shape_needs_and_accepts_the_option(tmp_path):
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "noshape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(InputError, match=r"noshape\.onnx: the graph's input shape \? has symbolic dimensions; "
+                                         r"give --input-shape"):
+        load_model(path)
+    assert load_model(path, input_shape=(4,)).input_shape == (4,)

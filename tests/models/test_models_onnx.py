@@ -226,3 +226,43 @@ def test_unnamed_opset10_dropout_nodes_get_their_module_names_and_exact_rates(tm
     loaded = load_model(path)
     modules = {n: m.p for n, m in loaded.module.named_modules() if isinstance(m, MaskableDropout)}
     assert dict(loaded.onnx.dropout_nodes) == modules == {"Dropout": 0.2, "Dropout_1": 0.3}
+
+
+def _grad_norms(module: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    loss = nn.functional.cross_entropy(module(x), y)
+    return torch.stack([g.norm() for g in torch.autograd.grad(loss, params)])
+
+
+def test_train_mode_gradient_matches_torch_with_masks_and_noise_pinned(tmp_path):
+    # What the client computes: with the same dropout masks and PRECODE noise, the converted model gives
+    # the torch model's gradient (as a multiset of per-tensor norms: parameter order differs).
+    model = small_zoo("mlp", dropout=0.3, precode=True)
+    path = export(model, tmp_path / "m.onnx", train=True, dynamo=False)
+    loaded = load_model(path)
+    x, y = torch.randn(2, *SHAPE), torch.tensor([1, 3])
+    torch_drops = [m for m in model.modules() if isinstance(m, MaskableDropout)]
+    onnx_drops = [m for m in loaded.module.modules() if isinstance(m, MaskableDropout)]
+    masks = [(torch.rand(2, 64) > 0.3).float(), (torch.rand(2, 32) > 0.3).float()]
+    for a, b, mask in zip(torch_drops, onnx_drops, masks, strict=True):
+        a.mask, b.mask = mask, mask
+    noise = torch.randn(2, 8)
+    next(m for m in model.modules() if type(m).__name__ == "VariationalBottleneck").noise = noise
+    next(m for m in loaded.module.modules() if isinstance(m, OnnxRandomOp)).sample = noise
+    model.train(), loaded.module.train()
+    torch.testing.assert_close(loaded.module(x), model(x))
+    ours = _grad_norms(loaded.module, list(loaded.trainable().values()), x, y).sort().values
+    theirs = _grad_norms(model, list(model.parameters()), x, y).sort().values
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_train_mode_batchnorm_uses_batch_statistics_like_torch(tmp_path):
+    model = small_zoo("resnet20")
+    path = export(model, tmp_path / "r.onnx", train=True, dynamo=False)
+    loaded = load_model(path)
+    assert not loaded.onnx.looks_eval_exported  # BatchNormalization in training mode is a training trace
+    x, y = torch.randn(4, *SHAPE), torch.tensor([0, 1, 2, 3])
+    model.train(), loaded.module.train()
+    torch.testing.assert_close(loaded.module(x), model(x), atol=1e-4, rtol=1e-4)
+    ours = _grad_norms(loaded.module, list(loaded.trainable().values()), x, y).sort().values
+    theirs = _grad_norms(model, list(model.parameters()), x, y).sort().values
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-3)
