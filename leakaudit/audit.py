@@ -10,15 +10,12 @@ output format is rendered from. The core never prints: progress goes to an ``Obs
 from __future__ import annotations
 
 import math
-import random
-import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from . import __version__
 from .config import ScanSettings
 from .data.interface import Normalization, SampleBatch
 from .detect.interface import Findings
@@ -186,6 +183,7 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     ruleset = _load_rules(settings.rules)  # cheap checks first: a typo must not cost a model load
     _check_defenses(settings.defenses)
     _check_attacks(settings.attacks)
+    _check_budget(settings.budget)
     loaded = _load_model(model, settings, observer)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     from .detect import detect
@@ -215,6 +213,13 @@ def _check_attacks(names: tuple[str, ...]) -> None:
     for name in names:
         if name not in ATTACKS:
             raise ConfigError(f"--attacks {','.join(names)}: {ATTACKS.unknown_message(name)}")
+
+
+def _check_budget(budget: str) -> None:
+    from .attacks import BUDGET_NAMES
+
+    if budget not in BUDGET_NAMES:
+        raise ConfigError(f"--budget {budget}: unknown budget; use one of {', '.join(BUDGET_NAMES)}")
 
 
 def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) -> Any:
