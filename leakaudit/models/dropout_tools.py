@@ -50,20 +50,22 @@ def replace_dropout(module: nn.Module) -> list[str]:
 
 def insert_declared_dropout(module: nn.Module, declared: dict[str, float], source: Path | str) -> dict[str, float]:
     names = dict(module.named_modules())
-    for name, p in declared.items():
+    for given, p in declared.items():
+        # ONNX node names work too: onnx2torch names a node's module with "/" for "." and no leading "/".
+        name = next((n for n in (given, given.replace(".", "/").lstrip("/")) if n and n in names), given)
         if name not in names or not name:
             close = difflib.get_close_matches(name, [n for n in names if n], n=5, cutoff=0.4)
             hint = f"close names: {', '.join(close)}" if close else "see `leakaudit inspect` for the layer names"
-            raise ConfigError(f"--dropout {name}={p}: {source} has no layer {name!r}; {hint}")
+            raise ConfigError(f"--dropout {given}={p}: {source} has no layer {given!r}; {hint}")
         if not 0.0 <= float(p) < 1.0:
-            raise ConfigError(f"--dropout {name}={p}: the rate must be in [0, 1); give e.g. {name}=0.5")
+            raise ConfigError(f"--dropout {given}={p}: the rate must be in [0, 1); give e.g. {given}=0.5")
         target = names[name]
         parent_name, _, leaf = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
         drop = DeclaredDropout(float(p), after=name)
         parent.add_module(_free_name(parent, f"{leaf}_declared_dropout"), drop)
         target.register_forward_hook(drop.apply_after)
-    return {n: float(p) for n, p in declared.items()}
+    return {given: float(p) for given, p in declared.items()}
 
 
 def _free_name(parent: nn.Module, base: str) -> str:

@@ -336,7 +336,8 @@ def untie_weights(model: onnx.ModelProto) -> onnx.ModelProto:
             copy.name = f"{name}__use{seen[name]}"
             graph.initializer.append(copy)
             node.input[index] = copy.name
-    used = {name for n in graph.node for name in n.input} | outputs
+    # Names listed as graph inputs too (IR < 4 files) stay, or they would turn into real inputs.
+    used = {name for n in graph.node for name in n.input} | outputs | {i.name for i in graph.input}
     for init in list(graph.initializer):
         if init.name not in used:
             graph.initializer.remove(init)

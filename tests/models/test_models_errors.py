@@ -190,3 +190,11 @@ def test_onnx_without_input_shape_needs_and_accepts_the_option(tmp_path):
                                          r"give --input-shape"):
         load_model(path)
     assert load_model(path, input_shape=(4,)).input_shape == (4,)
+
+
+def test_declared_dropout_rate_out_of_range(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_safetensors(create_model("mlp", num_classes=5, input_shape=(3, 8, 8)), path, arch="mlp",
+                     input_shape=(3, 8, 8))
+    with pytest.raises(ConfigError, match=r"--dropout 1=1\.5: the rate must be in \[0, 1\)"):
+        load_model(path, dropout={"1": 1.5})

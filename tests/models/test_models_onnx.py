@@ -179,6 +179,9 @@ def test_declared_dropout_is_inserted_after_the_named_layer(tmp_path):
     first_linear = next(n for n, m in plain.module.named_modules() if isinstance(m, nn.Linear))
     loaded = load_model(path, dropout={first_linear: 0.5})
     assert loaded.declared_dropout == {first_linear: 0.5}
+    assert first_linear == "fc1/Gemm"  # the ONNX node "/fc1/Gemm" -> onnx2torch module name
+    by_node_name = load_model(path, dropout={"/fc1/Gemm": 0.5})
+    assert [m.p for m in by_node_name.module.modules() if isinstance(m, MaskableDropout)] == [0.5]
     drops = [m for m in loaded.module.modules() if isinstance(m, MaskableDropout)]
     assert len(drops) == 1 and drops[0].p == 0.5
     assert loaded.num_trainable() == plain.num_trainable()
