@@ -78,7 +78,7 @@ def load_rules(name_or_path: str | Path) -> RuleSet:
     """A built-in profile by name, or a user rule file by path; ConfigError (one line) on any mistake."""
     text = str(name_or_path)
     path = Path(text)
-    if isinstance(name_or_path, Path) or path.suffix or "/" in text or "\\" in text or path.exists():
+    if isinstance(name_or_path, Path) or path.suffix or "/" in text or "\\" in text or path.is_file():
         return _load_file(path, label=text)
     profiles = list_profiles()
     if text not in profiles:

@@ -217,3 +217,10 @@ def test_real_ctrl_c_stops_the_running_attack_and_exits_130(workdir, tmp_path):
     ig = doc["attacks"][0]
     assert doc["incomplete"] is True and ig["status"] == "interrupted"
     assert 0 < ig["iterations_run"] < 1000000 and ig["samples"]
+
+
+def test_a_folder_named_like_a_profile_does_not_hijack_it(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()  # e.g. a project folder called "default"
+    assert scan(workdir, tmp_path / "r", "--attacks", "analytic") == 1
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["rules"]["profile"] == "default"
