@@ -57,8 +57,6 @@ ONNX_DTYPES: dict[int, torch.dtype] = {
 class OnnxRandomOp(nn.Module, OnnxToTorchModule):
     """Base of the live random modules. Subclasses implement ``draw(reference)``."""
 
-    op_type = ""
-
     def __init__(self, dtype: torch.dtype | None) -> None:
         super().__init__()
         self.dtype = dtype
@@ -88,8 +86,6 @@ class OnnxRandomOp(nn.Module, OnnxToTorchModule):
 class OnnxRandomNormal(OnnxRandomOp):
     """``RandomNormal`` (fixed ``shape``) / ``RandomNormalLike`` (shape of the input): N(mean, scale^2)."""
 
-    op_type = "RandomNormal"
-
     def __init__(self, mean: float, scale: float, dtype: torch.dtype | None,
                  shape: tuple[int, ...] | None = None) -> None:
         super().__init__(dtype)
@@ -107,8 +103,6 @@ class OnnxRandomNormal(OnnxRandomOp):
 class OnnxRandomUniform(OnnxRandomOp):
     """``RandomUniform`` / ``RandomUniformLike``: U[low, high)."""
 
-    op_type = "RandomUniform"
-
     def __init__(self, low: float, high: float, dtype: torch.dtype | None,
                  shape: tuple[int, ...] | None = None) -> None:
         super().__init__(dtype)
@@ -125,8 +119,6 @@ class OnnxRandomUniform(OnnxRandomOp):
 
 class OnnxBernoulli(OnnxRandomOp):
     """``Bernoulli``: 1 with the probability given by the input, else 0."""
-
-    op_type = "Bernoulli"
 
     def draw(self, reference: torch.Tensor | None) -> torch.Tensor:
         return torch.bernoulli(reference).to(self._out_dtype(reference))
