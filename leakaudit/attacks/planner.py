@@ -23,7 +23,7 @@ from .interface import Attack, AttackSettings, PlannedAttack
 BUDGET_NAMES = ("quick", "standard", "thorough")
 
 _IG = {"quick": AttackSettings(300, 1, 0.1, 1e-4),
-       "standard": AttackSettings(1000, 2, 0.1, 1e-4),
+       "standard": AttackSettings(600, 2, 0.1, 1e-4),
        "thorough": AttackSettings(24000, 4, 0.1, 1e-4)}
 _DIA_EXTRA = {"mask_reg": 1e-4}
 
@@ -38,7 +38,7 @@ BUDGETS: dict[str, dict[str, AttackSettings]] = {
     },
     "standard": {
         "analytic": AttackSettings(1, 1, 0.0, 0.0),
-        "dlg": AttackSettings(200, 2, 1.0, 0.0),
+        "dlg": AttackSettings(100, 2, 1.0, 0.0),
         "ig": _IG["standard"],
         "dia": dataclasses.replace(_IG["standard"], extra=dict(_DIA_EXTRA)),
         "dia-informed": _IG["standard"],
