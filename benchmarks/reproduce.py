@@ -23,7 +23,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import os
 import platform

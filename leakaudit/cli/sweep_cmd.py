@@ -115,7 +115,8 @@ def sweep(
         help="What to vary: noise.sigma, clip.norm, prune.keep, mask.fraction, ppp.sigma or dropout.p (built-in "
              "architectures), = a list 0.01,0.1 or a range START:STOP:log|lin:COUNT, e.g. noise.sigma=1e-4:1e-1:log:6."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the sweep in this sweep.json (same model "
-                                         "and settings); values already done are kept."),
+                                         "and settings): values already done are kept, the others run; --vary may "
+                                         "be left out, or add values to extend the sweep."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name or file.py:factory."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Number of classes (if not in the file)."),
