@@ -377,35 +377,37 @@ def _plateau(runner: _Runner, lr: torch.Tensor, best: list[float], since: list[i
 def _lbfgs(runner: _Runner, sched: Schedule) -> tuple[int, bool]:
     """L-BFGS (DLG) on the stacked variables. The objective is a sum of independent per-restart terms, so
     this is one joint L-BFGS over a separable problem: restarts share the curvature history and the line
-    search, which is why DLG's restarts do not reproduce separate runs bit for bit (Adam's do)."""
+    search, which is why DLG's restarts do not reproduce separate runs bit for bit (Adam's do).
+
+    ``iterations`` counts objective evaluations, not L-BFGS steps: a strong-Wolfe line search may evaluate
+    up to 25 times in one step, and the budget has to bound the cost (one step may overshoot it by that)."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in runner.vars.items()}
     opt = torch.optim.LBFGS(list(leaves.values()), lr=sched.lr, max_iter=1, history_size=100,
                             line_search_fn="strong_wolfe")
-    state = {"it": 0}
+    state = {"evals": 0}
 
     def closure() -> torch.Tensor:
         runner.vars = {k: v.detach() for k, v in leaves.items()}
-        grads, loss = runner.evaluate(state["it"])
+        grads, loss = runner.evaluate(state["evals"])
+        state["evals"] += 1
         for k, v in leaves.items():
             v.grad = grads[k]
         return torch.where(runner.alive, loss, torch.zeros_like(loss)).sum()
 
-    it = 0
-    while it < sched.iterations:
-        state["it"] = it
+    next_check = sched.check_every
+    while state["evals"] < sched.iterations:
         opt.step(closure)
-        it += 1
         with torch.no_grad():
             runner.vars = {k: v.detach().clone() for k, v in leaves.items()}
             runner.constrain()
             for k, v in leaves.items():
                 v.copy_(runner.vars[k])
-        if it % sched.check_every == 0 or it == sched.iterations:
-            if runner.check(it):
-                return it, it < sched.iterations
-    # the last iterate has been evaluated only if a closure ran there: evaluate once more
-    runner.evaluate(it)
-    return it, False
+        if state["evals"] >= next_check or state["evals"] >= sched.iterations:
+            next_check = state["evals"] + sched.check_every
+            if runner.check(state["evals"]):
+                return state["evals"], state["evals"] < sched.iterations
+    runner.evaluate(state["evals"])  # the last step's iterate has not been evaluated yet
+    return state["evals"], False
 
 
 def match_gradients(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: Objective,

@@ -27,10 +27,12 @@ _IG = {"quick": AttackSettings(300, 1, 0.1, 1e-4),
        "thorough": AttackSettings(24000, 4, 0.1, 1e-4)}
 _DIA_EXTRA = {"mask_reg": 1e-4}
 
+# DLG's iterations count objective evaluations (L-BFGS line searches evaluate several times per step);
+# thorough ~ the DLG paper's 300 L-BFGS steps of up to 20 evaluations each.
 BUDGETS: dict[str, dict[str, AttackSettings]] = {
     "quick": {
         "analytic": AttackSettings(1, 1, 0.0, 0.0),
-        "dlg": AttackSettings(100, 1, 1.0, 0.0),
+        "dlg": AttackSettings(150, 1, 1.0, 0.0),
         "ig": _IG["quick"],
         "dia": dataclasses.replace(_IG["quick"], extra=dict(_DIA_EXTRA)),
         "dia-informed": _IG["quick"],
@@ -38,7 +40,7 @@ BUDGETS: dict[str, dict[str, AttackSettings]] = {
     },
     "standard": {
         "analytic": AttackSettings(1, 1, 0.0, 0.0),
-        "dlg": AttackSettings(100, 2, 1.0, 0.0),
+        "dlg": AttackSettings(300, 2, 1.0, 0.0),
         "ig": _IG["standard"],
         "dia": dataclasses.replace(_IG["standard"], extra=dict(_DIA_EXTRA)),
         "dia-informed": _IG["standard"],
@@ -46,7 +48,7 @@ BUDGETS: dict[str, dict[str, AttackSettings]] = {
     },
     "thorough": {
         "analytic": AttackSettings(1, 1, 0.0, 0.0),
-        "dlg": AttackSettings(300, 4, 1.0, 0.0),
+        "dlg": AttackSettings(6000, 4, 1.0, 0.0),
         "ig": _IG["thorough"],
         "dia": AttackSettings(20000, 4, 0.1, 1e-5, {**_DIA_EXTRA, "decay": "plateau", "patience": 800}),
         "dia-informed": AttackSettings(20000, 4, 0.1, 1e-5, {"decay": "plateau", "patience": 800}),
