@@ -4,7 +4,8 @@ If the first trainable layer is ``Linear`` with bias and sees the (flattened) in
 has ``dW_i = mean_n(delta_ni * x_n)`` and ``db_i = mean_n(delta_ni)``. For one sample every row with
 ``db_i != 0`` gives ``x = dW_i / db_i``; we solve the least-squares fit over all such rows
 (``x = sum_i db_i dW_i / sum_i db_i^2``), which is exact without noise and the maximum-likelihood estimate
-under Gaussian gradient noise; entries zeroed by pruning/masking defenses are left out of the fit. For a batch a row mixes the samples whose unit i was active; but after a
+under Gaussian gradient noise; entries zeroed by pruning/masking defenses are left out of the fit.
+For a batch a row mixes the samples whose unit i was active; but after a
 ReLU (or dropout) many units are active for exactly one sample, so their rows give that sample exactly and
 identical estimates repeat across rows. Grouping the repeated row estimates separates the samples
 (the observation behind Fowl et al.'s "Robbing the Fed" and Geiping et al.'s imprint analysis); samples

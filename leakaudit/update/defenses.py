@@ -39,7 +39,8 @@ class Param:
 
     def interval(self) -> str:
         hi = "inf" if math.isinf(self.high) else f"{self.high:g}"
-        return f"{'(' if self.low_open else '['}{self.low:g}, {hi}{')' if self.high_open or math.isinf(self.high) else ']'}"
+        close = ")" if self.high_open or math.isinf(self.high) else "]"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {hi}{close}"
 
     def contains(self, v: float) -> bool:
         above = v > self.low if self.low_open else v >= self.low

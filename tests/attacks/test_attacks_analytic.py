@@ -115,7 +115,8 @@ class _Scale(nn.Module):
 
 
 @pytest.mark.parametrize("module, reason", [
-    (create_model("cnn", num_classes=10, input_shape=SHAPE), r"^not applicable: the first trainable layer '0' is Conv2d"),
+    (create_model("cnn", num_classes=10, input_shape=SHAPE),
+     r"^not applicable: the first trainable layer '0' is Conv2d"),
     (nn.Sequential(nn.Flatten(), nn.Linear(3072, 16, bias=False), nn.ReLU(), nn.Linear(16, 10)),
      r"^not applicable: the first Linear '1' has no trainable bias"),
     (nn.Sequential(nn.Flatten(), _Scale(), nn.Linear(3072, 16), nn.ReLU(), nn.Linear(16, 10)),

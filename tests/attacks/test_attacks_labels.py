@@ -69,7 +69,8 @@ def test_batch_label_accuracy_is_measured_and_the_default_is_the_best_strategy(a
 
 
 def test_batch_16_on_deeper_models_is_where_the_softmax_estimate_pays(record_property):
-    measured = {arch: _mean_accuracies(arch, 16, ["bias-softmax", "bias-impact"], trials=8) for arch in ("vit", "resnet20")}
+    measured = {arch: _mean_accuracies(arch, 16, ["bias-softmax", "bias-impact"], trials=8)
+                for arch in ("vit", "resnet20")}
     line = "label accuracy batch 16: " + " ".join(f"{a}: {v}" for a, v in measured.items())
     print(line)
     record_property("label_accuracy_16", line)
