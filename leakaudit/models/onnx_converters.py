@@ -13,10 +13,11 @@ Importing this module registers them once. What needed work, and why:
   replaced (``_replace_converter``; onnx2torch has no public override). The ratio comes from the ``ratio``
   input (initializer or Constant) or, before opset 12, the attribute. ``training_mode`` is not read: the
   module is live in train mode and identity in eval mode, like ``nn.Dropout`` (a client trains with it).
-- **Opset 18-21 versions** of ops whose newer versions only widened the accepted types (float8/int4,
-  bfloat16, strings): ``Constant``, ``Cast``, ``Shape``, ``Transpose``, ``Flatten``, ``Squeeze``, ... These are
-  what current torch exports by default (opset 20 in torch 2.14: ``Constant``-19, ``Transpose``-21 at 21).
-  They reuse onnx2torch's converter of the previous version (``_alias``).
+- **Opset 19-25 versions** of ops whose newer versions only widened the accepted types (float8/int4/float4,
+  bfloat16, strings): ``Constant``, ``Cast``, ``Shape``, ``Transpose``, ``Flatten``, ``Squeeze``, ... and the
+  opset-22 bfloat16 bumps (``Conv``, ``MaxPool``, ``GlobalAveragePool``, ...). Current torch exports these
+  (opset 20 by default in torch 2.14: ``Constant``-19; ``Transpose``-21 at 21; ``Conv``-22 at 22). They reuse
+  onnx2torch's converter of the previous version (``_alias``); ``AveragePool``-19/22 only without dilations.
 - **Reshape** with ``allowzero=1`` (set on every Reshape by torch's dynamo exporter; onnx2torch refuses it),
   Reshape-19/21; a constant target shape is read once at load time (no GPU->host copy per forward).
 - **Slice**: re-implemented with tuple indexing (onnx2torch's list indexing is deprecated in torch), constant
@@ -142,12 +143,14 @@ def _random_like_result(node: OnnxNode, module: nn.Module) -> OperationConverter
 
 
 @add_converter(operation_type="RandomNormalLike", version=1)
+@add_converter(operation_type="RandomNormalLike", version=22)
 def _random_normal_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     a = node.attributes
     return _random_like_result(node, OnnxRandomNormal(a.get("mean", 0.0), a.get("scale", 1.0), _dtype_attr(node)))
 
 
 @add_converter(operation_type="RandomNormal", version=1)
+@add_converter(operation_type="RandomNormal", version=22)
 def _random_normal(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     a = node.attributes
     module = OnnxRandomNormal(a.get("mean", 0.0), a.get("scale", 1.0), _dtype_attr(node) or torch.float32,
@@ -156,12 +159,14 @@ def _random_normal(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult
 
 
 @add_converter(operation_type="RandomUniformLike", version=1)
+@add_converter(operation_type="RandomUniformLike", version=22)
 def _random_uniform_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     a = node.attributes
     return _random_like_result(node, OnnxRandomUniform(a.get("low", 0.0), a.get("high", 1.0), _dtype_attr(node)))
 
 
 @add_converter(operation_type="RandomUniform", version=1)
+@add_converter(operation_type="RandomUniform", version=22)
 def _random_uniform(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     a = node.attributes
     module = OnnxRandomUniform(a.get("low", 0.0), a.get("high", 1.0), _dtype_attr(node) or torch.float32,
@@ -220,31 +225,59 @@ def _has_converter(op_type: str, version: int) -> bool:
     return key in _o2t_registry._CONVERTER_REGISTRY  # noqa: SLF001
 
 
-def _alias(op_type: str, previous: int, versions: tuple[int, ...]) -> None:
-    """Use onnx2torch's converter of version ``previous`` for ``versions`` that only widened the types."""
-    converter = get_converter(op_type, previous)
+def _latest_below(op_type: str, version: int) -> int | None:
+    versions = [k.version for k in _o2t_registry._CONVERTER_REGISTRY  # noqa: SLF001
+                if k.domain == defs.ONNX_DOMAIN and k.operation_type == op_type and k.version < version]
+    return max(versions) if versions else None
+
+
+def _alias(op_type: str, versions: tuple[int, ...], converter: Callable | None = None) -> None:
+    """Register ``converter`` (default: onnx2torch's newest older one) for ``versions`` that only widened the
+    accepted types."""
     for version in versions:
-        if not _has_converter(op_type, version):
-            add_converter(operation_type=op_type, version=version)(converter)
+        if _has_converter(op_type, version):
+            continue
+        chosen = converter
+        if chosen is None:
+            previous = _latest_below(op_type, version)
+            if previous is None:
+                continue
+            chosen = _o2t_registry._CONVERTER_REGISTRY[  # noqa: SLF001
+                _o2t_registry.OperationDescription(defs.ONNX_DOMAIN, op_type, previous)]
+        add_converter(operation_type=op_type, version=version)(chosen)
 
 
-_TYPE_ONLY_UPDATES: dict[str, tuple[int, tuple[int, ...]]] = {
-    "Constant": (13, (19, 21)),
-    "Cast": (13, (19, 21)),
-    "Shape": (15, (19, 21)),
-    "Transpose": (13, (21,)),
-    "Flatten": (13, (21,)),
-    "Squeeze": (13, (21,)),
-    "Unsqueeze": (13, (21,)),
-    "Identity": (16, (19, 21)),
-    "ConstantOfShape": (9, (20, 21)),
-    "Equal": (13, (19,)),
-    "IsInf": (10, (20,)),
-    "IsNaN": (13, (20,)),
-    "Pad": (13, (21,)),  # Pad-18 added an ``axes`` input: handled below, not an alias
+_LATER = (23, 24, 25, 28)  # type-only bumps after opset 21 (float4/float8e8m0 support)
+_TYPE_ONLY_UPDATES: dict[str, tuple[int, ...]] = {
+    "Constant": (19, 21, *_LATER),
+    "Cast": (19, 21, *_LATER),
+    "ConstantOfShape": (20, 21, *_LATER),
+    "Shape": (19, 21, *_LATER),
+    "Identity": (19, 21, *_LATER),
+    "Transpose": (21, *_LATER),
+    "Flatten": (21, *_LATER),
+    "Squeeze": (21, *_LATER),
+    "Unsqueeze": (21, *_LATER),
+    "Equal": (19,),
+    "IsInf": (20,),
+    "IsNaN": (20,),
+    # Opset 22 added bfloat16 to these; nothing else changed.
+    **{op: (22,) for op in ("Conv", "ConvTranspose", "GlobalAveragePool", "MaxPool", "HardSigmoid", "HardSwish",
+                            "Elu", "Selu", "Softplus", "Softsign", "Round", "InstanceNormalization", "Sin", "Cos",
+                            "EyeLike")},
 }
-for _op, (_previous, _versions) in _TYPE_ONLY_UPDATES.items():
-    _alias(_op, _previous, _versions)
+for _op, _versions in _TYPE_ONLY_UPDATES.items():
+    _alias(_op, _versions)
+
+
+def _average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """AveragePool-19 added ``dilations``; onnx2torch's converter ignores them, so only all-ones pass."""
+    if any(d != 1 for d in node.attributes.get("dilations", [])):
+        raise NotImplementedError("AveragePool with dilations")
+    return get_converter("AveragePool", 11)(node, graph)
+
+
+_alias("AveragePool", (19, 22), _average_pool)
 
 
 class OnnxReshapeConst(nn.Module, OnnxToTorchModule):
@@ -298,7 +331,7 @@ def _reshape(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return _onnx2torch_reshape(node, graph)
 
 
-for _version in (14, 19, 21):
+for _version in (14, 19, 21, *_LATER):
     _replace_converter("Reshape", _version, _reshape)
 
 
@@ -381,12 +414,11 @@ class OnnxSize(nn.Module, OnnxToTorchModule):
         return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
 
 
-@add_converter(operation_type="Size", version=1)
-@add_converter(operation_type="Size", version=13)
-@add_converter(operation_type="Size", version=19)
-@add_converter(operation_type="Size", version=21)
 def _size(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(OnnxSize(), onnx_mapping_from_node(node))
+
+
+_alias("Size", (1, 13, 19, 21, *_LATER), _size)
 
 
 class OnnxCastLike(nn.Module, OnnxToTorchModule):
@@ -394,11 +426,11 @@ class OnnxCastLike(nn.Module, OnnxToTorchModule):
         return x.to(like.dtype)
 
 
-@add_converter(operation_type="CastLike", version=15)
-@add_converter(operation_type="CastLike", version=19)
-@add_converter(operation_type="CastLike", version=21)
 def _cast_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(OnnxCastLike(), onnx_mapping_from_node(node))
+
+
+_alias("CastLike", (15, 19, 21, *_LATER), _cast_like)
 
 
 @add_converter(operation_type="Gelu", version=20)
@@ -432,13 +464,14 @@ class OnnxPadAxes(nn.Module, OnnxToTorchModule):
         return F.pad(x, torch_pads, mode=self.mode)
 
 
-@add_converter(operation_type="Pad", version=18)
-@add_converter(operation_type="Pad", version=19)
 def _pad(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     mode = node.attributes.get("mode", "constant")
     if mode == "wrap":
         raise NotImplementedError("Pad with mode 'wrap'")
     return OperationConverterResult(OnnxPadAxes(mode), onnx_mapping_from_node(node))
+
+
+_alias("Pad", (18, 19, 21, *_LATER), _pad)
 
 
 # ----------------------------------------------------------------------------------- reduce ops, opset 18/20

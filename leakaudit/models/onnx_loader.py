@@ -263,9 +263,10 @@ def convert(path: Path, model: onnx.ModelProto) -> fx.GraphModule:
     missing = missing_converters([(n.domain if n.domain != "ai.onnx" else "", n.op_type) for n in model.graph.node],
                                  opset)
     if missing:
-        raise ModelError(f"{path}: ONNX op {', '.join(repr(m) for m in missing)} (opset {opset.get('', '?')}) has "
-                         "no converter; re-export the model without it (e.g. at another opset) or save the weights "
-                         "as .safetensors and load them with --arch")
+        ops = f"op {missing[0]!r} has" if len(missing) == 1 else f"ops {', '.join(repr(m) for m in missing)} have"
+        raise ModelError(f"{path}: ONNX {ops} no converter (opset {opset.get('', '?')}); re-export the model "
+                         "without it (e.g. at another opset) or save the weights as .safetensors and load them "
+                         "with --arch")
     from onnx2torch import convert as onnx2torch_convert
 
     try:

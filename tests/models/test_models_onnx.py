@@ -75,7 +75,7 @@ def test_zoo_export_matches_onnxruntime(tmp_path, arch, opset, dynamo):
         assert loaded.num_trainable() == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("opset", [18, 19, 21])
+@pytest.mark.parametrize("opset", [18, 19, 21, 22, 23])
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_vit_loads_at_recent_opsets(tmp_path, opset, dynamo):
     # The ViT exercises LayerNorm, softmax attention, GELU, Reshape/Transpose/Slice: the ops that changed most.

@@ -72,9 +72,10 @@ def test_reduce_with_axes_input(tmp_path, op):
     compare(build(tmp_path, node, 18, [ints("axes", [1, -1])]))
 
 
-def test_pad_with_axes_input(tmp_path):
+@pytest.mark.parametrize("opset", [18, 19, 21])
+def test_pad_with_axes_input(tmp_path, opset):
     node = helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"], mode="reflect")
-    compare(build(tmp_path, node, 19, [ints("pads", [1, 2, 2, 1]), ints("axes", [1, 2])]))
+    compare(build(tmp_path, node, opset, [ints("pads", [1, 2, 2, 1]), ints("axes", [1, 2])]))
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
