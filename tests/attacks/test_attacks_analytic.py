@@ -83,6 +83,14 @@ def test_clipping_and_moderate_masking_do_not_stop_it():
     assert _psnr_under(model, batch, "mask:fraction=0.5") > 60  # zeroed entries are skipped, the rest is exact
 
 
+def test_fedavg_local_steps_do_not_stop_it_for_one_sample():
+    # Every local step's first-layer gradient is a multiple of the same input, so their mean is too.
+    model, batch = _setup(["astronaut"], dropout=0.25)
+    update = client_update(model, batch, ThreatModel(protocol="fedavg", local_steps=5, local_lr=0.1), seed=0)
+    result = invert_first_linear(update.gradients, model.module, SHAPE, 1)
+    assert _psnr(CIFAR.to_pixels(result.x)[0], batch.pixels[0]) > 60
+
+
 def test_a_small_batch_is_separated_into_its_samples():
     model, batch = _setup(["astronaut", "chelsea", "coffee", "rocket"])
     update = client_update(model, batch, ThreatModel(), seed=0)
