@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from .. import __version__
 from ..resources import read_report_file
 from .images import is_png_data_uri
+from .recommendations import rules_broken_by
 
 
 def esc(value: Any) -> str:
@@ -178,11 +179,14 @@ def _attacks(doc: dict[str, Any]) -> str:
     other = [a for a in doc["attacks"] if a["status"] not in ("ran", "interrupted")]
     if ran:
         metrics = [m for m in ("ssim", "ssim_adjusted", "psnr", "lpips") if any(m in a["means"] for a in ran)]
+        broken = rules_broken_by(doc)
         rows = [[f'<a href="#attack-{esc(a["name"])}">{esc(a["name"])}</a>', _badge(a["status"]),
                  *[fmt(a["means"].get(m)) for m in metrics], fmt(a["label_accuracy"]), fmt(a["attack_loss"]),
-                 fmt(a["seconds"])] for a in ran]
+                 fmt(a["seconds"]),
+                 (_badge("fail") + " " + esc(", ".join(broken[a["name"]]))) if a["name"] in broken else "none"]
+                for a in ran]
         out.append(_table(["Attack", "Status", *[f"mean {m}" for m in metrics], "label accuracy", "attack loss",
-                           "seconds"], rows, numeric=range(2, 6 + len(metrics))))
+                           "seconds", "fail rules it breaks"], rows, numeric=range(2, 6 + len(metrics))))
     for a in ran:
         settings = ", ".join(f"{esc(k)}={fmt(v) if not isinstance(v, (dict, list)) else esc(v)}"
                              for k, v in a["settings"].items())

@@ -9,8 +9,45 @@ from __future__ import annotations
 from typing import Any
 
 
+_COMPARE = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
+
+
+def _value(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    return {"inf": float("inf"), "-inf": float("-inf")}.get(v)
+
+
+def rules_broken_by(doc: dict[str, Any]) -> dict[str, list[str]]:
+    """attack -> ids of the failing fail-severity rules it crosses on its own.
+
+    A rule's result names only the worst attack; an attack that also crosses the threshold leaks too
+    (e.g. DIA on a dropout model where the analytic attack is even better), and the advice depends on it.
+    """
+    broken: dict[str, list[str]] = {}
+    rules = [r for r in doc["rules"]["results"] if r["status"] == "fail" and r["severity"] == "fail"]
+    for a in doc["attacks"]:
+        if a["status"] not in ("ran", "interrupted"):
+            continue
+        for r in rules:
+            compare = _COMPARE.get(r["comparison"])
+            threshold = _value(r["threshold"])
+            if compare is None or threshold is None:
+                continue
+            if r["scope"] == "mean":
+                values = [_value(a["means"].get(r["metric"]))]
+            else:
+                values = [_value(s["metrics"].get(r["metric"])) for s in a["samples"]]
+            crossed = any(v is not None and compare(v, threshold) for v in values)
+            if crossed or r.get("attack") == a["name"]:  # the verdict's own attribution always counts
+                broken.setdefault(a["name"], []).append(r["id"])
+    return broken
+
+
 def _failed_attacks(doc: dict[str, Any]) -> set[str]:
-    return {r["attack"] for r in doc["rules"]["results"] if r["status"] == "fail" and r.get("attack")}
+    return set(rules_broken_by(doc))
 
 
 def _rec(rid: str, title: str, text: str, because: str) -> dict[str, str]:

@@ -175,3 +175,14 @@ def test_render_junit_next_to_the_report_and_refuses_to_overwrite_the_input(tmp_
     assert ET.parse(tmp_path / "report.junit.xml").getroot().tag == "testsuites"
     assert app_main(["render", str(report), "--format", "json"]) == 2
     assert "would overwrite the input report" in capsys.readouterr().err
+
+
+def test_every_attack_that_crosses_a_failing_rule_is_named_not_only_the_worst():
+    from leakaudit.report.recommendations import rules_broken_by
+
+    doc = build_document(make_result())
+    doc["rules"]["results"][0]["attack"] = "analytic"  # the verdict blames another (better) attack
+    assert rules_broken_by(doc) == {"dia": ["ssim-any"]}  # dia still crossed SSIM >= 0.6 itself
+    doc["attacks"][0]["samples"][0]["metrics"]["ssim"] = 0.1
+    doc["attacks"][0]["samples"][1]["metrics"]["ssim"] = 0.2
+    assert rules_broken_by(doc) == {}
