@@ -59,6 +59,14 @@ def _card(items: Iterable[tuple[str, str]]) -> str:
     return '<dl class="card">' + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
 
 
+def _long(text: Any, keep: int = 200) -> str:
+    """Escaped text; beyond ``keep`` characters the rest folds away (reasons can repeat per attack)."""
+    text = "" if text is None else str(text)
+    if len(text) <= keep:
+        return esc(text)
+    return f"{esc(text[:keep])}… <details><summary>more</summary>{esc(text)}</details>"
+
+
 def _img(uri: Any, alt: str) -> str | None:
     return f'<img src="{uri}" alt="{esc(alt)}">' if is_png_data_uri(uri) else None
 
@@ -148,7 +156,7 @@ def _rules(doc: dict[str, Any]) -> str:
         rows.append([_badge(x["status"]), f'<span class="mono">{esc(x["id"])}</span>',
                      f'{esc(x["metric"])} {esc(x["comparison"])} {fmt(x["threshold"])} ({esc(x["scope"])})',
                      esc(x["severity"]), fmt(x["observed"]), where,
-                     esc(x.get("reason") or x.get("description") or "")])
+                     _long(x.get("reason") or x.get("description") or "")])
     strict = " (strict: not evaluated counts as failure)" if r["strict"] else ""
     return (f'<h2>Rules: profile {esc(r["profile"])}{esc(strict)}</h2>'
             + _table(["Status", "Rule", "Leaks when", "Severity", "Worst observed", "Attack / sample", "Reason"],
@@ -201,7 +209,7 @@ def _attacks(doc: dict[str, Any]) -> str:
         if a.get("label_accuracy") is not None:
             items.append(("Label accuracy", fmt(a["label_accuracy"])))
         for metric, why in a["unavailable"].items():
-            items.append((f"{metric}", f"unavailable: {esc(why)}"))
+            items.append((f"{metric}", f"unavailable: {_long(why)}"))
         for note in a.get("notes", []):
             items.append(("Note", esc(note)))
         grid = "".join(_pair(doc, a, s) for s in a["samples"])
