@@ -207,6 +207,6 @@ def browser_visit(chromium_path: str):
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    path = Path(os.environ.get("LEAKAUDIT_TEST_ARTIFACTS", "test-artifacts"))
+    path = Path(os.environ.get("LEAKAUDIT_TEST_ARTIFACTS", "test-artifacts")).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path

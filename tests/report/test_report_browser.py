@@ -87,3 +87,52 @@ def test_csp_blocks_what_escaping_might_miss(tmp_path, browser_visit):
     assert visit.title != "pwned"
     assert _external(visit.requests) == [] and visit.blocked == ["http://127.0.0.1:9/x.png"]
     assert any("Content Security Policy" in e for e in visit.console_errors)
+
+
+EVIL_ARCH = '''
+import math
+from torch import nn
+from leakaudit.models.layers import MaskableDropout
+
+
+def evil(num_classes=4, input_shape=(3, 16, 16)):
+    m = nn.Sequential()
+    m.add_module("flat", nn.Flatten())
+    m.add_module("<script>window['document']['title']='pwned'</script>", nn.Linear(math.prod(input_shape), 16))
+    m.add_module("relu", nn.ReLU())
+    m.add_module("drop<img src=x onerror=alert(1)>", MaskableDropout(0.25))
+    m.add_module("head", nn.Linear(16, num_classes))
+    return m
+'''
+
+
+def test_real_scan_of_a_model_with_script_layer_names_and_file_names(tmp_path, browser_visit, artifacts_dir,
+                                                                       monkeypatch):
+    """End to end: user-controlled layer names (from the model) and file names (from --data) are inert."""
+    import json
+
+    import numpy as np
+
+    from leakaudit.cli import app_main
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil_arch.py").write_text(EVIL_ARCH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from evil_arch import evil
+
+    save_safetensors(evil(), tmp_path / "evil.safetensors", input_shape=(3, 16, 16), num_classes=4)
+    data = "\"><img src=x onerror=\"document.title='pwned2'\">.npz"
+    np.savez(tmp_path / data, x=np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32), y=np.array([1]))
+    code = app_main(["scan", "evil.safetensors", "--arch", "evil_arch.py:evil", "--data", data,
+                     "--attacks", "analytic", "--output-dir", "out", "--quiet", "--embed-data"])
+    assert code == 1
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert doc["findings"]["dropout"][0]["name"] == "drop<img src=x onerror=alert(1)>"  # kept verbatim in JSON
+    visit = browser_visit(tmp_path / "out" / "report.html", {**CHECKS, "body_text": "document.body.innerText"})
+    (artifacts_dir / "report-browser-xss-scan.png").write_bytes(visit.screenshot)
+    assert visit.title == "leakaudit: FAIL evil.safetensors"
+    assert visit.evaluations["scripts"] == 0 and visit.evaluations["injected_img"] == 0
+    assert "drop<img src=x onerror=alert(1)>" in visit.evaluations["body_text"]
+    assert "<script>window['document']['title']='pwned'</script>" in visit.evaluations["body_text"]
+    assert visit.console_errors == [] and _external(visit.requests) == []
