@@ -255,8 +255,9 @@ def table_precode(lab: Lab) -> list[str]:
         f"  Measured randomness of the update: cosine similarity of two client updates of the same sample under "
         f"different seeds is {agree_pre:.4f} for the PRECODE model and {agree_drop:.4f} for the MLP with dropout "
         f"0.5." + ("" if t1 else " A value this close to 1 means the bottleneck's sampling barely changes the "
-                   "update of this untrained model (its sigma starts at softplus(-5) ~ 0.007), so IG matches an "
-                   "almost deterministic gradient; the paper's failure of IG needs sampling noise that matters."
+                   "update of this untrained model (the bottleneck's sigma starts at softplus(-5) ~ 0.007), so "
+                   "IG matches an almost deterministic gradient; IG's failure in the paper presupposes sampling "
+                   "that changes the update."
                    if agree_pre > 0.99 else ""),
         f"- PRECODE-aware beats IG on the PRECODE model ({fmt(aware)} vs {fmt(pre_ig)}): "
         f"**{'holds' if t2 else 'does not hold'}**.",
@@ -270,6 +271,7 @@ def table_lenet(lab: Lab) -> list[str]:
     sweep, _ = lab.sweep(lab.model("lenet"), lab.settings(("dlg",), labels_known=False), f"dropout.p={rates}")
     rows = ["| dropout p | iDLG RMSE | SSIM | seconds |", "|---|---|---|---|"]
     rmse: dict[float, float] = {}
+    ssim_at_zero = None
     for p in sweep.points:
         a = next((x for x in p.attacks if x.attack == "dlg"), None)
         r = a.metric("rmse").mean if a and a.metric("rmse") else None
@@ -278,15 +280,21 @@ def table_lenet(lab: Lab) -> list[str]:
         s = a.metric("ssim").mean if a and a.metric("ssim") else None
         if r is not None:
             rmse[p.value] = r
+        if p.value == 0.0:
+            ssim_at_zero = s
         rows.append(f"| {p.value:g} | {fmt(r)} | {fmt(s)} | {fmt(p.seconds)} |" if p.status == "done"
                     else f"| {p.value:g} | {p.status}: {p.error} | | |")
     lo, hi = rmse.get(min(rmse)) if rmse else None, rmse.get(max(rmse)) if rmse else None
     holds = lo is not None and hi is not None and hi > lo
+    caveat = ""
+    if ssim_at_zero is not None and ssim_at_zero < 0.3:
+        caveat = (f" Caveat: at this budget iDLG does not reconstruct even without dropout (SSIM {fmt(ssim_at_zero)} "
+                  f"at p=0), so the comparison is between two failed reconstructions.")
     return ["## C. Seed 002: iDLG against the dropout rate (LeNet, one dropout layer)", "",
             "Paper's finding: RMSE of the iDLG reconstruction rises with the dropout rate (0.533 at p=0 to 0.612 "
             "at p=0.5): plain attacks are hindered by dropout.", ""] + rows + [
         "", f"Test: RMSE at the largest rate above RMSE at p=0 ({fmt(hi)} vs {fmt(lo)}): "
-            f"**{'holds' if holds else 'does not hold'}**."]
+            f"**{'holds' if holds else 'does not hold'}**.{caveat}"]
 
 
 def table_defenses(lab: Lab) -> list[str]:
@@ -301,7 +309,9 @@ def table_defenses(lab: Lab) -> list[str]:
         verdicts = ", ".join(f"{p.value:g}: {({True: 'pass', False: 'fail'}).get(p.passed, p.status)}"
                              for p in sweep.points)
         rows.append(f"| {knob} | {text} | {fmt(sweep.threshold.stable)} | {verdicts} |")
-        notes.append(f"- {knob}: {sweep.threshold.message}.")
+        found = sweep.threshold.stable is not None
+        notes.append(f"- {knob}: a minimum strength that passes exists in the tested range -- "
+                     f"**{'holds' if found else 'does not hold'}**: {sweep.threshold.message}.")
         if knob == "clip.norm" and sweep.threshold.stable is None and "analytic" in lab.budget.defense_attacks:
             notes.append("  Clipping scales the whole update by one factor; the analytic attack divides a row of "
                          "the first layer's weight gradient by its bias gradient, a ratio the factor cancels in, "
@@ -310,7 +320,7 @@ def table_defenses(lab: Lab) -> list[str]:
             "Paper's finding: each defense (random masking, clipping, pruning, noising) stops gradient inversion "
             f"only from a minimum strength on. Here: MLP (first layer with bias), attacks "
             f"{', '.join(lab.budget.defense_attacks)}, labels recovered, default rules, `leakaudit sweep`'s "
-            f"threshold search.", ""] + rows + ["", *notes]
+            f"threshold search.", ""] + rows + ["", "Tests:", "", *notes]
 
 
 # ------------------------------------------------------------------------------------------------------
