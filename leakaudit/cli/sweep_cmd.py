@@ -7,6 +7,7 @@ Ctrl-C (exit 130, marked incomplete) or a crash leaves a file that ``--resume`` 
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 from typing import Any, Optional
@@ -153,9 +154,12 @@ def sweep(
     from .progress import RichObserver
     from .scan_cmd import _explicit_flags
 
-    settings = resolve_settings(load_config(config), _explicit_flags(ctx, ctx.params))
+    flags = _explicit_flags(ctx, ctx.params)
+    settings = resolve_settings(load_config(config), flags)
     unknown = [f for f in settings.formats if f not in ("json", "html")]
-    if unknown:
+    if unknown and "formats" not in flags:  # a config file shared with `scan` may ask for junit: not for us
+        settings = dataclasses.replace(settings, formats=tuple(f for f in settings.formats if f not in unknown))
+    elif unknown:
         raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
                           f"{', '.join(unknown)}; use --format json,html")
     previous_doc = read_json(Path(resume)) if resume else None

@@ -198,3 +198,9 @@ def test_dropout_knob_with_mismatching_weights_is_one_error(fake, monkeypatch, c
     assert "does not reproduce the weights" in capsys.readouterr().err
     assert fake["audit"].calls == []
     assert not Path("out/sweep.json").exists()
+
+
+def test_config_file_formats_for_scan_do_not_break_sweep(fake, tmp_path):
+    (tmp_path / "leakaudit.toml").write_text('format = "json,html,junit"\n')
+    assert app_main(ARGS) == 0
+    assert Path("out/sweep.json").exists() and Path("out/sweep.html").exists()
