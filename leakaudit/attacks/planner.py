@@ -122,6 +122,9 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
             out.append(PlannedAttack(name, settings, False, "not planned automatically (upper bound that needs "
                                                             "ground truth); ask for it with --attacks"))
             continue
+        if asked is None and name in _NOT_AUTO_AT.get(budget, {}):
+            out.append(PlannedAttack(name, settings, False, _NOT_AUTO_AT[budget][name]))
+            continue
         reason = attack.skip_reason(findings, module)
         if reason is not None:
             out.append(PlannedAttack(name, settings, False, reason))
@@ -131,6 +134,15 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
 
 
 _ORDER = ("analytic", "dlg", "ig", "dia", "precode-aware", "dia-informed")
+
+# Attacks left out of the automatic plan at a budget, with the reason shown in the report. DLG's L2
+# objective is dominated by IG's cosine objective (Geiping et al. 2020), and its L-BFGS line searches cost
+# as much as the rest of a standard scan together: it runs at `thorough` or when asked for by name.
+_NOT_AUTO_AT: dict[str, dict[str, str]] = {
+    budget: {"dlg": f"not planned at the {budget} budget: IG's cosine objective is the stronger of the two "
+                    "(Geiping et al. 2020); ask for it with --attacks dlg or use --budget thorough"}
+    for budget in ("quick", "standard")
+}
 
 
 def _ordered(registry: Registry) -> list[tuple[str, Any]]:

@@ -119,3 +119,14 @@ def test_run_attack_convenience_returns_a_reconstruction():
     assert len(rec.restart_losses) == 2 and rec.device == "cpu"
     exact = run_attack("analytic", target, device="cpu")
     assert torch.allclose(exact.x, x, atol=1e-4)  # the analytic attack is registered and reachable
+
+
+def test_dlg_runs_only_at_thorough_or_when_asked_for():
+    """A default scan must stay fast: DLG (dominated by IG) is skipped with a reason below `thorough`."""
+    model = _loaded()
+    findings = detect(model)
+    for budget in ("quick", "standard"):
+        dlg = _by_name(plan(findings, model, budget=budget))["dlg"]
+        assert not dlg.run and "--attacks dlg" in dlg.reason
+    assert _by_name(plan(findings, model, budget="thorough"))["dlg"].run
+    assert _by_name(plan(findings, model, budget="standard", attacks=["dlg"]))["dlg"].run
