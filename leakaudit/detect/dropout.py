@@ -31,8 +31,10 @@ def is_dropout_module(module: nn.Module) -> bool:
 
 
 def onnx_module_names(node_name: str) -> tuple[str, ...]:
-    """Names onnx2torch may give the module converted from an ONNX node: dots become slashes."""
-    return (node_name, node_name.replace(".", "/"))
+    """Names onnx2torch may give the module converted from an ONNX node: it strips a leading "/" (the
+    dynamo exporter's "/3/Dropout" becomes "3/Dropout") and turns dots into slashes."""
+    stripped = node_name.lstrip("/")
+    return (node_name, stripped, node_name.replace(".", "/"), stripped.replace(".", "/"))
 
 
 def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...], tuple[str, ...]]:
