@@ -8,6 +8,7 @@ stderr; stdout carries only the JSON report when ``--output -`` asks for it.
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -91,8 +92,25 @@ def _write_stdout(text: str) -> None:
         sys.stdout.flush()
 
 
+def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
+    """One line per planned attack: how well it reconstructed (or why it did not run), so a user sees which
+    attack broke the model -- the rule lines below name only the worst one."""
+    for a in doc["attacks"]:
+        if a["status"] == "ran":
+            means = a.get("means") or {}
+            shown = "  ".join(f"{k} {means[k]:.3g}" if isinstance(means[k], float) else f"{k} {means[k]}"
+                              for k in ("ssim", "psnr") if k in means)
+            shown += f"  ({a['seconds']:.1f} s)" if isinstance(a.get("seconds"), (int, float)) else ""
+        elif a["status"] == "skipped":  # the first clause; the report has the whole reason
+            shown = f"skipped: {re.split(r'[:;]', a.get('reason', ''))[0].strip()}"
+        else:
+            shown = f"{a['status']}: {a.get('reason', '')}"
+        console.print(f"  {escape(a['name']):<14} {escape(shown)}", highlight=False, markup=True)
+
+
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     verdict = doc["verdict"]
+    _attack_lines(console, doc)
     style = "bold red" if verdict["overall"] == "fail" else "bold green"
     if doc.get("incomplete"):
         style = "bold yellow"

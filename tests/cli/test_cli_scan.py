@@ -224,3 +224,16 @@ def test_a_folder_named_like_a_profile_does_not_hijack_it(workdir, tmp_path, mon
     (tmp_path / "default").mkdir()  # e.g. a project folder called "default"
     assert scan(workdir, tmp_path / "r", "--attacks", "analytic") == 1
     assert json.loads((tmp_path / "r" / "report.json").read_text())["rules"]["profile"] == "default"
+
+
+def test_summary_names_each_attack_with_its_result_or_why_it_did_not_run(workdir, tmp_path, capsys):
+    """The rule lines name only the worst attack; a user must also see which other attacks broke the model."""
+    code = app_main(["scan", str(workdir / "mlp.safetensors"), "--data", str(workdir / "samples.npz"),
+                     "--output-dir", str(tmp_path / "r"), "--attacks", "analytic,precode-aware"])
+    assert code == 1
+    err = capsys.readouterr().err
+    lines = [line.strip() for line in err.splitlines() if "━" not in line]  # not the progress bars
+    analytic = next(line for line in lines if line.startswith("analytic "))
+    assert "ssim 1" in analytic and "psnr inf" in analytic
+    assert any(line.startswith("precode-aware") and "skipped: no variational (PRECODE) bottleneck" in line
+               for line in lines)
