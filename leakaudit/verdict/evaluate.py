@@ -142,7 +142,12 @@ def _reason(rule: Rule, status: Status, worst: Observation | None, missing: dict
         assert worst is not None
         return f"{rule.metric} {worst.value:.4g} {rule.comparison} {rule.threshold:g} on {_where(worst)}"
     if status == "not_evaluated":
-        why = "; ".join(f"{a}: {r}" if a else r for a, r in missing.items())
+        # Group attacks that share a reason (LPIPS weights missing is the same for every attack).
+        by_reason: dict[str, list[str]] = {}
+        for attack, r in missing.items():
+            by_reason.setdefault(r, []).append(attack)
+        why = "; ".join(f"{', '.join(a for a in attacks if a)}: {r}" if any(attacks) else r
+                        for r, attacks in by_reason.items())
         seen = f" (worst measured elsewhere: {worst.value:.4g} on {_where(worst)})" if worst else ""
         return f"not evaluated: {why}{seen}"
     assert worst is not None

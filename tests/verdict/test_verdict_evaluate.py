@@ -128,3 +128,11 @@ def test_results_serialise_flat() -> None:
     (result,) = evaluate(_rules(_rule("s", "ssim", 0.6, ">=")), [IG, DIA]).results
     d = result.to_dict()
     assert d["id"] == "s" and d["status"] == "fail" and d["observed"] == 0.95 and d["comparison"] == ">="
+
+
+def test_a_reason_shared_by_several_attacks_is_given_once_with_their_names() -> None:
+    reason = "LPIPS needs torchvision's alex backbone weights"
+    scores = [_score(a, {"x": {"ssim": 0.1}}, unavailable={"lpips": reason}) for a in ("ig", "dia")]
+    (result,) = evaluate(_rules(_rule("lp", "lpips", 0.3, "<=")), scores).results
+    assert result.status == "not_evaluated"
+    assert result.reason.count(reason) == 1 and "ig, dia: " + reason in result.reason
