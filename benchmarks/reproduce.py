@@ -202,8 +202,9 @@ def table_dia(lab: Lab) -> list[str]:
         verdicts.append(f"- {arch}, batch {batch}, p={p:g}: DIA SSIM {fmt(v)} vs IG {fmt(ig)}: DIA beats IG -- "
                         f"**{'holds' if holds else 'does not hold'}**; well-informed (true masks) {fmt(informed)} "
                         f">= DIA -- **{'holds' if bound else 'does not hold'}**"
-                        + ("" if bound else " (not explained by this run; a longer budget or more restarts may "
-                           "change it: both optimise from the same kind of start)") + ".")
+                        + ("" if bound else " (expected on ReLU models: with the masks fixed, units that the "
+                           "image leaves below zero pass no gradient and are never switched back on, while "
+                           "DIA's continuous masks absorb the mismatch -- measured in docs/attacks.md)") + ".")
     finding = ("Paper's finding (Scheliga et al., AAAI 2023): dropout hinders IG, DIA (optimising one mask per "
                "dropout layer) reconstructs anyway, and the true masks bound it from above.")
     return ["## A. Dropout Inversion Attack: IG vs DIA vs well-informed", "", finding, "",

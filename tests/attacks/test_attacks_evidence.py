@@ -98,7 +98,8 @@ def test_dropout_defeats_ig_and_dia_breaks_it(batch):
     informed = _attack(_dia_mlp(p), batch, "dia-informed")
     assert no_dropout["ssim"] - ig["ssim"] > 0.2  # dropout hinders plain IG clearly
     assert dia["ssim"] > 0.8 and dia["ssim"] - ig["ssim"] > 0.2  # modelling the masks recovers the image
-    # the upper bound is at least as good (both are exact here, so allow for float noise)
+    # with GELU (no dead ReLU zones) the true masks are at least as good; both are exact here, so allow for
+    # float noise. Not a general law: on ReLU models dia can beat dia-informed (docs/attacks.md).
     assert informed["ssim"] >= dia["ssim"] - 0.005
 
 
