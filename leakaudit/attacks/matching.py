@@ -109,11 +109,12 @@ class DropoutInversion(GradientMatchingAttack):
 
 
 class InformedDropoutInversion(GradientMatchingAttack):
-    """Upper bound: IG with the client's true masks. Uses ground truth, so it never runs in an audit unless
-    asked for by name."""
+    """IG with the client's true masks, the DIA paper's well-informed reference. Uses ground truth, so it never
+    runs in an audit unless asked for by name. Not a ceiling on ``dia``: on ReLU models fixed masks leave
+    units the image switched off without gradient, and DIA's continuous masks can fit better (docs/attacks.md)."""
 
     name = "dia-informed"
-    summary = "well-informed IG with the client's true dropout masks (upper bound, needs ground truth)"
+    summary = "well-informed IG with the client's true dropout masks (needs ground truth; not always above dia)"
     auto = False
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
@@ -125,7 +126,8 @@ class InformedDropoutInversion(GradientMatchingAttack):
         modules = dict(target.module.named_modules())
         masks = {n: m for n, m in target.true_masks.items()
                  if isinstance(modules.get(n), MaskableDropout) and m.shape[0] == target.num_samples}
-        notes = ["uses the client's true dropout masks: an upper bound, not a real server's attack"]
+        notes = ["uses the client's true dropout masks: ground truth a real server lacks; on ReLU models dia can "
+                 "still score higher (see docs/attacks.md)"]
         if not masks:
             notes.append("no usable true masks were given (FedAvg with several steps stacks them): runs as IG")
         return Objective(distance="cosine", tv=settings.tv, fixed_masks=masks,
