@@ -374,7 +374,7 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
                                           settings=_settings_dict(p.settings)))
             continue
         observer.stage(f"attack {p.name}", p.reason)
-        # Ground-truth masks only for the upper bound that is defined by them; real attacks never see them.
+        # Ground-truth masks only for the well-informed reference attack defined by them; real attacks never see them.
         own_target = target if p.name == "dia-informed" else replace(target, true_masks={})
         try:
             recon = _run_one(p, own_target, device, settings, observer)

@@ -48,7 +48,7 @@ class Reconstruction:
 class AttackTarget:
     """Everything an attack may use: what the server sees plus public facts about the model.
 
-    ``true_masks`` is ground truth only the simulation knows; only the ``dia-informed`` upper bound reads it.
+    ``true_masks`` is ground truth only the simulation knows; only the well-informed ``dia-informed`` reference reads it.
     """
 
     module: nn.Module
@@ -66,7 +66,7 @@ class AttackTarget:
 class Attack(ABC):
     """One gradient-inversion attack. Subclasses set ``name``/``summary`` and implement ``run``.
 
-    ``auto`` attacks are planned when they fit the model; the others (upper bounds needing ground truth)
+    ``auto`` attacks are planned when they fit the model; the others (references needing ground truth)
     run only when asked for by name.
     """
 

@@ -1,4 +1,4 @@
-"""The optimisation attacks: DLG, Inverting Gradients, DIA (+ its well-informed upper bound), PRECODE-aware.
+"""The optimisation attacks: DLG, Inverting Gradients, DIA (+ its well-informed variant with the true masks), PRECODE-aware.
 
 Each is a small class that says *what* to match (``objective``) and *how* to optimise (``schedule``); the
 engine does the rest. Settings keys beyond ``AttackSettings``' fields live in ``settings.extra``:

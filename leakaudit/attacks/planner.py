@@ -119,8 +119,8 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
         attack = _instance(registry.get(name))
         settings = apply_overrides(name, budget_settings(name, budget), overrides)
         if asked is None and not attack.auto:
-            out.append(PlannedAttack(name, settings, False, "not planned automatically (upper bound that needs "
-                                                            "ground truth); ask for it with --attacks"))
+            out.append(PlannedAttack(name, settings, False, "not planned automatically (needs the client's true "
+                                                            "masks); ask for it with --attacks"))
             continue
         if asked is None and name in _NOT_AUTO_AT.get(budget, {}):
             out.append(PlannedAttack(name, settings, False, _NOT_AUTO_AT[budget][name]))

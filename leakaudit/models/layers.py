@@ -20,7 +20,7 @@ class MaskableDropout(nn.Module):
     - ``mask`` set (an attacker's continuous mask in [0, 1], shape of the activation): ``x * mask / (1-p)``
       in any mode. This is the DIA parametrisation (Scheliga et al., AAAI 2023).
     - ``record = True``: the last realised Bernoulli mask is kept in ``last_mask`` (ground truth for the
-      well-informed upper bound and tests; never given to an attack that models a real server).
+      well-informed reference attack and tests; never given to an attack that models a real server).
     """
 
     def __init__(self, p: float) -> None:

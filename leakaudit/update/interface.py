@@ -43,5 +43,5 @@ class ClientUpdate:
     gradients: dict[str, torch.Tensor]
     threat: ThreatModel
     num_samples: int
-    # Ground truth the server never sees: kept for the well-informed upper bound and for tests only.
+    # Ground truth the server never sees: kept for the well-informed reference attack (dia-informed) and for tests only.
     true_dropout_masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
