@@ -45,10 +45,10 @@ def test_precode_aware_runs_only_with_a_bottleneck():
     assert _by_name(plan(detect(precode), precode))["precode-aware"].run
 
 
-def test_upper_bound_needs_to_be_asked_for():
+def test_the_ground_truth_reference_needs_to_be_asked_for():
     model = _loaded(dropout=0.3)
     auto = _by_name(plan(detect(model), model))["dia-informed"]
-    assert not auto.run and "ground truth" in auto.reason
+    assert not auto.run and "true masks" in auto.reason
     asked = plan(detect(model), model, attacks=["dia-informed"])
     assert [p.name for p in asked] == ["dia-informed"] and asked[0].run
 
