@@ -102,6 +102,20 @@ def export_onnx(module: nn.Module, path: Path, *, training: bool) -> None:
         torch.onnx.export(module, (torch.zeros(2, *INPUT_SHAPE),), str(path), dynamo=True, training=mode,
                           do_constant_folding=False, input_names=["x"], output_names=["logits"],
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+    _strip_stack_traces(path)
+
+
+def _strip_stack_traces(path: Path) -> None:
+    """The dynamo exporter stores each node's Python stack trace, with the absolute paths of the machine
+    that built the file; a committed example must not carry them (and they make rebuilds machine-dependent)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    onnx.save(model, str(path))
 
 
 def save_weights(module: nn.Module, path: Path, spec: ExampleModel, *, arch_in_metadata: bool) -> None:
