@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..config import load_config, resolve_settings
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, EXIT_USAGE, ConfigError
+from . import options
 from .app import app, fail
 
 SWEEP_EXIT_HELP = (
@@ -108,9 +109,8 @@ def _exit_code(result: Any, exit_zero: bool, console: Console) -> int:
 @app.command("sweep", epilog=SWEEP_EXIT_HELP)
 def sweep(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model file: .onnx, or .safetensors with --arch.", show_default=False),
-    data: str = typer.Option(..., "--data", help="Samples: image folder, .npz/.npy or .safetensors (x, y).",
-                             show_default=False),
+    model: str = options.MODEL,
+    data: str = options.DATA,
     vary: Optional[str] = typer.Option(
         None, "--vary", metavar="KNOB=VALUES",
         help="What to vary: noise.sigma, clip.norm, prune.keep, mask.fraction, ppp.sigma or dropout.p (built-in "
@@ -118,33 +118,33 @@ def sweep(
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the sweep in this sweep.json (same model "
                                          "and settings): values already done are kept, the others run; --vary may "
                                          "be left out, or add values to extend the sweep."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name or file.py:factory."),
-    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Number of classes (if not in the file)."),
-    dropout: list[str] = typer.Option([], "--dropout", metavar="LAYER=P", help="LAYER=P: a dropout rate the export removed (repeatable)."),
-    normalize: str = typer.Option("none", "--normalize", help="Input normalization: none, mnist, cifar10, imagenet."),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
-    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std."),
-    rules: str = typer.Option("default", "--rules", help="Rule profile (default, strict) or a rule TOML file."),
-    attacks: str = typer.Option("auto", "--attacks", help="auto (fit to the model) or a list, e.g. ig,dia."),
-    budget: str = typer.Option("standard", "--budget", help="quick, standard or thorough (the papers' settings)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Iterations of every attack (overrides the budget)."),
-    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of every attack (overrides the budget)."),
+    arch: Optional[str] = options.ARCH,
+    input_shape: Optional[str] = options.INPUT_SHAPE,
+    num_classes: Optional[int] = options.NUM_CLASSES,
+    dropout: list[str] = options.DROPOUT,
+    normalize: str = options.NORMALIZE,
+    mean: Optional[str] = options.MEAN,
+    std: Optional[str] = options.STD,
+    rules: str = options.RULES,
+    attacks: str = options.ATTACKS,
+    budget: str = options.BUDGET,
+    iterations: Optional[int] = options.ITERATIONS,
+    restarts: Optional[int] = options.RESTARTS,
     defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V", help="Fixed simulated defense applied at every value (repeatable, in order); the varied one replaces a defense of its kind."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Samples in the client's batch."),
-    local_steps: int = typer.Option(1, "--local-steps", help="Local steps (>1: FedAvg weight update)."),
-    local_lr: float = typer.Option(0.1, "--local-lr", help="Local learning rate (FedAvg)."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="fedsgd or fedavg (default: fedavg when --local-steps > 1)."),
-    labels_known: bool = typer.Option(False, "--labels-known", help="Give the attacker the true labels (stronger attacker)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = options.BATCH_SIZE,
+    local_steps: int = options.LOCAL_STEPS,
+    local_lr: float = options.LOCAL_LR,
+    protocol: Optional[str] = options.PROTOCOL,
+    labels_known: bool = options.LABELS_KNOWN,
+    device: str = options.DEVICE,
     seed: int = typer.Option(0, "--seed", help="Seed of the client's dropout/noise and of the attacks (the same at every value)."),
     output_dir: str = typer.Option("leakaudit-report", "--output-dir", help="Folder for sweep.json and sweep.html."),
     format: str = typer.Option("json,html", "--format", help="json (always written: --resume needs it) and/or html."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
-    strict: bool = typer.Option(False, "--strict", help="A rule that cannot be evaluated counts as a failure."),
+    quiet: bool = options.QUIET,
+    strict: bool = options.STRICT,
     exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when no tested setting passes."),
     config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or \\[tool.leakaudit] in ./pyproject.toml)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = options.DEBUG,
 ) -> int:
     """Vary one defense knob, audit at every value, and report the weakest setting that passes the rules."""
     from ..sweep import parse_vary, run_sweep
