@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .userfiles import read_user_text
 
 BUDGETS = ("quick", "standard", "thorough")
 DEVICES = ("auto", "cpu", "cuda")
@@ -239,12 +240,8 @@ def _looks_like_path(value: str) -> bool:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; check the --config path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e}); give a readable UTF-8 TOML file") from e
+    text = read_user_text(path, ConfigError, missing=f"{path}: config file not found; check the --config path",
+                          unreadable=f"{path}: cannot read config file ({{e}}); give a readable UTF-8 TOML file")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

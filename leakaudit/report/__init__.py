@@ -17,6 +17,7 @@ from typing import Any, Callable
 from ..errors import ConfigError, InputError
 from ..registry import Registry
 from ..resources import read_report_file
+from ..userfiles import read_user_text
 from .html import render_html
 from .json import render_json
 from .junit import render_junit
@@ -112,12 +113,9 @@ def validate_document(doc: Any, where: str) -> dict[str, Any]:
 
 def load_document(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; pass the report.json written by leakaudit scan") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read ({e}); pass a readable report.json") from e
+    text = read_user_text(path, InputError,
+                          missing=f"{path}: file not found; pass the report.json written by leakaudit scan",
+                          unreadable=f"{path}: cannot read ({{e}}); pass a readable report.json")
     try:
         doc = _json.loads(text)
     except _json.JSONDecodeError as e:

@@ -13,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..errors import ConfigError, InputError
 from ..resources import read_report_file
+from ..userfiles import read_user_text
 from .interface import DONE, ERROR, INTERRUPTED, AttackOutcome, MetricSummary, Point, RuleOutcome, SweepResult
 from .knobs import Vary
 
@@ -106,12 +107,13 @@ def validate(doc: dict[str, Any], source: str) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    unreadable = f"{path}: cannot read JSON ({{e}}); pass the sweep.json of the run to resume"
+    text = read_user_text(path, InputError, unreadable=unreadable,
+                          missing=f"{path}: file not found; pass the sweep.json of the run to resume")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; pass the sweep.json of the run to resume") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: cannot read JSON ({e}); pass the sweep.json of the run to resume") from e
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(unreadable.replace("{e}", str(e))) from e
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_ID:
         raise InputError(f"{path}: not a leakaudit sweep file (no \"schema\": \"{SCHEMA_ID}\"); "
                          f"pass the sweep.json written by `leakaudit sweep`")
