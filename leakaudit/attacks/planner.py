@@ -29,23 +29,16 @@ _DIA_EXTRA = {"mask_reg": 1e-4}
 
 # DLG's iterations count objective evaluations (L-BFGS line searches evaluate several times per step);
 # thorough ~ the DLG paper's 300 L-BFGS steps of up to 20 evaluations each.
+def _ig_family(ig: AttackSettings, dlg: AttackSettings) -> dict[str, AttackSettings]:
+    """A budget where every IG-style attack runs IG's settings (the masks' regulariser added where used)."""
+    masked = dataclasses.replace(ig, extra=dict(_DIA_EXTRA))
+    return {"analytic": AttackSettings(1, 1, 0.0, 0.0), "dlg": dlg, "ig": ig, "dia": masked,
+            "dia-informed": ig, "precode-aware": masked}
+
+
 BUDGETS: dict[str, dict[str, AttackSettings]] = {
-    "quick": {
-        "analytic": AttackSettings(1, 1, 0.0, 0.0),
-        "dlg": AttackSettings(150, 1, 1.0, 0.0),
-        "ig": _IG["quick"],
-        "dia": dataclasses.replace(_IG["quick"], extra=dict(_DIA_EXTRA)),
-        "dia-informed": _IG["quick"],
-        "precode-aware": dataclasses.replace(_IG["quick"], extra=dict(_DIA_EXTRA)),
-    },
-    "standard": {
-        "analytic": AttackSettings(1, 1, 0.0, 0.0),
-        "dlg": AttackSettings(300, 2, 1.0, 0.0),
-        "ig": _IG["standard"],
-        "dia": dataclasses.replace(_IG["standard"], extra=dict(_DIA_EXTRA)),
-        "dia-informed": _IG["standard"],
-        "precode-aware": dataclasses.replace(_IG["standard"], extra=dict(_DIA_EXTRA)),
-    },
+    "quick": _ig_family(_IG["quick"], AttackSettings(150, 1, 1.0, 0.0)),
+    "standard": _ig_family(_IG["standard"], AttackSettings(300, 2, 1.0, 0.0)),
     "thorough": {
         "analytic": AttackSettings(1, 1, 0.0, 0.0),
         "dlg": AttackSettings(6000, 4, 1.0, 0.0),

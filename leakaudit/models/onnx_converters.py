@@ -142,6 +142,12 @@ def _random_like_result(node: OnnxNode, module: nn.Module) -> OperationConverter
     return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
 
 
+def _random_shaped_result(node: OnnxNode, module_cls: type, *params: float) -> OperationConverterResult:
+    """RandomNormal / RandomUniform: no input, the shape and dtype (float32 by default) are attributes."""
+    module = module_cls(*params, _dtype_attr(node) or torch.float32, shape=tuple(node.attributes["shape"]))
+    return OperationConverterResult(module, OnnxMapping(inputs=(), outputs=node.output_values))
+
+
 @add_converter(operation_type="RandomNormalLike", version=1)
 @add_converter(operation_type="RandomNormalLike", version=22)
 def _random_normal_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
@@ -153,9 +159,7 @@ def _random_normal_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterR
 @add_converter(operation_type="RandomNormal", version=22)
 def _random_normal(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     a = node.attributes
-    module = OnnxRandomNormal(a.get("mean", 0.0), a.get("scale", 1.0), _dtype_attr(node) or torch.float32,
-                              shape=tuple(a["shape"]))
-    return OperationConverterResult(module, OnnxMapping(inputs=(), outputs=node.output_values))
+    return _random_shaped_result(node, OnnxRandomNormal, a.get("mean", 0.0), a.get("scale", 1.0))
 
 
 @add_converter(operation_type="RandomUniformLike", version=1)
@@ -169,9 +173,7 @@ def _random_uniform_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverter
 @add_converter(operation_type="RandomUniform", version=22)
 def _random_uniform(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     a = node.attributes
-    module = OnnxRandomUniform(a.get("low", 0.0), a.get("high", 1.0), _dtype_attr(node) or torch.float32,
-                               shape=tuple(a["shape"]))
-    return OperationConverterResult(module, OnnxMapping(inputs=(), outputs=node.output_values))
+    return _random_shaped_result(node, OnnxRandomUniform, a.get("low", 0.0), a.get("high", 1.0))
 
 
 @add_converter(operation_type="Bernoulli", version=15)
