@@ -11,18 +11,25 @@ directory (where CI looks for artifacts).
 from __future__ import annotations
 
 import difflib
-import tomllib
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .userfiles import read_user_text
+from .userfiles import parse_toml, read_user_text
 
 BUDGETS = ("quick", "standard", "thorough")
 DEVICES = ("auto", "cpu", "cuda")
 NORMALIZATIONS = ("none", "mnist", "cifar10", "imagenet")
 PROTOCOLS = ("fedsgd", "fedavg")
+# Upper bounds, so that a typo (or 1e30) is refused at once instead of running for years or overflowing:
+# thorough budgets run 24,000 iterations and 4 restarts; restarts are optimised together (memory grows with
+# them); seeds are 32-bit, so seed + restart index stays within every RNG's range (torch, numpy).
+MAX_ITERATIONS = 1_000_000
+MAX_RESTARTS = 64
+MAX_LOCAL_STEPS = 10_000
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -96,9 +103,12 @@ def parse_shape(value: Any, where: str) -> tuple[int, ...]:
 
 def parse_floats(value: Any, where: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in split_list(value, where))
+        numbers = tuple(float(v) for v in split_list(value, where))
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not a list of numbers; write e.g. 0.5,0.5,0.5") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"{where}: {value!r} holds a value that is not finite; give finite numbers, e.g. 0.5,0.5,0.5")
+    return numbers
 
 
 def parse_dropout(items: Any, where: str) -> dict[str, float]:
@@ -133,18 +143,52 @@ def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
     return str(value)
 
 
-def _number(value: Any, kind: type, where: str, *, minimum: float | None = None) -> Any:
+_KIND_NAMES = {int: "an integer", float: "a number"}
+
+
+def _fmt(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def _range(minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" from {_fmt(minimum)} to {_fmt(maximum)}"
+    return f" >= {_fmt(minimum)}" if minimum is not None else ""
+
+
+def _number(value: Any, kind: type, where: str, *, minimum: float | None = None,
+            maximum: float | None = None) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{where}: {value!r} is not a number; give a {kind.__name__}")
+        raise ConfigError(f"{where}: {value!r} is not a number; give {_KIND_NAMES[kind]}")
+    if isinstance(value, float) and not math.isfinite(value):  # TOML inf/nan, or 1e400
+        raise ConfigError(f"{where}: {value!r} is not finite; give {_KIND_NAMES[kind]}{_range(minimum, maximum)}")
     try:
         number = kind(value)
     except ValueError:
-        raise ConfigError(f"{where}: {value!r} is not a {kind.__name__}; give e.g. {kind(1)}") from None
+        raise ConfigError(f"{where}: {value!r} is not {_KIND_NAMES[kind]}; give e.g. {kind(1)}") from None
+    if isinstance(number, float) and not math.isfinite(number):  # the string "inf"
+        raise ConfigError(f"{where}: {value!r} is not finite; give {_KIND_NAMES[kind]}{_range(minimum, maximum)}")
     if kind is int and isinstance(value, float) and value != int(value):
         raise ConfigError(f"{where}: {value!r} is not an integer; give a whole number")
     if minimum is not None and number < minimum:
-        raise ConfigError(f"{where}: {value!r} is below {minimum:g}; give a value >= {minimum:g}")
+        raise ConfigError(f"{where}: {value!r} is below {_fmt(minimum)}; give a value >= {_fmt(minimum)}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{where}: {value!r} is above {_fmt(maximum)}, the most leakaudit accepts; "
+                          f"give a value <= {_fmt(maximum)}")
     return number
+
+
+def _defenses(value: Any, where: str) -> tuple[str, ...]:
+    """Each spec parsed here, so a bad one in a config file is named by its file and key, not --defense."""
+    given = [value] if isinstance(value, str) else value
+    if isinstance(given, (list, tuple)) and any(isinstance(v, str) and not v.strip() for v in given):
+        raise ConfigError(f"{where}: an empty defense ''; give NAME:K=V, e.g. noise:sigma=0.01, or leave it out")
+    items = split_list(value, where)
+    from .update.defenses import parse_defense  # torch: imported only when a defense is given
+
+    for item in items:
+        parse_defense(item, where=where)
+    return items
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -172,11 +216,13 @@ def coerce(name: str, value: Any, w: str) -> Any:
         return parse_floats(value, w)
     if name == "dropout":
         return parse_dropout(value, w)
-    if name in ("attacks", "defenses", "formats"):
+    if name == "defenses":
+        return _defenses(value, w)
+    if name in ("attacks", "formats"):
         items = split_list(value, w)
         if name == "attacks" and items in (("auto",), ()):
             return ()
-        return tuple(i.lower() for i in items) if name != "defenses" else items
+        return tuple(i.lower() for i in items)
     if name == "normalize":
         return _choice(value, NORMALIZATIONS, w)
     if name == "budget":
@@ -185,12 +231,16 @@ def coerce(name: str, value: Any, w: str) -> Any:
         return _choice(value, DEVICES, w)
     if name == "protocol":
         return _choice(value, PROTOCOLS, w)
-    if name in ("num_classes", "batch_size", "local_steps"):
+    if name == "local_steps":
+        return _number(value, int, w, minimum=1, maximum=MAX_LOCAL_STEPS)
+    if name in ("num_classes", "batch_size"):
         return _number(value, int, w, minimum=1 if name != "num_classes" else 2)
-    if name in ("iterations", "restarts"):
-        return _number(value, int, w, minimum=1)
+    if name == "iterations":
+        return _number(value, int, w, minimum=1, maximum=MAX_ITERATIONS)
+    if name == "restarts":
+        return _number(value, int, w, minimum=1, maximum=MAX_RESTARTS)
     if name == "seed":
-        return _number(value, int, w, minimum=0)
+        return _number(value, int, w, minimum=0, maximum=MAX_SEED)
     if name == "local_lr":
         number = _number(value, float, w)
         if number <= 0:
@@ -242,27 +292,30 @@ def _looks_like_path(value: str) -> bool:
 def _read_toml(path: Path) -> dict[str, Any]:
     text = read_user_text(path, ConfigError, missing=f"{path}: config file not found; check the --config path",
                           unreadable=f"{path}: cannot read config file ({{e}}); give a readable UTF-8 TOML file")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e}); fix the syntax") from e
+    return parse_toml(text, str(path), ConfigError, "fix the syntax")
 
 
-def _table(doc: dict[str, Any], path: Path, *, required: bool) -> dict[str, Any] | None:
-    """A file's settings: its ``[tool.leakaudit]`` table (always so for a pyproject.toml, or when the file has a
-    ``[tool]`` table), else the whole file."""
+_SECTION = "[tool.leakaudit]"
+
+
+def _table(doc: dict[str, Any], path: Path, *, required: bool) -> tuple[dict[str, Any], str] | None:
+    """A file's settings and how errors name where they are: its ``[tool.leakaudit]`` table (always so for a
+    pyproject.toml, or when the file has a ``[tool]`` table), else the whole file."""
     if "tool" not in doc and path.name != "pyproject.toml":
-        return doc
-    if "tool" not in doc:
-        doc = {"tool": {}}
-    table = doc["tool"].get("leakaudit") if isinstance(doc["tool"], dict) else None
+        return doc, str(path)
+    tool = doc.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{path}: tool = {tool!r} is not a table, so it cannot hold {_SECTION}; "
+                          f"make [tool] a table (write {_SECTION} then key = value lines)")
+    table = tool.get("leakaudit")
     if table is None:
         if required:
-            raise ConfigError(f"{path}: no [tool.leakaudit] table; add one or point --config at a leakaudit.toml")
+            raise ConfigError(f"{path}: no {_SECTION} table; add one or point --config at a leakaudit.toml")
         return None
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [tool.leakaudit] must be a table; write [tool.leakaudit] then key = value lines")
-    return table
+        raise ConfigError(f"{path}: {_SECTION} must be a table, not {table!r}; write {_SECTION} then "
+                          "key = value lines")
+    return table, f"{path} {_SECTION}"
 
 
 def load_config(explicit: str | Path | None = None, cwd: Path | None = None) -> ConfigFile:
@@ -270,14 +323,14 @@ def load_config(explicit: str | Path | None = None, cwd: Path | None = None) -> 
     cwd = cwd or Path.cwd()
     if explicit is not None:
         path = Path(explicit)
-        table = _table(_read_toml(path), path, required=True)
-        return ConfigFile(path, parse_config(table or {}, str(path), path.parent))
+        table, where = _table(_read_toml(path), path, required=True) or ({}, str(path))
+        return ConfigFile(path, parse_config(table, where, path.parent))
     for name, required in (("leakaudit.toml", True), ("pyproject.toml", False)):
         path = cwd / name
-        if path.is_file():
-            table = _table(_read_toml(path), Path(name), required=required)
-            if table is not None:
-                return ConfigFile(path, parse_config(table, name, cwd))
+        if path.exists():  # not is_file(): a folder or FIFO of that name is refused, not silently skipped
+            found = _table(_read_toml(path), Path(name), required=required)
+            if found is not None:
+                return ConfigFile(path, parse_config(found[0], found[1], cwd))
     return ConfigFile(None, {})
 
 

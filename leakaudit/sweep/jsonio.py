@@ -13,7 +13,7 @@ from typing import Any
 from .. import __version__
 from ..errors import ConfigError, InputError
 from ..resources import read_report_file
-from ..userfiles import read_user_text
+from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
 from .interface import DONE, ERROR, INTERRUPTED, AttackOutcome, MetricSummary, Point, RuleOutcome, SweepResult
 from .knobs import Vary
 
@@ -108,12 +108,9 @@ def validate(doc: dict[str, Any], source: str) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     unreadable = f"{path}: cannot read JSON ({{e}}); pass the sweep.json of the run to resume"
-    text = read_user_text(path, InputError, unreadable=unreadable,
+    text = read_user_text(path, InputError, unreadable=unreadable, limit=REPORT_LIMIT,
                           missing=f"{path}: file not found; pass the sweep.json of the run to resume")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(unreadable.replace("{e}", str(e))) from e
+    doc = parse_json(text, str(path), InputError, "pass the sweep.json of the run to resume")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_ID:
         raise InputError(f"{path}: not a leakaudit sweep file (no \"schema\": \"{SCHEMA_ID}\"); "
                          f"pass the sweep.json written by `leakaudit sweep`")

@@ -147,34 +147,39 @@ class PartialPerturbation(Defense):
         return {n: g + sigma * _normal_like(g, generator) if n in before else g for n, g in gradients.items()}
 
 
-def parse_defense(text: str) -> DefenseSpec:
-    """``"noise:sigma=0.01"`` -> DefenseSpec; a one-parameter defense also takes ``"noise:0.01"``."""
+def parse_defense(text: str, where: str = "--defense") -> DefenseSpec:
+    """``"noise:sigma=0.01"`` -> DefenseSpec; a one-parameter defense also takes ``"noise:0.01"``.
+    ``where`` names the source in errors: the flag, or a config file and its key."""
+    at = f"{where} {text}"
     name, _, rest = text.strip().partition(":")
     name = name.strip()
+    if not name:
+        raise ConfigError(f"{where} {text!r}: no defense name; give NAME:K=V, e.g. noise:sigma=0.01 "
+                          f"(defenses: {', '.join(DEFENSES.names())})")
     if name not in DEFENSES:
-        raise UnknownNameError(f"--defense {text}: {DEFENSES.unknown_message(name)}")
+        raise UnknownNameError(f"{at}: {DEFENSES.unknown_message(name)}")
     defense = DEFENSES.get(name)
     values: dict[str, float] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, raw = item.partition("=")
         if not eq:
             if len(defense.params) != 1:
-                raise ConfigError(f"--defense {text}: {item!r} needs a name; write e.g. {defense.example()}")
+                raise ConfigError(f"{at}: {item!r} needs a name; write e.g. {defense.example()}")
             key, raw = defense.params[0].name, item
         key = key.strip()
         try:
             values[key] = float(raw)
         except ValueError:
-            raise ConfigError(f"--defense {text}: {key}={raw.strip()!r} is not a number; "
+            raise ConfigError(f"{at}: {key}={raw.strip()!r} is not a number; "
                               f"write e.g. {defense.example()}") from None
     spec = DefenseSpec(name, values)
-    check_defense(spec, source=text)
+    check_defense(spec, source=text, where=where)
     return spec
 
 
-def check_defense(spec: DefenseSpec, source: str | None = None) -> None:
+def check_defense(spec: DefenseSpec, source: str | None = None, where: str = "--defense") -> None:
     """Raise a one-line ConfigError when ``spec`` names an unknown defense or a missing/unknown/bad parameter."""
-    where = f"--defense {source if source is not None else spec}"
+    where = f"{where} {source if source is not None else spec}"
     if spec.name not in DEFENSES:
         raise UnknownNameError(f"{where}: {DEFENSES.unknown_message(spec.name)}")
     defense = DEFENSES.get(spec.name)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from ..errors import ConfigError
 from ..metrics import METRICS
 from ..metrics.interface import COMPARISONS, COMPARISONS_FOR, DEFAULT_COMPARISON
 from ..resources import rules_dir
+from ..userfiles import parse_toml, read_user_text
 
 SEVERITIES = ("fail", "warn")
 SCOPES = ("any", "mean")
@@ -93,21 +93,15 @@ def load_rules(name_or_path: str | Path) -> RuleSet:
 
 
 def _load_file(path: Path, *, label: str) -> RuleSet:
-    if not path.is_file():
-        raise ConfigError(f"{label}: rule file not found; check the path or use a built-in profile "
-                          f"({', '.join(list_profiles())})")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{label}: cannot read the rule file ({e}); give a readable UTF-8 .toml file") from e
+    text = read_user_text(
+        path, ConfigError,
+        missing=f"{label}: rule file not found; check the path or use a built-in profile ({', '.join(list_profiles())})",
+        unreadable=f"{label}: cannot read the rule file ({{e}}); give a readable UTF-8 .toml file")
     return _parse(text, label=label, name=path.stem, source=label)
 
 
 def _parse(text: str, *, label: str, name: str, source: str) -> RuleSet:
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{label}: invalid TOML: {e}; fix the syntax at that line") from e
+    doc = parse_toml(text, label, ConfigError, "fix the syntax at that line")
     _check_keys(doc, TOP_KEYS, f"{label}:", "top-level key")
     raw_rules = doc.get("rule")
     if not isinstance(raw_rules, list) or not raw_rules or not all(isinstance(r, dict) for r in raw_rules):
@@ -170,13 +164,20 @@ def _parse_rule(raw: dict[str, Any], *, where: str) -> Rule:
 
 
 def _threshold(value: Any, metric: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN != NaN
         raise ConfigError(f"{where}: threshold must be a number, got {value!r}; e.g. threshold = 0.6")
+    try:
+        number = float(value)
+    except OverflowError:  # a TOML integer beyond float range
+        number = math.inf
+    if not math.isfinite(number):  # psnr's range is [0, inf]: inf would pass the range check below
+        raise ConfigError(f"{where}: threshold {value!r} is not finite, so the rule could never (or would always) "
+                          "fire; give a finite number, e.g. threshold = 0.6")
     lo, hi = metric.range
-    if not lo <= value <= hi:
-        raise ConfigError(f"{where}: threshold {value:g} is outside {metric.name}'s range [{lo:g}, {hi:g}]; "
+    if not lo <= number <= hi:
+        raise ConfigError(f"{where}: threshold {number:g} is outside {metric.name}'s range [{lo:g}, {hi:g}]; "
                           "choose a value inside it")
-    return float(value)
+    return number
 
 
 def _comparison(value: Any, metric: Any, where: str) -> str:

@@ -52,7 +52,7 @@ def test_explicit_config_beats_the_working_directory_and_resolves_rule_paths(tmp
     ('budjet = "quick"\n', r"leakaudit\.toml: unknown key 'budjet'; did you mean budget\?"),
     ('budget = "fast"\n', r"leakaudit\.toml budget: 'fast' is not one of quick, standard, thorough"),
     ('iterations = 0\n', r"leakaudit\.toml iterations: 0 is below 1"),
-    ('iterations = "many"\n', r"leakaudit\.toml iterations: 'many' is not a int"),
+    ('iterations = "many"\n', r"leakaudit\.toml iterations: 'many' is not an integer"),
     ('strict = "yes"\n', r"leakaudit\.toml strict: 'yes' is not true/false"),
     ('input-shape = "3,a,32"\n', r"leakaudit\.toml input-shape: '3,a,32' is not a shape"),
     ('dropout = ["fc"]\n', r"leakaudit\.toml dropout: 'fc' is not LAYER=P"),

@@ -111,7 +111,7 @@ def test_resume_rejects_foreign_or_broken_files(tmp_path):
         jsonio.read_json(bad)
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    with pytest.raises(InputError, match="cannot read JSON"):
+    with pytest.raises(InputError, match="broken.json: invalid JSON at line 1"):
         jsonio.read_json(broken)
     with pytest.raises(InputError, match="file not found"):
         jsonio.read_json(tmp_path / "missing.json")

@@ -73,7 +73,7 @@ def test_a_valid_user_file_loads_with_directions_from_the_metrics() -> None:
         ("bad_severity.toml", r"rule 1 \('sev'\): bad severity 'error'; use one of 'fail', 'warn'"),
         ("bad_scope.toml", r"rule 1 \('scope'\): bad scope 'all'; use one of 'any', 'mean'"),
         ("duplicate_id.toml", r"duplicate_id\.toml: rule 2 \('same'\): duplicate id \(rule 1 has it too\)"),
-        ("syntax_error.toml", r"syntax_error\.toml: invalid TOML: .*line 4.*; fix the syntax"),
+        ("syntax_error.toml", r"syntax_error\.toml: invalid TOML \(.*line 4.*\); fix the syntax"),
         ("threshold_out_of_range.toml", r"rule 1 \('percent'\): threshold 60 is outside ssim's range \[-1, 1\]"),
         ("threshold_not_number.toml", r"rule 1 \('text'\): threshold must be a number, got '0\.6'"),
         ("batch_metric_any.toml", r"rule 1 \('labels'\): metric label_accuracy has one value per batch.*scope = \"mean\""),
