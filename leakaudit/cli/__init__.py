@@ -3,31 +3,71 @@
 Each command lives in its own module and only parses options, calls the core and hands results to a
 formatter. Errors: ``LeakauditError`` -> one line on stderr, exit 2; anything else -> exit 3 (internal
 error, please report); tracebacks only with ``--debug``.
+
+This module imports nothing heavy at import time: the console script imports it before ``main()`` runs, and
+a Ctrl-C during typer's, rich's or the commands' imports must still end as one line and exit 130.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
-import typer
-
-from .app import app
-
-# Importing the command modules registers their commands on ``app``.
-from . import inspect_cmd  # noqa: E402,F401
-from . import rules_cmd  # noqa: E402,F401
-from . import scan_cmd  # noqa: E402,F401
-from . import sweep_cmd  # noqa: E402,F401
+__all__ = ["app", "main", "app_main", "typer"]
 
 
 def main() -> None:
-    sys.exit(app_main(sys.argv[1:]))
+    _sigterm_like_sigint()
+    try:
+        from .app import run
+
+        _register_commands()
+    except KeyboardInterrupt:
+        sys.stderr.write("leakaudit: error: interrupted\n")
+        sys.exit(130)
+    sys.exit(run(sys.argv[1:]))
 
 
 def app_main(argv: list[str]) -> int:
     from .app import run
 
+    _register_commands()
     return run(argv)
 
 
-__all__ = ["app", "main", "app_main", "typer"]
+def _register_commands() -> None:
+    """Importing the command modules registers their commands on ``app``."""
+    from . import inspect_cmd, rules_cmd, scan_cmd, sweep_cmd  # noqa: F401
+    from .app import app
+
+    globals()["app"] = app  # the Typer object, not the submodule of the same name that the import bound
+
+
+def _sigterm_like_sigint() -> None:
+    """SIGTERM (a CI runner's timeout, ``kill``) does what SIGINT does at that moment: during a scan the polite
+    stop that writes the report marked incomplete (exit 130), elsewhere a KeyboardInterrupt."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if handler is signal.SIG_IGN:
+            return
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+            return
+        raise KeyboardInterrupt  # SIG_DFL or a handler not set from Python
+
+    signal.signal(signal.SIGTERM, forward)
+
+
+def __getattr__(name: str) -> Any:
+    """``leakaudit.cli.app`` / ``.typer``, imported on first use (see the module docstring)."""
+    if name == "app":
+        _register_commands()
+        return globals()["app"]
+    if name == "typer":
+        import typer
+
+        return typer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

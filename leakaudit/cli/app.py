@@ -1,12 +1,22 @@
-"""The typer application object and the error/exit-code boundary shared by every command."""
+"""The typer application object and the error/exit-code boundary shared by every command.
+
+typer >= 0.26 vendors its own click (``typer._click``) and no longer installs the ``click`` package, older
+typer uses ``click`` itself: this module never imports click. It reaches the exceptions of whichever click
+typer runs on through ``typer.BadParameter`` (public in every typer version), and invokes the click command
+directly so that KeyboardInterrupt, usage errors and exits reach this boundary raw in both.
+"""
 
 from __future__ import annotations
 
+import importlib
+import re
 import sys
 import traceback
+from types import ModuleType
+from typing import Any
 
-import click
 import typer
+import typer.main
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LeakauditError
@@ -42,33 +52,68 @@ def _root(
     pass
 
 
+def click_exceptions() -> ModuleType:
+    """The exceptions module of the click that typer runs on (``typer._click.exceptions`` or ``click.exceptions``)."""
+    return importlib.import_module(typer.BadParameter.__module__)
+
+
+# C0/C1 control characters (ANSI/OSC escapes, carriage returns) must not reach the terminal from a message.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def one_line(message: str) -> str:
+    """``message`` as one terminal-safe line: lines joined by spaces, control characters shown as escapes."""
+    joined = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), joined.replace("\t", " "))
+
+
 def fail(message: str) -> None:
-    """Print one error line on stderr (used by run())."""
-    typer.echo(f"leakaudit: error: {message}", err=True)
+    """Print one error line on stderr, whatever the message holds."""
+    typer.echo(f"leakaudit: error: {one_line(message)}", err=True)
+
+
+def _usage_message(e: Any) -> str:
+    """A click usage error as ``<message>; see 'leakaudit scan --help'`` (the command it is about)."""
+    ctx = getattr(e, "ctx", None)
+    command = ctx.command_path if ctx is not None and ctx.command_path else "leakaudit"
+    return f"{one_line(e.format_message()).rstrip('.')}; see '{command} --help'"
+
+
+def _invoke(argv: list[str]) -> Any:
+    """The command's return value. Not ``app(...)``: typer's main() turns KeyboardInterrupt into a silent exit 130
+    (new typer) or an Abort after a blank line (old typer); invoking the click command keeps every exception raw."""
+    command = typer.main.get_command(app)
+    with command.make_context("leakaudit", list(argv)) as ctx:
+        return command.invoke(ctx)
 
 
 def run(argv: list[str]) -> int:
     """Run the CLI on ``argv`` and return the exit code instead of raising SystemExit."""
     _state["debug"] = "--debug" in argv
+    exceptions = click_exceptions()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = _invoke(argv)
         return int(result) if isinstance(result, int) else EXIT_OK
     except LeakauditError as e:
         if _state["debug"]:
             traceback.print_exc()
         fail(str(e))
         return EXIT_USAGE
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:  # --help, --version
         return int(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         fail("interrupted")
         return EXIT_INTERRUPTED
-    except click.ClickException as e:  # bad option, missing argument: usage error
-        e.show(file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         fail("interrupted")
         return EXIT_INTERRUPTED
+    except exceptions.ClickException as e:  # bad option, missing argument, bad value: usage error
+        if type(e).__name__ == "NoArgsIsHelpError":  # click >= 8.2, bare `leakaudit`: the help (typer printed it)
+            if e.format_message().strip():
+                typer.echo(e.format_message(), err=True)
+            return EXIT_USAGE
+        fail(_usage_message(e) if isinstance(e, exceptions.UsageError) else e.format_message())
+        return EXIT_USAGE
     except Exception as e:  # noqa: BLE001 -- the internal-error boundary
         if _state["debug"]:
             traceback.print_exc()

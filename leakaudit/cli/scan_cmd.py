@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 
@@ -37,13 +35,13 @@ _SETTING_OF_PARAM = {
 }
 
 
-def _explicit_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+def _explicit_flags(ctx: typer.Context, params: dict[str, Any]) -> dict[str, Any]:
     """The options given on the command line (not defaults), validated and keyed by setting name."""
     flags: dict[str, Any] = {}
     for param, setting in _SETTING_OF_PARAM.items():
         source = ctx.get_parameter_source(param)
-        # by name: typer may hand back its own vendored click's ParameterSource, which is a different enum
-        if source is not None and source.name == ParameterSource.COMMANDLINE.name:
+        # by name: the enum is click's or typer's vendored copy's, depending on the typer version
+        if source is not None and source.name == "COMMANDLINE":
             flags[setting] = coerce(setting, params[param], "--" + param.replace("_", "-"))
     return flags
 
