@@ -180,10 +180,7 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     settings = _settings(settings, overrides)
     observer = observer or NullObserver()
     started = _now()
-    ruleset = _load_rules(settings.rules)  # cheap checks first: a typo must not cost a model load
-    _check_defenses(settings.defenses)
-    _check_attacks(settings.attacks)
-    _check_budget(settings.budget)
+    ruleset = preflight(settings)
     loaded = _load_model(model, settings, observer)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     from .detect import detect
@@ -192,6 +189,19 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     batch = _load_batch(data, loaded, settings, observer)
     return audit_loaded(loaded, batch, findings, settings, observer, command=command, started=started,
                         ruleset=ruleset)
+
+
+def preflight(settings: ScanSettings) -> Any:
+    """The cheap checks of the settings, run by scan and sweep before any model is loaded or file written (a typo
+    must not cost a model load); returns the parsed rules."""
+    from .attacks.device import resolve_device
+
+    ruleset = _load_rules(settings.rules)
+    _check_defenses(settings.defenses)
+    _check_attacks(settings.attacks)
+    _check_budget(settings.budget)
+    resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
+    return ruleset
 
 
 def _load_rules(rules: str) -> Any:

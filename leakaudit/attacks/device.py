@@ -1,29 +1,41 @@
-"""``--device auto|cpu|cuda[:N]`` -> a torch device, with errors a user can act on."""
+"""``--device auto|cpu|cuda[:N]`` -> a torch device, with errors a user can act on.
+
+The one place that knows which device texts are valid: the config/flag validation calls ``device_spec`` and
+the engine calls ``resolve_device``, so the two cannot disagree (e.g. on ``cuda:0``).
+"""
 
 from __future__ import annotations
+
+import re
 
 import torch
 
 from ..errors import ConfigError
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (GPU N)"
+_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
 
-def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+
+def device_spec(value: object, where: str = "--device") -> str:
+    """``value`` as a normalized device text (``auto``, ``cpu``, ``cuda``, ``cuda:N``), refused when it is none."""
+    spec = value.strip().lower() if isinstance(value, str) else None
+    if spec is None or not _SPEC.fullmatch(spec):
+        raise ConfigError(f"{where} {value}: not a device; use {DEVICE_CHOICES}")
+    return spec
+
+
+def resolve_device(spec: str | torch.device | None = "auto", where: str = "--device") -> torch.device:
     """``auto`` picks the first CUDA device when one is usable, else the CPU."""
     if isinstance(spec, torch.device):
         return spec
-    spec = (spec or "auto").strip().lower()
+    spec = device_spec(spec or "auto", where)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {spec}: not a device; use auto, cpu or cuda (cuda:N for GPU N)") from e
+    device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: no CUDA GPU is usable here; use --device cpu or auto")
+            raise ConfigError(f"{where} {spec}: no CUDA GPU is usable here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) found; "
+            raise ConfigError(f"{where} {spec}: only {torch.cuda.device_count()} CUDA device(s) found; "
                               f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    elif device.type != "cpu":
-        raise ConfigError(f"--device {spec}: unsupported device type {device.type!r}; use auto, cpu or cuda")
     return device

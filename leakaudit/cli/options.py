@@ -27,7 +27,7 @@ LOCAL_STEPS = typer.Option(1, "--local-steps", help="Local steps (>1: FedAvg wei
 LOCAL_LR = typer.Option(0.1, "--local-lr", help="Local learning rate (FedAvg).")
 PROTOCOL = typer.Option(None, "--protocol", help="fedsgd or fedavg (default: fedavg when --local-steps > 1).")
 LABELS_KNOWN = typer.Option(False, "--labels-known", help="Give the attacker the true labels (stronger attacker).")
-DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (GPU N).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 STRICT = typer.Option(False, "--strict", help="A rule that cannot be evaluated counts as a failure.")
 DEBUG = typer.Option(False, "--debug", help="Show tracebacks.")

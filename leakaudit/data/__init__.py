@@ -91,7 +91,7 @@ def _from_arrays(path: Path, input_shape: tuple[int, ...], num_classes: int, lim
 
 def _check_normalization(path: Path, norm: Normalization, input_shape: tuple[int, ...]) -> None:
     if len(input_shape) == 3 and len(norm.mean) not in (1, input_shape[0]):
-        raise ConfigError(f"--normalization {norm.name}: {len(norm.mean)} channel values for {path} with "
+        raise ConfigError(f"--normalize {norm.name}: {len(norm.mean)} channel values for {path} with "
                           f"{input_shape[0]} channel(s); pass normalization(..., channels={input_shape[0]})")
 
 

@@ -34,7 +34,7 @@ def to_unit_range(path: Path | str, x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise DataError(f"{path}: float pixels range {lo:.4g}..{hi:.4g}; give unnormalized pixels in [0, 1] "
-                        "(leakaudit applies --normalization itself) or uint8 0-255")
+                        "(leakaudit applies --normalize itself) or uint8 0-255")
     return np.clip(x, 0.0, 1.0)
 
 

@@ -31,20 +31,20 @@ def normalization(name: str = "none", mean: Sequence[float] | None = None, std: 
             raise ConfigError("--mean/--std: give both (one value, or one per channel), e.g. --mean 0.5 --std 0.25")
         return Normalization("custom", _per_channel("--mean", mean, channels), _std(std, channels))
     if name == "custom":
-        raise ConfigError("--normalization custom: needs --mean and --std (one value, or one per channel)")
+        raise ConfigError("normalization custom: needs --mean and --std (one value, or one per channel); give both")
     if given:
-        raise ConfigError(f"--normalization {name}: a preset fixes mean and std; drop --mean/--std or use "
-                          "--normalization custom")
+        raise ConfigError(f"--normalize {name}: a preset fixes mean and std; drop --mean/--std, or drop --normalize "
+                          "to use your own --mean and --std")
     if name == "none":
         return Normalization("none", (0.0,) * channels, (1.0,) * channels)
     if name not in PRESETS:
         known = ["none", "custom", *PRESETS.names()]
         close = difflib.get_close_matches(name, known, n=2)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise UnknownNameError(f"--normalization {name!r}: unknown preset; {hint}use one of {', '.join(known)}")
+        raise UnknownNameError(f"--normalize {name!r}: unknown preset; {hint}use one of {', '.join(known)}")
     pm, ps = PRESETS.get(name)
     if len(pm) != 1 and len(pm) != channels:
-        raise ConfigError(f"--normalization {name}: the preset has {len(pm)} channels but the model takes "
+        raise ConfigError(f"--normalize {name}: the preset has {len(pm)} channels but the model takes "
                           f"{channels}; use a {channels}-channel preset or --mean/--std")
     return Normalization(name, _per_channel("mean", pm, channels), _std(ps, channels))
 

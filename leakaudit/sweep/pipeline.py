@@ -34,14 +34,13 @@ class Prepared:
 
 
 def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
-    """Load the rules, model, findings and samples once, with the same checks and order as ``audit``
-    (cheap checks first, so a typo in a rule file does not cost a model load)."""
-    from ..audit import _check_defenses, _load_batch, _load_model, _load_rules
+    """Load the rules, model, findings and samples once, after the same pre-flight as ``audit`` (a typo in an
+    attack name or a rule file is refused before the model loads and before sweep.json is written)."""
+    from ..audit import _load_batch, _load_model, preflight
     from ..detect import detect
 
     observer = observer or NullObserver()
-    ruleset = _load_rules(settings.rules)
-    _check_defenses(settings.defenses)
+    ruleset = preflight(settings)
     loaded = _load_model(model, settings, observer)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     findings = detect(loaded)

@@ -66,7 +66,7 @@ def _local_training(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, threat
             loss = client_loss(model.module, outputs, y, threat.loss)
         if not torch.isfinite(loss):
             raise ModelError(f"{model.path}: the client loss is {loss.item()} on these samples; check that "
-                             "--normalization matches how the model was trained and that the weights are finite")
+                             "--normalize matches how the model was trained and that the weights are finite")
         grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
         step_masks.append(masks)
         with torch.no_grad():

@@ -185,5 +185,5 @@ def test_corrupt_npy_and_pickled_arrays(tmp_path: Path) -> None:
 
 def test_normalization_for_another_channel_count(tmp_path: Path) -> None:
     np.savez(tmp_path / "s.npz", x=np.zeros((1, 1, 8, 8), np.uint8), y=[0])
-    with pytest.raises(ConfigError, match=r"--normalization cifar10: 3 channel values .* 1 channel"):
+    with pytest.raises(ConfigError, match=r"--normalize cifar10: 3 channel values .* 1 channel"):
         load_samples(tmp_path / "s.npz", input_shape=(1, 8, 8), num_classes=2, normalization=normalization("cifar10"))

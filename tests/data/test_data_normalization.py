@@ -54,5 +54,5 @@ def test_bad_settings_are_config_errors(kwargs: dict, pattern: str) -> None:
 
 
 def test_unknown_preset_suggests_the_close_name() -> None:
-    with pytest.raises(UnknownNameError, match=r"--normalization 'cifar': unknown preset; did you mean cifar10"):
+    with pytest.raises(UnknownNameError, match=r"--normalize 'cifar': unknown preset; did you mean cifar10"):
         normalization("cifar")
