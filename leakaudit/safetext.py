@@ -1,0 +1,63 @@
+"""Text from a model file, a data folder or a user rule file, made safe for the output it is written to.
+
+Names in an ONNX graph, sample file names, rule ids and error reasons are chosen by whoever made the file, not
+by the user running leakaudit. Written raw they can drive the terminal (ANSI/OSC escapes retitle it, hide text,
+plant hyperlinks), reorder what is shown (bidi overrides), break the output's syntax (rich markup such as
+``[/]`` raises ``MarkupError``; a control character makes XML ill-formed) or inject HTML.
+
+Every such string goes through one of these on its way out:
+
+- ``visible(s)``: the invisible and terminal-controlling characters (Unicode categories Cc, Cf, Cs, Zl, Zp:
+  C0, DEL, C1, bidi overrides and isolates, zero-width characters, lone surrogates from undecodable file
+  names) replaced by a visible Python-style escape such as ``\\x1b`` or ``\\u202e``.
+- ``terminal(s)``: ``visible`` and then rich markup escaped, for text interpolated into a rich markup string or
+  a rich table cell.
+- ``xml_text(s)``: ``visible`` keeping tab/newline/carriage return (XML 1.0 allows them), for ElementTree text
+  and attributes (ElementTree itself escapes ``<``, ``&`` and quotes).
+- ``html_text(s)``: ``visible`` keeping tab/newline, then ``html.escape`` with quotes, for HTML text and
+  attribute values.
+
+JSON needs none of these: ``json.dumps`` (``ensure_ascii`` by default) writes control characters as ``\\u001b``.
+"""
+
+from __future__ import annotations
+
+import html
+import unicodedata
+
+# Cc: C0, DEL, C1. Cf: bidi embeddings/overrides/isolates, zero-width space/joiners, BOM, tag characters.
+# Cs: lone surrogates (os.fsdecode's surrogateescape of a non-UTF-8 file name), which cannot even be encoded.
+# Zl/Zp: U+2028/U+2029, line breaks to some renderers.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_MULTILINE_KEPT = frozenset("\t\n\r")
+
+
+def _escape_char(ch: str) -> str:
+    return ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def visible(s: object, *, keep: frozenset[str] = frozenset()) -> str:
+    """``s`` (any object, as ``str``) with every hidden or controlling character shown as an escape, except those
+    in ``keep``."""
+    text = str(s)
+    if text.isprintable():  # fast path: no Cc/Cf/Cs/Zl/Zp (nor Zs other than space, which we keep anyway)
+        return text
+    return "".join(_escape_char(ch) if ch not in keep and unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch
+                   for ch in text)
+
+
+def terminal(s: object) -> str:
+    """``s`` for a rich markup string or table cell: one line, nothing hidden, markup shown literally."""
+    from rich.markup import escape
+
+    return escape(visible(s))
+
+
+def xml_text(s: object) -> str:
+    """``s`` for XML 1.0 text or an attribute: only characters XML allows, nothing hidden but tab/newline/CR."""
+    return visible(s, keep=_MULTILINE_KEPT)
+
+
+def html_text(s: object) -> str:
+    """``s`` for HTML text or a quoted attribute value: markup escaped (quotes too), nothing hidden."""
+    return html.escape(visible(s, keep=_MULTILINE_KEPT), quote=True)
