@@ -28,6 +28,7 @@ from torch import fx, nn
 
 from ..models.interface import LoadedModel
 from ..models.layers import VariationalBottleneck
+from ..models.onnx_names import safe_names
 from .interface import Bottleneck
 from .trace import Trace
 
@@ -101,7 +102,7 @@ def _looks_variational(m: nn.Module) -> int | None:
 def _onnx_bottlenecks(path: Path, modules: dict[str, nn.Module], tr: Trace) -> list[_Candidate]:
     from onnx2torch.onnx_graph import OnnxGraph  # the loader's naming rule for converted modules
 
-    proto = onnx.load(str(path), load_external_data=False)
+    proto, _ = safe_names(onnx.load(str(path), load_external_data=False))  # the names the loader converted
     graph = OnnxGraph(proto.graph)
     nodes = list(graph.nodes.values())
     index = {n.unique_name: i for i, n in enumerate(nodes)}

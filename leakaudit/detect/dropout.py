@@ -47,7 +47,8 @@ def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...
     onnx_nodes = list(model.onnx.dropout_nodes) if model.onnx is not None else []
     unmatched = [n for n in sorted(candidates, key=tr.position_of)]
     for node_name, ratio in onnx_nodes:
-        name = next((c for c in onnx_module_names(node_name) if c in modules), None)
+        renamed = model.onnx.module_name(node_name) if model.onnx is not None else None
+        name = next((c for c in (renamed, *onnx_module_names(node_name)) if c and c in modules), None)
         if name is None or name not in unmatched:
             # The loader renamed the module: take the next dropout module in execution order (not one the
             # user declared, which has no node in the file).

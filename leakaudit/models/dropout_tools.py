@@ -48,11 +48,14 @@ def replace_dropout(module: nn.Module) -> list[str]:
     return replaced
 
 
-def insert_declared_dropout(module: nn.Module, declared: dict[str, float], source: Path | str) -> dict[str, float]:
+def insert_declared_dropout(module: nn.Module, declared: dict[str, float], source: Path | str,
+                            aliases: dict[str, str] | None = None) -> dict[str, float]:
+    """``aliases``: file name -> module name of ONNX nodes the loader renamed (``OnnxGraphInfo.renamed``)."""
     names = dict(module.named_modules())
     for given, p in declared.items():
         # ONNX node names work too: onnx2torch names a node's module with "/" for "." and no leading "/".
-        name = next((n for n in (given, given.replace(".", "/").lstrip("/")) if n and n in names), given)
+        candidates = ((aliases or {}).get(given), given, given.replace(".", "/").lstrip("/"))
+        name = next((n for n in candidates if n and n in names), given)
         if name not in names or not name:
             close = difflib.get_close_matches(name, [n for n in names if n], n=5, cutoff=0.4)
             hint = f"close names: {', '.join(close)}" if close else "see `leakaudit inspect` for the layer names"

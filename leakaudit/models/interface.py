@@ -22,6 +22,13 @@ class OnnxGraphInfo:
     # Batch size fixed in the graph's input (None when symbolic): an export without dynamic axes may only
     # run at this batch size, since exporters bake it into Reshape targets.
     batch_size: int | None = None
+    # (name in the file, name of its converted module) for the nodes whose name was unsafe for torch.fx's
+    # generated code (see ``onnx_names``): the file's names are for display and for --dropout only.
+    renamed: tuple[tuple[str, str], ...] = ()
+
+    def module_name(self, node_name: str) -> str | None:
+        """The converted module's name for a renamed node of the file, None for a node kept as it is."""
+        return dict(self.renamed).get(node_name)
 
 
 @dataclass

@@ -40,7 +40,8 @@ def load_model(path: str | Path, *, arch: str | None = None, input_shape: tuple[
         st = load_safetensors(path, arch=arch, input_shape=input_shape, num_classes=num_classes,
                               arch_kwargs=arch_kwargs)
         module, shape, classes, onnx_info, arch_name = st.module, st.input_shape, st.num_classes, None, st.arch
-    declared = insert_declared_dropout(module, dict(dropout or {}), path) if dropout else {}
+    aliases = dict(onnx_info.renamed) if onnx_info is not None else {}
+    declared = insert_declared_dropout(module, dict(dropout or {}), path, aliases) if dropout else {}
     module.train()
     return LoadedModel(module=module, input_shape=tuple(shape), num_classes=int(classes), path=path,
                        sha256=sha256_of(path), format=kind, arch=arch_name, onnx=onnx_info,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -42,6 +42,7 @@ from torch import fx, nn
 from ..errors import InputError, ModelError
 from . import onnx_converters  # noqa: F401 -- registers the converters onnx2torch lacks
 from .interface import OnnxGraphInfo
+from .onnx_names import safe_names
 from .onnx_converters import missing_converters
 
 RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli")
@@ -88,10 +89,11 @@ def read_onnx(path: Path) -> onnx.ModelProto:
 def load_onnx(path: Path, *, input_shape: tuple[int, ...] | None = None,
               num_classes: int | None = None) -> OnnxParts:
     model = read_onnx(path)
-    info = graph_info(model)
+    safe, renamed = safe_names(model)
+    info = replace(graph_info(model), renamed=tuple(renamed.items()))
     shape = _resolve_input_shape(path, model, input_shape)
     classes = _resolve_num_classes(path, model, num_classes)
-    module = convert(path, model)
+    module = convert(path, safe)
     _run_once(path, module, (info.batch_size or 2, *shape), classes)
     return OnnxParts(module=module, input_shape=shape, num_classes=classes, info=info)
 
@@ -258,6 +260,7 @@ def _first_line(e: BaseException) -> str:
 
 # ---------------------------------------------------------------------------------------------- conversion
 def convert(path: Path, model: onnx.ModelProto) -> fx.GraphModule:
+    model, _ = safe_names(model)  # before anything reads a name: onnx2torch and torch.fx paste them into code
     model = untie_weights(_strip_unused_outputs(model))
     opset = opset_of(model)
     missing = missing_converters([(n.domain if n.domain != "ai.onnx" else "", n.op_type) for n in model.graph.node],
