@@ -48,10 +48,15 @@ def _kind(mode: int) -> str:
 def _read_bytes(path: Path, limit: int) -> bytes:
     """The file's bytes; OSError with a readable reason for anything but a regular file within ``limit``."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(fd, "rb") as f:
+    try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(f"{_kind(mode)}, not a regular file")
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(f"{_kind(mode)}, not a regular file")
+    with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise OSError(f"larger than the {_size(limit)} this file may have")
@@ -101,7 +106,7 @@ def parse_toml(text: str, where: str, error: type[LeakauditError], fix: str) -> 
     except tomllib.TOMLDecodeError as e:
         raise error(f"{where}: invalid TOML ({one_line(str(e))}); {fix}") from e
     except RecursionError as e:  # tomllib recurses once per nested array or inline table
-        raise error(f"{where}: nested too deeply to parse; {fix}") from e
+        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep; {fix}") from e
     check_depth(doc, where, error, fix)
     return doc
 
@@ -126,6 +131,6 @@ def parse_json(text: str, where: str, error: type[LeakauditError], fix: str) -> 
     except ValueError as e:  # from _no_constant / _finite_float
         raise error(f"{where}: holds the number {e}, which is not finite (JSON numbers must be); {fix}") from e
     except RecursionError as e:
-        raise error(f"{where}: nested too deeply to parse; {fix}") from e
+        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep; {fix}") from e
     check_depth(doc, where, error, fix)
     return doc

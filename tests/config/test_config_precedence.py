@@ -58,6 +58,23 @@ def test_explicit_config_beats_the_working_directory_and_resolves_rule_paths(tmp
     ('dropout = ["fc"]\n', r"leakaudit\.toml dropout: 'fc' is not LAYER=P"),
     ('dropout = { fc = 1.5 }\n', r"leakaudit\.toml dropout: rate 1\.5 of layer 'fc' is outside \[0, 1\)"),
     ('budget = \n', r"leakaudit\.toml: invalid TOML \(.*line 1"),
+    ('iterations = inf\n', r"leakaudit\.toml iterations: inf is not finite; give an integer from 1 to 1000000$"),
+    ('iterations = nan\n', r"leakaudit\.toml iterations: nan is not finite"),
+    ('iterations = 1e400\n', r"leakaudit\.toml iterations: inf is not finite"),
+    ('iterations = 1000000000000000000000000000000\n',
+     r"leakaudit\.toml iterations: 1000000000000000000000000000000 is above 1000000, the most leakaudit accepts"),
+    ('restarts = 0\n', r"leakaudit\.toml restarts: 0 is below 1"),
+    ('restarts = 1000\n', r"leakaudit\.toml restarts: 1000 is above 64"),
+    ('local-steps = 100000000\n', r"leakaudit\.toml local-steps: 100000000 is above 10000"),
+    ('seed = -1\n', r"leakaudit\.toml seed: -1 is below 0"),
+    ('seed = 18446744073709551615\n', r"leakaudit\.toml seed: 18446744073709551615 is above 4294967295"),
+    ('local-lr = inf\n', r"leakaudit\.toml local-lr: inf is not finite; give a number"),
+    ('mean = "nan"\n', r"leakaudit\.toml mean: 'nan' holds a value that is not finite"),
+    ('std = [inf]\n', r"leakaudit\.toml std: \[inf\] holds a value that is not finite"),
+    ('defense = [""]\n', r"leakaudit\.toml defense: an empty defense ''; give NAME:K=V"),
+    ('defense = ["noise:sigma=-1"]\n',
+     r"leakaudit\.toml defense noise:sigma=-1: sigma=-1 is out of range; sigma must be in \[0, inf\)"),
+    ('defense = ["nois:sigma=0.1"]\n', r"leakaudit\.toml defense nois:sigma=0\.1: unknown defense 'nois'"),
 ])
 def test_bad_config_values_give_one_line_errors_naming_file_and_key(tmp_path, text, message):
     (tmp_path / "leakaudit.toml").write_text(text)
@@ -75,3 +92,53 @@ def test_explicit_pyproject_without_tool_table_is_an_error(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.black]\nline-length = 100\n')
     with pytest.raises(ConfigError, match=r"pyproject\.toml: no \[tool\.leakaudit\] table"):
         load_config(tmp_path / "pyproject.toml", cwd=tmp_path)
+
+
+def test_seed_bound_fits_every_rng():
+    import torch
+
+    from leakaudit.config import MAX_SEED, coerce
+
+    seed = coerce("seed", MAX_SEED, "--seed")
+    torch.Generator().manual_seed(seed + 64)  # restart r seeds seed + r, restarts <= 64
+
+
+@pytest.mark.parametrize("pyproject, message", [
+    ("tool = 1\n", r"pyproject\.toml: tool = 1 is not a table, so it cannot hold \[tool\.leakaudit\]"),
+    ('[tool]\nleakaudit = "x"\n', r"pyproject\.toml: \[tool\.leakaudit\] must be a table, not 'x'"),
+])
+def test_pyproject_with_a_tool_entry_that_is_not_a_table_is_refused(tmp_path, pyproject, message):
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    with pytest.raises(ConfigError, match=message):
+        load_config(cwd=tmp_path)
+
+
+def test_errors_in_pyproject_name_the_file_section_and_key_not_a_flag(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.leakaudit]\niterations = inf\ndefense = ["noise:sigma=-1"]\n')
+    with pytest.raises(ConfigError, match=r"^pyproject\.toml \[tool\.leakaudit\] iterations: inf is not finite") as info:
+        load_config(cwd=tmp_path)
+    assert "--" not in str(info.value)
+    (tmp_path / "pyproject.toml").write_text('[tool.leakaudit]\ndefense = ["noise:sigma=-1"]\n')
+    with pytest.raises(ConfigError, match=r"^pyproject\.toml \[tool\.leakaudit\] defense noise:sigma=-1: "):
+        load_config(cwd=tmp_path)
+
+
+def test_a_folder_named_leakaudit_toml_is_refused_not_skipped(tmp_path):
+    (tmp_path / "leakaudit.toml").mkdir()
+    with pytest.raises(ConfigError, match=r"leakaudit\.toml: cannot read config file \(a folder, not a regular file\)"):
+        load_config(cwd=tmp_path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", str(2**64)], "leakaudit: error: --seed: 18446744073709551616 is above 4294967295"),
+    (["--iterations", str(10**30)], "leakaudit: error: --iterations: 1000000000000000000000000000000 is above"),
+    (["--defense", ""], "leakaudit: error: --defense: an empty defense ''; give NAME:K=V"),
+])
+def test_bad_flags_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
+    from leakaudit.cli import app_main
+
+    out = tmp_path / "out"
+    assert app_main(["scan", "model.safetensors", "--data", str(tmp_path), "--output-dir", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not out.exists()

@@ -76,6 +76,7 @@ def test_a_valid_user_file_loads_with_directions_from_the_metrics() -> None:
         ("syntax_error.toml", r"syntax_error\.toml: invalid TOML \(.*line 4.*\); fix the syntax"),
         ("threshold_out_of_range.toml", r"rule 1 \('percent'\): threshold 60 is outside ssim's range \[-1, 1\]"),
         ("threshold_not_number.toml", r"rule 1 \('text'\): threshold must be a number, got '0\.6'"),
+        ("threshold_infinite.toml", r"rule 1 \('never'\): threshold inf is not finite.*give a finite number"),
         ("batch_metric_any.toml", r"rule 1 \('labels'\): metric label_accuracy has one value per batch.*scope = \"mean\""),
         ("no_rules.toml", r"no_rules\.toml: no \[\[rule\]\] tables; add at least one"),
     ],
@@ -93,3 +94,11 @@ def test_unknown_profile_and_missing_file() -> None:
         load_rules("strcit")
     with pytest.raises(ConfigError, match=r"nowhere\.toml: rule file not found"):
         load_rules("nowhere.toml")
+
+
+def test_cli_validation_refuses_an_infinite_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    from leakaudit.cli import app_main
+
+    assert app_main(["rules", "--file", str(FILES / "threshold_infinite.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "threshold inf is not finite" in err
