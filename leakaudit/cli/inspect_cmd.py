@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..safetext import terminal
 from .app import app
 
 INSPECT_SCHEMA = "leakaudit.inspect/1"
@@ -65,17 +66,20 @@ def _notes(findings: Any) -> dict[str, list[str]]:
 
 
 def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
+    """Every name below comes from the model file (or its path): it goes through ``terminal`` before rich
+    reads it as markup, so ``[/]`` cannot crash the table and an escape sequence cannot drive the terminal."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=True)
     shape = ",".join(str(s) for s in model.input_shape)
-    console.print(f"[bold]{model.path}[/bold]  ({model.format}{', arch ' + model.arch if model.arch else ''})")
+    arch = f", arch {terminal(model.arch)}" if model.arch else ""
+    console.print(f"[bold]{terminal(model.path)}[/bold]  ({terminal(model.format)}{arch})")
     console.print(f"sha256       {model.sha256}")
     console.print(f"input shape  {shape}    classes {model.num_classes}    "
                   f"trainable parameters {model.num_trainable():,}")
     if model.onnx is not None:
-        console.print(f"onnx         opset {model.onnx.opset}, producer {model.onnx.producer or 'unknown'}")
+        console.print(f"onnx         opset {model.onnx.opset}, producer {terminal(model.onnx.producer or 'unknown')}")
 
     notes = _notes(findings)
     table = Table(title="Layers in forward order", title_justify="left")
@@ -92,7 +96,7 @@ def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
         if not all_layers and count == 0 and not note:
             hidden += 1
             continue
-        table.add_row(index, name, kind, f"{count:,}" if count else "", "; ".join(note))
+        table.add_row(index, terminal(name), terminal(kind), f"{count:,}" if count else "", terminal("; ".join(note)))
     console.print(table)
     if hidden:
         console.print(f"({hidden} parameter-free layers without findings hidden; --all-layers shows them)")
@@ -100,21 +104,23 @@ def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
     console.print("[bold]Findings[/bold]")
     if findings.dropout:
         for d in findings.dropout:
-            console.print(f"  dropout      {d.name}  p={d.p:g}  position {d.position}  ({d.source})")
+            console.print(f"  dropout      {terminal(d.name)}  p={d.p:g}  position {d.position}  "
+                          f"({terminal(d.source)})")
     else:
         console.print("  dropout      none")
     if findings.bottlenecks:
         for b in findings.bottlenecks:
-            console.print(f"  PRECODE      {b.name}  K={b.latent_dim if b.latent_dim else '?'}  position {b.position}  "
-                          f"({b.source}): {len(b.params_before)} parameter tensors before it (what a "
-                          f"PRECODE-aware attack matches), {len(b.params_after)} at/after it")
+            console.print(f"  PRECODE      {terminal(b.name)}  K={b.latent_dim if b.latent_dim else '?'}  "
+                          f"position {b.position}  ({terminal(b.source)}): {len(b.params_before)} parameter "
+                          f"tensors before it (what a PRECODE-aware attack matches), {len(b.params_after)} at/after it")
     else:
         console.print("  PRECODE      none")
     console.print(f"  BatchNorm    {len(findings.batchnorm)} layer(s)" if findings.batchnorm else "  BatchNorm    none")
     if findings.unrecognized_stochastic:
-        console.print(f"  [yellow]unrecognized stochastic layers: {', '.join(findings.unrecognized_stochastic)}[/yellow]")
+        names = ", ".join(terminal(n) for n in findings.unrecognized_stochastic)
+        console.print(f"  [yellow]unrecognized stochastic layers: {names}[/yellow]")
     for w in findings.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", markup=True)
+        console.print(f"[yellow]warning:[/yellow] {terminal(w)}", markup=True)
 
 
 @app.command("inspect", epilog="Exit codes: 0 inspected, 2 usage or input error, 3 internal error.")
@@ -142,8 +148,8 @@ def inspect_model(
     declared = parse_dropout(dropout, "--dropout") if dropout else None
     loaded = load_model(model, arch=arch, input_shape=shape, num_classes=num_classes, dropout=declared)
     findings = detect(loaded, probe=probe)
-    if as_json:
-        sys.stdout.write(json.dumps(inspection_to_dict(loaded, findings), indent=2) + "\n")
+    if as_json:  # ensure_ascii: a name's ESC, C1 or bidi character is written as \u001b etc., never raw
+        sys.stdout.write(json.dumps(inspection_to_dict(loaded, findings), indent=2, ensure_ascii=True) + "\n")
     else:
         _print_table(loaded, findings, all_layers)
     return 0

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from ..progress import AttackProgress
+from ..safetext import terminal, visible
 
 
 class _RateColumn(ProgressColumn):
@@ -47,7 +48,9 @@ class RichObserver:
         if self.quiet:
             return
         elapsed = time.perf_counter() - self._started
-        text = Text.assemble((f"[{elapsed:6.1f}s] ", "dim"), (name, "bold"), (f"  {detail}" if detail else ""))
+        # Text is not parsed as markup, but a detail may hold a model or sample path: no raw control characters
+        text = Text.assemble((f"[{elapsed:6.1f}s] ", "dim"), (visible(name), "bold"),
+                             (f"  {visible(detail)}" if detail else ""))
         (self._progress.console if self._progress else self.console).print(text, highlight=False)
 
     def attack_progress(self, event: AttackProgress) -> None:
@@ -60,7 +63,8 @@ class RichObserver:
             self._progress.start()
         task = self._tasks.get(event.attack)
         if task is None:
-            task = self._progress.add_task(event.attack, total=event.total)
+            # the description column is rendered as markup
+            task = self._progress.add_task(terminal(event.attack), total=event.total)
             self._tasks[event.attack] = task
         loss = float(event.loss) if event.loss == event.loss else None  # NaN -> no value shown
         self._progress.update(task, completed=event.iteration, total=event.total, loss=loss)

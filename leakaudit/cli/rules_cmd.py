@@ -20,6 +20,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..metrics import METRICS
+from ..safetext import terminal
 from ..verdict import RuleSet, list_profiles, load_rules
 from .app import app
 
@@ -48,12 +49,15 @@ def _metrics_dict() -> list[dict[str, Any]]:
 
 
 def _table(rs: RuleSet) -> Table:
-    table = Table(title=f"{rs.name} ({rs.source}): {rs.description}", title_justify="left", show_lines=False)
+    """A user rule file's ids, descriptions and references are rich markup to the table: each is escaped."""
+    table = Table(title=terminal(f"{rs.name} ({rs.source}): {rs.description}"), title_justify="left",
+                  show_lines=False)
     for column in ("id", "rule", "severity", "reference"):
         table.add_column(column, overflow="fold")
     for r in rs.rules:
         style = "red" if r.severity == "fail" else "yellow"
-        table.add_row(r.id, r.describe(), f"[{style}]{r.severity}[/{style}]", r.reference)
+        table.add_row(terminal(r.id), terminal(r.describe()), f"[{style}]{terminal(r.severity)}[/{style}]",
+                      terminal(r.reference))
     return table
 
 
@@ -90,7 +94,7 @@ def rules_command(
     for rs in rulesets:
         console.print(_table(rs))
     if file is not None:
-        console.print(f"{file}: valid, {len(rulesets[0].rules)} rule(s)")
+        console.print(f"{terminal(file)}: valid, {len(rulesets[0].rules)} rule(s)")
     else:
         directions = ", ".join(f"{m.name} {'higher' if m.leak_direction == 'higher' else 'lower'}"
                                for _, m in METRICS.items())
