@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from ..config import ScanSettings, coerce, load_config, resolve_settings
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, InputError
+from ..safetext import terminal, visible
 from . import options
 from .app import EXIT_CODES_HELP, app
 
@@ -104,7 +104,7 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
             shown = f"skipped: {re.split(r'[:;]', a.get('reason', ''))[0].strip()}"
         else:
             shown = f"{a['status']}: {a.get('reason', '')}"
-        console.print(f"  {escape(a['name']):<14} {escape(shown)}", highlight=False, markup=True)
+        console.print(f"  {terminal(a['name']):<14} {terminal(shown)}", highlight=False, markup=True)
 
 
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
@@ -123,11 +123,12 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
         else:
             shown = "-> " + (f"{observed:.4g}" if isinstance(observed, float) else str(observed))
             shown += f" ({r['attack']})" if r.get("attack") else ""
-        console.print(f"  {mark}  {escape(r['id'])}: {escape(r['metric'])} {r['comparison']} {r['threshold']} "
-                      f"{escape(shown)}", highlight=False, markup=True)
-    console.print(f"[{style}]{escape(verdict['summary'])}[/]", highlight=False)
+        # ids come from a user rule file, reasons may hold sample or model names: markup and controls escaped
+        console.print(f"  {mark}  {terminal(r['id'])}: {terminal(r['metric'])} {r['comparison']} {r['threshold']} "
+                      f"{terminal(shown)}", highlight=False, markup=True)
+    console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
     for path in written:
-        console.print(f"report: {path}", highlight=False, markup=False)
+        console.print(f"report: {visible(path)}", highlight=False, markup=False)
 
 
 @app.command("scan", epilog=EXIT_CODES_HELP + " With --exit-zero a leak exits 0 (errors still exit 2/3).")
