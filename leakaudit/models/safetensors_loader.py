@@ -6,7 +6,7 @@ All values are JSON strings (safetensors metadata is str -> str):
 ==========================  ===========================================  =====================
 key                         meaning                                      example
 ==========================  ===========================================  =====================
-``leakaudit.arch``          zoo name, ``file.py:factory``, ``pkg.mod:f``  ``"cnn"``
+``leakaudit.arch``          zoo name (never code, see below)             ``"cnn"``
 ``leakaudit.input_shape``   one sample, no batch dimension               ``[3, 32, 32]``
 ``leakaudit.num_classes``   classes of the output                        ``10``
 ``leakaudit.dropout``       zoo dropout rate                             ``0.25``
@@ -17,6 +17,11 @@ key                         meaning                                      example
 
 (``leakaudit.arch`` is stored as the plain string, without JSON quotes, for readability; both load.)
 ``save_safetensors`` writes these keys.
+
+A model file is data: opening one must not run code. So the metadata may name a built-in (zoo)
+architecture only; a code reference (``file.py:factory``, ``package.module:factory``) in it is refused with
+the ``--arch`` to give when the user trusts that code. Malformed metadata is an input error that names the
+metadata key, not an option the user never gave.
 """
 
 from __future__ import annotations
@@ -84,13 +89,30 @@ def read_metadata(path: Path) -> dict[str, Any]:
         name = key[len(META_PREFIX):]
         try:
             out[name] = json.loads(value)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             if name == "arch":
                 out[name] = value
             else:
-                raise ModelError(f"{path}: metadata {key}={value!r} is not JSON; fix it or override it with "
-                                 "the matching option") from e
+                raise ModelError(f"{path}: the file's metadata {key}={_short(value)} is not JSON; "
+                                 f"{_metadata_fix(name)}") from e
+    if "arch" in out and not isinstance(out["arch"], str):
+        raise ModelError(f"{path}: the file's metadata {META_PREFIX}arch={_short(raw[META_PREFIX + 'arch'])} is "
+                         f"not an architecture name; {_metadata_fix('arch')}")
     return out
+
+
+_OVERRIDES = {"arch": "--arch", "input_shape": "--input-shape", "num_classes": "--num-classes"}
+
+
+def _metadata_fix(name: str) -> str:
+    option = _OVERRIDES.get(name)
+    fix = "fix the metadata (e.g. save the weights again with leakaudit.models.save_safetensors)"
+    return f"{fix} or give {option}" if option else fix
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def load_safetensors(path: Path, *, arch: str | None = None, input_shape: tuple[int, ...] | None = None,
@@ -102,19 +124,20 @@ def load_safetensors(path: Path, *, arch: str | None = None, input_shape: tuple[
     if not spec:
         raise InputError(f"{path}: safetensors holds weights only and its metadata names no architecture; give "
                          f"--arch NAME ({', '.join(ARCHITECTURES.names())}) or --arch path/to/file.py:factory")
-    architecture = user_arch.resolve(str(spec))
-    kwargs = _arch_kwargs(meta, architecture, arch_kwargs)
+    architecture = user_arch.resolve(str(spec)) if arch else _metadata_architecture(path, str(spec))
+    kwargs = _arch_kwargs(path, meta, architecture, arch_kwargs)
     shape = _input_shape(path, input_shape, meta, architecture)
-    classes = num_classes if num_classes is not None else meta.get("num_classes")
+    classes = num_classes if num_classes is not None else _metadata_classes(path, meta)
     if classes is None and _takes(architecture, "num_classes"):
         classes = _classes_from_weights(architecture, shape, kwargs, tensors)
     module = user_arch.build(architecture, num_classes=classes, input_shape=shape, arch_kwargs=kwargs)
-    check_weights(path, module, tensors, str(spec))
+    what = f"--arch {spec}" if arch else _metadata_arch(str(spec))
+    check_weights(path, module, tensors, what)
     module.load_state_dict(tensors, strict=False)
     replace_dropout(module)
-    out_classes = _run_once(path, module, shape, str(spec))
+    out_classes = _run_once(path, module, shape, what)
     if classes is not None and int(classes) != out_classes:
-        raise ModelError(f"{path}: --arch {spec} outputs {out_classes} classes, expected {classes}; "
+        raise ModelError(f"{path}: {what} outputs {out_classes} classes, expected {classes}; "
                          "fix --num-classes or the file's leakaudit.num_classes metadata")
     return SafetensorsParts(module=module, input_shape=shape, num_classes=out_classes, arch=str(spec))
 
@@ -127,12 +150,38 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
                          "complete or save it again with safetensors.torch.save_file") from e
 
 
-def _arch_kwargs(meta: dict[str, Any], architecture: user_arch.Architecture,
+def _metadata_architecture(path: Path, spec: str) -> user_arch.Architecture:
+    if user_arch.is_code_reference(spec):
+        raise ModelError(f"{path}: the file's metadata {META_PREFIX}arch={spec!r} asks to run code; a model "
+                         f"file may only name a built-in architecture ({', '.join(ARCHITECTURES.names())}): if "
+                         "you trust that code, run it on purpose with --arch path/to/file.py:factory")
+    return user_arch.resolve(spec, label=f"{path}: {_metadata_arch(spec)}")
+
+
+def _metadata_arch(spec: str) -> str:
+    return f"the architecture {spec!r} named by the file's metadata ({META_PREFIX}arch)"
+
+
+def _metadata_classes(path: Path, meta: dict[str, Any]) -> int | None:
+    value = meta.get("num_classes")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{path}: the file's metadata {META_PREFIX}num_classes={_short(value)} is not a positive "
+                         f"integer; {_metadata_fix('num_classes')}")
+    return value
+
+
+def _arch_kwargs(path: Path, meta: dict[str, Any], architecture: user_arch.Architecture,
                  given: dict[str, Any] | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if architecture.builtin:
         kwargs.update({k: meta[k] for k in ZOO_KEYS if k in meta})
-    kwargs.update(meta.get("arch_kwargs") or {})
+    extra = meta.get("arch_kwargs")
+    if extra is not None and not (isinstance(extra, dict) and all(isinstance(k, str) for k in extra)):
+        raise ModelError(f"{path}: the file's metadata {META_PREFIX}arch_kwargs={_short(extra)} is not a JSON "
+                         f"object of factory arguments; {_metadata_fix('arch_kwargs')}")
+    kwargs.update(extra or {})
     kwargs.update(given or {})
     return kwargs
 
@@ -180,7 +229,8 @@ def _classes_from_weights(architecture, shape, kwargs, tensors) -> int | None:
     return int(tensors[names[-1]].shape[0])
 
 
-def check_weights(path: Path, module: nn.Module, tensors: dict[str, torch.Tensor], spec: str) -> None:
+def check_weights(path: Path, module: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """``what``: the architecture as messages name it (``--arch NAME`` or where the file names it)."""
     expected = module.state_dict()
     aliases = _aliases(expected)
     missing = [k for k in expected if k not in tensors and not k.endswith("num_batches_tracked")
@@ -195,7 +245,7 @@ def check_weights(path: Path, module: nn.Module, tensors: dict[str, torch.Tensor
         if items:
             more = f" +{len(items) - 3} more" if len(items) > 3 else ""
             parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
-    raise ModelError(f"{path}: weights do not fit --arch {spec}: {'; '.join(parts)}; check --arch, --input-shape, "
+    raise ModelError(f"{path}: weights do not fit {what}: {'; '.join(parts)}; check --arch, --input-shape, "
                      "--num-classes and arch_kwargs (or the file's leakaudit.* metadata)")
 
 
@@ -208,20 +258,22 @@ def _aliases(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, ...]]:
     return {k: tuple(n for n in names if n != k) for names in by_ptr.values() if len(names) > 1 for k in names}
 
 
-def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], spec: str) -> int:
+def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], what: str) -> int:
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
             out = module(torch.zeros(2, *shape))
-    except Exception as e:  # noqa: BLE001 -- user code
-        raise ModelError(f"{path}: the model of --arch {spec} fails on input shape {list(shape)} "
-                         f"({type(e).__name__}: {_first_line(e)}); fix --input-shape or the architecture") from e
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- user code: even sys.exit in forward is an input error
+        raise ModelError(f"{path}: the model of {what} fails on input shape {list(shape)} "
+                         f"({user_arch.describe_exception(e)}); fix --input-shape or the architecture") from e
     finally:
         module.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         kind = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {tuple(out.shape)}"
-        raise ModelError(f"{path}: the model of --arch {spec} returns {kind}; leakaudit needs class logits of "
+        raise ModelError(f"{path}: the model of {what} returns {kind}; leakaudit needs class logits of "
                          "shape (batch, classes): wrap the model so forward returns them")
     return int(out.shape[1])
 

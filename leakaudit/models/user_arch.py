@@ -2,7 +2,13 @@
 
 User code is imported and its factory called with ``arch_kwargs`` (plus ``num_classes`` / ``input_shape``
 when the factory accepts them and they are known). It runs with the user's own rights, like any script
-they would run themselves.
+they would run themselves, so only a name the user gave (``--arch``, config) may be code; a model file's
+metadata may name a zoo architecture only (``safetensors_loader``).
+
+Whatever user code raises while it is imported or called (``sys.exit(0)``, any ``BaseException``) becomes an
+input error naming the file and factory: an exit from user code must not end the scan with status 0 and no
+report, which a CI gate reads as a pass. ``KeyboardInterrupt`` is left alone: it is how Ctrl-C arrives, and
+the CLI ends with 130 (interrupted), never a pass.
 """
 
 from __future__ import annotations
@@ -26,11 +32,23 @@ class Architecture:
     spec: str  # what the user gave
     factory: Callable[..., nn.Module]
     builtin: bool  # a zoo architecture (accepts the zoo's common keywords)
+    label: str = ""  # where the name comes from, first in messages: "--arch NAME" unless given
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", f"--arch {self.spec}")
 
 
-def resolve(spec: str) -> Architecture:
-    if ":" not in spec:
-        return Architecture(spec, ARCHITECTURES.get(spec), builtin=True)  # UnknownNameError lists the names
+def is_code_reference(spec: str) -> bool:
+    """``file.py:factory`` or ``package.module:factory``: naming it imports and runs code."""
+    return ":" in spec
+
+
+def resolve(spec: str, label: str | None = None) -> Architecture:
+    if not is_code_reference(spec):
+        if label is not None and spec not in ARCHITECTURES.names():
+            raise ModelError(f"{label}: {ARCHITECTURES.unknown_message(spec)}; fix the metadata or give --arch")
+        return Architecture(spec, ARCHITECTURES.get(spec), builtin=True, label=label or "")
     target, _, name = spec.rpartition(":")
     if not target or not name.isidentifier():
         raise ConfigError(f"--arch {spec}: expected NAME, path/to/file.py:factory or package.module:factory")
@@ -53,17 +71,27 @@ def build(arch: Architecture, *, num_classes: int | None, input_shape: tuple[int
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
-            raise ConfigError(f"--arch {arch.spec}: the factory takes no argument {', '.join(unknown)}; "
+            raise ConfigError(f"{arch.label}: the factory takes no argument {', '.join(unknown)}; "
                               f"it accepts: {', '.join(sorted(accepted)) or 'nothing'}")
     try:
         module = arch.factory(**kwargs)
-    except Exception as e:  # noqa: BLE001 -- user code: any error is the user's to fix
-        raise ModelError(f"--arch {arch.spec}: building the model failed ({type(e).__name__}: {e}); "
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- user code: any error, even an exit, is the user's to fix
+        raise ModelError(f"{arch.label}: building the model failed ({describe_exception(e)}); "
                          "check the architecture's arguments (arch_kwargs, --input-shape, --num-classes)") from e
     if not isinstance(module, nn.Module):
-        raise ModelError(f"--arch {arch.spec}: the factory returned {type(module).__name__}, not a torch nn.Module; "
+        raise ModelError(f"{arch.label}: the factory returned {type(module).__name__}, not a torch nn.Module; "
                          "make it return the model")
     return module
+
+
+def describe_exception(e: BaseException) -> str:
+    """One line for an exception of user code; exits are named as such (their text is just the code)."""
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r})"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
@@ -89,9 +117,11 @@ def _import_file(spec: str, path: Path):
     sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
     try:
         loader_spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 -- user code
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- user code: even an exit at import is an input error
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"--arch {spec}: importing {path} failed ({type(e).__name__}: {e}); "
+        raise ConfigError(f"--arch {spec}: importing {path} failed ({describe_exception(e)}); "
                           "fix the file or run it with python to see the error") from e
     return module
 
@@ -102,6 +132,8 @@ def _import_module(spec: str, name: str):
     except ImportError as e:
         raise ConfigError(f"--arch {spec}: cannot import module {name!r} ({e}); install it or give "
                           "path/to/file.py:factory") from e
-    except Exception as e:  # noqa: BLE001 -- user code
-        raise ConfigError(f"--arch {spec}: importing {name!r} failed ({type(e).__name__}: {e}); "
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- user code: even an exit at import is an input error
+        raise ConfigError(f"--arch {spec}: importing {name!r} failed ({describe_exception(e)}); "
                           "fix the module") from e

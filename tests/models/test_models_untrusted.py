@@ -1,0 +1,103 @@
+"""A safetensors file is data, and user code cannot turn a scan into a silent pass.
+
+- the file's metadata may name a built-in architecture only: a code reference in it is refused (exit 2)
+  with the ``--arch`` that runs it on purpose, and nothing is imported or called;
+- malformed metadata is exit 2 naming the metadata key, not an option the user never gave;
+- an exit or exception of a user factory (at import, when called, in its forward) is exit 2 naming it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file, save_model
+
+from leakaudit.cli import app_main
+from leakaudit.models import create_model
+
+
+def _run(capsys, *args) -> tuple[int, str]:
+    code = app_main(["inspect", *map(str, args)])
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.count("\n") == 0
+    return code, err
+
+
+@pytest.mark.parametrize("arch", ["os:system", "{dir}/evil.py:build"])
+def test_a_code_reference_in_the_metadata_is_refused_without_running_it(tmp_path, capsys, arch):
+    marker = tmp_path / "PWNED"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build(**kw):\n    return None\n")
+    arch = arch.format(dir=tmp_path)
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={
+        "leakaudit.arch": arch, "leakaudit.input_shape": "[4]",
+        "leakaudit.arch_kwargs": json.dumps({"command": f"touch {marker}"})})
+    code, err = _run(capsys, path)
+    assert code == 2 and not marker.exists()
+    assert err == (f"leakaudit: error: {path}: the file's metadata leakaudit.arch={arch!r} asks to run code; a "
+                   "model file may only name a built-in architecture (cnn, lenet, mlp, resnet18, resnet20, vit): "
+                   "if you trust that code, run it on purpose with --arch path/to/file.py:factory")
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("arch_kwargs", "[1, 2]", "leakaudit.arch_kwargs='[1, 2]' is not a JSON object of factory arguments"),
+    ("arch_kwargs", '"abc"', "leakaudit.arch_kwargs='abc' is not a JSON object of factory arguments"),
+    ("arch_kwargs", "3", "leakaudit.arch_kwargs='3' is not a JSON object of factory arguments"),
+    ("arch_kwargs", "{oops", "leakaudit.arch_kwargs='{oops' is not JSON"),
+    ("num_classes", '"ten"', "leakaudit.num_classes='ten' is not a positive integer"),
+    ("arch", "[1]", "leakaudit.arch='[1]' is not an architecture name"),
+])
+def test_malformed_metadata_is_an_input_error_naming_the_metadata(tmp_path, capsys, key, value, says):
+    path = tmp_path / "w.safetensors"
+    meta = {"leakaudit.arch": "mlp", "leakaudit.input_shape": "[1, 28, 28]", "leakaudit.num_classes": "10",
+            f"leakaudit.{key}": value}
+    save_model(create_model("mlp", num_classes=10, input_shape=(1, 28, 28)), str(path), metadata=meta)
+    code, err = _run(capsys, path)
+    assert code == 2
+    assert err.startswith(f"leakaudit: error: {path}: the file's metadata {says}; fix the metadata")
+    if key == "arch_kwargs":
+        assert "--" not in err  # no option sets arch_kwargs: the message must not point at one
+
+
+def test_an_unknown_architecture_in_the_metadata_names_the_metadata(tmp_path, capsys):
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"leakaudit.arch": "mpl", "leakaudit.input_shape": "[4]"})
+    code, err = _run(capsys, path)
+    assert code == 2
+    assert err.startswith(f"leakaudit: error: {path}: the architecture 'mpl' named by the file's metadata "
+                          "(leakaudit.arch): unknown architecture 'mpl': did you mean mlp?")
+
+
+@pytest.mark.parametrize("source, says", [
+    ("import sys\nsys.exit(0)\ndef build(**kw):\n    pass\n", "importing {py} failed (it called sys.exit(0))"),
+    ("import sys\ndef build(**kw):\n    sys.exit(0)\n", "building the model failed (it called sys.exit(0))"),
+    ("class Stop(BaseException):\n    pass\ndef build(**kw):\n    raise Stop('no')\n",
+     "building the model failed (Stop: no)"),
+    ("import sys, torch\nclass M(torch.nn.Linear):\n    def forward(self, x):\n        sys.exit(0)\n"
+     "def build(**kw):\n    return M(4, 3)\n", "the model of --arch {py}:build fails on input shape [4] (it called "
+     "sys.exit(0))"),
+])
+def test_an_exit_from_user_code_is_an_input_error_not_a_pass(tmp_path, capsys, source, says):
+    py = tmp_path / "net.py"
+    py.write_text(source)
+    path = tmp_path / "w.safetensors"
+    save_file(torch.nn.Linear(4, 3).state_dict(), str(path))
+    code, err = _run(capsys, path, "--arch", f"{py}:build", "--input-shape", "4")
+    assert code == 2
+    assert says.format(py=py) in err
+
+
+def test_a_scan_whose_factory_exits_fails_with_exit_2(tmp_path, capsys):
+    py = tmp_path / "net.py"
+    py.write_text("import sys\ndef build(**kw):\n    sys.exit(0)\n")
+    path = tmp_path / "w.safetensors"
+    save_file(torch.nn.Linear(4, 3).state_dict(), str(path))
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.zeros((2, 4), dtype=np.float32), y=np.array([0, 1]))
+    code = app_main(["scan", str(path), "--arch", f"{py}:build", "--input-shape", "4", "--data", str(data),
+                     "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "it called sys.exit(0)" in capsys.readouterr().err
