@@ -29,6 +29,7 @@ MAX_ITERATIONS = 1_000_000
 MAX_RESTARTS = 64
 MAX_LOCAL_STEPS = 10_000
 MAX_SEED = 2**32 - 1
+MAX_INPUT_ELEMENTS = 3 * 2048 * 2048  # one sample; gradient inversion is run on far smaller images
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ def parse_shape(value: Any, where: str) -> tuple[int, ...]:
         shape = ()
     if not shape or any(s <= 0 for s in shape):
         raise ConfigError(f"{where}: {value!r} is not a shape; give positive integers like 3,32,32 (C,H,W) or 784")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:  # every sample, reconstruction and restart is one of these
+        raise ConfigError(f"{where}: {value!r} has {math.prod(shape):,} values per sample, more than the "
+                          f"{MAX_INPUT_ELEMENTS:,} leakaudit accepts; give the model's real input shape, e.g. 3,32,32")
     return shape
 
 
@@ -203,11 +207,11 @@ def coerce(name: str, value: Any, w: str) -> Any:
         return None
     if name in ("arch", "rules"):
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{w}: {value!r} must be a non-empty string")
+            raise ConfigError(f"{w}: {value!r} must be a non-empty string; give a name or a path")
         return value.strip()
     if name == "output_dir":
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{w}: {value!r} must be a folder path")
+            raise ConfigError(f"{w}: {value!r} must be a folder path; give e.g. \"leakaudit-report\"")
         return value
     if name == "input_shape":
         return parse_shape(value, w)

@@ -150,7 +150,7 @@ class PartialPerturbation(Defense):
 def parse_defense(text: str, where: str = "--defense") -> DefenseSpec:
     """``"noise:sigma=0.01"`` -> DefenseSpec; a one-parameter defense also takes ``"noise:0.01"``.
     ``where`` names the source in errors: the flag, or a config file and its key."""
-    at = f"{where} {text}"
+    at = f"{where} {text if text.isprintable() else repr(text)}"  # a newline would break the one-line error
     name, _, rest = text.strip().partition(":")
     name = name.strip()
     if not name:
@@ -173,7 +173,7 @@ def parse_defense(text: str, where: str = "--defense") -> DefenseSpec:
             raise ConfigError(f"{at}: {key}={raw.strip()!r} is not a number; "
                               f"write e.g. {defense.example()}") from None
     spec = DefenseSpec(name, values)
-    check_defense(spec, source=text, where=where)
+    check_defense(spec, source=at[len(where) + 1:], where=where)
     return spec
 
 

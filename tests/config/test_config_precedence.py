@@ -75,6 +75,8 @@ def test_explicit_config_beats_the_working_directory_and_resolves_rule_paths(tmp
     ('defense = ["noise:sigma=-1"]\n',
      r"leakaudit\.toml defense noise:sigma=-1: sigma=-1 is out of range; sigma must be in \[0, inf\)"),
     ('defense = ["nois:sigma=0.1"]\n', r"leakaudit\.toml defense nois:sigma=0\.1: unknown defense 'nois'"),
+    ('defense = ["noise:\\nsigma=-1"]\n', r"leakaudit\.toml defense 'noise:\\nsigma=-1': sigma=-1 is out of range"),
+    ('input-shape = "3,100000,100000"\n', r"leakaudit\.toml input-shape: '3,100000,100000' has 30,000,000,000 values"),
 ])
 def test_bad_config_values_give_one_line_errors_naming_file_and_key(tmp_path, text, message):
     (tmp_path / "leakaudit.toml").write_text(text)
