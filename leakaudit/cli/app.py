@@ -9,7 +9,6 @@ directly so that KeyboardInterrupt, usage errors and exits reach this boundary r
 from __future__ import annotations
 
 import importlib
-import re
 import sys
 import traceback
 from types import ModuleType
@@ -20,6 +19,7 @@ import typer.main
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LeakauditError
+from ..safetext import visible
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all rules pass, 1 a fail-severity rule fails (leak found), "
@@ -57,14 +57,11 @@ def click_exceptions() -> ModuleType:
     return importlib.import_module(typer.BadParameter.__module__)
 
 
-# C0/C1 control characters (ANSI/OSC escapes, carriage returns) must not reach the terminal from a message.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def one_line(message: str) -> str:
-    """``message`` as one terminal-safe line: lines joined by spaces, control characters shown as escapes."""
+    """``message`` as one terminal-safe line: lines joined by spaces; control, bidi and zero-width characters (a
+    file name in the message may hold ANSI/OSC escapes) shown as escapes (leakaudit.safetext)."""
     joined = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), joined.replace("\t", " "))
+    return visible(joined.replace("\t", " "))
 
 
 def fail(message: str) -> None:
