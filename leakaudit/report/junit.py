@@ -10,10 +10,24 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from ..safetext import xml_text
+
 
 def _observed(rule: dict[str, Any]) -> str:
     where = " ".join(x for x in (rule.get("attack") or "", rule.get("sample") or "") if x)
     return f"observed {rule.get('observed')}" + (f" ({where})" if where else "")
+
+
+def _only_xml_characters(root: ET.Element) -> None:
+    """Every text and attribute made of characters XML 1.0 allows: rule ids, sample names and reasons come from
+    the user's files, and one control character (ElementTree writes it raw) makes the whole file ill-formed."""
+    for element in root.iter():
+        if element.text is not None:
+            element.text = xml_text(element.text)
+        if element.tail is not None:
+            element.tail = xml_text(element.tail)
+        for key, value in element.attrib.items():
+            element.set(key, xml_text(value))
 
 
 def render_junit(doc: dict[str, Any]) -> str:
@@ -56,5 +70,6 @@ def render_junit(doc: dict[str, Any]) -> str:
     duration = doc.get("duration_seconds")
     if isinstance(duration, (int, float)):
         suite.set("time", f"{duration:.3f}")
+    _only_xml_characters(suites)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
