@@ -3,23 +3,25 @@
 No external URL, no script; CSS inline; images as PNG data URIs; a Content-Security-Policy meta tag
 (``default-src 'none'; img-src data:; style-src 'unsafe-inline'``) so a browser blocks anything else.
 Every value taken from the document is escaped with ``esc`` (layer names, file names and labels come
-from the user's files); image sources are accepted only when they are PNG data URIs.
+from the user's files): markup and quotes escaped, control, bidi and zero-width characters shown as ``\\x1b``
+etc. (leakaudit.safetext); image sources are accepted only when they are PNG data URIs.
 """
 
 from __future__ import annotations
 
-import html
 from string import Template
 from typing import Any, Iterable
 
 from .. import __version__
 from ..resources import read_report_file
+from ..safetext import html_text
 from .images import is_png_data_uri
 from .recommendations import rules_broken_by
 
 
 def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text or a quoted attribute value (either quote) for the page."""
+    return html_text("" if value is None else value)
 
 
 def fmt(value: Any) -> str:
