@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..config import load_config, resolve_settings
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, EXIT_USAGE, ConfigError
+from ..safetext import terminal
 from . import options
 from .app import app, fail
 
@@ -83,7 +84,8 @@ def _table(doc: dict[str, Any]) -> Table:
             best = _most_leaking(p, m)
             cells.append("" if best is None else escape(f"{best[0]:.3g} {best[1]}"))
         secs = "" if p["seconds"] is None else f"{p['seconds']:.0f}s"
-        row = [f"{v:.4g}", verdict, *cells, secs] + ([escape(p["error"] or "")] if with_notes else [])
+        # an error may name a sample or model file: markup and control characters escaped
+        row = [f"{v:.4g}", verdict, *cells, secs] + ([terminal(p["error"] or "")] if with_notes else [])
         table.add_row(*row)
     return table
 
@@ -201,7 +203,8 @@ def sweep(
         style = "green" if result.threshold.stable is not None else "yellow"
         if result.incomplete:
             console.print(f"[yellow]incomplete: continue with --resume {json_path}[/]", highlight=False)
-        console.print(f"[bold {style}]threshold: {result.threshold.message}[/]", highlight=False, markup=True)
+        console.print(f"[bold {style}]threshold: {terminal(result.threshold.message)}[/]", highlight=False,
+                      markup=True)
         for path in written:
             console.print(f"report: {path}", highlight=False, markup=False)
     return _exit_code(result, settings.exit_zero, console)
