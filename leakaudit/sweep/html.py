@@ -18,6 +18,7 @@ from ..report.html import esc as _e
 from ..report.html import fmt as _num
 from ..report.images import is_png_data_uri
 from ..resources import read_report_file
+from ..safetext import visible
 
 
 def _png_uri(fig) -> str:
@@ -27,6 +28,12 @@ def _png_uri(fig) -> str:
 
 
 _COLORS = ("#1a73e8", "#e8710a", "#9334e6", "#12b5cb", "#d01884", "#5f6368")
+
+
+def _plain(text: object) -> str:
+    """A plot label as typed: matplotlib reads text between two ``$`` as mathtext, and a rule id such as
+    ``$\\x$`` from a user rule file would fail to parse and lose the whole page."""
+    return visible(text).replace("$", r"\$")
 
 
 def curves(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -57,11 +64,11 @@ def curves(doc: dict[str, Any]) -> list[tuple[str, str]]:
             pts.sort()
             color = _COLORS[i % len(_COLORS)]
             xs = [x for x, _, _ in pts]
-            ax.plot(xs, [m for _, m, _ in pts], "-o", color=color, markersize=4, label=f"{attack} (mean)")
+            ax.plot(xs, [m for _, m, _ in pts], "-o", color=color, markersize=4, label=_plain(f"{attack} (mean)"))
             if any(w is not None and w != m for _, m, w in pts):
-                ax.plot(xs, [w for _, _, w in pts], "--", color=color, alpha=0.6, label=f"{attack} (worst)")
+                ax.plot(xs, [w for _, _, w in pts], "--", color=color, alpha=0.6, label=_plain(f"{attack} (worst)"))
         for rid, thr in rules.get(metric, []):
-            ax.axhline(thr, color="#f9ab00", linestyle=":", linewidth=1.5, label=f"rule {rid}: {thr:g}")
+            ax.axhline(thr, color="#f9ab00", linestyle=":", linewidth=1.5, label=_plain(f"rule {rid}: {thr:g}"))
         if stable is not None:
             ax.axvline(stable, color="#137333", linewidth=1, alpha=0.7, label=f"threshold {stable:g}")
         strip = ax.get_xaxis_transform()  # x in data units, y in axes units: a strip along the bottom
