@@ -16,8 +16,9 @@ Every such string goes through one of these on its way out:
   and attributes (ElementTree itself escapes ``<``, ``&`` and quotes).
 - ``html_text(s)``: ``visible`` keeping tab/newline, then ``html.escape`` with quotes, for HTML text and
   attribute values.
-
-JSON needs none of these: ``json.dumps`` (``ensure_ascii`` by default) writes control characters as ``\\u001b``.
+- ``json_text(text)``: a JSON document from ``json.dumps(..., ensure_ascii=False)`` (readable names) with the
+  hidden characters that ``json.dumps`` leaves raw (DEL, C1, bidi, zero-width) written as ``\\u009b`` etc., so a
+  report printed with ``--output -`` cannot drive the terminal either. ``ensure_ascii=True`` needs nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +57,23 @@ def terminal(s: object) -> str:
 def xml_text(s: object) -> str:
     """``s`` for XML 1.0 text or an attribute: only characters XML allows, nothing hidden but tab/newline/CR."""
     return visible(s, keep=_MULTILINE_KEPT)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON spells an astral character as its UTF-16 surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def json_text(text: str) -> str:
+    """JSON text with every hidden character as a ``\\uXXXX`` escape. Only strings can hold such characters
+    (JSON's own whitespace is space, tab, newline and CR, kept), so the document's value is unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(_json_escape(ch) if ch not in _MULTILINE_KEPT and unicodedata.category(ch) in _HIDDEN_CATEGORIES
+                   else ch for ch in text)
 
 
 def html_text(s: object) -> str:
