@@ -18,7 +18,6 @@ import json
 import math
 import os
 import stat
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -94,19 +93,21 @@ def check_depth(doc: Any, where: str, error: type[LeakauditError], fix: str) -> 
         if not isinstance(value, (dict, list)):
             continue
         if depth > MAX_DEPTH:
-            raise error(f"{where}: nested more than {MAX_DEPTH} levels deep; {fix}")
+            raise error(f"{where}: nested more than {MAX_DEPTH} levels deep, which no leakaudit file needs; {fix}")
         items = value.values() if isinstance(value, dict) else value
         stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list)))
 
 
 def parse_toml(text: str, where: str, error: type[LeakauditError], fix: str) -> dict[str, Any]:
     """``tomllib.loads`` with one-line errors; ``fix`` ends each message (e.g. "fix the syntax")."""
+    import tomllib  # here only: the one TOML import of the package, so reading JSON never needs it
+
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise error(f"{where}: invalid TOML ({one_line(str(e))}); {fix}") from e
     except RecursionError as e:  # tomllib recurses once per nested array or inline table
-        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep; {fix}") from e
+        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep, which no leakaudit file needs; {fix}") from e
     check_depth(doc, where, error, fix)
     return doc
 
@@ -131,6 +132,6 @@ def parse_json(text: str, where: str, error: type[LeakauditError], fix: str) -> 
     except ValueError as e:  # from _no_constant / _finite_float
         raise error(f"{where}: holds the number {e}, which is not finite (JSON numbers must be); {fix}") from e
     except RecursionError as e:
-        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep; {fix}") from e
+        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep, which no leakaudit file needs; {fix}") from e
     check_depth(doc, where, error, fix)
     return doc

@@ -66,7 +66,8 @@ def test_text_that_is_not_utf8_names_the_byte(tmp_path):
 def test_deeply_nested_toml_config_is_an_error_not_a_recursion_error(tmp_path, depth):
     path = tmp_path / "deep.toml"
     path.write_text(deep_toml(depth))
-    with pytest.raises(ConfigError, match=rf"deep\.toml: nested more than {MAX_DEPTH} levels deep; fix the syntax"):
+    with pytest.raises(ConfigError, match=rf"deep\.toml: nested more than {MAX_DEPTH} levels deep, which no leakaudit "
+                                          r"file needs; fix the syntax"):
         load_config(path)
 
 
