@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ..errors import ConfigError, InputError
 from ..registry import Registry
 from ..resources import read_report_file
-from ..userfiles import read_user_text
+from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
 from .html import render_html
 from .json import render_json
 from .junit import render_junit
@@ -113,13 +113,10 @@ def validate_document(doc: Any, where: str) -> dict[str, Any]:
 
 def load_document(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    text = read_user_text(path, InputError,
+    text = read_user_text(path, InputError, limit=REPORT_LIMIT,
                           missing=f"{path}: file not found; pass the report.json written by leakaudit scan",
                           unreadable=f"{path}: cannot read ({{e}}); pass a readable report.json")
-    try:
-        doc = _json.loads(text)
-    except _json.JSONDecodeError as e:
-        raise InputError(f"{path}: invalid JSON at line {e.lineno} ({e.msg}); pass the report.json a scan wrote") from e
+    doc = parse_json(text, str(path), InputError, "pass the report.json a scan wrote")
     return validate_document(doc, str(path))
 
 
