@@ -22,6 +22,7 @@ from .detect.interface import Findings
 from .errors import ConfigError, LeakauditError
 from .progress import AttackProgress, NullObserver, Observer
 from .update.interface import ThreatModel
+from .verdict.outcome import Outcome, decide
 
 # ---------------------------------------------------------------------------------------------------
 # Result types
@@ -52,6 +53,8 @@ class DataCard:
     labels: tuple[int, ...]
     # The [0,1] originals: for Python callers and --embed-data only; never written to a report otherwise.
     pixels: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    # (C, H, W) of each sample as read; differs from ``shape`` where an image was converted/resized to fit.
+    original_shapes: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class SampleScore:
     metrics: dict[str, float]
     label_true: int | None = None
     label_recovered: int | None = None
+    flat: bool = False  # the original has (almost) no structure: see leakaudit.metrics.score.FLAT_STD
+    excluded: dict[str, str] = field(default_factory=dict)  # metric -> why rules do not count it here
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ class AuditResult:
     threat: ThreatModel
     attacks: tuple[AttackOutcome, ...]
     rules: tuple[RuleOutcome, ...]
-    overall: str  # "pass" | "fail"
+    rules_overall: str  # "pass" | "fail": what the rules alone say; the scan's verdict is ``overall``
     rules_profile: str
     strict: bool
     seed: int
@@ -142,13 +147,26 @@ class AuditResult:
     notes: tuple[str, ...] = ()
 
     @property
+    def outcome(self) -> Outcome:
+        """The verdict, exit code and summary line every output shows (``leakaudit.verdict.outcome``)."""
+        return decide([(r.id, r.status) for r in self.rules], strict=self.strict,
+                      crashed=[a.name for a in self.attacks if a.status == "failed"], incomplete=self.incomplete,
+                      exit_zero=bool(self.settings and self.settings.exit_zero))
+
+    @property
+    def overall(self) -> str:
+        """"pass" | "fail" | "error" (an attack crashed, no leak found) | "incomplete" (interrupted)."""
+        return self.outcome.overall
+
+    @property
     def leaked(self) -> bool:
-        return self.overall == "fail"
+        """A fail-severity rule failed (whatever else happened: a leak found is real)."""
+        return self.rules_overall == "fail"
 
     @property
     def exit_code(self) -> int:
-        """0 pass, 1 a fail-severity rule failed (what a CI gate acts on)."""
-        return 1 if self.leaked else 0
+        """What a CI gate acts on: 0 pass, 1 leak, 3 a crashed attack, 130 interrupted (--exit-zero: a leak 0)."""
+        return self.outcome.exit_code
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,7 +301,8 @@ def _model_card(loaded: Any) -> ModelCard:
 def _data_card(batch: SampleBatch) -> DataCard:
     return DataCard(source=batch.source, count=len(batch), shape=tuple(batch.x.shape[1:]),
                     normalization=batch.normalization, names=tuple(batch.names),
-                    labels=tuple(int(v) for v in batch.y.tolist()), pixels=batch.pixels.detach().cpu())
+                    labels=tuple(int(v) for v in batch.y.tolist()), pixels=batch.pixels.detach().cpu(),
+                    original_shapes=tuple(batch.original_shapes))
 
 
 def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings) -> tuple[LabelOutcome, Any]:
@@ -358,7 +377,8 @@ def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...]
 
 def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupted: bool) -> AttackOutcome:
     samples = tuple(SampleScore(index=s.index, original_index=s.original_index, name=s.name, metrics=dict(s.metrics),
-                                label_true=s.label_true, label_recovered=s.label_recovered) for s in sc.samples)
+                                label_true=s.label_true, label_recovered=s.label_recovered, flat=s.flat,
+                                excluded=dict(s.excluded)) for s in sc.samples)
     rows = [s.index for s in sc.samples]
     return AttackOutcome(
         name=planned.name, status="interrupted" if interrupted else "ran",
@@ -453,7 +473,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     interrupted = observer.should_stop()
     return AuditResult(
         model=_model_card(model), findings=findings, data=_data_card(batch), threat=update.threat,
-        attacks=tuple(outcomes), rules=_rule_outcomes(verdict), overall=verdict.overall,
+        attacks=tuple(outcomes), rules=_rule_outcomes(verdict), rules_overall=verdict.overall,
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
         command=command, incomplete=interrupted,

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from ..config import ScanSettings, coerce, load_config, resolve_settings
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, InputError
+from ..errors import EXIT_OK, InputError
 from ..safetext import terminal, visible
 from . import options
 from .app import EXIT_CODES_HELP, app
@@ -110,9 +110,7 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     verdict = doc["verdict"]
     _attack_lines(console, doc)
-    style = "bold red" if verdict["overall"] == "fail" else "bold green"
-    if doc.get("incomplete"):
-        style = "bold yellow"
+    style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
     for r in doc["rules"]["results"]:
         mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
                 "not_evaluated": "[dim]not evaluated[/]"}.get(r["status"], r["status"])
@@ -196,13 +194,8 @@ def scan(
         _write_stdout(rendered["json"])
     if not settings.quiet:
         _summary(console, doc, written)
-    if result.incomplete:
-        return EXIT_INTERRUPTED
-    if result.leaked:
-        return EXIT_OK if settings.exit_zero else EXIT_LEAK
-    if any(a.status == "failed" for a in result.attacks):
-        return EXIT_INTERNAL  # a crashed attack: no pass can be claimed
-    return EXIT_OK
+    # The report's own exit code (leakaudit.verdict.outcome.decide), so the two can never disagree.
+    return int(doc["verdict"]["exit_code"])
 
 
 @app.command("render", epilog="Exit codes: 0 written, 2 bad or unsupported report file, 3 internal error.")

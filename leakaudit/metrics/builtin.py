@@ -27,12 +27,12 @@ def _plain(fn):  # type: ignore[no-untyped-def]
 _register(Metric(
     "ssim", True, "higher", (-1.0, 1.0),
     "structural similarity (Wang et al. 2004; Gaussian 11x11 window, sigma 1.5), mean over channels",
-    fn=_plain(MF.ssim)))
+    fn=_plain(MF.ssim), needs_structure=True))
 _register(Metric(
     "ssim_adjusted", True, "higher", (-1.0, 1.0),
     "best SSIM over the reconstruction and its brightness/contrast-adjusted copies (least-squares fit and "
     "moment match, clamped to [0, 1]): what an attacker sees after adjusting levels",
-    fn=_plain(MF.ssim_best_adjusted)))
+    fn=_plain(MF.ssim_best_adjusted), needs_structure=True))
 _register(Metric(
     "psnr", True, "higher", (0.0, math.inf), "peak signal-to-noise ratio, data range 1 (inf when identical)",
     unit="dB", fn=_plain(MF.psnr)))

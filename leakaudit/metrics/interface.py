@@ -50,6 +50,9 @@ class Metric:
     description: str
     unit: str = ""
     per_sample: bool = True  # False: one value per batch (label accuracy); rules on it use scope "mean"
+    # True: the value compares structure, which a flat original does not have (SSIM of anything flat against a
+    # flat original is ~1), so rules do not count it on flat originals (leakaudit.metrics.score.FLAT_STD).
+    needs_structure: bool = False
     fn: MetricFn | None = field(default=None, repr=False, compare=False)
 
     def compute(self, preds: torch.Tensor, target: torch.Tensor,

@@ -3,6 +3,15 @@
 Ground truth enters here and only here (the attacks never see it). Inputs are pixel-space tensors in
 [0, 1]; a metric that cannot be computed (LPIPS without weights, label accuracy without recovered labels)
 is listed in ``unavailable`` with the reason and has no number anywhere.
+
+Flat originals: an original whose pixel standard deviation (over all pixels and channels, in [0, 1]) is
+below ``FLAT_STD`` has no structure, and SSIM against it is ~1 for any flat reconstruction of about the
+right brightness (brightness-adjusted SSIM: for any reconstruction at all), so a blank sample would read as
+recognised. Such a sample is flagged ``flat`` and its structure metrics (``Metric.needs_structure``: ssim,
+ssim_adjusted) are listed in its ``excluded`` with the reason: the numbers stay in ``metrics`` for display,
+but rules do not count them, and the attack's mean of those metrics is over the other samples only. When
+every original is flat, those metrics are ``unavailable`` with that reason, so their rules are not
+evaluated. Pixel metrics (PSNR, MSE) still count: they measure how close the pixels are, flat or not.
 """
 
 from __future__ import annotations
@@ -18,6 +27,10 @@ from .functional import _check_tensor, label_accuracy
 from .interface import MetricOptions, Unavailable
 from .matching import match
 
+# 8-bit images quantise to steps of 1/255 ~ 0.004: below 1e-3 at most a few pixels of an image differ by one
+# level from the rest, which shows nothing recognisable.
+FLAT_STD = 1e-3
+
 
 @dataclass(frozen=True)
 class SampleScore:
@@ -29,6 +42,8 @@ class SampleScore:
     metrics: dict[str, float]
     label_true: int | None = None
     label_recovered: int | None = None  # the recovered label at the same row (labels are unordered: see accuracy)
+    flat: bool = False  # the original's pixel std is below FLAT_STD
+    excluded: dict[str, str] = field(default_factory=dict)  # metric -> why rules do not count it for this sample
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,14 @@ class AttackScore:
         """(sample name, value) for every matched sample that has ``metric``."""
         return [(s.name, s.metrics[metric]) for s in self.samples if metric in s.metrics]
 
+    def counted(self, metric: str) -> list[tuple[str, float]]:
+        """``values`` less the samples where ``metric`` is excluded (structure metrics on flat originals)."""
+        return [(s.name, s.metrics[metric]) for s in self.samples if metric in s.metrics and metric not in s.excluded]
+
+    def excluded(self, metric: str) -> dict[str, str]:
+        """Sample name -> why ``metric`` is not counted there."""
+        return {s.name: s.excluded[metric] for s in self.samples if metric in s.excluded}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain types for JSON; PSNR of an exact reconstruction stays ``inf`` (json writes ``Infinity``)."""
         return {
@@ -52,7 +75,8 @@ class AttackScore:
             "matched_by": self.matched_by,
             "samples": [
                 {"index": s.index, "original_index": s.original_index, "name": s.name, "metrics": dict(s.metrics),
-                 "label_true": s.label_true, "label_recovered": s.label_recovered}
+                 "label_true": s.label_true, "label_recovered": s.label_recovered, "flat": s.flat,
+                 "excluded": dict(s.excluded)}
                 for s in self.samples
             ],
             "means": dict(self.means),
@@ -114,16 +138,26 @@ def score(
             per_metric[metric.name] = [float(v) for v in value.detach().cpu()]
 
     true, recovered = _labels(labels_true), _labels(labels_recovered)
+    stds = _pixel_std(target)
+    structural = [m.name for m in pixel_metrics if m.needs_structure and m.name in per_metric]
     samples = tuple(
         SampleScore(
             index=r, original_index=c, name=names[c],
             metrics={name: values[k] for name, values in per_metric.items()},
             label_true=true[c] if true is not None and c < len(true) else None,
             label_recovered=recovered[r] if recovered is not None and r < len(recovered) else None,
+            flat=stds[k] < FLAT_STD,
+            excluded={m: _flat_reason(m, stds[k]) for m in structural} if stds[k] < FLAT_STD else {},
         )
         for k, (r, c) in enumerate(matching.pairs)
     )
-    means = {name: _mean(values) for name, values in per_metric.items()}
+    means = {name: _mean([v for v, s in zip(values, samples) if name not in s.excluded])
+             for name, values in per_metric.items()}
+    for name in structural:
+        if samples and all(name in s.excluded for s in samples):
+            del means[name]
+            unavailable[name] = (f"every original is flat (pixel std < {FLAT_STD:g}): {name} compares structure, "
+                                 "which a flat original does not have")
 
     accuracy = None
     if true is None or recovered is None:
@@ -149,6 +183,16 @@ def _diverged(pixels: object) -> str | None:
         bad = int((~torch.isfinite(pixels)).sum())
         return f"the reconstruction holds {bad} NaN/inf value(s): the attack diverged, so no metric is computed"
     return None
+
+
+def _pixel_std(pixels: torch.Tensor) -> list[float]:
+    """Each sample's population standard deviation over all its pixels and channels."""
+    return [float(v) for v in pixels.detach().flatten(1).to(torch.float64).std(dim=1, correction=0).cpu()]
+
+
+def _flat_reason(metric: str, std: float) -> str:
+    return (f"flat original (pixel std {std:.2g} < {FLAT_STD:g}): {metric} is ~1 for any flat reconstruction "
+            "of it, so it does not show a recognisable sample")
 
 
 def _mean(values: list[float]) -> float:

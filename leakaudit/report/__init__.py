@@ -96,7 +96,7 @@ def validate_document(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or "schema_version" not in doc:
         raise InputError(f"{where}: not a leakaudit report (no schema_version); pass the report.json a scan wrote")
     major = str(doc["schema_version"]).split(".")[0]
-    expected = schema()["properties"]["schema_version"]["const"]
+    expected = schema()["properties"]["schema_version"]["enum"][-1]  # the versions read, newest last
     if major != expected.split(".")[0]:
         raise InputError(f"{where}: report schema {doc['schema_version']} is not supported (this leakaudit reads "
                          f"{expected}); render it with the leakaudit version that wrote it")

@@ -20,10 +20,11 @@ from typing import Any
 
 from .. import __version__
 from ..audit import AttackOutcome, AuditResult
+from ..verdict.outcome import counts
 from .images import png_data_uri
 from .recommendations import recommend
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -84,6 +85,8 @@ def _attack(outcome: AttackOutcome) -> dict[str, Any]:
             "metrics": _metrics(s.metrics),
             "label_true": s.label_true,
             "label_recovered": s.label_recovered,
+            "flat": s.flat,
+            "excluded": dict(s.excluded),
             "reconstruction": image,
         })
     return {
@@ -150,21 +153,11 @@ def _rules(result: AuditResult) -> dict[str, Any]:
 
 
 def _verdict(result: AuditResult) -> dict[str, Any]:
-    counts = {s: 0 for s in ("pass", "fail", "warn", "not_evaluated")}
-    for r in result.rules:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    failing = [r.id for r in result.rules if r.status == "fail"]
-    if result.overall == "fail":
-        summary = f"LEAK: {len(failing)} rule(s) failed ({', '.join(failing)})"
-    else:
-        summary = "PASS: no fail-severity rule failed"
-        if counts["warn"]:
-            summary += f" ({counts['warn']} warning(s))"
-    if counts["not_evaluated"]:
-        summary += f"; {counts['not_evaluated']} rule(s) not evaluated"
-    if result.incomplete:
-        summary = "INCOMPLETE: " + summary
-    return {"overall": result.overall, "exit_code": result.exit_code, "summary": summary, "counts": counts}
+    """The outcome (leakaudit.verdict.outcome): ``exit_code`` is the process's, after --exit-zero."""
+    outcome = result.outcome
+    return {"overall": outcome.overall, "exit_code": outcome.exit_code, "summary": outcome.summary,
+            "counts": counts([(r.id, r.status) for r in result.rules]), "rules_overall": outcome.rules_overall,
+            "exit_zero": outcome.exit_zero, "crashed_attacks": list(outcome.crashed)}
 
 
 def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str, Any]:

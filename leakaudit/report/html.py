@@ -78,12 +78,14 @@ def _img(uri: Any, alt: str) -> str | None:
 
 def _banner(doc: dict[str, Any]) -> str:
     verdict = doc["verdict"]
-    kind = "incomplete" if doc.get("incomplete") else verdict["overall"]
-    word = {"fail": "LEAK", "pass": "PASS", "incomplete": "INCOMPLETE"}[kind]
+    # overall is leakaudit.verdict.outcome's; a schema-1.0 report said "pass" when interrupted, hence incomplete
+    kind = "incomplete" if doc.get("incomplete") else str(verdict["overall"])
+    word = {"fail": "LEAK", "pass": "PASS", "error": "ERROR", "incomplete": "INCOMPLETE"}.get(kind, kind.upper())
     if kind == "incomplete":
-        word += f" ({'LEAK' if verdict['overall'] == 'fail' else 'no leak so far'})"
+        leaked = verdict.get("rules_overall", verdict["overall"]) == "fail"
+        word += f" ({'LEAK' if leaked else 'no leak so far'})"
     summary = str(verdict["summary"])
-    for prefix in ("INCOMPLETE: ", "LEAK: ", "PASS: "):  # the banner word already says it
+    for prefix in ("INCOMPLETE: ", "LEAK: ", "PASS: ", "ERROR: "):  # the banner word already says it
         summary = summary.removeprefix(prefix)
     return f'<div class="banner {esc(kind)}" id="verdict"><strong>{esc(word)}</strong>{esc(summary)}</div>'
 

@@ -35,6 +35,10 @@ def render_junit(doc: dict[str, Any]) -> str:
     suites = ET.Element("testsuites", name="leakaudit")
     suite = ET.SubElement(suites, "testsuite", name=f"leakaudit rules ({rules['profile']})",
                           timestamp=str(doc["started_at"]))
+    # The outcome (leakaudit.verdict.outcome) as the scan's exit code saw it, for CI views that read properties.
+    props = ET.SubElement(suite, "properties")
+    for key in ("overall", "exit_code"):
+        ET.SubElement(props, "property", name=f"leakaudit.{key}", value=str(doc["verdict"][key]))
     counts = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
     for r in rules["results"]:
         counts["tests"] += 1

@@ -112,17 +112,18 @@ def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> 
     rules = tuple(RuleOutcome(r.id, r.metric, r.comparison, float(r.threshold), r.severity, r.status,
                               _finite(r.observed), r.attack, r.reason or None) for r in result.rules)
     seconds = (result.finished_at - result.started_at).total_seconds()
-    if getattr(result, "incomplete", False):
+    outcome = result.outcome  # the scan's own verdict (leakaudit.verdict.outcome): one rule for scan and sweep
+    if outcome.overall == "incomplete":
         reason = getattr(result, "incomplete_reason", "") or "interrupted"
         return Point(value, INTERRUPTED, attacks=tuple(attacks), rules=rules, seconds=seconds, error=reason,
                      notes=tuple(extra))
-    crashed = [a for a in result.attacks if a.status == "failed"]
-    if crashed:  # a pass is not credible when one of the planned attacks never ran: no verdict here
-        error = "; ".join(f"attack {a.name} failed: {a.reason}" for a in crashed)
-        return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds, error=error,
-                     error_kind="internal", notes=tuple(extra))
-    return Point(value, DONE, passed=result.overall == "pass", attacks=tuple(attacks), rules=rules,
-                 seconds=seconds, notes=tuple(extra) + tuple(result.notes))
+    if outcome.overall in ("pass", "fail"):  # a fail stands even if another attack crashed: the leak is real
+        return Point(value, DONE, passed=outcome.overall == "pass", attacks=tuple(attacks), rules=rules,
+                     seconds=seconds, notes=tuple(extra) + tuple(result.notes))
+    # error (an attack crashed, no other found a leak): no verdict at this value, a pass would not be credible
+    error = "; ".join(f"attack {a.name} failed: {a.reason}" for a in result.attacks if a.status == "failed")
+    return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds,
+                 error=error or outcome.summary, error_kind="internal", notes=tuple(extra))
 
 
 def _finite(x: Any) -> float | None:

@@ -4,7 +4,12 @@ For each rule the worst (most leaking) value over all attacks -- and over all sa
 is compared with the threshold. A rule fires on any attack; it passes only when every attack produced the
 metric and none crossed the threshold. A metric without a value (LPIPS without weights, label accuracy when
 the labels were given to the attacker, no attack run) makes the rule "not_evaluated" with the reason: it
-never passes silently, and under ``strict`` it counts as a failure.
+never passes silently, and under ``strict`` it counts as a failure. A structure metric (SSIM) on a flat
+original is not counted (see ``leakaudit.metrics.score``): the rule says which samples it left out, and is
+not evaluated when no other sample remains.
+
+The scan's overall verdict and exit code, which also weigh crashed attacks and interruptions, are decided
+by ``outcome.decide``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from ..errors import EXIT_LEAK, EXIT_OK
 from ..metrics import METRICS, AttackScore
+from .outcome import Outcome, decide, rules_fail
 from .rules import Rule, RuleSet
 
 Status = Literal["pass", "fail", "warn", "not_evaluated"]
@@ -63,33 +68,37 @@ class Verdict:
         """Results that make the verdict fail: fail-severity rules that fired, and under strict the unevaluated."""
         return [r for r in self.results if r.status == "fail" or (self.strict and r.status == "not_evaluated")]
 
+    def outcome(self, *, exit_zero: bool = False) -> Outcome:
+        """The rules' outcome alone (no crashed attack, not interrupted); a scan's is ``AuditResult.outcome``."""
+        return decide([(r.rule.id, r.status) for r in self.results], strict=self.strict, exit_zero=exit_zero)
+
     def exit_code(self, *, exit_zero: bool = False) -> int:
         """0 pass, 1 leak (a failed rule); ``exit_zero`` for report-only runs."""
-        return EXIT_OK if exit_zero or self.overall == "pass" else EXIT_LEAK
+        return self.outcome(exit_zero=exit_zero).exit_code
 
     def summary(self) -> str:
-        counts = {s: len(self.by_status(s)) for s in ("fail", "warn", "not_evaluated", "pass")}  # type: ignore[arg-type]
-        parts = [f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n]
-        head = "FAIL" if self.overall == "fail" else "PASS"
-        return f"{head}: {', '.join(parts) or 'no rules'}" + (" (strict)" if self.strict else "")
+        return self.outcome().summary
 
 
 def evaluate(ruleset: RuleSet, scores: Sequence[AttackScore], *, strict: bool = False) -> Verdict:
     """The verdict of ``ruleset`` on the scores of every attack that ran."""
     results = tuple(evaluate_rule(rule, scores) for rule in ruleset.rules)
-    failing = any(r.status == "fail" or (strict and r.status == "not_evaluated") for r in results)
+    failing = rules_fail((r.status for r in results), strict=strict)
     return Verdict(overall="fail" if failing else "pass", results=results, profile=ruleset.name, strict=strict)
 
 
 def _observations(rule: Rule, score: AttackScore) -> tuple[list[Observation], str | None]:
-    """The values of ``rule.metric`` in one attack's score, or why there are none."""
+    """The values of ``rule.metric`` in one attack's score, or why there are none. Samples where the metric
+    is excluded (SSIM on a flat original) do not count; their means are already taken without them."""
     if rule.metric in score.unavailable:
         return [], score.unavailable[rule.metric]
     if rule.scope == "mean":
         value = score.means.get(rule.metric)
         found = [] if value is None else [Observation(value, score.attack, None)]
     else:
-        found = [Observation(v, score.attack, name) for name, v in score.values(rule.metric)]
+        found = [Observation(v, score.attack, name) for name, v in score.counted(rule.metric)]
+    if not found and score.excluded(rule.metric):
+        return [], next(iter(score.excluded(rule.metric).values()))
     if not found:
         return [], f"{rule.metric} was not computed"
     nan = [o for o in found if math.isnan(o.value)]
@@ -127,9 +136,19 @@ def evaluate_rule(rule: Rule, scores: Sequence[AttackScore]) -> RuleResult:
         observed=None if worst is None else worst.value,
         attack=None if worst is None else worst.attack,
         sample=None if worst is None else worst.sample,
-        reason=_reason(rule, status, worst, missing, len(scores)),
+        reason=_reason(rule, status, worst, missing, len(scores)) + _not_counted(rule, scores, missing),
         unavailable=missing,
     )
+
+
+def _not_counted(rule: Rule, scores: Sequence[AttackScore], missing: dict[str, str]) -> str:
+    """Names the samples a rule left out (flat originals), unless the not-evaluated reason already says so."""
+    names = sorted({name for score in scores if (score.attack or "attack") not in missing
+                    for name in score.excluded(rule.metric)})
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"; {len(names)} flat original(s) not counted ({shown}: {rule.metric} needs structure)"
 
 
 def _where(o: Observation) -> str:

@@ -53,7 +53,7 @@ def make_result(*, leaked: bool = True, layer_name: str = "features.3", sample_n
                           label_accuracy=1.0, pixels=recon),
             AttackOutcome("precode-aware", "skipped", reason="no variational bottleneck found"),
         ),
-        rules=tuple(rules), overall="fail" if leaked else "pass", rules_profile="default", strict=False,
+        rules=tuple(rules), rules_overall="fail" if leaked else "pass", rules_profile="default", strict=False,
         seed=0, device="cpu", started_at=started, finished_at=started + timedelta(seconds=12),
         label_recovery=LabelOutcome(known=False, strategy="idlg", labels=(3,) * batch, accuracy=1.0),
         settings=ScanSettings(budget="quick"), command="leakaudit scan m.onnx --data s --seed 0",

@@ -29,8 +29,25 @@ def _validate(doc: dict) -> None:
 def test_document_validates_against_the_schema(kwargs):
     doc = json.loads(FORMATS.get("json").render(build_document(make_result(**kwargs))))
     _validate(doc)
-    assert doc["schema_version"] == "1.0"
-    assert doc["verdict"]["overall"] == ("pass" if kwargs.get("leaked") is False else "fail")
+    assert doc["schema_version"] == schema()["properties"]["schema_version"]["enum"][-1] == "1.1"
+    expected = "incomplete" if kwargs.get("incomplete") else ("pass" if kwargs.get("leaked") is False else "fail")
+    assert doc["verdict"]["overall"] == expected
+    assert doc["verdict"]["rules_overall"] == ("pass" if kwargs.get("leaked") is False else "fail")
+
+
+def test_a_schema_1_0_report_still_renders(tmp_path):
+    """Reports archived before 1.1 (overall pass/fail only, no flat/excluded) still validate and render."""
+    doc = json.loads(FORMATS.get("json").render(build_document(make_result(incomplete=True, leaked=False))))
+    doc["schema_version"] = "1.0"
+    doc["verdict"] = {k: v for k, v in doc["verdict"].items() if k in ("overall", "exit_code", "summary", "counts")}
+    doc["verdict"].update(overall="pass", exit_code=0)  # what 1.0 wrote for an interrupted scan
+    for attack in doc["attacks"]:
+        for sample in attack["samples"]:
+            del sample["flat"], sample["excluded"]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(doc))
+    html = render_html(load_document(path))
+    assert 'class="banner incomplete"' in html and "no leak so far" in html
 
 
 def test_schema_rejects_a_document_missing_the_verdict():
@@ -165,7 +182,8 @@ def test_a_renderer_error_leaves_no_file_behind(tmp_path, monkeypatch):
 
 def test_writes_leave_no_temp_files(tmp_path):
     write_reports(build_document(make_result()), tmp_path, tuple(FORMATS.get(n) for n in FORMATS.names()))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json", "report.junit.xml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leakaudit-manifest.json", "report.html", "report.json",
+                                                          "report.junit.xml"]
 
 
 def test_render_junit_next_to_the_report_and_refuses_to_overwrite_the_input(tmp_path, capsys):
@@ -174,7 +192,7 @@ def test_render_junit_next_to_the_report_and_refuses_to_overwrite_the_input(tmp_
     assert app_main(["render", str(report), "--format", "junit"]) == 0
     assert ET.parse(tmp_path / "report.junit.xml").getroot().tag == "testsuites"
     assert app_main(["render", str(report), "--format", "json"]) == 2
-    assert "would overwrite the input report" in capsys.readouterr().err
+    assert "--output " + str(report) + ": is the report to render" in capsys.readouterr().err
 
 
 def test_every_attack_that_crosses_a_failing_rule_is_named_not_only_the_worst():

@@ -46,7 +46,7 @@ def fake_result(settings, ssim: float) -> audit_module.AuditResult:
         findings=Findings(layers=()),
         data=audit_module.DataCard("d.npz", 2, (3, 8, 8), norm, ("a", "b"), (1, 2)),
         threat=audit_module.ThreatModel(), attacks=(attack, skipped), rules=(rule,),
-        overall="fail" if leaked else "pass", rules_profile="default", strict=False, seed=settings.seed,
+        rules_overall="fail" if leaked else "pass", rules_profile="default", strict=False, seed=settings.seed,
         device="cpu", started_at=now, finished_at=now, settings=settings)
 
 

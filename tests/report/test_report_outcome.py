@@ -1,0 +1,143 @@
+"""The report says what the process did: report.json's verdict and exit_code, the HTML banner, the JUnit
+properties and the terminal line all equal the scan's exit code, for pass, leak, crash, interrupt and
+--exit-zero (one decision: leakaudit.verdict.outcome)."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+
+from leakaudit.cli import app_main
+from leakaudit.report import schema
+
+INPUT_SHAPE = (3, 16, 16)
+HARDSIGMOID_FACTORY = '''
+import torch.nn as nn
+
+
+def hs(num_classes=4, **kwargs):
+    # Hardsigmoid's backward has no derivative: every gradient-matching attack crashes on it
+    return nn.Sequential(nn.Flatten(), nn.Linear(768, 16), nn.Hardsigmoid(), nn.Linear(16, num_classes))
+'''
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """An MLP the analytic attack inverts exactly (a leak in seconds), its Hardsigmoid twin, and 2 photos."""
+    from PIL import Image
+    from safetensors.torch import save_model
+    from skimage import data
+
+    from leakaudit.models import create_model
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    root = tmp_path_factory.mktemp("outcome")
+    torch.manual_seed(0)
+    model = create_model("mlp", num_classes=4, input_shape=INPUT_SHAPE, hidden=(32,))
+    save_safetensors(model, root / "mlp.safetensors", arch="mlp", input_shape=INPUT_SHAPE, num_classes=4,
+                     arch_kwargs={"hidden": [32]})
+    (root / "hs.py").write_text(HARDSIGMOID_FACTORY)
+    namespace: dict = {}
+    exec(HARDSIGMOID_FACTORY, namespace)
+    save_model(namespace["hs"](), str(root / "hs.safetensors"),
+               metadata={"leakaudit.input_shape": json.dumps(list(INPUT_SHAPE)), "leakaudit.num_classes": "4"})
+    photos = [data.astronaut(), data.coffee()]
+    x = np.stack([np.asarray(Image.fromarray(p).resize((16, 16), Image.BILINEAR)) for p in photos])
+    np.savez(root / "samples.npz", x=(x.astype(np.float32) / 255).transpose(0, 3, 1, 2), y=np.array([0, 1]))
+    return root
+
+
+def scan(workdir: Path, out: Path, *extra: str, model: str = "mlp.safetensors") -> int:
+    return app_main(["scan", str(workdir / model), "--data", str(workdir / "samples.npz"), "--output-dir", str(out),
+                     "--format", "json,html,junit", *extra])
+
+
+def outputs(out: Path) -> tuple[dict, str, dict[str, str]]:
+    doc = json.loads((out / "report.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    banner = re.search(r'class="banner ([a-z]+)"', (out / "report.html").read_text()).group(1)
+    props = {p.get("name"): p.get("value") for p in ET.parse(out / "report.junit.xml").getroot().iter("property")}
+    return doc, banner, props
+
+
+def crash(monkeypatch, name: str) -> None:
+    from leakaudit.attacks import ATTACKS
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated attack bug")
+
+    monkeypatch.setattr(ATTACKS.get(name), "run", broken)
+
+
+def interrupt(monkeypatch) -> None:
+    from leakaudit.cli.progress import RichObserver
+
+    monkeypatch.setattr(RichObserver, "should_stop", lambda self: True)
+
+
+@pytest.mark.parametrize("case, extra, setup, overall, code, banner, word", [
+    ("pass", ["--attacks", "analytic", "--defense", "noise:sigma=10"], None, "pass", 0, "pass", "PASS"),
+    ("leak", ["--attacks", "analytic"], None, "fail", 1, "fail", "LEAK"),
+    ("every attack crashed", ["--attacks", "analytic"], "crash analytic", "error", 3, "error", "ERROR"),
+    ("a crash and a leak", ["--attacks", "analytic,ig", "--iterations", "2"], "crash ig", "fail", 1, "fail", "LEAK"),
+    ("interrupted", ["--attacks", "analytic"], "interrupt", "incomplete", 130, "incomplete", "INCOMPLETE"),
+    ("--exit-zero leak", ["--attacks", "analytic", "--exit-zero"], None, "fail", 0, "fail", "LEAK"),
+    ("--exit-zero crash", ["--attacks", "analytic", "--exit-zero"], "crash analytic", "error", 3, "error", "ERROR"),
+])
+def test_the_report_states_the_exit_code_the_process_returned(workdir, tmp_path, monkeypatch, capsys, case, extra,
+                                                              setup, overall, code, banner, word):
+    if setup == "interrupt":
+        interrupt(monkeypatch)
+    elif setup:
+        crash(monkeypatch, setup.split()[1])
+    out = tmp_path / "r"
+    returned = scan(workdir, out, *extra)
+    doc, shown, props = outputs(out)
+    assert returned == code == doc["verdict"]["exit_code"], case
+    assert doc["verdict"]["overall"] == overall and shown == banner
+    assert props == {"leakaudit.overall": overall, "leakaudit.exit_code": str(code)}
+    assert doc["verdict"]["exit_zero"] is ("--exit-zero" in extra)
+    assert doc["verdict"]["summary"].startswith(word + ":")
+    err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
+    assert " ".join(doc["verdict"]["summary"].split()) in err
+    assert not [w for w in ("PASS:", "LEAK:", "ERROR:") if w in err and w != word + ":"]
+
+
+def test_a_crashed_attack_is_named_and_never_reads_as_a_pass(workdir, tmp_path, monkeypatch, capsys):
+    crash(monkeypatch, "analytic")
+    assert scan(workdir, tmp_path / "r", "--attacks", "analytic") == 3
+    doc, banner, _ = outputs(tmp_path / "r")
+    assert doc["verdict"]["crashed_attacks"] == ["analytic"] and doc["verdict"]["rules_overall"] == "pass"
+    err = capsys.readouterr().err
+    assert "ERROR: 1 attack(s) crashed (analytic)" in err and "PASS" not in err
+
+
+def test_a_leak_beside_a_crash_keeps_the_crash_in_the_summary(workdir, tmp_path, monkeypatch):
+    crash(monkeypatch, "ig")
+    assert scan(workdir, tmp_path / "r", "--attacks", "analytic,ig", "--iterations", "2", "--quiet") == 1
+    doc, _, _ = outputs(tmp_path / "r")
+    assert doc["verdict"]["crashed_attacks"] == ["ig"] and "1 attack(s) crashed (ig)" in doc["verdict"]["summary"]
+
+
+def test_a_real_double_backward_crash_is_an_error_not_a_pass(workdir, tmp_path):
+    """Hardsigmoid has no double backward (torch: derivative for aten::hardsigmoid_backward is not implemented)."""
+    out = tmp_path / "r"
+    code = scan(workdir, out, "--arch", f"{workdir / 'hs.py'}:hs", "--attacks", "ig", "--iterations", "2",
+                "--quiet", model="hs.safetensors")
+    doc, banner, _ = outputs(out)
+    assert code == doc["verdict"]["exit_code"] == 3 and doc["verdict"]["overall"] == "error" and banner == "error"
+    assert doc["attacks"][0]["status"] == "failed" and "hardsigmoid" in doc["attacks"][0]["reason"].lower()
+
+
+def test_exit_zero_keeps_the_underlying_verdict(workdir, tmp_path):
+    assert scan(workdir, tmp_path / "r", "--attacks", "analytic", "--exit-zero", "--quiet") == 0
+    verdict = outputs(tmp_path / "r")[0]["verdict"]
+    assert (verdict["overall"], verdict["rules_overall"], verdict["exit_code"]) == ("fail", "fail", 0)
+    assert verdict["summary"].endswith("(--exit-zero: exit 0)")

@@ -1,0 +1,72 @@
+"""decide(): the one place that turns rule results, crashed attacks and an interruption into the verdict,
+the exit code and the summary line that every output shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from leakaudit.verdict import load_rules
+from leakaudit.verdict.evaluate import evaluate
+from leakaudit.verdict.outcome import EXIT_CODES, OVERALLS, WORDS, decide
+
+LEAK = [("recognisable-ssim", "fail"), ("labels", "warn")]
+CLEAN = [("recognisable-ssim", "pass"), ("labels", "warn")]
+UNEVALUATED = [("recognisable-ssim", "not_evaluated")]
+
+
+@pytest.mark.parametrize("rules, crashed, incomplete, overall, code", [
+    (CLEAN, (), False, "pass", 0),
+    (LEAK, (), False, "fail", 1),
+    (UNEVALUATED, ("ig",), False, "error", 3),  # every attack crashed: never a pass
+    (CLEAN, ("ig",), False, "error", 3),  # one crashed, the others found nothing: no pass on less evidence
+    (LEAK, ("ig",), False, "fail", 1),  # a leak found by another attack is real
+    (CLEAN, (), True, "incomplete", 130),
+    (LEAK, ("ig",), True, "incomplete", 130),  # interrupted wins: the run did not finish
+])
+def test_overall_and_exit_code(rules, crashed, incomplete, overall, code):
+    outcome = decide(rules, crashed=crashed, incomplete=incomplete)
+    assert (outcome.overall, outcome.exit_code) == (overall, code)
+    assert outcome.summary.startswith(WORDS[overall] + ":")
+    assert outcome.crashed == tuple(crashed)
+
+
+def test_every_verdict_has_an_exit_code_and_a_word():
+    assert set(OVERALLS) == set(EXIT_CODES) == set(WORDS)
+
+
+def test_error_summary_names_the_crashed_attacks():
+    summary = decide(UNEVALUATED, crashed=["ig", "dia"]).summary
+    assert summary.startswith("ERROR: 2 attack(s) crashed (ig, dia) and no leak was found")
+    assert "1 rule(s) not evaluated" in summary
+
+
+def test_a_leak_with_a_crash_says_both():
+    summary = decide(LEAK, crashed=["ig"]).summary
+    assert summary == "LEAK: 1 rule(s) failed (recognisable-ssim); 1 attack(s) crashed (ig)"
+
+
+@pytest.mark.parametrize("rules, crashed, incomplete, code", [
+    (LEAK, (), False, 0),  # only a leak becomes 0
+    (CLEAN, ("ig",), False, 3),  # a crash still is not a pass
+    (LEAK, (), True, 130),  # an interrupted run still says so
+    (CLEAN, (), False, 0),
+])
+def test_exit_zero_changes_only_a_leaks_exit_code_and_keeps_the_verdict(rules, crashed, incomplete, code):
+    plain = decide(rules, crashed=crashed, incomplete=incomplete)
+    zero = decide(rules, crashed=crashed, incomplete=incomplete, exit_zero=True)
+    assert zero.overall == plain.overall and zero.rules_overall == plain.rules_overall
+    assert zero.exit_code == code and zero.exit_zero is True
+    assert zero.summary.endswith("(--exit-zero: exit 0)") == (plain.overall == "fail")
+
+
+def test_strict_counts_an_unevaluated_rule_as_failed_and_names_it():
+    outcome = decide(UNEVALUATED, strict=True)
+    assert (outcome.overall, outcome.exit_code, outcome.rules_overall) == ("fail", 1, "fail")
+    assert "--strict counts as failed (recognisable-ssim)" in outcome.summary
+    assert "0 rule(s) failed" not in outcome.summary
+
+
+def test_rules_verdict_uses_the_same_decision():
+    verdict = evaluate(load_rules("default"), [], strict=True)
+    assert verdict.overall == "fail" and verdict.exit_code() == 1 and verdict.exit_code(exit_zero=True) == 0
+    assert verdict.summary() == verdict.outcome().summary and verdict.summary().startswith("LEAK:")
