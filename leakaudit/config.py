@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import difflib
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, LeakauditError
 from .userfiles import parse_toml, read_user_text
 
 BUDGETS = ("quick", "standard", "thorough")
@@ -265,6 +266,32 @@ def coerce(name: str, value: Any, w: str) -> Any:
 class ConfigFile:
     path: Path | None  # None: no config file applies
     values: dict[str, Any]  # validated, keyed by ScanSettings field name
+    labels: dict[str, str] = field(default_factory=dict)  # field name -> "pyproject.toml [tool.leakaudit] seed"
+
+    @contextmanager
+    def attributed(self, flags: Mapping[str, Any]) -> Iterator[None]:
+        """Re-raise an error that names a flag (``--dropout fc=0.5: ...``) by the config key that really gave
+        the value, when the flag was not on the command line: the user never typed ``--dropout``."""
+        try:
+            yield
+        except LeakauditError as e:
+            message = self.attribute(str(e), flags)
+            if message == str(e):
+                raise
+            raise type(e)(message) from e
+
+    def attribute(self, message: str, flags: Mapping[str, Any]) -> str:
+        for name, label in self.labels.items():
+            flag = flag_of(name)
+            if name not in flags and message.startswith(flag) and message[len(flag):][:1] in (" ", ":"):
+                return label + message[len(flag):]
+        return message
+
+
+def flag_of(name: str) -> str:
+    """The command-line option of a ScanSettings field (``formats`` -> ``--format``)."""
+    singular = {v: k for k, v in _ALIASES.items() if k != "attack"}
+    return "--" + singular.get(name, name).replace("_", "-")
 
 
 def _canonical_key(key: str, where: str) -> str:
@@ -278,10 +305,14 @@ def _canonical_key(key: str, where: str) -> str:
     return name
 
 
-def parse_config(table: Mapping[str, Any], where: str, base: Path | None) -> dict[str, Any]:
+def parse_config(table: Mapping[str, Any], where: str, base: Path | None,
+                 labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Validated values by field name; ``labels`` (when given) receives how errors name each key."""
     values: dict[str, Any] = {}
     for key, raw in table.items():
         name = _canonical_key(str(key), where)
+        if labels is not None:
+            labels[name] = f"{where} {key}"
         value = coerce(name, raw, f"{where} {str(key)}")
         if name == "rules" and base is not None and _looks_like_path(value):
             candidate = base / value
@@ -329,13 +360,15 @@ def load_config(explicit: str | Path | None = None, cwd: Path | None = None) -> 
     if explicit is not None:
         path = Path(explicit)
         table, where = _table(_read_toml(path), path, required=True) or ({}, str(path))
-        return ConfigFile(path, parse_config(table, where, path.parent))
+        labels: dict[str, str] = {}
+        return ConfigFile(path, parse_config(table, where, path.parent, labels), labels)
     for name, required in (("leakaudit.toml", True), ("pyproject.toml", False)):
         path = cwd / name
         if path.exists():  # not is_file(): a folder or FIFO of that name is refused, not silently skipped
             found = _table(_read_toml(path), Path(name), required=required)
             if found is not None:
-                return ConfigFile(path, parse_config(found[0], found[1], cwd))
+                labels = {}
+                return ConfigFile(path, parse_config(found[0], found[1], cwd, labels), labels)
     return ConfigFile(None, {})
 
 

@@ -144,3 +144,23 @@ def test_bad_flags_are_refused_before_anything_runs(tmp_path, capsys, argv, mess
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_a_later_error_about_a_config_value_names_the_config_key_not_the_flag(tmp_path):
+    from leakaudit.errors import InputError
+
+    (tmp_path / "pyproject.toml").write_text('[tool.leakaudit]\ndropout = { nope = 0.5 }\ninput-shape = "1,28,28"\n')
+    cfg = load_config(cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"^pyproject\.toml \[tool\.leakaudit\] dropout nope=0\.5: m has no layer"):
+        with cfg.attributed({}):
+            raise ConfigError("--dropout nope=0.5: m has no layer 'nope'; see `leakaudit inspect`")
+    with pytest.raises(InputError, match=r"^pyproject\.toml \[tool\.leakaudit\] input-shape 1,28,28: does not match"):
+        with cfg.attributed({}):
+            raise InputError("--input-shape 1,28,28: does not match the model")
+    # given on the command line as well: the flag is what the user typed, and what applied
+    with pytest.raises(ConfigError, match=r"^--dropout nope=0\.5"):
+        with cfg.attributed({"dropout": {"nope": 0.5}}):
+            raise ConfigError("--dropout nope=0.5: m has no layer 'nope'")
+    # a flag the config does not set, or one that only shares a prefix, is left alone
+    assert cfg.attribute("--dropout-rate x: y", {}) == "--dropout-rate x: y"
+    assert cfg.attribute("--seed 1: y", {}) == "--seed 1: y"
