@@ -141,3 +141,17 @@ def test_exit_zero_keeps_the_underlying_verdict(workdir, tmp_path):
     verdict = outputs(tmp_path / "r")[0]["verdict"]
     assert (verdict["overall"], verdict["rules_overall"], verdict["exit_code"]) == ("fail", "fail", 0)
     assert verdict["summary"].endswith("(--exit-zero: exit 0)")
+
+
+def test_a_blank_sample_is_flagged_flat_in_the_report_and_not_a_leak_by_ssim(workdir, tmp_path):
+    np.savez(tmp_path / "blank.npz", x=np.full((1, *INPUT_SHAPE), 0.5, np.float32), y=np.array([2]))
+    out = tmp_path / "r"
+    code = app_main(["scan", str(workdir / "mlp.safetensors"), "--data", str(tmp_path / "blank.npz"),
+                     "--output-dir", str(out), "--attacks", "ig", "--iterations", "3", "--quiet"])
+    doc = json.loads((out / "report.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    assert code == doc["verdict"]["exit_code"]
+    sample = doc["attacks"][0]["samples"][0]
+    assert sample["flat"] is True and "ssim_adjusted" in sample["excluded"]
+    rule = next(r for r in doc["rules"]["results"] if r["id"] == "recognisable-ssim")
+    assert rule["status"] == "not_evaluated" and "every original is flat" in rule["reason"]
