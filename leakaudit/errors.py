@@ -36,3 +36,7 @@ class ConfigError(LeakauditError):
 
 class UnknownNameError(ConfigError):
     """A name looked up in a registry does not exist."""
+
+
+class OutputError(LeakauditError):
+    """The output location cannot be used: not writable, disk full, locked by another run, or an input."""

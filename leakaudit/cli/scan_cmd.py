@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from ..config import ScanSettings, coerce, load_config, resolve_settings
-from ..errors import EXIT_OK, InputError
+from ..errors import EXIT_OK, InputError, LeakauditError
 from ..safetext import terminal, visible
 from . import options
 from .app import EXIT_CODES_HELP, app
@@ -129,6 +129,20 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
         console.print(f"report: {visible(path)}", highlight=False, markup=False)
 
 
+def scan_inputs(model: str, data: str, settings: ScanSettings, config_path: Path | None) -> list[tuple[str, Path]]:
+    """The files (and the data folder) a scan reads: none of them may be an output."""
+    inputs = [("the model", Path(model)), ("the --data input", Path(data))]
+    if config_path is not None:
+        inputs.append(("the config file", config_path))
+    rules = Path(settings.rules)
+    if rules.is_file():
+        inputs.append(("the --rules file", rules))
+    arch_file = (settings.arch or "").rpartition(":")[0]
+    if arch_file.endswith(".py"):
+        inputs.append(("the --arch file", Path(arch_file)))
+    return inputs
+
+
 @app.command("scan", epilog=EXIT_CODES_HELP + " With --exit-zero a leak exits 0 (errors still exit 2/3).")
 def scan(
     ctx: typer.Context,
@@ -166,11 +180,20 @@ def scan(
 ) -> int:
     """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports."""
     from ..audit import audit  # heavy imports (torch, attacks) only when a scan runs
-    from ..report import build_document, parse_formats, render_all, write_atomic, write_reports
+    from ..report import build_document, parse_formats, render_all, write_atomic
+    from ..report.output import REPORT_NAMES, OutputFolder, discard_previous, prepare_file, refuse_inputs
     from .progress import RichObserver
 
-    settings = resolve_settings(load_config(config), _explicit_flags(ctx, ctx.params))
-    formats = parse_formats(settings.formats)
+    try:
+        config_file = load_config(config)
+        settings = resolve_settings(config_file, _explicit_flags(ctx, ctx.params))
+        formats = parse_formats(settings.formats)
+    except LeakauditError:
+        # The run never learned its settings; the folder named on the command line must not keep the
+        # previous run's report as if it were this one's (see leakaudit/report/output.py).
+        if getattr(ctx.get_parameter_source("output_dir"), "name", None) == "COMMANDLINE":
+            discard_previous(output_dir, REPORT_NAMES)
+        raise
     to_stdout = output == "-"
     json_path = Path(output) if output and not to_stdout else None
     file_formats = tuple(f for f in formats if not (f.name == "json" and (to_stdout or json_path)))
@@ -178,18 +201,33 @@ def scan(
         raise InputError(f"--output {output}: the JSON report is not among --format {','.join(settings.formats)}; "
                          "add json to --format")
 
+    folder = OutputFolder(settings.output_dir, REPORT_NAMES) if file_formats else None
+    targets = [("--output-dir", p) for p in ([folder.folder, *folder.targets()] if folder else [])]
+    targets += [("--output", json_path)] if json_path is not None else []
+    refuse_inputs(targets, scan_inputs(model, data, settings, config_file.path))
     console = Console(stderr=True)
     command = reproduce_command(model, data, settings)
+    # Before the model loads: a read-only, full or busy location is exit 2 now, and the previous set is gone,
+    # so a run that fails from here on leaves no stale report. The folder is held until the command returns.
+    if json_path is not None:
+        prepare_file(json_path)
+    if folder is not None:
+        ctx.with_resource(folder)
     with RichObserver(console, quiet=settings.quiet) as observer:
         result = audit(model, data, settings, observer=observer, command=command)
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)
     written: list[str] = []
-    if file_formats:
-        written += [str(p) for p in write_reports(doc, settings.output_dir, file_formats)]
     if json_path is not None:
         write_atomic(json_path, rendered["json"])
         written.append(str(json_path))
+    if folder is not None:
+        try:
+            written[:0] = [str(p) for p in folder.commit({f.filename: rendered[f.name] for f in file_formats})]
+        except BaseException:
+            if json_path is not None:  # all or nothing: a run that fails (exit 2) leaves no report anywhere
+                json_path.unlink(missing_ok=True)
+            raise
     if to_stdout:
         _write_stdout(rendered["json"])
     if not settings.quiet:
@@ -208,6 +246,7 @@ def render(
 ) -> int:
     """Re-render a report (HTML by default) from a report.json alone."""
     from ..report import FORMATS, load_document, write_atomic
+    from ..report.output import refuse_inputs
 
     doc = load_document(report)
     fmt = FORMATS.get(format.strip().lower())
@@ -216,8 +255,7 @@ def render(
         _write_stdout(text)
         return EXIT_OK
     target = Path(output) if output else Path(report).with_name(fmt.filename)
-    if target.resolve() == Path(report).resolve():
-        raise InputError(f"--output {target}: would overwrite the input report; choose another file")
-    write_atomic(target, text)
+    refuse_inputs([("--output", target)], [("the report to render", Path(report))])
+    write_atomic(target, text, example=fmt.filename)
     typer.echo(f"wrote {target}", err=True)
     return EXIT_OK

@@ -8,6 +8,7 @@ Ctrl-C (exit 130, marked incomplete) or a crash leaves a file that ``--resume`` 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import load_config, resolve_settings
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, EXIT_USAGE, ConfigError
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, EXIT_USAGE, ConfigError, LeakauditError
 from ..safetext import terminal
 from . import options
 from .app import app, fail
@@ -151,19 +152,33 @@ def sweep(
     """Vary one defense knob, audit at every value, and report the weakest setting that passes the rules."""
     from ..sweep import parse_vary, run_sweep
     from ..sweep.html import render_html
-    from ..sweep.jsonio import previous_points, read_json, to_dict, write_json
+    from ..report.output import SWEEP_NAMES, OutputFolder, discard_previous, refuse_inputs
+    from ..sweep.jsonio import previous_points, read_json, to_dict
     from ..sweep.pipeline import check_knob, default_audit, make_runner, prepare, settings_for_resume
     from .progress import RichObserver
-    from .scan_cmd import _explicit_flags
+    from .scan_cmd import _explicit_flags, scan_inputs
 
-    flags = _explicit_flags(ctx, ctx.params)
-    settings = resolve_settings(load_config(config), flags)
+    keep = [resume] if resume else []  # --resume continues sweep.json in place: an input that is also an output
+    try:
+        flags = _explicit_flags(ctx, ctx.params)
+        config_file = load_config(config)
+        settings = resolve_settings(config_file, flags)
+    except LeakauditError:  # as in scan: the folder named must not keep the previous sweep as this run's
+        if getattr(ctx.get_parameter_source("output_dir"), "name", None) == "COMMANDLINE":
+            discard_previous(output_dir, SWEEP_NAMES, keep=keep)
+        raise
     unknown = [f for f in settings.formats if f not in ("json", "html")]
     if unknown and "formats" not in flags:  # a config file shared with `scan` may ask for junit: not for us
         settings = dataclasses.replace(settings, formats=tuple(f for f in settings.formats if f not in unknown))
     elif unknown:
         raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
                           f"{', '.join(unknown)}; use --format json,html")
+    folder = OutputFolder(settings.output_dir, SWEEP_NAMES, keep=keep)
+    refuse_inputs([("--output-dir", p) for p in (folder.folder, *folder.targets())
+                   if not (resume and p.resolve() == Path(resume).resolve())],
+                  scan_inputs(model, data, settings, config_file.path))
+    # held from here (before the model loads) until the command returns: see leakaudit/report/output.py
+    ctx.with_resource(folder)
     previous_doc = read_json(Path(resume)) if resume else None
     if vary is None:
         if previous_doc is None:
@@ -187,17 +202,15 @@ def sweep(
         context = _context(prepared, resume_settings, command)
         runner = make_runner(spec, prepared, settings, default_audit(prepared, command), observer)
         result = run_sweep(spec, runner, previous=previous, observer=observer, context=context,
-                           on_point=lambda partial: write_json(json_path, to_dict(partial, spec)))
+                           on_point=lambda partial: folder.put(json_path.name, _sweep_json(to_dict(partial, spec))))
     doc = to_dict(result, spec)
-    write_json(json_path, doc)
-    written = [json_path]
+    files = {json_path.name: _sweep_json(doc)}
     if "html" in settings.formats:
-        from ..report import write_atomic
         from ..report.images import png_data_uri
 
         originals = [png_data_uri(px) for px in prepared.batch.pixels]
-        write_atomic(html_path, render_html(doc, originals))
-        written.append(html_path)
+        files[html_path.name] = render_html(doc, originals)
+    written = folder.commit(files)
     if not settings.quiet:
         console.print(_table(doc))
         style = "green" if result.threshold.stable is not None else "yellow"
@@ -208,6 +221,11 @@ def sweep(
         for path in written:
             console.print(f"report: {path}", highlight=False, markup=False)
     return _exit_code(result, settings.exit_zero, console)
+
+
+def _sweep_json(doc: dict[str, Any]) -> str:
+    """What sweep.jsonio.write_json wrote; the output folder writes it now (atomic, in the held folder)."""
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
 def _context(prepared: Any, settings: dict[str, Any], command: str) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 ``build_document(result)`` turns an ``AuditResult`` into the report document; each format in ``FORMATS``
 renders that document alone (so ``leakaudit render report.json`` reproduces the HTML). ``write_reports``
-writes each file atomically (temp file in the output folder, then rename): a reader never sees half a report.
+writes the set through ``output.OutputFolder``: locked folder, previous set removed, temp files renamed into
+place with the manifest last, so a reader never sees half a report or two runs mixed (see ``output``).
 """
 
 from __future__ import annotations
 
 import json as _json  # not "json": the submodule .json would shadow it here
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +20,7 @@ from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
 from .html import render_html
 from .json import render_json
 from .junit import render_junit
+from .output import REPORT_NAMES, OutputFolder, write_atomic
 
 
 @dataclass(frozen=True)
@@ -54,37 +54,17 @@ def parse_formats(names: tuple[str, ...] | list[str], where: str = "--format") -
     return tuple(out)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file next to ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_all(doc: dict[str, Any], formats: tuple[Format, ...]) -> dict[str, str]:
     """Render every format first, so a renderer error leaves no file behind."""
     return {f.name: f.render(doc) for f in formats}
 
 
 def write_reports(doc: dict[str, Any], output_dir: str | Path, formats: tuple[Format, ...]) -> list[Path]:
+    """Render every format, then write them as one set (see ``output``): the previous set goes, the new one
+    appears with its manifest last; an OS error is an OutputError (exit 2) and leaves no set."""
     rendered = render_all(doc, formats)
-    out_dir = Path(output_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{out_dir}: cannot create the output folder ({e.strerror}); pass a writable --output-dir") from e
-    written = []
-    for fmt in formats:
-        path = out_dir / fmt.filename
-        write_atomic(path, rendered[fmt.name])
-        written.append(path)
-    return written
+    with OutputFolder(output_dir, REPORT_NAMES) as folder:
+        return folder.commit({f.filename: rendered[f.name] for f in formats})
 
 
 def schema() -> dict[str, Any]:
@@ -112,6 +92,8 @@ def validate_document(doc: Any, where: str) -> dict[str, Any]:
 
 
 def load_document(path: str | Path) -> dict[str, Any]:
+    """A report.json read back, strict JSON only: a NaN/Infinity literal is refused (exit 2) rather than read,
+    since no leakaudit writes one and it could not be rendered back as JSON."""
     path = Path(path)
     text = read_user_text(path, InputError, limit=REPORT_LIMIT,
                           missing=f"{path}: file not found; pass the report.json written by leakaudit scan",

@@ -113,7 +113,7 @@ def test_input_errors_exit_2_with_one_line_and_write_nothing(workdir, tmp_path, 
 
 
 def test_missing_model_exits_2(tmp_path, capsys):
-    assert app_main(["scan", str(tmp_path / "nope.onnx"), "--data", str(tmp_path), "--output-dir",
+    assert app_main(["scan", str(tmp_path / "nope.onnx"), "--data", str(tmp_path / "samples"), "--output-dir",
                      str(tmp_path / "r")]) == 2
     assert "nope.onnx: no such file" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -186,7 +186,7 @@ def test_output_file_gets_the_json_and_the_output_dir_the_rest(workdir, tmp_path
     target = tmp_path / "elsewhere" / "scan.json"
     assert scan(workdir, tmp_path / "r", "--attacks", "analytic", "--output", str(target)) == 1
     assert json.loads(target.read_text())["verdict"]["overall"] == "fail"
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["leakaudit-manifest.json", "report.html"]
 
 
 def test_real_ctrl_c_stops_the_running_attack_and_exits_130(workdir, tmp_path):
