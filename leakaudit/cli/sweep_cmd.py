@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ..config import load_config, resolve_settings
@@ -68,7 +67,7 @@ def _table(doc: dict[str, Any]) -> Table:
     table.add_column(doc["knob"]["name"], justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     for m in metrics:
-        table.add_column(escape(m), no_wrap=True)
+        table.add_column(terminal(m), no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     with_notes = any(p["error"] for p in doc["points"])
     if with_notes:
@@ -83,7 +82,8 @@ def _table(doc: dict[str, Any]) -> Table:
         cells = []
         for m in metrics:
             best = _most_leaking(p, m)
-            cells.append("" if best is None else escape(f"{best[0]:.3g} {best[1]}"))
+            # attack names may come from a resumed sweep.json, a file the user may have been handed
+            cells.append("" if best is None else terminal(f"{best[0]:.3g} {best[1]}"))
         secs = "" if p["seconds"] is None else f"{p['seconds']:.0f}s"
         # an error may name a sample or model file: markup and control characters escaped
         row = [f"{v:.4g}", verdict, *cells, secs] + ([terminal(p["error"] or "")] if with_notes else [])
