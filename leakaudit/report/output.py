@@ -6,9 +6,9 @@ An output folder (``--output-dir``) is held by one run at a time, through ``Outp
    ``.leakaudit.lock`` inside it (``flock``: the kernel drops it when the process dies, even by SIGKILL),
    deletes temp files a killed run left (``.leakaudit-tmp-*``), writes and deletes a probe file (so a
    read-only, full or forbidden location is exit 2 now, not after minutes of attacks), and deletes the
-   previous report set: first ``leakaudit-manifest.json``, then the files it lists (when it is missing or
-   unreadable: the known names, e.g. report.json, report.html, report.junit.xml). Only those files: nothing
-   else in the folder is touched. A second run on a locked folder is refused with exit 2.
+   previous report set: first ``leakaudit-manifest.json``, then the files it lists, then those of the known
+   names (report.json, report.html, report.junit.xml) that leakaudit wrote (they name it in their first KiB;
+   this covers a killed run and leakaudit 0.1.0, which wrote no manifest). Nothing else is touched. A second run on a locked folder is refused with exit 2.
 2. **At the end** every file is written to a temp name in the folder and flushed to disk, then renamed into
    place, then the manifest (names, sizes, sha256) is renamed in **last**. A write error (disk full, quota,
    read-only, permission) is exit 2 naming the path; the temps and any file this run already renamed are
@@ -195,6 +195,15 @@ def _manifest(files: dict[str, bytes]) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
+def _written_by_leakaudit(path: Path) -> bool:
+    """Every file leakaudit writes names itself in its first KiB (JSON "tool", HTML title, JUnit suite name)."""
+    try:
+        with path.open("rb") as handle:
+            return b"leakaudit" in handle.read(4096)
+    except OSError:
+        return False
+
+
 def _listed_files(folder: Path) -> list[str]:
     """The plain file names a previous manifest lists (nothing outside the folder, no hidden names)."""
     try:
@@ -324,8 +333,13 @@ class OutputFolder:
     def _clear_previous(self) -> None:
         listed = _listed_files(self.folder)
         self._delete(self.folder / MANIFEST_NAME, "delete the previous manifest")  # first: no set is claimed now
-        for name in dict.fromkeys([*listed, *self.names]):
+        for name in listed:
             self._delete(self.folder / name, "delete the previous report")
+        # No manifest (a killed run, or leakaudit 0.1.0): a known name goes only if leakaudit wrote the file,
+        # so `--output-dir .` cannot take a user's own report.html.
+        for name in self.names:
+            if name not in listed and _written_by_leakaudit(self.folder / name):
+                self._delete(self.folder / name, "delete the previous report")
 
     def put(self, name: str, text: str | bytes) -> Path:
         """Replace one file now (sweep.json after every value): old or new, never part of one. The set is

@@ -77,11 +77,13 @@ def test_opening_the_folder_removes_the_previous_set_and_only_it(tmp_path):
 def test_without_a_manifest_the_known_names_are_removed(tmp_path):
     folder = tmp_path / "r"
     folder.mkdir()
-    for name in (*REPORT_NAMES, "sweep.json"):
-        (folder / name).write_text("from leakaudit 0.1.0")
+    for name in ("report.json", "report.junit.xml", "sweep.json"):
+        (folder / name).write_text('{"tool": {"name": "leakaudit", "version": "0.1.0"}}')
+    (folder / "report.html").write_text("<html>the user's own page</html>")
     with OutputFolder(folder, REPORT_NAMES):
         pass
-    assert names(folder) == ["sweep.json"]  # a report folder's clean-up leaves a sweep alone
+    # a report folder's clean-up leaves a sweep alone, and a report.html leakaudit did not write
+    assert names(folder) == ["report.html", "sweep.json"]
 
 
 def test_a_manifest_cannot_make_the_clean_up_delete_outside_the_folder(tmp_path):
@@ -216,7 +218,7 @@ def test_resume_file_in_the_folder_is_kept(tmp_path):
     folder = tmp_path / "r"
     folder.mkdir()
     (folder / "sweep.json").write_text("{}")
-    (folder / "sweep.html").write_text("old")
+    (folder / "sweep.html").write_text("<title>leakaudit sweep: noise.sigma</title>")
     with OutputFolder(folder, ("sweep.json", "sweep.html"), keep=[folder / "sweep.json"]):
         pass
     assert names(folder) == ["sweep.json"]
