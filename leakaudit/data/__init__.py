@@ -2,7 +2,11 @@
 
 ``load_samples`` returns a ``SampleBatch`` whose ``pixels`` are the [0, 1] originals at the model's input
 size (what reconstructions are scored against) and whose ``x`` is ``normalization.to_model(pixels)``.
-Order is deterministic: sorted file names, or the array order.
+Order is deterministic: sorted file names, or the array order. ``original_shapes`` records each sample's
+(C, H, W) as read, before images were converted and resized to the model's input (arrays never are).
+
+Only regular files are read: a FIFO would block forever and ``/dev/zero`` never ends. Images above
+``MAX_IMAGE_PIXELS`` and arrays above ``MAX_READ_BYTES`` are refused before they are decoded.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from .arrays import ARRAY_EXTENSIONS, check_labels, read_arrays
-from .convert import fit, to_nhwc, to_unit_range
-from .folder import IMAGE_EXTENSIONS, list_folder, read_image
+from .arrays import ARRAY_EXTENSIONS, MAX_READ_BYTES, check_labels, read_arrays
+from .convert import array_layout, fit, to_chw, to_unit_range
+from .folder import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, check_regular, list_folder, read_image
 from .interface import Normalization, SampleBatch
 from .normalize import PRESETS, normalization
 
@@ -29,10 +33,12 @@ def load_samples(path: str | Path, *, input_shape: tuple[int, ...], num_classes:
         raise DataError(f"{path}: no such file or folder; point --data at an image folder, .npz, .npy or "
                         ".safetensors file")
     _check_normalization(path, normalization, input_shape)
+    if not path.is_dir():  # a FIFO would block forever, /dev/zero never ends
+        check_regular(path, "point --data at an image folder, .npz, .npy or .safetensors file")
     if path.is_dir():
-        pixels, labels, names = _from_folder(path, input_shape, num_classes, limit)
+        pixels, labels, names, shapes = _from_folder(path, input_shape, num_classes, limit)
     elif path.suffix.lower() in ARRAY_EXTENSIONS:
-        pixels, labels, names = _from_arrays(path, input_shape, num_classes, limit)
+        pixels, labels, names, shapes = _from_arrays(path, input_shape, num_classes, limit)
     else:
         hint = " (a single image needs a label: put it in a folder with labels.csv)" \
             if path.suffix.lower() in IMAGE_EXTENSIONS else ""
@@ -46,6 +52,7 @@ def load_samples(path: str | Path, *, input_shape: tuple[int, ...], num_classes:
         names=tuple(names),
         source=str(path),
         normalization=normalization,
+        original_shapes=tuple(shapes),
     )
 
 
@@ -65,28 +72,23 @@ def _from_folder(path: Path, input_shape: tuple[int, ...], num_classes: int, lim
         if not 0 <= item.label < num_classes:
             raise DataError(f"{item.path}: label {item.label} is out of range for a model with {num_classes} "
                             f"classes; labels must be 0..{num_classes - 1}")
-    pixels = np.stack([fit(item.path, read_image(item.path), shape) for item in items])
+    fitted, originals = [], []
+    for item in items:  # one full-size image in memory at a time
+        img = read_image(item.path)
+        originals.append((img.shape[2], img.shape[0], img.shape[1]))
+        fitted.append(fit(item.path, img, shape))
     labels = np.array([item.label for item in items], dtype=np.int64)
-    return pixels, labels, [item.name for item in items]
+    return np.stack(fitted), labels, [item.name for item in items], originals
 
 
 def _from_arrays(path: Path, input_shape: tuple[int, ...], num_classes: int, limit: int | None):
-    x, y = read_arrays(path)
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise DataError(f"{path}: holds no samples (x has shape {tuple(x.shape)}); add at least one sample")
-    n = x.shape[0]
-    labels = check_labels(path, y, n, num_classes)[:limit]
-    x = to_unit_range(path, x[:limit])
-    if len(input_shape) == 1:  # flat features (N, F): nothing to resize or convert
-        if x.shape[1:] != tuple(input_shape):
-            raise DataError(f"{path}: samples 'x' have shape {tuple(x.shape)} but the model takes "
-                            f"{tuple(input_shape)} features; save x as (N, {input_shape[0]})")
-        pixels = x
-    else:
-        shape = _image_shape(path, input_shape)
-        pixels = np.stack([fit(path, img, shape) for img in to_nhwc(path, x, shape)])
+    if len(input_shape) != 1:
+        _image_shape(path, input_shape)
+    x, y = read_arrays(path, lambda sample: array_layout(path, sample, input_shape), limit)
+    labels = check_labels(path, y, x.shape[0], num_classes)
+    pixels = to_chw(to_unit_range(path, x), array_layout(path, x.shape[1:], input_shape))
     names = [f"{path.name}[{i}]" for i in range(pixels.shape[0])]
-    return pixels, labels, names
+    return pixels, labels, names, [tuple(input_shape)] * pixels.shape[0]
 
 
 def _check_normalization(path: Path, norm: Normalization, input_shape: tuple[int, ...]) -> None:
@@ -95,4 +97,5 @@ def _check_normalization(path: Path, norm: Normalization, input_shape: tuple[int
                           f"{input_shape[0]} channel(s); pass normalization(..., channels={input_shape[0]})")
 
 
-__all__ = ["IMAGE_EXTENSIONS", "Normalization", "PRESETS", "SampleBatch", "load_samples", "normalization"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "MAX_READ_BYTES", "Normalization", "PRESETS", "SampleBatch",
+           "load_samples", "normalization"]

@@ -1,7 +1,9 @@
-"""Bring pixels to the model's input shape: value range, layout, channels, size.
+"""Bring pixels to the model's input shape: value range, layout, and for image files channels and size.
 
-Everything here works on float32 arrays in [0, 1]; resizing uses PIL's bilinear filter per channel (mode "F",
-so no rounding to 8 bits), the same filter for image files and arrays.
+Everything here works on float32 arrays in [0, 1]. Image files are converted to the model's channels and
+resized with PIL's bilinear filter per channel (mode "F", so no rounding to 8 bits). Arrays only change
+layout: one of another size or channel count is refused (``array_layout``), since an array is taken to be
+prepared for the model and a silent resize would score the attack against pixels the user never had.
 """
 
 from __future__ import annotations
@@ -38,25 +40,35 @@ def to_unit_range(path: Path | str, x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
 
 
-def to_nhwc(path: Path | str, x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
-    """(N, C, H, W) / (N, H, W, C) / (N, H, W) -> (N, H, W, C) with the data's own channels and size."""
+def array_layout(path: Path | str, sample: tuple[int, ...], input_shape: tuple[int, ...]) -> str:
+    """How one array sample of shape ``sample`` lies in the model's input: "flat", "CHW", "HWC" or "HW".
+
+    Arrays are taken as already prepared, so they must have the model's shape: a sample of another size or
+    channel count is refused rather than silently resized or converted (image folders are resized by design).
+    Checked on the declared shape, before any sample is read.
+    """
+    if len(input_shape) == 1:
+        if sample != tuple(input_shape):
+            raise DataError(f"{path}: samples 'x' have shape {_fmt(sample)} but the model takes {_fmt(input_shape)} "
+                            f"features; save x as (N, {input_shape[0]})")
+        return "flat"
     c, h, w = input_shape
-    if x.ndim == 3:
-        return x[..., None]
-    if x.ndim != 4:
-        raise DataError(f"{path}: samples 'x' have shape {tuple(x.shape)}; expected images (N, C, H, W), "
-                        f"(N, H, W, C) or (N, H, W) for a model input of {_fmt(input_shape)}")
-    if x.shape[1:] == (c, h, w):
-        return x.transpose(0, 2, 3, 1)
-    if x.shape[1:] == (h, w, c):
-        return x
-    chan1, chan3 = x.shape[1] in (1, 2, 3, 4), x.shape[3] in (1, 2, 3, 4)
-    if chan3 and not chan1:
-        return x
-    if chan1:  # ambiguous or channels-first: torch's convention wins
-        return x.transpose(0, 2, 3, 1)
-    raise DataError(f"{path}: samples 'x' have shape {tuple(x.shape)}: no channel axis of 1-4 found; "
-                    f"the model takes {_fmt(input_shape)}; save them as (N, C, H, W)")
+    layouts = {(c, h, w): "CHW", (h, w, c): "HWC", **({(h, w): "HW"} if c == 1 else {})}
+    if sample in layouts:
+        return layouts[sample]
+    wanted = " or ".join(_fmt(("N", *s)) for s in layouts)
+    raise DataError(f"{path}: samples 'x' have shape {_fmt(sample)} but the model takes {_fmt(input_shape)}; "
+                    f"arrays are used as they are (never resized or converted): save x as {wanted}, or use an "
+                    "image folder, whose images are resized to the model's input")
+
+
+def to_chw(x: np.ndarray, layout: str) -> np.ndarray:
+    """(N, *sample) in ``layout`` (from ``array_layout``) -> (N, C, H, W), or (N, F) unchanged."""
+    if layout == "HWC":
+        return x.transpose(0, 3, 1, 2)
+    if layout == "HW":
+        return x[:, None]
+    return x
 
 
 def fit(source: Path | str, pixels: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -89,5 +101,5 @@ def _resize(channel: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+def _fmt(shape: tuple) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"

@@ -39,9 +39,13 @@ class SampleBatch:
     names: tuple[str, ...]  # one per sample (file name or "file.npz[3]")
     source: str  # what the user passed to --data
     normalization: Normalization
+    # (C, H, W) of each sample as read, before an image was converted to the model's channels and resized;
+    # equal to the input shape when nothing was changed (always, for arrays). Empty when built by hand.
+    original_shapes: tuple[tuple[int, ...], ...] = ()
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, n: int) -> "SampleBatch":
-        return SampleBatch(self.x[:n], self.y[:n], self.pixels[:n], self.names[:n], self.source, self.normalization)
+        return SampleBatch(self.x[:n], self.y[:n], self.pixels[:n], self.names[:n], self.source, self.normalization,
+                           self.original_shapes[:n])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Sequence
 
 from ..errors import ConfigError, UnknownNameError
@@ -51,18 +52,20 @@ def normalization(name: str = "none", mean: Sequence[float] | None = None, std: 
 
 def _per_channel(option: str, values: Sequence[float], channels: int) -> tuple[float, ...]:
     vals = tuple(float(v) for v in values)
+    if not all(math.isfinite(v) for v in vals):  # before the one-value shortcut: "--std inf" is one value
+        raise ConfigError(f"{option} {','.join(f'{v:g}' for v in vals)}: values must be finite numbers; "
+                          "give e.g. 0.5")
     if len(vals) == 1:
         return vals * channels
     if len(vals) != channels:
         raise ConfigError(f"{option} {','.join(f'{v:g}' for v in vals)}: {len(vals)} values for a "
                           f"{channels}-channel input; give one value or {channels}")
-    if any(v != v or v in (float("inf"), float("-inf")) for v in vals):
-        raise ConfigError(f"{option} {','.join(f'{v:g}' for v in vals)}: values must be finite numbers")
     return vals
 
 
 def _std(values: Sequence[float], channels: int) -> tuple[float, ...]:
     vals = _per_channel("--std", values, channels)
     if any(v <= 0 for v in vals):
-        raise ConfigError(f"--std {','.join(f'{v:g}' for v in vals)}: standard deviations must be positive")
+        raise ConfigError(f"--std {','.join(f'{v:g}' for v in vals)}: standard deviations must be positive; "
+                          "give values > 0, e.g. 0.25")
     return vals

@@ -71,13 +71,22 @@ def test_single_image_needs_a_folder_with_labels(tmp_path: Path) -> None:
 
 
 def test_channels_that_cannot_be_converted(tmp_path: Path) -> None:
-    np.savez(tmp_path / "s.npz", x=np.zeros((2, 3, 8, 8), np.uint8), y=[0, 1])
-    fails(tmp_path / "s.npz", r"has 3 channel\(s\) but the model takes 2", shape=(2, 8, 8))
+    png(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_text("a.png,0\n")
+    fails(tmp_path, r"has 3 channel\(s\) but the model takes 2", shape=(2, 8, 8), starts=tmp_path / "a.png")
 
 
-def test_array_without_a_channel_axis(tmp_path: Path) -> None:
-    np.savez(tmp_path / "s.npz", x=np.zeros((2, 7, 8, 9), np.uint8), y=[0, 1])
-    fails(tmp_path / "s.npz", "no channel axis")
+def test_array_of_another_shape_is_refused_not_resized(tmp_path: Path) -> None:
+    # issue 11: 3x64x64 arrays fed to a 1x28x28 model were resized and converted to grey without a word
+    np.savez(tmp_path / "s.npz", x=np.zeros((2, 3, 64, 64), np.uint8), y=[0, 1])
+    fails(tmp_path / "s.npz", re.escape("samples 'x' have shape (3, 64, 64) but the model takes (1, 28, 28); "
+                                        "arrays are used as they are (never resized or converted): save x as "
+                                        "(N, 1, 28, 28) or (N, 28, 28, 1) or (N, 28, 28), or use an image folder"),
+          shape=(1, 28, 28))
+    np.savez(tmp_path / "c.npz", x=np.zeros((2, 1, 8, 8), np.uint8), y=[0, 1])  # right size, grey for RGB
+    fails(tmp_path / "c.npz", re.escape("have shape (1, 8, 8) but the model takes (3, 8, 8)"))
+    np.savez(tmp_path / "r.npz", x=np.zeros((2, 7, 8, 9), np.uint8), y=[0, 1])
+    fails(tmp_path / "r.npz", re.escape("have shape (7, 8, 9)"))
 
 
 def test_images_for_a_flat_model_input(tmp_path: Path) -> None:

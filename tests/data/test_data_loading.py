@@ -130,9 +130,15 @@ def test_safetensors_with_x_and_y(tmp_path: Path) -> None:
     assert torch.allclose(batch.pixels, x) and batch.y.tolist() == [1, 2, 3]
 
 
-def test_arrays_are_resized_to_the_model_input(tmp_path: Path) -> None:
-    np.savez(tmp_path / "s.npz", x=RNG.integers(0, 256, size=(2, 3, 20, 20), dtype=np.uint8), y=[0, 1])
-    assert load(tmp_path / "s.npz", shape=(3, 8, 8)).pixels.shape == (2, 3, 8, 8)
+def test_original_shapes_record_what_was_resized(tmp_path: Path) -> None:
+    save(tmp_path / "f" / "a.png", rgb(40, 50))
+    save(tmp_path / "f" / "b.png", rgb(8, 8), mode="L")
+    (tmp_path / "f" / "labels.csv").write_text("a.png,1\nb.png,2\n")
+    batch = load(tmp_path / "f")
+    assert batch.original_shapes == ((3, 40, 50), (1, 8, 8))  # resized; grey converted to RGB
+    assert batch.subset(1).original_shapes == ((3, 40, 50),)
+    np.savez(tmp_path / "s.npz", x=RNG.integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8), y=[0, 1])
+    assert load(tmp_path / "s.npz").original_shapes == ((3, 8, 8),) * 2  # arrays: the model's shape, as given
 
 
 def test_flat_features(tmp_path: Path) -> None:
