@@ -117,6 +117,7 @@ def test_gaussian_noise_in_onnx_is_not_mistaken_for_precode(tmp_path: Path) -> N
     torch.manual_seed(0)
     net = noisy_mlp(num_classes=3, input_shape=(3, 4, 4), hidden=8).train()
     path = tmp_path / "noisy.onnx"
+    pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript (in the dev extra)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.zeros(2, 3, 4, 4),), str(path), dynamo=True, external_data=False,
@@ -165,6 +166,7 @@ def test_onnx_bottleneck_with_separate_mu_and_sigma_encoders(tmp_path: Path) -> 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), TwoEncoderBottleneck(8, 4), nn.Linear(8, 3))
     path = tmp_path / "vae.onnx"
+    pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript (in the dev extra)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net.train(), (torch.zeros(2, 3, 2, 2),), str(path), dynamo=True, external_data=False,

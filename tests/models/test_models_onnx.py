@@ -21,6 +21,8 @@ SHAPE = (3, 16, 16)
 def export(module: nn.Module, path, *, train: bool, dynamo: bool, opset: int | None = None,
            shape: tuple[int, ...] = SHAPE) -> str:
     """Export as a user would: training mode keeps Dropout/random nodes, no constant folding."""
+    if dynamo:
+        pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript (in the dev extra)")
     module.train(train)
     kwargs = dict(training=torch.onnx.TrainingMode.TRAINING if train else torch.onnx.TrainingMode.EVAL,
                   do_constant_folding=False, dynamo=dynamo, input_names=["x"], output_names=["y"])
