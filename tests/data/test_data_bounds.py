@@ -272,3 +272,13 @@ def test_names_with_control_characters_and_non_utf8_bytes_stay_text(tmp_path: Pa
 def test_non_finite_or_non_positive_mean_std(kwargs: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         normalization(channels=3, **kwargs)
+
+
+def test_safetensors_header_declaring_more_than_the_file_holds(tmp_path: Path) -> None:
+    import json
+
+    header = json.dumps({"x": {"dtype": "U8", "shape": [10**9, 3, 32, 32], "data_offsets": [0, 8]},
+                         "y": {"dtype": "I64", "shape": [1], "data_offsets": [8, 16]}}).encode()
+    path = tmp_path / "lie.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    fails(path, r"cannot read the \.safetensors file \(.*invalid shape, data type, or offset", shape=(3, 32, 32))
