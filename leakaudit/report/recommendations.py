@@ -132,6 +132,14 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
             "Before a release, re-run with --budget thorough (the papers' iteration counts) and with the batch "
             "size and data your clients really use.",
             f"no fail-severity rule failed for the attacks run with the {budget} budget"))
+    crashed = [a for a in doc["attacks"] if a["status"] == "failed"]
+    if crashed:
+        recs.append(_rec(
+            "attack-crashed", "An attack crashed: its evidence is missing",
+            "Rerun with --debug for the traceback and report it. An activation without a double backward "
+            "(e.g. Hardsigmoid) stops every gradient-matching attack: a limit of the attacks, not evidence of "
+            "privacy. Until every planned attack runs, no pass is claimed.",
+            "; ".join(f"{a['name']}: {a.get('reason', '')}" for a in crashed)))
     if doc.get("incomplete"):
         recs.append(_rec(
             "incomplete", "The scan did not finish",

@@ -155,3 +155,10 @@ def test_a_blank_sample_is_flagged_flat_in_the_report_and_not_a_leak_by_ssim(wor
     assert sample["flat"] is True and "ssim_adjusted" in sample["excluded"]
     rule = next(r for r in doc["rules"]["results"] if r["id"] == "recognisable-ssim")
     assert rule["status"] == "not_evaluated" and "every original is flat" in rule["reason"]
+
+
+def test_a_crash_gets_a_recommendation_that_names_it(workdir, tmp_path, monkeypatch):
+    crash(monkeypatch, "analytic")
+    scan(workdir, tmp_path / "r", "--attacks", "analytic", "--quiet")
+    recs = {r["id"]: r for r in outputs(tmp_path / "r")[0]["recommendations"]}
+    assert "simulated attack bug" in recs["attack-crashed"]["because"] and "pass-scope" not in recs
