@@ -188,18 +188,18 @@ def scan(
         config_file = load_config(config)
         settings = resolve_settings(config_file, _explicit_flags(ctx, ctx.params))
         formats = parse_formats(settings.formats)
+        to_stdout = output == "-"
+        json_path = Path(output) if output and not to_stdout else None
+        file_formats = tuple(f for f in formats if not (f.name == "json" and (to_stdout or json_path)))
+        if (to_stdout or json_path) and "json" not in {f.name for f in formats}:
+            raise InputError(f"--output {output}: the JSON report is not among --format "
+                             f"{','.join(settings.formats)}; add json to --format")
     except LeakauditError:
         # The run never learned its settings; the folder named on the command line must not keep the
         # previous run's report as if it were this one's (see leakaudit/report/output.py).
         if getattr(ctx.get_parameter_source("output_dir"), "name", None) == "COMMANDLINE":
             discard_previous(output_dir, REPORT_NAMES)
         raise
-    to_stdout = output == "-"
-    json_path = Path(output) if output and not to_stdout else None
-    file_formats = tuple(f for f in formats if not (f.name == "json" and (to_stdout or json_path)))
-    if (to_stdout or json_path) and "json" not in {f.name for f in formats}:
-        raise InputError(f"--output {output}: the JSON report is not among --format {','.join(settings.formats)}; "
-                         "add json to --format")
 
     folder = OutputFolder(settings.output_dir, REPORT_NAMES) if file_formats else None
     targets = [("--output-dir", p) for p in ([folder.folder, *folder.targets()] if folder else [])]

@@ -163,16 +163,16 @@ def sweep(
         flags = _explicit_flags(ctx, ctx.params)
         config_file = load_config(config)
         settings = resolve_settings(config_file, flags)
+        unknown = [f for f in settings.formats if f not in ("json", "html")]
+        if unknown and "formats" not in flags:  # a config file shared with `scan` may ask for junit: not for us
+            settings = dataclasses.replace(settings, formats=tuple(f for f in settings.formats if f not in unknown))
+        elif unknown:
+            raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
+                              f"{', '.join(unknown)}; use --format json,html")
     except LeakauditError:  # as in scan: the folder named must not keep the previous sweep as this run's
         if getattr(ctx.get_parameter_source("output_dir"), "name", None) == "COMMANDLINE":
             discard_previous(output_dir, SWEEP_NAMES, keep=keep)
         raise
-    unknown = [f for f in settings.formats if f not in ("json", "html")]
-    if unknown and "formats" not in flags:  # a config file shared with `scan` may ask for junit: not for us
-        settings = dataclasses.replace(settings, formats=tuple(f for f in settings.formats if f not in unknown))
-    elif unknown:
-        raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
-                          f"{', '.join(unknown)}; use --format json,html")
     folder = OutputFolder(settings.output_dir, SWEEP_NAMES, keep=keep)
     refuse_inputs([("--output-dir", p) for p in (folder.folder, *folder.targets())
                    if not (resume and p.resolve() == Path(resume).resolve())],

@@ -173,6 +173,9 @@ def test_a_failed_run_leaves_no_stale_report(workdir, tmp_path, capsys, monkeypa
     assert scan(workdir, "--output-dir", str(folder), "--iterations", "-1") == 2
     assert "--iterations" in error_line(capsys)
     assert names(folder) == []
+    assert scan(workdir, "--output-dir", str(folder), "--defense", "noise:sigma=10") == 0
+    assert scan(workdir, "--output-dir", str(folder), "--output", str(tmp_path / "x.json"), "--format", "html") == 2
+    assert names(folder) == []
 
 
 def test_a_failed_run_takes_back_the_folder_it_created(workdir, tmp_path):
@@ -233,6 +236,9 @@ def test_sweep_writes_its_set_and_resumes_in_place(workdir, tmp_path):
     assert app_main(args + ["--resume", str(tmp_path / "s" / "sweep.json")]) == 0  # its own output: allowed
     assert names(tmp_path / "s") == [MANIFEST_NAME, "sweep.html", "sweep.json"]
     assert not (tmp_path / "s" / LOCK_NAME).exists()
+    # a bad option: the previous sweep goes, except the sweep.json the user asked to resume
+    assert app_main(args + ["--resume", str(tmp_path / "s" / "sweep.json"), "--format", "junit"]) == 2
+    assert names(tmp_path / "s") == ["sweep.json"]
 
 
 def test_a_full_disk_in_the_folder_takes_back_the_output_json_too(workdir, tmp_path, monkeypatch):
