@@ -204,9 +204,20 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     from .detect import detect
 
     findings = detect(loaded)
-    batch = _load_batch(data, loaded, settings, observer)
-    return audit_loaded(loaded, batch, findings, settings, observer, command=command, started=started,
-                        ruleset=ruleset)
+    settings, batch_note = _batch_size(loaded, settings)
+    batch = _load_batch(data, loaded, settings, observer, chosen=batch_note)
+    result = audit_loaded(loaded, batch, findings, settings, observer, command=command, started=started,
+                          ruleset=ruleset)
+    return replace(result, notes=(*result.notes, batch_note)) if batch_note else result
+
+
+def _batch_size(loaded: Any, settings: ScanSettings) -> tuple[ScanSettings, str]:
+    """The settings with the batch size the model can train with (``models.batchnorm``), and the note that
+    says leakaudit chose it ("" when the user did, or 1 works)."""
+    from .models.batchnorm import resolve_batch_size
+
+    size, note = resolve_batch_size(loaded, settings.batch_size)
+    return replace(settings, batch_size=size), note
 
 
 def preflight(settings: ScanSettings) -> Any:
@@ -262,9 +273,12 @@ def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) ->
                       dropout=dict(settings.dropout) or None)
 
 
-def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer) -> SampleBatch:
+def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer,
+                chosen: str = "") -> SampleBatch:
     from .errors import DataError
 
+    if settings.batch_size is None:
+        settings, chosen = _batch_size(loaded, settings)
     if isinstance(data, SampleBatch):
         batch = data
     else:
@@ -275,6 +289,10 @@ def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: 
         norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
         batch = load_samples(data, input_shape=loaded.input_shape, num_classes=loaded.num_classes,
                              normalization=norm, limit=settings.batch_size)
+    if len(batch) < settings.batch_size and chosen:
+        raise DataError(f"{batch.source}: {len(batch)} sample(s) found but the model needs a batch of "
+                        f"{settings.batch_size}, the smallest at which its BatchNorm layers can run in train mode; "
+                        "add samples")
     if len(batch) < settings.batch_size:
         raise DataError(f"{batch.source}: {len(batch)} sample(s) found but --batch-size is {settings.batch_size}; "
                         f"add samples or lower --batch-size")

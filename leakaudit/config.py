@@ -50,7 +50,7 @@ class ScanSettings:
     iterations: int | None = None  # overrides every attack's budget
     restarts: int | None = None
     defenses: tuple[str, ...] = ()  # "noise:sigma=0.01", applied in order
-    batch_size: int = 1
+    batch_size: int | None = None  # None: 1, or the smallest the model's BatchNorm layers can train with
     local_steps: int = 1
     local_lr: float = 0.1
     protocol: str | None = None  # None: fedsgd, or fedavg when local_steps > 1

@@ -22,7 +22,8 @@ ATTACKS = typer.Option("auto", "--attacks", help="auto (fit to the model) or a l
 BUDGET = typer.Option("standard", "--budget", help="quick, standard or thorough (the papers' settings).")
 ITERATIONS = typer.Option(None, "--iterations", help="Iterations of every attack (overrides the budget).")
 RESTARTS = typer.Option(None, "--restarts", help="Restarts of every attack (overrides the budget).")
-BATCH_SIZE = typer.Option(1, "--batch-size", help="Samples in the client's batch.")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Samples in the client's batch (default: 1, or the "
+                          "smallest the model's train-mode BatchNorm layers can run with).")
 LOCAL_STEPS = typer.Option(1, "--local-steps", help="Local steps (>1: FedAvg weight update).")
 LOCAL_LR = typer.Option(0.1, "--local-lr", help="Local learning rate (FedAvg).")
 PROTOCOL = typer.Option(None, "--protocol", help="fedsgd or fedavg (default: fedavg when --local-steps > 1).")

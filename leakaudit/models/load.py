@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from .dropout_tools import insert_declared_dropout
 from .interface import LoadedModel
 from .onnx_loader import load_onnx
@@ -40,12 +40,23 @@ def load_model(path: str | Path, *, arch: str | None = None, input_shape: tuple[
         st = load_safetensors(path, arch=arch, input_shape=input_shape, num_classes=num_classes,
                               arch_kwargs=arch_kwargs)
         module, shape, classes, onnx_info, arch_name = st.module, st.input_shape, st.num_classes, None, st.arch
+    _check_classes(path, int(classes))
     aliases = dict(onnx_info.renamed) if onnx_info is not None else {}
     declared = insert_declared_dropout(module, dict(dropout or {}), path, aliases) if dropout else {}
     module.train()
     return LoadedModel(module=module, input_shape=tuple(shape), num_classes=int(classes), path=path,
                        sha256=sha256_of(path), format=kind, arch=arch_name, onnx=onnx_info,
                        declared_dropout=declared)
+
+
+def _check_classes(path: Path, classes: int) -> None:
+    if classes < 2:
+        # The client step is a cross-entropy step: softmax over one logit is 1 whatever the input, so the loss
+        # is constant and every gradient zero -- attacks would see nothing and the verdict would be a pass.
+        raise ModelError(f"{path}: the model has {classes} output; leakaudit audits classifiers trained with "
+                         "cross-entropy, and cross-entropy over one class has a zero gradient, so no verdict "
+                         "would mean anything; audit a model with 2 or more class logits (regression models are "
+                         "not supported)")
 
 
 def _format_of(path: Path) -> str:

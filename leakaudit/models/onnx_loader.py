@@ -39,9 +39,10 @@ import torch
 from onnx import TensorProto, numpy_helper
 from torch import fx, nn
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, LeakauditError, ModelError
 from . import onnx_converters  # noqa: F401 -- registers the converters onnx2torch lacks
 from .interface import OnnxGraphInfo
+from .onnx_limits import check_sizes, guard, load_external_data
 from .onnx_names import safe_names
 from .onnx_converters import missing_converters
 
@@ -76,7 +77,10 @@ class OnnxParts:
 
 def read_onnx(path: Path) -> onnx.ModelProto:
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+        load_external_data(path, model)
+    except LeakauditError:
+        raise
     except Exception as e:  # noqa: BLE001 -- protobuf raises various errors on garbage
         raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}: {_first_line(e)}); "
                          "check the file is complete or re-export it with torch.onnx.export") from e
@@ -93,7 +97,9 @@ def load_onnx(path: Path, *, input_shape: tuple[int, ...] | None = None,
     info = replace(graph_info(model), renamed=tuple(renamed.items()))
     shape = _resolve_input_shape(path, model, input_shape)
     classes = _resolve_num_classes(path, model, num_classes)
+    unbounded = check_sizes(path, safe, (info.batch_size or 2, *shape))
     module = convert(path, safe)
+    guard(path, module, unbounded)
     _run_once(path, module, (info.batch_size or 2, *shape), classes)
     return OnnxParts(module=module, input_shape=shape, num_classes=classes, info=info)
 
@@ -105,6 +111,8 @@ def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], classes: in
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = module(torch.zeros(shape))
+    except LeakauditError:
+        raise
     except Exception as e:  # noqa: BLE001 -- converted user graph: anything can go wrong
         raise ModelError(f"{path}: the converted model fails on an input of shape {list(shape)} "
                          f"({type(e).__name__}: {_first_line(e)}); check --input-shape or re-export the model "

@@ -47,7 +47,15 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
     steps = threat.local_steps if threat.protocol == "fedavg" else 1
     with _seeded(seed, x.device), _preserved(model.module):
         model.module.train()
-        gradients, masks = _local_training(model, x, y, threat, steps, record_masks)
+        try:
+            gradients, masks = _local_training(model, x, y, threat, steps, record_masks)
+        except ValueError as e:
+            # A BatchNorm leakaudit's check (models.batchnorm) did not see, e.g. F.batch_norm in user code.
+            if "more than 1 value per channel" not in str(e):
+                raise
+            raise ConfigError(f"--batch-size {len(batch)}: a BatchNorm layer of {model.path} cannot run in train "
+                              f"mode at that batch ({str(e).splitlines()[0][:160]}); give --batch-size 2 or "
+                              "more") from e
     clean = dataclasses.replace(threat, defenses=())
     update = ClientUpdate(gradients=gradients, threat=clean, num_samples=len(batch), true_dropout_masks=masks)
     # apply_defenses records each applied defense back into update.threat.defenses

@@ -198,3 +198,16 @@ def test_declared_dropout_rate_out_of_range(tmp_path):
                      input_shape=(3, 8, 8))
     with pytest.raises(ConfigError, match=r"--dropout 1=1\.5: the rate must be in \[0, 1\)"):
         load_model(path, dropout={"1": 1.5})
+
+
+@pytest.mark.parametrize("kind", ["onnx", "safetensors"])
+def test_a_model_with_one_output_class_is_refused_at_load(tmp_path, kind):
+    module = create_model("mlp", num_classes=1, input_shape=(1, 8, 8))
+    path = tmp_path / f"regression.{kind}"
+    if kind == "onnx":
+        torch.onnx.export(module.eval(), torch.zeros(1, 1, 8, 8), str(path), dynamo=False)
+    else:
+        save_safetensors(module, path, arch="mlp", input_shape=(1, 8, 8), num_classes=1)
+    with pytest.raises(ModelError, match=r"regression\.\w+: the model has 1 output; .*cross-entropy over one class "
+                                         r"has a zero gradient.*; audit a model with 2 or more class logits"):
+        load_model(path)
