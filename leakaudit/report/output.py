@@ -78,6 +78,14 @@ def _write_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def _discard(path: Path) -> None:
+    """Remove a temp on the way out of an error: a second error here would hide the first."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _temp_path(folder: Path, name: str) -> Path:
     return folder / f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}"
 
@@ -87,7 +95,7 @@ def _write_temp(folder: Path, name: str, data: bytes, flag: str) -> Path:
     try:
         _write_file(tmp, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _error(folder / name, "write", e, flag) from e
     return tmp
 
@@ -128,7 +136,7 @@ def write_atomic(path: str | Path, text: str | bytes, *, flag: str = "--output",
     try:
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _error(path, "write", e, flag) from e
 
 
@@ -175,10 +183,7 @@ def _probe(folder: Path, flag: str) -> None:
     except OSError as e:
         raise _error(folder, "write in the folder", e, flag) from e
     finally:
-        try:
-            probe.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _discard(probe)
 
 
 def _manifest(files: dict[str, bytes]) -> bytes:
@@ -241,8 +246,8 @@ class OutputFolder:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise _error(self.folder, "create the output folder", e, self.flag) from e
-        self._lock()
         try:
+            self._lock()
             self._clean_temps()
             _probe(self.folder, self.flag)
             self._clear_previous()
@@ -349,7 +354,7 @@ class OutputFolder:
         try:
             os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise _error(path, "write", e, self.flag) from e
         return path
 
@@ -366,10 +371,10 @@ class OutputFolder:
                 self._rename(tmp, self.folder / name)
         except BaseException:
             for tmp in temps.values():
-                tmp.unlink(missing_ok=True)
+                _discard(tmp)
             for path in self._renamed:
                 if path.resolve() not in self._keep:
-                    path.unlink(missing_ok=True)
+                    _discard(path)
             self._renamed = []
             raise
         _sync_folder(self.folder)
