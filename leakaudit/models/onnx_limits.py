@@ -106,6 +106,8 @@ def check_sizes(path: Path, model: onnx.ModelProto, input_shape: tuple[int, ...]
     ``input_shape`` includes the batch dimension the model will first run at. Returns the data-sized nodes
     whose output size stays unknown: ``guard`` them after conversion."""
     limit = max_elements()
+    if _count(input_shape) > limit:
+        raise _too_big(path, f"the input of shape {list(input_shape)}", _count(input_shape), limit)
     for init in model.graph.initializer:
         if _count(init.dims) > limit:
             raise _too_big(path, f"initializer {init.name!r}", _count(init.dims), limit)

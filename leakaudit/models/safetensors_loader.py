@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from torch import nn
 
 from ..errors import InputError, ModelError
 from . import user_arch
+from .onnx_limits import max_elements
 from .dropout_tools import replace_dropout
 from .zoo import ARCHITECTURES
 
@@ -193,10 +195,16 @@ def _input_shape(path: Path, given, meta: dict[str, Any], architecture: user_arc
     if shape is None:
         raise InputError(f"{path}: the input shape is unknown; give --input-shape C,H,W (one sample) or store "
                          "leakaudit.input_shape in the file's metadata")
+    source = "--input-shape" if given is not None else f"the file's metadata {META_PREFIX}input_shape"
     try:
-        return tuple(int(d) for d in shape)
+        dims = tuple(int(d) for d in shape)
     except (TypeError, ValueError) as e:
-        raise InputError(f"{path}: input shape {shape!r} is not a list of integers; give --input-shape C,H,W") from e
+        raise InputError(f"{path}: {source} {_short(shape)} is not a list of integers; give --input-shape C,H,W") \
+            from e
+    if not dims or any(d < 1 for d in dims) or math.prod(dims) > max_elements():
+        raise InputError(f"{path}: {source} {list(dims)} is not a sample shape leakaudit can allocate (dims >= 1, "
+                         f"at most {max_elements():,} elements); give --input-shape C,H,W")
+    return dims
 
 
 def _takes(architecture: user_arch.Architecture, name: str) -> bool:

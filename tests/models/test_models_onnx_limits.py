@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from leakaudit.cli import app_main
-from leakaudit.errors import ConfigError, ModelError
+from leakaudit.errors import ConfigError, InputError, ModelError
 from leakaudit.models import load_model
 
 LIMIT = "more than the 268,435,456 leakaudit allocates for one tensor; check the file comes from a real export, " \
@@ -138,3 +138,15 @@ def test_external_data_next_to_the_model_loads(tmp_path):
     (path.parent / "m.onnx.data").write_bytes(np.arange(12, dtype=np.float32).tobytes())
     model = load_model(path)
     assert model.num_trainable() == 12
+
+
+def test_a_huge_static_input_is_refused(tmp_path):
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]),
+                               helper.make_node("ReduceMean", ["f"], ["y"], axes=[1], keepdims=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 100000, 100000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(InputError, match=r"the input of shape \[1, 3, 100000, 100000\] has 30,000,000,000 elements"):
+        load_model(tmp_path / "m.onnx", num_classes=2)

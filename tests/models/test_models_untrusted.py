@@ -101,3 +101,14 @@ def test_a_scan_whose_factory_exits_fails_with_exit_2(tmp_path, capsys):
                      "--output-dir", str(tmp_path / "out")])
     assert code == 2
     assert "it called sys.exit(0)" in capsys.readouterr().err
+
+
+def test_a_huge_input_shape_in_the_metadata_is_refused_before_allocating(tmp_path, capsys):
+    path = tmp_path / "w.safetensors"
+    save_model(create_model("mlp", num_classes=10, input_shape=(1, 28, 28)), str(path),
+               metadata={"leakaudit.arch": "mlp", "leakaudit.input_shape": "[3, 100000, 100000]"})
+    code, err = _run(capsys, path)
+    assert code == 2
+    assert err == (f"leakaudit: error: {path}: the file's metadata leakaudit.input_shape [3, 100000, 100000] is not "
+                   "a sample shape leakaudit can allocate (dims >= 1, at most 268,435,456 elements); give "
+                   "--input-shape C,H,W")
