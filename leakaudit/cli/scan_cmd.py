@@ -186,7 +186,8 @@ def scan(
 
     try:
         config_file = load_config(config)
-        settings = resolve_settings(config_file, _explicit_flags(ctx, ctx.params))
+        flags = _explicit_flags(ctx, ctx.params)
+        settings = resolve_settings(config_file, flags)
         formats = parse_formats(settings.formats)
         to_stdout = output == "-"
         json_path = Path(output) if output and not to_stdout else None
@@ -213,7 +214,8 @@ def scan(
         prepare_file(json_path)
     if folder is not None:
         ctx.with_resource(folder)
-    with RichObserver(console, quiet=settings.quiet) as observer:
+    # attributed: an error about a value the config file gave names the file and key, not a flag never typed
+    with RichObserver(console, quiet=settings.quiet) as observer, config_file.attributed(flags):
         result = audit(model, data, settings, observer=observer, command=command)
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)

@@ -191,7 +191,8 @@ def sweep(
 
     console = Console(stderr=True)
     command = _sweep_command(model, data, settings, f"{spec.knob.name}={spec.spec}")
-    with RichObserver(console, quiet=settings.quiet) as observer:
+    # attributed: an error about a value the config file gave names the file and key, not a flag never typed
+    with RichObserver(console, quiet=settings.quiet) as observer, config_file.attributed(flags):
         prepared = prepare(model, data, settings, observer)
         check_knob(spec, prepared, settings.defenses)
         resume_settings = settings_for_resume(settings)

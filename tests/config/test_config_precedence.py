@@ -164,3 +164,17 @@ def test_a_later_error_about_a_config_value_names_the_config_key_not_the_flag(tm
     # a flag the config does not set, or one that only shares a prefix, is left alone
     assert cfg.attribute("--dropout-rate x: y", {}) == "--dropout-rate x: y"
     assert cfg.attribute("--seed 1: y", {}) == "--seed 1: y"
+
+
+@pytest.mark.parametrize("command", [["scan"], ["sweep", "--vary", "noise.sigma=0.1,0.2"]])
+def test_cli_names_the_config_key_behind_a_model_dependent_error(tmp_path, monkeypatch, capsys, command):
+    from leakaudit.cli import app_main
+
+    examples = Path(__file__).parents[2] / "examples"
+    (tmp_path / "leakaudit.toml").write_text("dropout = { nope = 0.5 }\n")
+    monkeypatch.chdir(tmp_path)
+    argv = [*command[:1], str(examples / "models" / "mlp.safetensors"), "--data", str(examples / "samples"),
+            *command[1:], "--attacks", "analytic", "--quiet"]
+    assert app_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leakaudit: error: leakaudit.toml dropout nope=0.5: ") and "--dropout" not in err, err
