@@ -278,7 +278,11 @@ class ConfigFile:
             message = self.attribute(str(e), flags)
             if message == str(e):
                 raise
-            raise type(e)(message) from e
+            try:
+                renamed = type(e)(message)
+            except TypeError:  # a subclass with a constructor of its own: the original message, unchanged
+                raise e from e.__cause__
+            raise renamed from e
 
     def attribute(self, message: str, flags: Mapping[str, Any]) -> str:
         for name, label in self.labels.items():
