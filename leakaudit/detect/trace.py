@@ -63,7 +63,13 @@ def forward_or_fail(model: LoadedModel, x: torch.Tensor) -> object:
             # onnx2torch's converted ops warn about torch deprecations on every call: not the user's concern
             warnings.filterwarnings("ignore", category=UserWarning, module=r"onnx2torch\.")
             return model.module(x)
-    except Exception as e:  # noqa: BLE001 -- any failure here means the declared input shape is wrong
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- user code: even sys.exit in forward is an input error
+        if "more than 1 value per channel" in str(e):
+            raise ModelError(f"{model.path}: a layer normalises with batch statistics and cannot run on a batch of "
+                             f"{len(x)} ({str(e).splitlines()[0][:160]}); give --batch-size 2 or more, or make it "
+                             "use running statistics in eval mode") from e
         shape = ",".join(str(s) for s in model.input_shape)
         raise ModelError(
             f"{model.path}: forward pass on input shape {shape} failed ({type(e).__name__}: {e}); "

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_model
+from safetensors.torch import save_file, save_model
 
 from leakaudit.cli import app_main
 
@@ -90,3 +90,24 @@ def test_the_chosen_batch_needs_enough_samples(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith(
         "data.npz: 1 sample(s) found but the model needs a batch of 2, the smallest at which its BatchNorm layers "
         "can run in train mode; add samples")
+
+
+def test_a_functional_batch_norm_the_check_cannot_see_still_gives_exit_2(tmp_path, capsys):
+    arch = tmp_path / "fnet.py"
+    arch.write_text("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
+                    "class Net(nn.Module):\n    def __init__(self, num_classes=3):\n        super().__init__()\n"
+                    "        self.fc = nn.Linear(4, num_classes)\n\n    def forward(self, x):\n"
+                    "        return self.fc(F.batch_norm(x, None, None, training=True))\n\n"
+                    "def build(num_classes=3):\n    return Net(num_classes)\n")
+    weights = tmp_path / "w.safetensors"
+    save_file({"fc.weight": torch.zeros(3, 4), "fc.bias": torch.zeros(3)}, str(weights),
+              metadata={"leakaudit.input_shape": "[4]"})
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.ones((2, 4), dtype=np.float32), y=np.array([0, 1]))
+    code = app_main(["scan", str(weights), "--arch", f"{arch}:build", "--data", str(data), "--batch-size", "1",
+                     "--output-dir", str(tmp_path / "out"), *QUICK])
+    assert code == 2
+    # Detection's train-mode probe runs one sample and meets the layer first.
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"leakaudit: error: {weights}: a layer normalises with batch statistics and cannot run on a batch of 1 "
+        "(Expected more than 1 value per channel when training")
