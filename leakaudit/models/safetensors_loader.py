@@ -133,6 +133,8 @@ def load_safetensors(path: Path, *, arch: str | None = None, input_shape: tuple[
     if classes is None and _takes(architecture, "num_classes"):
         classes = _classes_from_weights(architecture, shape, kwargs, tensors)
     module = user_arch.build(architecture, num_classes=classes, input_shape=shape, arch_kwargs=kwargs)
+    if not architecture.builtin:
+        user_arch.guard_exits(module, architecture.label)
     what = f"--arch {spec}" if arch else _metadata_arch(str(spec))
     check_weights(path, module, tensors, what)
     module.load_state_dict(tensors, strict=False)
@@ -272,7 +274,7 @@ def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], what: str) 
     try:
         with torch.no_grad():
             out = module(torch.zeros(2, *shape))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ModelError):  # ModelError: an exit the forward's guard converted
         raise
     except BaseException as e:  # noqa: BLE001 -- user code: even sys.exit in forward is an input error
         raise ModelError(f"{path}: the model of {what} fails on input shape {list(shape)} "

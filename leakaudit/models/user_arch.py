@@ -86,6 +86,31 @@ def build(arch: Architecture, *, num_classes: int | None, input_shape: tuple[int
     return module
 
 
+def guard_exits(module: nn.Module, label: str) -> None:
+    """Make an exit from the user model's forward (called in every attack step, long after loading) an input
+    error, not the end of the process with status 0. The module's class is swapped for a subclass whose
+    forward converts it; parameter names, hooks and ``copy.deepcopy`` are unchanged."""
+    cls = type(module)
+
+    def forward(self, *args, **kwargs):
+        try:
+            return super(guarded, self).forward(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            raise
+        except BaseException as e:  # noqa: BLE001 -- SystemExit and kin from user code
+            raise ModelError(f"{label}: the model's forward stopped the process ({describe_exception(e)}); "
+                             "fix the architecture's code") from e
+
+    guarded = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__,
+                                          "__qualname__": cls.__qualname__})
+    try:
+        module.__class__ = guarded
+    except TypeError:  # a class that refuses it (slots, extension types): left as it is
+        pass
+
+
 def describe_exception(e: BaseException) -> str:
     """One line for an exception of user code; exits are named as such (their text is just the code)."""
     if isinstance(e, SystemExit):

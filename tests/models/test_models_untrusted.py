@@ -77,8 +77,8 @@ def test_an_unknown_architecture_in_the_metadata_names_the_metadata(tmp_path, ca
     ("class Stop(BaseException):\n    pass\ndef build(**kw):\n    raise Stop('no')\n",
      "building the model failed (Stop: no)"),
     ("import sys, torch\nclass M(torch.nn.Linear):\n    def forward(self, x):\n        sys.exit(0)\n"
-     "def build(**kw):\n    return M(4, 3)\n", "the model of --arch {py}:build fails on input shape [4] (it called "
-     "sys.exit(0))"),
+     "def build(**kw):\n    return M(4, 3)\n", "--arch {py}:build: the model's forward stopped the process (it called "
+     "sys.exit(0)); fix the architecture's code"),
 ])
 def test_an_exit_from_user_code_is_an_input_error_not_a_pass(tmp_path, capsys, source, says):
     py = tmp_path / "net.py"
@@ -112,3 +112,23 @@ def test_a_huge_input_shape_in_the_metadata_is_refused_before_allocating(tmp_pat
     assert err == (f"leakaudit: error: {path}: the file's metadata leakaudit.input_shape [3, 100000, 100000] is not "
                    "a sample shape leakaudit can allocate (dims >= 1, at most 268,435,456 elements); give "
                    "--input-shape C,H,W")
+
+
+def test_an_exit_from_the_forward_mid_scan_is_exit_2_not_0(tmp_path, capsys):
+    """The forward runs fine at load and detection, then exits during the attacks."""
+    py = tmp_path / "late.py"
+    py.write_text("import sys\nfrom torch import nn\n\nclass M(nn.Module):\n    def __init__(self):\n"
+                  "        super().__init__()\n        self.fc = nn.Linear(4, 3)\n        self.calls = 0\n\n"
+                  "    def forward(self, x):\n        self.calls += 1\n        if self.calls > 6:\n"
+                  "            sys.exit(0)\n        return self.fc(x)\n\ndef build(**kw):\n    return M()\n")
+    path = tmp_path / "w.safetensors"
+    save_file({"fc.weight": torch.zeros(3, 4), "fc.bias": torch.zeros(3)}, str(path),
+              metadata={"leakaudit.input_shape": "[4]"})
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.ones((2, 4), dtype=np.float32), y=np.array([0, 1]))
+    code = app_main(["scan", str(path), "--arch", f"{py}:build", "--data", str(data), "--budget", "quick",
+                     "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"leakaudit: error: --arch {py}:build: the model's forward stopped the process (it called sys.exit(0)); "
+        "fix the architecture's code")
