@@ -97,3 +97,22 @@ def test_names_that_clean_to_the_same_text_stay_distinct():
     assert len({n.name for n in safe.graph.node}) == 3
     assert len({o for n in safe.graph.node for o in n.output}) == 3
     assert set(renamed) == {'r"'}
+
+
+def test_subgraph_names_are_rewritten_and_keep_reading_outer_values():
+    evil = 'x") or __import__("os").system("id") or ("'
+    branch = lambda tag: helper.make_graph(  # noqa: E731
+        [helper.make_node("Relu", [evil], [f"{tag} out"], name=f'{tag}"node')], f'{tag}"g', [],
+        [helper.make_tensor_value_info(f"{tag} out", TensorProto.FLOAT, [1])])
+    nodes = [helper.make_node("Relu", ["x"], [evil], name="first"),
+             helper.make_node("If", ["cond"], ["y"], name='if"', then_branch=branch("then"),
+                              else_branch=branch("else"))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+                                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    safe, _ = safe_names(helper.make_model(graph))
+    outer = safe.graph.node[0].output[0]
+    for sub in (safe.graph.node[1].attribute[0].g, safe.graph.node[1].attribute[1].g):
+        assert sub.node[0].input[0] == outer  # the subgraph still reads the outer value
+        assert '"' not in sub.name + sub.node[0].name + sub.node[0].output[0]
+    assert '"' not in outer + safe.graph.node[1].name
