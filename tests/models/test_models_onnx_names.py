@@ -31,7 +31,8 @@ def _mlp_onnx(path, *, relu_name="relu", value_name="r", weight_name="W", input_
     else:
         inits = [w]
     nodes.append(helper.make_node("MatMul", [last, weight_name], ["y"], name="fc"))
-    graph = helper.make_graph(nodes, 'g"); import os #', [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [2, 4])],
+    graph = helper.make_graph(nodes, 'g"); import os #',
+                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [2, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
