@@ -495,4 +495,4 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
         command=command, incomplete=interrupted,
-        incomplete_reason="interrupted by the user (Ctrl-C); attacks after the stop were not run" if interrupted else "")
+        incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")

@@ -110,6 +110,8 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     verdict = doc["verdict"]
     _attack_lines(console, doc)
+    for note in doc.get("notes", []):  # e.g. a batch size chosen for the model's BatchNorm layers
+        console.print(f"  note: {terminal(note)}", highlight=False, markup=True)
     style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
     for r in doc["rules"]["results"]:
         mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
@@ -259,5 +261,5 @@ def render(
     target = Path(output) if output else Path(report).with_name(fmt.filename)
     refuse_inputs([("--output", target)], [("the report to render", Path(report))])
     write_atomic(target, text, example=fmt.filename)
-    typer.echo(f"wrote {target}", err=True)
+    typer.echo(f"wrote {visible(str(target))}", err=True)
     return EXIT_OK

@@ -131,6 +131,8 @@ def _data(result: AuditResult, embed_data: bool) -> dict[str, Any]:
             "name": name,
             "label": d.labels[i] if i < len(d.labels) else None,
             "original": png_data_uri(d.pixels[i]) if embed else None,
+            # what the file held before it was fitted to the model's input (images are resized by design)
+            "original_shape": list(d.original_shapes[i]) if i < len(d.original_shapes) else None,
         })
     norm = d.normalization
     return {

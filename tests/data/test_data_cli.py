@@ -5,6 +5,7 @@ Before, these were exit 3 (DecompressionBombError, ValueError from int('²'), Me
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zlib
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from leakaudit.cli import app_main
 from leakaudit.models import create_model
@@ -78,3 +80,17 @@ def test_bad_samples_exit_2_with_one_line(model, tmp_path, capsys, make, data_is
     assert code == 2
     assert len(err) == 1 and err[0].startswith(f"leakaudit: error: {culprit}: ") and message in err[0], err
     assert not (out / "report.json").exists()
+
+
+def test_the_report_records_each_image_s_shape_before_it_was_resized(model, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    (folder / "1").mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 12), dtype=np.uint8)).save(folder / "1" / "g.png")
+    out = tmp_path / "out"
+    code = app_main(["scan", str(model), "--data", str(folder), "--output-dir", str(out), "--attacks", "ig",
+                     "--iterations", "1", "--restarts", "1", "-q"])
+    capsys.readouterr()
+    assert code in (0, 1)
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["shape"] == list(SHAPE)
+    assert report["data"]["samples"][0]["original_shape"] == [1, 20, 12]  # grey 12x20, resized to 3x8x8
