@@ -32,7 +32,8 @@ def _size(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for the messages that refuse it."""
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
@@ -41,7 +42,7 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    return "not a regular file"
+    return "a special file"
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
@@ -54,7 +55,7 @@ def _read_bytes(path: Path, limit: int) -> bytes:
         raise
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise OSError(f"{_kind(mode)}, not a regular file")
+        raise OSError(f"{file_kind(mode)}, not a regular file")
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from ..userfiles import read_user_text
+from ..userfiles import file_kind, read_user_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LABEL_FILES = ("labels.csv", "labels.json")
@@ -56,19 +56,7 @@ def check_regular(path: Path, fix: str) -> None:
         what = "a broken link" if os.path.islink(path) else f"cannot be read ({e.strerror or e})"
         raise DataError(f"{path}: {what}; {fix}") from e
     if not stat.S_ISREG(mode):
-        raise DataError(f"{path}: {_kind(mode)}, not a regular file; {fix}")
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
+        raise DataError(f"{path}: {file_kind(mode)}, not a regular file; {fix}")
 
 
 def _display_name(name: str) -> str:

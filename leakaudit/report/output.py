@@ -118,20 +118,21 @@ def _encode(text: str | bytes) -> bytes:
     return text if isinstance(text, bytes) else text.encode("utf-8")
 
 
-def _refuse_folder(path: Path, flag: str, example: str) -> None:
+def _make_parent(path: Path, flag: str, example: str) -> None:
+    """Refuse a folder where a file is to go, and create the file's folder."""
     if path.is_dir():
         raise OutputError(f"{flag} {path}: is a folder; give a file name, e.g. {path / example}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _error(path.parent, "create the folder", e, flag) from e
 
 
 def write_atomic(path: str | Path, text: str | bytes, *, flag: str = "--output", example: str = "report.json") -> None:
     """Write one file: temp file next to ``path``, then rename, so a reader never sees part of it.
     Any OS error (disk full, read-only, a folder at ``path``) is an OutputError naming the path."""
     path = Path(path)
-    _refuse_folder(path, flag, example)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _error(path.parent, "create the folder", e, flag) from e
+    _make_parent(path, flag, example)
     tmp = _write_temp(path.parent, path.name, _encode(text), flag)
     try:
         os.replace(tmp, path)
@@ -144,11 +145,7 @@ def prepare_file(path: str | Path, *, flag: str = "--output", example: str = "re
     """Before a run writes ``path``: refuse a folder, check its folder is writable, delete temps a killed run
     left, and delete a previous leakaudit report there, so a failed run leaves no stale one."""
     path = Path(path)
-    _refuse_folder(path, flag, example)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _error(path.parent, "create the folder", e, flag) from e
+    _make_parent(path, flag, example)
     _probe(path.parent, flag)
     now = time.time()
     # No lock guards a single file: only temps too old to belong to a live run are deleted.
