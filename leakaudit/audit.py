@@ -125,6 +125,27 @@ class RuleOutcome:
 
 
 @dataclass(frozen=True)
+class ControlOutcome:
+    """The positive control: the scan's attacks on the same samples without the defenses under evaluation
+    (no simulated ``--defense``; dropout as the attacker would most like it: the client's true masks, through
+    ``dia-informed``). A pass needs a control that reconstructs (``leakaudit.verdict.outcome``)."""
+
+    status: str  # "ran" | "not_needed" (a leak was found, or no fail-severity rule to reach) | "interrupted"
+    reason: str  # how the control was formed, or why it did not run
+    reconstructed: bool | None  # a fail-severity rule fired on the control's scores; None when it did not run
+    defenses_removed: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()  # main-run attacks that are the control too (no defenses were simulated)
+    attacks: tuple[AttackOutcome, ...] = ()  # the attacks run for the control alone
+    rules: tuple[RuleOutcome, ...] = ()  # the rules on the control's scores (shared and own)
+    evidence: str = ""  # the control's best result against the fail rules, one phrase
+
+    @property
+    def counts(self) -> bool | None:
+        """What the verdict weighs: whether the control reconstructed, None when there was no control."""
+        return self.reconstructed if self.status == "ran" else None
+
+
+@dataclass(frozen=True)
 class AuditResult:
     model: ModelCard
     findings: Findings
@@ -145,17 +166,21 @@ class AuditResult:
     incomplete: bool = False
     incomplete_reason: str = ""
     notes: tuple[str, ...] = ()
+    control: ControlOutcome | None = None
 
     @property
     def outcome(self) -> Outcome:
         """The verdict, exit code and summary line every output shows (``leakaudit.verdict.outcome``)."""
+        control = self.control
         return decide([(r.id, r.status) for r in self.rules], strict=self.strict,
                       crashed=[a.name for a in self.attacks if a.status == "failed"], incomplete=self.incomplete,
-                      exit_zero=bool(self.settings and self.settings.exit_zero))
+                      exit_zero=bool(self.settings and self.settings.exit_zero),
+                      control=control.counts if control else None, control_evidence=control.evidence if control else "")
 
     @property
     def overall(self) -> str:
-        """"pass" | "fail" | "error" (an attack crashed, no leak found) | "incomplete" (interrupted)."""
+        """"pass" | "fail" | "error" (an attack crashed, no leak found) | "inconclusive" (the control did not
+        reconstruct either) | "incomplete" (interrupted)."""
         return self.outcome.overall
 
     @property
@@ -165,7 +190,8 @@ class AuditResult:
 
     @property
     def exit_code(self) -> int:
-        """What a CI gate acts on: 0 pass, 1 leak, 3 a crashed attack, 130 interrupted (--exit-zero: a leak 0)."""
+        """What a CI gate acts on: 0 pass, 1 leak, 3 a crashed attack, 4 inconclusive (--strict: 1), 130
+        interrupted (--exit-zero: a leak 0)."""
         return self.outcome.exit_code
 
 
@@ -482,17 +508,121 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=getattr(threat, "loss", "cross_entropy"),
                           true_masks=update.true_dropout_masks)
-    outcomes, scores = _attack_all(planned, target, batch, labels, _metric_names(ruleset), device, settings, observer)
+    metrics = _metric_names(ruleset)
+    outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer)
 
     from .verdict import evaluate
 
-    observer.stage("verdict", f"rules {settings.rules}")
     verdict = evaluate(ruleset, scores, strict=settings.strict)
+    control = _control(verdict, ruleset, planned, outcomes, scores, target, update, model, batch, threat, findings,
+                       metrics, device, settings, observer)
+    observer.stage("verdict", f"rules {settings.rules}")
     interrupted = observer.should_stop()
     return AuditResult(
         model=_model_card(model), findings=findings, data=_data_card(batch), threat=update.threat,
         attacks=tuple(outcomes), rules=_rule_outcomes(verdict), rules_overall=verdict.overall,
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
-        command=command, incomplete=interrupted,
+        command=command, incomplete=interrupted, control=control,
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The positive control
+# ---------------------------------------------------------------------------------------------------
+
+
+def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[AttackOutcome], scores: list[Any],
+             target: Any, update: Any, model: Any, batch: SampleBatch, threat: ThreatModel, findings: Findings,
+             metrics: tuple[str, ...], device: torch.device, settings: ScanSettings,
+             observer: Observer) -> ControlOutcome:
+    """The attacks' power on this model without the defenses under evaluation.
+
+    Without simulated defenses the main run's attacks are the control for everything but the dropout masks,
+    so only ``dia-informed`` (the client's true masks) is added. With defenses, the planned attacks run again
+    on the clean update of the same samples (same seed: same dropout masks), at the same budget. Attacks run
+    cheapest first and stop once the control reconstructs: one reconstruction is all a pass needs.
+    """
+    removed = tuple(str(d) for d in update.threat.defenses)
+    if verdict.overall == "fail":
+        return ControlOutcome("not_needed", "a leak was found: the verdict does not rest on the control", None,
+                              removed)
+    fail_rules = [r for r in ruleset.rules if r.severity == "fail"]
+    if not fail_rules:
+        return ControlOutcome("not_needed", "the rules have no fail-severity rule for a control to reach", None,
+                              removed)
+    wanted = [p for p in planned if p.run] if removed else []
+    have = {p.name for p in planned if p.run}
+    if findings.has_dropout and ("dia-informed" not in have or removed):
+        wanted = [p for p in wanted if p.name != "dia-informed"] + _informed(findings, model, settings)
+    if removed:
+        clean = _clean_target(model, batch, threat, findings, target, settings)
+        base: list[Any] = []
+        how = f"the planned attacks on the update without {', '.join(removed)}"
+    else:
+        clean, base = target, list(scores)
+        how = "the main run's attacks (no defense was simulated)"
+    if any(p.name == "dia-informed" for p in wanted):
+        how += "; dia-informed with the client's true dropout masks"
+    observer.stage("positive control", how)
+    own, control_scores, result = _control_runs(wanted, clean, batch, metrics, device, settings, observer, ruleset,
+                                                base)
+    shared = () if removed else tuple(a.name for a in outcomes if a.ran)
+    rules = _rule_outcomes(result)
+    reconstructed = any(r.status == "fail" for r in rules)
+    status = "interrupted" if observer.should_stop() and not reconstructed else "ran"
+    return ControlOutcome(status, how, reconstructed, removed, shared, tuple(own), rules,
+                          _evidence(rules, reconstructed))
+
+
+def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[Any]:
+    """dia-informed, planned at the scan's budget: the dropout masks as the attacker would most like them."""
+    from .attacks import plan
+
+    overrides = {k: v for k, v in (("iterations", settings.iterations), ("restarts", settings.restarts)) if v}
+    return [p for p in plan(findings, model, budget=settings.budget, attacks=["dia-informed"], overrides=overrides)
+            if p.run]
+
+
+def _clean_target(model: Any, batch: SampleBatch, threat: ThreatModel, findings: Findings, target: Any,
+                  settings: ScanSettings) -> Any:
+    """The attack target of the same client step without defenses: what the control attacks."""
+    from .update import client_update
+
+    clean = client_update(model, batch, replace(threat, defenses=()), findings, seed=settings.seed)
+    _, labels = _labels(clean, model, batch, settings)
+    return replace(target, gradients=clean.gradients, labels=labels, true_masks=clean.true_dropout_masks)
+
+
+def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: tuple[str, ...], device: torch.device,
+                  settings: ScanSettings, observer: Observer, ruleset: Any,
+                  scores: list[Any]) -> tuple[list[AttackOutcome], list[Any], Any]:
+    from .verdict import evaluate
+
+    own: list[AttackOutcome] = []
+    result = evaluate(ruleset, scores, strict=False)
+    for i, p in enumerate(wanted):
+        if result.overall == "fail":  # reconstructed: the remaining control attacks cannot change that
+            own += [AttackOutcome(q.name, "skipped", reason="not needed: the control already reconstructed",
+                                  settings=_settings_dict(q.settings)) for q in wanted[i:]]
+            break
+        ran, new = _attack_all([p], target, batch, target.labels, metrics, device, settings, observer)
+        own += ran
+        scores = scores + new
+        result = evaluate(ruleset, scores, strict=False)
+    return own, scores, result
+
+
+def _evidence(rules: tuple[RuleOutcome, ...], reconstructed: bool) -> str:
+    """The control's standing against the fail rules, e.g. "control: ssim_adjusted 0.12 (ig), needs >= 0.6"."""
+    fail = [r for r in rules if r.severity == "fail"]
+    shown = [r for r in fail if r.status == ("fail" if reconstructed else "pass")] or fail
+    parts = [f"{r.metric} {_fmt(r.observed)}" + (f" ({r.attack})" if r.attack else "") + f", needs {r.comparison} "
+             f"{r.threshold:g}" for r in shown if r.observed is not None]
+    if not parts:
+        return "control: no attack produced a reconstruction"
+    return "control: " + "; ".join(parts[:2])
+
+
+def _fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3g}"

@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_LEAK = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_INCONCLUSIVE = 4  # no leak found, but the attacks could not reconstruct even without the defenses
 EXIT_INTERRUPTED = 130
 
 

@@ -19,12 +19,12 @@ from importlib import metadata
 from typing import Any
 
 from .. import __version__
-from ..audit import AttackOutcome, AuditResult
+from ..audit import AttackOutcome, AuditResult, ControlOutcome
 from ..verdict.outcome import counts
 from .images import png_data_uri
 from .recommendations import recommend
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -159,7 +159,28 @@ def _verdict(result: AuditResult) -> dict[str, Any]:
     outcome = result.outcome
     return {"overall": outcome.overall, "exit_code": outcome.exit_code, "summary": outcome.summary,
             "counts": counts([(r.id, r.status) for r in result.rules]), "rules_overall": outcome.rules_overall,
-            "exit_zero": outcome.exit_zero, "crashed_attacks": list(outcome.crashed)}
+            "exit_zero": outcome.exit_zero, "crashed_attacks": list(outcome.crashed),
+            "control_reconstructed": result.control.counts if result.control else None}
+
+
+INCONCLUSIVE_ADVICE = ("raise the attacks' power: --budget thorough (or more --iterations / --restarts), on a GPU "
+                      "with --device cuda; or add samples the model classifies with a Linear layer the analytic "
+                      "attack can invert")
+
+
+def _control(control: ControlOutcome | None) -> dict[str, Any] | None:
+    """The positive control: which attacks ran as control, their best scores, whether it reconstructed."""
+    if control is None:
+        return None
+    return {
+        "status": control.status, "reason": control.reason, "reconstructed": control.reconstructed,
+        "defenses_removed": list(control.defenses_removed), "shared_attacks": list(control.shared),
+        "attacks": [{k: v for k, v in _attack(a).items() if k != "samples"} for a in control.attacks],
+        "rules": [{"id": r.id, "metric": r.metric, "comparison": r.comparison, "threshold": number(r.threshold),
+                   "severity": r.severity, "status": r.status, "observed": number(r.observed), "attack": r.attack,
+                   "sample": r.sample} for r in control.rules],
+        "evidence": control.evidence,
+    }
 
 
 def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str, Any]:
@@ -204,7 +225,12 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "attacks": [_attack(a) for a in result.attacks],
         "rules": _rules(result),
         "verdict": _verdict(result),
+        "control": _control(result.control),
         "notes": list(result.notes),
     }
     doc["recommendations"] = recommend(doc)
+    if doc["verdict"]["overall"] == "inconclusive":
+        doc["recommendations"].insert(0, {
+            "id": "inconclusive", "title": "Give the attacks the power to reconstruct the undefended case",
+            "text": INCONCLUSIVE_ADVICE, "because": result.control.evidence if result.control else ""})
     return doc

@@ -80,14 +80,34 @@ def _banner(doc: dict[str, Any]) -> str:
     verdict = doc["verdict"]
     # overall is leakaudit.verdict.outcome's; a schema-1.0 report said "pass" when interrupted, hence incomplete
     kind = "incomplete" if doc.get("incomplete") else str(verdict["overall"])
-    word = {"fail": "LEAK", "pass": "PASS", "error": "ERROR", "incomplete": "INCOMPLETE"}.get(kind, kind.upper())
+    word = {"fail": "LEAK", "pass": "PASS", "error": "ERROR", "incomplete": "INCOMPLETE",
+            "inconclusive": "INCONCLUSIVE"}.get(kind, kind.upper())
     if kind == "incomplete":
         leaked = verdict.get("rules_overall", verdict["overall"]) == "fail"
         word += f" ({'LEAK' if leaked else 'no leak so far'})"
     summary = str(verdict["summary"])
-    for prefix in ("INCOMPLETE: ", "LEAK: ", "PASS: ", "ERROR: "):  # the banner word already says it
+    for prefix in ("INCOMPLETE: ", "LEAK: ", "PASS: ", "ERROR: ", "INCONCLUSIVE: "):  # the banner word says it
         summary = summary.removeprefix(prefix)
     return f'<div class="banner {esc(kind)}" id="verdict"><strong>{esc(word)}</strong>{esc(summary)}</div>'
+
+
+def _control(doc: dict[str, Any]) -> str:
+    """The positive control's evidence: what a pass was earned against, or why the scan is inconclusive
+    (schema 1.2; older reports have none)."""
+    c = doc.get("control")
+    if not c:
+        return ""
+    if c["status"] != "ran":
+        return f'<h2>Positive control</h2><p class="muted">Not needed: {esc(c["reason"])}.</p>'
+    said = ("reconstructed the undefended case, so the attacks had the power to find a leak"
+            if c["reconstructed"] else "did not reconstruct even the undefended case: the scan is no evidence "
+            "either way (inconclusive)")
+    ran = [*c["shared_attacks"], *(a["name"] for a in c["attacks"] if a["status"] in ("ran", "interrupted"))]
+    skipped = [a["name"] for a in c["attacks"] if a["status"] == "skipped"]
+    text = (f'The same attacks on the same samples without the defenses under evaluation ({esc(c["reason"])}) '
+            f'{said}. {esc(c["evidence"])}. Control attacks: {esc(", ".join(ran) or "none ran")}'
+            + (f'; not needed once it had reconstructed: {esc(", ".join(skipped))}' if skipped else "") + ".")
+    return f'<h2>Positive control</h2><p id="control">{text}</p>'
 
 
 
@@ -253,7 +273,7 @@ def render_html(doc: dict[str, Any]) -> str:
         f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',
-        _recommendations(doc), _rules(doc), _attacks(doc), _model(doc), _data_and_threat(doc), _reproduce(doc),
+        _recommendations(doc), _rules(doc), _control(doc), _attacks(doc), _model(doc), _data_and_threat(doc), _reproduce(doc),
         "</main>",
     ])
     template = Template(read_report_file("report.html"))

@@ -2,7 +2,9 @@
 
 fail -> <failure>; not_evaluated -> <skipped> (or <failure> under --strict, as the verdict counts it);
 warn -> a passing case with the warning in <system-out>. An interrupted scan adds an <error> case, and an
-attack that crashed adds one too, so a green suite never hides an attack that did not run.
+attack that crashed adds one too, so a green suite never hides an attack that did not run. An inconclusive
+scan (the positive control did not reconstruct) adds a failing case "positive control reconstructs" with the
+reason: CI views then show the suite red, as the exit code (4, or 1 under --strict) is not 0.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def render_junit(doc: dict[str, Any]) -> str:
             counts["errors"] += 1
             case = ET.SubElement(suite, "testcase", classname="leakaudit.attacks", name=f"attack {a['name']} ran")
             ET.SubElement(case, "error", message=f"{a['name']}: {a['reason']}", type="attack_error").text = a["reason"]
+    control = doc.get("control") or {}
+    if doc["verdict"]["overall"] == "inconclusive":
+        counts["tests"] += 1
+        counts["failures"] += 1
+        case = ET.SubElement(suite, "testcase", classname="leakaudit.scan", name="positive control reconstructs")
+        ET.SubElement(case, "failure", message=str(doc["verdict"]["summary"]), type="inconclusive").text = "\n".join(
+            x for x in (control.get("reason"), control.get("evidence")) if x)
     if doc.get("incomplete"):
         counts["tests"] += 1
         counts["errors"] += 1

@@ -7,14 +7,22 @@ The overall verdict, in order of precedence:
 
 - ``incomplete`` (exit 130): the scan was interrupted; what ran is reported, but no verdict is final;
 - ``fail`` (exit 1): a fail-severity rule fired (or, under --strict, could not be evaluated). A leak found
-  by one attack is real even when another attack crashed;
+  by one attack is real even when another attack crashed, and whatever the positive control says;
 - ``error`` (exit 3): a planned attack crashed and no leak was found by the others: without that attack a
-  pass would be claimed on less evidence than planned, so none is;
-- ``pass`` (exit 0).
+  pass would be claimed on less evidence than planned, so none is. It outranks ``inconclusive``: a crash is
+  the more specific thing to fix, and it may be why the control did not reconstruct;
+- ``inconclusive`` (exit 4): no leak was found, but the positive control -- the same attacks on the same
+  samples without the defenses under evaluation -- did not reach the fail rules' thresholds either: the
+  attacks could not reconstruct even the undefended case, so the scan is no evidence either way;
+- ``pass`` (exit 0): no leak, and the control reconstructed (or there was no control to earn it: a rule set
+  without fail-severity rules, or results from before the control existed).
 
 ``--exit-zero`` changes only the exit code of ``fail`` (to 0); the verdict stays ``fail`` and the document
-records both (``exit_code`` is what the process returned, ``exit_zero`` says why it is 0). Errors and
-interruptions keep their codes: a report-only run must still notice that it did not run.
+records both (``exit_code`` is what the process returned, ``exit_zero`` says why it is 0). Errors,
+interruptions and ``inconclusive`` keep their codes: a report-only run must still notice that it did not run,
+or that it proved nothing. ``--strict`` makes ``inconclusive`` exit 1 like a leak (the verdict stays
+``inconclusive``, the summary says so): a strict gate lets nothing through that was not earned, while the
+default exit 4 lets a pipeline tell "no evidence" from "leak" (``examples/ci/`` shows both).
 """
 
 from __future__ import annotations
@@ -23,15 +31,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
 
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK
+from ..errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK
 
-# A later verdict (e.g. "inconclusive": too little evidence for a pass) is one more entry in each table and
-# one more branch in _overall.
-Overall = Literal["pass", "fail", "error", "incomplete"]
-OVERALLS: tuple[str, ...] = ("pass", "fail", "error", "incomplete")
+Overall = Literal["pass", "fail", "error", "inconclusive", "incomplete"]
+OVERALLS: tuple[str, ...] = ("pass", "fail", "error", "inconclusive", "incomplete")
 EXIT_CODES: dict[str, int] = {"pass": EXIT_OK, "fail": EXIT_LEAK, "error": EXIT_INTERNAL,
-                              "incomplete": EXIT_INTERRUPTED}
-WORDS: dict[str, str] = {"pass": "PASS", "fail": "LEAK", "error": "ERROR", "incomplete": "INCOMPLETE"}
+                              "inconclusive": EXIT_INCONCLUSIVE, "incomplete": EXIT_INTERRUPTED}
+WORDS: dict[str, str] = {"pass": "PASS", "fail": "LEAK", "error": "ERROR", "inconclusive": "INCONCLUSIVE",
+                         "incomplete": "INCOMPLETE"}
+INCONCLUSIVE_REASON = "the attacks could not reconstruct even without the defenses: no evidence either way"
 RULE_STATUSES = ("pass", "fail", "warn", "not_evaluated")
 
 
@@ -56,28 +64,48 @@ def rules_fail(statuses: Iterable[str], *, strict: bool) -> bool:
 
 
 def decide(rules: Sequence[tuple[str, str]], *, strict: bool = False, crashed: Sequence[str] = (),
-           incomplete: bool = False, exit_zero: bool = False) -> Outcome:
-    """The outcome of a scan from its rule results ``(id, status)``, the attacks that crashed, and whether
-    it was interrupted. ``exit_zero`` maps a fail to exit 0 and nothing else."""
+           incomplete: bool = False, exit_zero: bool = False, control: bool | None = None,
+           control_evidence: str = "") -> Outcome:
+    """The outcome of a scan from its rule results ``(id, status)``, the attacks that crashed, whether it was
+    interrupted, and whether the positive control reconstructed (``control``; None: no control to weigh).
+    ``exit_zero`` maps a fail to exit 0 and nothing else; ``control_evidence`` (e.g. the control's best
+    score) is appended to an inconclusive summary."""
     statuses = [status for _, status in rules]
     leaked = rules_fail(statuses, strict=strict)
-    overall = _overall(leaked=leaked, crashed=bool(crashed), incomplete=incomplete)
-    code = EXIT_OK if exit_zero and overall == "fail" else EXIT_CODES[overall]
+    overall = _overall(leaked=leaked, crashed=bool(crashed), incomplete=incomplete, unearned=control is False)
+    code = EXIT_CODES[overall]
+    if exit_zero and overall == "fail":
+        code = EXIT_OK
+    if strict and overall == "inconclusive":
+        code = EXIT_LEAK
     summary = _summary(rules, strict=strict, leaked=leaked, crashed=tuple(crashed), incomplete=incomplete)
+    if overall == "inconclusive":
+        summary = _inconclusive(summary, control_evidence, strict=strict)
+    elif overall == "pass" and control and control_evidence:  # what the pass was earned against
+        summary += f"; {control_evidence}"
     if exit_zero and overall == "fail":
         summary += " (--exit-zero: exit 0)"
     return Outcome(overall=overall, exit_code=code, summary=summary, rules_overall="fail" if leaked else "pass",
                    exit_zero=exit_zero, crashed=tuple(crashed))
 
 
-def _overall(*, leaked: bool, crashed: bool, incomplete: bool) -> Overall:
+def _overall(*, leaked: bool, crashed: bool, incomplete: bool, unearned: bool) -> Overall:
     if incomplete:
         return "incomplete"
     if leaked:
         return "fail"
     if crashed:
         return "error"
+    if unearned:
+        return "inconclusive"
     return "pass"
+
+
+def _inconclusive(summary: str, evidence: str, *, strict: bool) -> str:
+    """The pass summary's rule counts kept, its claim replaced by why there is none."""
+    rest = summary.removeprefix("PASS: no fail-severity rule failed")
+    text = f"INCONCLUSIVE: {INCONCLUSIVE_REASON}" + (f" ({evidence})" if evidence else "") + rest
+    return text + (" (--strict: exit 1)" if strict else "")
 
 
 def counts(rules: Sequence[tuple[str, str]]) -> dict[str, int]:
