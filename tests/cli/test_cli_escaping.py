@@ -103,7 +103,7 @@ def test_scan_with_hostile_file_names_and_rule_ids(tmp_path, capsys, hostile_sam
                      "--restarts", "1", "--batch-size", "3", "--rules", str(rules), "--format", "json,html,junit",
                      "--output", "-", "--output-dir", str(out)])
     captured = capsys.readouterr()
-    assert code in (0, 1), captured.err
+    assert code in (0, 1, 4), captured.err  # 4: 2 IG iterations reconstruct nothing (inconclusive)
     assert raw_hidden(captured.err) == [] and raw_hidden(captured.out) == []
     assert "[/]x\\x1b]0;t\\x07:" in captured.err  # the summary line of the user's rule
     names = [s["name"] for s in json.loads(captured.out)["data"]["samples"]]  # stdout: the JSON report
