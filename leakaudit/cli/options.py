@@ -30,5 +30,6 @@ PROTOCOL = typer.Option(None, "--protocol", help="fedsgd or fedavg (default: fed
 LABELS_KNOWN = typer.Option(False, "--labels-known", help="Give the attacker the true labels (stronger attacker).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (GPU N).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
-STRICT = typer.Option(False, "--strict", help="A rule that cannot be evaluated counts as a failure.")
+STRICT = typer.Option(False, "--strict", help="A rule that cannot be evaluated counts as a failure; a scan "
+                      "whose verdict is inconclusive (no reconstruction even without the defenses) exits 1, not 4.")
 DEBUG = typer.Option(False, "--debug", help="Show tracebacks.")

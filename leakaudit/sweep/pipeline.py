@@ -120,10 +120,11 @@ def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> 
     if outcome.overall in ("pass", "fail"):  # a fail stands even if another attack crashed: the leak is real
         return Point(value, DONE, passed=outcome.overall == "pass", attacks=tuple(attacks), rules=rules,
                      seconds=seconds, notes=tuple(extra) + tuple(result.notes))
-    # error (an attack crashed, no other found a leak): no verdict at this value, a pass would not be credible
+    # error (an attack crashed, no other found a leak) or inconclusive (the positive control did not reconstruct):
+    # no verdict at this value, a pass would not be credible; only a crash is an internal error
     error = "; ".join(f"attack {a.name} failed: {a.reason}" for a in result.attacks if a.status == "failed")
-    return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds,
-                 error=error or outcome.summary, error_kind="internal", notes=tuple(extra))
+    return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds, error=error or outcome.summary,
+                 error_kind="internal" if outcome.overall == "error" else None, notes=tuple(extra))
 
 
 def _finite(x: Any) -> float | None:

@@ -52,3 +52,38 @@ def test_gitlab_job_keeps_artifacts_and_junit_always():
     job = yaml.safe_load((CI / "gitlab-ci.yml").read_text())["leakaudit"]
     assert job["artifacts"]["when"] == "always"
     assert job["artifacts"]["reports"]["junit"] == "leakaudit-report/report.junit.xml"
+
+
+def _github_scan_step() -> dict:
+    doc = yaml.safe_load((CI / "github-actions.yml").read_text())
+    steps = next(iter(doc["jobs"].values()))["steps"]
+    return next(s for s in steps if "leakaudit scan" in s.get("run", ""))
+
+
+@pytest.mark.parametrize("strict, scan_exit, job_exit", [
+    ("", 0, 0), ("", 1, 1), ("", 2, 2), ("", 3, 3),
+    ("", 4, 0),  # inconclusive without --strict: a warning, the job goes on
+    ("--strict", 1, 1),  # with --strict the scan itself exits 1 on inconclusive: the job fails
+])
+def test_github_scan_step_fails_on_everything_but_a_lenient_inconclusive(tmp_path, strict, scan_exit, job_exit):
+    import os
+    import subprocess
+
+    stub = tmp_path / "leakaudit"  # stands in for the scan: records its arguments, exits with the given code
+    stub.write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/argv"\nexit {scan_exit}\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "MODEL": "m.onnx", "SAMPLES": "s/",
+           "STRICT": strict}
+    step = _github_scan_step()
+    # GitHub's `shell: bash` runs `bash --noprofile --norc -eo pipefail`
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert step["shell"] == "bash" and done.returncode == job_exit, done.stderr
+    assert ("::warning" in done.stdout) == (scan_exit == 4)
+    assert (tmp_path / "argv").read_text().split()[-1] == (strict or "leakaudit-report")
+
+
+def test_gitlab_job_allows_only_inconclusive_and_can_be_strict():
+    job = yaml.safe_load((CI / "gitlab-ci.yml").read_text())["leakaudit"]
+    assert job["allow_failure"] == {"exit_codes": [4]}
+    assert job["variables"]["STRICT"] == "" and any(line.rstrip().endswith("$STRICT") for line in job["script"])

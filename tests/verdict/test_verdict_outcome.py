@@ -70,3 +70,44 @@ def test_rules_verdict_uses_the_same_decision():
     verdict = evaluate(load_rules("default"), [], strict=True)
     assert verdict.overall == "fail" and verdict.exit_code() == 1 and verdict.exit_code(exit_zero=True) == 0
     assert verdict.summary() == verdict.outcome().summary and verdict.summary().startswith("LEAK:")
+
+
+# The positive control (issue 12): control=True it reconstructed the undefended case, False it did not,
+# None there was none to weigh.
+@pytest.mark.parametrize("rules, crashed, incomplete, control, overall, code", [
+    (CLEAN, (), False, True, "pass", 0),  # a pass earned: the control reconstructed, the defended run did not
+    (CLEAN, (), False, False, "inconclusive", 4),  # the attacks could not reconstruct even without the defenses
+    (UNEVALUATED, (), False, False, "inconclusive", 4),  # nothing measured is no evidence either
+    (LEAK, (), False, False, "fail", 1),  # a leak found stays a leak whatever the control says
+    (CLEAN, ("ig",), False, False, "error", 3),  # a crash outranks inconclusive: the more specific fix
+    (CLEAN, (), True, False, "incomplete", 130),
+    (CLEAN, (), False, None, "pass", 0),  # no control (old results, or no fail-severity rule): as before
+])
+def test_the_control_decides_between_pass_and_inconclusive(rules, crashed, incomplete, control, overall, code):
+    outcome = decide(rules, crashed=crashed, incomplete=incomplete, control=control)
+    assert (outcome.overall, outcome.exit_code) == (overall, code)
+    assert outcome.summary.startswith(WORDS[overall] + ":")
+
+
+def test_inconclusive_summary_gives_the_reason_and_the_controls_evidence():
+    summary = decide(CLEAN, control=False, control_evidence="control: ssim_adjusted 0.09 (ig), needs >= 0.6").summary
+    assert summary == ("INCONCLUSIVE: the attacks could not reconstruct even without the defenses: no evidence "
+                       "either way (control: ssim_adjusted 0.09 (ig), needs >= 0.6) (1 warning(s))")
+
+
+def test_a_pass_names_what_it_was_earned_against():
+    summary = decide(CLEAN, control=True, control_evidence="control: ssim_adjusted 1 (analytic), needs >= 0.6").summary
+    assert summary.startswith("PASS: no fail-severity rule failed") and summary.endswith("(analytic), needs >= 0.6")
+
+
+def test_strict_makes_inconclusive_exit_1_and_keeps_the_verdict():
+    outcome = decide(CLEAN, control=False, strict=True)
+    assert (outcome.overall, outcome.exit_code) == ("inconclusive", 1)
+    assert outcome.summary.endswith("(--strict: exit 1)")
+
+
+@pytest.mark.parametrize("strict, code", [(False, 4), (True, 1)])
+def test_exit_zero_does_not_change_inconclusive(strict, code):
+    outcome = decide(CLEAN, control=False, strict=strict, exit_zero=True)
+    assert (outcome.overall, outcome.exit_code) == ("inconclusive", code)
+    assert "--exit-zero" not in outcome.summary

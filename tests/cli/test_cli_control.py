@@ -1,0 +1,120 @@
+"""A PASS must be earned (issue 12): the positive control, the verdict ``inconclusive`` (exit 4) and how every
+output shows it. Tiny budgets on small models: these check the decision and its reporting, not attack strength.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+from leakaudit.cli import app_main
+from leakaudit.report import schema
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "models" / "mlp_dropout.onnx"
+SAMPLES = ROOT / "examples" / "samples"
+WEAK = ("--attacks", "ig", "--iterations", "1", "--restarts", "1")  # cannot reconstruct anything
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory) -> Path:
+    """The zoo's small ConvNet, random weights, no dropout: no closed-form attack applies to it."""
+    from leakaudit.models import create_model
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    path = tmp_path_factory.mktemp("control") / "cnn.safetensors"
+    torch.manual_seed(0)
+    save_safetensors(create_model("cnn", num_classes=10, input_shape=(3, 32, 32)), path, arch="cnn",
+                     input_shape=(3, 32, 32), num_classes=10)
+    return path
+
+
+def _scan(model: Path, out: Path, *extra: str) -> int:
+    return app_main(["scan", str(model), "--data", str(SAMPLES), "--output-dir", str(out),
+                     "--format", "json,html,junit", *extra])
+
+
+def _reports(out: Path) -> tuple[dict, str, ET.Element]:
+    doc = json.loads((out / "report.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    return doc, (out / "report.html").read_text(), ET.parse(out / "report.junit.xml").getroot()
+
+
+def test_attacks_that_cannot_reconstruct_the_undefended_model_give_inconclusive_everywhere(cnn, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _scan(cnn, out, *WEAK) == 4
+    doc, html, junit = _reports(out)
+    verdict, control = doc["verdict"], doc["control"]
+    assert (verdict["overall"], verdict["exit_code"], verdict["control_reconstructed"]) == ("inconclusive", 4, False)
+    assert verdict["summary"].startswith("INCONCLUSIVE: the attacks could not reconstruct even without the defenses")
+    # no defense was simulated: the main run's IG is the control, not run twice
+    assert control["status"] == "ran" and control["reconstructed"] is False
+    assert control["shared_attacks"] == ["ig"] and control["attacks"] == [] and control["defenses_removed"] == []
+    assert "ssim_adjusted" in control["evidence"] and "(ig)" in control["evidence"]
+    assert doc["recommendations"][0]["id"] == "inconclusive" and "--device cuda" in doc["recommendations"][0]["text"]
+    assert '<div class="banner inconclusive" id="verdict"><strong>INCONCLUSIVE</strong>' in html
+    assert '<h2>Positive control</h2><p id="control">' in html and "did not reconstruct" in html
+    props = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert props == {"leakaudit.overall": "inconclusive", "leakaudit.exit_code": "4"}
+    case = next(c for c in junit.iter("testcase") if c.get("name") == "positive control reconstructs")
+    assert case.find("failure").get("type") == "inconclusive"
+    assert case.find("failure").get("message") == verdict["summary"]
+    assert junit.get("failures") == "1"
+    err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
+    assert " ".join(verdict["summary"].split()) in err
+
+
+def test_strict_makes_inconclusive_exit_1_and_exit_zero_does_not_hide_it(cnn, tmp_path):
+    # one rule that is always evaluated (the default LPIPS rule is not without its weights: --strict fails that)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nid = "recognisable"\nmetric = "ssim_adjusted"\nthreshold = 0.6\n')
+    assert _scan(cnn, tmp_path / "s", *WEAK, "--strict", "--rules", str(rules), "--quiet") == 1
+    doc, _, junit = _reports(tmp_path / "s")
+    assert (doc["verdict"]["overall"], doc["verdict"]["exit_code"]) == ("inconclusive", 1)
+    assert doc["verdict"]["summary"].endswith("(--strict: exit 1)")
+    assert {p.get("name"): p.get("value") for p in junit.iter("property")}["leakaudit.exit_code"] == "1"
+    assert _scan(cnn, tmp_path / "z", *WEAK, "--exit-zero", "--quiet") == 4
+
+
+def test_with_a_defense_the_control_attacks_the_clean_update(cnn, tmp_path):
+    assert _scan(cnn, tmp_path / "d", *WEAK, "--defense", "noise:sigma=0.1", "--quiet") == 4
+    control = _reports(tmp_path / "d")[0]["control"]
+    assert control["defenses_removed"] == ["noise:sigma=0.1"] and control["shared_attacks"] == []
+    assert [(a["name"], a["status"]) for a in control["attacks"]] == [("ig", "ran")]
+    assert control["attacks"][0]["settings"]["iterations"] == 1  # the scan's budget, not more
+
+
+def test_the_bundled_example_defended_still_passes_earned_by_the_analytic_control(tmp_path):
+    """README: mlp_dropout.onnx with --defense noise:sigma=0.1 passes; the control (no noise) is the exact
+    analytic inversion, so the slower control attacks are not needed."""
+    out = tmp_path / "p"
+    assert _scan(EXAMPLE, out, "--defense", "noise:sigma=0.1", "--budget", "quick", "--quiet") == 0
+    doc, html, _ = _reports(out)
+    verdict, control = doc["verdict"], doc["control"]
+    assert (verdict["overall"], verdict["control_reconstructed"]) == ("pass", True)
+    assert control["reconstructed"] is True and control["defenses_removed"] == ["noise:sigma=0.1"]
+    ran = [a["name"] for a in control["attacks"] if a["status"] == "ran"]
+    assert ran == ["analytic"]
+    assert all(a["reason"] == "not needed: the control already reconstructed"
+               for a in control["attacks"] if a["status"] == "skipped")
+    assert "(analytic)" in verdict["summary"] and "reconstructed the undefended case" in html
+
+
+def test_a_leak_needs_no_control(tmp_path):
+    assert _scan(EXAMPLE, tmp_path / "l", "--attacks", "analytic", "--quiet") == 1
+    control = _reports(tmp_path / "l")[0]["control"]
+    assert control["status"] == "not_needed" and control["reconstructed"] is None and control["attacks"] == []
+
+
+def test_dropout_without_defenses_adds_only_dia_informed_to_the_control(tmp_path):
+    """The main run's IG is shared; the control adds the attacker's best case for dropout (the true masks)."""
+    assert _scan(EXAMPLE, tmp_path / "m", *WEAK, "--quiet") == 4
+    control = _reports(tmp_path / "m")[0]["control"]
+    assert control["shared_attacks"] == ["ig"]
+    assert [(a["name"], a["status"]) for a in control["attacks"]] == [("dia-informed", "ran")]
+    assert "true dropout masks" in control["reason"]
