@@ -1,6 +1,7 @@
 """The Python API: ``audit(model, data, ...) -> AuditResult``, the whole pipeline without the CLI.
 
-load -> detect -> samples -> client update (+ defenses) -> labels -> plan -> attacks -> score -> verdict.
+load -> detect -> samples -> client update (+ defenses) -> labels -> plan -> attacks -> score -> positive control
+(the attacks' power without the defenses: a pass must be earned) -> verdict.
 
 The result is typed and frozen. It keeps tensors (reconstructions and originals in pixel space) for Python
 callers; the report layer (``leakaudit.report``) turns it into the versioned JSON document that every
@@ -547,6 +548,8 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     if verdict.overall == "fail":
         return ControlOutcome("not_needed", "a leak was found: the verdict does not rest on the control", None,
                               removed)
+    if observer.should_stop():
+        return ControlOutcome("interrupted", "the scan was interrupted before the control ran", None, removed)
     fail_rules = [r for r in ruleset.rules if r.severity == "fail"]
     if not fail_rules:
         return ControlOutcome("not_needed", "the rules have no fail-severity rule for a control to reach", None,

@@ -97,8 +97,10 @@ def _control(doc: dict[str, Any]) -> str:
     c = doc.get("control")
     if not c:
         return ""
-    if c["status"] != "ran":
+    if c["status"] == "not_needed":
         return f'<h2>Positive control</h2><p class="muted">Not needed: {esc(c["reason"])}.</p>'
+    if c["status"] != "ran":
+        return '<h2>Positive control</h2><p class="muted">Interrupted before it reconstructed.</p>'
     said = ("reconstructed the undefended case, so the attacks had the power to find a leak"
             if c["reconstructed"] else "did not reconstruct even the undefended case: the scan is no evidence "
             "either way (inconclusive)")

@@ -118,3 +118,13 @@ def test_dropout_without_defenses_adds_only_dia_informed_to_the_control(tmp_path
     assert control["shared_attacks"] == ["ig"]
     assert [(a["name"], a["status"]) for a in control["attacks"]] == [("dia-informed", "ran")]
     assert "true dropout masks" in control["reason"]
+
+
+def test_an_interrupted_scan_runs_no_control_and_stays_incomplete(cnn, tmp_path, monkeypatch):
+    from leakaudit.cli.progress import RichObserver
+
+    monkeypatch.setattr(RichObserver, "should_stop", lambda self: True)
+    assert _scan(cnn, tmp_path / "i", *WEAK, "--defense", "noise:sigma=0.1", "--quiet") == 130
+    doc, html, _ = _reports(tmp_path / "i")
+    assert doc["verdict"]["overall"] == "incomplete" and doc["control"]["status"] == "interrupted"
+    assert doc["control"]["attacks"] == [] and "Interrupted before it reconstructed" in html
