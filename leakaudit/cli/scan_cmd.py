@@ -145,7 +145,7 @@ def scan_inputs(model: str, data: str, settings: ScanSettings, config_path: Path
     return inputs
 
 
-@app.command("scan", epilog=EXIT_CODES_HELP + " With --exit-zero a leak exits 0 (errors still exit 2/3).")
+@app.command("scan", epilog=EXIT_CODES_HELP + " With --exit-zero a leak exits 0 (errors still exit 2/3, inconclusive 4).")
 def scan(
     ctx: typer.Context,
     model: str = options.MODEL,
