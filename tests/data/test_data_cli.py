@@ -90,7 +90,7 @@ def test_the_report_records_each_image_s_shape_before_it_was_resized(model, tmp_
     code = app_main(["scan", str(model), "--data", str(folder), "--output-dir", str(out), "--attacks", "ig",
                      "--iterations", "1", "--restarts", "1", "-q"])
     capsys.readouterr()
-    assert code in (0, 1)
+    assert code in (0, 1, 4)
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["shape"] == list(SHAPE)
     assert report["data"]["samples"][0]["original_shape"] == [1, 20, 12]  # grey 12x20, resized to 3x8x8

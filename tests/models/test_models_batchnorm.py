@@ -75,7 +75,7 @@ def test_without_batch_size_the_smallest_batch_that_trains_is_chosen_and_reporte
     out = tmp_path / "out"
     code = app_main(["scan", *_bn_net(tmp_path), "--data", str(data), "--output-dir", str(out), *QUICK])
     err = capsys.readouterr().err
-    assert code in (0, 1)
+    assert code in (0, 1, 4)
     report = json.loads((out / "report.json").read_text())
     assert report["threat_model"]["batch_size"] == 2
     chosen = "batch size 2 chosen (no --batch-size given): the smallest at which BatchNorm layer '3' can run in "

@@ -49,7 +49,7 @@ def test_a_node_name_holding_python_code_does_not_run_it(tmp_path, capsys, comma
         np.savez(tmp_path / "data.npz", x=np.ones((2, 4), dtype=np.float32), y=np.array([0, 1]))
         args += ["--data", str(tmp_path / "data.npz"), "--output-dir", str(tmp_path / "out"), "--budget", "quick",
                  "--attacks", "ig", "--iterations", "1", "--restarts", "1"]
-    assert app_main(args) in (0, 1)  # the model loads and the command completes
+    assert app_main(args) in (0, 1, 4)  # the model loads and the command reaches a verdict
     capsys.readouterr()
     assert not marker.exists()
 
