@@ -94,7 +94,11 @@ def _write_stdout(text: str) -> None:
 def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
     """One line per planned attack: how well it reconstructed (or why it did not run), so a user sees which
     attack broke the model -- the rule lines below name only the worst one."""
-    for a in doc["attacks"]:
+    control = doc.get("control") or {}
+    # the control's own runs (e.g. dia-informed with the true masks) follow, so a "skipped" above is not the
+    # last word on an attack the verdict rests on
+    rows = [("", a) for a in doc["attacks"]] + [("control ", a) for a in control.get("attacks", [])]
+    for prefix, a in rows:
         if a["status"] == "ran":
             means = a.get("means") or {}
             shown = "  ".join(f"{k} {means[k]:.3g}" if isinstance(means[k], float) else f"{k} {means[k]}"
@@ -104,7 +108,7 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
             shown = f"skipped: {re.split(r'[:;]', a.get('reason', ''))[0].strip()}"
         else:
             shown = f"{a['status']}: {a.get('reason', '')}"
-        console.print(f"  {terminal(a['name']):<14} {terminal(shown)}", highlight=False, markup=True)
+        console.print(f"  {terminal(prefix + a['name']):<14} {terminal(shown)}", highlight=False, markup=True)
 
 
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:

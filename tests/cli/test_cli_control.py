@@ -120,6 +120,14 @@ def test_dropout_without_defenses_adds_only_dia_informed_to_the_control(tmp_path
     assert "true dropout masks" in control["reason"]
 
 
+def test_the_summary_shows_the_control_s_own_attacks_beside_the_main_run_s(tmp_path, capsys):
+    """The main run lists dia-informed as skipped; the control ran it, and the terminal must say so."""
+    assert _scan(EXAMPLE, tmp_path / "s", *WEAK) == 4
+    lines = capsys.readouterr().err.splitlines()  # the summary is on stderr, like the progress
+    control_line = next(line for line in lines if line.strip().startswith("control dia-informed"))
+    assert "ssim" in control_line and "psnr" in control_line
+
+
 def test_an_interrupted_scan_runs_no_control_and_stays_incomplete(cnn, tmp_path, monkeypatch):
     from leakaudit.cli.progress import RichObserver
 
