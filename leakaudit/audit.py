@@ -215,16 +215,30 @@ def _settings(settings: ScanSettings | None, overrides: dict[str, Any]) -> ScanS
     return replace(settings, **overrides)
 
 
-def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
-          observer: Observer | None = None, command: str = "", **overrides: Any) -> AuditResult:
-    """Audit ``model`` (a path or a ``LoadedModel``) on ``data`` (a path or a ``SampleBatch``).
+@dataclass(frozen=True)
+class Prepared:
+    """A model, its findings and a batch, loaded and checked once: what ``run`` audits.
 
-    ``settings`` (or keyword overrides such as ``budget="quick"``) control everything else; see
-    ``ScanSettings``. Raises ``LeakauditError`` subclasses for bad inputs; never prints.
+    ``audit`` is ``prepare`` then ``run``; ``leakaudit sweep`` prepares once and runs once per knob value.
+    ``settings`` are the ones prepared with (the batch size resolved); ``notes`` say what leakaudit chose.
+    """
+
+    model: Any  # LoadedModel
+    batch: SampleBatch
+    findings: Findings
+    ruleset: Any = None  # RuleSet; None: run loads settings.rules
+    settings: ScanSettings | None = None
+    notes: tuple[str, ...] = ()
+
+
+def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
+            observer: Observer | None = None, **overrides: Any) -> Prepared:
+    """Every cheap check first (``preflight``), then load the model, detect its layers and load the batch.
+
+    Raises ``LeakauditError`` subclasses for bad inputs, before any attack runs; never prints.
     """
     settings = _settings(settings, overrides)
     observer = observer or NullObserver()
-    started = _now()
     ruleset = preflight(settings)
     loaded = _load_model(model, settings, observer)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
@@ -233,9 +247,28 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     findings = detect(loaded)
     settings, batch_note = _batch_size(loaded, settings)
     batch = _load_batch(data, loaded, settings, observer, chosen=batch_note)
-    result = audit_loaded(loaded, batch, findings, settings, observer, command=command, started=started,
-                          ruleset=ruleset)
-    return replace(result, notes=(*result.notes, batch_note)) if batch_note else result
+    return Prepared(loaded, batch, findings, ruleset, settings, (batch_note,) if batch_note else ())
+
+
+def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
+        command: str = "", started: datetime | None = None) -> AuditResult:
+    """The audit of a prepared model and batch; ``settings`` default to the ones it was prepared with."""
+    settings = settings or prepared.settings or ScanSettings()
+    result = audit_loaded(prepared.model, prepared.batch, prepared.findings, settings, observer, command=command,
+                          started=started, ruleset=prepared.ruleset)
+    return replace(result, notes=(*result.notes, *prepared.notes)) if prepared.notes else result
+
+
+def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
+          observer: Observer | None = None, command: str = "", **overrides: Any) -> AuditResult:
+    """Audit ``model`` (a path or a ``LoadedModel``) on ``data`` (a path or a ``SampleBatch``).
+
+    ``settings`` (or keyword overrides such as ``budget="quick"``) control everything else; see
+    ``ScanSettings``. Raises ``LeakauditError`` subclasses for bad inputs; never prints.
+    """
+    started = _now()
+    prepared = prepare(model, data, settings, observer=observer, **overrides)
+    return run(prepared, observer=observer, command=command, started=started)
 
 
 def _batch_size(loaded: Any, settings: ScanSettings) -> tuple[ScanSettings, str]:

@@ -201,7 +201,7 @@ def sweep(
             previous = previous_points(Path(resume), previous_doc, knob=spec.knob.name,
                                        sha256=prepared.model.sha256, settings=resume_settings)
         context = _context(prepared, resume_settings, command)
-        runner = make_runner(spec, prepared, settings, default_audit(prepared, command), observer)
+        runner = make_runner(spec, prepared, prepared.settings or settings, default_audit(prepared, command), observer)
         result = run_sweep(spec, runner, previous=previous, observer=observer, context=context,
                            on_point=lambda partial: folder.put(json_path.name, _sweep_json(to_dict(partial, spec))))
     doc = to_dict(result, spec)

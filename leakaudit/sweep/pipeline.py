@@ -8,9 +8,11 @@ of fresh draws.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..audit import Prepared
+from ..audit import prepare as prepare_audit
+from ..audit import run as run_audit
 from ..detect.interface import Findings
 from ..errors import ConfigError
 from ..models.interface import LoadedModel
@@ -23,37 +25,19 @@ from .settings import defenses_with, rebuild_with_dropout
 _PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data")
 
 
-@dataclass
-class Prepared:
-    """What every value shares: loaded once."""
-
-    model: LoadedModel
-    batch: Any  # SampleBatch
-    findings: Findings
-    ruleset: Any = None  # the parsed rules (None: audit_loaded loads settings.rules)
-
-
 def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
-    """Load the rules, model, findings and samples once, after the same pre-flight as ``audit`` (a typo in an
-    attack name or a rule file is refused before the model loads and before sweep.json is written)."""
-    from ..audit import _load_batch, _load_model, preflight
-    from ..detect import detect
-
-    observer = observer or NullObserver()
-    ruleset = preflight(settings)
-    loaded = _load_model(model, settings, observer)
-    observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
-    findings = detect(loaded)
-    batch = _load_batch(data, loaded, settings, observer)
-    return Prepared(loaded, batch, findings, ruleset)
+    """``leakaudit.audit.prepare``: the same pre-flight and loading as a scan (a typo in an attack name or a rule
+    file is refused before the model loads and before sweep.json is written)."""
+    return prepare_audit(model, data, settings, observer=observer)
 
 
 def default_audit(prepared: Prepared, command: str = "") -> "AuditFn":
-    """``audit_loaded`` bound to the prepared rules: what ``make_runner`` calls per value."""
-    from ..audit import audit_loaded
+    """``leakaudit.audit.run`` on the prepared rules and batch: what ``make_runner`` calls per value (the model
+    and findings may be the value's own, e.g. rebuilt with another dropout rate)."""
 
     def run(model: LoadedModel, batch: Any, findings: Findings, settings: Any, observer: Observer) -> Any:
-        return audit_loaded(model, batch, findings, settings, observer, command=command, ruleset=prepared.ruleset)
+        value = dataclasses.replace(prepared, model=model, batch=batch, findings=findings)
+        return run_audit(value, settings, observer=observer, command=command)
 
     return run
 

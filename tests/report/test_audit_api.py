@@ -65,3 +65,24 @@ def test_audit_loaded_reuses_prepared_inputs():
 def test_unknown_setting_is_a_type_error():
     with pytest.raises(TypeError, match="budjet"):
         audit(str(MODEL), str(SAMPLES), budjet="quick")
+
+
+def test_prepare_then_run_is_the_audit_and_a_prepared_model_runs_again_under_other_settings():
+    from leakaudit.audit import prepare, run
+
+    prepared = prepare(str(MODEL), str(SAMPLES), attacks=("analytic",))
+    assert prepared.settings.batch_size == 1 and len(prepared.batch) == 1
+    first, direct = run(prepared), audit(str(MODEL), str(SAMPLES), attacks=("analytic",))
+    assert first.overall == direct.overall == "fail"
+    assert first.attacks[0].means == direct.attacks[0].means
+    noisy = run(prepared, ScanSettings(attacks=("analytic",), defenses=("noise:sigma=0.1",)))
+    assert [str(d) for d in noisy.threat.defenses] == ["noise:sigma=0.1"]
+    assert noisy.attacks[0].means["ssim"] < first.attacks[0].means["ssim"]
+
+
+def test_prepare_refuses_a_bad_setting_before_it_reads_the_model(tmp_path):
+    from leakaudit.audit import prepare
+    from leakaudit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="igg"):
+        prepare(str(tmp_path / "missing.onnx"), str(SAMPLES), attacks=("igg",))
