@@ -436,13 +436,3 @@ def trainable_weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every weight the loaded module trains: ``weight_initializers`` after ``untie_weights``."""
     return weight_initializers(untie_weights(model))
 
-
-def count_weight_elements(model: onnx.ModelProto) -> int:
-    total = 0
-    for shape in trainable_weights(model).values():
-        n = 1
-        for d in shape:
-            n *= d
-        total += n
-    return total
-

@@ -7,7 +7,7 @@ The loop knows nothing about models or attacks: it calls ``run_one(value) -> Poi
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 from ..errors import LeakauditError
 from ..progress import NullObserver, Observer
@@ -83,9 +83,3 @@ def _result(vary: Vary, points: Mapping[float, Point], incomplete: bool, context
         context=dict(context or {}),
     )
 
-
-def status_counts(points: Iterable[Point]) -> dict[str, int]:
-    counts = {DONE: 0, ERROR: 0, INTERRUPTED: 0}
-    for p in points:
-        counts[p.status] = counts.get(p.status, 0) + 1
-    return counts

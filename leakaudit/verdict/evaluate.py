@@ -60,24 +60,9 @@ class Verdict:
     profile: str
     strict: bool
 
-    def by_status(self, status: Status) -> list[RuleResult]:
-        return [r for r in self.results if r.status == status]
-
-    @property
-    def failed(self) -> list[RuleResult]:
-        """Results that make the verdict fail: fail-severity rules that fired, and under strict the unevaluated."""
-        return [r for r in self.results if r.status == "fail" or (self.strict and r.status == "not_evaluated")]
-
     def outcome(self, *, exit_zero: bool = False) -> Outcome:
         """The rules' outcome alone (no crashed attack, not interrupted); a scan's is ``AuditResult.outcome``."""
         return decide([(r.rule.id, r.status) for r in self.results], strict=self.strict, exit_zero=exit_zero)
-
-    def exit_code(self, *, exit_zero: bool = False) -> int:
-        """0 pass, 1 leak (a failed rule); ``exit_zero`` for report-only runs."""
-        return self.outcome(exit_zero=exit_zero).exit_code
-
-    def summary(self) -> str:
-        return self.outcome().summary
 
 
 def evaluate(ruleset: RuleSet, scores: Sequence[AttackScore], *, strict: bool = False) -> Verdict:

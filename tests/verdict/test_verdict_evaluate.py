@@ -39,7 +39,7 @@ def test_any_scope_reports_the_worst_sample_over_all_attacks() -> None:
     (result,) = verdict.results
     assert (result.status, result.observed, result.attack, result.sample) == ("fail", 0.95, "dia", "cat.png")
     assert "0.95 >= 0.6" in result.reason and "cat.png" in result.reason
-    assert verdict.overall == "fail" and verdict.exit_code() == 1
+    assert verdict.overall == "fail" and verdict.outcome().exit_code == 1
 
 
 def test_lower_is_leakier_metrics_take_the_minimum() -> None:
@@ -62,7 +62,7 @@ def test_strict_and_non_strict_comparisons_at_the_threshold() -> None:
 def test_warn_rules_do_not_fail_the_verdict() -> None:
     verdict = evaluate(_rules(_rule("w", "ssim", 0.6, ">=", severity="warn")), [IG, DIA])
     assert verdict.results[0].status == "warn"
-    assert verdict.overall == "pass" and verdict.exit_code() == 0
+    assert verdict.overall == "pass" and verdict.outcome().exit_code == 0
 
 
 def test_unavailable_metric_is_not_evaluated_and_fails_only_under_strict() -> None:
@@ -72,10 +72,10 @@ def test_unavailable_metric_is_not_evaluated_and_fails_only_under_strict() -> No
     relaxed = evaluate(rules, [no_lpips])
     lp = relaxed.results[0]
     assert lp.status == "not_evaluated" and lp.observed is None and reason in lp.reason
-    assert relaxed.overall == "pass" and relaxed.failed == []
+    assert relaxed.overall == "pass" and relaxed.outcome().exit_code == 0
     strict = evaluate(rules, [no_lpips], strict=True)
-    assert strict.overall == "fail" and strict.exit_code() == 1 and strict.failed == [strict.results[0]]
-    assert strict.exit_code(exit_zero=True) == 0
+    assert strict.overall == "fail" and strict.outcome().exit_code == 1
+    assert strict.outcome(exit_zero=True).exit_code == 0
 
 
 def test_a_metric_missing_in_one_attack_blocks_a_pass_but_not_a_fail() -> None:

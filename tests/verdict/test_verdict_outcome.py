@@ -68,8 +68,8 @@ def test_strict_counts_an_unevaluated_rule_as_failed_and_names_it():
 
 def test_rules_verdict_uses_the_same_decision():
     verdict = evaluate(load_rules("default"), [], strict=True)
-    assert verdict.overall == "fail" and verdict.exit_code() == 1 and verdict.exit_code(exit_zero=True) == 0
-    assert verdict.summary() == verdict.outcome().summary and verdict.summary().startswith("LEAK:")
+    assert verdict.overall == "fail" and verdict.outcome().exit_code == 1
+    assert verdict.outcome(exit_zero=True).exit_code == 0 and verdict.outcome().summary.startswith("LEAK:")
 
 
 # The positive control (issue 12): control=True it reconstructed the undefended case, False it did not,
