@@ -19,7 +19,7 @@ from importlib import metadata
 from typing import Any
 
 from .. import __version__
-from ..audit import AttackOutcome, AuditResult, ControlOutcome
+from ..result import AttackOutcome, AuditResult, ControlOutcome
 from ..verdict.outcome import counts
 from .images import png_data_uri
 from .recommendations import recommend

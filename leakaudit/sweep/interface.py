@@ -32,7 +32,9 @@ class MetricSummary:
 
 
 @dataclass(frozen=True)
-class AttackOutcome:
+class PointAttack:
+    """One attack at one knob value: its metrics over the samples (an audit's ``AttackOutcome``, summarised)."""
+
     attack: str
     metrics: tuple[MetricSummary, ...]
     attack_loss: float | None = None
@@ -45,7 +47,9 @@ class AttackOutcome:
 
 
 @dataclass(frozen=True)
-class RuleOutcome:
+class PointRule:
+    """One rule at one knob value (an audit's ``RuleOutcome``, as sweep.json keeps it)."""
+
     id: str
     metric: str
     comparison: str  # e.g. ">=" : the rule fails when observed <comparison> threshold
@@ -62,8 +66,8 @@ class Point:
     value: float
     status: str  # DONE, ERROR or INTERRUPTED
     passed: bool | None = None  # overall verdict at this value (None unless done)
-    attacks: tuple[AttackOutcome, ...] = ()
-    rules: tuple[RuleOutcome, ...] = ()
+    attacks: tuple[PointAttack, ...] = ()
+    rules: tuple[PointRule, ...] = ()
     seconds: float | None = None
     error: str | None = None  # one line, for ERROR points
     notes: tuple[str, ...] = ()

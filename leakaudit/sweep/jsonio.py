@@ -14,7 +14,16 @@ from .. import __version__
 from ..errors import ConfigError, InputError
 from ..resources import read_report_file
 from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
-from .interface import DONE, ERROR, INTERRUPTED, AttackOutcome, MetricSummary, Point, RuleOutcome, SweepResult
+from .interface import (
+    DONE,
+    ERROR,
+    INTERRUPTED,
+    MetricSummary,
+    Point,
+    PointAttack,
+    PointRule,
+    SweepResult,
+)
 from .knobs import Vary
 
 SCHEMA_ID = "leakaudit-sweep"
@@ -147,13 +156,13 @@ def point_from_dict(d: dict[str, Any]) -> Point:
     return Point(
         value=float(d["value"]), status=status, passed=d.get("passed"), seconds=d.get("seconds"),
         error=d.get("error"), notes=tuple(d.get("notes", ())), error_kind=d.get("error_kind"),
-        attacks=tuple(AttackOutcome(
+        attacks=tuple(PointAttack(
             attack=a["attack"], attack_loss=a.get("attack_loss"), seconds=a.get("seconds"),
             iterations_run=a.get("iterations_run"), images=tuple(a.get("images", ())),
             metrics=tuple(MetricSummary(m["name"], tuple(m["per_sample"]), m.get("higher_is_better"),
                                         m.get("unavailable")) for m in a["metrics"]),
         ) for a in d.get("attacks", ())),
-        rules=tuple(RuleOutcome(r["id"], r["metric"], r["comparison"], float(r["threshold"]), r["severity"],
+        rules=tuple(PointRule(r["id"], r["metric"], r["comparison"], float(r["threshold"]), r["severity"],
                                 r["status"], r.get("observed"), r.get("attack"), r.get("reason"))
                     for r in d.get("rules", ())),
     )

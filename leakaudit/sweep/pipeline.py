@@ -17,7 +17,15 @@ from ..detect.interface import Findings
 from ..errors import ConfigError
 from ..models.interface import LoadedModel
 from ..progress import NullObserver, Observer
-from .interface import DONE, ERROR, INTERRUPTED, AttackOutcome, MetricSummary, Point, RuleOutcome
+from .interface import (
+    DONE,
+    ERROR,
+    INTERRUPTED,
+    MetricSummary,
+    Point,
+    PointAttack,
+    PointRule,
+)
 from .knobs import Vary
 from .settings import defenses_with, rebuild_with_dropout
 
@@ -91,9 +99,9 @@ def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> 
         images: tuple[str, ...] = ()
         if a.pixels is not None:
             images = tuple(png_data_uri(a.pixels[i]) for i in range(a.pixels.shape[0]))
-        attacks.append(AttackOutcome(a.name, tuple(metrics), _finite(a.attack_loss), a.seconds, a.iterations_run,
+        attacks.append(PointAttack(a.name, tuple(metrics), _finite(a.attack_loss), a.seconds, a.iterations_run,
                                      images))
-    rules = tuple(RuleOutcome(r.id, r.metric, r.comparison, float(r.threshold), r.severity, r.status,
+    rules = tuple(PointRule(r.id, r.metric, r.comparison, float(r.threshold), r.severity, r.status,
                               _finite(r.observed), r.attack, r.reason or None) for r in result.rules)
     seconds = (result.finished_at - result.started_at).total_seconds()
     outcome = result.outcome  # the scan's own verdict (leakaudit.verdict.outcome): one rule for scan and sweep

@@ -7,7 +7,14 @@ import numpy as np
 from PIL import Image
 
 from leakaudit.progress import NullObserver
-from leakaudit.sweep import DONE, AttackOutcome, MetricSummary, Point, RuleOutcome, parse_vary
+from leakaudit.sweep import (
+    DONE,
+    MetricSummary,
+    Point,
+    PointAttack,
+    PointRule,
+    parse_vary,
+)
 
 SHA = "ab" * 32
 
@@ -25,10 +32,10 @@ def synthetic_point(value: float, attack: str = "ig") -> Point:
     passed = ssim < 0.5
     return Point(
         value, DONE, passed=passed, seconds=0.01,
-        attacks=(AttackOutcome(attack, (MetricSummary("ssim", (ssim, ssim / 2), True),
+        attacks=(PointAttack(attack, (MetricSummary("ssim", (ssim, ssim / 2), True),
                                         MetricSummary("lpips", (None, None), False, "weights unavailable")),
                                attack_loss=0.1, seconds=0.01, iterations_run=20, images=(png_uri(1), png_uri(2))),),
-        rules=(RuleOutcome("ssim-max", "ssim", ">=", 0.5, "fail", "pass" if passed else "fail", ssim, attack),),
+        rules=(PointRule("ssim-max", "ssim", ">=", 0.5, "fail", "pass" if passed else "fail", ssim, attack),),
     )
 
 
