@@ -32,7 +32,8 @@ _DIA_EXTRA = {"mask_reg": 1e-4}
 def _ig_family(ig: AttackSettings, dlg: AttackSettings) -> dict[str, AttackSettings]:
     """A budget where every IG-style attack runs IG's settings (the masks' regulariser added where used)."""
     masked = dataclasses.replace(ig, extra=dict(_DIA_EXTRA))
-    return {"analytic": AttackSettings(1, 1, 0.0, 0.0), "dlg": dlg, "ig": ig, "dia": masked,
+    closed_form = AttackSettings(1, 1, 0.0, 0.0)  # analytic and april: one exact step at every budget
+    return {"analytic": closed_form, "april": closed_form, "dlg": dlg, "ig": ig, "dia": masked,
             "dia-informed": ig, "precode-aware": masked}
 
 
@@ -41,6 +42,7 @@ BUDGETS: dict[str, dict[str, AttackSettings]] = {
     "standard": _ig_family(_IG["standard"], AttackSettings(300, 2, 1.0, 0.0)),
     "thorough": {
         "analytic": AttackSettings(1, 1, 0.0, 0.0),
+        "april": AttackSettings(1, 1, 0.0, 0.0),
         "dlg": AttackSettings(6000, 4, 1.0, 0.0),
         "ig": _IG["thorough"],
         "dia": AttackSettings(20000, 4, 0.1, 1e-5, {**_DIA_EXTRA, "decay": "plateau", "patience": 800}),
@@ -126,7 +128,7 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
     return out
 
 
-_ORDER = ("analytic", "dlg", "ig", "dia", "precode-aware", "dia-informed")
+_ORDER = ("analytic", "april", "dlg", "ig", "dia", "precode-aware", "dia-informed")
 
 # Attacks left out of the automatic plan at a budget, with the reason shown in the report. DLG's L2
 # objective is dominated by IG's cosine objective (Geiping et al. 2020), and its L-BFGS line searches cost
