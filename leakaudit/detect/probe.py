@@ -71,9 +71,20 @@ class _RandomOps(TorchDispatchMode):
         self.sources: set[str] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 -- torch's protocol
-        if torch.Tag.nondeterministic_seeded in getattr(func, "tags", ()):
+        if torch.Tag.nondeterministic_seeded in getattr(func, "tags", ()) and _draws(func, args, kwargs or {}):
             self.sources.add(self.stack[-1] if self.stack else "")
         return func(*args, **(kwargs or {}))
+
+
+def _draws(func, args: tuple, kwargs: dict) -> bool:  # noqa: ANN001 -- an ATen OpOverload
+    """False for a seeded op called with its dropout probability at 0, which draws nothing that reaches its
+    output: timm's fused attention in train mode calls the CPU flash-attention kernel, tagged seeded for its
+    ``dropout_p``, with ``dropout_p=0`` when attention dropout is off."""
+    for i, arg in enumerate(getattr(getattr(func, "_schema", None), "arguments", ())):
+        if arg.name in ("dropout_p", "p"):
+            value = kwargs.get(arg.name, args[i] if i < len(args) else arg.default_value)
+            return not (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0)
+    return True
 
 
 def _record_pass(module: nn.Module, x: torch.Tensor, seed: int, model: LoadedModel
