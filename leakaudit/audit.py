@@ -115,11 +115,17 @@ def preflight(settings: ScanSettings) -> Any:
     """The cheap checks of the settings, run by scan and sweep before any model is loaded or file written (a typo
     must not cost a model load); returns the parsed rules."""
     from .attacks.device import resolve_device
+    from .attacks.planner import check_budget
+    from .update.client import check_protocol
 
+    # Each setting is checked by the stage that owns it (the same check config.coerce asks for a flag or config
+    # key): here for Python callers, whose settings did not come through coerce.
     ruleset = _load_rules(settings.rules)
     _check_defenses(settings.defenses)
     _check_attacks(settings.attacks)
-    _check_budget(settings.budget)
+    check_budget(settings.budget)
+    if settings.protocol is not None:
+        check_protocol(settings.protocol)
     resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
     return ruleset
 
@@ -143,13 +149,6 @@ def _check_attacks(names: tuple[str, ...]) -> None:
     for name in names:
         if name not in ATTACKS:
             raise ConfigError(f"--attacks {','.join(names)}: {ATTACKS.unknown_message(name)}")
-
-
-def _check_budget(budget: str) -> None:
-    from .attacks import BUDGET_NAMES
-
-    if budget not in BUDGET_NAMES:
-        raise ConfigError(f"--budget {budget}: unknown budget; use one of {', '.join(BUDGET_NAMES)}")
 
 
 def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) -> Any:

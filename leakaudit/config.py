@@ -15,14 +15,11 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .errors import ConfigError, LeakauditError
 from .userfiles import parse_toml, read_user_text
 
-BUDGETS = ("quick", "standard", "thorough")
-NORMALIZATIONS = ("none", "mnist", "cifar10", "imagenet")
-PROTOCOLS = ("fedsgd", "fedavg")
 # Upper bounds, so that a typo (or 1e30) is refused at once instead of running for years or overflowing:
 # thorough budgets run 24,000 iterations and 4 restarts; restarts are optimised together (memory grows with
 # them); seeds are 32-bit, so seed + restart index stays within every RNG's range (torch, numpy).
@@ -139,14 +136,6 @@ def parse_dropout(items: Any, where: str) -> dict[str, float]:
     return out
 
 
-def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}; {hint}pick one of them")
-    return str(value)
-
-
 _KIND_NAMES = {int: "an integer", float: "a number"}
 
 
@@ -188,7 +177,7 @@ def _defenses(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(given, (list, tuple)) and any(isinstance(v, str) and not v.strip() for v in given):
         raise ConfigError(f"{where}: an empty defense ''; give NAME:K=V, e.g. noise:sigma=0.01, or leave it out")
     items = split_list(value, where)
-    from .update.defenses import parse_defense  # torch: imported only when a defense is given
+    from .update.defenses import parse_defense  # the defense registry owns the specs; torch: only when given
 
     for item in items:
         parse_defense(item, where=where)
@@ -201,60 +190,81 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {value!r} must be a non-empty string; give a name or a path")
+    return value.strip()
+
+
+def _folder(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {value!r} must be a folder path; give e.g. \"leakaudit-report\"")
+    return value
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    return tuple(i.lower() for i in split_list(value, where))
+
+
+def _attacks(value: Any, where: str) -> tuple[str, ...]:
+    names = _names(value, where)
+    return () if names in (("auto",), ()) else names  # empty: the planner picks
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], int]:
+    return lambda value, where: _number(value, int, where, minimum=minimum, maximum=maximum)
+
+
+def _learning_rate(value: Any, where: str) -> float:
+    number = _number(value, float, where)
+    if number <= 0:
+        raise ConfigError(f"{where}: {value!r} must be > 0; give a positive learning rate")
+    return number
+
+
+# The settings whose valid values a stage owns are checked by that stage: the names change there (a new budget,
+# preset or device kind), and config files, flags and Python callers then all get the same answer. Imported
+# when a value is checked: they import torch, which only a scan needs.
+def _budget(value: Any, where: str) -> str:
+    from .attacks.planner import check_budget
+
+    return check_budget(value, where)
+
+
+def _normalize(value: Any, where: str) -> str:
+    from .data.normalize import check_preset
+
+    return check_preset(value, where)
+
+
+def _device(value: Any, where: str) -> str:
+    from .attacks.device import device_spec
+
+    return device_spec(value, where)
+
+
+def _protocol(value: Any, where: str) -> str:
+    from .update.client import check_protocol
+
+    return check_protocol(value, where)
+
+
+# One validator per ScanSettings field: value as given (flag text or TOML value), where -> the field's value.
+_VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
+    "arch": _name, "input_shape": parse_shape, "num_classes": _integer(2), "dropout": parse_dropout,
+    "normalize": _normalize, "mean": parse_floats, "std": parse_floats, "rules": _name, "attacks": _attacks,
+    "budget": _budget, "iterations": _integer(1, MAX_ITERATIONS), "restarts": _integer(1, MAX_RESTARTS),
+    "defenses": _defenses, "batch_size": _integer(1), "local_steps": _integer(1, MAX_LOCAL_STEPS),
+    "local_lr": _learning_rate, "protocol": _protocol, "labels_known": _bool, "device": _device,
+    "seed": _integer(0, MAX_SEED), "output_dir": _folder, "formats": _names, "strict": _bool, "exit_zero": _bool,
+    "embed_data": _bool, "quiet": _bool,
+}
+
+
 def coerce(name: str, value: Any, w: str) -> Any:
     """Validate and convert one setting to the ScanSettings field type; ``w`` names it in errors
     (``--budget`` for a flag, ``leakaudit.toml budget`` for a config key)."""
-    if value is None:
-        return None
-    if name in ("arch", "rules"):
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{w}: {value!r} must be a non-empty string; give a name or a path")
-        return value.strip()
-    if name == "output_dir":
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{w}: {value!r} must be a folder path; give e.g. \"leakaudit-report\"")
-        return value
-    if name == "input_shape":
-        return parse_shape(value, w)
-    if name in ("mean", "std"):
-        return parse_floats(value, w)
-    if name == "dropout":
-        return parse_dropout(value, w)
-    if name == "defenses":
-        return _defenses(value, w)
-    if name in ("attacks", "formats"):
-        items = split_list(value, w)
-        if name == "attacks" and items in (("auto",), ()):
-            return ()
-        return tuple(i.lower() for i in items)
-    if name == "normalize":
-        return _choice(value, NORMALIZATIONS, w)
-    if name == "budget":
-        return _choice(value, BUDGETS, w)
-    if name == "device":  # device.py owns the valid texts (cuda:N too); torch is imported for a scan anyway
-        from .attacks.device import device_spec
-
-        return device_spec(value, w)
-    if name == "protocol":
-        return _choice(value, PROTOCOLS, w)
-    if name == "local_steps":
-        return _number(value, int, w, minimum=1, maximum=MAX_LOCAL_STEPS)
-    if name in ("num_classes", "batch_size"):
-        return _number(value, int, w, minimum=1 if name != "num_classes" else 2)
-    if name == "iterations":
-        return _number(value, int, w, minimum=1, maximum=MAX_ITERATIONS)
-    if name == "restarts":
-        return _number(value, int, w, minimum=1, maximum=MAX_RESTARTS)
-    if name == "seed":
-        return _number(value, int, w, minimum=0, maximum=MAX_SEED)
-    if name == "local_lr":
-        number = _number(value, float, w)
-        if number <= 0:
-            raise ConfigError(f"{w}: {value!r} must be > 0; give a positive learning rate")
-        return number
-    if name in ("labels_known", "strict", "exit_zero", "embed_data", "quiet"):
-        return _bool(value, w)
-    raise ConfigError(f"{w}: unknown setting")  # unreachable: keys are checked first
+    return None if value is None else _VALIDATORS[name](value, w)
 
 
 # --------------------------------------------------------------------------------------------------

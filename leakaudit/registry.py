@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
-from .errors import UnknownNameError
+from .errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -52,3 +52,13 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._items[n]) for n in self.names()]
+
+
+def check_choice(value: object, choices: Sequence[str], where: str) -> str:
+    """``value`` when it is one of a setting's fixed names (e.g. the budgets); else the error naming ``where``
+    (the flag, or the config file and key), the names, and the closest one. Owners of a setting call this."""
+    if not isinstance(value, str) or value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}; {hint}pick one of them")
+    return value

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..detect.interface import Findings
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, check_choice
 from .interface import Attack, AttackSettings, PlannedAttack
 
 BUDGET_NAMES = ("quick", "standard", "thorough")
@@ -58,10 +58,14 @@ _TYPES: dict[str, type] = {"iterations": int, "restarts": int, "lr": float, "tv"
                            "decay": str, "patience": int, "check_every": int, "tol": float}
 
 
+def check_budget(budget: object, where: str = "--budget") -> str:
+    """``budget`` when it names a budget: the one check of the setting, asked by the config file and flags
+    (``config.coerce``), the pre-flight (Python callers) and ``budget_settings``."""
+    return check_choice(budget, BUDGET_NAMES, where)
+
+
 def budget_settings(attack: str, budget: str = "standard") -> AttackSettings:
-    if budget not in BUDGETS:
-        raise ConfigError(f"--budget {budget}: unknown budget; use one of {', '.join(BUDGET_NAMES)}")
-    table = BUDGETS[budget]
+    table = BUDGETS[check_budget(budget)]
     return table.get(attack, table["ig"])  # a newly registered attack gets IG's budget until it declares its own
 
 

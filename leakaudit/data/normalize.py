@@ -17,6 +17,17 @@ PRESETS.register("cifar10")(((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 PRESETS.register("imagenet")(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
 
 
+def check_preset(name: object, where: str = "--normalize") -> str:
+    """``name`` when it is ``none`` or a registered preset: the one check of the ``normalize`` setting (config
+    file, flags, ``normalization``). ``custom`` is not a setting: it is what ``--mean``/``--std`` give."""
+    known = ["none", *PRESETS.names()]
+    if not isinstance(name, str) or name not in known:
+        close = difflib.get_close_matches(str(name), known, n=2)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UnknownNameError(f"{where} {name!r}: unknown preset; {hint}use one of {', '.join(known)}")
+    return name
+
+
 def normalization(name: str = "none", mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                   channels: int = 3) -> Normalization:
     """``none`` (identity), a dataset preset, or ``custom`` with ``mean``/``std`` (one value, or one per channel).
@@ -38,12 +49,7 @@ def normalization(name: str = "none", mean: Sequence[float] | None = None, std: 
                           "to use your own --mean and --std")
     if name == "none":
         return Normalization("none", (0.0,) * channels, (1.0,) * channels)
-    if name not in PRESETS:
-        known = ["none", "custom", *PRESETS.names()]
-        close = difflib.get_close_matches(name, known, n=2)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise UnknownNameError(f"--normalize {name!r}: unknown preset; {hint}use one of {', '.join(known)}")
-    pm, ps = PRESETS.get(name)
+    pm, ps = PRESETS.get(check_preset(name))
     if len(pm) != 1 and len(pm) != channels:
         raise ConfigError(f"--normalize {name}: the preset has {len(pm)} channels but the model takes "
                           f"{channels}; use a {channels}-channel preset or --mean/--std")

@@ -93,9 +93,15 @@ def _merge_masks(step_masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
     return {n: torch.stack([m[n] for m in step_masks]) for n in step_masks[0]}
 
 
+def check_protocol(protocol: object, where: str = "--protocol") -> str:
+    """``protocol`` when the client simulates it: the one check of the setting (config file, flags, threat)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where} {protocol}: unknown protocol; use one of {', '.join(PROTOCOLS)}")
+    return str(protocol)
+
+
 def _check_threat(threat: ThreatModel) -> None:
-    if threat.protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {threat.protocol}: unknown protocol; use one of {', '.join(PROTOCOLS)}")
+    check_protocol(threat.protocol)
     if threat.protocol == "fedavg":
         if threat.local_steps < 1:
             raise ConfigError(f"--local-steps {threat.local_steps}: must be at least 1; use 1 or more")

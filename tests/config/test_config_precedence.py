@@ -178,3 +178,42 @@ def test_cli_names_the_config_key_behind_a_model_dependent_error(tmp_path, monke
     assert app_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("leakaudit: error: leakaudit.toml dropout nope=0.5: ") and "--dropout" not in err, err
+
+
+# A setting whose valid values a stage owns gets one answer wherever it comes from: a config file, a flag, or
+# a Python caller of audit()/plan() -- the stage's own check, so adding a budget or preset there is enough.
+@pytest.mark.parametrize("name, value, owner_check", [
+    ("budget", "fast", "leakaudit.attacks.planner:check_budget"),
+    ("normalize", "cifar", "leakaudit.data.normalize:check_preset"),
+    ("device", "gpu", "leakaudit.attacks.device:device_spec"),
+    ("protocol", "fedprox", "leakaudit.update.client:check_protocol"),
+])
+def test_owned_settings_are_refused_by_their_owner_with_the_same_message(tmp_path, name, value, owner_check):
+    import importlib
+
+    from leakaudit.config import coerce
+
+    module, function = owner_check.split(":")
+    check = getattr(importlib.import_module(module), function)
+    with pytest.raises(ConfigError) as from_owner:
+        check(value, f"--{name}")
+    with pytest.raises(ConfigError) as from_flag:
+        coerce(name, value, f"--{name}")
+    assert str(from_flag.value) == str(from_owner.value)
+    (tmp_path / "leakaudit.toml").write_text(f'{name} = "{value}"\n')
+    with pytest.raises(ConfigError) as from_file:
+        load_config(cwd=tmp_path)
+    assert str(from_file.value) == f"leakaudit.toml {name}" + str(from_owner.value)[len(f"--{name}"):]
+
+
+def test_python_callers_get_the_planners_budget_check_before_anything_loads():
+    from leakaudit.audit import preflight
+
+    with pytest.raises(ConfigError, match=r"^--budget: 'fast' is not one of quick, standard, thorough"):
+        preflight(ScanSettings(budget="fast"))
+
+
+def test_every_setting_has_exactly_one_validator():
+    from leakaudit.config import _VALIDATORS, SETTING_NAMES
+
+    assert sorted(_VALIDATORS) == sorted(SETTING_NAMES)
