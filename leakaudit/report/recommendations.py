@@ -88,6 +88,14 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
             "Aggregate updates over larger local batches with secure aggregation, remove the bias of the first "
             "Linear layer, or perturb its gradients; the inversion is closed-form, so no attack budget limits it.",
             "the analytic linear-layer inversion recovered samples from one weight/bias gradient ratio"))
+    if "april" in leaked:
+        recs.append(_rec(
+            "april-positional-embedding", "A learnable positional embedding reveals the ViT's input exactly",
+            "Use a fixed (e.g. sinusoidal) positional embedding or do not send its gradient, aggregate updates "
+            "with secure aggregation, or perturb the gradients; the inversion is closed-form, so no attack "
+            "budget limits it.",
+            "APRIL (Lu et al., CVPR 2022) solved the patch embedding's gradient for the patches, using the "
+            "positional embedding's gradient"))
     label = doc.get("label_recovery")
     if label and not label["known"] and isinstance(label.get("accuracy"), (int, float)) and label["accuracy"] >= 0.999:
         recs.append(_rec(

@@ -200,3 +200,4 @@ def test_a_scan_of_a_vit_onnx_file_fails_on_april_with_ssim_near_one(tmp_path):
     assert code == 1 and doc["verdict"]["overall"] == "fail"
     april = next(a for a in doc["attacks"] if a["name"] == "april")
     assert april["status"] == "ran" and april["means"]["ssim"] > 0.99  # measured 0.995
+    assert "april-positional-embedding" in {r["id"] for r in doc["recommendations"]}
