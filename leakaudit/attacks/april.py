@@ -73,11 +73,22 @@ def patch_convs(module: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return out
 
 
+# torch layers whose parameters are weights of a computation, never an embedding added to tokens
+_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
+
+
 def position_candidates(module: nn.Module, dims: set[int]) -> list[tuple[str, nn.Parameter]]:
-    """Trainable parameters shaped like a positional embedding, (1, T, D) or (T, D), for a D in ``dims``."""
-    return [(n, p) for n, p in module.named_parameters()
-            if p.requires_grad and p.is_floating_point() and p.shape[-1:] and p.shape[-1] in dims
-            and (p.dim() == 2 or (p.dim() == 3 and p.shape[0] == 1))]
+    """Trainable parameters shaped like a positional embedding, (1, T, D) or (T, D), for a D in ``dims``
+    (a Linear's (out, in) weight has that shape too: torch layers' own parameters are left out)."""
+    out = []
+    for prefix, owner in module.named_modules():
+        if isinstance(owner, _LAYERS):
+            continue
+        for n, p in owner.named_parameters(recurse=False):
+            if (p.requires_grad and p.is_floating_point() and p.dim() in (2, 3) and p.shape[-1] in dims
+                    and (p.dim() == 2 or p.shape[0] == 1)):
+                out.append((f"{prefix}.{n}" if prefix else n, p))
+    return out
 
 
 def _first_tensor(obj: object) -> torch.Tensor | None:
@@ -236,6 +247,13 @@ def invert_patches(gradients: Mapping[str, torch.Tensor], module: nn.Module, inp
     return PatchInversion(image[None].to(torch.float32), "", emb, residual, rank, tuple(notes))
 
 
+def _first_conv(findings: Findings | None, module: nn.Module) -> str | None:
+    """The first Conv2d in forward order (detection's layer list), None when no order is known."""
+    modules = dict(module.named_modules())
+    layers = findings.layers if findings is not None else ()
+    return next((n for n, _, _ in layers if isinstance(modules.get(n), nn.Conv2d)), None)
+
+
 class AprilAttack(Attack):
     """Exact input recovery from a ViT's learnable positional embedding and patch embedding (batch 1)."""
 
@@ -248,6 +266,11 @@ class AprilAttack(Attack):
         convs = patch_convs(module)
         if not convs:
             return "not applicable: no patch embedding (a Conv2d whose kernel equals its stride)"
+        first = _first_conv(findings, module)
+        if first is not None and first not in dict(convs):
+            # a CNN's 1x1 convolutions have kernel == stride too, but the patch embedding sees the input first
+            return (f"not applicable: the first convolution '{first}' is not a patch embedding (its kernel is not "
+                    "its stride)")
         if not position_candidates(module, {c.out_channels for _, c in convs}):
             return ("not applicable: no learnable positional embedding (a trainable (1, T, D) parameter, D the "
                     "patch embedding's channels)")

@@ -201,3 +201,19 @@ def test_a_scan_of_a_vit_onnx_file_fails_on_april_with_ssim_near_one(tmp_path):
     april = next(a for a in doc["attacks"] if a["name"] == "april")
     assert april["status"] == "ran" and april["means"]["ssim"] > 0.99  # measured 0.995
     assert "april-positional-embedding" in {r["id"] for r in doc["recommendations"]}
+
+
+def test_a_cnn_with_pointwise_convolutions_is_skipped_at_planning():
+    # 1x1 convolutions have kernel == stride, and a Linear weight (10, 16) has the shape of a (T, D) embedding;
+    # but the first convolution, the one that sees the input, is 3x3
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 1), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 16), nn.Linear(16, 10))
+    april = {p.name: p for p in plan(detect(_loaded(module)), module)}["april"]
+    assert not april.run and april.reason.startswith("not applicable: the first convolution '0' is not a patch")
+
+
+def test_a_patchify_stem_without_positional_embedding_is_skipped_at_planning():
+    # ConvNeXt-style: a 4x4 stride-4 stem, but the only (T, 16) parameters are Linear weights
+    module = nn.Sequential(nn.Conv2d(3, 16, 4, 4), nn.Flatten(2), nn.Linear(64, 16), nn.Flatten(), nn.Linear(256, 10))
+    april = {p.name: p for p in plan(detect(_loaded(module)), module)}["april"]
+    assert not april.run and april.reason.startswith("not applicable: no learnable positional embedding")
