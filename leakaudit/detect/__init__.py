@@ -22,6 +22,21 @@ EVAL_EXPORT_WARNING = (
     "{path}: the ONNX file has no Dropout nodes; it may have been trained with dropout that the export "
     "removed; re-export with training=TrainingMode.TRAINING or declare rates with --dropout LAYER=P"
 )
+REEXPORT = ('torch.onnx.export(model.train(), x, "model.onnx", training=torch.onnx.TrainingMode.TRAINING, '
+            'dynamo=False)')
+FOLDED_BATCHNORM_WARNING = {
+    "recorded": (
+        "{path}: the exporter folded {n} BatchNorm layer(s) into the convolutions before them (the file's node "
+        "metadata records torch's dynamo exporter doing it): the file's function has no batch statistics and "
+        "other weights than the client's train-mode model, so the client update computed from it, and the "
+        "attacks on it, are not the client's; re-export with " + REEXPORT),
+    "suspected": (
+        "{path}: the file has no BatchNormalization node and {n} Conv node(s) named the way torch's dynamo "
+        "exporter names the convolutions it rewrites: it may have folded BatchNorm layers into them, and then "
+        "the client update computed from this file is not the client's. Uncertain: the file carries no "
+        "metadata to confirm it, and the same rewriter also renames a Conv whose all-zero bias it dropped; "
+        "if the model has BatchNorm, re-export with " + REEXPORT),
+}
 BATCHNORM_WARNING = (
     "{n} BatchNorm layer(s): in train mode they normalise with the batch's own statistics, which mixes the "
     "samples of a batch and is itself information about them; the client update and the attacks use "
@@ -41,6 +56,9 @@ def detect(model: LoadedModel, *, probe: bool = True) -> Findings:
     notes = list(warnings)
     if model.onnx is not None and model.onnx.looks_eval_exported and not model.declared_dropout:
         notes.append(EVAL_EXPORT_WARNING.format(path=model.path))
+    folded = model.onnx.folded_batchnorm if model.onnx is not None else ""
+    if folded:
+        notes.append(FOLDED_BATCHNORM_WARNING[folded].format(path=model.path, n=model.onnx.folded_batchnorm_count))
     if batchnorm:
         notes.append(BATCHNORM_WARNING.format(n=len(batchnorm)))
     unrecognized: tuple[str, ...] = ()

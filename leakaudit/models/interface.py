@@ -25,6 +25,11 @@ class OnnxGraphInfo:
     # (name in the file, name of its converted module) for the nodes whose name was unsafe for torch.fx's
     # generated code (see ``onnx_names``): the file's names are for display and for --dropout only.
     renamed: tuple[tuple[str, str], ...] = ()
+    # BatchNorm layers the exporter folded into convolutions (torch's dynamo exporter does, even in training
+    # mode): "recorded" when the file's node metadata names the fold, "suspected" when only the node names
+    # of a metadata-stripped file point to it, "" when neither.
+    folded_batchnorm: str = ""
+    folded_batchnorm_count: int = 0
 
     def module_name(self, node_name: str) -> str | None:
         """The converted module's name for a renamed node of the file, None for a node kept as it is."""

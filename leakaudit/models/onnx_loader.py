@@ -141,6 +141,7 @@ def graph_info(model: onnx.ModelProto) -> OnnxGraphInfo:
     random = tuple((name, n.op_type) for name, n in zip(names, nodes) if n.op_type in RANDOM_OPS)
     producer = f"{model.producer_name} {model.producer_version}".strip()
     inputs = _graph_inputs(model)
+    fold = _folded_batchnorm(nodes)
     batch = None
     if len(inputs) == 1 and inputs[0].type.tensor_type.shape.dim:
         first = inputs[0].type.tensor_type.shape.dim[0]
@@ -153,6 +154,8 @@ def graph_info(model: onnx.ModelProto) -> OnnxGraphInfo:
         random_nodes=random,
         looks_eval_exported=not dropout and not random and not _has_training_traces(nodes),
         batch_size=batch,
+        folded_batchnorm=fold[0],
+        folded_batchnorm_count=fold[1],
     )
 
 
@@ -168,6 +171,32 @@ def _node_names(nodes: list[onnx.NodeProto]) -> list[str]:
         counters[generated] = count + 1
         names.append(node.name or (generated + (f"_{count}" if count else "")))
     return names
+
+
+# The onnxscript rewriter that torch's dynamo exporter runs records its rules in each rewritten node's metadata;
+# the rule that merges BatchNorm into the preceding Conv, and the name it gives the new Conv ("node_Conv_<n>"
+# where a Conv exported as written is "node_conv2d"), measured with torch 2.14 / onnxscript.
+_FOLD_RULE = "FuseBatchNormIntoConv"
+_REWRITTEN_CONV = re.compile(r"node_Conv_\d+")
+
+
+def _folded_batchnorm(nodes: list[onnx.NodeProto]) -> tuple[str, int]:
+    """("recorded" | "suspected" | "", how many Conv nodes) for BatchNorm folded away by the exporter.
+
+    A file that still has BatchNormalization nodes kept its BatchNorm. Otherwise the rewriter's metadata is
+    proof; without metadata (an optimiser stripped it) the rewriter's Conv names are only a hint: it also
+    renames a Conv whose all-zero bias it dropped, which a model without BatchNorm can have."""
+    if any(n.op_type == "BatchNormalization" for n in nodes):
+        return "", 0
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    recorded = sum(any(p.key.endswith("rewriter.rule_name") and _FOLD_RULE in p.value for p in n.metadata_props)
+                   for n in convs)
+    if recorded:
+        return "recorded", recorded
+    if any(n.metadata_props for n in nodes):
+        return "", 0  # the rewriter's record is there and names no fold
+    renamed = sum(bool(_REWRITTEN_CONV.fullmatch(n.name)) for n in convs)
+    return ("suspected", renamed) if renamed else ("", 0)
 
 
 def _has_training_traces(nodes: list[onnx.NodeProto]) -> bool:

@@ -1,0 +1,66 @@
+"""Exports that changed the model's function: BatchNorm folded into the convolutions by torch's dynamo
+exporter, even for a model in training mode (issue 12). The client update computed from such a file is not
+the client's, so detection must say so, with the re-export command, and stay quiet on models without
+BatchNorm."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from leakaudit.detect import detect
+from leakaudit.models import load_model
+
+pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+
+
+def _convnet(batchnorm: bool) -> nn.Module:
+    norm = [nn.BatchNorm2d(4)] if batchnorm else []
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *norm, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+
+
+def _export(model: nn.Module, path: Path, *, dynamo: bool) -> Path:
+    x = torch.randn(2, 3, 8, 8)
+    kwargs = {} if dynamo else {"training": torch.onnx.TrainingMode.TRAINING}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.train(), x, str(path), dynamo=dynamo, **kwargs)
+    return path
+
+
+def _fold_warnings(path: Path) -> list[str]:
+    return [w for w in detect(load_model(path), probe=False).warnings if "BatchNorm" in w and "re-export" in w]
+
+
+def test_dynamo_export_that_folded_batchnorm_is_reported_with_the_reexport_command(tmp_path: Path) -> None:
+    path = _export(_convnet(batchnorm=True), tmp_path / "m.onnx", dynamo=True)
+    assert not any(n.op_type == "BatchNormalization" for n in onnx.load(str(path)).graph.node)  # the fold happened
+    (warning,) = _fold_warnings(path)
+    assert "folded 1 BatchNorm" in warning and "dynamo=False" in warning and "TrainingMode.TRAINING" in warning
+
+
+def test_metadata_stripped_fold_is_reported_as_uncertain(tmp_path: Path) -> None:
+    path = _export(_convnet(batchnorm=True), tmp_path / "m.onnx", dynamo=True)
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "stripped.onnx"))
+    (warning,) = _fold_warnings(tmp_path / "stripped.onnx")
+    assert "may have folded" in warning and "Uncertain" in warning
+
+
+@pytest.mark.parametrize("batchnorm, dynamo", [(False, True), (False, False), (True, False)])
+def test_no_fold_warning_when_the_file_computes_the_models_function(tmp_path: Path, batchnorm: bool,
+                                                                      dynamo: bool) -> None:
+    path = _export(_convnet(batchnorm), tmp_path / "m.onnx", dynamo=dynamo)
+    assert _fold_warnings(path) == []
+
+
+def test_no_fold_warning_for_an_mlp_exported_by_dynamo(tmp_path: Path) -> None:
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 10))
+    assert _fold_warnings(_export(mlp, tmp_path / "m.onnx", dynamo=True)) == []
