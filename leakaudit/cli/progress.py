@@ -12,7 +12,8 @@ import time
 from types import FrameType, TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
+                           TimeRemainingColumn)
 from rich.text import Text
 
 from ..progress import AttackProgress
@@ -39,7 +40,7 @@ class RichObserver:
         self.quiet = quiet
         self._stop = threading.Event()
         self._progress: Progress | None = None
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._previous_handler: object = None
         self._started = time.perf_counter()
 

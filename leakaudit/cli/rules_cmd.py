@@ -61,19 +61,27 @@ def _table(rs: RuleSet) -> Table:
     return table
 
 
-@app.command("rules")
+# The help as one string, not the docstring: rich --help keeps a docstring's line breaks, so its paragraphs
+# would be wrapped twice on a narrow terminal.
+_HELP = (
+    "List the rule profiles and their rules, or validate a rule file (exit 2 on a mistake).\n\n"
+    'A rule file is TOML: a top-level description and one "rule" table per rule (an array of tables) with id, '
+    "metric, threshold and optionally comparison (must agree with the metric's leak direction, which it follows "
+    "when left out), severity (fail or warn; default fail), scope (any sample or the batch mean; default any), "
+    "description, rationale and reference.\n\n"
+    "A rule whose metric has no value (e.g. LPIPS without local weights) is reported as not evaluated, never as "
+    "passed; scan --strict counts it as a failure."
+)
+
+
+@app.command("rules", help=_HELP)
 def rules_command(
     profile: Optional[str] = typer.Option(None, "--profile", help="Show one built-in profile (e.g. default, strict)."),
     file: Optional[Path] = typer.Option(None, "--file", help="Validate a rule file (TOML) and show its rules."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> int:
-    """List the rule profiles and their rules, or validate a rule file (exit 2 on a mistake).
-
-    A rule file is TOML: a top-level description and one "rule" table per rule (an array of tables) with id, metric, threshold and optionally comparison (must agree with the metric's leak direction, which it follows when left out), severity (fail or warn; default fail), scope (any sample or the batch mean; default any), description, rationale and reference.
-
-    A rule whose metric has no value (e.g. LPIPS without local weights) is reported as not evaluated, never as passed; scan --strict counts it as a failure.
-    """
+    """List the rule profiles and their rules, or validate a rule file (``_HELP`` is the --help text)."""
     if profile is not None and file is not None:
         raise ConfigError("--profile/--file: give one of them, not both")
     if file is not None:

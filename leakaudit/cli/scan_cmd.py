@@ -149,7 +149,8 @@ def scan_inputs(model: str, data: str, settings: ScanSettings, config_path: Path
     return inputs
 
 
-@app.command("scan", epilog=EXIT_CODES_HELP + " With --exit-zero a leak exits 0 (errors still exit 2/3, inconclusive 4).")
+@app.command("scan", epilog=EXIT_CODES_HELP
+             + " With --exit-zero a leak exits 0 (errors still exit 2/3, inconclusive 4).")
 def scan(
     ctx: typer.Context,
     model: str = options.MODEL,
@@ -166,7 +167,8 @@ def scan(
     budget: str = options.BUDGET,
     iterations: Optional[int] = options.ITERATIONS,
     restarts: Optional[int] = options.RESTARTS,
-    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V", help="Simulated defense, e.g. noise:sigma=0.01 (repeatable, in order)."),
+    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V",
+                                      help="Simulated defense, e.g. noise:sigma=0.01 (repeatable, in order)."),
     batch_size: int = options.BATCH_SIZE,
     local_steps: int = options.LOCAL_STEPS,
     local_lr: float = options.LOCAL_LR,
@@ -181,7 +183,8 @@ def scan(
     strict: bool = options.STRICT,
     exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when a leak is found (report-only runs)."),
     embed_data: bool = typer.Option(False, "--embed-data", help="Embed the original samples in the reports."),
-    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or \\[tool.leakaudit] in ./pyproject.toml)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or "
+                                         "\\[tool.leakaudit] in ./pyproject.toml)."),
     debug: bool = options.DEBUG,
 ) -> int:
     """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports."""
@@ -247,8 +250,8 @@ def scan(
 @app.command("render", epilog="Exit codes: 0 written, 2 bad or unsupported report file, 3 internal error.")
 def render(
     report: str = typer.Argument(..., help="report.json written by leakaudit scan.", show_default=False),
-    output: Optional[str] = typer.Option(None, "--output", "-o",
-                                         help="HTML file to write (default: report.html next to the JSON; - for stdout)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="HTML file to write (default: report.html next to the JSON; - for stdout)."),
     format: str = typer.Option("html", "--format", help="Format to render: html, junit or json."),
     debug: bool = options.DEBUG,
 ) -> int:

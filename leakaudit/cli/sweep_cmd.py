@@ -117,7 +117,8 @@ def sweep(
     vary: Optional[str] = typer.Option(
         None, "--vary", metavar="KNOB=VALUES",
         help="What to vary: noise.sigma, clip.norm, prune.keep, mask.fraction, ppp.sigma or dropout.p (built-in "
-             "architectures), = a list 0.01,0.1 or a range START:STOP:log|lin:COUNT, e.g. noise.sigma=1e-4:1e-1:log:6."),
+             "architectures), = a list 0.01,0.1 or a range START:STOP:log|lin:COUNT, "
+             "e.g. noise.sigma=1e-4:1e-1:log:6."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the sweep in this sweep.json (same model "
                                          "and settings): values already done are kept, the others run; --vary may "
                                          "be left out, or add values to extend the sweep."),
@@ -133,20 +134,24 @@ def sweep(
     budget: str = options.BUDGET,
     iterations: Optional[int] = options.ITERATIONS,
     restarts: Optional[int] = options.RESTARTS,
-    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V", help="Fixed simulated defense applied at every value (repeatable, in order); the varied one replaces a defense of its kind."),
+    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V",
+                                      help="Fixed simulated defense applied at every value (repeatable, in order); "
+                                           "the varied one replaces a defense of its kind."),
     batch_size: int = options.BATCH_SIZE,
     local_steps: int = options.LOCAL_STEPS,
     local_lr: float = options.LOCAL_LR,
     protocol: Optional[str] = options.PROTOCOL,
     labels_known: bool = options.LABELS_KNOWN,
     device: str = options.DEVICE,
-    seed: int = typer.Option(0, "--seed", help="Seed of the client's dropout/noise and of the attacks (the same at every value)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the client's dropout/noise and of the attacks "
+                                               "(the same at every value)."),
     output_dir: str = typer.Option("leakaudit-report", "--output-dir", help="Folder for sweep.json and sweep.html."),
     format: str = typer.Option("json,html", "--format", help="json (always written: --resume needs it) and/or html."),
     quiet: bool = options.QUIET,
     strict: bool = options.STRICT,
     exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when no tested setting passes."),
-    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or \\[tool.leakaudit] in ./pyproject.toml)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or "
+                                         "\\[tool.leakaudit] in ./pyproject.toml)."),
     debug: bool = options.DEBUG,
 ) -> int:
     """Vary one defense knob, audit at every value, and report the weakest setting that passes the rules."""
@@ -197,7 +202,7 @@ def sweep(
         check_knob(spec, prepared, settings.defenses)
         resume_settings = settings_for_resume(settings)
         previous = None
-        if previous_doc is not None:
+        if previous_doc is not None and resume:
             previous = previous_points(Path(resume), previous_doc, knob=spec.knob.name,
                                        sha256=prepared.model.sha256, settings=resume_settings)
         context = _context(prepared, resume_settings, command)
