@@ -123,14 +123,14 @@ def _findings(result: AuditResult) -> dict[str, Any]:
 
 def _data(result: AuditResult, embed_data: bool) -> dict[str, Any]:
     d = result.data
-    embed = embed_data and d.pixels is not None
+    pixels = d.pixels if embed_data else None
     samples = []
     for i, name in enumerate(d.names):
         samples.append({
             "index": i,
             "name": name,
             "label": d.labels[i] if i < len(d.labels) else None,
-            "original": png_data_uri(d.pixels[i]) if embed else None,
+            "original": png_data_uri(pixels[i]) if pixels is not None else None,
             # what the file held before it was fitted to the model's input (images are resized by design)
             "original_shape": list(d.original_shapes[i]) if i < len(d.original_shapes) else None,
         })
@@ -140,7 +140,7 @@ def _data(result: AuditResult, embed_data: bool) -> dict[str, Any]:
         "count": d.count,
         "shape": list(d.shape),
         "normalization": {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std)},
-        "originals_embedded": embed,
+        "originals_embedded": pixels is not None,
         "samples": samples,
     }
 

@@ -51,7 +51,8 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: Itera
     nums = set(numeric)
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in nums else f"<td>{c}</td>" for i, c in enumerate(row)) + "</tr>"
+        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in nums else f"<td>{c}</td>" for i, c in enumerate(row))
+        + "</tr>"
         for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -275,7 +276,8 @@ def render_html(doc: dict[str, Any]) -> str:
         f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',
-        _recommendations(doc), _rules(doc), _control(doc), _attacks(doc), _model(doc), _data_and_threat(doc), _reproduce(doc),
+        _recommendations(doc), _rules(doc), _control(doc), _attacks(doc), _model(doc), _data_and_threat(doc),
+        _reproduce(doc),
         "</main>",
     ])
     template = Template(read_report_file("report.html"))

@@ -37,10 +37,12 @@ def _to_hwc(pixels: torch.Tensor) -> np.ndarray:
 
 def png_data_uri(pixels: torch.Tensor) -> str:
     array = _to_hwc(pixels)
-    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, mode="L" if array.shape[2] == 1 else "RGB")
+    grey = array.shape[2] == 1
+    image = Image.fromarray(array[:, :, 0] if grey else array, mode="L" if grey else "RGB")
     if max(image.size) > MAX_SIDE:
         scale = MAX_SIDE / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

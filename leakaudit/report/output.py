@@ -8,7 +8,8 @@ An output folder (``--output-dir``) is held by one run at a time, through ``Outp
    read-only, full or forbidden location is exit 2 now, not after minutes of attacks), and deletes the
    previous report set: first ``leakaudit-manifest.json``, then the files it lists, then those of the known
    names (report.json, report.html, report.junit.xml) that leakaudit wrote (they name it in their first KiB;
-   this covers a killed run and leakaudit 0.1.0, which wrote no manifest). Nothing else is touched. A second run on a locked folder is refused with exit 2.
+   this covers a killed run and leakaudit 0.1.0, which wrote no manifest). Nothing else is touched. A second run
+   on a locked folder is refused with exit 2.
 2. **At the end** every file is written to a temp name in the folder and flushed to disk, then renamed into
    place, then the manifest (names, sizes, sha256) is renamed in **last**. A write error (disk full, quota,
    read-only, permission) is exit 2 naming the path; the temps and any file this run already renamed are
@@ -36,7 +37,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from ..errors import OutputError
 
@@ -355,7 +356,7 @@ class OutputFolder:
             raise _error(path, "write", e, self.flag) from e
         return path
 
-    def commit(self, files: dict[str, str | bytes]) -> list[Path]:
+    def commit(self, files: Mapping[str, str | bytes]) -> list[Path]:
         """Write the whole set: every file to a temp name, then the renames, the manifest last. On an error
         no file of this run stays behind."""
         data = {name: _encode(text) for name, text in files.items()}

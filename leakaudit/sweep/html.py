@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from string import Template
 from typing import Any
 
@@ -66,7 +67,8 @@ def curves(doc: dict[str, Any]) -> list[tuple[str, str]]:
             xs = [x for x, _, _ in pts]
             ax.plot(xs, [m for _, m, _ in pts], "-o", color=color, markersize=4, label=_plain(f"{attack} (mean)"))
             if any(w is not None and w != m for _, m, w in pts):
-                ax.plot(xs, [w for _, _, w in pts], "--", color=color, alpha=0.6, label=_plain(f"{attack} (worst)"))
+                worst = [math.nan if w is None else w for _, _, w in pts]  # NaN: a gap in the line, as None was
+                ax.plot(xs, worst, "--", color=color, alpha=0.6, label=_plain(f"{attack} (worst)"))
         for rid, thr in rules.get(metric, []):
             ax.axhline(thr, color="#f9ab00", linestyle=":", linewidth=1.5, label=_plain(f"rule {rid}: {thr:g}"))
         if stable is not None:

@@ -52,7 +52,7 @@ def default_audit(prepared: Prepared, command: str = "") -> "AuditFn":
 
 def higher_is_better(metric: str) -> bool | None:
     try:
-        from ..metrics import METRICS  # type: ignore[attr-defined]
+        from ..metrics import METRICS
 
         return bool(METRICS.get(metric).higher_is_better)
     except Exception:  # noqa: BLE001 -- an unregistered metric is plotted without a direction
@@ -76,7 +76,8 @@ def check_knob(vary: Vary, prepared: Prepared, defenses: tuple[str, ...]) -> Non
 
 def settings_for_resume(settings: Any) -> dict[str, Any]:
     """The settings a resumed sweep must share with the first run (JSON-ready)."""
-    raw = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+    is_instance = dataclasses.is_dataclass(settings) and not isinstance(settings, type)
+    raw = dataclasses.asdict(settings) if is_instance else dict(settings)
     return {k: v for k, v in raw.items() if k not in _PRESENTATION}
 
 
@@ -139,7 +140,8 @@ def make_runner(vary: Vary, prepared: Prepared, settings: Any, audit_fn: AuditFn
     knob = vary.knob
 
     def run_one(value: float) -> Point:
-        model, findings, notes = prepared.model, prepared.findings, ()
+        model, findings = prepared.model, prepared.findings
+        notes: tuple[str, ...] = ()
         value_settings = settings
         if knob.target == "model":
             from ..detect import detect

@@ -24,7 +24,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def run_sweep(vary: Vary, run_one: RunOne, *, previous: Mapping[float, Point] | None = None,
-              observer: Observer | None = None, on_point: Callable[[SweepResult], None] | None = None,
+              observer: Observer | None = None, on_point: Callable[[SweepResult], object] | None = None,
               context: dict | None = None) -> SweepResult:
     """Run ``run_one`` for every value of ``vary`` not already done in ``previous``.
 
