@@ -167,8 +167,11 @@ def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: 
                 chosen: str = "") -> SampleBatch:
     from .errors import DataError
 
-    if settings.batch_size is None:
-        settings, chosen = _batch_size(loaded, settings)
+    size = settings.batch_size
+    if size is None:  # a Python caller's batch left to leakaudit, as prepare() does
+        from .models.batchnorm import resolve_batch_size
+
+        size, chosen = resolve_batch_size(loaded, None)
     if isinstance(data, SampleBatch):
         batch = data
     else:
@@ -178,15 +181,15 @@ def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: 
         channels = loaded.input_shape[0] if len(loaded.input_shape) == 3 else 1
         norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
         batch = load_samples(data, input_shape=loaded.input_shape, num_classes=loaded.num_classes,
-                             normalization=norm, limit=settings.batch_size)
-    if len(batch) < settings.batch_size and chosen:
+                             normalization=norm, limit=size)
+    if len(batch) < size and chosen:
         raise DataError(f"{batch.source}: {len(batch)} sample(s) found but the model needs a batch of "
-                        f"{settings.batch_size}, the smallest at which its BatchNorm layers can run in train mode; "
+                        f"{size}, the smallest at which its BatchNorm layers can run in train mode; "
                         "add samples")
-    if len(batch) < settings.batch_size:
-        raise DataError(f"{batch.source}: {len(batch)} sample(s) found but --batch-size is {settings.batch_size}; "
+    if len(batch) < size:
+        raise DataError(f"{batch.source}: {len(batch)} sample(s) found but --batch-size is {size}; "
                         f"add samples or lower --batch-size")
-    return batch.subset(settings.batch_size) if len(batch) > settings.batch_size else batch
+    return batch.subset(size) if len(batch) > size else batch
 
 
 def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
@@ -298,7 +301,8 @@ def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupte
 
 
 def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
-                device: torch.device, settings: ScanSettings, observer: Observer) -> tuple[list[AttackOutcome], list[Any]]:
+                device: torch.device, settings: ScanSettings,
+                observer: Observer) -> tuple[list[AttackOutcome], list[Any]]:
     outcomes: list[AttackOutcome] = []
     scores: list[Any] = []
     for p in planned:
@@ -368,7 +372,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     planned = _plan(findings, model, settings)
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
-                          bounds=_bounds(batch, tuple(model.input_shape)), loss=getattr(threat, "loss", "cross_entropy"),
+                          bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
                           true_masks=update.true_dropout_masks)
     metrics = _metric_names(ruleset)
     outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer)

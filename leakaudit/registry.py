@@ -22,7 +22,8 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            key = name or getattr(obj, "name", None) or getattr(obj, "__name__")
+            # a class or function: T is unbounded, so mypy cannot know it has a __name__
+            key = name or getattr(obj, "name", None) or obj.__name__  # type: ignore[attr-defined]
             if key in self._items:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._items[key] = obj

@@ -183,7 +183,8 @@ def _read_rows(path: Path, f: IO[bytes], name: str, header: _Header, rows: int, 
     data = bytearray(nbytes)  # writable, so torch.from_numpy later needs no copy and gives no warning
     view, got = memoryview(data), 0
     while got < nbytes:
-        chunk = f.readinto(view[got:])
+        # open('rb') and ZipFile.open both give buffered files; typeshed types the latter as plain IO[bytes]
+        chunk = f.readinto(view[got:])  # type: ignore[attr-defined]
         if not chunk:
             break
         got += chunk

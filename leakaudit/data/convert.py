@@ -25,9 +25,9 @@ def to_unit_range(path: Path | str, x: np.ndarray) -> np.ndarray:
     if x.size == 0:
         raise DataError(f"{path}: holds no samples (x has shape {tuple(x.shape)}); add at least one sample")
     if np.issubdtype(x.dtype, np.integer):
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi > 255:
-            raise DataError(f"{path}: integer pixels range {lo}..{hi}; use uint8 0-255 or floats in [0, 1]")
+        least, most = int(x.min()), int(x.max())
+        if least < 0 or most > 255:
+            raise DataError(f"{path}: integer pixels range {least}..{most}; use uint8 0-255 or floats in [0, 1]")
         return x.astype(np.float32) / 255.0
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
@@ -53,7 +53,7 @@ def array_layout(path: Path | str, sample: tuple[int, ...], input_shape: tuple[i
                             f"features; save x as (N, {input_shape[0]})")
         return "flat"
     c, h, w = input_shape
-    layouts = {(c, h, w): "CHW", (h, w, c): "HWC", **({(h, w): "HW"} if c == 1 else {})}
+    layouts: dict[tuple[int, ...], str] = {(c, h, w): "CHW", (h, w, c): "HWC", **({(h, w): "HW"} if c == 1 else {})}
     if sample in layouts:
         return layouts[sample]
     wanted = " or ".join(_fmt(("N", *s)) for s in layouts)

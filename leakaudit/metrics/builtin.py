@@ -20,7 +20,7 @@ def _register(metric: Metric) -> Metric:
     return METRICS.register(metric.name)(metric)
 
 
-def _plain(fn):  # type: ignore[no-untyped-def]
+def _plain(fn):
     return lambda preds, target, options: fn(preds, target)
 
 

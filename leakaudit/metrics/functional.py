@@ -123,7 +123,7 @@ def _band(n: int, g: torch.Tensor) -> torch.Tensor:
     return band
 
 
-def _blur_fn(like: torch.Tensor):  # type: ignore[no-untyped-def]
+def _blur_fn(like: torch.Tensor):
     """Gaussian filter of the SSIM window, applied only where it fits (valid convolution).
 
     Written as two matrix products with banded matrices (rows, then columns): the same sums as a separable
@@ -149,7 +149,7 @@ def _ssim_map(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return _ssim_formula(mu_p, mu_t, var_p, var_t, cov)
 
 
-def _ssim_formula(mu_p, mu_t, var_p, var_t, cov):  # type: ignore[no-untyped-def]
+def _ssim_formula(mu_p, mu_t, var_p, var_t, cov):
     c1, c2 = K1**2, K2**2  # data range 1
     num = (2 * mu_p * mu_t + c1) * (2 * cov + c2)
     den = (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)
@@ -276,7 +276,7 @@ def ssim_matrix(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.cat(out).to(preds.dtype)
 
 
-def pairwise(metric, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def pairwise(metric, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Matrix M[i, j] = metric(preds[i], target[j]) for every pair, shape (len(preds), len(target))."""
     n, m = preds.shape[0], target.shape[0]
     rows_per_chunk = max(1, _PAIRS_PER_CHUNK // m)  # bounds memory: a batch of 64 is 4096 pairs

@@ -25,7 +25,7 @@ class Unavailable:
 class MetricOptions:
     """Settings some metrics need; the others ignore them."""
 
-    lpips_weights: Path | None = None  # torchvision backbone checkpoint for LPIPS (else env var / torch hub cache)
+    lpips_weights: str | Path | None = None  # torchvision backbone file for LPIPS (else env var / torch hub cache)
     lpips_net: str = "alex"
 
 

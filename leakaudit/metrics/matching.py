@@ -43,7 +43,7 @@ def match(reconstructions: torch.Tensor, originals: torch.Tensor, *, by: str = "
         )
     matrix = fn(reconstructions, originals).double().cpu().numpy()
     rows, cols = linear_sum_assignment(matrix, maximize=maximize)  # inputs are validated finite
-    pairs = tuple(sorted(zip(rows.tolist(), cols.tolist())))
+    pairs = tuple(sorted(zip(rows.tolist(), cols.tolist(), strict=True)))
     return Matching(
         pairs=pairs,
         by=by,

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import io
 import os
+import typing
 import warnings
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def _load_backbone(model: torch.nn.Module, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise InputError(f"{path}: not a state dict; give torchvision's backbone .pth")
-    target = model.net.state_dict()
+    net = typing.cast(torch.nn.Module, model.net)  # lpips.LPIPS.net: the backbone module
+    target = net.state_dict()
     mapped = {}
     for key, tensor in target.items():
         _, index, param = key.split(".", 2)  # "slice1.0.weight" -> features.0.weight
@@ -93,7 +95,7 @@ def _load_backbone(model: torch.nn.Module, path: Path) -> None:
                 f"expected shape {tuple(tensor.shape)}); give the file torchvision uses for this backbone"
             )
         mapped[key] = source
-    model.net.load_state_dict(mapped)
+    net.load_state_dict(mapped)
 
 
 @functools.lru_cache(maxsize=2)

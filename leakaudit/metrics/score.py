@@ -151,7 +151,7 @@ def score(
         )
         for k, (r, c) in enumerate(matching.pairs)
     )
-    means = {name: _mean([v for v, s in zip(values, samples) if name not in s.excluded])
+    means = {name: _mean([v for v, s in zip(values, samples, strict=True) if name not in s.excluded])
              for name, values in per_metric.items()}
     for name in structural:
         if samples and all(name in s.excluded for s in samples):

@@ -78,7 +78,7 @@ def _local_training(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, threat
         grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
         step_masks.append(masks)
         with torch.no_grad():
-            for (n, w), g in zip(list(weights.items()), grads):
+            for (n, w), g in zip(list(weights.items()), grads, strict=True):
                 if g is None:  # parameter not used in the forward pass: its gradient is zero
                     continue
                 total[n] += g
@@ -124,10 +124,10 @@ def _batch_on_model_device(model: LoadedModel, batch: SampleBatch) -> tuple[torc
 
 
 def _device_of(module: nn.Module) -> torch.device:
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -181,5 +181,5 @@ def _recording(module: nn.Module, enabled: bool) -> Iterator[dict[str, torch.Ten
             if m.last_mask is not None:
                 masks[n] = m.last_mask
     finally:
-        for (_, m), (record, last) in zip(layers, saved):
+        for (_, m), (record, last) in zip(layers, saved, strict=True):
             m.record, m.last_mask = record, last

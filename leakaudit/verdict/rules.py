@@ -95,7 +95,8 @@ def load_rules(name_or_path: str | Path) -> RuleSet:
 def _load_file(path: Path, *, label: str) -> RuleSet:
     text = read_user_text(
         path, ConfigError,
-        missing=f"{label}: rule file not found; check the path or use a built-in profile ({', '.join(list_profiles())})",
+        missing=f"{label}: rule file not found; check the path or use a built-in profile "
+                f"({', '.join(list_profiles())})",
         unreadable=f"{label}: cannot read the rule file ({{e}}); give a readable UTF-8 .toml file")
     return _parse(text, label=label, name=path.stem, source=label)
 
@@ -115,7 +116,8 @@ def _parse(text: str, *, label: str, name: str, source: str) -> RuleSet:
         rule = _parse_rule(raw, where=_where(label, index, raw))
         if rule.id in seen:
             raise ConfigError(
-                f"{_where(label, index, raw)}: duplicate id (rule {seen[rule.id]} has it too); give each rule its own id"
+                f"{_where(label, index, raw)}: duplicate id (rule {seen[rule.id]} has it too); "
+                "give each rule its own id"
             )
         seen[rule.id] = index
         rules.append(rule)
