@@ -116,6 +116,10 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     _attack_lines(console, doc)
     for note in doc.get("notes", []):  # e.g. a batch size chosen for the model's BatchNorm layers
         console.print(f"  note: {terminal(note)}", highlight=False, markup=True)
+    # what detection doubts (an export that changed the model, randomness no attack models) bounds the verdict
+    # below; a user reading only the terminal must see it too. Warnings name the model's file and layers.
+    for warning in (doc.get("findings") or {}).get("warnings", []):
+        console.print(f"  [yellow]warning:[/] {terminal(warning)}", highlight=False, markup=True)
     style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
     for r in doc["rules"]["results"]:
         mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
