@@ -115,6 +115,15 @@ def test_timm_vit_tiny_is_recovered_exactly_from_torch_and_from_its_onnx_export(
     assert result.embedding.pos == "weights.pos_embed" and result.embedding.conv == "patch_embed/proj/Conv"
 
 
+def test_the_dynamo_exporters_onnx_is_recovered_exactly_too(tmp_path):
+    module = _vit(dim=96)
+    x = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(1))
+    torch.onnx.export(module.train(), (x,), str(tmp_path / "vit.onnx"), training=torch.onnx.TrainingMode.TRAINING)
+    converted = load_model(str(tmp_path / "vit.onnx")).module
+    result = invert_patches(_random_update(converted, x), converted, SHAPE)
+    assert result.embedding.pos == "weights.pos_embed" and float((result.x - x).abs().max()) < EXACT
+
+
 def test_the_attack_class_clips_to_the_box_and_reports_what_it_used():
     module, batch = _vit(dim=96), _batch(["chelsea"])
     lo, hi = CIFAR.to_model(torch.zeros(1, *SHAPE)), CIFAR.to_model(torch.ones(1, *SHAPE))
