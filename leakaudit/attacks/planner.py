@@ -100,6 +100,17 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
     ``attacks=None``: every registered ``auto`` attack that fits the findings. A list: exactly those, in
     that order (an unknown name is an error listing the available ones; one that does not fit is skipped
     with its reason).
+
+    >>> from pathlib import Path
+    >>> from leakaudit.detect import detect
+    >>> from leakaudit.models import LoadedModel, create_model
+    >>> net = create_model("mlp", num_classes=4, input_shape=(1, 8, 8), hidden=(16,))
+    >>> model = LoadedModel(net, (1, 8, 8), 4, Path("mlp.safetensors"), "0" * 64, "safetensors", arch="mlp")
+    >>> planned = plan(detect(model), model, budget="quick", attacks=["analytic", "ig", "dia"])
+    >>> [(p.name, p.run, p.settings.iterations) for p in planned]
+    [('analytic', True, 1), ('ig', True, 300), ('dia', False, 300)]
+    >>> planned[2].reason
+    'no dropout layers found (if the export removed them, declare rates with --dropout NAME=P)'
     """
     from . import ATTACKS  # the registry is filled by the package's __init__
 

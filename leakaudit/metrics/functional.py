@@ -82,19 +82,37 @@ def _mse_compute(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def mse(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared error, shape (N,). Lower = closer (more leakage)."""
+    """Per-sample mean squared error, shape (N,). Lower = closer (more leakage).
+
+    >>> import torch
+    >>> target = torch.zeros(2, 1, 8, 8)
+    >>> mse(target + 0.1, target)
+    tensor([0.0100, 0.0100])
+    """
     p, t = _check_pair(preds, target)
     return _mse_compute(p, t).to(p.dtype)
 
 
 def rmse(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample root mean squared error, shape (N,)."""
+    """Per-sample root mean squared error, shape (N,).
+
+    >>> import torch
+    >>> target = torch.zeros(2, 1, 8, 8)
+    >>> rmse(target + 0.1, target)
+    tensor([0.1000, 0.1000])
+    """
     p, t = _check_pair(preds, target)
     return _mse_compute(p, t).sqrt().to(p.dtype)
 
 
 def psnr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample peak signal-to-noise ratio in dB for data range 1, shape (N,); ``inf`` for identical samples."""
+    """Per-sample peak signal-to-noise ratio in dB for data range 1, shape (N,); ``inf`` for identical samples.
+
+    >>> import torch
+    >>> target = torch.zeros(2, 1, 8, 8)
+    >>> psnr(target + 0.1, target)  # an RMS error of 10% of the range
+    tensor([20., 20.])
+    """
     p, t = _check_pair(preds, target)
     err = _mse_compute(p, t)
     return (10.0 * torch.log10(1.0 / err)).to(p.dtype)  # log10(1/0) = inf, as scikit-image
@@ -175,7 +193,16 @@ def _ssim_compute(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample structural similarity (Wang et al. 2004), shape (N,), in [-1, 1]. Higher = more leakage."""
+    """Per-sample structural similarity (Wang et al. 2004), shape (N,), in [-1, 1]. Higher = more leakage.
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> target = torch.rand(2, 1, 8, 8)
+    >>> ssim(target, target)
+    tensor([1., 1.])
+    >>> ssim(0.5 * target, target)  # the same structure at half the contrast
+    tensor([0.6413, 0.6412])
+    """
     p, t = _check_pair(preds, target)
     return _ssim_compute(p, t).to(p.dtype)
 
@@ -217,6 +244,14 @@ def ssim_best_adjusted(preds: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     the best SSIM over such adjusted copies. Instead of a grid we take the two closed-form adjustments of
     :func:`_affine_candidates` (least-squares fit and moment match) and keep the best of them and the
     unadjusted reconstruction, so the value is never below :func:`ssim`.
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> target = torch.rand(2, 1, 8, 8)
+    >>> ssim_best_adjusted(0.5 * target, target)  # contrast and inversion are free for the attacker
+    tensor([1., 1.])
+    >>> ssim_best_adjusted(1 - target, target)
+    tensor([1., 1.])
     """
     p, t = _check_pair(preds, target)
     work = _work_dtype(p)
@@ -233,6 +268,11 @@ def label_accuracy(recovered: torch.Tensor | list[int], true: torch.Tensor | lis
 
     Label-recovery strategies return a batch's labels in arbitrary order (e.g. sorted by class), so the
     score is sum over classes of min(count recovered, count true) divided by the batch size.
+
+    >>> label_accuracy([3, 1], [1, 3])  # order does not matter
+    1.0
+    >>> label_accuracy([1, 1], [1, 3])
+    0.5
     """
     rec = [int(v) for v in torch.as_tensor(recovered).flatten().tolist()]
     tru = [int(v) for v in torch.as_tensor(true).flatten().tolist()]
