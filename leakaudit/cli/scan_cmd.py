@@ -113,6 +113,8 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
 
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     verdict = doc["verdict"]
+    budget = doc.get("budget") or {}
+    console.print(f"  budget: {terminal(budget.get('text', '?'))}", highlight=False, markup=True)
     _attack_lines(console, doc)
     for note in doc.get("notes", []):  # e.g. a batch size chosen for the model's BatchNorm layers
         console.print(f"  note: {terminal(note)}", highlight=False, markup=True)

@@ -21,6 +21,7 @@ from typing import Any
 from .. import __version__
 from ..result import AttackOutcome, AuditResult, ControlOutcome
 from ..verdict.outcome import counts
+from .budget import describe as describe_budget
 from .images import png_data_uri
 from .recommendations import recommend
 
@@ -228,6 +229,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "control": _control(result.control),
         "notes": list(result.notes),
     }
+    doc["budget"] = describe_budget(doc)  # what ran, not only the budget's name (overrides change it)
     doc["recommendations"] = recommend(doc)
     if doc["verdict"]["overall"] == "inconclusive":
         doc["recommendations"].insert(0, {

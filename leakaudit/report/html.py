@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from .. import __version__
 from ..resources import read_report_file
 from ..safetext import html_text
+from .budget import describe as describe_budget
 from .images import is_png_data_uri
 from .recommendations import rules_broken_by
 
@@ -144,7 +145,7 @@ def _model(doc: dict[str, Any]) -> str:
 
 
 def _data_and_threat(doc: dict[str, Any]) -> str:
-    d, t, s = doc["data"], doc["threat_model"], doc.get("settings", {})
+    d, t = doc["data"], doc["threat_model"]
     norm = d["normalization"]
     data = _card([
         ("Source", f'<span class="mono">{esc(d["source"])}</span>'),
@@ -168,7 +169,7 @@ def _data_and_threat(doc: dict[str, Any]) -> str:
         ("Local steps / lr", f'{esc(t["local_steps"])} / {fmt(t["local_lr"])}'),
         ("Labels", label_html),
         ("Simulated defenses", defenses),
-        ("Budget", esc(s.get("budget", "—"))),
+        ("Budget", esc(describe_budget(doc)["text"])),  # from the document: a report of any version says it
         ("Seed", esc(doc["seed"])),
         ("Device", esc(doc["device"])),
     ])

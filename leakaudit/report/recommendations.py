@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .budget import describe as describe_budget
+
 
 _COMPARE = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
 
@@ -134,12 +136,12 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
             "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned.",
             "the ONNX file looks eval-exported and no dropout was found"))
     if doc["verdict"]["overall"] == "pass" and not leaked:
-        budget = doc.get("settings", {}).get("budget", "the chosen")
+        budget = describe_budget(doc)["text"]
         recs.append(_rec(
             "pass-scope", "A pass is evidence within the tested scope, not proof",
             "Before a release, re-run with --budget thorough (the papers' iteration counts) and with the batch "
             "size and data your clients really use.",
-            f"no fail-severity rule failed for the attacks run with the {budget} budget"))
+            f"no fail-severity rule failed for the attacks run with the {budget}"))
     crashed = [a for a in doc["attacks"] if a["status"] == "failed"]
     if crashed:
         recs.append(_rec(
