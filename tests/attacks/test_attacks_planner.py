@@ -112,7 +112,8 @@ def test_run_attack_convenience_returns_a_reconstruction():
     module = model.module.train()
     x, y = torch.rand(1, 3, 8, 8), torch.tensor([4])
     grads = dict(zip([n for n, _ in module.named_parameters()],
-                     torch.autograd.grad(client_loss(module, module(x), y), list(module.parameters()))))
+                     torch.autograd.grad(client_loss(module, module(x), y), list(module.parameters())),
+                     strict=True))
     target = AttackTarget(module, grads, (3, 8, 8), 10, labels=y, findings=detect(model))
     rec = run_attack("ig", target, budget="quick", overrides={"iterations": 3, "restarts": 2}, device="cpu", seed=0)
     assert rec.attack == "ig" and rec.x.shape == (1, 3, 8, 8) and rec.iterations_run == 3

@@ -117,7 +117,8 @@ def test_pyproject_with_a_tool_entry_that_is_not_a_table_is_refused(tmp_path, py
 
 def test_errors_in_pyproject_name_the_file_section_and_key_not_a_flag(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.leakaudit]\niterations = inf\ndefense = ["noise:sigma=-1"]\n')
-    with pytest.raises(ConfigError, match=r"^pyproject\.toml \[tool\.leakaudit\] iterations: inf is not finite") as info:
+    message = r"^pyproject\.toml \[tool\.leakaudit\] iterations: inf is not finite"
+    with pytest.raises(ConfigError, match=message) as info:
         load_config(cwd=tmp_path)
     assert "--" not in str(info.value)
     (tmp_path / "pyproject.toml").write_text('[tool.leakaudit]\ndefense = ["noise:sigma=-1"]\n')

@@ -38,7 +38,8 @@ def test_a_device_is_refused_without_reading_it():
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "pipe.toml"
     os.mkfifo(fifo)  # no writer: a blocking open would hang the test
-    with pytest.raises(ConfigError, match=r"pipe\.toml: cannot read config file \(a named pipe \(FIFO\), not a regular"):
+    with pytest.raises(ConfigError,
+                       match=r"pipe\.toml: cannot read config file \(a named pipe \(FIFO\), not a regular"):
         load_config(fifo)
 
 

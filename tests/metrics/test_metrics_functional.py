@@ -36,7 +36,7 @@ def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
 def test_ssim_matches_scikit_image_on_real_and_noisy_images(size: int, sigma: float) -> None:
     originals = _images(size)
     recon = _noisy(originals, sigma) if sigma else originals
-    expected = [_sk_ssim(r, o) for r, o in zip(recon, originals)]
+    expected = [_sk_ssim(r, o) for r, o in zip(recon, originals, strict=True)]
     got = MF.ssim(_to_tensor(recon), _to_tensor(originals))
     assert got.shape == (3,)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-3)
@@ -56,7 +56,7 @@ def test_mse_and_psnr_match_scikit_image() -> None:
     recon = _noisy(originals, 0.1)
     got_mse = MF.mse(_to_tensor(recon), _to_tensor(originals))
     got_psnr = MF.psnr(_to_tensor(recon), _to_tensor(originals))
-    for i, (r, o) in enumerate(zip(recon, originals)):
+    for i, (r, o) in enumerate(zip(recon, originals, strict=True)):
         assert float(got_mse[i]) == pytest.approx(mean_squared_error(o, r), rel=1e-4)
         assert float(got_psnr[i]) == pytest.approx(peak_signal_noise_ratio(o, r, data_range=1), abs=1e-3)
     assert torch.allclose(MF.rmse(_to_tensor(recon), _to_tensor(originals)), got_mse.sqrt())

@@ -99,10 +99,12 @@ def test_lpips_through_score_with_a_user_file_and_grayscale(tmp_path: Path) -> N
 
 
 def test_a_missing_user_file_is_an_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(InputError, match=r"^.*nope\.pth: LPIPS weights file not found; point it at a local copy of torchvision's alexnet"):
+    with pytest.raises(InputError, match=r"^.*nope\.pth: LPIPS weights file not found; "
+                                         r"point it at a local copy of torchvision's alexnet"):
         find_backbone_weights("alex", tmp_path / "nope.pth")
     monkeypatch.setenv(LPIPS_WEIGHTS_ENV, str(tmp_path / "gone.pth"))
-    with pytest.raises(InputError, match=rf"^{LPIPS_WEIGHTS_ENV}=.*gone\.pth: LPIPS weights file not found.*or unset it$"):
+    with pytest.raises(InputError,
+                       match=rf"^{LPIPS_WEIGHTS_ENV}=.*gone\.pth: LPIPS weights file not found.*or unset it$"):
         lpips_distance(_images(), _images())
 
 

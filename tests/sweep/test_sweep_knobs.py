@@ -1,5 +1,6 @@
 """--vary parsing: lists, lin/log ranges, and one clear error per mistake."""
 
+import itertools
 import math
 
 import pytest
@@ -26,7 +27,7 @@ def test_log_range_is_geometric():
     values, scale = parse_values("1e-4:1e-1:log:4")
     assert scale == "log"
     assert values == pytest.approx((1e-4, 1e-3, 1e-2, 1e-1))
-    ratios = [b / a for a, b in zip(values, values[1:])]
+    ratios = [b / a for a, b in itertools.pairwise(values)]
     assert all(math.isclose(r, 10.0, rel_tol=1e-9) for r in ratios)
 
 

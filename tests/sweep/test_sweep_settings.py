@@ -45,7 +45,8 @@ def test_rebuild_keeps_weights_and_sets_rate(arch):
     assert all(torch.equal(old[k], new[k]) for k in old)
     # eval mode: dropout is the identity, so the rebuilt model computes the same function
     x = torch.rand(2, 3, 16, 16)
-    model.module.eval(); rebuilt.module.eval()
+    model.module.eval()
+    rebuilt.module.eval()
     assert torch.allclose(model.module(x), rebuilt.module(x), atol=1e-6)
     assert model.module is not rebuilt.module  # the loaded model is left as it was
 

@@ -47,7 +47,7 @@ def test_fedsgd_gradient_equals_hand_computed_gradient_for_the_realised_masks():
     h = F.relu(F.linear(h, w["1.weight"], w["1.bias"])) * m1 / (1 - p)
     h = F.relu(F.linear(h, w["4.weight"], w["4.bias"])) * m2 / (1 - p)
     loss = F.cross_entropy(F.linear(h, w["7.weight"], w["7.bias"]), batch.y)
-    expected = dict(zip(w, torch.autograd.grad(loss, list(w.values()))))
+    expected = dict(zip(w, torch.autograd.grad(loss, list(w.values())), strict=True))
 
     assert set(update.gradients) == set(expected)
     for name, g in expected.items():
@@ -132,7 +132,8 @@ def test_precode_loss_includes_beta_times_kl():
         with torch.random.fork_rng():
             torch.manual_seed(11)  # the same PRECODE noise as the client's
             loss = F.cross_entropy(module(batch.x), batch.y) + (vb.beta * vb.kl if with_kl else 0.0)
-        return dict(zip(dict(module.named_parameters()), torch.autograd.grad(loss, list(module.parameters()))))
+        grads = torch.autograd.grad(loss, list(module.parameters()))
+        return dict(zip(dict(module.named_parameters()), grads, strict=True))
 
     with_kl, without = reference(True), reference(False)
     encoder = "7.encoder.weight"

@@ -64,7 +64,8 @@ def test_a_valid_user_file_loads_with_directions_from_the_metrics() -> None:
 @pytest.mark.parametrize(
     ("file", "match"),
     [
-        ("unknown_metric.toml", r"unknown_metric\.toml: rule 1 \('my-ssim'\): unknown metric 'sssim': did you mean ssim"),
+        ("unknown_metric.toml",
+         r"unknown_metric\.toml: rule 1 \('my-ssim'\): unknown metric 'sssim': did you mean ssim"),
         ("bad_comparison.toml", r"bad_comparison\.toml: rule 2 \('wrong-way'\): comparison '<=' contradicts ssim's "
                                 r"direction \(higher values leak more\).*use '>=' or '>'"),
         ("unknown_comparison.toml", r"rule 1 \('eq'\): bad comparison '=='; use one of >=, >, <=, <"),
@@ -77,7 +78,8 @@ def test_a_valid_user_file_loads_with_directions_from_the_metrics() -> None:
         ("threshold_out_of_range.toml", r"rule 1 \('percent'\): threshold 60 is outside ssim's range \[-1, 1\]"),
         ("threshold_not_number.toml", r"rule 1 \('text'\): threshold must be a number, got '0\.6'"),
         ("threshold_infinite.toml", r"rule 1 \('never'\): threshold inf is not finite.*give a finite number"),
-        ("batch_metric_any.toml", r"rule 1 \('labels'\): metric label_accuracy has one value per batch.*scope = \"mean\""),
+        ("batch_metric_any.toml",
+         r"rule 1 \('labels'\): metric label_accuracy has one value per batch.*scope = \"mean\""),
         ("no_rules.toml", r"no_rules\.toml: no \[\[rule\]\] tables; add at least one"),
     ],
 )
