@@ -65,6 +65,13 @@ class _LastLayer:
     weight_value: torch.Tensor | None = None  # the layer's current weights (C, d), when the model is given
     bias_value: torch.Tensor | None = None
 
+    @property
+    def bias_grad(self) -> torch.Tensor:
+        """The bias gradient, for the strategies registered with ``needs_bias`` (only run when there is one)."""
+        if self.bias is None:
+            raise ValueError("a needs_bias label strategy was run on a layer without a bias gradient")
+        return self.bias
+
 
 @dataclass(frozen=True)
 class LabelStrategy:
@@ -91,7 +98,7 @@ def _strategy(name: str, *, needs_bias: bool = False, single_only: bool = False,
 
 @_strategy("bias-sign", needs_bias=True, single_only=True, summary="the one negative bias gradient (batch 1)")
 def _bias_sign(layer: _LastLayer, n: int) -> torch.Tensor:
-    return layer.bias.argmin().view(1)
+    return layer.bias_grad.argmin().view(1)
 
 
 @_strategy("idlg", single_only=True, summary="iDLG: the weight-gradient row whose sign disagrees (batch 1)")
@@ -127,7 +134,7 @@ def _greedy(scores: torch.Tensor, n: int, impact: float) -> torch.Tensor:
 
 @_strategy("bias-impact", needs_bias=True, summary="greedy on the bias gradient, 1/N per occurrence")
 def _bias_impact(layer: _LastLayer, n: int) -> torch.Tensor:
-    scores = layer.bias.clone()
+    scores = layer.bias_grad.clone()
     picked: list[int] = []
     for _ in range(n):  # exact impact: no stage 1 needed, the lowest score is always a class still owed
         c = int(scores.argmin())
@@ -139,12 +146,12 @@ def _bias_impact(layer: _LastLayer, n: int) -> torch.Tensor:
 @_strategy("bias-softmax", needs_bias=True, summary="bias-impact with the mean softmax estimated from the "
                                                       "model's last layer at the batch's mean feature")
 def _bias_softmax(layer: _LastLayer, n: int) -> torch.Tensor:
-    labels = _greedy_counts(layer.bias - 1.0 / layer.bias.numel(), n)  # = bias-impact
+    labels = _greedy_counts(layer.bias_grad - 1.0 / layer.bias_grad.numel(), n)  # = bias-impact
     if layer.weight_value is None or layer.bias_value is None:
         return labels
-    absent = torch.ones_like(layer.bias, dtype=torch.bool)
+    absent = torch.ones_like(layer.bias_grad, dtype=torch.bool)
     absent[labels] = False
-    mass = float(layer.bias[absent].sum())
+    mass = float(layer.bias_grad[absent].sum())
     if not bool(absent.any()) or mass <= 0:
         return labels
     # For an absent class dW_c = mean_n(p_nc h_n) and db_c = mean_n(p_nc) exactly: their ratio averages the
@@ -153,10 +160,10 @@ def _bias_softmax(layer: _LastLayer, n: int) -> torch.Tensor:
     p_mean = torch.softmax(layer.weight_value @ feature + layer.bias_value, dim=0)
     # Check it where the truth is observable (absent classes: p_c = db_c); a confident model's softmax at
     # the mean feature is far from its mean softmax, and then the uniform guess is the safer one.
-    if float((p_mean[absent] - layer.bias[absent]).abs().sum()) > _TRUST * mass:
+    if float((p_mean[absent] - layer.bias_grad[absent]).abs().sum()) > _TRUST * mass:
         return labels
-    p_mean = torch.where(absent, layer.bias, p_mean * (1.0 - mass) / float(p_mean[~absent].sum()))
-    return _greedy_counts(layer.bias - p_mean, n)
+    p_mean = torch.where(absent, layer.bias_grad, p_mean * (1.0 - mass) / float(p_mean[~absent].sum()))
+    return _greedy_counts(layer.bias_grad - p_mean, n)
 
 
 def _greedy_counts(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -172,7 +179,7 @@ def _greedy_counts(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 @_strategy("bias-corrected", needs_bias=True, summary="breaching's bias-corrected two-stage greedy")
 def _bias_corrected(layer: _LastLayer, n: int) -> torch.Tensor:
-    b = layer.bias
+    b = layer.bias_grad
     negative = b[b < 0]
     impact = -float(negative.sum()) / n if negative.numel() else 1.0 / n
     return _greedy(b, n, impact)
@@ -248,7 +255,8 @@ def recover_labels(gradients: Mapping[str, torch.Tensor], model: nn.Module | obj
                                                        f"has {num_samples}, use bias-impact or wainakh-simple",))
     weight = gradients[layer.weight].detach().to("cpu", torch.float64)
     values = dict(module.named_parameters()) if isinstance(module, nn.Module) else {}
-    w_value, b_value = values.get(layer.weight), values.get(layer.bias) if layer.bias else None
+    w_value: torch.Tensor | None = values.get(layer.weight)
+    b_value = values.get(layer.bias) if layer.bias else None
     if w_value is not None:
         w_value = w_value.detach().to("cpu", torch.float64)
         w_value = w_value.T if layer.transposed else w_value
