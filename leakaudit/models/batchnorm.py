@@ -31,7 +31,7 @@ class BatchFloor:
 
 
 def train_batch_floor(model: LoadedModel) -> BatchFloor:
-    layers = {m: n for n, m in model.module.named_modules() if isinstance(m, _BatchNorm)}
+    layers: dict[nn.Module, str] = {m: n for n, m in model.module.named_modules() if isinstance(m, _BatchNorm)}
     if not layers:
         return BatchFloor(1)
     fixed = model.onnx.batch_size if model.onnx is not None else None

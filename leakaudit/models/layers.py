@@ -28,6 +28,7 @@ class MaskableDropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout rate must be in [0, 1), got {p}")
         self.p = float(p)
+        self.mask: torch.Tensor | None  # a buffer (moves with .to()), not saved: declared for the type checker
         self.register_buffer("mask", None, persistent=False)
         self.record = False
         self.last_mask: torch.Tensor | None = None
@@ -64,6 +65,7 @@ class VariationalBottleneck(nn.Module):
         self.beta = beta
         self.encoder = nn.Linear(in_features, 2 * latent_dim)
         self.decoder = nn.Linear(latent_dim, out_features or in_features)
+        self.noise: torch.Tensor | None  # a buffer, like MaskableDropout.mask
         self.register_buffer("noise", None, persistent=False)
         self.kl: torch.Tensor | None = None
 

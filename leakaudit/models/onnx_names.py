@@ -13,6 +13,7 @@ for display only.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Iterator
 
@@ -41,7 +42,7 @@ def safe_names(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
         order = sorted(range(len(wanted)), key=lambda i: not _is_clean(wanted[i]))
         for i in order:
             node = graph.node[i]
-            node.name = nodes.name(wanted[i], key=lambda n, d=node.domain: _module_key(d, n))
+            node.name = nodes.name(wanted[i], key=functools.partial(_module_key, node.domain))
             if not _is_clean(wanted[i]):
                 renamed[wanted[i]] = node.name
     return clone, renamed

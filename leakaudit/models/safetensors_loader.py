@@ -264,7 +264,7 @@ def _aliases(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, ...]]:
     by_ptr: dict[tuple[int, int], list[str]] = {}
     for k, t in state.items():
         if t.numel():
-            by_ptr.setdefault((t.untyped_storage().data_ptr(), t.storage_offset()), []).append(k)
+            by_ptr.setdefault((t.untyped_storage().data_ptr(), int(t.storage_offset())), []).append(k)
     return {k: tuple(n for n in names if n != k) for names in by_ptr.values() if len(names) > 1 for k in names}
 
 

@@ -113,7 +113,7 @@ class _ResNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU())
         stages, cin = [], widths[0]
-        for i, (n, w) in enumerate(zip(blocks, widths)):
+        for i, (n, w) in enumerate(zip(blocks, widths, strict=True)):
             for j in range(n):
                 stages.append(_BasicBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
                 cin = w
