@@ -168,21 +168,23 @@ def _output_size(op: str, inputs: list) -> int | None:
     if x is None:
         return None
     dims = list(x.shape)
-    if op == "Expand" and ints(1) is not None:
-        target = ints(1)
+    # A hostile file may give operands of the wrong length: the bound then counts what pairs up
+    # (zip(strict=False)), and the converter refuses the node later.
+    if op == "Expand" and (target := ints(1)) is not None:
         rank = max(len(dims), len(target))
         a, b = [1] * (rank - len(dims)) + dims, [1] * (rank - len(target)) + target
-        return math.prod(max(p, q) for p, q in zip(a, b))
-    if op == "Tile" and ints(1) is not None:
-        return math.prod(d * max(r, 0) for d, r in zip(dims, ints(1)))
-    if op == "Range" and floats(1) is not None and floats(2) is not None:
-        start, limit, delta = float(x.reshape(-1)[0]), floats(1)[0], floats(2)[0]
+        return math.prod(max(p, q) for p, q in zip(a, b, strict=True))
+    if op == "Tile" and (repeats := ints(1)) is not None:
+        return math.prod(d * max(r, 0) for d, r in zip(dims, repeats, strict=False))
+    if op == "Range" and (limits := floats(1)) is not None and (deltas := floats(2)) is not None:
+        start, limit, delta = float(x.reshape(-1)[0]), limits[0], deltas[0]
         return max(math.ceil((limit - start) / delta), 0) if delta else None
-    if op == "Pad" and ints(1) is not None:
-        pads, rank = ints(1), len(dims)
-        axes = [a % rank for a in ints(3)] if ints(3) is not None else list(range(rank))
+    if op == "Pad" and (pads := ints(1)) is not None:
+        rank = len(dims)
+        given_axes = ints(3)
+        axes = [a % rank for a in given_axes] if given_axes is not None else list(range(rank))
         k = len(pads) // 2
-        for axis, before, after in zip(axes, pads[:k], pads[k:]):
+        for axis, before, after in zip(axes, pads[:k], pads[k:], strict=False):
             dims[axis] += before + after
         return math.prod(max(d, 0) for d in dims)
     if op in ("Resize", "Upsample"):
@@ -190,9 +192,9 @@ def _output_size(op: str, inputs: list) -> int | None:
         if sizes:
             return math.prod(sizes)
         scales = floats(2 if op == "Resize" else 1)
-        return math.prod(math.floor(d * s) for d, s in zip(dims, scales)) if scales else None
-    if op == "OneHot" and ints(1) is not None:
-        return x.numel() * ints(1)[0]
+        return math.prod(math.floor(d * s) for d, s in zip(dims, scales, strict=False)) if scales else None
+    if op == "OneHot" and (depth := ints(1)) is not None:
+        return x.numel() * depth[0]
     return None
 
 
@@ -215,7 +217,7 @@ def _infer(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> onnx.ModelPr
             continue
         dims = value.type.tensor_type.shape.dim
         if len(dims) == len(input_shape):
-            for dim, size in zip(dims, input_shape):
+            for dim, size in zip(dims, input_shape, strict=True):
                 dim.Clear()
                 dim.dim_value = int(size)
     try:
