@@ -44,6 +44,7 @@ from . import onnx_converters  # noqa: F401 -- registers the converters onnx2tor
 from .interface import OnnxGraphInfo
 from .onnx_limits import check_sizes, guard, load_external_data
 from .onnx_names import safe_names
+from .onnx_patterns import fuse_decomposed_dropout
 from .onnx_converters import missing_converters
 
 RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli")
@@ -92,7 +93,7 @@ def read_onnx(path: Path) -> onnx.ModelProto:
 
 def load_onnx(path: Path, *, input_shape: tuple[int, ...] | None = None,
               num_classes: int | None = None) -> OnnxParts:
-    model = read_onnx(path)
+    model = fuse_decomposed_dropout(read_onnx(path))  # before graph_info: detection sees the Dropout node
     safe, renamed = safe_names(model)
     info = replace(graph_info(model), renamed=tuple(renamed.items()))
     shape = _resolve_input_shape(path, model, input_shape)

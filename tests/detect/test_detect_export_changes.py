@@ -64,3 +64,38 @@ def test_no_fold_warning_when_the_file_computes_the_models_function(tmp_path: Pa
 def test_no_fold_warning_for_an_mlp_exported_by_dynamo(tmp_path: Path) -> None:
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 10))
     assert _fold_warnings(_export(mlp, tmp_path / "m.onnx", dynamo=True)) == []
+
+
+# --------------------------------------------------------------------- dropout the exporter wrote out as ops
+def _inplace_dropout_net() -> nn.Module:
+    # torchvision's MobileNetV3 classifier uses nn.Dropout(inplace=True): the dynamo exporter writes it as
+    # RandomUniformLike -> Less -> Cast -> Div -> Mul instead of a Dropout node
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Dropout(0.3, inplace=True),
+                         nn.Linear(16, 10))
+
+
+def test_dynamo_exported_inplace_dropout_is_dropout_with_its_rate_and_dia_is_planned(tmp_path: Path) -> None:
+    from leakaudit.attacks import plan
+    from leakaudit.models import MaskableDropout
+
+    net = _inplace_dropout_net()
+    path = _export(net, tmp_path / "m.onnx", dynamo=True)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "RandomUniformLike" in ops and "Dropout" not in ops  # the decomposition this fixes
+    model = load_model(path)
+    findings = detect(model)
+    (layer,) = findings.dropout
+    assert layer.p == pytest.approx(0.3) and layer.source == "onnx"
+    assert findings.unrecognized_stochastic == ()  # was the random op's node, e.g. "n1"
+    assert any(p.name == "dia" and p.run for p in plan(findings, model))
+
+    # the converted layer computes the client's function: x * mask / (1 - p) with the mask the attacks set
+    x = torch.randn(2, 3, 8, 8)
+    mask = (torch.rand(2, 16) > 0.3).float()
+    dropout = dict(model.module.named_modules())[layer.name]
+    assert isinstance(dropout, MaskableDropout)
+    dropout.mask = mask
+    state = {name: p for name, p in net.named_parameters()}
+    expected = nn.functional.linear(torch.relu(nn.functional.linear(x.flatten(1), state["1.weight"], state["1.bias"]))
+                                    * mask / 0.7, state["4.weight"], state["4.bias"])
+    assert torch.allclose(model.module(x), expected, atol=1e-5)
