@@ -61,8 +61,11 @@ class OnnxRandomOp(nn.Module, OnnxToTorchModule):
     def __init__(self, dtype: torch.dtype | None) -> None:
         super().__init__()
         self.dtype = dtype
+        # Buffers, declared for the type checker: ``sample`` is an attack's substitute draw; ``_anchor`` an empty
+        # tensor that follows .to(device), so ops without an input tensor (RandomNormal/RandomUniform) sample there.
+        self.sample: torch.Tensor | None
+        self._anchor: torch.Tensor
         self.register_buffer("sample", None, persistent=False)
-        # Follows .to(device), so ops without an input tensor (RandomNormal/RandomUniform) sample there.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.record = False
         self.last_sample: torch.Tensor | None = None
@@ -93,7 +96,7 @@ class OnnxRandomNormal(OnnxRandomOp):
         self.mean, self.scale, self.shape = mean, scale, shape
 
     def draw(self, reference: torch.Tensor | None) -> torch.Tensor:
-        shape = self.shape if self.shape is not None else reference.shape
+        shape = self.shape if self.shape is not None else _given(reference).shape
         device = reference.device if reference is not None else _module_device(self)
         return torch.randn(shape, device=device, dtype=self._out_dtype(reference)) * self.scale + self.mean
 
@@ -110,7 +113,7 @@ class OnnxRandomUniform(OnnxRandomOp):
         self.low, self.high, self.shape = low, high, shape
 
     def draw(self, reference: torch.Tensor | None) -> torch.Tensor:
-        shape = self.shape if self.shape is not None else reference.shape
+        shape = self.shape if self.shape is not None else _given(reference).shape
         device = reference.device if reference is not None else _module_device(self)
         return torch.rand(shape, device=device, dtype=self._out_dtype(reference)) * (self.high - self.low) + self.low
 
@@ -122,7 +125,14 @@ class OnnxBernoulli(OnnxRandomOp):
     """``Bernoulli``: 1 with the probability given by the input, else 0."""
 
     def draw(self, reference: torch.Tensor | None) -> torch.Tensor:
-        return torch.bernoulli(reference).to(self._out_dtype(reference))
+        return torch.bernoulli(_given(reference)).to(self._out_dtype(reference))
+
+
+def _given(reference: torch.Tensor | None) -> torch.Tensor:
+    """The input tensor of a *Like op (its converter always wires one): shape and probabilities come from it."""
+    if reference is None:
+        raise ValueError("this random op takes its shape from an input tensor, and none was given")
+    return reference
 
 
 def _module_device(module: OnnxRandomOp) -> torch.device:
@@ -385,10 +395,12 @@ class OnnxSliceIndexing(nn.Module, OnnxToTorchModule):
                 axes: torch.Tensor | None = None, steps: torch.Tensor | None = None) -> torch.Tensor:
         bounds = self.bounds
         if bounds is None:
+            if starts is None or ends is None:
+                raise ValueError("Slice needs starts and ends")  # ONNX requires both inputs
             starts_l, ends_l = starts.tolist(), ends.tolist()
             axes_l = list(range(len(starts_l))) if axes is None else axes.tolist()
             steps_l = [1] * len(starts_l) if steps is None else steps.tolist()
-            bounds = list(zip(starts_l, ends_l, axes_l, steps_l))
+            bounds = list(zip(starts_l, ends_l, axes_l, steps_l, strict=False))  # as many as pair up
         for start, end, axis, step in bounds:
             x = _slice_once(x, int(start), int(end), int(axis), int(step))
         return x
@@ -402,7 +414,7 @@ def _slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
             and (steps is not None or not names[3]):
         axes = axes if axes is not None else list(range(len(starts)))
         steps = steps if steps is not None else [1] * len(starts)
-        module = OnnxSliceIndexing(list(zip(starts, ends, axes, steps)))
+        module = OnnxSliceIndexing(list(zip(starts, ends, axes, steps, strict=False)))
         return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
     return OperationConverterResult(OnnxSliceIndexing(), onnx_mapping_from_node(node))
 
@@ -454,7 +466,7 @@ class OnnxPadAxes(nn.Module, OnnxToTorchModule):
         axes_list = list(range(rank)) if axes is None else [int(a) % rank for a in axes.tolist()]
         begins, ends = pads.tolist()[: len(axes_list)], pads.tolist()[len(axes_list):]
         torch_pads: list[int] = [0] * (2 * rank)
-        for axis, b, e in zip(axes_list, begins, ends):
+        for axis, b, e in zip(axes_list, begins, ends, strict=False):
             # F.pad lists (begin, end) pairs from the last axis backwards.
             torch_pads[2 * (rank - 1 - axis)] = int(b)
             torch_pads[2 * (rank - 1 - axis) + 1] = int(e)
