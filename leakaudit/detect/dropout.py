@@ -15,6 +15,10 @@ from .interface import DropoutLayer
 from .trace import Trace
 
 TORCH_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+NOT_CALLED_WARNING = (
+    "dropout module {name!r} (rate {p:g}) is never called: its layer applies the rate itself (e.g. F.dropout "
+    "or a fused attention kernel), so no attack can drive its masks (DIA models only dropout modules that "
+    "run); the probe reports that layer as stochastic")
 # onnx2torch's own converter for opset >= 12 Dropout: the ratio is a graph input, not an attribute.
 _ONNX2TORCH_DYNAMIC = "OnnxDropoutDynamic"
 
@@ -63,6 +67,10 @@ def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...
 
     for name in unmatched:
         rate = module_rate(modules[name])
+        if name not in tr.module_position and not hasattr(modules[name], "after"):
+            if rate:  # a layer that passes the rate to a function (F.dropout, a fused attention kernel)
+                warnings.append(NOT_CALLED_WARNING.format(name=name, p=rate))
+            continue
         if rate is None:
             warnings.append(f"dropout module {name!r} has no readable rate; declare it with --dropout {name}=P")
             continue

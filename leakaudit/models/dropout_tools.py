@@ -40,12 +40,32 @@ class DeclaredDropout(MaskableDropout):
 
 def replace_dropout(module: nn.Module) -> list[str]:
     """Replace element-wise ``nn.Dropout`` by ``MaskableDropout``; return the replaced module names."""
+    unfuse_attention_dropout(module)
     replaced = []
     for name, child in list(module.named_modules()):
         if type(child) is nn.Dropout:  # subclasses may change behaviour: keep them
             _set_submodule(module, name, MaskableDropout(child.p))
             replaced.append(name)
     return replaced
+
+
+def unfuse_attention_dropout(module: nn.Module) -> list[str]:
+    """Attention layers whose dropout is a function argument made to call their dropout module.
+
+    timm's ``Attention`` (and the layers that copy it) keeps an ``attn_drop`` module but, with its
+    ``fused_attn`` flag on (the default), passes only its rate to ``F.scaled_dot_product_attention``, so
+    the module never runs: the randomness is the fused kernel's, which no attack can mask, and detection
+    saw an "unrecognized stochastic" attention layer. The same layer's unfused path (softmax, then
+    ``attn_drop``, then the product with v) computes the same function with the dropout as a module call,
+    which ``replace_dropout`` then makes a ``MaskableDropout``. Only layers with a non-zero attention
+    dropout are switched: the others draw nothing and keep the fused kernel."""
+    switched = []
+    for name, child in module.named_modules():
+        drop = getattr(child, "attn_drop", None)
+        if getattr(child, "fused_attn", None) is True and isinstance(drop, nn.Module) and getattr(drop, "p", 0):
+            child.fused_attn = False
+            switched.append(name)
+    return switched
 
 
 def insert_declared_dropout(module: nn.Module, declared: dict[str, float], source: Path | str,
