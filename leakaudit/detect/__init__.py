@@ -37,6 +37,11 @@ FOLDED_BATCHNORM_WARNING = {
         "metadata to confirm it, and the same rewriter also renames a Conv whose all-zero bias it dropped; "
         "if the model has BatchNorm, re-export with " + REEXPORT),
 }
+DROPPED_ATTENTION_DROPOUT_WARNING = (
+    "{path}: the exporter left out the attention dropout (rate {rates}) of {n} attention layer(s): the file's "
+    "metadata records scaled_dot_product_attention called with that dropout_p, but none of its nodes draws "
+    "random numbers, so the file computes attention without dropout and the client update computed from it "
+    "is not the client's; re-export with " + REEXPORT)
 BATCHNORM_WARNING = (
     "{n} BatchNorm layer(s): in train mode they normalise with the batch's own statistics, which mixes the "
     "samples of a batch and is itself information about them; the client update and the attacks use "
@@ -59,6 +64,10 @@ def detect(model: LoadedModel, *, probe: bool = True) -> Findings:
     folded = model.onnx.folded_batchnorm if model.onnx is not None else ""
     if folded:
         notes.append(FOLDED_BATCHNORM_WARNING[folded].format(path=model.path, n=model.onnx.folded_batchnorm_count))
+    dropped = model.onnx.dropped_attention_dropout if model.onnx is not None else ()
+    if dropped:
+        rates = ", ".join(f"{r:g}" for r in sorted(set(dropped)))
+        notes.append(DROPPED_ATTENTION_DROPOUT_WARNING.format(path=model.path, rates=rates, n=len(dropped)))
     if batchnorm:
         notes.append(BATCHNORM_WARNING.format(n=len(batchnorm)))
     unrecognized: tuple[str, ...] = ()

@@ -30,6 +30,9 @@ class OnnxGraphInfo:
     # of a metadata-stripped file point to it, "" when neither.
     folded_batchnorm: str = ""
     folded_batchnorm_count: int = 0
+    # Rates of attention dropout the exporter left out: node metadata records scaled_dot_product_attention
+    # called with dropout_p > 0, and none of its nodes draws random numbers (torch 2.14's dynamo exporter).
+    dropped_attention_dropout: tuple[float, ...] = ()
 
     def module_name(self, node_name: str) -> str | None:
         """The converted module's name for a renamed node of the file, None for a node kept as it is."""

@@ -157,6 +157,7 @@ def graph_info(model: onnx.ModelProto) -> OnnxGraphInfo:
         batch_size=batch,
         folded_batchnorm=fold[0],
         folded_batchnorm_count=fold[1],
+        dropped_attention_dropout=_dropped_attention_dropout(nodes),
     )
 
 
@@ -198,6 +199,40 @@ def _folded_batchnorm(nodes: list[onnx.NodeProto]) -> tuple[str, int]:
         return "", 0  # the rewriter's record is there and names no fold
     renamed = sum(bool(_REWRITTEN_CONV.fullmatch(n.name)) for n in convs)
     return ("suspected", renamed) if renamed else ("", 0)
+
+
+_FX_NODE = "pkg.torch.onnx.fx_node"  # the dynamo exporter's record of the torch op each node came from
+_SDPA_CALL = re.compile(r"aten\.scaled_dot_product_attention\.\w+\]\(args = \((.*)\), kwargs = \{(.*)\}\)")
+_SDPA_DROPOUT_KW = re.compile(r"dropout_p['\"]?\s*[:=]\s*([0-9.eE+-]+)")
+
+
+def _dropped_attention_dropout(nodes: list[onnx.NodeProto]) -> tuple[float, ...]:
+    """Rates of the attention calls whose dropout the export lost, one per call (see OnnxGraphInfo)."""
+    calls: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        record = next((p.value for p in n.metadata_props if p.key == _FX_NODE), "")
+        if "scaled_dot_product_attention" in record:
+            calls.setdefault(record, []).append(n)
+    dropped = []
+    for record, members in calls.items():
+        rate = _sdpa_dropout_p(record)
+        if rate and not any(m.op_type in (*RANDOM_OPS, "Dropout") for m in members):
+            dropped.append(rate)
+    return tuple(dropped)
+
+
+def _sdpa_dropout_p(record: str) -> float:
+    """dropout_p of a recorded ``scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, ...)`` call."""
+    match = _SDPA_CALL.search(record)
+    if match is None:
+        return 0.0
+    args = [a.strip() for a in match.group(1).split(",")]
+    keyword = _SDPA_DROPOUT_KW.search(match.group(2))
+    text = keyword.group(1) if keyword else (args[4] if len(args) > 4 else "0")
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        return 0.0
 
 
 def _has_training_traces(nodes: list[onnx.NodeProto]) -> bool:

@@ -99,3 +99,37 @@ def test_dynamo_exported_inplace_dropout_is_dropout_with_its_rate_and_dia_is_pla
     expected = nn.functional.linear(torch.relu(nn.functional.linear(x.flatten(1), state["1.weight"], state["1.bias"]))
                                     * mask / 0.7, state["4.weight"], state["4.bias"])
     assert torch.allclose(model.module(x), expected, atol=1e-5)
+
+
+# ------------------------------------------------------------- attention dropout the exporter left out
+class _Attention(nn.Module):
+    """timm's fused attention in miniature: the attention dropout is SDPA's dropout_p in train mode."""
+
+    def __init__(self, attn_drop: float) -> None:
+        super().__init__()
+        self.qkv, self.head, self.attn_drop = nn.Linear(8, 24), nn.Linear(8, 10), attn_drop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x.flatten(2).transpose(1, 2)).unsqueeze(1).chunk(3, dim=-1)
+        p = self.attn_drop if self.training else 0.0
+        return self.head(nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p).mean((1, 2)))
+
+
+def _export_attention(path: Path, attn_drop: float) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Attention(attn_drop).train(), torch.randn(2, 8, 2, 2), str(path), dynamo=True)
+    return path
+
+
+def test_attention_dropout_the_dynamo_exporter_left_out_is_reported(tmp_path: Path) -> None:
+    path = _export_attention(tmp_path / "m.onnx", attn_drop=0.2)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"Dropout", "RandomUniformLike", "Bernoulli"}  # the loss this reports
+    (warning,) = [w for w in detect(load_model(path), probe=False).warnings if "attention dropout" in w]
+    assert "rate 0.2" in warning and "1 attention layer" in warning and "dynamo=False" in warning
+
+
+def test_attention_without_dropout_gets_no_such_warning(tmp_path: Path) -> None:
+    path = _export_attention(tmp_path / "m.onnx", attn_drop=0.0)
+    assert not any("attention dropout" in w for w in detect(load_model(path), probe=False).warnings)
