@@ -61,9 +61,9 @@ def detect(model: LoadedModel, *, probe: bool = True) -> Findings:
     notes = list(warnings)
     if model.onnx is not None and model.onnx.looks_eval_exported and not model.declared_dropout:
         notes.append(EVAL_EXPORT_WARNING.format(path=model.path))
-    folded = model.onnx.folded_batchnorm if model.onnx is not None else ""
-    if folded:
-        notes.append(FOLDED_BATCHNORM_WARNING[folded].format(path=model.path, n=model.onnx.folded_batchnorm_count))
+    if model.onnx is not None and model.onnx.folded_batchnorm:
+        notes.append(FOLDED_BATCHNORM_WARNING[model.onnx.folded_batchnorm].format(
+            path=model.path, n=model.onnx.folded_batchnorm_count))
     dropped = model.onnx.dropped_attention_dropout if model.onnx is not None else ()
     if dropped:
         rates = ", ".join(f"{r:g}" for r in sorted(set(dropped)))

@@ -7,12 +7,13 @@ Layers with rate 0 draw nothing and are left out.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..models.interface import LoadedModel
 from ..models.layers import MaskableDropout
 from .interface import DropoutLayer
-from .trace import Trace
+from .trace import Trace, example_input, forward_or_fail
 
 TORCH_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 NOT_CALLED_WARNING = (
@@ -65,9 +66,12 @@ def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...
         rate = module_rate(modules[name])
         found[name] = DropoutLayer(name, rate if rate is not None else float(ratio), tr.position_of(name), "onnx")
 
+    # Dropout modules the eval-mode trace did not see: a forward may call one only in train mode.
+    unseen = {n for n in unmatched if n not in tr.module_position and not hasattr(modules[n], "after")}
+    never_called = unseen - _called_in_train_mode(model, unseen) if unseen else set()
     for name in unmatched:
         rate = module_rate(modules[name])
-        if name not in tr.module_position and not hasattr(modules[name], "after"):
+        if name in never_called:
             if rate:  # a layer that passes the rate to a function (F.dropout, a fused attention kernel)
                 warnings.append(NOT_CALLED_WARNING.format(name=name, p=rate))
             continue
@@ -81,6 +85,33 @@ def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...
 
     layers = sorted((d for d in found.values() if d.p > 0), key=lambda d: (d.position, d.name))
     return tuple(layers), tuple(warnings)
+
+
+def _called_in_train_mode(model: LoadedModel, names: set[str]) -> set[str]:
+    """Which of ``names`` a train-mode forward calls. The model is left as it was (train-mode BatchNorm
+    updates running statistics: buffers restored; the caller's random stream forked)."""
+    module = model.module
+    targets = {m: n for n, m in module.named_modules() if n in names}
+    called: set[str] = set()
+    handles = [m.register_forward_pre_hook(lambda mod, _args: called.add(targets[mod])) for m in targets]
+    modes = {m: m.training for m in module.modules()}
+    saved = {n: b.detach().clone() for n, b in module.named_buffers()}
+    try:
+        module.train()
+        x = example_input(model, 2, random=True)  # batch 2: train-mode BatchNorm1d needs more than one sample
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            forward_or_fail(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for n, b in module.named_buffers():
+                if n in saved:
+                    b.copy_(saved[n])
+        for m, mode in modes.items():
+            m.training = mode
+    return called
 
 
 def _declared(layer: str, rate: float, modules: dict[str, nn.Module], tr: Trace,

@@ -61,8 +61,8 @@ def unfuse_attention_dropout(module: nn.Module) -> list[str]:
     dropout are switched: the others draw nothing and keep the fused kernel."""
     switched = []
     for name, child in module.named_modules():
-        drop = getattr(child, "attn_drop", None)
-        if getattr(child, "fused_attn", None) is True and isinstance(drop, nn.Module) and getattr(drop, "p", 0):
+        rate = getattr(getattr(child, "attn_drop", None), "p", None)
+        if getattr(child, "fused_attn", None) is True and isinstance(rate, (int, float)) and rate > 0:
             child.fused_attn = False
             switched.append(name)
     return switched

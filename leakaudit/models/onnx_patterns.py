@@ -34,7 +34,7 @@ def fuse_decomposed_dropout(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    removed: set[str] = set()
+    removed: set[int] = set()  # ids of the matched nodes
     replacement: dict[str, onnx.NodeProto] = {}  # the Mul's output -> the Dropout node that now produces it
     for random_node, chain, x, y, ratio in matches:
         base = random_node.name or f"dropout_{y}"

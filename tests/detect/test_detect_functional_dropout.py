@@ -73,3 +73,18 @@ def test_timm_vit_attention_dropout_is_dia_drivable_from_safetensors(tmp_path: P
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model.module.eval()(x), net.eval()(x), atol=1e-5)
+
+
+class TrainOnlyDropout(FunctionalDropout):
+    """Calls its dropout module in train mode only: the eval-mode trace never sees it, yet it runs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        return self.head(self.drop(h) if self.training else h)
+
+
+def test_a_dropout_module_called_only_in_train_mode_is_still_dropout() -> None:
+    model = LoadedModel(TrainOnlyDropout(), (8,), 3, Path("model.safetensors"), "0" * 64, "safetensors")
+    findings = detect(model)
+    assert [(d.name, d.p) for d in findings.dropout] == [("drop", 0.25)]
+    assert not any("never called" in w for w in findings.warnings)
