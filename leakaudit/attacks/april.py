@@ -163,8 +163,8 @@ def _probe(module: nn.Module, input_shape: tuple[int, ...], convs: list[tuple[st
             for n, b in module.named_buffers():
                 if n in saved:
                     b.copy_(saved[n])
-    conv_grads = dict(zip(used, grads[:len(used)]))
-    pos_grads = dict(zip((n for n, _ in candidates), grads[len(used):]))
+    conv_grads = dict(zip(used, grads[:len(used)], strict=True))
+    pos_grads = dict(zip((n for n, _ in candidates), grads[len(used):], strict=True))
     reasons: list[str] = []
     for name, conv in convs:
         found = _match(name, conv, seen.get(name), conv_grads.get(name), pos_grads, x, reasons)

@@ -176,7 +176,7 @@ def _build(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: O
                              "optimised; check the detection findings")
     shapes = activation_shapes(model, objective.mask_layers, sample_shape, device) if objective.mask_layers else {}
     masks = tuple(MaskVariable(n, named[n].p, shapes[n]) for n in objective.mask_layers)
-    norm = torch.sqrt(sum((g * g).sum() for g in obs.values()))
+    norm = torch.stack([(g * g).sum() for g in obs.values()]).sum().sqrt()
     lab = labels.to(device) if labels is not None and not objective.soft_labels else None
     box = (bounds[0].to(device), bounds[1].to(device)) if bounds is not None else None
     return _Problem(model, params, constants, obs, norm, sample_shape, num_classes, lab, loss, masks, box)
@@ -238,7 +238,9 @@ def _init(pb: _Problem, objective: Objective, restarts: int, seed: int,
           device: torch.device) -> dict[str, torch.Tensor]:
     """Restart r draws from its own generator seeded ``seed + r``: a batch of R restarts starts exactly where
     R single-restart runs with seeds seed..seed+R-1 start."""
-    xs, ys, ms = [], [], {mv.layer: [] for mv in pb.masks}
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    ms: dict[str, list[torch.Tensor]] = {mv.layer: [] for mv in pb.masks}
     for r in range(restarts):
         gen = torch.Generator().manual_seed(seed + r)
         xs.append(torch.randn(pb.sample_shape, generator=gen))

@@ -48,7 +48,8 @@ class Reconstruction:
 class AttackTarget:
     """Everything an attack may use: what the server sees plus public facts about the model.
 
-    ``true_masks`` is ground truth only the simulation knows; only the well-informed ``dia-informed`` reference reads it.
+    ``true_masks`` is ground truth only the simulation knows; only the well-informed ``dia-informed`` reference
+    reads it.
     """
 
     module: nn.Module

@@ -1,4 +1,5 @@
-"""The optimisation attacks: DLG, Inverting Gradients, DIA (+ its well-informed variant with the true masks), PRECODE-aware.
+"""The optimisation attacks: DLG, Inverting Gradients, DIA (+ its well-informed variant with the true masks),
+PRECODE-aware.
 
 Each is a small class that says *what* to match (``objective``) and *how* to optimise (``schedule``); the
 engine does the rest. Settings keys beyond ``AttackSettings``' fields live in ``settings.extra``:
@@ -82,7 +83,8 @@ def _dropout_modules(module: nn.Module) -> list[str]:
 def _mask_layers(target: AttackTarget) -> tuple[tuple[str, ...], list[str]]:
     """Dropout layers DIA can drive: the detected ones that are MaskableDropout modules of the model."""
     modules = dict(target.module.named_modules())
-    found = [d.name for d in target.findings.dropout] if target.findings is not None else _dropout_modules(target.module)
+    findings = target.findings
+    found = [d.name for d in findings.dropout] if findings is not None else _dropout_modules(target.module)
     usable = tuple(n for n in found if isinstance(modules.get(n), MaskableDropout) and modules[n].p > 0)
     notes = [f"dropout '{n}' is not a MaskableDropout module of the loaded model: its mask is not modelled"
              for n in found if n not in usable]

@@ -9,7 +9,6 @@ directly so that KeyboardInterrupt, usage errors and exits reach this boundary r
 from __future__ import annotations
 
 import importlib
-import sys
 import traceback
 from types import ModuleType
 from typing import Any

@@ -75,7 +75,8 @@ def detect(model: LoadedModel, *, probe: bool = True) -> Findings:
         modules = dict(model.module.named_modules())
         explained = {d.name for d in dropout} | {b.name for b in bottlenecks}
         # A declared dropout runs in a forward hook of the layer it follows, so that layer's output is random.
-        explained |= {getattr(modules.get(d.name), "after", None) for d in dropout if d.source == "declared"}
+        hosts = (getattr(modules.get(d.name), "after", None) for d in dropout if d.source == "declared")
+        explained |= {h for h in hosts if h is not None}
         unrecognized = tuple(n for n in stochastic_modules(model) if n not in explained)
         if unrecognized:
             notes.append(UNRECOGNIZED_WARNING.format(names=", ".join(unrecognized)))

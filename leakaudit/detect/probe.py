@@ -55,7 +55,7 @@ def _fingerprint(t: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
 def _same(a: list, b: list) -> bool:
     if len(a) != len(b):
         return False
-    for (shape_a, x), (shape_b, y) in zip(a, b):
+    for (shape_a, x), (shape_b, y) in zip(a, b, strict=True):
         # Tight tolerance: GPU kernels may differ in the last bits between identical calls.
         if shape_a != shape_b or not torch.allclose(x, y, rtol=1e-6, atol=1e-7, equal_nan=True):
             return False
@@ -139,7 +139,7 @@ def stochastic_modules(model: LoadedModel, *, seeds: tuple[int, int] = (0, 1)) -
 
     random_calls = {name for name, calls in first.items()
                     if any(_same(i1, i2) and not _same(o1, o2)
-                           for (i1, o1), (i2, o2) in zip(calls, second.get(name, [])))}
+                           for (i1, o1), (i2, o2) in zip(calls, second.get(name, []), strict=False))}
     sources = {n for n in random_calls
                if not any(other != n and (n == "" or other.startswith(f"{n}.")) for other in random_calls)}
     sources |= random_ops

@@ -17,7 +17,7 @@ class OnnxGraphInfo:
     producer: str
     op_types: tuple[str, ...]  # every node's op_type, in graph order
     dropout_nodes: tuple[tuple[str, float], ...]  # (node name, ratio) of Dropout nodes kept in the file
-    random_nodes: tuple[tuple[str, str], ...]  # (node name, op_type) of RandomNormal(Like)/RandomUniform(Like)/Bernoulli
+    random_nodes: tuple[tuple[str, str], ...]  # (node name, op_type) of the random ops (RANDOM_OPS)
     looks_eval_exported: bool  # no Dropout/random nodes and no training-mode traces
     # Batch size fixed in the graph's input (None when symbolic): an export without dynamic axes may only
     # run at this batch size, since exporters bake it into Reshape targets.

@@ -138,8 +138,9 @@ def graph_info(model: onnx.ModelProto) -> OnnxGraphInfo:
     nodes = list(model.graph.node)
     constants = _constant_values(model)
     names = _node_names(nodes)
-    dropout = tuple((name, _ratio(n, constants)) for name, n in zip(names, nodes) if n.op_type == "Dropout")
-    random = tuple((name, n.op_type) for name, n in zip(names, nodes) if n.op_type in RANDOM_OPS)
+    named = list(zip(names, nodes, strict=True))
+    dropout = tuple((name, _ratio(n, constants)) for name, n in named if n.op_type == "Dropout")
+    random = tuple((name, n.op_type) for name, n in named if n.op_type in RANDOM_OPS)
     producer = f"{model.producer_name} {model.producer_version}".strip()
     inputs = _graph_inputs(model)
     fold = _folded_batchnorm(nodes)
@@ -291,14 +292,14 @@ def _resolve_input_shape(path: Path, model: onnx.ModelProto, given: tuple[int, .
         dims = _dims(inputs[0])[1:]  # the batch dimension (often symbolic) is not part of a sample's shape
     if given is not None:
         given = tuple(int(d) for d in given)
-        if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given)):
+        if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given, strict=True)):
             raise InputError(f"--input-shape {_fmt(given)}: does not match the input "
                              f"{_fmt(dims)} of {path}; drop the option or re-export the model")
         return given
     if not dims or any(d is None for d in dims):
         raise InputError(f"{path}: the graph's input shape {_fmt(dims)} has symbolic dimensions; "
                          "give --input-shape C,H,W (one sample, no batch dimension)")
-    return tuple(int(d) for d in dims)
+    return tuple(int(d) for d in dims if d is not None)  # none is None: checked above
 
 
 def _resolve_num_classes(path: Path, model: onnx.ModelProto, given: int | None) -> int:

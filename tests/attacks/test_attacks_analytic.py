@@ -72,7 +72,7 @@ def _psnr_under(model: LoadedModel, batch: SampleBatch, defense: str) -> float:
 def test_reconstruction_quality_falls_with_defense_strength(sweep):
     model, batch = _setup(["astronaut"])
     psnr = [_psnr_under(model, batch, d) for d in sweep]
-    print("analytic PSNR:", dict(zip(sweep, (round(p, 1) for p in psnr))))
+    print("analytic PSNR:", dict(zip(sweep, (round(p, 1) for p in psnr), strict=True)))
     assert psnr[0] > psnr[1] > psnr[2]
     assert psnr[2] < 30
 

@@ -56,7 +56,7 @@ def _random_update(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor
     loss = nn.functional.cross_entropy(module(x), torch.tensor([3] * len(x)))
     params = {n: p for n, p in module.named_parameters() if p.requires_grad}
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    return {n: g for n, g in zip(params, grads) if g is not None}
+    return {n: g for n, g in zip(params, grads, strict=True) if g is not None}
 
 
 def _vit(**kw) -> nn.Module:

@@ -30,7 +30,7 @@ def _observed(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, t
     model.train()
     loss = client_loss(model, model(x), y)
     names = [n for n, _ in model.named_parameters()]
-    return dict(zip(names, torch.autograd.grad(loss, list(model.parameters()))))
+    return dict(zip(names, torch.autograd.grad(loss, list(model.parameters())), strict=True))
 
 
 @pytest.fixture()

@@ -105,7 +105,7 @@ def test_matmul_classifier_found_from_gradient_shapes_alone():
         x = torch.rand(1, 48)
         logits = torch.relu(x @ params[0]) @ params[1] + params[2]
         loss = nn.functional.cross_entropy(logits, torch.tensor([label]))
-        grads = dict(zip(["fc1", "head.MatMul", "head.Add"], torch.autograd.grad(loss, params)))
+        grads = dict(zip(["fc1", "head.MatMul", "head.Add"], torch.autograd.grad(loss, params), strict=True))
         layer = find_classifier(None, grads, 10)
         assert layer is not None and layer.weight == "head.MatMul" and layer.transposed and layer.bias == "head.Add"
         assert recover_labels(grads, None, 1, 10).labels.tolist() == [label]
