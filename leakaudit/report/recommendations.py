@@ -147,8 +147,8 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
         recs.append(_rec(
             "attack-crashed", "An attack crashed: its evidence is missing",
             "Rerun with --debug for the traceback and report it. An activation without a double backward "
-            "(e.g. Hardsigmoid) stops every gradient-matching attack: a limit of the attacks, not evidence of "
-            "privacy. Until every planned attack runs, no pass is claimed.",
+            "(e.g. a custom autograd function marked once_differentiable) stops every gradient-matching attack: "
+            "a limit of the attacks, not evidence of privacy. Until every planned attack runs, no pass is claimed.",
             "; ".join(f"{a['name']}: {a.get('reason', '')}" for a in crashed)))
     if doc.get("incomplete"):
         recs.append(_rec(

@@ -1,0 +1,53 @@
+"""The attacker's copy computes the client's function and can be differentiated twice (MobileNetV3)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from leakaudit.attacks import AttackSettings, AttackTarget, run_attack
+from leakaudit.models.differentiable import twice_differentiable
+
+
+def _double_backward(model: nn.Module, x: torch.Tensor) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = nn.functional.cross_entropy(model(x), torch.tensor([1, 2]))
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    torch.autograd.grad(sum((g * g).sum() for g in grads), x)
+
+
+@pytest.fixture(scope="module")
+def mobilenet() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.mobilenet_v3_small(num_classes=10).train()
+
+
+def test_stand_ins_compute_the_same_function_and_differentiate_twice(mobilenet):
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    with pytest.raises(RuntimeError, match="hardsigmoid_backward"):
+        _double_backward(mobilenet, x)
+    copied = copy.deepcopy(mobilenet)
+    swapped = twice_differentiable(copied)
+    assert any("hardsigmoid" in type(m).__name__.lower() for m in mobilenet.modules())
+    assert len(swapped) == sum(isinstance(m, (nn.Hardsigmoid, nn.Hardswish)) for m in mobilenet.modules())
+    torch.manual_seed(1)
+    expected = mobilenet(x)
+    torch.manual_seed(1)
+    assert torch.allclose(copied(x), expected, atol=1e-6)
+    _double_backward(copied, x)
+
+
+def test_ig_runs_on_mobilenet_v3_instead_of_crashing(mobilenet):
+    x = torch.rand(2, 3, 32, 32)
+    y = torch.tensor([1, 2])
+    loss = nn.functional.cross_entropy(mobilenet(x), y)
+    names = [n for n, _ in mobilenet.named_parameters()]
+    grads = dict(zip(names, torch.autograd.grad(loss, list(mobilenet.parameters())), strict=True))
+    target = AttackTarget(module=mobilenet, gradients=grads, input_shape=(3, 32, 32), num_classes=10, labels=y,
+                          num_samples=2)
+    recon = run_attack("ig", target, AttackSettings(iterations=2), device="cpu", seed=0)
+    assert recon.x.shape == (2, 3, 32, 32) and torch.isfinite(recon.x).all() and recon.iterations_run == 2
