@@ -207,7 +207,7 @@ def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) ->
     from .models.load import load_model
 
     return load_model(model, arch=settings.arch, input_shape=settings.input_shape, num_classes=settings.num_classes,
-                      dropout=dict(settings.dropout) or None)
+                      dropout=dict(settings.dropout) or None, arch_kwargs=dict(settings.arch_args) or None)
 
 
 def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer,

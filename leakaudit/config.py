@@ -35,6 +35,7 @@ class ScanSettings:
     """Everything a scan needs besides the model and data paths. Defaults are the built-in ones."""
 
     arch: str | None = None
+    arch_args: dict[str, Any] = field(default_factory=dict)  # --arch-arg KEY=VALUE: the factory's own arguments
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
     dropout: dict[str, float] = field(default_factory=dict)  # layer name -> rate the export removed
@@ -110,6 +111,33 @@ def parse_floats(value: Any, where: str) -> tuple[float, ...]:
     if not all(math.isfinite(v) for v in numbers):
         raise ConfigError(f"{where}: {value!r} holds a value that is not finite; give finite numbers, e.g. 0.5,0.5,0.5")
     return numbers
+
+
+def parse_arch_args(items: Any, where: str) -> dict[str, Any]:
+    """``["img_size=32", "num_classes=10"]`` or a TOML table -> {"img_size": 32, "num_classes": 10}; a value is
+    read as a TOML literal (32, 0.1, true, "text", [4, 4]) and otherwise kept as text."""
+    if isinstance(items, Mapping):
+        pairs = [(str(k), v) for k, v in items.items()]
+    else:
+        pairs = []
+        for item in [items] if isinstance(items, str) else items:
+            key, sep, text = str(item).partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{where}: {item!r} is not KEY=VALUE; write e.g. --arch-arg img_size=32")
+            pairs.append((key.strip(), _literal(text.strip())))
+    for key, _ in pairs:
+        if not key.isidentifier():
+            raise ConfigError(f"{where}: {key!r} is not an argument name; write e.g. --arch-arg img_size=32")
+    return dict(pairs)
+
+
+def _literal(text: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def parse_dropout(items: Any, where: str) -> dict[str, float]:
@@ -251,7 +279,8 @@ def _protocol(value: Any, where: str) -> str:
 
 # One validator per ScanSettings field: value as given (flag text or TOML value), where -> the field's value.
 _VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
-    "arch": _name, "input_shape": parse_shape, "num_classes": _integer(2), "dropout": parse_dropout,
+    "arch": _name, "arch_args": parse_arch_args, "input_shape": parse_shape, "num_classes": _integer(2),
+    "dropout": parse_dropout,
     "normalize": _normalize, "mean": parse_floats, "std": parse_floats, "rules": _name, "attacks": _attacks,
     "budget": _budget, "iterations": _integer(1, MAX_ITERATIONS), "restarts": _integer(1, MAX_RESTARTS),
     "defenses": _defenses, "batch_size": _integer(1), "local_steps": _integer(1, MAX_LOCAL_STEPS),

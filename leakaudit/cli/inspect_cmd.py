@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from ..safetext import terminal
+from . import options
 from .app import app
 
 INSPECT_SCHEMA = "leakaudit.inspect/1"
@@ -128,7 +129,9 @@ def inspect_model(
     model: str = typer.Argument(..., help="Model file: .onnx, or .safetensors (with --arch unless its metadata "
                                           "names one).", show_default=False),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name "
-                                       "(mlp, lenet, cnn, resnet20, resnet18, vit) or file.py:factory."),
+                                       "(mlp, lenet, cnn, resnet20, resnet18, vit), file.py:factory, "
+                                       "package.module:factory or timm:MODEL."),
+    arch_arg: list[str] = options.ARCH_ARG,
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Number of classes (if not in the file)."),
     dropout: list[str] = typer.Option([], "--dropout", metavar="LAYER=P",
@@ -140,13 +143,15 @@ def inspect_model(
 ) -> int:
     """Show a model's layers, parameters, input shape, classes, sha256 and what detection finds in it
     (dropout, PRECODE bottlenecks, BatchNorm, unrecognized randomness)."""
-    from ..config import parse_dropout, parse_shape
+    from ..config import parse_arch_args, parse_dropout, parse_shape
     from ..detect import detect
     from ..models import load_model
 
     shape = parse_shape(input_shape, "--input-shape") if input_shape is not None else None
     declared = parse_dropout(dropout, "--dropout") if dropout else None
-    loaded = load_model(model, arch=arch, input_shape=shape, num_classes=num_classes, dropout=declared)
+    kwargs = parse_arch_args(arch_arg, "--arch-arg") if arch_arg else None
+    loaded = load_model(model, arch=arch, input_shape=shape, num_classes=num_classes, dropout=declared,
+                        arch_kwargs=kwargs)
     findings = detect(loaded, probe=probe)
     if as_json:  # ensure_ascii: a name's ESC, C1 or bidi character is written as \u001b etc., never raw
         sys.stdout.write(json.dumps(inspection_to_dict(loaded, findings), indent=2, ensure_ascii=True) + "\n")

@@ -9,7 +9,10 @@ import typer
 MODEL = typer.Argument(..., help="Model file: .onnx, or .safetensors with --arch.", show_default=False)
 DATA = typer.Option(..., "--data", help="Samples: image folder, .npz/.npy or .safetensors (x, y).",
                     show_default=False)
-ARCH = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name or file.py:factory.")
+ARCH = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name, file.py:factory, "
+                    "package.module:factory or timm:MODEL.")
+ARCH_ARG = typer.Option([], "--arch-arg", metavar="KEY=VALUE",
+                        help="An argument of the --arch factory, e.g. img_size=32 (repeatable; TOML values).")
 INPUT_SHAPE = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32.")
 NUM_CLASSES = typer.Option(None, "--num-classes", help="Number of classes (if not in the file).")
 DROPOUT = typer.Option([], "--dropout", metavar="LAYER=P",

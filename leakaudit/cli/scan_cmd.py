@@ -8,6 +8,7 @@ stderr; stdout carries only the JSON report when ``--output -`` asks for it.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -25,7 +26,8 @@ from .app import EXIT_CODES_HELP, app
 
 # CLI parameter name -> ScanSettings field, for the options a config file may also set.
 _SETTING_OF_PARAM = {
-    "arch": "arch", "input_shape": "input_shape", "num_classes": "num_classes", "dropout": "dropout",
+    "arch": "arch", "arch_arg": "arch_args", "input_shape": "input_shape", "num_classes": "num_classes",
+    "dropout": "dropout",
     "normalize": "normalize", "mean": "mean", "std": "std", "rules": "rules", "attacks": "attacks",
     "budget": "budget", "iterations": "iterations", "restarts": "restarts", "defense": "defenses",
     "batch_size": "batch_size", "local_steps": "local_steps", "local_lr": "local_lr", "protocol": "protocol",
@@ -66,6 +68,8 @@ def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
     for name in ("mean", "std"):
         if getattr(s, name):
             add(f"--{name}", ",".join(f"{v:g}" for v in getattr(s, name)))
+    for key, value in s.arch_args.items():
+        add("--arch-arg", f"{key}={json.dumps(value)}")
     for layer, p in s.dropout.items():
         add("--dropout", f"{layer}={p:g}")
     if s.attacks:
@@ -162,6 +166,7 @@ def scan(
     model: str = options.MODEL,
     data: str = options.DATA,
     arch: Optional[str] = options.ARCH,
+    arch_arg: list[str] = options.ARCH_ARG,
     input_shape: Optional[str] = options.INPUT_SHAPE,
     num_classes: Optional[int] = options.NUM_CLASSES,
     dropout: list[str] = options.DROPOUT,

@@ -123,6 +123,7 @@ def sweep(
                                          "and settings): values already done are kept, the others run; --vary may "
                                          "be left out, or add values to extend the sweep."),
     arch: Optional[str] = options.ARCH,
+    arch_arg: list[str] = options.ARCH_ARG,
     input_shape: Optional[str] = options.INPUT_SHAPE,
     num_classes: Optional[int] = options.NUM_CLASSES,
     dropout: list[str] = options.DROPOUT,

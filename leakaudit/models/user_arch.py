@@ -50,6 +50,8 @@ def resolve(spec: str, label: str | None = None) -> Architecture:
             raise ModelError(f"{label}: {ARCHITECTURES.unknown_message(spec)}; fix the metadata or give --arch")
         return Architecture(spec, ARCHITECTURES.get(spec), builtin=True, label=label or "")
     target, _, name = spec.rpartition(":")
+    if target == "timm":
+        return _timm(spec, name)
     if not target or not name.isidentifier():
         raise ConfigError(f"--arch {spec}: expected NAME, path/to/file.py:factory or package.module:factory")
     module = _import_file(spec, Path(target)) if target.endswith(".py") else _import_module(spec, target)
@@ -65,8 +67,12 @@ def build(arch: Architecture, *, num_classes: int | None, input_shape: tuple[int
           arch_kwargs: dict[str, Any]) -> nn.Module:
     kwargs = dict(arch_kwargs)
     accepted = _accepted_keywords(arch.factory)
+    named = _named_keywords(arch.factory)
     for key, value in (("num_classes", num_classes), ("input_shape", input_shape)):
-        if value is not None and key not in kwargs and (accepted is None or key in accepted):
+        # A factory with **kwargs gets num_classes (torchvision and timm take it there) but input_shape only when
+        # its signature names it: torchvision.models.resnet18(input_shape=...) fails deep in the model's __init__.
+        wanted = key in named or (accepted is None and (key == "num_classes" or arch.builtin))
+        if value is not None and key not in kwargs and wanted:
             kwargs[key] = value
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
@@ -117,6 +123,34 @@ def describe_exception(e: BaseException) -> str:
         return f"it called sys.exit({e.code!r})"
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def _named_keywords(factory: Callable[..., Any]) -> set[str]:
+    """Keyword names the factory's signature spells out (``**kwargs`` not counted)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                 inspect.Parameter.KEYWORD_ONLY)}
+
+
+def _timm(spec: str, name: str) -> Architecture:
+    """``timm:MODEL_NAME``: ``timm.create_model(MODEL_NAME, pretrained=False, ...)``; the weights come from the
+    file, and nothing is downloaded."""
+    if not name:
+        raise ConfigError(f"--arch {spec}: name a timm model, e.g. timm:vit_tiny_patch16_224")
+    try:
+        import timm  # noqa: F401 -- optional dependency, imported only when asked for by name
+    except ImportError as e:
+        raise ConfigError(f"--arch {spec}: timm is not installed; pip install 'leakaudit[timm]'") from e
+
+    def factory(**kwargs: Any) -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+    return Architecture(spec, factory, builtin=False)
 
 
 def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
