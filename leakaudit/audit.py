@@ -230,9 +230,10 @@ def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: 
         batch = load_samples(data, input_shape=loaded.input_shape, num_classes=loaded.num_classes,
                              normalization=norm, limit=size)
     if len(batch) < size and chosen:
+        why = ("the batch its ONNX file fixes (or re-export it with dynamic axes)" if "fixes batch" in chosen
+               else "the smallest at which its BatchNorm layers can run in train mode")
         raise DataError(f"{batch.source}: {len(batch)} sample(s) found but the model needs a batch of "
-                        f"{size}, the smallest at which its BatchNorm layers can run in train mode; "
-                        "add samples")
+                        f"{size}, {why}; add samples")
     if len(batch) < size:
         raise DataError(f"{batch.source}: {len(batch)} sample(s) found but --batch-size is {size}; "
                         f"add samples or lower --batch-size")

@@ -66,6 +66,14 @@ def train_batch_floor(model: LoadedModel) -> BatchFloor:
 
 def resolve_batch_size(model: LoadedModel, requested: int | None) -> tuple[int, str]:
     """(batch size the audit uses, a note for the report when leakaudit chose it)."""
+    fixed = fixed_batch(model, requested or 1)
+    if requested is None and fixed:
+        return fixed, (f"batch size {fixed} chosen (no --batch-size given): the file fixes batch {fixed} in its "
+                       "graph input (exported without dynamic axes)")
+    if requested is not None and fixed:
+        raise ConfigError(f"--batch-size {requested}: {model.path} was exported with a fixed batch size of {fixed} "
+                          f"and cannot run at {requested}; give --batch-size {fixed}, or re-export with "
+                          'dynamic_axes={"input": {0: "batch"}}')
     floor = train_batch_floor(model)
     if requested is None:
         if floor.batch == 1:
@@ -78,3 +86,24 @@ def resolve_batch_size(model: LoadedModel, requested: int | None) -> tuple[int, 
                           f"train mode, as a client trains (torch needs more than 1); give --batch-size "
                           f"{floor.batch} or more, or leave it out to use the smallest that works")
     return requested, ""
+
+
+def fixed_batch(model: LoadedModel, batch: int) -> int | None:
+    """The batch size an ONNX file fixes in its graph input when the model cannot run at ``batch`` (exporters
+    bake it into Reshape targets without dynamic axes), else None: a fixed input that the graph never reshapes
+    by (e.g. Flatten) runs at any batch, so only a failed forward makes it binding."""
+    fixed = model.onnx.batch_size if model.onnx is not None else None
+    if not fixed or fixed == batch:
+        return None
+    was_training = model.module.training
+    device = next((p.device for p in model.module.parameters()), torch.device("cpu"))
+    try:
+        model.module.eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.module(torch.zeros(batch, *model.input_shape, device=device))
+    except Exception:  # noqa: BLE001 -- any failure at another batch than the file's: the fixed batch binds
+        return fixed
+    finally:
+        model.module.train(was_training)
+    return None
