@@ -349,13 +349,19 @@ def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupte
 
 
 def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
-                device: torch.device, settings: ScanSettings,
-                observer: Observer) -> tuple[list[AttackOutcome], list[Any]]:
+                device: torch.device, settings: ScanSettings, observer: Observer,
+                ruleset: Any = None) -> tuple[list[AttackOutcome], list[Any]]:
+    """Run the planned attacks in order. With ``ruleset``, the attacks after the one whose leak settled the
+    verdict are not run (``_settled_by``)."""
     outcomes: list[AttackOutcome] = []
     scores: list[Any] = []
+    settled = ""
     for p in planned:
         if not p.run:
             outcomes.append(AttackOutcome(p.name, "skipped", reason=p.reason, settings=_settings_dict(p.settings)))
+            continue
+        if settled:
+            outcomes.append(AttackOutcome(p.name, "skipped", reason=settled, settings=_settings_dict(p.settings)))
             continue
         if observer.should_stop():
             outcomes.append(AttackOutcome(p.name, "skipped", reason="not started: the scan was interrupted",
@@ -383,7 +389,21 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
         interrupted = bool(recon.stopped_early and observer.should_stop())
         outcomes.append(_outcome(p, recon, pixels, sc, interrupted))
         scores.append(sc)
+        settled = _settled_by(ruleset, scores, p.name) if ruleset is not None else ""
     return outcomes, scores
+
+
+def _settled_by(ruleset: Any, scores: list[Any], attack: str) -> str:
+    """Why the remaining attacks need not run ("" while they may still matter). Rules take the worst value
+    over attacks, so once a fail-severity rule fires no further attack can turn the verdict into a pass;
+    the expensive optimisation attacks after a cheap exact one then only cost time."""
+    from .verdict import evaluate
+
+    fired = [r.rule.id for r in evaluate(ruleset, scores, strict=False).results if r.status == "fail"]
+    if not fired:
+        return ""
+    return (f"verdict already settled by {attack} ({', '.join(fired)} failed); "
+            "run every planned attack with --all-attacks")
 
 
 def _rule_outcomes(verdict: Any) -> tuple[RuleOutcome, ...]:
@@ -423,7 +443,9 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
                           true_masks=update.true_dropout_masks)
     metrics = _metric_names(ruleset)
-    outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer)
+    # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
+    settle = None if settings.all_attacks or settings.attacks else ruleset
+    outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer, settle)
 
     from .verdict import evaluate
 

@@ -44,6 +44,7 @@ class ScanSettings:
     std: tuple[float, ...] | None = None
     rules: str = "default"  # built-in profile name or a rule file path
     attacks: tuple[str, ...] = ()  # empty = auto (the planner picks what fits the model)
+    all_attacks: bool = False  # auto plan: run every planned attack even after a leak settled the verdict
     budget: str = "standard"
     iterations: int | None = None  # overrides every attack's budget
     restarts: int | None = None
@@ -286,7 +287,7 @@ _VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
     "defenses": _defenses, "batch_size": _integer(1), "local_steps": _integer(1, MAX_LOCAL_STEPS),
     "local_lr": _learning_rate, "protocol": _protocol, "labels_known": _bool, "device": _device,
     "seed": _integer(0, MAX_SEED), "output_dir": _folder, "formats": _names, "strict": _bool, "exit_zero": _bool,
-    "embed_data": _bool, "quiet": _bool,
+    "embed_data": _bool, "quiet": _bool, "all_attacks": _bool,
 }
 
 
