@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import MaskableDropout
+from .layers import MaskableDropout, MaskableDropPath
 
 
 class DeclaredDropout(MaskableDropout):
@@ -39,14 +39,29 @@ class DeclaredDropout(MaskableDropout):
 
 
 def replace_dropout(module: nn.Module) -> list[str]:
-    """Replace element-wise ``nn.Dropout`` by ``MaskableDropout``; return the replaced module names."""
+    """Replace element-wise ``nn.Dropout`` by ``MaskableDropout`` and stochastic depth by ``MaskableDropPath``;
+    return the replaced module names."""
     unfuse_attention_dropout(module)
     replaced = []
     for name, child in list(module.named_modules()):
-        if type(child) is nn.Dropout:  # subclasses may change behaviour: keep them
-            _set_submodule(module, name, MaskableDropout(child.p))
+        new = _maskable(child)
+        if new is not None:
+            _set_submodule(module, name, new)
             replaced.append(name)
     return replaced
+
+
+def _maskable(child: nn.Module) -> nn.Module | None:
+    """The maskable equivalent of a dropout or stochastic-depth module (matched by exact class: subclasses may
+    change behaviour), or None. Rate 0 draws nothing and is left alone."""
+    kind = f"{type(child).__module__}.{type(child).__qualname__}"
+    if type(child) is nn.Dropout:
+        return MaskableDropout(child.p)
+    if kind.startswith("timm.") and type(child).__name__ == "DropPath" and child.drop_prob:
+        return MaskableDropPath(float(child.drop_prob), scale=bool(getattr(child, "scale_by_keep", True)))
+    if kind == "torchvision.ops.stochastic_depth.StochasticDepth" and child.p and child.p < 1:
+        return MaskableDropPath(float(child.p), per_sample=child.mode == "row")
+    return None
 
 
 def unfuse_attention_dropout(module: nn.Module) -> list[str]:

@@ -51,6 +51,36 @@ class MaskableDropout(nn.Module):
         return f"p={self.p}"
 
 
+class MaskableDropPath(nn.Module):
+    """Stochastic depth / DropPath with rate ``p``: each sample's residual branch is kept with probability
+    ``1-p`` (scaled by ``1/(1-p)`` when ``scale``) or dropped whole; ``per_sample=False`` draws once for the
+    batch (torchvision's ``mode="batch"``).
+
+    The draw is a ``MaskableDropout`` (``drop``) applied to a tensor of ones of the per-sample shape
+    ``(N, 1, ..., 1)`` -- the form the ONNX loader gives the exported op chain too -- so the client update
+    records one mask per sample and DIA optimises one continuous mask per sample and branch, with no layer
+    of its own.
+    """
+
+    def __init__(self, p: float, *, per_sample: bool = True, scale: bool = True) -> None:
+        super().__init__()
+        self.drop = MaskableDropout(p)
+        self.per_sample = per_sample
+        self.scale = scale
+
+    @property
+    def p(self) -> float:
+        return self.drop.p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0] if self.per_sample else 1,) + (1,) * (x.dim() - 1)
+        keep = self.drop(x.new_ones(shape))
+        return x * (keep if self.scale else keep * (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, per_sample={self.per_sample}, scale={self.scale}"
+
+
 class VariationalBottleneck(nn.Module):
     """PRECODE (Scheliga et al., WACV 2022): encoder Linear(d, 2K) -> mu, sigma=softplus -> z = mu + eps*sigma
     -> decoder Linear(K, d_out). ``kl`` holds the last forward's KL divergence to N(0, I) (mean over the

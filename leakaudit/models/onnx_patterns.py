@@ -9,6 +9,13 @@ Dropout decomposed into ops. torch's dynamo exporter writes ``nn.Dropout(inplace
     m = Cast(keep, to=float)
     y = Mul(x, Div(m, q))        # or Mul(Div(m, q), x)
 
+Stochastic depth (timm's ``DropPath``, torchvision's ``StochasticDepth``) exports the same chain, but the
+random op is shaped like a per-sample tensor ``t = ConstantOfShape([N, 1, ..., 1])`` built at run time: one
+draw per sample drops the whole residual branch. That is rewritten to ``y = Mul(x, Dropout(ones))`` with
+``ones = ConstantOfShape([N, 1, ..., 1], value=1)`` -- the same function, with the mask a ``MaskableDropout``
+of its own per-sample shape, so the client update draws per sample and DIA optimises one continuous mask per
+sample and branch (fusing it as element-wise dropout of ``x`` would change the model).
+
 Converted as they are, the random op is "an unrecognized stochastic layer" that no attack drives and DIA is
 not planned. Replaced by one ``Dropout(x, ratio=1 - q, training_mode=True)`` node it becomes a
 ``MaskableDropout`` like any exported Dropout, and detection reports it with its rate. The rewrite applies
@@ -35,24 +42,52 @@ def fuse_decomposed_dropout(model: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(model)
     graph = out.graph
     removed: set[int] = set()  # ids of the matched nodes
-    replacement: dict[str, onnx.NodeProto] = {}  # the Mul's output -> the Dropout node that now produces it
+    replacement: dict[str, list[onnx.NodeProto]] = {}  # the Mul's output -> the nodes that now produce it
+    ones: set[int] = set()  # ids of per-sample ConstantOfShape nodes that become the drop-path "ones"
     for random_node, chain, x, y, ratio in matches:
         base = random_node.name or f"dropout_{y}"
         ratio_name, mode_name = f"{base}_ratio", f"{base}_training_mode"
         graph.initializer.append(numpy_helper.from_array(_float32(ratio), ratio_name))
         graph.initializer.append(helper.make_tensor(mode_name, TensorProto.BOOL, [], [True]))
         removed |= {id(n) for n in (random_node, *chain)}
-        replacement[y] = helper.make_node("Dropout", [x, ratio_name, mode_name], [y], name=base)
+        shaped = _run_time_shape(model.graph, random_node)
+        if shaped is None:
+            replacement[y] = [helper.make_node("Dropout", [x, ratio_name, mode_name], [y], name=base)]
+        else:  # stochastic depth: y = x * dropout(ones of the per-sample shape)
+            ones.add(id(shaped))
+            mask = f"{base}_mask"
+            replacement[y] = [helper.make_node("Dropout", [shaped.output[0], ratio_name, mode_name], [mask],
+                                               name=base),
+                              helper.make_node("Mul", [x, mask], [y], name=f"{base}_apply")]
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        if id(node) not in removed:
+        if id(node) in ones:
+            nodes.append(_ones_like(node))
+        elif id(node) not in removed:
             nodes.append(_copy_node(node))
         elif node.op_type == "Mul":
-            nodes.append(replacement[node.output[0]])  # at the Mul's place: x is computed before it
+            nodes.extend(replacement[node.output[0]])  # at the Mul's place: x is computed before it
     del graph.node[:]
     graph.node.extend(nodes)
     _drop_unused_initializers(graph)
     return out
+
+
+def _run_time_shape(graph: onnx.GraphProto, r: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The ``ConstantOfShape`` node the random op is shaped like, when only the random op reads it (the
+    per-sample tensor of stochastic depth); None when the shape comes from elsewhere (element-wise dropout)."""
+    producer = next((n for n in graph.node if r.input[0] in n.output), None)
+    if producer is None or producer.op_type != "ConstantOfShape":
+        return None
+    return producer if _only_consumer(graph, r.input[0]) is r else None
+
+
+def _ones_like(node: onnx.NodeProto) -> onnx.NodeProto:
+    """The ``ConstantOfShape`` node with value 1.0 (float32): what the drop-path mask's dropout is applied to."""
+    ones = _copy_node(node)
+    del ones.attribute[:]
+    ones.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.ones(1, np.float32))))
+    return ones
 
 
 def _copy_node(node: onnx.NodeProto) -> onnx.NodeProto:
