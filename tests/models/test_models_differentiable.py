@@ -51,3 +51,17 @@ def test_ig_runs_on_mobilenet_v3_instead_of_crashing(mobilenet):
                           num_samples=2)
     recon = run_attack("ig", target, AttackSettings(iterations=2), device="cpu", seed=0)
     assert recon.x.shape == (2, 3, 32, 32) and torch.isfinite(recon.x).all() and recon.iterations_run == 2
+
+
+def test_timm_fused_attention_is_unfused_in_the_copy_with_the_same_outputs_and_a_double_backward():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=16, patch_size=8,
+                            depth=1, embed_dim=48, num_heads=2).train()
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    with pytest.raises(RuntimeError, match="flash_attention"):
+        _double_backward(vit, x)
+    copied = copy.deepcopy(vit)
+    assert twice_differentiable(copied) == ["blocks.0.attn"]
+    assert torch.allclose(copied(x), vit(x), atol=1e-5)
+    _double_backward(copied, x)
