@@ -57,10 +57,12 @@ def _maskable(child: nn.Module) -> nn.Module | None:
     kind = f"{type(child).__module__}.{type(child).__qualname__}"
     if type(child) is nn.Dropout:
         return MaskableDropout(child.p)
-    if kind.startswith("timm.") and type(child).__name__ == "DropPath" and child.drop_prob:
-        return MaskableDropPath(float(child.drop_prob), scale=bool(getattr(child, "scale_by_keep", True)))
-    if kind == "torchvision.ops.stochastic_depth.StochasticDepth" and child.p and child.p < 1:
-        return MaskableDropPath(float(child.p), per_sample=child.mode == "row")
+    if kind.startswith("timm.") and type(child).__name__ == "DropPath":
+        rate = float(getattr(child, "drop_prob", 0.0))
+        return MaskableDropPath(rate, scale=bool(getattr(child, "scale_by_keep", True))) if rate else None
+    if kind == "torchvision.ops.stochastic_depth.StochasticDepth":
+        rate = float(getattr(child, "p", 0.0))
+        return MaskableDropPath(rate, per_sample=getattr(child, "mode", "row") == "row") if 0 < rate < 1 else None
     return None
 
 
