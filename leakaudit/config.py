@@ -11,6 +11,7 @@ directory (where CI looks for artifacts).
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -69,8 +70,6 @@ class ScanSettings:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(ScanSettings))
-# Config/flag spellings that differ from the field name.
-_ALIASES = {"format": "formats", "defense": "defenses", "attack": "attacks"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,23 +277,126 @@ def _protocol(value: Any, where: str) -> str:
     return check_protocol(value, where)
 
 
-# One validator per ScanSettings field: value as given (flag text or TOML value), where -> the field's value.
-_VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
-    "arch": _name, "arch_args": parse_arch_args, "input_shape": parse_shape, "num_classes": _integer(2),
-    "dropout": parse_dropout,
-    "normalize": _normalize, "mean": parse_floats, "std": parse_floats, "rules": _name, "attacks": _attacks,
-    "budget": _budget, "iterations": _integer(1, MAX_ITERATIONS), "restarts": _integer(1, MAX_RESTARTS),
-    "defenses": _defenses, "batch_size": _integer(1), "local_steps": _integer(1, MAX_LOCAL_STEPS),
-    "local_lr": _learning_rate, "protocol": _protocol, "labels_known": _bool, "device": _device,
-    "seed": _integer(0, MAX_SEED), "output_dir": _folder, "formats": _names, "strict": _bool, "exit_zero": _bool,
-    "embed_data": _bool, "quiet": _bool, "all_attacks": _bool,
-}
+@dataclass(frozen=True)
+class Setting:
+    """One ``ScanSettings`` field, declared once: how it is checked, which flag and config keys give it, and
+    how ``scan``/``sweep`` show it in ``--help``. The CLI builds its shared options from these rows
+    (``cli/options.py``), the config file reads its keys from them, and ``setting_args`` writes a report's
+    reproduce command with them, so one name (the field's) follows a flag from the command line to the engine."""
+
+    name: str  # the ScanSettings field; also its config key, spelt with - or _
+    flag: str  # the long option, e.g. "--budget"
+    check: Callable[[Any, str], Any]  # value as given (flag text or TOML value), where -> the field's value
+    help: str
+    kind: type = str  # what the flag takes: str, int, float, bool, or list (a repeatable option of str)
+    default: Any = None  # the flag's default as typed; coerce(name, default) is the ScanSettings default
+    metavar: str | None = None
+    short: str | None = None  # e.g. "-q"
+    keys: tuple[str, ...] = ()  # config keys besides the field name (format for formats)
+    commands: tuple[str, ...] = ("scan", "sweep")  # the commands that take the flag
+    help_in: Mapping[str, str] = field(default_factory=dict)  # command -> its own --help text
+    command: str = "changed"  # in the reproduce command: "changed" (when not the default), "always" or "never"
+
+    def help_for(self, command: str) -> str:
+        return self.help_in.get(command, self.help)
 
 
-def coerce(name: str, value: Any, w: str) -> Any:
-    """Validate and convert one setting to the ScanSettings field type; ``w`` names it in errors
-    (``--budget`` for a flag, ``leakaudit.toml budget`` for a config key)."""
-    return None if value is None else _VALIDATORS[name](value, w)
+_SEED_HELP = "Seed of the client's dropout/noise and of the attacks."
+_ARCH_HELP = "Architecture for safetensors: a built-in name, file.py:factory, package.module:factory or timm:MODEL."
+
+# The order is the order of --help. Help texts are the CLI's; the checks are the owners' (see _budget above).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("arch", "--arch", _name, _ARCH_HELP),
+    Setting("arch_args", "--arch-arg", parse_arch_args, "An argument of the --arch factory, e.g. img_size=32 "
+            "(repeatable; TOML values).", kind=list, default=[], metavar="KEY=VALUE"),
+    Setting("input_shape", "--input-shape", parse_shape, "One sample's shape, e.g. 3,32,32."),
+    Setting("num_classes", "--num-classes", _integer(2), "Number of classes (if not in the file).", kind=int),
+    Setting("dropout", "--dropout", parse_dropout, "LAYER=P: a dropout rate the export removed (repeatable).",
+            kind=list, default=[], metavar="LAYER=P"),
+    Setting("normalize", "--normalize", _normalize, "Input normalization: none, mnist, cifar10, imagenet.",
+            default="none"),
+    Setting("mean", "--mean", parse_floats, "Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
+    Setting("std", "--std", parse_floats, "Per-channel std."),
+    Setting("rules", "--rules", _name, "Rule profile (default, strict) or a rule TOML file.", default="default"),
+    Setting("attacks", "--attacks", _attacks, "auto (fit to the model) or a list, e.g. ig,dia.", default="auto",
+            keys=("attack",)),
+    Setting("all_attacks", "--all-attacks", _bool, "Run every planned attack, also after a leak settled the verdict "
+            "(auto plan).", kind=bool, default=False),
+    Setting("budget", "--budget", _budget, "quick, standard or thorough (the papers' settings).",
+            default="standard"),
+    Setting("iterations", "--iterations", _integer(1, MAX_ITERATIONS),
+            "Iterations of every attack (overrides the budget).", kind=int),
+    Setting("restarts", "--restarts", _integer(1, MAX_RESTARTS), "Restarts of every attack (overrides the budget).",
+            kind=int),
+    Setting("defenses", "--defense", _defenses, "Simulated defense, e.g. noise:sigma=0.01 (repeatable, in order).",
+            kind=list, default=[], metavar="NAME:K=V", keys=("defense",),
+            help_in={"sweep": "Fixed simulated defense applied at every value (repeatable, in order); the varied one "
+                              "replaces a defense of its kind."}),
+    Setting("batch_size", "--batch-size", _integer(1), "Samples in the client's batch (default: 1, or the smallest "
+            "the model's train-mode BatchNorm layers can run with).", kind=int),
+    Setting("local_steps", "--local-steps", _integer(1, MAX_LOCAL_STEPS), "Local steps (>1: FedAvg weight update).",
+            kind=int, default=1),
+    Setting("local_lr", "--local-lr", _learning_rate, "Local learning rate (FedAvg).", kind=float, default=0.1),
+    Setting("protocol", "--protocol", _protocol, "fedsgd or fedavg (default: fedavg when --local-steps > 1)."),
+    Setting("labels_known", "--labels-known", _bool, "Give the attacker the true labels (stronger attacker).",
+            kind=bool, default=False),
+    Setting("device", "--device", _device, "auto, cpu, cuda or cuda:N (GPU N).", default="auto"),
+    Setting("seed", "--seed", _integer(0, MAX_SEED), _SEED_HELP, kind=int, default=0, command="always",
+            help_in={"sweep": _SEED_HELP[:-1] + " (the same at every value)."}),
+    Setting("output_dir", "--output-dir", _folder, "Folder for the reports.", default="leakaudit-report",
+            command="never", help_in={"sweep": "Folder for sweep.json and sweep.html."}),
+    Setting("formats", "--format", _names, "Report formats: json, html, junit (comma-separated).",
+            default="json,html", keys=("format",), command="never",
+            help_in={"sweep": "json (always written: --resume needs it) and/or html."}),
+    Setting("quiet", "--quiet", _bool, "No progress or summary on stderr.", kind=bool, default=False, short="-q",
+            command="never"),
+    Setting("strict", "--strict", _bool, "A rule that cannot be evaluated counts as a failure; a scan whose verdict "
+            "is inconclusive (no reconstruction even without the defenses) exits 1, not 4.", kind=bool,
+            default=False),
+    Setting("exit_zero", "--exit-zero", _bool, "Exit 0 even when a leak is found (report-only runs).", kind=bool,
+            default=False, command="never", help_in={"sweep": "Exit 0 even when no tested setting passes."}),
+    Setting("embed_data", "--embed-data", _bool, "Embed the original samples in the reports.", kind=bool,
+            default=False, command="never", commands=("scan",)),
+)
+SETTING = {s.name: s for s in SETTINGS}
+
+
+def coerce(name: str, value: Any, where: str | None = None) -> Any:
+    """Validate and convert one setting to the ScanSettings field type, by the check its row names. ``where``
+    names it in errors (``leakaudit.toml budget`` for a config key); left out, the error names the setting
+    (``budget: ...``) and carries it as ``error.setting``, which the CLI shows as the flag (``--budget: ...``)."""
+    if value is None:
+        return None
+    try:
+        return SETTING[name].check(value, where or name)
+    except LeakauditError as e:
+        if where is None and e.setting is None:
+            e.setting = name
+        raise
+
+
+def setting_args(settings: ScanSettings) -> list[str]:
+    """The flags that give ``settings`` again (every setting a row marks for the reproduce command), in the
+    table's order: the inverse of the flags' parsing, e.g. ``["--budget", "quick", "--seed", "0"]``."""
+    defaults = ScanSettings()
+    args: list[str] = []
+    for s in SETTINGS:
+        value = getattr(settings, s.name)
+        if s.command == "never" or value is None or (s.command == "changed" and value == getattr(defaults, s.name)):
+            continue
+        if isinstance(value, bool):
+            args += [s.flag] if value else []
+        elif isinstance(value, Mapping):  # KEY=VALUE items, the value as a TOML literal (JSON's are TOML's)
+            for key, item in value.items():
+                args += [s.flag, f"{key}={json.dumps(item)}"]
+        elif s.kind is list:
+            for item in value:
+                args += [s.flag, str(item)]
+        elif isinstance(value, tuple):
+            args += [s.flag, ",".join(map(str, value))]
+        else:
+            args += [s.flag, str(value)]
+    return args
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,13 +436,12 @@ class ConfigFile:
 
 def flag_of(name: str) -> str:
     """The command-line option of a ScanSettings field (``formats`` -> ``--format``)."""
-    singular = {v: k for k, v in _ALIASES.items() if k != "attack"}
-    return "--" + singular.get(name, name).replace("_", "-")
+    return SETTING[name].flag
 
 
 def _canonical_key(key: str, where: str) -> str:
     name = key.replace("-", "_")
-    name = _ALIASES.get(name, name)
+    name = next((s.name for s in SETTINGS if name in s.keys), name)
     if name not in SETTING_NAMES:
         options = sorted({n.replace("_", "-") for n in SETTING_NAMES} | {"format"})
         close = difflib.get_close_matches(key.replace("_", "-"), options, n=1)

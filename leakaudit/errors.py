@@ -3,6 +3,10 @@
 Every user-facing error is one line that starts with the input it is about and ends with the fix,
 e.g. ``samples/: folder holds no images (.png/.jpg/.jpeg/.bmp); point --data at a folder of images``.
 The CLI prints ``str(error)`` and exits 2; tracebacks only with ``--debug``.
+
+An error about one scan setting that the core names by the setting (``budget: 'fast' is not one of ...``,
+from ``config.coerce``) carries the setting in ``error.setting``; a front end shows it in its own words:
+the CLI as the flag (``--budget: ...``, ``leakaudit.cli.app``), a config file as its key.
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ EXIT_INTERRUPTED = 130
 
 class LeakauditError(Exception):
     """Base of all errors caused by the user's input or settings (exit code 2)."""
+
+    setting: str | None = None  # the ScanSettings field the message starts with, when it is about one
+
+    def naming(self, label: str) -> str:
+        """The message with the setting it starts with named ``label`` instead (e.g. the flag); unchanged when
+        the error is not about a setting or does not start with its name."""
+        message, name = str(self), self.setting
+        if name and message.startswith(name) and message[len(name):][:1] in (" ", ":"):
+            return label + message[len(name):]
+        return message
 
 
 class InputError(LeakauditError):

@@ -69,6 +69,15 @@ def fail(message: str) -> None:
     typer.echo(f"leakaudit: error: {one_line(message)}", err=True)
 
 
+def _named_by_flag(e: LeakauditError) -> str:
+    """The error's message; one the core wrote about a setting (``budget: ...``) names its flag (``--budget: ...``)."""
+    if e.setting is None:
+        return str(e)
+    from ..config import flag_of
+
+    return e.naming(flag_of(e.setting))
+
+
 def _usage_message(e: Any) -> str:
     """A click usage error as ``<message>; see 'leakaudit scan --help'`` (the command it is about)."""
     ctx = getattr(e, "ctx", None)
@@ -94,7 +103,7 @@ def run(argv: list[str]) -> int:
     except LeakauditError as e:
         if _state["debug"]:
             traceback.print_exc()
-        fail(str(e))
+        fail(_named_by_flag(e))
         return EXIT_USAGE
     except typer.Exit as e:  # --help, --version
         return int(e.exit_code)

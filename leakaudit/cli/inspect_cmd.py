@@ -132,14 +132,13 @@ def inspect_model(
                                        "(mlp, lenet, cnn, resnet20, resnet18, vit), file.py:factory, "
                                        "package.module:factory or timm:MODEL."),
     arch_arg: list[str] = options.ARCH_ARG,
-    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One sample's shape, e.g. 3,32,32."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Number of classes (if not in the file)."),
-    dropout: list[str] = typer.Option([], "--dropout", metavar="LAYER=P",
-                                      help="LAYER=P: a dropout rate the export removed (repeatable)."),
+    input_shape: Optional[str] = options.INPUT_SHAPE,
+    num_classes: Optional[int] = options.NUM_CLASSES,
+    dropout: list[str] = options.DROPOUT,
     as_json: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Run the train-mode probe for unknown randomness."),
     all_layers: bool = typer.Option(False, "--all-layers", help="List parameter-free layers too."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = options.DEBUG,
 ) -> int:
     """Show a model's layers, parameters, input shape, classes, sha256 and what detection finds in it
     (dropout, PRECODE bottlenecks, BatchNorm, unrecognized randomness)."""

@@ -8,7 +8,6 @@ stderr; stdout carries only the JSON report when ``--output -`` asks for it.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys
@@ -18,69 +17,16 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from ..config import ScanSettings, coerce, load_config, resolve_settings
+from ..config import ScanSettings, load_config, resolve_settings, setting_args
 from ..errors import EXIT_OK, InputError, LeakauditError
 from ..safetext import terminal, visible
 from . import options
 from .app import EXIT_CODES_HELP, app
 
-# CLI parameter name -> ScanSettings field, for the options a config file may also set.
-_SETTING_OF_PARAM = {
-    "arch": "arch", "arch_arg": "arch_args", "input_shape": "input_shape", "num_classes": "num_classes",
-    "dropout": "dropout",
-    "normalize": "normalize", "mean": "mean", "std": "std", "rules": "rules", "attacks": "attacks",
-    "budget": "budget", "iterations": "iterations", "restarts": "restarts", "defense": "defenses",
-    "batch_size": "batch_size", "local_steps": "local_steps", "local_lr": "local_lr", "protocol": "protocol",
-    "labels_known": "labels_known", "device": "device", "seed": "seed", "output_dir": "output_dir",
-    "format": "formats", "strict": "strict", "exit_zero": "exit_zero", "embed_data": "embed_data",
-    "quiet": "quiet",
-}
-
-
-def _explicit_flags(ctx: typer.Context, params: dict[str, Any]) -> dict[str, Any]:
-    """The options given on the command line (not defaults), validated and keyed by setting name."""
-    flags: dict[str, Any] = {}
-    for param, setting in _SETTING_OF_PARAM.items():
-        source = ctx.get_parameter_source(param)
-        # by name: the enum is click's or typer's vendored copy's, depending on the typer version
-        if source is not None and source.name == "COMMANDLINE":
-            flags[setting] = coerce(setting, params[param], "--" + param.replace("_", "-"))
-    return flags
-
-
 def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
-    """A command that repeats the scan without the config file, the seed made explicit."""
-    argv = ["leakaudit", "scan", model, "--data", data]
-    defaults = ScanSettings()
-
-    def add(flag: str, value: Any) -> None:
-        argv.extend([flag, str(value)])
-
-    for name, flag in (("arch", "--arch"), ("num_classes", "--num-classes"), ("normalize", "--normalize"),
-                       ("rules", "--rules"), ("budget", "--budget"), ("iterations", "--iterations"),
-                       ("restarts", "--restarts"), ("batch_size", "--batch-size"), ("local_steps", "--local-steps"),
-                       ("local_lr", "--local-lr"), ("protocol", "--protocol"), ("device", "--device")):
-        value = getattr(s, name)
-        if value is not None and value != getattr(defaults, name):
-            add(flag, value)
-    if s.input_shape:
-        add("--input-shape", ",".join(map(str, s.input_shape)))
-    for name in ("mean", "std"):
-        if getattr(s, name):
-            add(f"--{name}", ",".join(f"{v:g}" for v in getattr(s, name)))
-    for key, value in s.arch_args.items():
-        add("--arch-arg", f"{key}={json.dumps(value)}")
-    for layer, p in s.dropout.items():
-        add("--dropout", f"{layer}={p:g}")
-    if s.attacks:
-        add("--attacks", ",".join(s.attacks))
-    for d in s.defenses:
-        add("--defense", d)
-    for name in ("labels_known", "strict"):
-        if getattr(s, name):
-            argv.append("--" + name.replace("_", "-"))
-    add("--seed", s.seed)
-    return shlex.join(argv)
+    """A command that repeats the scan without the config file, the seed made explicit: the flags are written
+    from the settings table (``config.setting_args``), the same rows the options are built from."""
+    return shlex.join(["leakaudit", "scan", model, "--data", data, *setting_args(s)])
 
 
 def _write_stdout(text: str) -> None:
@@ -161,41 +107,15 @@ def scan_inputs(model: str, data: str, settings: ScanSettings, config_path: Path
 
 @app.command("scan", epilog=EXIT_CODES_HELP
              + " With --exit-zero a leak exits 0 (errors still exit 2/3, inconclusive 4).")
+@options.with_settings("scan", after={"output": "formats"})
 def scan(
     ctx: typer.Context,
+    *,
     model: str = options.MODEL,
     data: str = options.DATA,
-    arch: Optional[str] = options.ARCH,
-    arch_arg: list[str] = options.ARCH_ARG,
-    input_shape: Optional[str] = options.INPUT_SHAPE,
-    num_classes: Optional[int] = options.NUM_CLASSES,
-    dropout: list[str] = options.DROPOUT,
-    normalize: str = options.NORMALIZE,
-    mean: Optional[str] = options.MEAN,
-    std: Optional[str] = options.STD,
-    rules: str = options.RULES,
-    attacks: str = options.ATTACKS,
-    budget: str = options.BUDGET,
-    iterations: Optional[int] = options.ITERATIONS,
-    restarts: Optional[int] = options.RESTARTS,
-    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V",
-                                      help="Simulated defense, e.g. noise:sigma=0.01 (repeatable, in order)."),
-    batch_size: int = options.BATCH_SIZE,
-    local_steps: int = options.LOCAL_STEPS,
-    local_lr: float = options.LOCAL_LR,
-    protocol: Optional[str] = options.PROTOCOL,
-    labels_known: bool = options.LABELS_KNOWN,
-    device: str = options.DEVICE,
-    seed: int = typer.Option(0, "--seed", help="Seed of the client's dropout/noise and of the attacks."),
-    output_dir: str = typer.Option("leakaudit-report", "--output-dir", help="Folder for the reports."),
-    format: str = typer.Option("json,html", "--format", help="Report formats: json, html, junit (comma-separated)."),
+    given: options.GivenSettings,  # --arch ... --embed-data: the options of config.SETTINGS (see with_settings)
     output: Optional[str] = typer.Option(None, "--output", help="Where the JSON report goes: a file, or - for stdout."),
-    quiet: bool = options.QUIET,
-    strict: bool = options.STRICT,
-    exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when a leak is found (report-only runs)."),
-    embed_data: bool = typer.Option(False, "--embed-data", help="Embed the original samples in the reports."),
-    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or "
-                                         "\\[tool.leakaudit] in ./pyproject.toml)."),
+    config: Optional[str] = options.CONFIG,
     debug: bool = options.DEBUG,
 ) -> int:
     """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports."""
@@ -206,7 +126,7 @@ def scan(
 
     try:
         config_file = load_config(config)
-        flags = _explicit_flags(ctx, ctx.params)
+        flags = given.flags()
         settings = resolve_settings(config_file, flags)
         formats = parse_formats(settings.formats)
         to_stdout = output == "-"
@@ -218,8 +138,8 @@ def scan(
     except LeakauditError:
         # The run never learned its settings; the folder named on the command line must not keep the
         # previous run's report as if it were this one's (see leakaudit/report/output.py).
-        if getattr(ctx.get_parameter_source("output_dir"), "name", None) == "COMMANDLINE":
-            discard_previous(output_dir, REPORT_NAMES)
+        if "output_dir" in given.typed:
+            discard_previous(given.typed["output_dir"], REPORT_NAMES)
         raise
 
     folder = OutputFolder(settings.output_dir, REPORT_NAMES) if file_formats else None

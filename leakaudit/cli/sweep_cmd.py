@@ -110,8 +110,10 @@ def _exit_code(result: Any, exit_zero: bool, console: Console) -> int:
 
 
 @app.command("sweep", epilog=SWEEP_EXIT_HELP)
+@options.with_settings("sweep")
 def sweep(
     ctx: typer.Context,
+    *,
     model: str = options.MODEL,
     data: str = options.DATA,
     vary: Optional[str] = typer.Option(
@@ -122,37 +124,8 @@ def sweep(
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the sweep in this sweep.json (same model "
                                          "and settings): values already done are kept, the others run; --vary may "
                                          "be left out, or add values to extend the sweep."),
-    arch: Optional[str] = options.ARCH,
-    arch_arg: list[str] = options.ARCH_ARG,
-    input_shape: Optional[str] = options.INPUT_SHAPE,
-    num_classes: Optional[int] = options.NUM_CLASSES,
-    dropout: list[str] = options.DROPOUT,
-    normalize: str = options.NORMALIZE,
-    mean: Optional[str] = options.MEAN,
-    std: Optional[str] = options.STD,
-    rules: str = options.RULES,
-    attacks: str = options.ATTACKS,
-    budget: str = options.BUDGET,
-    iterations: Optional[int] = options.ITERATIONS,
-    restarts: Optional[int] = options.RESTARTS,
-    defense: list[str] = typer.Option([], "--defense", metavar="NAME:K=V",
-                                      help="Fixed simulated defense applied at every value (repeatable, in order); "
-                                           "the varied one replaces a defense of its kind."),
-    batch_size: int = options.BATCH_SIZE,
-    local_steps: int = options.LOCAL_STEPS,
-    local_lr: float = options.LOCAL_LR,
-    protocol: Optional[str] = options.PROTOCOL,
-    labels_known: bool = options.LABELS_KNOWN,
-    device: str = options.DEVICE,
-    seed: int = typer.Option(0, "--seed", help="Seed of the client's dropout/noise and of the attacks "
-                                               "(the same at every value)."),
-    output_dir: str = typer.Option("leakaudit-report", "--output-dir", help="Folder for sweep.json and sweep.html."),
-    format: str = typer.Option("json,html", "--format", help="json (always written: --resume needs it) and/or html."),
-    quiet: bool = options.QUIET,
-    strict: bool = options.STRICT,
-    exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when no tested setting passes."),
-    config: Optional[str] = typer.Option(None, "--config", help="Config file (default: ./leakaudit.toml or "
-                                         "\\[tool.leakaudit] in ./pyproject.toml)."),
+    given: options.GivenSettings,  # --arch ... --exit-zero: the options of config.SETTINGS (see with_settings)
+    config: Optional[str] = options.CONFIG,
     debug: bool = options.DEBUG,
 ) -> int:
     """Vary one defense knob, audit at every value, and report the weakest setting that passes the rules."""
@@ -162,11 +135,11 @@ def sweep(
     from ..sweep.jsonio import previous_points, read_json, to_dict
     from ..sweep.pipeline import check_knob, default_audit, make_runner, prepare, settings_for_resume
     from .progress import RichObserver
-    from .scan_cmd import _explicit_flags, scan_inputs
+    from .scan_cmd import scan_inputs
 
     keep = [resume] if resume else []  # --resume continues sweep.json in place: an input that is also an output
     try:
-        flags = _explicit_flags(ctx, ctx.params)
+        flags = given.flags()
         config_file = load_config(config)
         settings = resolve_settings(config_file, flags)
         unknown = [f for f in settings.formats if f not in ("json", "html")]
@@ -176,8 +149,8 @@ def sweep(
             raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
                               f"{', '.join(unknown)}; use --format json,html")
     except LeakauditError:  # as in scan: the folder named must not keep the previous sweep as this run's
-        if getattr(ctx.get_parameter_source("output_dir"), "name", None) == "COMMANDLINE":
-            discard_previous(output_dir, SWEEP_NAMES, keep=keep)
+        if "output_dir" in given.typed:
+            discard_previous(given.typed["output_dir"], SWEEP_NAMES, keep=keep)
         raise
     folder = OutputFolder(settings.output_dir, SWEEP_NAMES, keep=keep)
     refuse_inputs([("--output-dir", p) for p in (folder.folder, *folder.targets())

@@ -214,7 +214,11 @@ def test_python_callers_get_the_planners_budget_check_before_anything_loads():
         preflight(ScanSettings(budget="fast"))
 
 
-def test_every_setting_has_exactly_one_validator():
-    from leakaudit.config import _VALIDATORS, SETTING_NAMES
+def test_every_setting_has_exactly_one_row_and_its_flag_default_is_the_settings_default():
+    from leakaudit.config import SETTING_NAMES, SETTINGS, coerce
 
-    assert sorted(_VALIDATORS) == sorted(SETTING_NAMES)
+    assert sorted(s.name for s in SETTINGS) == sorted(SETTING_NAMES)  # one row (one check, one flag) per field
+    assert len({s.flag for s in SETTINGS}) == len(SETTINGS)
+    defaults = ScanSettings()
+    for s in SETTINGS:  # --help's default, read as a flag would be, is what a scan without the flag gets
+        assert coerce(s.name, s.default) == getattr(defaults, s.name), s.name
