@@ -6,12 +6,12 @@ Each entry is a thin wrapper over the functional core (``functional``, ``percept
 
 from __future__ import annotations
 
+import importlib
 import math
+from typing import Any
 
 from ..registry import Registry
-from . import functional as MF
-from .interface import Metric, MetricOptions
-from .perceptual import lpips_distance
+from .interface import Metric, MetricFn, MetricOptions
 
 METRICS: Registry[Metric] = Registry("metric")
 
@@ -20,30 +20,37 @@ def _register(metric: Metric) -> Metric:
     return METRICS.register(metric.name)(metric)
 
 
-def _plain(fn):
-    return lambda preds, target, options: fn(preds, target)
+def _lazy(name: str, module: str = "functional", plain: bool = True) -> MetricFn:
+    """``leakaudit.metrics.<module>.<name>``, imported on the first computation: rules, reports and
+    ``leakaudit rules`` read this registry without computing anything, and the functional core imports torch."""
+
+    def compute(preds: Any, target: Any, options: MetricOptions) -> Any:
+        fn = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+        return fn(preds, target) if plain else fn(preds, target, options)
+
+    return compute
 
 
 _register(Metric(
     "ssim", True, "higher", (-1.0, 1.0),
     "structural similarity (Wang et al. 2004; Gaussian 11x11 window, sigma 1.5), mean over channels",
-    fn=_plain(MF.ssim), needs_structure=True))
+    fn=_lazy("ssim"), needs_structure=True))
 _register(Metric(
     "ssim_adjusted", True, "higher", (-1.0, 1.0),
     "best SSIM over the reconstruction and its brightness/contrast-adjusted copies (least-squares fit and "
     "moment match, clamped to [0, 1]): what an attacker sees after adjusting levels",
-    fn=_plain(MF.ssim_best_adjusted), needs_structure=True))
+    fn=_lazy("ssim_best_adjusted"), needs_structure=True))
 _register(Metric(
     "psnr", True, "higher", (0.0, math.inf), "peak signal-to-noise ratio, data range 1 (inf when identical)",
-    unit="dB", fn=_plain(MF.psnr)))
+    unit="dB", fn=_lazy("psnr")))
 _register(Metric(
-    "mse", False, "lower", (0.0, 1.0), "mean squared error in pixel space [0, 1]", fn=_plain(MF.mse)))
+    "mse", False, "lower", (0.0, 1.0), "mean squared error in pixel space [0, 1]", fn=_lazy("mse")))
 _register(Metric(
-    "rmse", False, "lower", (0.0, 1.0), "root mean squared error in pixel space [0, 1]", fn=_plain(MF.rmse)))
+    "rmse", False, "lower", (0.0, 1.0), "root mean squared error in pixel space [0, 1]", fn=_lazy("rmse")))
 _register(Metric(
     "lpips", False, "lower", (0.0, math.inf),
     "learned perceptual distance (Zhang et al. 2018, AlexNet by default); needs local backbone weights",
-    fn=lpips_distance))
+    fn=_lazy("lpips_distance", "perceptual", plain=False)))
 _register(Metric(
     "label_accuracy", True, "higher", (0.0, 1.0),
     "fraction of the batch's true labels the attacker recovered (as multisets: order is arbitrary)",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
-import torch
+if TYPE_CHECKING:  # torch only for the annotations: the registry is read without it (leakaudit rules)
+    import torch
 
 LeakDirection = Literal["higher", "lower"]
 
@@ -29,8 +30,8 @@ class MetricOptions:
     lpips_net: str = "alex"
 
 
-MetricValue = Union[torch.Tensor, Unavailable]
-MetricFn = Callable[[torch.Tensor, torch.Tensor, MetricOptions], MetricValue]
+MetricValue = Union["torch.Tensor", Unavailable]
+MetricFn = Callable[["torch.Tensor", "torch.Tensor", MetricOptions], MetricValue]
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ import base64
 import io
 import math
 import re
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image
+if TYPE_CHECKING:  # imported where an image is made: checking a data URI (leakaudit render) needs neither
+    import numpy as np
+    import torch
 
 MAX_SIDE = 128  # larger images are downscaled in reports (the JSON stays small; metrics use full size)
 _DATA_URI = re.compile(r"^data:image/png;base64,[A-Za-z0-9+/]+={0,2}$")
@@ -22,6 +23,9 @@ def is_png_data_uri(value: object) -> bool:
 
 def _to_hwc(pixels: torch.Tensor) -> np.ndarray:
     """One sample in [0,1] -> uint8 (H, W, C) with C in {1, 3}."""
+    import numpy as np
+    import torch
+
     t = pixels.detach().float().cpu().clamp(0, 1)
     if t.dim() == 1:  # feature vector: shown as a near-square grayscale grid, zero-padded
         side = math.ceil(math.sqrt(t.numel()))
@@ -36,6 +40,8 @@ def _to_hwc(pixels: torch.Tensor) -> np.ndarray:
 
 
 def png_data_uri(pixels: torch.Tensor) -> str:
+    from PIL import Image
+
     array = _to_hwc(pixels)
     grey = array.shape[2] == 1
     image = Image.fromarray(array[:, :, 0] if grey else array, mode="L" if grey else "RGB")

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from ..metrics import METRICS, AttackScore
+from ..metrics import METRICS
 from .outcome import Outcome, decide, rules_fail
 from .rules import Rule, RuleSet
+
+if TYPE_CHECKING:  # scores are computed with torch; a verdict is read (leakaudit rules, reports) without it
+    from ..metrics import AttackScore
 
 Status = Literal["pass", "fail", "warn", "not_evaluated"]
 
