@@ -436,6 +436,10 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     observer.stage("client update", f"{threat.protocol}, batch {len(batch)}"
                    + (f", defenses {', '.join(settings.defenses)}" if settings.defenses else ""))
     update = client_update(model, batch, threat, findings, seed=settings.seed)
+    # The same client step without the defenses: what the defenses cost, and what the control attacks.
+    clean = client_update(model, batch, replace(threat, defenses=()), findings, seed=settings.seed) \
+        if threat.defenses else update
+    cost = _defense_cost(model, batch, clean, update, settings) if threat.defenses else None
     label_outcome, labels = _labels(update, model, batch, settings)
     planned = _plan(findings, model, settings)
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
@@ -450,7 +454,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     from .verdict import evaluate
 
     verdict = evaluate(ruleset, scores, strict=settings.strict)
-    control = _control(verdict, ruleset, planned, outcomes, scores, target, update, model, batch, threat, findings,
+    control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,
                        metrics, device, settings, observer)
     observer.stage("verdict", f"rules {settings.rules}")
     interrupted = observer.should_stop()
@@ -459,7 +463,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         attacks=tuple(outcomes), rules=_rule_outcomes(verdict), rules_overall=verdict.overall,
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
-        command=command, incomplete=interrupted, control=control,
+        command=command, incomplete=interrupted, control=control, defense_cost=cost,
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
 
 
@@ -469,7 +473,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
 
 
 def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[AttackOutcome], scores: list[Any],
-             target: Any, update: Any, model: Any, batch: SampleBatch, threat: ThreatModel, findings: Findings,
+             target: Any, update: Any, clean: Any, model: Any, batch: SampleBatch, findings: Findings,
              metrics: tuple[str, ...], device: torch.device, settings: ScanSettings,
              observer: Observer) -> ControlOutcome:
     """The attacks' power on this model without the defenses under evaluation.
@@ -494,23 +498,29 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     if findings.has_dropout and ("dia-informed" not in have or removed):
         wanted = [p for p in wanted if p.name != "dia-informed"] + _informed(findings, model, settings)
     if removed:
-        clean = _clean_target(model, batch, threat, findings, target, settings)
+        clean_target = _clean_target(model, batch, clean, target, settings)
         base: list[Any] = []
         how = f"the planned attacks on the update without {', '.join(removed)}"
     else:
-        clean, base = target, list(scores)
+        clean_target, base = target, list(scores)
         how = "the main run's attacks (no defense was simulated)"
     if any(p.name == "dia-informed" for p in wanted):
         how += "; dia-informed with the client's true dropout masks"
     observer.stage("positive control", how)
-    own, control_scores, result = _control_runs(wanted, clean, batch, metrics, device, settings, observer, ruleset,
-                                                base)
+    own, control_scores, result = _control_runs(wanted, clean_target, batch, metrics, device, settings, observer,
+                                                ruleset, base)
     shared = () if removed else tuple(a.name for a in outcomes if a.ran)
     rules = _rule_outcomes(result)
     reconstructed = any(r.status == "fail" for r in rules)
     status = "interrupted" if observer.should_stop() and not reconstructed else "ran"
     return ControlOutcome(status, how, reconstructed, removed, shared, tuple(own), rules,
                           _evidence(rules, reconstructed))
+
+
+def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, settings: ScanSettings) -> Any:
+    from .update.cost import defense_cost
+
+    return defense_cost(model, batch, clean.gradients, defended.gradients, defended.threat, seed=settings.seed)
 
 
 def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[Any]:
@@ -522,12 +532,8 @@ def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[An
             if p.run]
 
 
-def _clean_target(model: Any, batch: SampleBatch, threat: ThreatModel, findings: Findings, target: Any,
-                  settings: ScanSettings) -> Any:
-    """The attack target of the same client step without defenses: what the control attacks."""
-    from .update import client_update
-
-    clean = client_update(model, batch, replace(threat, defenses=()), findings, seed=settings.seed)
+def _clean_target(model: Any, batch: SampleBatch, clean: Any, target: Any, settings: ScanSettings) -> Any:
+    """The attack target of the same client step without defenses (``clean``): what the control attacks."""
     _, labels = _labels(clean, model, batch, settings)
     return replace(target, gradients=clean.gradients, labels=labels, true_masks=clean.true_dropout_masks)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .data.interface import Normalization
     from .detect.interface import Findings
     from .metrics.score import SampleScore
+    from .update.cost import DefenseCost
     from .update.interface import ThreatModel
 
 __all__ = ["AttackOutcome", "AuditResult", "ControlOutcome", "DataCard", "LabelOutcome", "ModelCard", "RuleOutcome"]
@@ -149,6 +150,7 @@ class AuditResult:
     incomplete_reason: str = ""
     notes: tuple[str, ...] = ()
     control: ControlOutcome | None = None
+    defense_cost: DefenseCost | None = None  # with simulated defenses: what they cost the update's usefulness
 
     @property
     def outcome(self) -> Outcome:

@@ -16,7 +16,7 @@ import math
 import platform
 import sys
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..result import AttackOutcome, AuditResult, ControlOutcome
@@ -25,7 +25,10 @@ from .budget import describe as describe_budget
 from .images import png_data_uri
 from .recommendations import recommend
 
-SCHEMA_VERSION = "1.2"
+if TYPE_CHECKING:
+    from ..update.cost import DefenseCost  # a type only: rendering a report never imports torch
+
+SCHEMA_VERSION = "1.3"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -184,6 +187,16 @@ def _control(control: ControlOutcome | None) -> dict[str, Any] | None:
     }
 
 
+def _defense_cost(cost: DefenseCost | None) -> dict[str, Any] | None:
+    """What the simulated defenses cost the update's usefulness (``leakaudit.update.cost``)."""
+    if cost is None:
+        return None
+    return {"cosine": number(cost.cosine), "relative_error": number(cost.relative_error), "step": number(cost.step),
+            "loss_before": number(cost.loss_before), "loss_after_clean": number(cost.loss_after_clean),
+            "loss_after_defended": number(cost.loss_after_defended), "kept": number(cost.kept),
+            "reason": cost.reason, "summary": cost.summary()}
+
+
 def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str, Any]:
     m, t = result.model, result.threat
     doc: dict[str, Any] = {
@@ -227,6 +240,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "rules": _rules(result),
         "verdict": _verdict(result),
         "control": _control(result.control),
+        "defense_cost": _defense_cost(result.defense_cost),
         "notes": list(result.notes),
     }
     doc["budget"] = describe_budget(doc)  # what ran, not only the budget's name (overrides change it)

@@ -271,14 +271,31 @@ def _reproduce(doc: dict[str, Any]) -> str:
               f'started {esc(doc["started_at"])} · finished {esc(doc["finished_at"])}</footer>')
 
 
+def _defense_cost(doc: dict[str, Any]) -> str:
+    """What the simulated defenses cost, beside what they protect (schema 1.3; absent without defenses)."""
+    c = doc.get("defense_cost")
+    if not c:
+        return ""
+    items = [("Update cosine to the clean one", fmt(c["cosine"])),
+             ("Relative error ‖defended − clean‖ / ‖clean‖", fmt(c["relative_error"])),
+             ("Loss on the samples before a server step", fmt(c["loss_before"])),
+             (f"… after a step of {fmt(c['step'])} with the clean update", fmt(c["loss_after_clean"])),
+             ("… with the defended update", fmt(c["loss_after_defended"])),
+             ("Fraction of the clean step's loss reduction kept",
+              fmt(c["kept"]) if c["kept"] is not None else esc(c["reason"]))]
+    return ('<h2>Defense cost</h2><p class="muted">What the defenses leave of the update a server learns from, '
+            "measured on these samples (one step; it does not show noise accumulating over rounds).</p>"
+            + _card(items))
+
+
 def render_html(doc: dict[str, Any]) -> str:
     body = "".join([
         _banner(doc), "<main>",
         f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',
-        _recommendations(doc), _rules(doc), _control(doc), _attacks(doc), _model(doc), _data_and_threat(doc),
-        _reproduce(doc),
+        _recommendations(doc), _rules(doc), _control(doc), _defense_cost(doc), _attacks(doc), _model(doc),
+        _data_and_threat(doc), _reproduce(doc),
         "</main>",
     ])
     template = Template(read_report_file("report.html"))

@@ -43,7 +43,7 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
     if not params:
         raise ModelError(f"{model.path}: the model has no trainable parameters, so a client sends no update; "
                          "export it with its weights as trainable initializers")
-    x, y = _batch_on_model_device(model, batch)
+    x, y = batch_on_model_device(model, batch)
     steps = threat.local_steps if threat.protocol == "fedavg" else 1
     with _seeded(seed, x.device), _preserved(model.module):
         model.module.train()
@@ -110,7 +110,7 @@ def _check_threat(threat: ThreatModel) -> None:
     LOSSES.get(threat.loss)  # unknown loss -> UnknownNameError listing the available ones
 
 
-def _batch_on_model_device(model: LoadedModel, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_on_model_device(model: LoadedModel, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor]:
     if len(batch) == 0:
         raise DataError(f"{batch.source}: the batch is empty; give at least one sample")
     if tuple(batch.x.shape[1:]) != tuple(model.input_shape):

@@ -1,0 +1,88 @@
+"""What a defense costs the federation: how much of the update a server can still learn from.
+
+A defense is judged by privacy *and* utility. Beside the attacks' scores (protection), a scan with simulated
+defenses measures, on the user's own samples:
+
+- how far the defended update is from the clean one: cosine similarity and relative error
+  ``||defended - clean|| / ||clean||`` over all trainable parameters;
+- what one server step does with it: the client loss on the samples before the step, after a step with the
+  clean update and after a step with the defended one. ``kept`` is the fraction of the clean step's loss
+  reduction the defended step keeps (1: no cost; 0: the step teaches nothing; negative: it makes things worse).
+
+The step is the client's own: ``w - lr * update`` with the client's learning rate, times its local steps
+under FedAvg (the update is the weight delta divided by ``-lr * steps``, so this is the delta itself). The loss
+is taken in train mode with one fixed seed, so dropout and PRECODE draw the same noise for all three.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch.func import functional_call
+
+from ..data.interface import SampleBatch
+from ..models.interface import LoadedModel
+from .client import _preserved, _seeded, batch_on_model_device
+from .interface import ThreatModel
+from .losses import client_loss
+
+
+@dataclass(frozen=True)
+class DefenseCost:
+    cosine: float  # cos(defended, clean) over all trainable parameters
+    relative_error: float  # ||defended - clean|| / ||clean||
+    step: float  # server step size used (client lr, times local steps under FedAvg)
+    loss_before: float
+    loss_after_clean: float
+    loss_after_defended: float
+    kept: float | None  # fraction of the clean step's loss reduction kept; None with ``reason``
+    reason: str = ""
+
+    def summary(self) -> str:
+        """One line, e.g. "update cosine 0.71, relative error 0.70; keeps 83% of the clean step's loss reduction"."""
+        text = f"update cosine {self.cosine:.3g}, relative error {self.relative_error:.3g}; "
+        if self.kept is None:
+            return text + self.reason
+        return text + f"keeps {100 * self.kept:.0f}% of the clean step's loss reduction"
+
+
+def defense_cost(model: LoadedModel, batch: SampleBatch, clean: Mapping[str, torch.Tensor],
+                 defended: Mapping[str, torch.Tensor], threat: ThreatModel, *, seed: int = 0) -> DefenseCost:
+    """The cost of ``defended`` against ``clean`` (both: parameter name -> update, as ``client_update`` gives)."""
+    names = [n for n in clean if n in defended]
+    a = torch.cat([clean[n].detach().flatten().double() for n in names])
+    b = torch.cat([defended[n].detach().flatten().double().to(a.device) for n in names])
+    norm = a.norm().item()
+    cosine = float(torch.dot(a, b) / (norm * b.norm() + 1e-30)) if norm > 0 else math.nan
+    relative = float((b - a).norm() / norm) if norm > 0 else math.nan
+    step = threat.local_lr * (threat.local_steps if threat.protocol == "fedavg" else 1)
+    weights = {n: p.detach() for n, p in model.trainable().items()}
+    x, y = batch_on_model_device(model, batch)
+    before, after_clean, after_defended = (_loss(model, x, y, w, threat.loss, seed) for w in (
+        weights, _stepped(weights, clean, step), _stepped(weights, defended, step)))
+    gain = before - after_clean
+    if not all(math.isfinite(v) for v in (before, after_clean, after_defended)):
+        kept, reason = None, "the loss after a step is not finite"
+    elif gain <= 0:
+        kept, reason = None, (f"the clean step does not lower the loss ({before:.4g} -> {after_clean:.4g} at "
+                              f"step {step:g}), so there is no reduction to keep")
+    else:
+        kept, reason = (before - after_defended) / gain, ""
+    return DefenseCost(cosine, relative, step, before, after_clean, after_defended, kept, reason)
+
+
+def _stepped(weights: dict[str, torch.Tensor], update: Mapping[str, torch.Tensor],
+             step: float) -> dict[str, torch.Tensor]:
+    return {n: w - step * update[n].to(w.device, w.dtype) if n in update else w for n, w in weights.items()}
+
+
+def _loss(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor], loss: str,
+          seed: int) -> float:
+    """The client's loss at ``weights``; the model's modes, buffers (BatchNorm statistics) and RNG untouched."""
+    with torch.no_grad(), _preserved(model.module), _seeded(seed, x.device):
+        model.module.train()
+        out = functional_call(model.module, weights, (x,), strict=False)
+        return float(client_loss(model.module, out, y, loss))
