@@ -123,7 +123,7 @@ def _points_table(doc: dict[str, Any]) -> str:
         p = by_value.get(v)
         if p is None:
             rows.append(f"<tr><td>{_e(f'{v:.4g}')}</td><td class='not_evaluated'>not run</td><td></td>"
-                        + "<td></td>" * len(rule_ids) + "<td></td></tr>")
+                        + "<td></td>" * len(rule_ids) + "<td></td><td></td></tr>")
             continue
         verdict = {True: ("pass", "pass"), False: ("fail", "fail")}.get(p["passed"], (p["status"], p["status"]))
         cells = []
@@ -136,13 +136,14 @@ def _points_table(doc: dict[str, Any]) -> str:
                 obs = "" if r.get("observed") is None else f" ({_num(r['observed'])})"
                 cells.append(f"<td class='{_e(r['status'])}'>{_e(r['status'])}{_e(obs)}</td>")
         detail = p["error"] or "; ".join(n for n in p["notes"] if n not in common)
+        cost = (p.get("cost") or {}).get("summary", "")
         secs = "" if p["seconds"] is None else f"{p['seconds']:.1f} s"
         rows.append(f"<tr><td>{_e(f'{v:.4g}')}</td><td class='{_e(verdict[0])}'>{_e(verdict[1])}</td>"
-                    f"<td>{_e(secs)}</td>{''.join(cells)}<td>{_e(detail)}</td></tr>")
+                    f"<td>{_e(secs)}</td>{''.join(cells)}<td>{_e(cost)}</td><td>{_e(detail)}</td></tr>")
     shared = "".join(f"<li>{_e(n)}</li>" for n in common)
     intro = f"<p class='muted'>At every value:</p><ul class='muted'>{shared}</ul>" if shared else ""
     return (intro + f"<table><tr><th>{_e(doc['knob']['name'])}</th><th>verdict</th><th>time</th>{head}"
-            f"<th>notes</th></tr>" + "".join(rows) + "</table>")
+            f"<th>defense cost</th><th>notes</th></tr>" + "".join(rows) + "</table>")
 
 
 def _recon_table(doc: dict[str, Any], originals: list[str] | None) -> str:

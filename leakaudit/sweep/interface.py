@@ -62,6 +62,16 @@ class PointRule:
 
 
 @dataclass(frozen=True)
+class PointCost:
+    """What the defense at this value costs the update (an audit's ``DefenseCost``, as sweep.json keeps it)."""
+
+    cosine: float | None
+    relative_error: float | None
+    kept: float | None  # fraction of the clean server step's loss reduction kept; None with the reason in summary
+    summary: str
+
+
+@dataclass(frozen=True)
 class Point:
     value: float
     status: str  # DONE, ERROR or INTERRUPTED
@@ -72,6 +82,7 @@ class Point:
     error: str | None = None  # one line, for ERROR points
     notes: tuple[str, ...] = ()
     error_kind: str | None = None  # "input" (a LeakauditError: fix the options) or "internal"
+    cost: PointCost | None = None  # the defense's cost, beside its protection (None: no defense at this value)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .interface import (
     MetricSummary,
     Point,
     PointAttack,
+    PointCost,
     PointRule,
     SweepResult,
 )
@@ -80,6 +81,8 @@ def _point(p: Point) -> dict[str, Any]:
         "rules": [{"id": r.id, "metric": r.metric, "comparison": r.comparison, "threshold": r.threshold,
                    "severity": r.severity, "status": r.status, "observed": r.observed, "attack": r.attack,
                    "reason": r.reason} for r in p.rules],
+        "cost": None if p.cost is None else {"cosine": p.cost.cosine, "relative_error": p.cost.relative_error,
+                                             "kept": p.cost.kept, "summary": p.cost.summary},
     }
 
 
@@ -165,4 +168,6 @@ def point_from_dict(d: dict[str, Any]) -> Point:
         rules=tuple(PointRule(r["id"], r["metric"], r["comparison"], float(r["threshold"]), r["severity"],
                                 r["status"], r.get("observed"), r.get("attack"), r.get("reason"))
                     for r in d.get("rules", ())),
+        cost=None if d.get("cost") is None else PointCost(d["cost"].get("cosine"), d["cost"].get("relative_error"),
+                                                          d["cost"].get("kept"), d["cost"].get("summary", "")),
     )

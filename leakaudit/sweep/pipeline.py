@@ -24,6 +24,7 @@ from .interface import (
     MetricSummary,
     Point,
     PointAttack,
+    PointCost,
     PointRule,
 )
 from .knobs import Vary
@@ -105,19 +106,21 @@ def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> 
     rules = tuple(PointRule(r.id, r.metric, r.comparison, float(r.threshold), r.severity, r.status,
                               _finite(r.observed), r.attack, r.reason or None) for r in result.rules)
     seconds = (result.finished_at - result.started_at).total_seconds()
+    c = result.defense_cost
+    cost = None if c is None else PointCost(_finite(c.cosine), _finite(c.relative_error), _finite(c.kept), c.summary())
     outcome = result.outcome  # the scan's own verdict (leakaudit.verdict.outcome): one rule for scan and sweep
     if outcome.overall == "incomplete":
         reason = getattr(result, "incomplete_reason", "") or "interrupted"
         return Point(value, INTERRUPTED, attacks=tuple(attacks), rules=rules, seconds=seconds, error=reason,
-                     notes=tuple(extra))
+                     notes=tuple(extra), cost=cost)
     if outcome.overall in ("pass", "fail"):  # a fail stands even if another attack crashed: the leak is real
         return Point(value, DONE, passed=outcome.overall == "pass", attacks=tuple(attacks), rules=rules,
-                     seconds=seconds, notes=tuple(extra) + tuple(result.notes))
+                     seconds=seconds, notes=tuple(extra) + tuple(result.notes), cost=cost)
     # error (an attack crashed, no other found a leak) or inconclusive (the positive control did not reconstruct):
     # no verdict at this value, a pass would not be credible; only a crash is an internal error
     error = "; ".join(f"attack {a.name} failed: {a.reason}" for a in result.attacks if a.status == "failed")
     return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds, error=error or outcome.summary,
-                 error_kind="internal" if outcome.overall == "error" else None, notes=tuple(extra))
+                 error_kind="internal" if outcome.overall == "error" else None, notes=tuple(extra), cost=cost)
 
 
 def _finite(x: Any) -> float | None:

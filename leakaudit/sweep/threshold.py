@@ -18,6 +18,7 @@ def find_threshold(knob: Knob, values: Iterable[float], points: Iterable[Point])
     if not order:
         return Threshold(None, None, True, f"{knob.name}: no values to search")
     verdict: dict[float, bool | None] = {v: None for v in order}
+    points = list(points)
     for p in points:
         if p.status == DONE and p.value in verdict:
             verdict[p.value] = p.passed
@@ -34,6 +35,9 @@ def find_threshold(knob: Knob, values: Iterable[float], points: Iterable[Point])
     first_pass = next((i for i, ok in enumerate(known) if ok), len(known))
     monotone = all(known[first_pass:])
     message = _message(knob, order, verdict, stable, weakest_passing, monotone, unknown)
+    cost = next((p.cost for p in points if p.value == stable and p.cost is not None), None)
+    if cost is not None and stable is not None:  # protection and its price side by side
+        message += f"; what it costs at {_fmt(knob, stable)}: {cost.summary}"
     return Threshold(stable, weakest_passing, monotone, message, unknown)
 
 

@@ -39,3 +39,9 @@ def test_real_sweep_two_values(tmp_path, monkeypatch, capsys):
     assert {a["attack"] for a in points[1.0]["attacks"]} == {"analytic", "ig"}
     html = (tmp_path / "out" / "sweep.html").read_text()
     assert html.count("<figure><img") >= 2
+    # protection and cost side by side: every point states what its noise costs, the recommendation says it
+    cost = {v: p["cost"] for v, p in points.items()}
+    assert cost[1e-6]["cosine"] > 0.99 and cost[1.0]["cosine"] < cost[1e-6]["cosine"]
+    assert cost[1.0]["relative_error"] > cost[1e-6]["relative_error"]
+    assert doc["threshold"]["message"].endswith("what it costs at noise.sigma=1: " + cost[1.0]["summary"])
+    assert "defense cost" in html
