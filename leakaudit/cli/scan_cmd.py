@@ -54,8 +54,9 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
             shown = "  ".join(f"{k} {means[k]:.3g}" if isinstance(means[k], float) else f"{k} {means[k]}"
                               for k in ("ssim", "psnr") if k in means)
             shown += f"  ({a['seconds']:.1f} s)" if isinstance(a.get("seconds"), (int, float)) else ""
-        elif a["status"] == "skipped":  # the first clause; the report has the whole reason
-            shown = f"skipped: {re.split(r'[:;]', a.get('reason', ''))[0].strip()}"
+        elif a["status"] == "skipped":  # the first clause, with its why; the report has the whole reason
+            first = re.split(r";", a.get("reason", ""))[0].strip()
+            shown = f"skipped: {first if len(first) <= 100 else first[:99] + '…'}"
         else:
             shown = f"{a['status']}: {a.get('reason', '')}"
         console.print(f"  {terminal(prefix + a['name']):<14} {terminal(shown)}", highlight=False, markup=True)
@@ -66,6 +67,8 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     budget = doc.get("budget") or {}
     console.print(f"  budget: {terminal(budget.get('text', '?'))}", highlight=False, markup=True)
     _attack_lines(console, doc)
+    if doc.get("defense_cost"):  # protection above, its price here
+        console.print(f"  defense cost: {terminal(doc['defense_cost']['summary'])}", highlight=False, markup=True)
     for note in doc.get("notes", []):  # e.g. a batch size chosen for the model's BatchNorm layers
         console.print(f"  note: {terminal(note)}", highlight=False, markup=True)
     # what detection doubts (an export that changed the model, randomness no attack models) bounds the verdict

@@ -82,3 +82,14 @@ def test_the_scan_report_and_the_sweep_state_the_cost(tmp_path):
     assert saved["defense_cost"]["summary"] == cost.summary()
     assert "<h2>Defense cost</h2>" in (tmp_path / "report.html").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["schema_version"] == "1.3"
+
+
+def test_the_terminal_summary_states_the_cost(tmp_path, capsys):
+    from leakaudit.cli import app_main
+
+    app_main(["scan", str(EXAMPLES / "models" / "mlp_dropout.onnx"), "--data", str(EXAMPLES / "samples"),
+              "--defense", "noise:sigma=0.1", "--iterations", "1", "--batch-size", "1",
+              "--output-dir", str(tmp_path / "r")])
+    err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert f"defense cost: {doc['defense_cost']['summary']}" in err
