@@ -420,9 +420,12 @@ def match_gradients(module: nn.Module, observed: Mapping[str, torch.Tensor], obj
                     labels: torch.Tensor | None = None, loss: str = "cross_entropy",
                     bounds: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
                     seed: int | None = None, observer: Observer | None = None,
-                    attack: str = "attack") -> EngineResult:
+                    attack: str = "attack", init: torch.Tensor | None = None) -> EngineResult:
     """Run one gradient-matching attack with ``schedule.restarts`` batched restarts; return the restart
-    with the lowest objective (the attacker has no ground truth to choose by)."""
+    with the lowest objective (the attacker has no ground truth to choose by).
+
+    ``init``: an input ``(num_samples, *input_shape)`` every restart starts from instead of a random draw
+    (an attack refining another's reconstruction, e.g. feature-inversion); labels and masks start as usual."""
     device = device or torch.device("cpu")
     observer = observer or NullObserver()
     if schedule.iterations < 1 or schedule.restarts < 1:
@@ -437,6 +440,8 @@ def match_gradients(module: nn.Module, observed: Mapping[str, torch.Tensor], obj
     pb = _build(module, observed, objective, sample_shape, num_classes, labels, loss, bounds, device)
     with _seeded(seed, device):
         runner = _Runner(pb, objective, schedule, seed, device, attack, observer)
+        if init is not None:
+            _start_from(runner, init, sample_shape, attack)
         if schedule.optimizer == "adam":
             iterations, stopped = _adam(runner, schedule)
         elif schedule.optimizer == "lbfgs":
@@ -444,6 +449,16 @@ def match_gradients(module: nn.Module, observed: Mapping[str, torch.Tensor], obj
         else:
             raise ConfigError(f"{attack}: optimizer {schedule.optimizer!r} is unknown; use adam or lbfgs")
     return _result(runner, iterations, stopped, seed, attack)
+
+
+def _start_from(runner: _Runner, init: torch.Tensor, sample_shape: tuple[int, ...], attack: str) -> None:
+    """Every restart starts at ``init`` (clipped to the box) rather than at its random draw."""
+    if tuple(init.shape) != tuple(sample_shape):
+        raise ConfigError(f"{attack}: the starting input has shape {tuple(init.shape)}, expected "
+                          f"{tuple(sample_shape)}; pass one input per sample")
+    x = runner.vars["x"]
+    runner.vars["x"] = init.detach().to(x.device, x.dtype).expand_as(x).clone()
+    runner.constrain()
 
 
 def _result(runner: _Runner, iterations: int, stopped: bool, seed: int, attack: str) -> EngineResult:
