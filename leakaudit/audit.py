@@ -22,7 +22,7 @@ from .data.interface import SampleBatch
 from .detect.interface import Findings
 from .errors import ConfigError, LeakauditError
 from .progress import AttackProgress, NullObserver, Observer
-from .metrics.score import SampleScore  # noqa: F401 -- part of this module's API, as before
+from .metrics.scoring import SampleScore  # noqa: F401 -- part of this module's API, as before
 from .result import (AttackOutcome, AuditResult, ControlOutcome, DataCard, LabelOutcome, ModelCard,  # noqa: F401
                      RuleOutcome)
 from .update.interface import ThreatModel
@@ -326,7 +326,7 @@ def _run_one(planned: Any, target: Any, device: torch.device, settings: ScanSett
 
 
 def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...], name: str) -> Any:
-    from .metrics.score import score
+    from .metrics.scoring import score
 
     pixels = batch.normalization.to_pixels(recon.x.detach().cpu().to(batch.x.dtype))
     recovered = recon.labels if recon.labels is not None else labels

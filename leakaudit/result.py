@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .config import ScanSettings
     from .data.interface import Normalization
     from .detect.interface import Findings
-    from .metrics.score import SampleScore
+    from .metrics.scoring import SampleScore
     from .update.cost import DefenseCost
     from .update.interface import ThreatModel
 

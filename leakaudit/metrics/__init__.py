@@ -20,7 +20,7 @@ _WHERE = {
     "rmse": "functional", "ssim": "functional", "ssim_best_adjusted": "functional",
     "Matching": "matching", "match": "matching",
     "LPIPS_WEIGHTS_ENV": "perceptual", "find_backbone_weights": "perceptual", "lpips_distance": "perceptual",
-    "AttackScore": "score", "SampleScore": "score", "score": "score",
+    "AttackScore": "scoring", "SampleScore": "scoring", "score": "scoring",
 }
 _RENAMED = {"LPIPS_WEIGHTS_ENV": "ENV_VAR"}
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .interface import Metric, MetricOptions, Unavailable
     from .matching import Matching, match
     from .perceptual import ENV_VAR as LPIPS_WEIGHTS_ENV, find_backbone_weights, lpips_distance
-    from .score import AttackScore, SampleScore, score
+    from .scoring import AttackScore, SampleScore, score
 
 __all__ = [
     "mse", "rmse", "psnr", "ssim", "ssim_best_adjusted", "label_accuracy", "pairwise", "lpips_distance",

@@ -52,7 +52,7 @@ class Metric:
     unit: str = ""
     per_sample: bool = True  # False: one value per batch (label accuracy); rules on it use scope "mean"
     # True: the value compares structure, which a flat original does not have (SSIM of anything flat against a
-    # flat original is ~1), so rules do not count it on flat originals (leakaudit.metrics.score.FLAT_STD).
+    # flat original is ~1), so rules do not count it on flat originals (leakaudit.metrics.scoring.FLAT_STD).
     needs_structure: bool = False
     fn: MetricFn | None = field(default=None, repr=False, compare=False)
 
@@ -60,7 +60,7 @@ class Metric:
                 options: MetricOptions | None = None) -> MetricValue:
         """Per-sample values, shape (N,), or :class:`Unavailable`."""
         if self.fn is None:
-            raise TypeError(f"metric {self.name!r} is not computed from pixels; see leakaudit.metrics.score")
+            raise TypeError(f"metric {self.name!r} is not computed from pixels; see leakaudit.metrics.scoring")
         return self.fn(preds, target, options or MetricOptions())
 
     def leaks(self, value: float, threshold: float, comparison: str) -> bool:

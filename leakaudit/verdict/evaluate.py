@@ -5,7 +5,7 @@ is compared with the threshold. A rule fires on any attack; it passes only when 
 metric and none crossed the threshold. A metric without a value (LPIPS without weights, label accuracy when
 the labels were given to the attacker, no attack run) makes the rule "not_evaluated" with the reason: it
 never passes silently, and under ``strict`` it counts as a failure. A structure metric (SSIM) on a flat
-original is not counted (see ``leakaudit.metrics.score``): the rule says which samples it left out, and is
+original is not counted (see ``leakaudit.metrics.scoring``): the rule says which samples it left out, and is
 not evaluated when no other sample remains.
 
 The scan's overall verdict and exit code, which also weigh crashed attacks and interruptions, are decided

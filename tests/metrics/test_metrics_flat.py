@@ -8,7 +8,7 @@ import torch
 
 from leakaudit.metrics import score
 from leakaudit.metrics.functional import ssim_best_adjusted
-from leakaudit.metrics.score import FLAT_STD
+from leakaudit.metrics.scoring import FLAT_STD
 from leakaudit.verdict import evaluate, load_rules
 
 
