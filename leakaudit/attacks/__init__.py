@@ -14,14 +14,15 @@ from ..progress import NullObserver, Observer
 from ..registry import Registry
 from .analytic import AnalyticAttack
 from .april import AprilAttack
+from .feature_inversion import FeatureInversion
 from .device import resolve_device
 from .interface import Attack, AttackSettings, AttackTarget, PlannedAttack, Reconstruction
 from .matching import DLG, DropoutInversion, InformedDropoutInversion, InvertingGradients, PrecodeAware
 from .planner import BUDGET_NAMES, BUDGETS, apply_overrides, budget_settings, plan
 
 ATTACKS: Registry[Attack] = Registry("attack")
-for _cls in (AnalyticAttack, AprilAttack, DLG, InvertingGradients, DropoutInversion, InformedDropoutInversion,
-             PrecodeAware):
+for _cls in (AnalyticAttack, AprilAttack, FeatureInversion, DLG, InvertingGradients, DropoutInversion,
+             InformedDropoutInversion, PrecodeAware):
     ATTACKS.register(_cls.name)(_cls())
 
 budgets = BUDGETS  # the budget tables, by name: budgets["standard"]["ig"] -> AttackSettings

@@ -142,10 +142,10 @@ def invert_first_linear(gradients: Mapping[str, torch.Tensor], module: nn.Module
     dw, db = dw[rows], db[rows]
     notes: list[str] = []
     if num_samples == 1:
-        x, residual = _least_squares(dw, db)
+        x, residual = least_squares_rows(dw, db)
         xs, separated = x[None], 1
     else:
-        xs, separated, residual = _separate(dw, db, num_samples)
+        xs, separated, residual = separate_rows(dw, db, num_samples)
         if separated < num_samples:
             notes.append(f"separated {separated} of {num_samples} samples; the other "
                          f"{num_samples - separated} are a mixture of the batch (least squares over all rows)")
@@ -157,7 +157,7 @@ def invert_first_linear(gradients: Mapping[str, torch.Tensor], module: nn.Module
     return LinearInversion(out, "", first.name, int(rows.numel()), separated, residual, tuple(notes))
 
 
-def _least_squares(dw: torch.Tensor, db: torch.Tensor) -> tuple[torch.Tensor, float]:
+def least_squares_rows(dw: torch.Tensor, db: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Per input entry j, fit dW_ij = db_i x_j over the rows where dW_ij was observed. An entry that is
     exactly 0 is treated as missing: genuine gradients are never exactly 0 where db_i is not, while pruning
     and random masking defenses zero entries -- skipping them keeps the recovery exact on what is left."""
@@ -169,7 +169,7 @@ def _least_squares(dw: torch.Tensor, db: torch.Tensor) -> tuple[torch.Tensor, fl
     return x, residual
 
 
-def _separate(dw: torch.Tensor, db: torch.Tensor, n: int) -> tuple[torch.Tensor, int, float]:
+def separate_rows(dw: torch.Tensor, db: torch.Tensor, n: int) -> tuple[torch.Tensor, int, float]:
     """Group rows whose estimates dW_i/db_i coincide (units active for one sample only); the n largest
     groups of two or more rows are the separated samples; the rest is filled with the mixture."""
     order = db.abs().argsort(descending=True)[:_MAX_ROWS]
@@ -190,10 +190,10 @@ def _separate(dw: torch.Tensor, db: torch.Tensor, n: int) -> tuple[torch.Tensor,
     xs, residuals = [], []
     for g in groups:
         rows = order[g]
-        x, r = _least_squares(dw[rows], db[rows])
+        x, r = least_squares_rows(dw[rows], db[rows])
         xs.append(x)
         residuals.append(r)
-    mixture, r_all = _least_squares(dw, db)
+    mixture, r_all = least_squares_rows(dw, db)
     separated = len(xs)
     xs += [mixture] * (n - separated)
     residual = max(residuals) if residuals else r_all

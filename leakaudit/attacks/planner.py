@@ -37,10 +37,18 @@ def _ig_family(ig: AttackSettings, dlg: AttackSettings) -> dict[str, AttackSetti
             "dia-informed": ig, "precode-aware": masked}
 
 
+# feature-inversion: Adam iterations x restarts matching the recovered features (lr 0.3, TV 0.1), then `refine`
+# IG iterations (TV 1e-2) from the best; chosen by benchmarks/bench_feature_inversion.py (docs/attacks.md).
+_FEATURES = {"quick": AttackSettings(300, 1, 0.3, 0.1, {"refine": 200, "refine_tv": 1e-2}),
+             "standard": AttackSettings(1000, 2, 0.3, 0.1, {"refine": 600, "refine_tv": 1e-2}),
+             "thorough": AttackSettings(4000, 4, 0.3, 0.1, {"refine": 4000, "refine_tv": 1e-2})}
+
 BUDGETS: dict[str, dict[str, AttackSettings]] = {
-    "quick": _ig_family(_IG["quick"], AttackSettings(150, 1, 1.0, 0.0)),
-    "standard": _ig_family(_IG["standard"], AttackSettings(300, 2, 1.0, 0.0)),
+    "quick": {**_ig_family(_IG["quick"], AttackSettings(150, 1, 1.0, 0.0)), "feature-inversion": _FEATURES["quick"]},
+    "standard": {**_ig_family(_IG["standard"], AttackSettings(300, 2, 1.0, 0.0)),
+                 "feature-inversion": _FEATURES["standard"]},
     "thorough": {
+        "feature-inversion": _FEATURES["thorough"],
         "analytic": AttackSettings(1, 1, 0.0, 0.0),
         "april": AttackSettings(1, 1, 0.0, 0.0),
         "dlg": AttackSettings(6000, 4, 1.0, 0.0),
@@ -53,9 +61,10 @@ BUDGETS: dict[str, dict[str, AttackSettings]] = {
 
 # Settings a user may override, and where they live.
 _FIELDS = ("iterations", "restarts", "lr", "tv")
-_EXTRA = ("mask_reg", "decay", "patience", "check_every", "tol")
+_EXTRA = ("mask_reg", "decay", "patience", "check_every", "tol", "refine", "refine_tv")
 _TYPES: dict[str, type] = {"iterations": int, "restarts": int, "lr": float, "tv": float, "mask_reg": float,
-                           "decay": str, "patience": int, "check_every": int, "tol": float}
+                           "decay": str, "patience": int, "check_every": int, "tol": float, "refine": int,
+                           "refine_tv": float}
 
 
 def check_budget(budget: object, where: str = "--budget") -> str:
@@ -85,7 +94,7 @@ def apply_overrides(attack: str, settings: AttackSettings, overrides: Mapping[st
                               "fix the value") from e
         if key in ("iterations", "restarts", "patience", "check_every") and value < 1:
             raise ConfigError(f"attack setting {key}={value} ({attack}): must be at least 1; raise it")
-        if key in ("lr", "tv", "mask_reg", "tol") and not value >= 0:
+        if key in ("lr", "tv", "mask_reg", "tol", "refine", "refine_tv") and not value >= 0:
             raise ConfigError(f"attack setting {key}={value} ({attack}): must be >= 0; fix the value")
         if key == "decay" and value not in ("step", "plateau", "none"):
             raise ConfigError(f"attack setting decay={value} ({attack}): use step, plateau or none")
@@ -143,7 +152,7 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
     return out
 
 
-_ORDER = ("analytic", "april", "dlg", "ig", "dia", "precode-aware", "dia-informed")
+_ORDER = ("analytic", "april", "feature-inversion", "dlg", "ig", "dia", "precode-aware", "dia-informed")
 
 # Attacks left out of the automatic plan at a budget, with the reason shown in the report. DLG's L2
 # objective is dominated by IG's cosine objective (Geiping et al. 2020), and its L-BFGS line searches cost
