@@ -72,6 +72,7 @@ class Schedule:
     patience: int = 800
     check_every: int = 25
     tol: float = 0.0  # stop once every live restart's objective is below this
+    batching: str = "auto"  # how restarts are computed: "auto", "loop" or "vmap" (see ``_batching``)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class _Problem:
     constants: dict[str, torch.Tensor]  # other parameters and buffers
     observed: dict[str, torch.Tensor]
     observed_norm: torch.Tensor
+    observed_flat: torch.Tensor  # the observed gradients flattened and concatenated in ``observed``'s order
     sample_shape: tuple[int, ...]  # (N, *input_shape)
     num_classes: int
     labels: torch.Tensor | None
@@ -182,7 +184,8 @@ def _build(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: O
     norm = torch.stack([(g * g).sum() for g in obs.values()]).sum().sqrt()
     lab = labels.to(device) if labels is not None and not objective.soft_labels else None
     box = (bounds[0].to(device), bounds[1].to(device)) if bounds is not None else None
-    return _Problem(model, params, constants, obs, norm, sample_shape, num_classes, lab, loss, masks, box)
+    flat = torch.cat([g.reshape(-1) for g in obs.values()])
+    return _Problem(model, params, constants, obs, norm, flat, sample_shape, num_classes, lab, loss, masks, box)
 
 
 # ------------------------------------------------------------------------------------------ objective
@@ -195,10 +198,31 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
 
 
+def _penalised(pb: _Problem, objective: Objective, g: Mapping[str, torch.Tensor], x: torch.Tensor,
+               masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """One restart's objective from its model gradient ``g``: the distance to the observed update plus the
+    TV prior and the masks' regulariser."""
+    # One flat vector and dot products: elementwise products of every layer's gradient (and their
+    # backward) were a third of an IG iteration on a small CNN (torch.profiler, aten::mul).
+    flat = torch.cat([g[n].reshape(-1) for n in pb.observed])
+    if objective.distance == "cosine":
+        dot = torch.dot(flat, pb.observed_flat)
+        gnorm = torch.sqrt(torch.dot(flat, flat))
+        total = 1.0 - dot / (gnorm * pb.observed_norm + 1e-8)
+    else:
+        diff = flat - pb.observed_flat
+        total = torch.dot(diff, diff)
+    if objective.tv:
+        total = total + objective.tv * total_variation(x)
+    mask_p = {mv.layer: mv.p for mv in pb.masks}
+    for n, m in masks.items():
+        total = total + objective.mask_reg * ((1.0 - m.mean()) - mask_p[n]).abs()
+    return total
+
+
 def _objective_fn(pb: _Problem, objective: Objective) -> Callable:
     """The per-restart objective ``f(x, y_logits, masks) -> (loss, loss)``, differentiable with torch.func."""
     fixed = {f"{n}.mask": m for n, m in objective.fixed_masks.items()}
-    mask_p = {mv.layer: mv.p for mv in pb.masks}
 
     def f(x: torch.Tensor, y_logits: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
         state = {**pb.constants, **fixed, **{f"{n}.mask": m for n, m in masks.items()}}
@@ -208,21 +232,65 @@ def _objective_fn(pb: _Problem, objective: Objective) -> Callable:
             out = functional_call(pb.module, {**state, **params}, (x,), strict=False)
             return client_loss(pb.module, out, targets, pb.loss)
 
-        g = grad(client)(pb.params)
-        if objective.distance == "cosine":
-            dot = sum((g[n] * o).sum() for n, o in pb.observed.items())
-            gnorm = torch.sqrt(sum((g[n] * g[n]).sum() for n in pb.observed))
-            dist = 1.0 - dot / (gnorm * pb.observed_norm + 1e-8)
-        else:
-            dist = sum(((g[n] - o) ** 2).sum() for n, o in pb.observed.items())
-        total = dist
-        if objective.tv:
-            total = total + objective.tv * total_variation(x)
-        for n, m in masks.items():
-            total = total + objective.mask_reg * ((1.0 - m.mean()) - mask_p[n]).abs()
+        total = _penalised(pb, objective, grad(client)(pb.params), x, masks)
         return total, total
 
     return f
+
+
+def _vmap_step(pb: _Problem, objective: Objective) -> Callable:
+    """Restarts mapped with ``torch.func.vmap`` over a ``torch.func.grad`` of the per-restart objective."""
+    f = _objective_fn(pb, objective)
+    per_restart = grad(lambda x, y, m: f(x, y, m), argnums=(0, 1, 2), has_aux=True)
+    return vmap(per_restart, randomness="different")
+
+
+def _loop_step(pb: _Problem, objective: Objective) -> Callable:
+    """Restarts one after the other, each a plain double backward: ``torch.autograd.grad(create_graph=True)``
+    of the client's loss on the attacker's own module (its matched parameters require grad; masks are set on
+    the ``MaskableDropout`` modules), then the gradient of the objective with respect to the restart's
+    variables. Random modules draw fresh noise per restart and step from the seeded global generator."""
+    module = pb.module
+    names = list(pb.params)
+    own = dict(module.named_parameters())
+    params = [own[n] for n in names]
+    named = dict(module.named_modules())
+
+    def step(x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]):
+        for p in params:
+            p.requires_grad_(True)
+        for n, fm in objective.fixed_masks.items():
+            named[n].mask = fm.to(x.device)
+        gx: list[torch.Tensor] = []
+        gy: list[torch.Tensor] = []
+        losses: list[torch.Tensor] = []
+        gm: dict[str, list[torch.Tensor]] = {n: [] for n in m}
+        for r in range(x.shape[0]):
+            xr = x[r].detach().requires_grad_(True)
+            yr = y["y"][r].detach().requires_grad_(True) if "y" in y else None
+            mr = {n: v[r].detach().requires_grad_(True) for n, v in m.items()}
+            for n, v in mr.items():
+                named[n].mask = v
+            targets = F.softmax(yr, dim=-1) if yr is not None else pb.labels
+            assert targets is not None
+            with torch.enable_grad():
+                loss = client_loss(module, module(xr), targets, pb.loss)
+                g = dict(zip(names, torch.autograd.grad(loss, params, create_graph=True), strict=True))
+                total = _penalised(pb, objective, g, xr, mr)
+                wrt = [xr, *([yr] if yr is not None else []), *mr.values()]
+                grads = torch.autograd.grad(total, wrt, allow_unused=True)
+            grads = tuple(torch.zeros_like(w) if d is None else d for d, w in zip(grads, wrt, strict=True))
+            gx.append(grads[0])
+            if yr is not None:
+                gy.append(grads[1])
+            for n, d in zip(mr, grads[len(grads) - len(mr):], strict=True):
+                gm[n].append(d)
+            losses.append(total.detach())
+        y_out = {"y": torch.stack(gy)} if gy else {}
+        loss = torch.stack(losses)
+        return (torch.stack(gx), y_out, {n: torch.stack(v) for n, v in gm.items()}), loss
+
+    return step
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -277,6 +345,180 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+_BATCH_MEAN_LOSSES = ("cross_entropy", "mse")  # means over the batch: R x loss(folded) = sum of restarts' losses
+
+
+def _foldable(pb: _Problem) -> str | None:
+    """Why the restarts of this problem cannot be folded into the batch dimension (None: they can)."""
+    modules = dict(pb.module.named_modules())
+    if pb.loss not in _BATCH_MEAN_LOSSES:
+        return f"loss {pb.loss!r} is not known to be a mean over the batch"
+    for n in pb.params:
+        owner, _, kind = n.rpartition(".")
+        if not isinstance(modules.get(owner), nn.Linear) or kind not in ("weight", "bias"):
+            return f"matched parameter {n} does not belong to an nn.Linear"
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules.values()):
+        return "BatchNorm couples the samples of a batch"
+    return None
+
+
+def _fold_step(pb: _Problem, objective: Objective) -> Callable:
+    """All restarts as one batch of R x N samples, for models whose matched parameters all belong to
+    ``nn.Linear`` layers and whose samples do not interact (no BatchNorm).
+
+    The client's gradient is a mean over *its* batch, so folding needs each restart's gradient separately.
+    For a Linear layer with inputs h_i and output gradients d_i (i over restart r's samples and tokens) the
+    weight gradient is G_r = sum_i d_i h_i^T, so without forming any G_r:
+    <G_r, O> = sum_i d_i . (O h_i) and ||G_r||^2 = sum_ij (d_i . d_j)(h_i . h_j)
+    (or G_r itself by one batched matmul, whichever is cheaper); the bias gradient is sum_i d_i. The output
+    gradients of every sample come from one backward of R x the folded loss (= the sum of the restarts'
+    losses: the loss is a mean over the batch and the restarts do not interact). Only activation gradients
+    are computed in the first backward, never weight gradients."""
+    module = pb.module
+    named = dict(module.named_modules())
+    own = dict(module.named_parameters())
+    by_layer: dict[str, dict[str, torch.Tensor]] = {}
+    for n, o in pb.observed.items():
+        owner, _, kind = n.rpartition(".")
+        by_layer.setdefault(owner, {})[kind] = o
+    layers = list(by_layer)
+    obs_sq = pb.observed_norm ** 2
+    mask_p = {mv.layer: mv.p for mv in pb.masks}
+
+    def step(x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]):
+        r_count, n_count = x.shape[0], x.shape[1]
+        for p in own.values():
+            p.requires_grad_(False)
+        xl = x.detach().requires_grad_(True)
+        yl = y["y"].detach().requires_grad_(True) if "y" in y else None
+        ml = {n: v.detach().requires_grad_(True) for n, v in m.items()}
+        for n, v in ml.items():
+            named[n].mask = v.reshape(r_count * n_count, *v.shape[2:])
+        for n, fm in objective.fixed_masks.items():
+            named[n].mask = fm.to(x.device).repeat(r_count, *([1] * (fm.dim() - 1)))
+        seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in layers}
+
+        def hook(name: str):
+            def record(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+                seen[name].append((inputs[0], output))
+
+            return record
+
+        hooks = [named[n].register_forward_hook(hook(n)) for n in layers]
+        try:
+            with torch.enable_grad():
+                if yl is None:
+                    assert pb.labels is not None
+                    targets = pb.labels.repeat(r_count, *([1] * (pb.labels.dim() - 1)))
+                else:
+                    targets = F.softmax(yl, dim=-1).reshape(r_count * n_count, -1)
+                out = module(xl.reshape(r_count * n_count, *x.shape[2:]))
+                loss = client_loss(module, out, targets, pb.loss) * r_count
+        finally:
+            for h in hooks:
+                h.remove()
+        if any(len(v) != 1 for v in seen.values()):
+            raise _NotFoldable("a matched Linear layer is called more than once per forward pass")
+        with torch.enable_grad():
+            deltas = torch.autograd.grad(loss, [seen[n][0][1] for n in layers], create_graph=True)
+            dot = x.new_zeros(r_count)
+            sq = x.new_zeros(r_count)
+            for n, d in zip(layers, deltas, strict=True):
+                h = seen[n][0][0]
+                h = h.reshape(r_count, -1, h.shape[-1])  # (R, N*tokens, in)
+                d = d.reshape(r_count, -1, d.shape[-1])  # (R, N*tokens, out)
+                obs = by_layer[n]
+                if "weight" in obs:
+                    w = obs["weight"]
+                    dot = dot + (d * (h @ w.T)).sum((1, 2))
+                    rows = h.shape[1]
+                    if rows * (h.shape[2] + d.shape[2]) < h.shape[2] * d.shape[2]:
+                        sq = sq + ((d @ d.transpose(1, 2)) * (h @ h.transpose(1, 2))).sum((1, 2))
+                    else:
+                        g = d.transpose(1, 2) @ h
+                        sq = sq + (g * g).sum((1, 2))
+                if "bias" in obs:
+                    gb = d.sum(1)
+                    dot = dot + gb @ obs["bias"]
+                    sq = sq + (gb * gb).sum(1)
+            if objective.distance == "cosine":
+                total = 1.0 - dot / (torch.sqrt(sq) * pb.observed_norm + 1e-8)
+            else:
+                total = sq - 2 * dot + obs_sq
+            if objective.tv and x.dim() >= 5:
+                total = total + objective.tv * (
+                    (xl[..., :, 1:] - xl[..., :, :-1]).abs().flatten(1).mean(1)
+                    + (xl[..., 1:, :] - xl[..., :-1, :]).abs().flatten(1).mean(1))
+            for n, v in ml.items():
+                total = total + objective.mask_reg * ((1.0 - v.flatten(1).mean(1)) - mask_p[n]).abs()
+            wrt = [xl, *([yl] if yl is not None else []), *ml.values()]
+            grads = torch.autograd.grad(total.sum(), wrt, allow_unused=True)
+        grads = tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True))
+        y_out = {"y": grads[1]} if yl is not None else {}
+        gm = dict(zip(ml, grads[len(grads) - len(ml):], strict=True))
+        return (grads[0], y_out, gm), total.detach()
+
+    return step
+
+
+class _NotFoldable(Exception):
+    """The folded computation does not apply to this model (found while running it)."""
+
+
+def _same_step(a: tuple, b: tuple) -> bool:
+    """Two evaluations of the same restarts agree (losses and every gradient, NaN where the other is NaN)."""
+    (ga, la), (gb, lb) = a, b
+    if not torch.allclose(la, lb, rtol=1e-3, atol=1e-5, equal_nan=True):
+        return False
+    flat_a = [ga[0], *ga[1].values(), *ga[2].values()]
+    flat_b = [gb[0], *gb[1].values(), *gb[2].values()]
+    for u, v in zip(flat_a, flat_b, strict=True):
+        scale = float(v.abs().nan_to_num(0.0).max()) if v.numel() else 0.0
+        if not torch.allclose(u, v, rtol=1e-3, atol=1e-4 * scale + 1e-7, equal_nan=True):
+            return False
+    return True
+
+
+BATCHINGS = ("auto", "loop", "vmap", "fold")
+
+
+def _choose_step(pb: _Problem, objective: Objective, batching: str,
+                 probe: Callable[[], tuple]) -> tuple[str, Callable, str]:
+    """The restart computation: ``(name, step, note)``.
+
+    ``auto``: ``fold`` where it applies (Linear-only matched layers, no BatchNorm) and a check at the start
+    agrees with ``loop`` on the initial iterate (losses and gradients within 1e-3: catches models whose
+    samples interact or whose forward is random in ways the rule cannot see); otherwise ``loop``.
+    Measured by ``benchmarks/bench_engine.py`` (docs/attacks.md, "The engine"): ``vmap`` was slower than
+    ``loop`` on every model tried on CPU; it is kept for comparison only."""
+    if batching not in BATCHINGS:
+        raise ConfigError(f"batching {batching!r}: unknown; use one of {', '.join(BATCHINGS)}")
+    if batching == "vmap":
+        return "vmap", _vmap_step(pb, objective), "restarts: vmap"
+    loop = _loop_step(pb, objective)
+    if batching == "loop":
+        return "loop", loop, "restarts: loop (one double backward per restart)"
+    why = _foldable(pb)
+    if why is None:
+        fold = _fold_step(pb, objective)
+        try:
+            device = pb.observed_flat.device
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                agree = _same_step(probe_step(fold, probe), probe_step(loop, probe))
+        except _NotFoldable as e:
+            agree, why = False, str(e)
+        if agree:
+            return "fold", fold, "restarts: folded into the batch (Linear layers, per-restart gradients)"
+        why = why or "a check at the start disagreed with the per-restart computation"
+    if batching == "fold":
+        raise ConfigError(f"batching 'fold' does not apply: {why}; use auto or loop")
+    return "loop", loop, f"restarts: loop (one double backward per restart; not folded: {why})"
+
+
+def probe_step(step: Callable, args: Callable[[], tuple]) -> tuple:
+    return step(*args())
+
+
 class _Runner:
     """State of one batched optimisation: variables, best-so-far snapshots, live restarts."""
 
@@ -291,9 +533,8 @@ class _Runner:
         self.best_loss = torch.full((r,), math.inf, device=device)
         self.best = {k: v.clone() for k, v in self.vars.items()}
         self.died_at = torch.full((r,), -1, dtype=torch.long, device=device)
-        f = _objective_fn(pb, objective)
-        per_restart = grad(lambda x, y, m: f(x, y, m), argnums=(0, 1, 2), has_aux=True)
-        self._step = vmap(per_restart, randomness="different")
+        self.batching, self._step, self.batching_note = _choose_step(
+            pb, objective, sched.batching, lambda: _split(self.vars))
 
     def evaluate(self, it: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Gradients of every restart's objective at the current variables; updates the snapshots on device."""
@@ -464,7 +705,7 @@ def _start_from(runner: _Runner, init: torch.Tensor, sample_shape: tuple[int, ..
 def _result(runner: _Runner, iterations: int, stopped: bool, seed: int, attack: str) -> EngineResult:
     losses = runner.best_loss.cpu()
     died = runner.died_at.cpu().tolist()
-    notes = [f"seed {seed} (restart r starts from seed {seed}+r)"]
+    notes = [f"seed {seed} (restart r starts from seed {seed}+r)", runner.batching_note]
     for r, at in enumerate(died):
         if at >= 0:
             notes.append(f"restart {r} dropped at iteration {at}: non-finite attack loss "
