@@ -350,7 +350,12 @@ class FeatureInversion(Attack):
         x, labels, loss, iterations, stopped = fit.x, target.labels, fit.loss, fit.iterations_run, fit.stopped_early
         refine = int(settings.extra.get("refine", 0))
         if refine > 0 and not stopped:
-            if target.labels is None:
+            if target.num_samples > 1:
+                # IG cannot tell a batch's samples apart as the separated features do: measured to lower SSIM
+                # on every batch of 2 (benchmarks/bench_feature_inversion.py, docs/attacks.md)
+                notes.append("no IG refinement at batch > 1 (it lowers the separated samples' quality; the "
+                             "ig attack runs on the batch on its own)")
+            elif target.labels is None:
                 notes.append("no IG refinement: labels neither known nor recovered")
             else:
                 res = match_gradients(

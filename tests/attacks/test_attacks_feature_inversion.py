@@ -22,6 +22,7 @@ from leakaudit.data.interface import Normalization, SampleBatch
 from leakaudit.detect import detect
 from leakaudit.metrics.functional import ssim
 from leakaudit.models import load_model
+from leakaudit.models.dropout_tools import replace_dropout
 from leakaudit.models.interface import LoadedModel
 from leakaudit.models.zoo import create_model
 from leakaudit.progress import NullObserver
@@ -108,11 +109,12 @@ def test_a_batch_is_separated_and_the_notes_say_which_samples_were():
         assert min(float((z - t).abs().max()) for t in truth) <= 1e-4 * float(truth.abs().max())
     target = AttackTarget(module=module, gradients=_update(module, batch), input_shape=SMALL, num_classes=10,
                           labels=batch.y, num_samples=2)
-    out = FeatureInversion().run(target, AttackSettings(5, 1, 0.3, 0.1), device=torch.device("cpu"), seed=0,
-                                 observer=NullObserver())
-    assert out.x.shape == (2, *SMALL)
+    out = FeatureInversion().run(target, AttackSettings(5, 1, 0.3, 0.1, {"refine": 5}), device=torch.device("cpu"),
+                                 seed=0, observer=NullObserver())
+    assert out.x.shape == (2, *SMALL) and out.iterations_run == 5
     assert any(n.startswith("separated 2 of 2 samples from rows of one sample only (reconstructions 0-1)")
                for n in out.notes)
+    assert any(n.startswith("no IG refinement at batch > 1") for n in out.notes)
 
 
 def test_a_batch_of_one_image_twice_is_not_separated_and_says_so():
@@ -142,10 +144,11 @@ def test_the_attack_reports_the_layer_the_fit_and_the_refinement_and_stays_in_th
 
 
 def test_on_the_tutorial_convnet_it_beats_ig_with_as_many_iterations():
-    # 32x32, 4096 features into fc1; measured SSIM 0.869 (feature-inversion, 300 + 200 IG) vs 0.741 (IG 500)
+    # 32x32, 4096 features into fc1; measured SSIM 0.761 (feature-inversion, 300 + 200 IG) vs 0.330 (IG 500)
     torch.manual_seed(0)
     module, shape = ConvNet(size=32, width=32, hidden=128), (3, 32, 32)
-    batch = _batch(["rocket"], 32)
+    replace_dropout(module)  # as the safetensors loader does (the attacker's copy runs without dropout)
+    batch = _batch(["astronaut"], 32)
     lo, hi = CIFAR.to_model(torch.zeros(1, *shape)), CIFAR.to_model(torch.ones(1, *shape))
     grads = dict(client_update(_loaded(module, shape), batch, ThreatModel(), seed=0).gradients)
     target = AttackTarget(module=module, gradients=grads, input_shape=shape, num_classes=10, labels=batch.y,
@@ -156,7 +159,7 @@ def test_on_the_tutorial_convnet_it_beats_ig_with_as_many_iterations():
     ig = ATTACKS.get("ig").run(target, AttackSettings(500, 1, 0.1, 1e-2), device=cpu, seed=0,
                                observer=NullObserver())
     fi_ssim, ig_ssim = (float(ssim(CIFAR.to_pixels(r.x).clamp(0, 1), batch.pixels)) for r in (fi, ig))
-    assert fi_ssim > 0.8 and fi_ssim > ig_ssim + 0.05, (fi_ssim, ig_ssim)
+    assert fi_ssim > 0.7 and fi_ssim > ig_ssim + 0.2, (fi_ssim, ig_ssim)
 
 
 def test_skipped_on_an_mlp_whose_first_layer_analytic_inverts():
