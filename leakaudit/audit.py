@@ -60,6 +60,9 @@ class Prepared:
     ruleset: Any = None  # RuleSet; None: run loads settings.rules
     settings: ScanSettings | None = None
     notes: tuple[str, ...] = ()
+    # Every batch the scan covers (``coverage.run.Plan``); ``batch`` is its first. None: ``batch`` alone (a
+    # sweep audits the first batch at every value).
+    plan: Any = None
 
 
 def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
@@ -98,24 +101,32 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
 
     findings = detect(loaded)
     settings, batch_note = _batch_size(loaded, settings)
-    batch = _load_batch(data, loaded, settings, observer, chosen=batch_note)
-    return Prepared(loaded, batch, findings, ruleset, settings, (batch_note,) if batch_note else ())
+    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
+    return Prepared(loaded, plan.batches[0], findings, ruleset, settings, (batch_note,) if batch_note else (), plan)
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
-        command: str = "", started: datetime | None = None) -> AuditResult:
-    """The audit of a prepared model and batch; ``settings`` default to the ones it was prepared with.
+        command: str = "", started: datetime | None = None, restored: Any = ((), ()),
+        on_batch: Any = None) -> AuditResult:
+    """The audit of a prepared model and its batches (``prepared.plan``; without one, ``prepared.batch``), one
+    client update each (``leakaudit.coverage``); ``settings`` default to the ones it was prepared with.
+    ``restored`` (batch and sample records of a checkpoint) are not run again; ``on_batch`` receives the records
+    after every batch (the CLI writes its checkpoint there).
 
     See ``prepare`` for an example.
     """
+    from .coverage.run import Plan, run_batches
+
     settings = settings or prepared.settings or ScanSettings()
-    result = audit_loaded(prepared.model, prepared.batch, prepared.findings, settings, observer, command=command,
-                          started=started, ruleset=prepared.ruleset)
-    return replace(result, notes=(*result.notes, *prepared.notes)) if prepared.notes else result
+    plan = prepared.plan or Plan((prepared.batch,), len(prepared.batch))
+    ruleset = prepared.ruleset if prepared.ruleset is not None else _load_rules(settings.rules)
+    return run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
+                       command=command, started=started, notes=prepared.notes, restored=restored, on_batch=on_batch)
 
 
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
-          observer: Observer | None = None, command: str = "", **overrides: Any) -> AuditResult:
+          observer: Observer | None = None, command: str = "", restored: Any = ((), ()), on_batch: Any = None,
+          **overrides: Any) -> AuditResult:
     """Audit ``model`` (a path or a ``LoadedModel``) on ``data`` (a path or a ``SampleBatch``).
 
     ``settings`` (or keyword overrides such as ``budget="quick"``) control everything else; see
@@ -146,7 +157,8 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     """
     started = _now()
     prepared = prepare(model, data, settings, observer=observer, **overrides)
-    return run(prepared, observer=observer, command=command, started=started)
+    return run(prepared, observer=observer, command=command, started=started, restored=restored,
+               on_batch=on_batch)
 
 
 def _batch_size(loaded: Any, settings: ScanSettings) -> tuple[ScanSettings, str]:
@@ -210,8 +222,10 @@ def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) ->
                       dropout=dict(settings.dropout) or None, arch_kwargs=dict(settings.arch_args) or None)
 
 
-def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer,
-                chosen: str = "") -> SampleBatch:
+def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer, chosen: str = "") -> Any:
+    """Every sample given (or ``settings.samples`` of them, drawn with the seed), cut into client batches of the
+    batch size; a last smaller batch takes the remainder when the model can train at its size."""
+    from .coverage.run import Plan
     from .errors import DataError
 
     size = settings.batch_size
@@ -220,24 +234,28 @@ def _load_batch(data: str | Any, loaded: Any, settings: ScanSettings, observer: 
 
         size, chosen = resolve_batch_size(loaded, None)
     if isinstance(data, SampleBatch):
-        batch = data
+        pool = data
     else:
         observer.stage("load samples", str(data))
         from .data import load_samples, normalization
 
         channels = loaded.input_shape[0] if len(loaded.input_shape) == 3 else 1
         norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
-        batch = load_samples(data, input_shape=loaded.input_shape, num_classes=loaded.num_classes,
-                             normalization=norm, limit=size)
-    if len(batch) < size and chosen:
+        pool = load_samples(data, input_shape=loaded.input_shape, num_classes=loaded.num_classes,
+                            normalization=norm)
+    if len(pool) < size and chosen:
         why = ("the batch its ONNX file fixes (or re-export it with dynamic axes)" if "fixes batch" in chosen
                else "the smallest at which its BatchNorm layers can run in train mode")
-        raise DataError(f"{batch.source}: {len(batch)} sample(s) found but the model needs a batch of "
+        raise DataError(f"{pool.source}: {len(pool)} sample(s) found but the model needs a batch of "
                         f"{size}, {why}; add samples")
-    if len(batch) < size:
-        raise DataError(f"{batch.source}: {len(batch)} sample(s) found but --batch-size is {size}; "
+    if len(pool) < size:
+        raise DataError(f"{pool.source}: {len(pool)} sample(s) found but --batch-size is {size}; "
                         f"add samples or lower --batch-size")
-    return batch.subset(size) if len(batch) > size else batch
+    from .coverage.split import draw, split
+
+    chosen_pool, drawn = draw(pool, settings.samples, settings.seed)
+    batches, remainder = split(chosen_pool, size, loaded, settings.samples)
+    return Plan(tuple(batches), len(pool), drawn, remainder)
 
 
 def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:

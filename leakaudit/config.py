@@ -51,6 +51,7 @@ class ScanSettings:
     restarts: int | None = None
     defenses: tuple[str, ...] = ()  # "noise:sigma=0.01", applied in order
     batch_size: int | None = None  # None: 1, or the smallest the model's BatchNorm layers can train with
+    samples: int | None = None  # None: every sample given; N: N drawn with the seed (leakaudit.coverage)
     local_steps: int = 1
     local_lr: float = 0.1
     protocol: str | None = None  # None: fedsgd, or fedavg when local_steps > 1
@@ -243,6 +244,13 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], i
     return lambda value, where: _number(value, int, where, minimum=minimum, maximum=maximum)
 
 
+def _samples(value: Any, where: str) -> int | None:
+    """``all`` (every sample given) or a positive count."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    return _number(value, int, where, minimum=1)
+
+
 def _learning_rate(value: Any, where: str) -> float:
     number = _number(value, float, where)
     if number <= 0:
@@ -334,6 +342,9 @@ SETTINGS: tuple[Setting, ...] = (
                               "replaces a defense of its kind."}),
     Setting("batch_size", "--batch-size", _integer(1), "Samples in the client's batch (default: 1, or the smallest "
             "the model's train-mode BatchNorm layers can run with).", kind=int),
+    Setting("samples", "--samples", _samples, "How many samples to audit: all (default), or N drawn with the seed; "
+            "they are split into client batches of --batch-size, each its own client update.", metavar="N|all",
+            commands=("scan",)),
     Setting("local_steps", "--local-steps", _integer(1, MAX_LOCAL_STEPS), "Local steps (>1: FedAvg weight update).",
             kind=int, default=1),
     Setting("local_lr", "--local-lr", _learning_rate, "Local learning rate (FedAvg).", kind=float, default=0.1),

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .update.cost import DefenseCost
     from .update.interface import ThreatModel
 
-__all__ = ["AttackOutcome", "AuditResult", "ControlOutcome", "DataCard", "LabelOutcome", "ModelCard", "RuleOutcome"]
+__all__ = ["AttackOutcome", "AuditResult", "BatchCoverage", "ControlOutcome", "CoverageOutcome", "DataCard",
+           "LabelOutcome", "ModelCard", "RuleOutcome", "SampleCoverage"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,85 @@ class ControlOutcome:
 
 
 @dataclass(frozen=True)
+class SampleCoverage:
+    """One audited sample over the whole set: its best attack (the most leaking on the ranking metric), that
+    attack's scores on it, and whether it was recognisably reconstructed (``CoverageOutcome.criterion``)."""
+
+    index: int  # in the audited set (the drawn samples, in file order)
+    name: str
+    label: int | None
+    batch: int  # 0-based client batch
+    position: int  # 0-based place in its batch
+    attack: str | None  # None: no attack produced a reconstruction of it
+    metrics: dict[str, float] = field(default_factory=dict)
+    recognised: bool = False
+    rules: tuple[str, ...] = ()  # the recognition rules it crossed
+    reconstruction: str | None = None  # PNG data URI; kept only for the worst cases (the report's gallery)
+
+
+@dataclass(frozen=True)
+class BatchCoverage:
+    """One client batch of a coverage scan: its own update, attacks, control and verdict."""
+
+    index: int
+    seed: int  # the scan's seed + index: each batch is another client step
+    size: int
+    overall: str  # this batch's verdict (leakaudit.verdict.outcome)
+    rules: tuple[RuleOutcome, ...] = ()
+    crashed: tuple[str, ...] = ()
+    control: bool | None = None  # whether its positive control reconstructed (None: not needed / not run)
+    control_evidence: str = ""
+    seconds: float = 0.0
+    incomplete: bool = False
+
+
+@dataclass(frozen=True)
+class CoverageOutcome:
+    """The audit over every sample given (or --samples drawn with the seed), batch by batch.
+
+    ``recognised`` means: a fail-severity per-sample rule of the profile fires on the sample for some attack
+    (the warn-severity ones when the profile has no fail-severity per-sample rule, e.g. a profile that gates
+    on the rate alone); ``criterion`` names the rules. The interval is Clopper-Pearson (``coverage.stats``)."""
+
+    available: int  # samples found in --data
+    planned: int  # samples drawn for the audit
+    batch_size: int
+    batches_planned: int
+    samples: tuple[SampleCoverage, ...]  # the audited ones, in index order
+    batches: tuple[BatchCoverage, ...]  # the batches that ran (or were restored from the checkpoint)
+    criterion: tuple[str, ...]  # rule ids that define "recognised"
+    ranking_metric: str  # what "best attack" and "worst sample" are judged by
+    shown_batch: int  # the batch whose attacks, images and control the report's detail sections show
+    drawn: str = "all"  # "all" | "N of M drawn with seed S"
+    remainder: str = ""  # what happened to samples a batch size does not divide
+    resumed: int = 0  # batches restored from a checkpoint
+    confidence: float = 0.95
+
+    @property
+    def audited(self) -> int:
+        return len(self.samples)
+
+    @property
+    def recognised(self) -> int:
+        return sum(1 for s in self.samples if s.recognised)
+
+    @property
+    def fraction(self) -> float | None:
+        return self.recognised / self.audited if self.audited else None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        from .coverage.stats import clopper_pearson
+
+        return clopper_pearson(self.recognised, self.audited, self.confidence)
+
+    @property
+    def crashed(self) -> tuple[str, ...]:
+        """Attacks that crashed in any batch, each named once (``batches`` say which)."""
+        return tuple(dict.fromkeys(name for b in self.batches for name in b.crashed))
+
+
+@dataclass(frozen=True)
 class AuditResult:
     model: ModelCard
     findings: Findings
@@ -151,13 +231,18 @@ class AuditResult:
     notes: tuple[str, ...] = ()
     control: ControlOutcome | None = None
     defense_cost: DefenseCost | None = None  # with simulated defenses: what they cost the update's usefulness
+    # Every batch of the scan (schema 1.4). The sections above show one batch (``coverage.shown_batch``); the
+    # rules and the control are combined over all batches.
+    coverage: CoverageOutcome | None = None
 
     @property
     def outcome(self) -> Outcome:
         """The verdict, exit code and summary line every output shows (``leakaudit.verdict.outcome``)."""
         control = self.control
         return decide([(r.id, r.status) for r in self.rules], strict=self.strict,
-                      crashed=[a.name for a in self.attacks if a.status == "failed"], incomplete=self.incomplete,
+                      crashed=list(dict.fromkeys([a.name for a in self.attacks if a.status == "failed"]
+                                                   + list(self.coverage.crashed if self.coverage else ()))),
+                      incomplete=self.incomplete,
                       exit_zero=bool(self.settings and self.settings.exit_zero),
                       control=control.counts if control else None, control_evidence=control.evidence if control else "")
 

@@ -67,6 +67,15 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
     budget = doc.get("budget") or {}
     console.print(f"  budget: {terminal(budget.get('text', '?'))}", highlight=False, markup=True)
     _attack_lines(console, doc)
+    coverage = doc.get("coverage")
+    if coverage and coverage["audited"]:
+        interval = coverage["interval"]
+        worst = coverage.get("worst") or {}
+        console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
+                      f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
+                      f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
+                      f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,
+                      markup=True)
     if doc.get("defense_cost"):  # protection above, its price here
         console.print(f"  defense cost: {terminal(doc['defense_cost']['summary'])}", highlight=False, markup=True)
     for note in doc.get("notes", []):  # e.g. a batch size chosen for the model's BatchNorm layers
@@ -118,11 +127,18 @@ def scan(
     data: str = options.DATA,
     given: options.GivenSettings,  # --arch ... --embed-data: the options of config.SETTINGS (see with_settings)
     output: Optional[str] = typer.Option(None, "--output", help="Where the JSON report goes: a file, or - for stdout."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted multi-batch scan from "
+                                "scan-checkpoint.json in --output-dir (same model, data and settings): batches "
+                                "done are kept, the others run."),
     config: Optional[str] = options.CONFIG,
     debug: bool = options.DEBUG,
 ) -> int:
-    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports."""
-    from ..audit import audit  # heavy imports (torch, attacks) only when a scan runs
+    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports.
+
+    Every sample given is audited (or --samples N of them, drawn with the seed), in client batches of
+    --batch-size; the report gives the fraction recognisably reconstructed with its 95% interval."""
+    from ..audit import _now, prepare, run  # heavy imports (torch, attacks) only when a scan runs
+    from ..coverage import checkpoint
     from ..report import build_document, parse_formats, render_all, write_atomic
     from ..report.output import REPORT_NAMES, OutputFolder, discard_previous, prepare_file, refuse_inputs
     from .progress import RichObserver
@@ -158,8 +174,25 @@ def scan(
     if folder is not None:
         ctx.with_resource(folder)
     # attributed: an error about a value the config file gave names the file and key, not a flag never typed
+    if resume and folder is None:
+        raise InputError("--resume: the checkpoint lives in --output-dir, and this scan writes no report there; "
+                         "leave out --output - / --format that exclude it")
+    saved = Path(settings.output_dir) / checkpoint.NAME
     with RichObserver(console, quiet=settings.quiet) as observer, config_file.attributed(flags):
-        result = audit(model, data, settings, observer=observer, command=command)
+        started = _now()
+        prepared = prepare(model, data, settings, observer=observer)
+        ident = checkpoint.identity(prepared, prepared.settings or settings)
+        restored = checkpoint.read(saved, ident) if resume else ([], [])
+        many = prepared.plan is not None and len(prepared.plan.batches) > 1
+
+        def on_batch(batches: Any, samples: Any) -> None:  # after every batch: what --resume continues from
+            if many and folder is not None:
+                folder.put(checkpoint.NAME, checkpoint.dumps(ident, batches, samples))
+
+        result = run(prepared, observer=observer, command=command, started=started, restored=restored,
+                     on_batch=on_batch)
+    if not result.incomplete and folder is not None:
+        saved.unlink(missing_ok=True)  # complete: nothing to resume
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)
     written: list[str] = []

@@ -19,7 +19,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..result import AttackOutcome, AuditResult, ControlOutcome
+from ..result import AttackOutcome, AuditResult, ControlOutcome, CoverageOutcome, SampleCoverage
 from ..verdict.outcome import counts
 from .budget import describe as describe_budget
 from .images import png_data_uri
@@ -28,7 +28,7 @@ from .recommendations import recommend
 if TYPE_CHECKING:
     from ..update.cost import DefenseCost  # a type only: rendering a report never imports torch
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -197,6 +197,39 @@ def _defense_cost(cost: DefenseCost | None) -> dict[str, Any] | None:
             "reason": cost.reason, "summary": cost.summary()}
 
 
+def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
+    return {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
+            "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
+            "reconstruction": s.reconstruction}
+
+
+def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
+    """Every batch of the scan (schema 1.4): per sample the best attack and its scores, the recognised fraction
+    with its interval, the worst sample, and the rate per batch position and per label."""
+    if c is None:
+        return None
+    from ..coverage.combine import by_group, worst_key
+
+    lower, upper = c.interval
+    worst = max(c.samples, key=lambda s: (worst_key(s, c.ranking_metric), -s.index)) if c.samples else None
+    return {
+        "available": c.available, "planned": c.planned, "audited": c.audited, "drawn": c.drawn,
+        "batch_size": c.batch_size, "batches_planned": c.batches_planned, "batches_run": len(c.batches),
+        "remainder": c.remainder, "resumed_batches": c.resumed, "criterion": list(c.criterion),
+        "ranking_metric": c.ranking_metric, "recognised": c.recognised, "fraction": number(c.fraction),
+        "interval": {"method": "clopper-pearson", "confidence": c.confidence, "lower": number(lower),
+                     "upper": number(upper)},
+        "worst": _coverage_sample(worst) if worst is not None else None,
+        "shown_batch": c.shown_batch,
+        "by_position": by_group(c.samples, "position"),
+        "by_label": by_group(c.samples, "label"),
+        "batches": [{"index": b.index, "seed": b.seed, "size": b.size, "overall": b.overall,
+                     "crashed_attacks": list(b.crashed), "control_reconstructed": b.control,
+                     "seconds": number(b.seconds)} for b in c.batches],
+        "samples": [_coverage_sample(s) for s in c.samples],
+    }
+
+
 def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str, Any]:
     m, t = result.model, result.threat
     doc: dict[str, Any] = {
@@ -241,6 +274,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "verdict": _verdict(result),
         "control": _control(result.control),
         "defense_cost": _defense_cost(result.defense_cost),
+        "coverage": _coverage(result.coverage),
         "notes": list(result.notes),
     }
     doc["budget"] = describe_budget(doc)  # what ran, not only the budget's name (overrides change it)

@@ -288,14 +288,101 @@ def _defense_cost(doc: dict[str, Any]) -> str:
             + _card(items))
 
 
+def _histogram(values: list[float], bins: int = 20, lo: float = -0.2, hi: float = 1.0) -> str:
+    """An inline SVG bar chart of per-sample SSIM (no script, no external resource; the CSP allows inline SVG
+    markup). Drawn here rather than with matplotlib so ``leakaudit render`` stays free of numpy."""
+    counts = [0] * bins
+    for v in values:
+        k = int((min(max(v, lo), hi) - lo) / (hi - lo) * bins)
+        counts[min(k, bins - 1)] += 1
+    top = max(counts) or 1
+    width, height, pad = 420, 140, 24
+    bar = (width - 2 * pad) / bins
+    rects = "".join(
+        f'<rect x="{pad + i * bar:.1f}" y="{height - pad - c / top * (height - 2 * pad):.1f}" width="{bar - 1:.1f}" '
+        f'height="{c / top * (height - 2 * pad):.1f}" fill="#5470c6"><title>{lo + i * (hi - lo) / bins:.2f}–'
+        f'{lo + (i + 1) * (hi - lo) / bins:.2f}: {c}</title></rect>' for i, c in enumerate(counts))
+    ticks = "".join(f'<text x="{pad + (t - lo) / (hi - lo) * (width - 2 * pad):.1f}" y="{height - 6}" '
+                    f'font-size="10" text-anchor="middle">{t:g}</text>' for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+    return (f'<svg class="histogram" width="{width}" height="{height}" '
+            f'role="img" aria-label="histogram of per-sample SSIM"><line x1="{pad}" y1="{height - pad}" '
+            f'x2="{width - pad}" y2="{height - pad}" stroke="#444"/>{rects}{ticks}'
+            f'<text x="{pad}" y="12" font-size="10">samples (max {top} per bin)</text></svg>')
+
+
+def _coverage(doc: dict[str, Any]) -> str:
+    """Every batch of the scan (schema 1.4): the recognised fraction, the worst cases, the SSIM histogram and
+    the rate per batch position and label."""
+    c = doc.get("coverage")
+    if not c:
+        return ""
+    i = c["interval"]
+    fraction = c["fraction"]
+    percent = fraction * 100 if isinstance(fraction, (int, float)) else fraction
+    rate = (f'{esc(c["recognised"])} of {esc(c["audited"])} ({fmt(percent)}%), 95% interval '
+            f'{fmt(i["lower"])}–{fmt(i["upper"])} ({esc(i["method"])})')
+    worst = c.get("worst")
+    items = [("Samples audited", f'{esc(c["audited"])} of {esc(c["planned"])} planned ({esc(c["drawn"])}; '
+              f'{esc(c["available"])} found)'),
+             ("Client batches", f'{esc(c["batches_run"])} of {esc(c["batches_planned"])}, batch size '
+              f'{esc(c["batch_size"])}' + (f'; {esc(c["resumed_batches"])} restored from a checkpoint'
+                                           if c.get("resumed_batches") else "")),
+             ("Recognisably reconstructed", rate),
+             ("Recognised means", "a rule fires on the sample: " + (esc(", ".join(c["criterion"])) or "no per-sample "
+                                                                    "rule in the profile")),
+             ("Worst sample", "—" if not worst else
+              f'<span class="mono">{esc(worst["name"])}</span> (batch {esc(worst["batch"] + 1)}, '
+              f'{esc(worst["attack"] or "no attack")}, {esc(c["ranking_metric"])} '
+              f'{fmt(worst["metrics"].get(c["ranking_metric"]))})'),
+             ("Detail below", f'attacks and images of batch {esc(c["shown_batch"] + 1)} (the worst sample\'s)')]
+    if c.get("remainder"):
+        items.append(("Remainder", esc(c["remainder"])))
+    out = ["<h2 id=\"coverage\">Coverage: every sample</h2>", _card(items)]
+    ssims = [s["metrics"]["ssim"] for s in c["samples"] if isinstance(s["metrics"].get("ssim"), (int, float))]
+    if ssims:
+        out.append("<h3>Per-sample SSIM (best attack)</h3>" + _histogram([float(v) for v in ssims]))
+    gallery = sorted((s for s in c["samples"] if s.get("reconstruction")),
+                     key=lambda s: (not s["recognised"], s["index"]))
+    if gallery:
+        figures = "".join(
+            '<figure class="pair"><div class="imgs"><div class="cell">'
+            + (_img(s["reconstruction"], f'reconstruction of {s["name"]}') or '<div class="missing">no image</div>')
+            + f'reconstruction</div></div><figcaption><span class="mono">{esc(s["name"])}</span>'
+            + f'<br>{"recognised" if s["recognised"] else "not recognised"} · batch {esc(s["batch"] + 1)} · '
+            + f'{esc(s["attack"] or "")}<br>'
+            + ", ".join(f"{esc(k)} {fmt(v)}" for k, v in s["metrics"].items()) + "</figcaption></figure>"
+            for s in gallery)
+        out.append(f'<h3>Worst cases</h3><div class="grid">{figures}</div>')
+    for key, title in (("by_position", "position in batch"), ("by_label", "label")):
+        rows = [[esc(g[key.removeprefix("by_")] if g[key.removeprefix("by_")] is not None else "—"),
+                 fmt(g["audited"]), fmt(g["recognised"]), fmt(g["fraction"])] for g in c[key]]
+        if len(rows) > 1:
+            out.append(f"<h3>Leak rate by {esc(title)}</h3>"
+                       + _table([title, "audited", "recognised", "fraction"], rows, numeric=[1, 2, 3]))
+    if len(c["batches"]) > 1:
+        rows = [[fmt(b["index"] + 1), _badge(b["overall"]), fmt(b["size"]), fmt(b["seed"]),
+                 fmt(b["control_reconstructed"]), esc(", ".join(b["crashed_attacks"]) or "—"), fmt(b["seconds"])]
+                for b in c["batches"]]
+        out.append(f'<details><summary>Batches ({len(rows)})</summary>'
+                   + _table(["Batch", "Verdict", "Size", "Seed", "Control reconstructed", "Crashed", "Seconds"],
+                            rows, numeric=[0, 2, 3, 6]) + "</details>")
+    rows = [[fmt(s["index"]), f'<span class="mono">{esc(s["name"])}</span>', fmt(s["batch"] + 1),
+             esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m in ("ssim", "psnr")],
+             _badge("fail") if s["recognised"] else "no"] for s in c["samples"]]
+    out.append(f'<details><summary>Every sample ({len(rows)})</summary>'
+               + _table(["#", "Sample", "Batch", "Best attack", "ssim", "psnr", "Recognised"], rows,
+                        numeric=[0, 2, 4, 5]) + "</details>")
+    return "".join(out)
+
+
 def render_html(doc: dict[str, Any]) -> str:
     body = "".join([
         _banner(doc), "<main>",
         f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',
-        _recommendations(doc), _rules(doc), _control(doc), _defense_cost(doc), _attacks(doc), _model(doc),
-        _data_and_threat(doc), _reproduce(doc),
+        _recommendations(doc), _rules(doc), _control(doc), _coverage(doc), _defense_cost(doc), _attacks(doc),
+        _model(doc), _data_and_threat(doc), _reproduce(doc),
         "</main>",
     ])
     template = Template(read_report_file("report.html"))

@@ -36,8 +36,9 @@ _PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data")
 
 def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
     """``leakaudit.audit.prepare``: the same pre-flight and loading as a scan (a typo in an attack name or a rule
-    file is refused before the model loads and before sweep.json is written)."""
-    return prepare_audit(model, data, settings, observer=observer)
+    file is refused before the model loads and before sweep.json is written). A sweep audits the first client
+    batch at every value (``plan=None``): the coverage of the whole sample set is ``scan``'s."""
+    return dataclasses.replace(prepare_audit(model, data, settings, observer=observer), plan=None)
 
 
 def default_audit(prepared: Prepared, command: str = "") -> "AuditFn":

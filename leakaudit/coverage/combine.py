@@ -1,0 +1,242 @@
+"""Per-batch audits -> per-sample records -> one scan verdict.
+
+Each client batch is audited on its own (its own update, attacks, settled-verdict plan and positive control).
+This module reads each batch's ``AuditResult`` into small records (``BatchCoverage``, ``SampleCoverage``) and,
+at the end, combines them:
+
+- a rule's result over the scan is its worst over the batches: it fires when it fired in any batch (a leak in
+  any batch is a FAIL), is not evaluated when it fired nowhere and was not evaluated somewhere, and passes only
+  when it passed in every batch;
+- the rules on the scan-level metrics (``recognised_fraction``, ``recognised_upper``) are evaluated once, on the
+  records of every batch;
+- the control: a batch's pass is earned by its own control (its samples reconstructed without the defenses).
+  The scan's pass needs every passing batch's pass earned, so one batch whose control did not reconstruct makes
+  an otherwise passing scan inconclusive (its samples were not shown to be safe, only not reconstructed);
+- an attack that crashed in any batch makes a scan without a leak an ERROR.
+
+Only what the report shows is kept: the per-sample scores of every sample, and reconstruction images of the
+worst ``GALLERY`` samples; the full result (tensors) of one batch, the one with the worst sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+from ..result import AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, RuleOutcome, SampleCoverage
+
+GALLERY = 12  # worst cases whose reconstructions the report keeps
+
+
+def coverage_rules(ruleset: Any) -> tuple[Any, ...]:
+    from ..metrics.builtin import COVERAGE_METRICS
+
+    return tuple(r for r in ruleset.rules if r.metric in COVERAGE_METRICS)
+
+
+def batch_ruleset(ruleset: Any) -> Any:
+    """The rules a single batch is judged by: all but the scan-level (coverage) ones."""
+    rules = coverage_rules(ruleset)
+    return replace(ruleset, rules=tuple(r for r in ruleset.rules if r not in rules)) if rules else ruleset
+
+
+def criterion(ruleset: Any) -> tuple[Any, ...]:
+    """The rules that say a sample is recognised: the per-sample fail-severity rules, or, in a profile without
+    any (one that gates on the rate alone), the per-sample warn-severity ones."""
+    from ..metrics import METRICS
+
+    per_sample = [r for r in batch_ruleset(ruleset).rules if r.scope == "any" and METRICS.get(r.metric).per_sample]
+    fail = tuple(r for r in per_sample if r.severity == "fail")
+    return fail or tuple(per_sample)
+
+
+def ranking_metric(rules: Sequence[Any]) -> str:
+    return rules[0].metric if rules else "ssim"
+
+
+def _leak_key(value: float | None, metric: str) -> float:
+    """Larger = more leaking, whatever the metric's direction; a missing or NaN value is the least."""
+    from ..metrics import METRICS
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return -math.inf
+    return float(value) if METRICS.get(metric).leak_direction == "higher" else -float(value)
+
+
+def worst_key(s: SampleCoverage, metric: str) -> tuple[bool, float]:
+    return s.recognised, _leak_key(s.metrics.get(metric), metric)
+
+
+def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rules: Sequence[Any], metric: str,
+                 seconds: float) -> tuple[BatchCoverage, list[SampleCoverage]]:
+    """The records of one batch's audit: the batch's verdict and, per sample, the best attack and its scores.
+    Every sample's reconstruction image is made here; ``prune`` drops all but the worst cases'."""
+    from ..metrics import METRICS
+    from ..report.images import png_data_uri
+
+    data = result.data
+    best: dict[int, tuple[float, str, dict[str, float], Any]] = {}
+    hits: dict[int, set[str]] = {}
+    for attack in result.attacks:
+        if not attack.ran:
+            continue
+        for row, s in enumerate(attack.samples):
+            i = s.original_index if s.original_index is not None else s.index
+            for rule in rules:
+                value = s.metrics.get(rule.metric)
+                if value is None or rule.metric in s.excluded or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                if METRICS.get(rule.metric).leaks(float(value), rule.threshold, rule.comparison):
+                    hits.setdefault(i, set()).add(rule.id)
+            key = _leak_key(None if metric in s.excluded else s.metrics.get(metric), metric)
+            if i not in best or key > best[i][0]:
+                pixels = attack.pixels[row] if attack.pixels is not None and row < attack.pixels.shape[0] else None
+                best[i] = (key, attack.name, dict(s.metrics), pixels)
+    samples = []
+    for i, name in enumerate(data.names):
+        found = best.get(i)
+        samples.append(SampleCoverage(
+            index=offset + i, name=name, label=data.labels[i] if i < len(data.labels) else None, batch=index,
+            position=i, attack=found[1] if found else None, metrics={k: float(v) for k, v in found[2].items()}
+            if found else {}, recognised=bool(hits.get(i)), rules=tuple(sorted(hits.get(i, ()))),
+            reconstruction=png_data_uri(found[3]) if found and found[3] is not None else None))
+    control = result.control
+    outcome = result.outcome
+    record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,
+                           rules=result.rules, crashed=outcome.crashed, control=control.counts if control else None,
+                           control_evidence=control.evidence if control else "", seconds=seconds,
+                           incomplete=result.incomplete)
+    return record, samples
+
+
+def prune(samples: Iterable[SampleCoverage], metric: str, keep: int = GALLERY) -> list[SampleCoverage]:
+    """All samples, in index order, with reconstruction images only on the ``keep`` worst."""
+    samples = sorted(samples, key=lambda s: s.index)
+    worst = {s.index for s in sorted(samples, key=lambda s: worst_key(s, metric), reverse=True)[:keep]}
+    return [s if s.index in worst or s.reconstruction is None else replace(s, reconstruction=None) for s in samples]
+
+
+def worst_batch(samples: Sequence[SampleCoverage], metric: str) -> int:
+    """The batch of the worst sample (the first such batch on a tie): the one the report shows in detail."""
+    ranked = sorted(samples, key=lambda s: (worst_key(s, metric), -s.index), reverse=True)
+    return ranked[0].batch if ranked else 0
+
+
+def _combine_rule(rows: list[tuple[int, RuleOutcome]], many: bool) -> RuleOutcome:
+    from ..metrics import METRICS
+
+    def key(item: tuple[int, RuleOutcome]) -> float:
+        return _leak_key(item[1].observed, item[1].metric) if item[1].metric in METRICS else 0.0
+
+    fired = [x for x in rows if x[1].status in ("fail", "warn")]
+    unevaluated = [x for x in rows if x[1].status == "not_evaluated"]
+    pick = max(fired, key=key) if fired else unevaluated[0] if unevaluated else max(rows, key=key)
+    index, rule = pick
+    if not many:
+        return rule
+    if fired:
+        reason = f"batch {index + 1}: {rule.reason} ({len(fired)} of {len(rows)} batches)"
+    elif unevaluated:
+        reason = f"batch {index + 1}: {rule.reason} ({len(unevaluated)} of {len(rows)} batches not evaluated)"
+    else:
+        reason = f"{rule.reason} (worst of {len(rows)} batches, in batch {index + 1})"
+    return replace(rule, reason=reason, sample=rule.sample)
+
+
+def combine_rules(batches: Sequence[BatchCoverage]) -> list[RuleOutcome]:
+    order: list[str] = []
+    rows: dict[str, list[tuple[int, RuleOutcome]]] = {}
+    for b in batches:
+        for r in b.rules:
+            if r.id not in rows:
+                order.append(r.id)
+            rows.setdefault(r.id, []).append((b.index, r))
+    return [_combine_rule(rows[rid], len(batches) > 1) for rid in order]
+
+
+def rate_rules(rules: Sequence[Any], recognised: int, audited: int, interval: tuple[float, float],
+               criterion_ids: Sequence[str]) -> list[RuleOutcome]:
+    """The scan-level rules, on the recognised fraction (or its interval's upper bound) of every audited sample."""
+    from ..metrics import METRICS
+
+    out = []
+    for rule in rules:
+        common = dict(id=rule.id, metric=rule.metric, comparison=rule.comparison, threshold=float(rule.threshold),
+                      severity=rule.severity, scope=rule.scope, description=rule.description,
+                      rationale=rule.rationale, reference=rule.reference)
+        if not audited or not criterion_ids:
+            why = "no sample was audited" if not audited else \
+                "the rules have no per-sample rule that says what recognised means"
+            out.append(RuleOutcome(**common, status="not_evaluated", reason=f"not evaluated: {why}"))
+            continue
+        value = recognised / audited if rule.metric == "recognised_fraction" else interval[1]
+        fired = METRICS.get(rule.metric).leaks(value, rule.threshold, rule.comparison)
+        status = ("fail" if rule.severity == "fail" else "warn") if fired else "pass"
+        shown = (f"{rule.metric} {value:.4g}" + (f" {rule.comparison} {rule.threshold:g}" if fired
+                 else f" does not reach {rule.comparison} {rule.threshold:g}"))
+        reason = (f"{shown}: {recognised} of {audited} sample(s) recognised ({', '.join(criterion_ids)}), "
+                  f"95% interval {interval[0]:.3g}-{interval[1]:.3g} (Clopper-Pearson)")
+        out.append(RuleOutcome(**common, status=status, observed=value, reason=reason))
+    return out
+
+
+def combine_control(shown: ControlOutcome | None, batches: Sequence[BatchCoverage]) -> ControlOutcome | None:
+    """One control per batch; the scan's: did not reconstruct when any batch's did not, else reconstructed when
+    any batch's did, else none (every batch leaked, or no fail rule to reach)."""
+    if shown is None or len(batches) <= 1:
+        return shown
+    counts = [b.control for b in batches]
+    failed = [b for b in batches if b.control is False]
+    value = False if failed else True if any(c is True for c in counts) else None
+    tally = (f"one control per batch: {sum(c is True for c in counts)} of {len(batches)} reconstructed, "
+             f"{len(failed)} did not, {sum(c is None for c in counts)} not needed or not run")
+    evidence = (f"batch {failed[0].index + 1} {failed[0].control_evidence}" if failed else shown.evidence)
+    status = "ran" if value is not None else shown.status
+    return replace(shown, status=status, reconstructed=value, reason=f"{shown.reason}; {tally}",
+                   evidence=evidence)
+
+
+def by_group(samples: Sequence[SampleCoverage], key: str) -> list[dict[str, Any]]:
+    """The leak rate per batch position or per label: [{value, audited, recognised, fraction}]."""
+    groups: dict[Any, list[SampleCoverage]] = {}
+    for s in samples:
+        groups.setdefault(getattr(s, key), []).append(s)
+    out = []
+    for value in sorted(groups, key=lambda v: (v is None, v)):
+        members = groups[value]
+        k = sum(1 for s in members if s.recognised)
+        out.append({key: value, "audited": len(members), "recognised": k, "fraction": k / len(members)})
+    return out
+
+
+def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage],
+            shown_batch: int, available: int, planned: int, batch_size: int, batches_planned: int, drawn: str,
+            remainder: str, resumed: int, interrupted: bool, strict: bool) -> AuditResult:
+    """The scan's result: ``shown``'s detail sections, the rules and control combined over ``batches``, and
+    the coverage section."""
+    from ..verdict.outcome import rules_fail
+
+    rules_for_samples = criterion(ruleset)
+    ids = tuple(r.id for r in rules_for_samples)
+    metric = ranking_metric(rules_for_samples)
+    batches = sorted(batches, key=lambda b: b.index)
+    coverage = CoverageOutcome(
+        available=available, planned=planned, batch_size=batch_size, batches_planned=batches_planned,
+        samples=tuple(prune(samples, metric)), batches=tuple(batches), criterion=ids, ranking_metric=metric,
+        shown_batch=shown_batch, drawn=drawn, remainder=remainder, resumed=resumed)
+    rules = combine_rules(batches) + rate_rules(coverage_rules(ruleset), coverage.recognised, coverage.audited,
+                                                coverage.interval, ids)
+    leaked = rules_fail((r.status for r in rules), strict=strict)
+    incomplete = interrupted or shown.incomplete or any(b.incomplete for b in batches)
+    missing = batches_planned - len(batches)
+    reason = shown.incomplete_reason
+    if incomplete and missing:
+        reason = f"interrupted after {len(batches)} of {batches_planned} batches; resume with --resume"
+    notes = shown.notes + ((remainder,) if remainder else ())
+    return replace(shown, rules=tuple(rules), rules_overall="fail" if leaked else "pass",
+                   control=combine_control(shown.control, batches), coverage=coverage,
+                   incomplete=incomplete, incomplete_reason=reason if incomplete else "", notes=notes,
+                   finished_at=datetime.now(timezone.utc))
+

@@ -1,0 +1,64 @@
+"""Which samples a scan audits and how they are cut into client batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError, DataError
+
+
+def select(batch: Any, rows: list[int]) -> Any:
+    """The samples ``rows`` of ``batch``, in that order."""
+    import torch
+
+    from ..data.interface import SampleBatch
+
+    index = torch.tensor(rows, dtype=torch.long)
+    shapes = tuple(batch.original_shapes[i] for i in rows) if batch.original_shapes else ()
+    return SampleBatch(batch.x[index], batch.y[index], batch.pixels[index], tuple(batch.names[i] for i in rows),
+                       batch.source, batch.normalization, shapes)
+
+
+def draw(pool: Any, samples: int | None, seed: int) -> tuple[Any, str]:
+    """Every sample (``samples`` None), or ``samples`` of them drawn without replacement with the seed, kept in
+    the order they were found (so batches hold neighbours, as the files sort)."""
+    available = len(pool)
+    if samples is None:
+        return pool, "all"
+    if samples > available:
+        raise DataError(f"--samples {samples}: {pool.source} holds {available} sample(s); give --samples "
+                        f"{available} or fewer, or --samples all")
+    if samples == available:
+        return pool, "all"
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = sorted(torch.randperm(available, generator=generator)[:samples].tolist())
+    return select(pool, rows), f"{samples} of {available} drawn with seed {seed}"
+
+
+def split(pool: Any, size: int, model: Any, samples: int | None) -> tuple[list[Any], str]:
+    """Client batches of ``size``; what a size that does not divide the count does to the remainder (a note).
+
+    The remainder forms a last, smaller batch, unless the model cannot train at that size (an ONNX file with a
+    fixed batch, BatchNorm that needs more than one value per channel): then the scan stops with exit 2 and says
+    how many samples divide evenly, rather than audit those samples under another threat model or skip them."""
+    n = len(pool)
+    full, rest = divmod(n, size)
+    batches = [select(pool, list(range(i * size, (i + 1) * size))) for i in range(full)] if full > 1 or rest \
+        else [pool]
+    if not rest:
+        return batches, ""
+    from ..models.batchnorm import resolve_batch_size
+
+    try:
+        resolve_batch_size(model, rest)
+    except ConfigError as e:
+        given = f"--samples {samples}" if samples is not None else f"{n} samples in {pool.source}"
+        why = str(e).split(": ", 1)[-1].split(";")[0]
+        raise DataError(f"{given} at batch size {size} leaves a last batch of {rest}, which the model cannot "
+                        f"train at ({why}); give --samples {full * size} (a multiple of {size}) or another "
+                        "--batch-size") from None
+    batches.append(select(pool, list(range(full * size, n))))
+    return batches, (f"{n} samples at batch size {size}: {full} batch(es) of {size} and a last batch of {rest} "
+                     "(the remainder is audited as a smaller client batch)")
