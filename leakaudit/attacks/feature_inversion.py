@@ -348,7 +348,9 @@ class FeatureInversion(Attack):
         notes.append(f"features matched to 1 - cosine {fit.loss:.2e} ({fit.iterations_run} Adam iterations x "
                      f"{len(fit.restart_losses)} restart(s), TV {settings.tv:g}); seed {seed}")
         x, labels, loss, iterations, stopped = fit.x, target.labels, fit.loss, fit.iterations_run, fit.stopped_early
-        refine = int(settings.extra.get("refine", 0))
+        # IG iterations from the feature-matched image, never more than `iterations` (an --iterations override
+        # meant to make a scan fast caps both stages)
+        refine = min(int(settings.extra.get("refine", 0)), int(settings.iterations))
         if refine > 0 and not stopped:
             if target.num_samples > 1:
                 # IG cannot tell a batch's samples apart as the separated features do: measured to lower SSIM

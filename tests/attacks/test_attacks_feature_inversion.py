@@ -141,6 +141,9 @@ def test_the_attack_reports_the_layer_the_fit_and_the_refinement_and_stays_in_th
     assert out.notes[0].startswith("layer fc1 (256 input features):") and "residual" in out.notes[0]
     assert any(n.startswith("refined by IG") for n in out.notes) and out.iterations_run == 30
     assert len(out.restart_losses) == 2
+    capped = FeatureInversion().run(target, AttackSettings(3, 1, 0.3, 0.1, {"refine": 200}), device=torch.device("cpu"),
+                                    seed=0, observer=NullObserver())
+    assert capped.iterations_run == 6  # refine never exceeds iterations: --iterations 3 keeps the scan short
 
 
 def test_on_the_tutorial_convnet_it_beats_ig_with_as_many_iterations():
