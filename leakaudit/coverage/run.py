@@ -93,11 +93,11 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
         if shown is None or worst == i:
             shown = (i, result)
         del result
-        if on_batch is not None:
-            on_batch([batches[k] for k in sorted(batches)], samples)
-        if record.incomplete:
+        if record.incomplete:  # stopped inside the batch: reported, but not checkpointed (resume reruns it)
             interrupted = True
             break
+        if on_batch is not None:
+            on_batch([batches[k] for k in sorted(batches)], samples)
     worst = c.worst_batch(samples, metric) if samples else 0
     if shown is None or (shown[0] != worst and worst in batches and not interrupted):
         # the detail sections show the batch of the worst sample; restored from a checkpoint, it runs again
