@@ -4,7 +4,7 @@ For each standard architecture (random weights, as a user would bring it untrain
 builds the model with torchvision / timm, exports it to ONNX in training mode the way the docs recommend
 (TorchScript exporter, ``TrainingMode.TRAINING``, so BatchNorm and dropout survive), writes a folder of
 real 32x32 photos (the bundled ``examples/samples``), and runs ``leakaudit scan`` as a user would, once per
-case:
+case, on one client batch of photos drawn with the seed (``--batches`` for more):
 
 - ``undefended``: the model without dropout, no simulated defense -- every one of these leaks, so the
   honest verdict is FAIL (or INCONCLUSIVE when the attacks are too weak; never PASS);
@@ -122,7 +122,8 @@ def export(arch: Arch, dropout: float, path: Path, seed: int) -> None:
 
 def scan(model: Path, out: Path, args: argparse.Namespace, batch: int, defense: str | None) -> dict:
     cmd = ["leakaudit", "scan", str(model), "--data", str(SAMPLES), "--budget", args.budget,
-           "--batch-size", str(batch), "--device", args.device, "--output-dir", str(out), "--seed", str(args.seed)]
+           "--samples", str(batch * args.batches), "--batch-size", str(batch), "--device", args.device,
+           "--output-dir", str(out), "--seed", str(args.seed)]
     if defense:
         cmd += ["--defense", defense]
     started = time.perf_counter()
@@ -167,6 +168,8 @@ def main() -> int:
     ap.add_argument("--case", action="append", choices=CASES, help="case(s); default: all")
     ap.add_argument("--budget", default="standard", choices=("quick", "standard", "thorough"))
     ap.add_argument("--sigma", type=float, default=0.1, help="noise defense strength (default 0.1)")
+    ap.add_argument("--batches", type=int, default=1,
+                    help="client batches per scan (default 1: one batch of photos drawn with the seed)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per scan before it counts as not done")
