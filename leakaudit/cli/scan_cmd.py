@@ -135,8 +135,8 @@ def scan(
 ) -> int:
     """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports.
 
-    Every sample given is audited (or --samples N of them, drawn with the seed), in client batches of
-    --batch-size; the report gives the fraction recognisably reconstructed with its 95% interval."""
+    Every sample given is audited (or --samples N, drawn with the seed), in client batches of --batch-size.
+    The report gives the fraction recognisably reconstructed, with its 95% interval."""
     from ..audit import _now, prepare, run  # heavy imports (torch, attacks) only when a scan runs
     from ..coverage import checkpoint
     from ..report import build_document, parse_formats, render_all, write_atomic

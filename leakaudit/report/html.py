@@ -149,7 +149,9 @@ def _data_and_threat(doc: dict[str, Any]) -> str:
     norm = d["normalization"]
     data = _card([
         ("Source", f'<span class="mono">{esc(d["source"])}</span>'),
-        ("Samples", esc(d["count"])),
+        ("Samples", esc(d["count"]) + (f' (batch {esc(cov["shown_batch"] + 1)} of {esc(cov["batches_run"])}; '
+                                       f'{esc(cov["audited"])} audited in all, see Coverage)'
+                                       if (cov := doc.get("coverage")) and cov["batches_run"] > 1 else "")),
         ("Shape", esc(" × ".join(str(x) for x in d["shape"]))),
         ("Normalization", f'{esc(norm["name"])} (mean {esc(norm["mean"])}, std {esc(norm["std"])})'),
         ("Originals in this report", "embedded (--embed-data)" if d["originals_embedded"]

@@ -53,7 +53,10 @@ class Rule:
 
     def describe(self) -> str:
         """e.g. ``ssim_adjusted >= 0.6 on any sample``, ``psnr >= 20 dB on any sample``."""
-        where = "on any sample" if self.scope == "any" else "on the batch mean"
+        from ..metrics.builtin import COVERAGE_METRICS
+
+        where = ("over every audited sample" if self.metric in COVERAGE_METRICS
+                 else "on any sample" if self.scope == "any" else "on the batch mean")
         unit = METRICS.get(self.metric).unit
         return f"{self.metric} {self.comparison} {self.threshold:g}{' ' + unit if unit else ''} {where}"
 
