@@ -248,6 +248,8 @@ def _samples(value: Any, where: str) -> int | None:
     """``all`` (every sample given) or a positive count."""
     if isinstance(value, str) and value.strip().lower() == "all":
         return None
+    if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+        raise ConfigError(f"{where}: {value!r} is not a number of samples; give N (e.g. 100) or all")
     return _number(value, int, where, minimum=1)
 
 

@@ -239,3 +239,19 @@ def test_gallery_names_are_escaped(workdir, tmp_path):
     scan(workdir, out, data=folder)
     html = (out / "report.html").read_text()
     assert "Worst cases" in html and "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;.png" in html
+
+
+@pytest.mark.parametrize("value,message", [("0", "is below 1"), ("abc", "give N (e.g. 100) or all")])
+def test_a_bad_samples_value_is_one_line_exit_2(workdir, tmp_path, capsys, value, message):
+    assert scan(workdir, tmp_path / "r", "--samples", value) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.count("--samples") >= 1 and message in err
+
+
+def test_samples_all_is_every_sample_and_left_out_of_the_reproduce_command(workdir, tmp_path):
+    out = tmp_path / "r"
+    scan(workdir, out, "--samples", "all", "--batch-size", "16")
+    doc = report(out)
+    assert doc["coverage"]["audited"] == N and "--samples" not in doc["command"]
+    scan(workdir, out, "--samples", "16", "--batch-size", "16")
+    assert "--samples 16" in report(out)["command"]
