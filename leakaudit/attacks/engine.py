@@ -501,12 +501,13 @@ def _choose_step(pb: _Problem, objective: Objective, batching: str,
     why = _foldable(pb)
     if why is None:
         fold = _fold_step(pb, objective)
-        try:
-            device = pb.observed_flat.device
-            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-                agree = _same_step(probe_step(fold, probe), probe_step(loop, probe))
-        except _NotFoldable as e:
-            agree, why = False, str(e)
+        device = pb.observed_flat.device
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            reference = probe_step(loop, probe)  # the loop's own errors are the attack's errors
+            try:
+                agree = _same_step(probe_step(fold, probe), reference)
+            except Exception as e:  # noqa: BLE001 -- e.g. a reshape to a fixed batch: the loop still works
+                agree, why = False, f"{type(e).__name__}: {str(e)[:120]}"
         if agree:
             return "fold", fold, "restarts: folded into the batch (Linear layers, per-restart gradients)"
         why = why or "a check at the start disagreed with the per-restart computation"

@@ -237,3 +237,81 @@ def test_device_resolver():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def _how(res) -> str:
+    return next(n for n in res.notes if n.startswith("restarts:"))
+
+
+def test_linear_models_fold_restarts_into_the_batch_and_match_the_per_restart_loop():
+    model = _mlp(dropout=0.5)
+    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    y = torch.tensor([0, 3])
+    grads = _observed(model, x, y)
+    objective = Objective(tv=1e-3, mask_layers=("3",), mask_reg=1e-2)
+    runs = {b: match_gradients(model, grads, objective, Schedule(iterations=15, restarts=3, batching=b),
+                               input_shape=SHAPE, num_samples=2, num_classes=5, labels=y, seed=4)
+            for b in ("auto", "loop")}
+    assert "folded" in _how(runs["auto"]) and "loop" in _how(runs["loop"])
+    assert runs["auto"].restart_losses == pytest.approx(runs["loop"].restart_losses, rel=1e-3, abs=1e-5)
+    assert torch.allclose(runs["auto"].masks["3"], runs["loop"].masks["3"], atol=1e-3)
+
+
+def test_l2_and_soft_labels_fold_like_the_loop(problem):
+    model, grads, _ = problem
+    runs = [match_gradients(model, grads, Objective(distance="l2", soft_labels=True),
+                            Schedule(iterations=4, restarts=2, optimizer="lbfgs", lr=1.0, batching=b),
+                            input_shape=SHAPE, num_samples=1, num_classes=5, labels=None, seed=0)
+            for b in ("fold", "loop")]
+    assert runs[0].restart_losses == pytest.approx(runs[1].restart_losses, rel=1e-3, abs=1e-6)
+
+
+class _SamplesInteract(nn.Module):
+    """Centres every sample on the batch mean: restarts folded into one batch would see each other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(192, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        return self.fc(h - h.mean(0, keepdim=True) + h)
+
+
+class _FixedBatchReshape(nn.Module):
+    """A reshape to a fixed batch of one, as some exported graphs have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(192, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.reshape(1, 192))
+
+
+@pytest.mark.parametrize("factory", [_SamplesInteract, _FixedBatchReshape])
+def test_models_the_fold_rule_cannot_see_fall_back_to_the_loop(factory):
+    torch.manual_seed(0)
+    model = factory()
+    y = torch.tensor([1])
+    grads = _observed(model, torch.rand(1, *SHAPE), y)
+    res = match_gradients(model, grads, Objective(), Schedule(iterations=3, restarts=3), input_shape=SHAPE,
+                          num_samples=1, num_classes=5, labels=y, seed=0)
+    assert "not folded" in _how(res)
+    with pytest.raises(ConfigError, match="'fold' does not apply"):
+        match_gradients(model, grads, Objective(), Schedule(iterations=3, restarts=3, batching="fold"),
+                        input_shape=SHAPE, num_samples=1, num_classes=5, labels=y, seed=0)
+
+
+def test_batchnorm_and_conv_models_use_the_loop_and_vmap_still_agrees():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(256, 5))
+    x = torch.rand(2, *SHAPE)
+    y = torch.tensor([1, 2])
+    grads = _observed(model, x, y)
+    runs = [match_gradients(model, grads, Objective(tv=1e-4), Schedule(iterations=5, restarts=2, batching=b),
+                            input_shape=SHAPE, num_samples=2, num_classes=5, labels=y, seed=0)
+            for b in ("auto", "vmap")]
+    assert "not folded" in _how(runs[0])
+    assert runs[0].restart_losses == pytest.approx(runs[1].restart_losses, rel=1e-3, abs=1e-6)
