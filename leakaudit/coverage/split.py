@@ -40,9 +40,10 @@ def draw(pool: Any, samples: int | None, seed: int) -> tuple[Any, str]:
 def split(pool: Any, size: int, model: Any, samples: int | None) -> tuple[list[Any], str]:
     """Client batches of ``size``; what a size that does not divide the count does to the remainder (a note).
 
-    The remainder forms a last, smaller batch, unless the model cannot train at that size (an ONNX file with a
-    fixed batch, BatchNorm that needs more than one value per channel): then the scan stops with exit 2 and says
-    how many samples divide evenly, rather than audit those samples under another threat model or skip them."""
+    The remainder forms a last, smaller batch when the model can train at that size. When it cannot (an ONNX
+    file with a fixed batch, train-mode BatchNorm that needs more than one value per channel), auditing those
+    samples would need another threat model: with ``--samples N`` given that is exit 2 naming a count that
+    divides evenly; with every sample (the default) they are left out and the note names them."""
     n = len(pool)
     full, rest = divmod(n, size)
     batches = [select(pool, list(range(i * size, (i + 1) * size))) for i in range(full)] if full > 1 or rest \
@@ -54,11 +55,15 @@ def split(pool: Any, size: int, model: Any, samples: int | None) -> tuple[list[A
     try:
         resolve_batch_size(model, rest)
     except ConfigError as e:
-        given = f"--samples {samples}" if samples is not None else f"{n} samples in {pool.source}"
         why = str(e).split(": ", 1)[-1].split(";")[0]
-        raise DataError(f"{given} at batch size {size} leaves a last batch of {rest}, which the model cannot "
-                        f"train at ({why}); give --samples {full * size} (a multiple of {size}) or another "
-                        "--batch-size") from None
+        if samples is not None:
+            raise DataError(f"--samples {samples} at batch size {size} leaves a last batch of {rest}, which the "
+                            f"model cannot train at ({why}); give --samples {full * size} (a multiple of {size}) "
+                            "or another --batch-size") from None
+        left = list(pool.names[full * size:])
+        shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+        return batches, (f"{rest} of {n} samples not audited ({shown}): a last batch of {rest} cannot train ({why}); "
+                         f"give a sample count that is a multiple of {size}, or another --batch-size")
     batches.append(select(pool, list(range(full * size, n))))
     return batches, (f"{n} samples at batch size {size}: {full} batch(es) of {size} and a last batch of {rest} "
                      "(the remainder is audited as a smaller client batch)")

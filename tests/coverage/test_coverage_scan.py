@@ -135,7 +135,7 @@ def test_too_many_samples_is_one_line_exit_2(workdir, tmp_path, capsys):
     assert not (out / "report.json").exists()
 
 
-def test_a_remainder_batchnorm_cannot_train_at_is_refused(tmp_path):
+def test_a_remainder_batchnorm_cannot_train_at_is_refused_or_left_out_and_named(tmp_path):
     from leakaudit.audit import audit
     from leakaudit.data import SampleBatch, normalization
     from leakaudit.errors import DataError
@@ -148,8 +148,14 @@ def test_a_remainder_batchnorm_cannot_train_at_is_refused(tmp_path):
     pixels = torch.rand(5, 1, 4, 4)
     batch = SampleBatch(pixels, torch.tensor([0, 1, 2, 0, 1]), pixels, tuple(f"s{i}" for i in range(5)), "mem",
                         normalization("none", channels=1))
-    with pytest.raises(DataError, match="leaves a last batch of 1, which the model cannot train at"):
-        audit(model, batch, attacks=("analytic",), batch_size=2)
+    with pytest.raises(DataError, match="--samples 5 at batch size 2 leaves a last batch of 1, which the model "
+                                        "cannot train at"):
+        audit(model, batch, attacks=("analytic",), batch_size=2, samples=5)
+    # every sample (the default): the remainder is left out, and the report says which
+    result = audit(model, batch, attacks=("analytic",), batch_size=2)
+    assert result.coverage is not None and result.coverage.audited == 4 and result.coverage.available == 5
+    assert result.coverage.remainder.startswith("1 of 5 samples not audited (s4)")
+    assert result.coverage.remainder in result.notes
 
 
 def test_a_rule_on_the_rate(workdir, tmp_path):
