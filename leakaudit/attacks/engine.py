@@ -256,6 +256,7 @@ def _loop_step(pb: _Problem, objective: Objective) -> Callable:
     own = dict(module.named_parameters())
     params = [own[n] for n in names]
     named = dict(module.named_modules())
+    checked: list[bool] = []
 
     def step(x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]):
         for p in params:
@@ -278,6 +279,9 @@ def _loop_step(pb: _Problem, objective: Objective) -> Callable:
                 loss = client_loss(module, module(xr), targets, pb.loss)
                 g = dict(zip(names, torch.autograd.grad(loss, params, create_graph=True), strict=True))
                 total = _penalised(pb, objective, g, xr, mr)
+                if not checked:
+                    _check_twice_differentiable(total)
+                    checked.append(True)
                 wrt = [xr, *([yr] if yr is not None else []), *mr.values()]
                 grads = torch.autograd.grad(total, wrt, allow_unused=True)
             grads = tuple(torch.zeros_like(w) if d is None else d for d, w in zip(grads, wrt, strict=True))
@@ -344,6 +348,22 @@ def _join(x, y: dict, masks: dict) -> dict[str, torch.Tensor]:
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _check_twice_differentiable(total: torch.Tensor) -> None:
+    """Plain autograd does not fail on a function marked ``once_differentiable`` in a double backward: its
+    second derivative would silently be left out. Its graph node says so; fail as ``vmap`` did."""
+    seen: set = set()
+    stack = [total.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in ("Error", "DelayedError"):  # once_differentiable's node
+            raise RuntimeError("the model has a function torch cannot differentiate twice (an autograd.Function "
+                               "marked once_differentiable); gradient matching needs a double backward")
+        stack.extend(fn for fn, _ in node.next_functions)
 
 
 _BATCH_MEAN_LOSSES = ("cross_entropy", "mse")  # means over the batch: R x loss(folded) = sum of restarts' losses
