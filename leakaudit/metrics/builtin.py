@@ -59,11 +59,11 @@ _register(Metric(
 # Scan-level metrics of a coverage scan (leakaudit.coverage): one value for the whole sample set, computed from
 # the per-sample verdicts, never from pixels. Rules on them are evaluated once over all batches.
 _register(Metric(
-    "recognised_fraction", False, "higher", (0.0, 1.0),
+    "recognised_fraction", True, "higher", (0.0, 1.0),
     "fraction of the audited samples recognisably reconstructed (a per-sample fail rule fired on them), over "
     "every batch of the scan", per_sample=False))
 _register(Metric(
-    "recognised_upper", False, "higher", (0.0, 1.0),
+    "recognised_upper", True, "higher", (0.0, 1.0),
     "upper bound of the 95% Clopper-Pearson interval of recognised_fraction: what the data still allows",
     per_sample=False))
 COVERAGE_METRICS: tuple[str, ...] = ("recognised_fraction", "recognised_upper")
