@@ -59,7 +59,7 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
             shown = f"skipped: {first if len(first) <= 100 else first[:99] + '…'}"
         else:
             shown = f"{a['status']}: {a.get('reason', '')}"
-        console.print(f"  {terminal(prefix + a['name']):<14} {terminal(shown)}", highlight=False, markup=True)
+        console.print(f"  {terminal(prefix + a['name']):<17} {terminal(shown)}", highlight=False, markup=True)
 
 
 def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
