@@ -44,19 +44,13 @@ def train_batch_floor(model: LoadedModel) -> BatchFloor:
             seen.setdefault(layers[module], x.numel() // (x.shape[0] * x.shape[1]))
 
     handles = [m.register_forward_pre_hook(record) for m in layers]
-    was_training = model.module.training
-    device = next((p.device for p in model.module.parameters()), torch.device("cpu"))
     try:
-        model.module.eval()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.module(torch.zeros(probe, *model.input_shape, device=device))
+        _eval_forward(model, probe)
     except Exception:  # noqa: BLE001 -- the load already ran the model; the client step reports real errors
         return BatchFloor(1)
     finally:
         for h in handles:
             h.remove()
-        model.module.train(was_training)
     tight = [(name, n) for name, n in seen.items() if n <= 1]
     if not tight:
         return BatchFloor(1)
@@ -95,6 +89,15 @@ def fixed_batch(model: LoadedModel, batch: int) -> int | None:
     fixed = model.onnx.batch_size if model.onnx is not None else None
     if not fixed or fixed == batch:
         return None
+    try:
+        _eval_forward(model, batch)
+    except Exception:  # noqa: BLE001 -- any failure at another batch than the file's: the fixed batch binds
+        return fixed
+    return None
+
+
+def _eval_forward(model: LoadedModel, batch: int) -> None:
+    """One quiet eval-mode forward of zeros at ``batch`` (raises what the model raises); the mode restored."""
     was_training = model.module.training
     device = next((p.device for p in model.module.parameters()), torch.device("cpu"))
     try:
@@ -102,8 +105,5 @@ def fixed_batch(model: LoadedModel, batch: int) -> int | None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.module(torch.zeros(batch, *model.input_shape, device=device))
-    except Exception:  # noqa: BLE001 -- any failure at another batch than the file's: the fixed batch binds
-        return fixed
     finally:
         model.module.train(was_training)
-    return None

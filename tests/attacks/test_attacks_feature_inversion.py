@@ -206,7 +206,8 @@ def test_the_engine_starts_from_a_given_input():
     assert torch.equal(res.x, batch.x)  # lr 0: both restarts stay where they started
 
 
-def test_a_scan_of_the_tutorial_convnet_onnx_fails_via_feature_inversion(tmp_path):
+def _scan_tutorial_convnet(tmp_path: Path, *extra: str) -> tuple[int, dict]:
+    """The issue's tutorial ConvNet (32x32, training-mode ONNX) scanned at --budget quick on one photo."""
     torch.manual_seed(0)
     onnx_path = tmp_path / "convnet.onnx"
     _onnx(ConvNet(size=32, width=32, hidden=128), onnx_path, (3, 32, 32))
@@ -215,9 +216,13 @@ def test_a_scan_of_the_tutorial_convnet_onnx_fails_via_feature_inversion(tmp_pat
     (data / "astronaut.png").write_bytes((ROOT / "examples" / "samples" / "astronaut.png").read_bytes())
     (data / "labels.csv").write_text("file,label\nastronaut.png,0\n")
     out = tmp_path / "r"
-    code = app_main(["scan", str(onnx_path), "--data", str(data), "--budget", "quick", "--output-dir", str(out),
-                     "--format", "json", "--quiet"])
-    doc = json.loads((out / "report.json").read_text())
+    code = app_main(["scan", str(onnx_path), "--data", str(data), "--budget", "quick", *extra,
+                     "--output-dir", str(out), "--format", "json", "--quiet"])
+    return code, json.loads((out / "report.json").read_text())
+
+
+def test_a_scan_of_the_tutorial_convnet_onnx_fails_via_feature_inversion(tmp_path):
+    code, doc = _scan_tutorial_convnet(tmp_path)
     assert code == 1 and doc["verdict"]["overall"] == "fail"
     fi = next(a for a in doc["attacks"] if a["name"] == "feature-inversion")
     assert fi["status"] == "ran" and fi["means"]["ssim_adjusted"] >= 0.6
@@ -227,17 +232,7 @@ def test_a_scan_of_the_tutorial_convnet_onnx_fails_via_feature_inversion(tmp_pat
 def test_a_strong_noise_defense_on_the_tutorial_convnet_passes_with_a_control_that_reconstructs(tmp_path):
     """Issue 12's other half: with the leak found on the undefended update, a defense that stops every attack
     earns a PASS (the control reconstructs the clean update) -- not a false INCONCLUSIVE."""
-    torch.manual_seed(0)
-    onnx_path = tmp_path / "convnet.onnx"
-    _onnx(ConvNet(size=32, width=32, hidden=128), onnx_path, (3, 32, 32))
-    data = tmp_path / "one"
-    data.mkdir()
-    (data / "astronaut.png").write_bytes((ROOT / "examples" / "samples" / "astronaut.png").read_bytes())
-    (data / "labels.csv").write_text("file,label\nastronaut.png,0\n")
-    out = tmp_path / "r"
-    code = app_main(["scan", str(onnx_path), "--data", str(data), "--budget", "quick", "--defense", "noise:sigma=0.1",
-                     "--output-dir", str(out), "--format", "json", "--quiet"])
-    doc = json.loads((out / "report.json").read_text())
+    code, doc = _scan_tutorial_convnet(tmp_path, "--defense", "noise:sigma=0.1")
     assert code == 0 and doc["verdict"]["overall"] == "pass"
     assert doc["control"]["status"] == "ran" and doc["control"]["reconstructed"] is True
     assert all(r["status"] != "fail" for r in doc["rules"]["results"])
