@@ -10,6 +10,7 @@ the report can show its attacks and images.
 from __future__ import annotations
 
 import time
+from itertools import accumulate
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Sequence
@@ -63,7 +64,7 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     samples: list[SampleCoverage] = list(restored[1])
     resumed = len(batches)
     total = len(plan.batches)
-    offsets = [sum(len(b) for b in plan.batches[:i]) for i in range(total)]
+    offsets = [0, *accumulate(len(b) for b in plan.batches)][:total]  # index of each batch's first sample
     shown: tuple[int, AuditResult] | None = None
     times: list[float] = []
     interrupted = False
