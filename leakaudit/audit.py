@@ -63,6 +63,9 @@ class Prepared:
     # Every batch the scan covers (``coverage.run.Plan``); ``batch`` is its first. None: ``batch`` alone (a
     # sweep audits the first batch at every value).
     plan: Any = None
+    # How worker processes load the model again (``coverage.executors.ModelSource``); None: the model was given
+    # in memory, and workers receive it pickled.
+    source: Any = None
 
 
 def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
@@ -102,7 +105,11 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     findings = detect(loaded)
     settings, batch_note = _batch_size(loaded, settings)
     plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
-    return Prepared(loaded, plan.batches[0], findings, ruleset, settings, (batch_note,) if batch_note else (), plan)
+    from .coverage.executors import model_source
+
+    source = None if loaded is model else model_source(loaded, settings)
+    return Prepared(loaded, plan.batches[0], findings, ruleset, settings, (batch_note,) if batch_note else (), plan,
+                    source)
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
@@ -121,7 +128,8 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     plan = prepared.plan or Plan((prepared.batch,), len(prepared.batch))
     ruleset = prepared.ruleset if prepared.ruleset is not None else _load_rules(settings.rules)
     return run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
-                       command=command, started=started, notes=prepared.notes, restored=restored, on_batch=on_batch)
+                       command=command, started=started, notes=prepared.notes, restored=restored, on_batch=on_batch,
+                       source=prepared.source)
 
 
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
@@ -186,6 +194,9 @@ def preflight(settings: ScanSettings) -> Any:
     if settings.protocol is not None:
         check_protocol(settings.protocol)
     resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
+    from .coverage.executors import check_execution
+
+    check_execution(settings)  # Ray installed and its address answering, before a model load is spent
     return ruleset
 
 

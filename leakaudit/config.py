@@ -28,6 +28,7 @@ MAX_ITERATIONS = 1_000_000
 MAX_RESTARTS = 64
 MAX_LOCAL_STEPS = 10_000
 MAX_SEED = 2**32 - 1
+MAX_WORKERS = 1024  # local worker processes: more is a typo (each loads the model)
 MAX_INPUT_ELEMENTS = 3 * 2048 * 2048  # one sample; gradient inversion is run on far smaller images
 
 
@@ -57,6 +58,11 @@ class ScanSettings:
     protocol: str | None = None  # None: fedsgd, or fedavg when local_steps > 1
     labels_known: bool = False
     device: str = "auto"
+    # Where the client batches run (leakaudit.coverage.executors); never what they find: left out of the
+    # reproduce command, the report's settings and what --resume compares (EXECUTION below).
+    executor: str = "inprocess"
+    workers: int | None = None  # --executor processes: None is one per CPU, at most one per batch
+    ray_address: str | None = None  # --executor ray: None starts a local Ray instance
     seed: int = 0  # fixed by default: a CI gate must not flip between runs
     output_dir: str = "leakaudit-report"
     formats: tuple[str, ...] = ("json", "html")
@@ -281,6 +287,12 @@ def _device(value: Any, where: str) -> str:
     return device_spec(value, where)
 
 
+def _executor(value: Any, where: str) -> str:
+    from .coverage.executors import check_executor
+
+    return check_executor(value, where)
+
+
 def _protocol(value: Any, where: str) -> str:
     from .update.client import check_protocol
 
@@ -354,6 +366,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("labels_known", "--labels-known", _bool, "Give the attacker the true labels (stronger attacker).",
             kind=bool, default=False),
     Setting("device", "--device", _device, "auto, cpu, cuda or cuda:N (GPU N).", default="auto"),
+    Setting("executor", "--executor", _executor, "Where the client batches run: inprocess (default), processes "
+            "(local worker processes, --workers) or ray (pip install 'leakaudit[ray]': a local Ray instance, or "
+            "the cluster at --ray-address; a GPU per batch with --device cuda). The report is the same.",
+            default="inprocess", commands=("scan",), command="never"),
+    Setting("workers", "--workers", _integer(1, MAX_WORKERS), "Worker processes of --executor processes "
+            "(default: one per CPU, at most one per batch).", kind=int, commands=("scan",), command="never"),
+    Setting("ray_address", "--ray-address", _name, "Ray cluster to join with --executor ray, e.g. 10.0.0.5:6379 "
+            "(the head node's 'ray start --head' address) or auto; default: start a local Ray instance.",
+            metavar="HOST:PORT", commands=("scan",), command="never"),
     Setting("seed", "--seed", _integer(0, MAX_SEED), _SEED_HELP, kind=int, default=0, command="always",
             help_in={"sweep": _SEED_HELP[:-1] + " (the same at every value)."}),
     Setting("output_dir", "--output-dir", _folder, "Folder for the reports.", default="leakaudit-report",
@@ -372,6 +393,9 @@ SETTINGS: tuple[Setting, ...] = (
             default=False, command="never", commands=("scan",)),
 )
 SETTING = {s.name: s for s in SETTINGS}
+# How a scan runs, not what it finds: a report, its reproduce command and a checkpoint are the same whatever
+# these are (tests/coverage/test_coverage_executors.py).
+EXECUTION = ("executor", "workers", "ray_address")
 
 
 def coerce(name: str, value: Any, where: str | None = None) -> Any:

@@ -14,14 +14,16 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..config import EXECUTION
 from ..errors import InputError
 from ..result import BatchCoverage, RuleOutcome, SampleCoverage
 
 NAME = "scan-checkpoint.json"
 KIND = "leakaudit-scan-checkpoint"
 VERSION = 1
-# Settings that do not change any batch's result: a resumed scan may differ in them.
-PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data")
+# Settings that do not change any batch's result: a resumed scan may differ in them (e.g. resume on Ray a scan
+# that started in-process).
+PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data", *EXECUTION)
 
 
 def identity(prepared: Any, settings: Any) -> dict[str, Any]:

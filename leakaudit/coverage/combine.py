@@ -213,9 +213,10 @@ def by_group(samples: Sequence[SampleCoverage], key: str) -> list[dict[str, Any]
 
 def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage],
             shown_batch: int, available: int, planned: int, batch_size: int, batches_planned: int, drawn: str,
-            remainder: str, resumed: int, interrupted: bool, strict: bool) -> AuditResult:
+            remainder: str, resumed: int, interrupted: bool, strict: bool, lost: Sequence[str] = ()) -> AuditResult:
     """The scan's result: ``shown``'s detail sections, the rules and control combined over ``batches``, and
-    the coverage section."""
+    the coverage section. ``lost``: why batches could not be audited (their worker died twice): the scan is
+    then incomplete, like an interrupted one -- what ran is reported, and no verdict is final."""
     from ..verdict.outcome import rules_fail
 
     rules_for_samples = criterion(ruleset)
@@ -229,10 +230,13 @@ def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage
     rules = combine_rules(batches) + rate_rules(coverage_rules(ruleset), coverage.recognised, coverage.audited,
                                                 coverage.interval, ids)
     leaked = rules_fail((r.status for r in rules), strict=strict)
-    incomplete = interrupted or shown.incomplete or any(b.incomplete for b in batches)
+    incomplete = interrupted or shown.incomplete or any(b.incomplete for b in batches) or bool(lost)
     missing = batches_planned - len(batches)
     reason = shown.incomplete_reason
-    if incomplete and missing:
+    if lost:
+        reason = (f"{len(lost)} of {batches_planned} batches not audited ({'; '.join(lost[:3])}); run the scan "
+                  "again with --resume to audit them")
+    elif incomplete and missing:
         reason = f"interrupted after {len(batches)} of {batches_planned} batches; resume with --resume"
     notes = shown.notes + ((remainder,) if remainder else ())
     return replace(shown, rules=tuple(rules), rules_overall="fail" if leaked else "pass",

@@ -53,8 +53,12 @@ def eta(done_seconds: Sequence[float], remaining: int) -> str:
 def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, ruleset: Any, *,
                 observer: Observer | None = None, command: str = "", started: datetime | None = None,
                 notes: tuple[str, ...] = (), restored: tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]]
-                = ((), ()), on_batch: OnBatch | None = None) -> AuditResult:
-    from ..audit import audit_loaded
+                = ((), ()), on_batch: OnBatch | None = None, source: Any = None) -> AuditResult:
+    """Audit every batch of ``plan`` not in ``restored`` on the settings' executor (``coverage.executors``) and
+    combine them. Batches may finish in any order: each is recorded (and checkpointed) as it arrives, and the
+    combined result is the same as batch by batch. ``source`` says how workers load the model again (a
+    ``ModelSource``); None sends them ``model`` itself."""
+    from .executors import Context, Job, audit_job, run_jobs
 
     observer = observer or NullObserver()
     rules = c.criterion(ruleset)
@@ -66,48 +70,87 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     total = len(plan.batches)
     offsets = [0, *accumulate(len(b) for b in plan.batches)][:total]  # index of each batch's first sample
     shown: tuple[int, AuditResult] | None = None
-    times: list[float] = []
+    lost: list[str] = []
     interrupted = False
-
-    def audit_one(i: int) -> tuple[AuditResult, float]:
-        t0 = time.perf_counter()
-        result = audit_loaded(model, plan.batches[i], findings, replace(settings, seed=batch_seed(settings.seed, i)),
-                              observer, command=command, started=started, ruleset=per_batch)
-        return result, time.perf_counter() - t0
-
-    for i in range(total):
-        if i in batches:
+    context = Context(source if source is not None else model, findings, settings, per_batch, command, started)
+    jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
+    progress = _Progress(observer, settings.executor, total, len(batches), plan)
+    progress.starting(jobs)
+    for done in run_jobs(jobs, context, model=model, observer=progress, on_start=progress.job_starts):
+        if done.result is None:
+            lost.append(done.lost)
+            progress.finished(done)
             continue
-        if observer.should_stop():
-            interrupted = True
-            break
-        if total > 1:
-            observer.stage(f"batch {i + 1}/{total}", f"{len(batches)} of {total} batches done, {len(plan.batches[i])} "
-                           f"sample(s){eta(times, total - len(batches))}")
-        result, seconds = audit_one(i)
-        times.append(seconds)
-        record, new = c.batch_record(result, index=i, seed=batch_seed(settings.seed, i), offset=offsets[i],
-                                     rules=rules, metric=metric, seconds=seconds)
+        i = done.index
+        record, new = c.batch_record(done.result, index=i, seed=batch_seed(settings.seed, i), offset=offsets[i],
+                                     rules=rules, metric=metric, seconds=done.seconds)
         batches[i] = record
         samples = c.prune([*samples, *new], metric)
-        worst = c.worst_batch(samples, metric)
-        if shown is None or worst == i:
-            shown = (i, result)
-        del result
+        # the worst sample's batch keeps its full result; whatever the arrival order, the batch of the final
+        # worst sample was the worst so far when it arrived (ties go to the lower index, as worst_batch's do)
+        if shown is None or c.worst_batch(samples, metric) == i:
+            shown = (i, done.result)
+        done = replace(done, result=None)
+        progress.finished(done)
         if record.incomplete:  # stopped inside the batch: reported, but not checkpointed (resume reruns it)
             interrupted = True
             break
         if on_batch is not None:
             on_batch([batches[k] for k in sorted(batches)], samples)
+    interrupted = interrupted or (len(batches) + len(lost) < total)
+    if shown is None and lost and not batches:  # nothing to report on; the parent would meet the same crash
+        raise RuntimeError(f"every batch's worker died twice ({'; '.join(lost[:3])}); nothing was audited: run "
+                           "with --executor inprocess --debug to see the crash")
     worst = c.worst_batch(samples, metric) if samples else 0
     if shown is None or (shown[0] != worst and worst in batches and not interrupted):
         # the detail sections show the batch of the worst sample; restored from a checkpoint, it runs again
         observer.stage(f"batch {worst + 1}/{total}", "audited again for the report's detail (restored from the "
                        "checkpoint; same seed, same result)")
-        shown = (worst, audit_one(worst)[0])
+        shown = (worst, audit_job(context, Job(worst, plan.batches[worst]), model, observer).result)
     index, result = shown
     return c.combine(replace(result, notes=(*result.notes, *notes)), ruleset=ruleset,
                      batches=list(batches.values()), samples=samples, shown_batch=index, available=plan.available,
                      planned=plan.planned, batch_size=len(plan.batches[0]) if plan.batches else 0,
                      batches_planned=total, drawn=plan.drawn, remainder=plan.remainder, resumed=resumed,
-                     interrupted=interrupted, strict=settings.strict)
+                     interrupted=interrupted, strict=settings.strict, lost=tuple(lost))
+
+
+class _Progress:
+    """The observer the executors see: "batch k/total" with an ETA as batches start (in-process) or finish
+    (workers: they run at once, so the ETA is the wall time per finished batch times those left)."""
+
+    def __init__(self, observer: Observer, executor: str, total: int, done: int, plan: Plan) -> None:
+        self.observer, self.executor, self.total, self.done, self.plan = observer, executor, total, done, plan
+        self.started = time.perf_counter()
+        self.times: list[float] = []  # in-process: each batch's seconds; workers: wall seconds between arrivals
+        self.last = self.started
+
+    def starting(self, jobs: Sequence[Any]) -> None:
+        if self.executor != "inprocess" and jobs and self.total > 1:
+            self.observer.stage(f"{len(jobs)} batch(es)", f"on --executor {self.executor}; {self.done} of "
+                                f"{self.total} batches done")
+
+    def job_starts(self, job: Any) -> None:
+        """In-process: a batch starts (one after another), as the scan showed before executors."""
+        if self.total > 1:
+            self.observer.stage(f"batch {job.index + 1}/{self.total}", f"{self.done} of {self.total} batches done, "
+                                f"{len(job.batch)} sample(s){eta(self.times, self.total - self.done)}")
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.observer.stage(name, detail)
+
+    def finished(self, done: Any) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        self.times.append(done.seconds if self.executor == "inprocess" else now - self.last)
+        self.last = now
+        if self.executor != "inprocess" and self.total > 1:
+            what = f"lost: {done.lost}" if done.lost else f"audited in {done.seconds:.1f} s"
+            self.observer.stage(f"batch {self.done}/{self.total}", f"batch {done.index + 1} {what}"
+                                f"{eta(self.times, self.total - self.done)}")
+
+    def attack_progress(self, event: Any) -> None:
+        self.observer.attack_progress(event)
+
+    def should_stop(self) -> bool:
+        return self.observer.should_stop()

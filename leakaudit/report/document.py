@@ -230,6 +230,15 @@ def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
     }
 
 
+def _settings(settings: Any) -> dict[str, Any]:
+    """The scan's settings, without where its batches ran (``config.EXECUTION``): the report is the same."""
+    from ..config import EXECUTION
+
+    if settings is None:
+        return {}
+    return _jsonable({k: v for k, v in dataclasses.asdict(settings).items() if k not in EXECUTION})
+
+
 def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str, Any]:
     m, t = result.model, result.threat
     doc: dict[str, Any] = {
@@ -249,7 +258,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "command": result.command,
         "seed": result.seed,
         "device": result.device,
-        "settings": _jsonable(dataclasses.asdict(result.settings)) if result.settings is not None else {},
+        "settings": _settings(result.settings),
         "model": {
             "path": m.path, "sha256": m.sha256, "format": m.format, "arch": m.arch,
             "input_shape": list(m.input_shape), "num_classes": m.num_classes, "num_trainable": m.num_trainable,

@@ -27,11 +27,12 @@ from .interface import (
     PointCost,
     PointRule,
 )
+from ..config import EXECUTION
 from .knobs import Vary
 from .settings import defenses_with, rebuild_with_dropout
 
 # Settings that do not change results: a resumed sweep may differ in them.
-_PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data")
+_PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data", *EXECUTION)
 
 
 def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
@@ -46,7 +47,8 @@ def default_audit(prepared: Prepared, command: str = "") -> "AuditFn":
     and findings may be the value's own, e.g. rebuilt with another dropout rate)."""
 
     def run(model: LoadedModel, batch: Any, findings: Findings, settings: Any, observer: Observer) -> Any:
-        value = dataclasses.replace(prepared, model=model, batch=batch, findings=findings)
+        # source=None: a worker must not load the file again when the value's model was rebuilt from it
+        value = dataclasses.replace(prepared, model=model, batch=batch, findings=findings, source=None)
         return run_audit(value, settings, observer=observer, command=command)
 
     return run

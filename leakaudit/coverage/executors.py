@@ -1,0 +1,363 @@
+"""Where a coverage scan's client batches run: in this process (the default), in local worker processes
+(``concurrent.futures.ProcessPoolExecutor``, spawn context), or as Ray tasks (a local Ray instance, or a
+cluster's with ``--ray-address``). Scheduling is the engine's own; this module only hands it jobs.
+
+A job is one client batch: its samples (pickled) and its index (the seed is ``seed + index``, as in-process).
+A worker loads the model itself from the file path with the scan's load settings -- a model file is data,
+and a ``--arch`` module is imported the same way the parent imports it -- checks its sha256 against the
+parent's, and runs ``audit_loaded`` on the batch. A model given to the Python API in memory (no file to
+load again) is pickled to the workers instead. Each batch's result depends only on the model, the batch
+and its seed, so the merged report is the in-process one whatever ran where; only wall-clock fields differ.
+
+Results arrive in completion order. A worker that dies (killed, out of memory, a crash in native code) is
+retried once: local processes by running the batches that were in flight again, each alone in a fresh
+one-worker pool, so a second death is the batch's own; Ray by its task retries (``max_retries=1``). A batch
+that still cannot run is ``lost``: the scan's report is marked incomplete -- never a pass -- and ``--resume``
+runs it again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Callable, Iterator, Sequence
+
+from ..errors import ConfigError, ModelError
+
+EXECUTORS = ("inprocess", "processes", "ray")
+RAY_INSTALL = "pip install 'leakaudit[ray]'"
+POLL_SECONDS = 0.5  # how often a waiting parent looks at Ctrl-C
+PROBE_SECONDS = 5.0  # a Ray address that does not accept a connection within this is refused
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def check_executor(value: Any, where: str = "--executor") -> str:
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in EXECUTORS:
+        raise ConfigError(f"{where} {value}: not an executor; use one of {', '.join(EXECUTORS)}")
+    return str(name)
+
+
+def check_execution(settings: Any) -> None:
+    """The settings' executor can run here (before any model loads): Ray installed, its address answering,
+    and ``--workers`` / ``--ray-address`` only with the executor that uses them."""
+    executor = check_executor(settings.executor)
+    if settings.workers is not None and executor != "processes":
+        raise ConfigError(f"--workers {settings.workers}: only --executor processes uses worker processes; "
+                          "add --executor processes or leave out --workers")
+    if settings.ray_address is not None and executor != "ray":
+        raise ConfigError(f"--ray-address {settings.ray_address}: only --executor ray joins a Ray cluster; "
+                          "add --executor ray or leave out --ray-address")
+    if executor == "ray":
+        _ray()
+        if settings.ray_address is not None:
+            probe_ray_address(settings.ray_address)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--executor ray: Ray is not installed; install it with {RAY_INSTALL}, or use "
+                          "--executor processes") from None
+    return ray
+
+
+def _unreachable(address: str, why: str) -> ConfigError:
+    return ConfigError(f"--ray-address {address}: no Ray cluster answers there ({why}); start one with "
+                       "'ray start --head' and give its address (host:6379), or leave out --ray-address to "
+                       "start a local Ray instance")
+
+
+def probe_ray_address(address: str) -> None:
+    """A TCP connection to ``host:port`` (``ray://host:port`` too) within ``PROBE_SECONDS``: Ray itself keeps
+    retrying an address that does not answer for minutes. ``auto`` is left to Ray (it reads the local
+    cluster's address file and fails at once when there is none)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address}: not an address; give HOST:PORT of the Ray head node, "
+                          "e.g. 10.0.0.5:6379, or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS):
+            pass
+    except OSError as e:
+        raise _unreachable(address, e.strerror or type(e).__name__) from None
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How a worker loads the model the parent loaded: ``models.load_model``'s arguments, and the file's
+    sha256 (a file replaced during the scan is refused, not audited as another model)."""
+
+    path: str
+    sha256: str
+    arch: str | None
+    input_shape: tuple[int, ...] | None
+    num_classes: int | None
+    dropout: dict[str, float]
+    arch_args: dict[str, Any]
+
+    def load(self) -> Any:
+        from ..models.load import load_model
+
+        model = load_model(self.path, arch=self.arch, input_shape=self.input_shape, num_classes=self.num_classes,
+                           dropout=dict(self.dropout) or None, arch_kwargs=dict(self.arch_args) or None)
+        if model.sha256 != self.sha256:
+            raise ModelError(f"{self.path}: the file changed during the scan (sha256 {model.sha256[:12]}..., "
+                             f"was {self.sha256[:12]}...); run the scan again on a file that stays put")
+        return model
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every job of a scan shares: sent to each worker once."""
+
+    model: Any  # ModelSource, or the LoadedModel itself (in memory: no file to load again)
+    findings: Any
+    settings: Any  # ScanSettings, the batch's seed not yet applied
+    ruleset: Any  # the per-batch rules
+    command: str
+    started: datetime | None
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int  # the batch's place in the plan; its seed is the scan's seed + index
+    batch: Any  # SampleBatch
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished job: its result, or why it has none (``lost``)."""
+
+    index: int
+    result: Any  # AuditResult; None when lost
+    seconds: float  # the batch's own audit time (wall clock, in the worker)
+    lost: str = ""
+
+
+_loaded: tuple[ModelSource, Any] | None = None  # per worker process: the model is loaded once for all its jobs
+
+
+def _model(context: Context) -> Any:
+    global _loaded
+    source = context.model
+    if not isinstance(source, ModelSource):
+        return source
+    if _loaded is None or _loaded[0] != source:
+        _loaded = (source, source.load())
+    return _loaded[1]
+
+
+def audit_job(context: Context, job: Job, model: Any = None, observer: Any = None) -> Done:
+    """One batch's audit, as every executor runs it (``model``: the parent's own, in-process)."""
+    from ..audit import audit_loaded
+    from .run import batch_seed
+
+    t0 = time.perf_counter()
+    settings = replace(context.settings, seed=batch_seed(context.settings.seed, job.index))
+    result = audit_loaded(model if model is not None else _model(context), job.batch, context.findings, settings,
+                          observer, command=context.command, started=context.started, ruleset=context.ruleset)
+    return Done(job.index, result, time.perf_counter() - t0)
+
+
+def model_source(loaded: Any, settings: Any) -> ModelSource:
+    """How workers load ``loaded`` again: from its file, with the settings it was loaded with."""
+    return ModelSource(str(loaded.path), loaded.sha256, settings.arch, settings.input_shape, settings.num_classes,
+                       dict(settings.dropout), dict(settings.arch_args))
+
+
+# ------------------------------------------------------------------------------------------------ executors
+
+Stop = Callable[[], bool]
+
+
+def run_jobs(jobs: Sequence[Job], context: Context, *, model: Any, observer: Any,
+             on_start: Callable[[Job], None] | None = None) -> Iterator[Done]:
+    """Every job's ``Done``, in completion order, on the settings' executor. Stops handing out jobs once
+    ``observer.should_stop()``: the jobs not finished then are left out (the scan is reported interrupted).
+    ``on_start`` hears of each job as it starts in-process (a worker's start is not seen here)."""
+    executor = context.settings.executor
+    if executor == "processes":
+        yield from _processes(jobs, context, observer.should_stop, context.settings.workers)
+    elif executor == "ray":
+        yield from _on_ray(jobs, context, observer.should_stop, context.settings.ray_address)
+    else:
+        yield from _inprocess(jobs, context, model, observer, on_start)
+
+
+def _inprocess(jobs: Sequence[Job], context: Context, model: Any, observer: Any,
+               on_start: Callable[[Job], None] | None) -> Iterator[Done]:
+    for job in jobs:
+        if observer.should_stop():
+            return
+        if on_start is not None:
+            on_start(job)
+        yield audit_job(context, job, model, observer)
+
+
+def cpu_count() -> int:
+    """The CPUs this process may use (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(jobs: int) -> int:
+    """One worker per CPU, at most one per job."""
+    return max(1, min(cpu_count(), jobs))
+
+
+def _init_worker(context: Context, threads: int) -> None:
+    import signal
+
+    import torch
+
+    # Ctrl-C reaches the whole process group: the parent decides (stop handing out batches), workers carry on
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)  # workers share the cores: no oversubscription
+    global _context
+    _context = context
+
+
+_context: Context | None = None
+
+
+def _worker_job(job: Job) -> Done:
+    assert _context is not None, "the pool's initializer sets the context"
+    return audit_job(_context, job)
+
+
+def _pool(context: Context, workers: int) -> ProcessPoolExecutor:
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(context, max(1, cpu_count() // workers)))
+
+
+def _processes(jobs: Sequence[Job], context: Context, stop: Stop, workers: int | None) -> Iterator[Done]:
+    """At most ``workers`` jobs in flight, so that when the pool breaks (a worker died: every job in flight
+    fails with it) the suspects are few; each is retried alone in a fresh pool of one worker."""
+    workers = workers or default_workers(len(jobs))
+    waiting = list(jobs)
+    while waiting:
+        suspects: list[Job] = []
+        pool = _pool(context, min(workers, len(waiting)))
+        try:
+            running: dict[Future[Done], Job] = {}
+            while (waiting or running) and not suspects:
+                while waiting and len(running) < workers and not stop():
+                    job = waiting.pop(0)
+                    running[pool.submit(_worker_job, job)] = job
+                if stop():
+                    return
+                if not running:
+                    break
+                done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = running.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        suspects.append(job)
+            suspects += list(running.values()) if suspects else []
+        finally:
+            _close(pool)
+        for job in sorted(suspects, key=lambda j: j.index):
+            if stop():
+                return
+            yield _alone(context, job)
+
+
+def _alone(context: Context, job: Job) -> Done:
+    """The retry of a job whose worker died: alone in a fresh worker, so a second death is its own."""
+    pool = _pool(context, 1)
+    try:
+        return pool.submit(_worker_job, job).result()
+    except BrokenProcessPool:
+        return Done(job.index, None, 0.0, lost=f"batch {job.index + 1}: its worker process died twice (retried "
+                    "once, alone)")
+    finally:
+        _close(pool)
+
+
+def _close(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down; workers still running an abandoned job (Ctrl-C, an error elsewhere) are ended, not
+    waited for (the pool keeps its processes in a private attribute: read before shutdown clears it)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+        process.join(timeout=5)
+
+
+# -- Ray
+
+
+def _ray_job(context: Context, job: Job) -> Done:
+    return audit_job(context, job)
+
+
+def _start_ray(address: str | None) -> Any:
+    import logging
+
+    ray = _ray()
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 configure_logging=True)
+    except (ConnectionError, TimeoutError, RuntimeError) as e:
+        if address is None:
+            raise ConfigError(f"--executor ray: a local Ray instance did not start ({' '.join(str(e).split())[:200]}"
+                              "); check 'ray status', or use --executor processes") from None
+        raise _unreachable(address, ' '.join(str(e).split())[:160]) from None
+    return ray
+
+
+def _gpu(settings: Any) -> bool:
+    from ..attacks.device import resolve_device
+
+    return resolve_device(settings.device).type == "cuda"
+
+
+def _on_ray(jobs: Sequence[Job], context: Context, stop: Stop, address: str | None) -> Iterator[Done]:
+    ray = _start_ray(address)
+    try:
+        task = ray.remote(max_retries=1, retry_exceptions=False)(_ray_job)
+        if _gpu(context.settings):
+            task = task.options(num_gpus=1)
+        shared = ray.put(context)
+        pending = {task.remote(shared, job): job for job in jobs}
+        while pending:
+            if stop():
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+            for ref in ready:
+                job = pending.pop(ref)
+                yield _ray_result(ray, ref, job)
+    finally:
+        ray.shutdown()
+
+
+def _ray_result(ray: Any, ref: Any, job: Job) -> Done:
+    from ray.exceptions import RayTaskError, WorkerCrashedError
+
+    try:
+        return ray.get(ref)
+    except WorkerCrashedError:  # after Ray's own retry
+        return Done(job.index, None, 0.0, lost=f"batch {job.index + 1}: its Ray worker died twice (retried once)")
+    except RayTaskError as e:  # what the job raised, as in-process (a LeakauditError is exit 2, others exit 3)
+        cause = getattr(e, "cause", None)
+        raise (cause if isinstance(cause, BaseException) else e) from None

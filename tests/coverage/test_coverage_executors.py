@@ -1,0 +1,265 @@
+"""Executors (issue 10 item 3): a multi-batch scan's client batches run in this process, in local worker
+processes or as Ray tasks, and the report is the in-process one -- the same JSON but for the fields that are
+wall-clock times (``TIMES``).
+
+The model comes from a user ``--arch`` file, so the workers import it the way the parent does. Its forward
+ends the process (``os._exit``) on a batch holding the marked image (one grey, 77/255) when the test asks, in
+a worker only: that is how a worker dies here (killed, out of memory, a crash in native code look the same to
+the parent).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from leakaudit.cli import app_main
+
+N = 16
+SHAPE = (3, 8, 8)
+NO_RAY = importlib.util.find_spec("ray") is None
+needs_ray = pytest.mark.skipif(NO_RAY, reason="Ray is not installed: pip install 'leakaudit[ray]' (CI installs it)")
+
+ARCH = '''
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, input_shape):
+        super().__init__()
+        features = 1
+        for d in input_shape:
+            features *= d
+        self.fc1 = nn.Linear(features, 32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        parent = os.environ.get("KILL_WORKERS_OF")
+        rows = x.flatten(1)
+        marked = ((rows.amax(1) == rows.amin(1)) & ((rows.mean(1) - 77 / 255).abs() < 1e-6)).any()
+        if parent and os.getpid() != int(parent) and bool(marked):
+            once = os.environ.get("KILL_ONCE")
+            if not once or not Path(once).exists():
+                if once:
+                    Path(once).touch()
+                os._exit(1)
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def make(num_classes, input_shape):
+    return Net(num_classes, input_shape)
+'''
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    from PIL import Image
+    from safetensors.torch import save_model
+
+    root = tmp_path_factory.mktemp("executors")
+    (root / "net.py").write_text(ARCH)
+    spec = importlib.util.spec_from_file_location("executors_net", root / "net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    save_model(module.make(4, SHAPE), str(root / "net.safetensors"))
+    folder = root / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["file,label"]
+    for i in range(N):
+        yy, xx = np.mgrid[0:8, 0:8] / 7.0
+        img = np.stack([xx, yy, (xx + yy) / 2], axis=-1) * rng.uniform(0.3, 1.0, size=3)
+        img[rng.integers(0, 6):, rng.integers(0, 6):] *= 0.3
+        if i == 9:  # the marked sample: batch 10 at batch size 1, batch 4 at batch size 3
+            img[:] = 77 / 255
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
+        rows.append(f"img{i:02d}.png,{i % 4}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def scan(workdir: Path, out: Path, *extra: str) -> int:
+    return app_main(["scan", str(workdir / "net.safetensors"), "--arch", f"{workdir / 'net.py'}:make",
+                     "--num-classes", "4", "--input-shape", "3,8,8", "--data", str(workdir / "images"),
+                     "--output-dir", str(out), "--quiet", "--attacks", "analytic", "--format", "json", *extra])
+
+
+# The wall-clock fields: the only ones in which executors' reports may differ.
+TIMES = ("started_at", "finished_at", "duration_seconds", "attacks[].seconds", "control.attacks[].seconds",
+         "coverage.batches[].seconds")
+
+
+def without_times(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    for path in TIMES:
+        head, _, field = path.rpartition(".")
+        rows = [doc]
+        for part in head.split(".") if head else []:
+            rows = [r[part.removesuffix("[]")] for r in rows if r.get(part.removesuffix("[]")) is not None]
+            rows = [item for r in rows for item in (r if part.endswith("[]") else [r])]
+        for row in rows:
+            assert field in row, path  # a renamed field must not make the comparison vacuous
+            row[field] = None
+    return doc
+
+
+def reports(workdir: Path, out: Path, *runs: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """Each run's exit code and report, written to the same folder (the report records --output-dir)."""
+    found = []
+    for extra in runs:
+        code = scan(workdir, out, *extra)
+        found.append((code, json.loads((out / "report.json").read_text())))
+    return found
+
+
+@pytest.mark.parametrize("batch", ["1", "3"])
+def test_worker_processes_give_the_in_process_report(workdir, tmp_path, batch):
+    (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", batch),
+                                       ("--batch-size", batch, "--executor", "processes", "--workers", "2"))
+    assert a_code == b_code == 1
+    assert a["coverage"]["audited"] == N and a["coverage"]["recognised"] > 0
+    if batch == "3":  # 16 at 3: five batches and a last one of 1, audited as a smaller client batch
+        assert [x["size"] for x in a["coverage"]["batches"]] == [3] * 5 + [1]
+        assert "a last batch of 1" in a["coverage"]["remainder"]
+    assert without_times(a) == without_times(b)
+    assert a["coverage"]["batches"][0]["seconds"] != b["coverage"]["batches"][0]["seconds"]  # times not compared
+    assert "--executor" not in b["command"] and "executor" not in b["settings"]
+
+
+@needs_ray
+def test_ray_gives_the_in_process_report(workdir, tmp_path):
+    (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", "3"),
+                                       ("--batch-size", "3", "--executor", "ray"))
+    assert a_code == b_code == 1 and without_times(a) == without_times(b)
+
+
+def test_an_in_memory_model_is_sent_to_the_workers_pickled(workdir):
+    """A Python caller's model has no file to load again: the workers get it pickled, with the same result."""
+    from leakaudit.audit import audit
+    from leakaudit.data import SampleBatch, normalization
+    from leakaudit.models import LoadedModel, create_model
+
+    torch.manual_seed(0)
+    net = create_model("mlp", num_classes=3, input_shape=(1, 4, 4), hidden=(8,))
+    model = LoadedModel(net, (1, 4, 4), 3, Path("not-a-file.safetensors"), "0" * 64, "safetensors", arch="mlp")
+    pixels = torch.rand(4, 1, 4, 4)
+    batch = SampleBatch(pixels, torch.tensor([0, 1, 2, 0]), pixels, ("a", "b", "c", "d"), "mem",
+                        normalization("none", channels=1))
+    here = audit(model, batch, attacks=("analytic",), batch_size=2)
+    there = audit(model, batch, attacks=("analytic",), batch_size=2, executor="processes", workers=2)
+    assert here.coverage is not None and there.coverage is not None
+    assert [s.metrics for s in here.coverage.samples] == [s.metrics for s in there.coverage.samples]
+    assert here.rules == there.rules and here.overall == there.overall == "fail"
+
+
+def _kill_in_workers(monkeypatch, once: Path | None = None) -> None:
+    monkeypatch.setenv("KILL_WORKERS_OF", str(os.getpid()))
+    if once is not None:
+        monkeypatch.setenv("KILL_ONCE", str(once))
+
+
+@pytest.mark.parametrize("executor", ["processes", pytest.param("ray", marks=needs_ray)])
+def test_a_worker_that_dies_twice_leaves_the_report_incomplete_never_a_pass(workdir, tmp_path, monkeypatch,
+                                                                            executor):
+    out = tmp_path / "r"
+    _kill_in_workers(monkeypatch)
+    code = scan(workdir, out, "--batch-size", "3", "--executor", executor, "--defense", "noise:sigma=10")
+    doc = json.loads((out / "report.json").read_text())
+    assert code == 130 and doc["verdict"]["overall"] == "incomplete" and doc["incomplete"]
+    assert "batch 4: its" in doc["incomplete_reason"] and "died twice" in doc["incomplete_reason"]
+    assert "--resume" in doc["incomplete_reason"]
+    # the other batches are audited and checkpointed; --resume (the crash gone) audits the lost one
+    assert sorted(b["index"] for b in doc["coverage"]["batches"]) == [0, 1, 2, 4, 5]
+    saved = json.loads((out / "scan-checkpoint.json").read_text())
+    assert sorted(b["index"] for b in saved["batches"]) == [0, 1, 2, 4, 5]
+    monkeypatch.delenv("KILL_WORKERS_OF")
+    assert scan(workdir, out, "--batch-size", "3", "--executor", executor, "--defense", "noise:sigma=10",
+                "--resume") != 130
+    resumed = json.loads((out / "report.json").read_text())
+    assert not resumed["incomplete"] and resumed["coverage"]["resumed_batches"] == 5
+
+
+def test_a_worker_that_dies_once_is_retried_and_the_report_is_complete(workdir, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    (_, whole), = reports(workdir, out, ("--batch-size", "3"))
+    once = tmp_path / "died-once"
+    _kill_in_workers(monkeypatch, once)
+    (code, doc), = reports(workdir, out, ("--batch-size", "3", "--executor", "processes", "--workers", "2"))
+    assert once.exists()  # it did die
+    assert code == 1 and without_times(doc) == without_times(whole)
+
+
+def test_resume_continues_an_in_process_checkpoint_on_workers(workdir, tmp_path, monkeypatch):
+    """Batches finish out of order on workers; the checkpoint and --resume do not depend on where they ran."""
+    import leakaudit.audit as audit_module
+
+    full, out = tmp_path / "full", tmp_path / "r"
+    (_, whole), = reports(workdir, full, ("--batch-size", "4"))
+    real, calls = audit_module.audit_loaded, []
+
+    def stop_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audit_module, "audit_loaded", stop_at_third)
+    assert scan(workdir, out, "--batch-size", "4") == 130
+    monkeypatch.setattr(audit_module, "audit_loaded", real)
+    assert scan(workdir, out, "--batch-size", "4", "--executor", "processes", "--workers", "2", "--resume") == 1
+    resumed = json.loads((out / "report.json").read_text())["coverage"]
+    assert resumed["resumed_batches"] == 2 and not (out / "scan-checkpoint.json").exists()
+    assert resumed["samples"] == whole["coverage"]["samples"]
+    assert [b["index"] for b in resumed["batches"]] == [0, 1, 2, 3]
+
+
+def _one_line_exit_2(capsys, code: int, out: Path, *needles: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_ray_not_installed_is_one_line_with_the_pip_command(workdir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    out = tmp_path / "r"
+    _one_line_exit_2(capsys, scan(workdir, out, "--executor", "ray"), out, "--executor ray",
+                     "pip install 'leakaudit[ray]'")
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line_exit_2(workdir, tmp_path, monkeypatch, capsys):
+    import socket
+
+    if NO_RAY:  # the address is checked whether or not this machine has Ray
+        monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "r"
+    _one_line_exit_2(capsys, scan(workdir, out, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"), out,
+                     f"--ray-address 127.0.0.1:{port}", "ray start --head")
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (("--executor", "threads"), ("--executor threads", "inprocess, processes, ray")),
+    (("--workers", "2"), ("--workers 2", "--executor processes")),
+    (("--ray-address", "10.0.0.5:6379"), ("--ray-address", "--executor ray")),
+    (("--executor", "processes", "--workers", "0"), ("--workers", "below 1")),
+])
+def test_executor_options_that_do_not_fit_are_one_line_exit_2(workdir, tmp_path, capsys, extra, needles):
+    out = tmp_path / "r"
+    _one_line_exit_2(capsys, scan(workdir, out, *extra), out, *needles)
