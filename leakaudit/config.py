@@ -366,9 +366,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("labels_known", "--labels-known", _bool, "Give the attacker the true labels (stronger attacker).",
             kind=bool, default=False),
     Setting("device", "--device", _device, "auto, cpu, cuda or cuda:N (GPU N).", default="auto"),
-    Setting("executor", "--executor", _executor, "Where the client batches run: inprocess (default), processes "
-            "(local worker processes, --workers) or ray (pip install 'leakaudit[ray]': a local Ray instance, or "
-            "the cluster at --ray-address; a GPU per batch with --device cuda). The report is the same.",
+    Setting("executor", "--executor", _executor, "Where the client batches run: inprocess, processes (local "
+            "worker processes, --workers) or ray (pip install 'leakaudit\\[ray]'; a local Ray instance, or the "
+            "cluster at --ray-address; a GPU per batch with --device cuda). The report does not depend on it.",
             default="inprocess", commands=("scan",), command="never"),
     Setting("workers", "--workers", _integer(1, MAX_WORKERS), "Worker processes of --executor processes "
             "(default: one per CPU, at most one per batch).", kind=int, commands=("scan",), command="never"),

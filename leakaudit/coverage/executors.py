@@ -255,28 +255,38 @@ def _processes(jobs: Sequence[Job], context: Context, stop: Stop, workers: int |
         pool = _pool(context, min(workers, len(waiting)))
         try:
             running: dict[Future[Done], Job] = {}
+            refused = False
             while (waiting or running) and not suspects:
                 while waiting and len(running) < workers and not stop():
-                    job = waiting.pop(0)
-                    running[pool.submit(_worker_job, job)] = job
+                    try:
+                        running[pool.submit(_worker_job, waiting[0])] = waiting[0]
+                    except BrokenProcessPool:  # a worker died since the last look: the next job is not to blame
+                        refused = True
+                        break
+                    waiting.pop(0)
                 if stop():
                     return
-                if not running:
-                    break
-                done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = running.pop(future)
-                    try:
-                        yield future.result()
-                    except BrokenProcessPool:
-                        suspects.append(job)
-            suspects += list(running.values()) if suspects else []
+                finished, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                yield from _collect(finished, running, suspects)
+                if refused and not running and not suspects:  # broke with no job in it (its start-up)
+                    suspects.append(waiting.pop(0))
+            # broken: the pool fails every job it still holds (or finished it just before)
+            yield from _collect(wait(running).done, running, suspects)
         finally:
             _close(pool)
         for job in sorted(suspects, key=lambda j: j.index):
             if stop():
                 return
             yield _alone(context, job)
+
+
+def _collect(finished: Any, running: dict[Future[Done], Job], suspects: list[Job]) -> Iterator[Done]:
+    for future in finished:
+        job = running.pop(future)
+        try:
+            yield future.result()
+        except BrokenProcessPool:
+            suspects.append(job)
 
 
 def _alone(context: Context, job: Job) -> Done:

@@ -4,7 +4,9 @@ Batch ``i`` is audited with the seed ``seed + i`` (another client's step: its ow
 draws), so the first batch of a scan is exactly the single-batch scan of earlier versions. The loop keeps the
 full ``AuditResult`` of one batch only, the one holding the worst sample so far; a batch restored from a
 checkpoint that turns out to hold the worst sample is audited again at the end (same seed: same result) so
-the report can show its attacks and images.
+the report can show its attacks and images. Batches run on the settings' executor (``coverage.executors``:
+in this process, local worker processes or Ray) and are recorded in the order they finish; the result does
+not depend on that order.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     interrupted = False
     context = Context(source if source is not None else model, findings, settings, per_batch, command, started)
     jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
-    progress = _Progress(observer, settings.executor, total, len(batches), plan)
+    progress = _Progress(observer, settings.executor, total, len(batches))
     progress.starting(jobs)
     for done in run_jobs(jobs, context, model=model, observer=progress, on_start=progress.job_starts):
         if done.result is None:
@@ -119,11 +121,10 @@ class _Progress:
     """The observer the executors see: "batch k/total" with an ETA as batches start (in-process) or finish
     (workers: they run at once, so the ETA is the wall time per finished batch times those left)."""
 
-    def __init__(self, observer: Observer, executor: str, total: int, done: int, plan: Plan) -> None:
-        self.observer, self.executor, self.total, self.done, self.plan = observer, executor, total, done, plan
-        self.started = time.perf_counter()
+    def __init__(self, observer: Observer, executor: str, total: int, done: int) -> None:
+        self.observer, self.executor, self.total, self.done = observer, executor, total, done
         self.times: list[float] = []  # in-process: each batch's seconds; workers: wall seconds between arrivals
-        self.last = self.started
+        self.last = time.perf_counter()
 
     def starting(self, jobs: Sequence[Any]) -> None:
         if self.executor != "inprocess" and jobs and self.total > 1:
