@@ -98,25 +98,32 @@ def probe_ray_address(address: str) -> None:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """How a worker loads the model the parent loaded: ``models.load_model``'s arguments, and the file's
-    sha256 (a file replaced during the scan is refused, not audited as another model)."""
+    """How a worker loads the model the parent loaded: ``models.load_model``'s arguments with absolute paths (a
+    Ray worker's working directory is not the parent's), the file's sha256 (a file replaced during the scan is
+    refused, not audited as another model), and the names the parent's model carries, so the report does not
+    depend on where the model was loaded."""
 
-    path: str
+    path: str  # absolute
     sha256: str
-    arch: str | None
+    arch: str | None  # a file.py:factory with the file's absolute path
     input_shape: tuple[int, ...] | None
     num_classes: int | None
     dropout: dict[str, float]
     arch_args: dict[str, Any]
+    shown_path: str  # LoadedModel.path as the parent has it (as given)
+    shown_arch: str | None  # LoadedModel.arch as the parent has it
 
     def load(self) -> Any:
+        from pathlib import Path
+
         from ..models.load import load_model
 
         model = load_model(self.path, arch=self.arch, input_shape=self.input_shape, num_classes=self.num_classes,
                            dropout=dict(self.dropout) or None, arch_kwargs=dict(self.arch_args) or None)
         if model.sha256 != self.sha256:
-            raise ModelError(f"{self.path}: the file changed during the scan (sha256 {model.sha256[:12]}..., "
+            raise ModelError(f"{self.shown_path}: the file changed during the scan (sha256 {model.sha256[:12]}..., "
                              f"was {self.sha256[:12]}...); run the scan again on a file that stays put")
+        model.path, model.arch = Path(self.shown_path), self.shown_arch
         return model
 
 
@@ -174,9 +181,15 @@ def audit_job(context: Context, job: Job, model: Any = None, observer: Any = Non
 
 
 def model_source(loaded: Any, settings: Any) -> ModelSource:
-    """How workers load ``loaded`` again: from its file, with the settings it was loaded with."""
-    return ModelSource(str(loaded.path), loaded.sha256, settings.arch, settings.input_shape, settings.num_classes,
-                       dict(settings.dropout), dict(settings.arch_args))
+    """How workers load ``loaded`` again: from its file, with the settings it was loaded with. The path must be
+    one a worker can open: on a Ray cluster, the same path on every node."""
+    from pathlib import Path
+
+    target, sep, factory = (settings.arch or "").rpartition(":")
+    arch = f"{Path(target).resolve()}{sep}{factory}" if target.endswith(".py") else settings.arch
+    return ModelSource(str(Path(loaded.path).resolve()), loaded.sha256, arch, settings.input_shape,
+                       settings.num_classes, dict(settings.dropout), dict(settings.arch_args), str(loaded.path),
+                       loaded.arch)
 
 
 # ------------------------------------------------------------------------------------------------ executors
@@ -330,7 +343,11 @@ def _start_ray(address: str | None) -> Any:
         if address is None:
             raise ConfigError(f"--executor ray: a local Ray instance did not start ({' '.join(str(e).split())[:200]}"
                               "); check 'ray status', or use --executor processes") from None
-        raise _unreachable(address, ' '.join(str(e).split())[:160]) from None
+        # the address answered the probe: something there refused this driver
+        raise ConfigError(f"--ray-address {address}: the Ray cluster there did not accept this scan "
+                          f"({' '.join(str(e).split())[:160]}); use the cluster's Ray version here, and with token "
+                          "authentication (Ray's default since 2.59) set RAY_AUTH_MODE=token and the cluster's "
+                          "token (RAY_AUTH_TOKEN, or ~/.ray/auth_token) before the scan") from None
     return ray
 
 

@@ -165,6 +165,25 @@ def test_an_in_memory_model_is_sent_to_the_workers_pickled(workdir):
     assert here.rules == there.rules and here.overall == there.overall == "fail"
 
 
+def test_a_worker_elsewhere_loads_the_model_given_by_relative_paths_and_names_it_as_given(workdir, tmp_path,
+                                                                                         monkeypatch):
+    """A Ray node's worker does not start in the scan's working directory: it loads by absolute paths, and the
+    report still shows the paths the user typed."""
+    from leakaudit.config import ScanSettings
+    from leakaudit.coverage.executors import model_source
+    from leakaudit.models.load import load_model
+
+    monkeypatch.chdir(workdir)
+    settings = ScanSettings(arch="net.py:make", num_classes=4, input_shape=SHAPE)
+    parent = load_model("net.safetensors", arch=settings.arch, num_classes=4, input_shape=SHAPE)
+    source = model_source(parent, settings)
+    monkeypatch.chdir(tmp_path)  # the worker's working directory
+    loaded = source.load()
+    assert (str(loaded.path), loaded.arch, loaded.sha256) == ("net.safetensors", parent.arch, parent.sha256)
+    x = torch.rand(2, *SHAPE)
+    assert torch.equal(loaded.module(x), parent.module(x))
+
+
 def _kill_in_workers(monkeypatch, once: Path | None = None) -> None:
     monkeypatch.setenv("KILL_WORKERS_OF", str(os.getpid()))
     if once is not None:
