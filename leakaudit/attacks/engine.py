@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
 
 from ..errors import ConfigError, ModelError
-from ..models.differentiable import twice_differentiable
+from ..models.differentiable import fast_double_backward, twice_differentiable
 from ..models.layers import MaskableDropout
 from ..progress import AttackProgress, NullObserver, Observer
 from ..update.losses import client_loss
@@ -111,11 +111,13 @@ class _Problem:
 def attacker_copy(module: nn.Module, device: torch.device) -> nn.Module:
     """The attacker's own model: a deep copy in train mode, BatchNorm on batch statistics without running
     stats, dropout off (plain attacks do not know the masks; DIA substitutes its own), and activations torch
-    cannot differentiate twice replaced by equal ones it can (``models.differentiable``)."""
+    cannot differentiate twice replaced by equal ones it can, grouped convolutions by equal ones with a cheap
+    double backward (``models.differentiable``)."""
     model = copy.deepcopy(module).to(device)
     model.train()
     replace_all_batch_norm_modules_(model)
     twice_differentiable(model)
+    fast_double_backward(model)
     for m in model.modules():
         if isinstance(m, MaskableDropout):
             m.eval()
