@@ -462,7 +462,8 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
 
     device = resolve_device(settings.device)
     threat = _threat(settings, batch)
-    observer.stage("client update", f"{threat.protocol}, batch {len(batch)}"
+    local = threat.local_training()
+    observer.stage("client update", f"{threat.protocol}{f' ({local})' if local else ''}, batch {len(batch)}"
                    + (f", defenses {', '.join(settings.defenses)}" if settings.defenses else ""))
     update = client_update(model, batch, threat, findings, seed=settings.seed)
     # The same client step without the defenses: what the defenses cost, and what the control attacks.
@@ -474,7 +475,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
-                          true_masks=update.true_dropout_masks)
+                          true_masks=update.true_dropout_masks, local_training=local)
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset

@@ -36,6 +36,8 @@ from ..errors import ConfigError, ModelError
 from ..models.differentiable import fast_double_backward, twice_differentiable
 from ..models.layers import MaskableDropout
 from ..progress import AttackProgress, NullObserver, Observer
+from ..update.interface import LocalTraining
+from ..update.local import local_sgd
 from ..update.losses import client_loss
 
 DISTANCES = ("cosine", "l2")
@@ -103,6 +105,9 @@ class _Problem:
     loss: str
     masks: tuple[MaskVariable, ...]
     bounds: tuple[torch.Tensor, torch.Tensor] | None
+    # FedAvg with several local steps, simulated in the objective (None: the update is matched as one gradient)
+    local: LocalTraining | None = None
+    trained: tuple[str, ...] = ()  # every parameter the client stepped (the observed update's), matched or not
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -156,7 +161,8 @@ def activation_shapes(model: nn.Module, layers: tuple[str, ...], sample_shape: t
 
 def _build(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: Objective,
            sample_shape: tuple[int, ...], num_classes: int, labels: torch.Tensor | None, loss: str,
-           bounds: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device) -> _Problem:
+           bounds: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device,
+           local: LocalTraining | None = None) -> _Problem:
     if objective.distance not in DISTANCES:
         raise ConfigError(f"distance {objective.distance!r}: unknown; use one of {', '.join(DISTANCES)}")
     model = attacker_copy(module, device)
@@ -183,12 +189,28 @@ def _build(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: O
             raise ModelError(f"{layer}: not a MaskableDropout layer of the model, so its mask cannot be "
                              "optimised; check the detection findings")
     shapes = activation_shapes(model, objective.mask_layers, sample_shape, device) if objective.mask_layers else {}
-    masks = tuple(MaskVariable(n, named[n].p, shapes[n]) for n in objective.mask_layers)
+    unroll = local if local is not None and local.steps > 1 else None
+    # unrolled: one mask per local step, stacked in front as the client's true masks are (update.interface)
+    steps = (unroll.steps,) if unroll is not None else ()
+    masks = tuple(MaskVariable(n, named[n].p, (*steps, *shapes[n])) for n in objective.mask_layers)
+    _check_fixed_masks(objective, unroll)
     norm = torch.stack([(g * g).sum() for g in obs.values()]).sum().sqrt()
     lab = labels.to(device) if labels is not None and not objective.soft_labels else None
     box = (bounds[0].to(device), bounds[1].to(device)) if bounds is not None else None
     flat = torch.cat([g.reshape(-1) for g in obs.values()])
-    return _Problem(model, params, constants, obs, norm, flat, sample_shape, num_classes, lab, loss, masks, box)
+    trained = tuple(n for n in observed if n in all_params)
+    return _Problem(model, params, constants, obs, norm, flat, sample_shape, num_classes, lab, loss, masks, box,
+                    unroll, trained)
+
+
+def _check_fixed_masks(objective: Objective, unroll: LocalTraining | None) -> None:
+    """Known masks of an unrolled objective are one per local step, stacked in front."""
+    if unroll is None:
+        return
+    for n, m in objective.fixed_masks.items():
+        if m.dim() < 2 or m.shape[0] != unroll.steps:
+            raise ConfigError(f"{n}: the known dropout masks have shape {tuple(m.shape)}, but {unroll.steps} local "
+                              f"steps are unrolled: give one mask per step, shape ({unroll.steps}, *activation)")
 
 
 # ------------------------------------------------------------------------------------------ objective
@@ -252,12 +274,13 @@ def _loop_step(pb: _Problem, objective: Objective) -> Callable:
     """Restarts one after the other, each a plain double backward: ``torch.autograd.grad(create_graph=True)``
     of the client's loss on the attacker's own module (its matched parameters require grad; masks are set on
     the ``MaskableDropout`` modules), then the gradient of the objective with respect to the restart's
-    variables. Random modules draw fresh noise per restart and step from the seeded global generator."""
+    variables. Random modules draw fresh noise per restart and step from the seeded global generator.
+    With ``pb.local`` the client's gradient is the unrolled local steps' mean (``_client_gradient``)."""
     module = pb.module
-    names = list(pb.params)
     own = dict(module.named_parameters())
-    params = [own[n] for n in names]
+    params = [own[n] for n in (pb.trained if pb.local is not None else pb.params)]
     named = dict(module.named_modules())
+    client_gradient = _client_gradient(pb, objective)
     checked: list[bool] = []
 
     def step(x: torch.Tensor, y: dict[str, torch.Tensor], m: dict[str, torch.Tensor]):
@@ -273,14 +296,10 @@ def _loop_step(pb: _Problem, objective: Objective) -> Callable:
             xr = x[r].detach().requires_grad_(True)
             yr = y["y"][r].detach().requires_grad_(True) if "y" in y else None
             mr = {n: v[r].detach().requires_grad_(True) for n, v in m.items()}
-            for n, v in mr.items():
-                named[n].mask = v
             targets = F.softmax(yr, dim=-1) if yr is not None else pb.labels
             assert targets is not None
             with torch.enable_grad():
-                loss = client_loss(module, module(xr), targets, pb.loss)
-                g = dict(zip(names, torch.autograd.grad(loss, params, create_graph=True), strict=True))
-                total = _penalised(pb, objective, g, xr, mr)
+                total = _penalised(pb, objective, client_gradient(xr, targets, mr), xr, mr)
                 if not checked:
                     _check_twice_differentiable(total)
                     checked.append(True)
@@ -298,6 +317,47 @@ def _loop_step(pb: _Problem, objective: Objective) -> Callable:
         return (torch.stack(gx), y_out, {n: torch.stack(v) for n, v in gm.items()}), loss
 
     return step
+
+
+def _client_gradient(pb: _Problem, objective: Objective) -> Callable:
+    """``(x, targets, masks) -> {matched name: gradient}`` for one restart, as the client computed its update,
+    with the graph kept for the second backward. ``masks`` are the restart's own (DIA), set on the
+    ``MaskableDropout`` modules (each with a leading step dimension when unrolled).
+
+    FedSGD (``pb.local`` None): one gradient at the model's weights. FedAvg with K > 1 local steps (Geiping et
+    al. 2020, section 5): K differentiable SGD steps from those weights (``update.local.local_sgd``, the
+    client's own code, with ``create_graph=True``), every trained parameter stepped even when only some are
+    matched (precode-aware), step k with step k's masks; the mean step gradient, i.e. the weight delta over
+    ``-lr * K``, is what is compared with the observed update, which is scaled the same way."""
+    module, names = pb.module, list(pb.params)
+    own = dict(module.named_parameters())
+    named = dict(module.named_modules())
+    if pb.local is None:
+        params = [own[n] for n in names]
+
+        def one_gradient(x: torch.Tensor, targets: torch.Tensor, masks: dict[str, torch.Tensor]):
+            for n, v in masks.items():
+                named[n].mask = v
+            loss = client_loss(module, module(x), targets, pb.loss)
+            return dict(zip(names, torch.autograd.grad(loss, params, create_graph=True), strict=True))
+
+        return one_gradient
+    local = pb.local
+    start: dict[str, torch.Tensor] = {n: own[n] for n in pb.trained}
+
+    def unrolled(x: torch.Tensor, targets: torch.Tensor, masks: dict[str, torch.Tensor]):
+        def loss_at(k: int, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+            for n, v in masks.items():
+                named[n].mask = v[k]
+            for n, fm in objective.fixed_masks.items():
+                named[n].mask = fm[k].to(x.device)
+            out = functional_call(module, weights, (x,), strict=False)
+            return client_loss(module, out, targets, pb.loss)
+
+        mean = local_sgd(loss_at, start, local, create_graph=True)
+        return {n: mean[n] for n in names}
+
+    return unrolled
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -516,6 +576,14 @@ def _choose_step(pb: _Problem, objective: Objective, batching: str,
     ``loop`` on every model tried on CPU; it is kept for comparison only."""
     if batching not in BATCHINGS:
         raise ConfigError(f"batching {batching!r}: unknown; use one of {', '.join(BATCHINGS)}")
+    if pb.local is not None:
+        # Unrolled local steps run on the loop only. The fold rests on every restart sharing one set of
+        # weights (a Linear layer's per-restart gradient from activations at those weights), which is false
+        # after the first step: each restart's trajectory has weights of its own. vmap over K nested
+        # double-differentiated steps was not built: it was slower than the loop on every model measured even
+        # for one step (docs/attacks.md, "The engine").
+        return "loop", _loop_step(pb, objective), (f"restarts: loop (one unrolled double backward per restart; "
+                                                    f"{pb.local.steps} local steps cannot be folded or vmapped)")
     if batching == "vmap":
         return "vmap", _vmap_step(pb, objective), "restarts: vmap"
     loop = _loop_step(pb, objective)
@@ -685,12 +753,15 @@ def match_gradients(module: nn.Module, observed: Mapping[str, torch.Tensor], obj
                     labels: torch.Tensor | None = None, loss: str = "cross_entropy",
                     bounds: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
                     seed: int | None = None, observer: Observer | None = None,
-                    attack: str = "attack", init: torch.Tensor | None = None) -> EngineResult:
+                    attack: str = "attack", init: torch.Tensor | None = None,
+                    local: LocalTraining | None = None) -> EngineResult:
     """Run one gradient-matching attack with ``schedule.restarts`` batched restarts; return the restart
     with the lowest objective (the attacker has no ground truth to choose by).
 
     ``init``: an input ``(num_samples, *input_shape)`` every restart starts from instead of a random draw
-    (an attack refining another's reconstruction, e.g. feature-inversion); labels and masks start as usual."""
+    (an attack refining another's reconstruction, e.g. feature-inversion); labels and masks start as usual.
+    ``local``: the client's FedAvg local steps; with more than one they are unrolled in the objective (masks
+    then have a leading step dimension), otherwise the update is matched as one gradient, as for FedSGD."""
     device = device or torch.device("cpu")
     observer = observer or NullObserver()
     if schedule.iterations < 1 or schedule.restarts < 1:
@@ -702,7 +773,7 @@ def match_gradients(module: nn.Module, observed: Mapping[str, torch.Tensor], obj
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     sample_shape = (num_samples, *input_shape)
-    pb = _build(module, observed, objective, sample_shape, num_classes, labels, loss, bounds, device)
+    pb = _build(module, observed, objective, sample_shape, num_classes, labels, loss, bounds, device, local)
     with _seeded(seed, device):
         runner = _Runner(pb, objective, schedule, seed, device, attack, observer)
         if init is not None:
@@ -730,6 +801,10 @@ def _result(runner: _Runner, iterations: int, stopped: bool, seed: int, attack: 
     losses = runner.best_loss.cpu()
     died = runner.died_at.cpu().tolist()
     notes = [f"seed {seed} (restart r starts from seed {seed}+r)", runner.batching_note]
+    if runner.pb.local is not None:
+        notes.append(f"unrolled {runner.pb.local.steps} local steps: the objective simulates the client's "
+                     f"{runner.pb.local} and matches the mean step gradient (weight delta / (-lr x "
+                     f"{runner.pb.local.steps})) with the update")
     for r, at in enumerate(died):
         if at >= 0:
             notes.append(f"restart {r} dropped at iteration {at}: non-finite attack loss "

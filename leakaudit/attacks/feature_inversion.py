@@ -366,7 +366,7 @@ class FeatureInversion(Attack):
                     Schedule(iterations=refine, restarts=1, lr=float(settings.extra.get("refine_lr", 0.1))),
                     input_shape=shape, num_samples=target.num_samples, num_classes=target.num_classes,
                     labels=target.labels, loss=target.loss, bounds=target.bounds, device=device, seed=seed,
-                    observer=observer, attack=self.name, init=fit.x)
+                    observer=observer, attack=self.name, init=fit.x, local=target.local_training)
                 x, labels, iterations, stopped = res.x, res.labels, iterations + res.iterations_run, res.stopped_early
                 loss = res.loss
                 notes.append(f"refined by IG from the feature-matched image: {res.iterations_run} iterations, TV "

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..detect.interface import Findings
 from ..progress import Observer
+from ..update.interface import LocalTraining
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class AttackTarget:
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # valid input box in model space, (1, *input_shape)
     loss: str = "cross_entropy"  # the client's objective (leakaudit.update.losses.LOSSES)
     true_masks: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    # The protocol, public in FL: None under FedSGD; under FedAvg the client's local steps, which the
+    # optimisation attacks simulate when there are several (``gradients`` then holds delta / (-lr * steps)).
+    local_training: LocalTraining | None = None
 
 
 class Attack(ABC):

@@ -16,6 +16,7 @@ from torch import nn
 from ..detect.interface import Findings
 from ..models.layers import MaskableDropout
 from ..progress import Observer
+from ..update.interface import LocalTraining
 from .engine import EngineResult, Objective, Schedule, match_gradients
 from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
 
@@ -40,17 +41,28 @@ class GradientMatchingAttack(Attack):
             seed: int | None, observer: Observer) -> Reconstruction:
         start = time.perf_counter()
         objective, notes = self.objective(target, settings)
+        notes.insert(0, protocol_assumed(target.local_training))
         if self.needs_labels and target.labels is None:
             notes.append("labels neither known nor recovered: soft labels optimised jointly")
         res: EngineResult = match_gradients(
             target.module, target.gradients, objective, self.schedule(settings),
             input_shape=tuple(target.input_shape), num_samples=target.num_samples, num_classes=target.num_classes,
             labels=target.labels, loss=target.loss, bounds=target.bounds, device=device, seed=seed,
-            observer=observer, attack=self.name)
+            observer=observer, attack=self.name, local=target.local_training)
         return Reconstruction(attack=self.name, x=res.x, labels=res.labels, attack_loss=res.loss, settings=settings,
                               seconds=time.perf_counter() - start, iterations_run=res.iterations_run,
                               stopped_early=res.stopped_early, notes=tuple(notes) + res.notes,
                               restart_losses=res.restart_losses, best_restart=res.best_restart, device=str(device))
+
+
+def protocol_assumed(local: LocalTraining | None) -> str:
+    """What the attack took the update to be, for the report."""
+    if local is None:
+        return "protocol assumed: fedsgd (the update is one gradient at the model's weights)"
+    if local.steps == 1:
+        return f"protocol assumed: fedavg, {local}: the delta over -lr is one gradient at the model's weights"
+    return (f"protocol assumed: fedavg, {local}; unrolled {local.steps} local steps in the objective "
+            "(Geiping et al. 2020, section 5)")
 
 
 class DLG(GradientMatchingAttack):
@@ -126,12 +138,15 @@ class InformedDropoutInversion(GradientMatchingAttack):
 
     def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
         modules = dict(target.module.named_modules())
+        local = target.local_training
+        # unrolled local steps use the client's stacked per-step masks (steps, N, ...); one step its (N, ...)
+        lead = (local.steps, target.num_samples) if local is not None and local.steps > 1 else (target.num_samples,)
         masks = {n: m for n, m in target.true_masks.items()
-                 if isinstance(modules.get(n), MaskableDropout) and m.shape[0] == target.num_samples}
+                 if isinstance(modules.get(n), MaskableDropout) and tuple(m.shape[:len(lead)]) == lead}
         notes = ["uses the client's true dropout masks: ground truth a real server lacks; on ReLU models dia can "
                  "still score higher (see docs/attacks.md)"]
         if not masks:
-            notes.append("no usable true masks were given (FedAvg with several steps stacks them): runs as IG")
+            notes.append("no usable true masks were given: runs as IG")
         return Objective(distance="cosine", tv=settings.tv, fixed_masks=masks,
                          soft_labels=target.labels is None), notes
 

@@ -22,7 +22,8 @@ from ..errors import ConfigError, DataError, ModelError
 from ..models.interface import LoadedModel
 from ..models.layers import MaskableDropout, VariationalBottleneck
 from .defenses import apply_defenses
-from .interface import ClientUpdate, ThreatModel
+from .interface import ClientUpdate, LocalTraining, ThreatModel
+from .local import local_sgd
 from .losses import LOSSES, client_loss
 
 PROTOCOLS = ("fedsgd", "fedavg")
@@ -44,11 +45,10 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
         raise ModelError(f"{model.path}: the model has no trainable parameters, so a client sends no update; "
                          "export it with its weights as trainable initializers")
     x, y = batch_on_model_device(model, batch)
-    steps = threat.local_steps if threat.protocol == "fedavg" else 1
     with _seeded(seed, x.device), _preserved(model.module):
         model.module.train()
         try:
-            gradients, masks = _local_training(model, x, y, threat, steps, record_masks)
+            gradients, masks = _local_training(model, x, y, threat, record_masks)
         except ValueError as e:
             # A BatchNorm leakaudit's check (models.batchnorm) did not see, e.g. F.batch_norm in user code.
             if "more than 1 value per channel" not in str(e):
@@ -62,29 +62,25 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
     return apply_defenses(update, threat.defenses, findings, seed=seed) if threat.defenses else update
 
 
-def _local_training(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, steps: int,
+def _local_training(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                     record_masks: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Run ``steps`` SGD steps on detached copies of the weights; return the mean gradient and the masks."""
+    """The mean gradient over the local steps (one step under FedSGD), and each step's dropout masks."""
     weights = {n: p.detach().clone().requires_grad_(True) for n, p in model.trainable().items()}
-    total = {n: torch.zeros_like(w) for n, w in weights.items()}
     step_masks: list[dict[str, torch.Tensor]] = []
-    for _ in range(steps):
+
+    def loss_at(_step: int, current: dict[str, torch.Tensor]) -> torch.Tensor:
         with _recording(model.module, record_masks) as masks:
-            outputs = functional_call(model.module, weights, (x,), strict=False)
+            outputs = functional_call(model.module, current, (x,), strict=False)
             loss = client_loss(model.module, outputs, y, threat.loss)
         if not torch.isfinite(loss):
             raise ModelError(f"{model.path}: the client loss is {loss.item()} on these samples; check that "
                              "--normalize matches how the model was trained and that the weights are finite")
-        grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
         step_masks.append(masks)
-        with torch.no_grad():
-            for (n, w), g in zip(list(weights.items()), grads, strict=True):
-                if g is None:  # parameter not used in the forward pass: its gradient is zero
-                    continue
-                total[n] += g
-                weights[n] = (w - threat.local_lr * g).requires_grad_(True)
-    gradients = {n: (t / steps).detach() for n, t in total.items()}
-    return gradients, _merge_masks(step_masks)
+        return loss
+
+    local = threat.local_training() or LocalTraining(steps=1, lr=threat.local_lr)  # FedSGD: the first gradient
+    gradients = local_sgd(loss_at, weights, local, create_graph=False)
+    return {n: g.detach() for n, g in gradients.items()}, _merge_masks(step_masks)
 
 
 def _merge_masks(step_masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

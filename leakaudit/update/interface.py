@@ -18,6 +18,20 @@ class DefenseSpec:
 
 
 @dataclass(frozen=True)
+class LocalTraining:
+    """What a FedAvg client does before it sends its weight delta, as ``update.client`` simulates it, so an
+    attack can simulate the same client: ``steps`` plain SGD steps with learning rate ``lr``, every step on
+    the whole batch (no mini-batches, no shuffling), every forward pass drawing fresh dropout masks and PRECODE
+    noise. The update sent is ``(w_steps - w_0) / (-lr * steps)``: the mean of the step gradients."""
+
+    steps: int = 1
+    lr: float = 0.1
+
+    def __str__(self) -> str:
+        return f"{self.steps} local SGD step(s) at lr {self.lr:g} on the whole batch"
+
+
+@dataclass(frozen=True)
 class ThreatModel:
     protocol: str = "fedsgd"  # "fedsgd" (gradient) or "fedavg" (weight delta after local steps)
     local_steps: int = 1
@@ -27,6 +41,12 @@ class ThreatModel:
     defenses: tuple[DefenseSpec, ...] = ()
     loss: str = "cross_entropy"  # name in leakaudit.update.losses.LOSSES (what the client minimises)
 
+    def local_training(self) -> LocalTraining | None:
+        """The client's local steps under FedAvg; None under FedSGD (one gradient, no step taken)."""
+        if self.protocol != "fedavg":
+            return None
+        return LocalTraining(steps=self.local_steps, lr=self.local_lr)
+
 
 @dataclass(frozen=True)
 class ClientUpdate:
@@ -34,7 +54,8 @@ class ClientUpdate:
     weight delta divided by (-local_lr * local_steps), i.e. an averaged gradient, so attacks treat both
     protocols alike. For FedAvg with several local steps that is the *mean* of the per-step gradients, each
     taken at a different point of the trajectory: an attack that matches it against one gradient at the
-    initial weights is an approximation (breaching unrolls the local steps instead).
+    initial weights is an approximation; the optimisation attacks unroll the local steps instead
+    (``LocalTraining``, Geiping et al. 2020, section 5).
 
     ``true_dropout_masks`` maps a ``MaskableDropout`` module name -> the realised 0/1 mask (shape of that
     layer's activation). For FedAvg with ``local_steps > 1`` the masks of all steps are stacked along a
