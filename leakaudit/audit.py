@@ -269,6 +269,15 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
     return Plan(tuple(batches), len(pool), drawn, remainder)
 
 
+def _reads_local_steps(attack: str, local: Any) -> str:
+    """What an attack does with a FedAvg update of several local steps, for its progress line."""
+    if local is None or local.steps == 1:
+        return ""
+    from .attacks import ATTACKS
+
+    return f"; {ATTACKS.get(attack).reads_local_steps(local)}"
+
+
 def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
     from .update import parse_defense
 
@@ -396,7 +405,7 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
             outcomes.append(AttackOutcome(p.name, "skipped", reason="not started: the scan was interrupted",
                                           settings=_settings_dict(p.settings)))
             continue
-        observer.stage(f"attack {p.name}", p.reason)
+        observer.stage(f"attack {p.name}", p.reason + _reads_local_steps(p.name, target.local_training))
         # Ground-truth masks only for the well-informed reference attack defined by them; real attacks never see them.
         own_target = target if p.name == "dia-informed" else replace(target, true_masks={})
         try:

@@ -36,6 +36,7 @@ from ..models.layers import MaskableDropout
 from ..progress import AttackProgress, Observer
 from .analytic import AnalyticAttack, least_squares_rows, separate_rows
 from .engine import Objective, Schedule, attacker_copy, match_gradients, total_variation
+from ..update.interface import LocalTraining
 from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
 
 _MATCH = 1e-4  # relative misfit below which the probe's two gradients are the same (float32 round-off)
@@ -300,6 +301,10 @@ class FeatureInversion(Attack):
     name = "feature-inversion"
     summary = ("exact features from a Linear layer's rank-one gradient, then the layers before it inverted "
                "(feature match + TV)")
+
+    def reads_local_steps(self, local: LocalTraining) -> str:
+        return (f"reads features off the FedAvg delta as one averaged gradient; its IG refinement unrolls the "
+                f"{local.steps} local steps")
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         if module is None:

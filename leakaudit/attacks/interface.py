@@ -83,6 +83,10 @@ class Attack(ABC):
         """Why this attack does not fit the model (None: it fits)."""
         return None
 
+    def reads_local_steps(self, local: LocalTraining) -> str:
+        """How this attack treats a FedAvg update of ``local.steps`` > 1 local steps (said before it runs)."""
+        return "reads the FedAvg delta as one averaged gradient"
+
     @abstractmethod
     def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
             seed: int | None, observer: Observer) -> Reconstruction: ...

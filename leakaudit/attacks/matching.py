@@ -26,6 +26,9 @@ class GradientMatchingAttack(Attack):
     optimizer = "adam"
     needs_labels = True  # False: optimises soft labels when none are given (DLG)
 
+    def reads_local_steps(self, local: LocalTraining) -> str:
+        return f"unrolls the client's {local.steps} local steps in its objective"
+
     def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
         """What to match; the notes explain choices a report reader should know about."""
         return Objective(distance=self.distance, tv=settings.tv, soft_labels=target.labels is None), []
