@@ -34,7 +34,7 @@ def run_attack(name: str, target: AttackTarget, settings: AttackSettings | None 
                observer: Observer | None = None) -> Reconstruction:
     """Run one registered attack on ``target``; settings default to the budget's, with ``overrides`` applied."""
     attack = ATTACKS.get(name)
-    base = settings if settings is not None else budget_settings(name, budget)
+    base = settings if settings is not None else budget_settings(name, budget, target.module)
     return attack.run(target, apply_overrides(name, base, overrides or {}), device=resolve_device(device),
                       seed=seed, observer=observer or NullObserver())
 

@@ -131,3 +131,19 @@ def test_dlg_runs_only_at_thorough_or_when_asked_for():
         assert not dlg.run and "--attacks dlg" in dlg.reason
     assert _by_name(plan(findings, model, budget="thorough"))["dlg"].run
     assert _by_name(plan(findings, model, budget="standard", attacks=["dlg"]))["dlg"].run
+
+
+def test_tv_weight_fits_the_first_layer_at_quick_and_standard_and_an_override_wins():
+    from torch import nn
+
+    mlp = _loaded(dropout=0.3)
+    conv_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dropout(0.3), nn.Linear(144, 10))
+    conv = LoadedModel(conv_net, (3, 8, 8), 10, Path("m.onnx"), "0" * 64, "onnx")
+    for budget in ("quick", "standard"):
+        dense_plan, conv_plan = (_by_name(plan(detect(m), m, budget=budget)) for m in (mlp, conv))
+        for name in ("ig", "dia"):
+            assert dense_plan[name].settings.tv == 1e-2 and conv_plan[name].settings.tv == 0.1
+        assert conv_plan["ig"].settings.iterations == BUDGETS[budget]["ig"].iterations
+    thorough = _by_name(plan(detect(conv), conv, budget="thorough"))
+    assert thorough["ig"].settings.tv == BUDGETS["thorough"]["ig"].tv == 1e-4  # the papers' settings
+    assert _by_name(plan(detect(conv), conv, overrides={"ig": {"tv": 0.5}}))["ig"].settings.tv == 0.5
