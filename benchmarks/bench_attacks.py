@@ -35,7 +35,7 @@ def _setup(arch: str, p: float, device: torch.device):
     y = torch.tensor([3], device=device)
     loss = client_loss(model, model(x), y)
     names = [n for n, _ in model.named_parameters()]
-    grads = dict(zip(names, torch.autograd.grad(loss, list(model.parameters()))))
+    grads = dict(zip(names, torch.autograd.grad(loss, list(model.parameters())), strict=True))
     return model, x, y, grads
 
 

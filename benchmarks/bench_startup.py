@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numpy", "onnx", "scipy")
 # main() ends in sys.exit: the heavy modules loaded by then are written from an atexit hook, to stderr's end
 _PROBE = ("import atexit, sys\n"
-          f"atexit.register(lambda: sys.stderr.write('\\nheavy: ' + ','.join(m for m in {HEAVY!r} if m in sys.modules)))\n"
+          "atexit.register(lambda: sys.stderr.write(\n"
+          f"    '\\nheavy: ' + ','.join(m for m in {HEAVY!r} if m in sys.modules)))\n"
           "from leakaudit.cli import main\n"
           "main()\n")
 

@@ -374,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- budget: `{budget.name}`: {budget.iterations} iterations, {budget.restarts} restart(s) per attack "
         f"(the papers use 20,000-24,000 iterations and several restarts on GPUs: a finding that does not hold "
         f"here may need the larger budget)",
-        f"- data: the bundled example photos (`examples/samples`, 32x32 RGB); models: untrained, seeded zoo "
-        f"models (MLP hidden 64,64; CNN width 16; LeNet), saved and loaded as safetensors",
+        "- data: the bundled example photos (`examples/samples`, 32x32 RGB); models: untrained, seeded zoo "
+        "models (MLP hidden 64,64; CNN width 16; LeNet), saved and loaded as safetensors",
         f"- wall time: {total:.0f} s ({', '.join(timings)})", "",
     ]
     out = Path(args.output)
