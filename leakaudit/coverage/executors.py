@@ -362,6 +362,9 @@ def _on_ray(jobs: Sequence[Job], context: Context, stop: Stop, address: str | No
     try:
         task = ray.remote(max_retries=1, retry_exceptions=False)(_ray_job)
         if _gpu(context.settings):
+            if ray.cluster_resources().get("GPU", 0) < 1:  # the tasks would wait for ever
+                raise ConfigError(f"--device {context.settings.device}: the Ray cluster has no GPU for its tasks; "
+                                  "start its nodes on GPU machines, or give --device cpu")
             task = task.options(num_gpus=1)
         shared = ray.put(context)
         pending = {task.remote(shared, job): job for job in jobs}

@@ -282,3 +282,14 @@ def test_a_ray_address_that_does_not_answer_is_one_line_exit_2(workdir, tmp_path
 def test_executor_options_that_do_not_fit_are_one_line_exit_2(workdir, tmp_path, capsys, extra, needles):
     out = tmp_path / "r"
     _one_line_exit_2(capsys, scan(workdir, out, *extra), out, *needles)
+
+
+@needs_ray
+def test_a_gpu_scan_on_a_ray_cluster_without_gpus_is_one_line_exit_2(workdir, tmp_path, monkeypatch, capsys):
+    """Each task asks for a GPU with --device cuda; where the cluster has none they would wait for ever."""
+    import leakaudit.coverage.executors as executors
+
+    monkeypatch.setattr(executors, "_gpu", lambda settings: True)  # as --device cuda would, on a GPU machine
+    out = tmp_path / "r"
+    _one_line_exit_2(capsys, scan(workdir, out, "--batch-size", "4", "--executor", "ray"), out,
+                     "the Ray cluster has no GPU", "--device cpu")
