@@ -257,6 +257,38 @@ def test_linear_models_fold_restarts_into_the_batch_and_match_the_per_restart_lo
     assert torch.allclose(runs["auto"].masks["3"], runs["loop"].masks["3"], atol=1e-3)
 
 
+def _convnet(padding_mode: str = "zeros") -> nn.Module:
+    """Conv layers with and without bias, a stride and a dilation, dropout, no BatchNorm."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode=padding_mode), nn.ReLU(),
+                         nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, bias=False), nn.ReLU(),
+                         MaskableDropout(0.5), nn.Flatten(), nn.Linear(96, 5))
+
+
+def test_conv_models_without_batchnorm_fold_and_match_the_per_restart_loop():
+    model = _convnet()
+    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    y = torch.tensor([0, 3])
+    grads = _observed(model, x, y)
+    objective = Objective(tv=1e-3, mask_layers=("4",), mask_reg=1e-2)
+    runs = {b: match_gradients(model, grads, objective, Schedule(iterations=15, restarts=3, batching=b),
+                               input_shape=SHAPE, num_samples=2, num_classes=5, labels=y, seed=4)
+            for b in ("auto", "loop")}
+    assert "folded" in _how(runs["auto"]) and "loop" in _how(runs["loop"])
+    assert runs["auto"].restart_losses == pytest.approx(runs["loop"].restart_losses, rel=1e-3, abs=1e-5)
+    assert torch.allclose(runs["auto"].x, runs["loop"].x, atol=1e-3)
+    assert torch.allclose(runs["auto"].masks["4"], runs["loop"].masks["4"], atol=1e-3)
+
+
+def test_a_conv_that_pads_its_input_itself_is_not_folded():
+    model = _convnet("reflect")  # reflect padding happens before the convolution: not what the fold computes
+    y = torch.tensor([1])
+    grads = _observed(model, torch.rand(1, *SHAPE), y)
+    res = match_gradients(model, grads, Objective(), Schedule(iterations=2, restarts=2), input_shape=SHAPE,
+                          num_samples=1, num_classes=5, labels=y, seed=0)
+    assert "not folded" in _how(res) and "Conv2d" in _how(res)
+
+
 def test_l2_and_soft_labels_fold_like_the_loop(problem):
     model, grads, _ = problem
     runs = [match_gradients(model, grads, Objective(distance="l2", soft_labels=True),
