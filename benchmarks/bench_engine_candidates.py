@@ -21,8 +21,9 @@ an earlier run: what later scans of the same model pay).
 samples (``loop``) against (a) ``stacked``: one plain step on R x N samples, the restarts stacked into the
 batch -- a bound, not an attack: it sums the restarts' gradients, while the cosine needs each restart's own,
 so no fold can win more than it shows; (b) ``conv fold``: the exact fold for conv nets (``_conv_fold``: each
-restart's Conv2d weight gradient by one grouped ``convolution_backward``, Linear as the engine's fold),
-checked against the loop's gradients.
+restart's Conv2d weight gradient by one grouped ``convolution_backward``, Linear as the engine's fold) and
+(c) ``conv fold (unfold)``: the same with those weight gradients by ``F.unfold`` and one einsum; both checked
+against the loop's gradients.
 
 Every variant's first call is a warm-up (for ``compile`` the compilation); then ``--iterations`` timed
 iterations, fastest of ``--repeats`` rounds, the variants alternated within each round, so load bursts on a
@@ -206,12 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _conv_fold(net: nn.Module, names: list[str], obs_flat: torch.Tensor, y: torch.Tensor):
+def _conv_fold(net: nn.Module, names: list[str], obs_flat: torch.Tensor, y: torch.Tensor, how: str = "grouped"):
     """The restarts folded into the batch for a BatchNorm-free conv net, each restart's cosine exact: one
     forward and one activation backward on R x N samples, then per matched layer each restart's own weight
-    gradient -- Linear: one batched matmul (as the engine's fold); Conv2d: one ``convolution_backward`` with
+    gradient -- Linear: as the engine's fold (the dot product through the layer, the squared norm by the Gram
+    matrices where that is cheaper than the batched weight gradient); Conv2d: one ``convolution_backward`` with
     the restarts as groups (input (N, R*C, H, W), output gradient (N, R*O, H', W'), weight repeated R times)
-    -- and the second backward through all of it. ``step(xs (R, N, ...)) -> (losses (R,), d/dxs)``."""
+    -- and the second backward through all of it. ``how="unfold"``: the Conv2d weight gradients instead by
+    ``F.unfold`` of the layer input and one einsum with the output gradient (torch's double backward of a
+    grouped convolution runs group by group). ``step(xs (R, N, ...)) -> (losses (R,), d/dxs)``."""
     own = dict(net.named_parameters())
     named = dict(net.named_modules())
     layers = list(dict.fromkeys(n.rpartition(".")[0] for n in names))
@@ -243,9 +247,21 @@ def _conv_fold(net: nn.Module, names: list[str], obs_flat: torch.Tensor, y: torc
             sq = xs.new_zeros(r_count)
             for n, d in zip(layers, deltas, strict=True):
                 h, mod = seen[n][0], named[n]
-                if isinstance(mod, nn.Linear):
+                if isinstance(mod, nn.Linear):  # as the engine's fold: no weight gradient where the Gram is cheaper
                     h3, d3 = h.reshape(r_count, -1, h.shape[-1]), d.reshape(r_count, -1, d.shape[-1])
-                    gw = (d3.transpose(1, 2) @ h3).flatten(1)
+                    w = obs[n + ".weight"]
+                    dot = dot + (d3 * (h3 @ w.T)).sum((1, 2))
+                    if h3.shape[1] * (h3.shape[2] + d3.shape[2]) < h3.shape[2] * d3.shape[2]:
+                        sq = sq + ((d3 @ d3.transpose(1, 2)) * (h3 @ h3.transpose(1, 2))).sum((1, 2))
+                    else:
+                        g = d3.transpose(1, 2) @ h3
+                        sq = sq + (g * g).sum((1, 2))
+                    gw = None
+                elif how == "unfold":
+                    cols = F.unfold(h, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # (RN, C*k*k, L)
+                    cols = cols.reshape(r_count, n_count, cols.shape[1], cols.shape[2])
+                    d4 = d.reshape(r_count, n_count, d.shape[1], -1)  # (R, N, O, L)
+                    gw = torch.einsum("rnol,rnkl->rok", d4, cols).flatten(1)
                 else:
                     c, o = h.shape[1], d.shape[1]
                     hg = h.reshape(r_count, n_count, *h.shape[1:]).transpose(0, 1).reshape(n_count, r_count * c,
@@ -255,8 +271,9 @@ def _conv_fold(net: nn.Module, names: list[str], obs_flat: torch.Tensor, y: torc
                     gw = torch.ops.aten.convolution_backward(
                         dg, hg, mod.weight.repeat(r_count, 1, 1, 1), None, list(mod.stride), list(mod.padding),
                         list(mod.dilation), False, [0, 0], r_count, [False, True, False])[1].reshape(r_count, -1)
-                dot = dot + gw @ obs[n + ".weight"].reshape(-1)
-                sq = sq + (gw * gw).sum(1)
+                if gw is not None:
+                    dot = dot + gw @ obs[n + ".weight"].reshape(-1)
+                    sq = sq + (gw * gw).sum(1)
                 if n + ".bias" in obs:
                     gb = d.reshape(r_count, n_count, d.shape[1], -1).sum((1, 3))
                     dot = dot + gb @ obs[n + ".bias"]
@@ -279,7 +296,8 @@ def _fold_bound(name: str, net: nn.Module, names: list[str], obs_flat: torch.Ten
     convs_ok = all(isinstance(named[n.rpartition(".")[0]], (nn.Linear, nn.Conv2d)) for n in names) and all(
         m.groups == 1 and m.padding_mode == "zeros" for m in net.modules() if isinstance(m, nn.Conv2d))
     step = _variant("plain", net, names, obs_flat, y, 1e-4)
-    conv_fold = _conv_fold(net, names, obs_flat, y) if convs_ok else None
+    folds = {"conv fold": _conv_fold(net, names, obs_flat, y), "conv fold (unfold)":
+             _conv_fold(net, names, obs_flat, y, "unfold")} if convs_ok else {}
     torch.manual_seed(3)
     rows = []
     for r in restarts:
@@ -289,10 +307,12 @@ def _fold_bound(name: str, net: nn.Module, names: list[str], obs_flat: torch.Ten
         cases = {"loop": lambda xs=xs, r=r: [step(xs[k]) for k in range(r)],
                  "stacked": lambda big=big, f=folded: f(big)}
         err = float("nan")
-        if conv_fold is not None:
-            cases["conv fold"] = lambda xs=xs: conv_fold(xs)
+        if folds:
             ref = torch.stack([step(xs[k])[1] for k in range(r)])
-            err = float((conv_fold(xs)[1] - ref).abs().max() / ref.abs().max())
+            err = 0.0
+        for k, fold in folds.items():
+            cases[k] = lambda xs=xs, f=fold: f(xs)
+            err = max(err, float((fold(xs)[1] - ref).abs().max() / ref.abs().max()))
         best = {k: float("inf") for k in cases}
         for fn in cases.values():
             fn()  # warm-up
@@ -305,7 +325,7 @@ def _fold_bound(name: str, net: nn.Module, names: list[str], obs_flat: torch.Ten
                 _sync(device)
                 best[k] = min(best[k], (time.perf_counter() - t) / args.iterations / r * 1000)
         cells = ", ".join(f"{k} {v:.2f} ({best['loop'] / v:.2f}x)" for k, v in best.items())
-        rows.append(f"R={r}: {cells}; conv fold grad rel diff {err:.1e}")
+        rows.append(f"R={r}: {cells}; conv folds' grad rel diff {err:.1e}")
     print(f"  restarts folded, ms per restart-iteration (objective + gradient), load {os.getloadavg()[0]:.2f}:")
     for row in rows:
         print(f"    {row}", flush=True)
