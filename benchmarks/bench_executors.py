@@ -1,7 +1,7 @@
 """Executors (issue 10 item 3): the wall time of a 64-image folder scan (a tiny MLP, the analytic attack; the
 folder of ``bench_coverage.py``) at batch 1 and 4, in-process, with 2 local worker processes and on a local
 Ray instance, as a user runs ``leakaudit scan`` (each a fresh process: start-up, model load and report
-included).
+included), each at one torch thread (OMP_NUM_THREADS=1: see ``scan``).
 
     python3 benchmarks/bench_executors.py          # Ray rows need: pip install 'leakaudit[ray]'
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,9 +41,12 @@ EXECUTORS = (("in-process", ["--executor", "inprocess"]), ("2 workers", ["--exec
 
 
 def scan(args: list[str], out: Path) -> tuple[float, dict]:
+    # one torch thread per process: a worker runs the scan's own thread count (so that the figures are the
+    # in-process ones), and at 1 the two workers and two Ray tasks fill the 2 cores without oversubscribing them
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     subprocess.run(["leakaudit", "scan", *args, "--output-dir", str(out), "--quiet",
-                    "--format", "json"], cwd=ROOT, check=False)
+                    "--format", "json"], cwd=ROOT, check=False, env=env)
     seconds = time.perf_counter() - t0
     return seconds, json.loads((out / "report.json").read_text())
 

@@ -370,8 +370,9 @@ SETTINGS: tuple[Setting, ...] = (
             "worker processes, --workers) or ray (pip install 'leakaudit\\[ray]'; a local Ray instance, or the "
             "cluster at --ray-address; a GPU per batch with --device cuda). The report does not depend on it.",
             default="inprocess", commands=("scan",), command="never"),
-    Setting("workers", "--workers", _integer(1, MAX_WORKERS), "Worker processes of --executor processes "
-            "(default: one per CPU, at most one per batch).", kind=int, commands=("scan",), command="never"),
+    Setting("workers", "--workers", _integer(1, MAX_WORKERS), "Worker processes of --executor processes; each "
+            "runs as many torch threads as an in-process scan, so that results are the same (default: the CPUs "
+            "divided by those threads, at least 1).", kind=int, commands=("scan",), command="never"),
     Setting("ray_address", "--ray-address", _name, "Ray cluster to join with --executor ray, e.g. 10.0.0.5:6379 "
             "(the head node's 'ray start --head' address) or auto; default: start a local Ray instance.",
             metavar="HOST:PORT", commands=("scan",), command="never"),

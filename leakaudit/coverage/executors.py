@@ -137,6 +137,11 @@ class Context:
     ruleset: Any  # the per-batch rules
     command: str
     started: datetime | None
+    # torch's CPU threads in the parent: each worker uses as many, since torch's kernels split their sums by the
+    # thread count and a worker with fewer threads can differ from the in-process run in the last digits (a
+    # CNN's IG loss 0.0899071 in-process, 0.0899061 on a 1-thread worker), which a threshold may turn into
+    # another verdict
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -226,19 +231,19 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_workers(jobs: int) -> int:
-    """One worker per CPU, at most one per job."""
-    return max(1, min(cpu_count(), jobs))
+def default_workers(jobs: int, threads: int) -> int:
+    """As many workers as the CPUs hold at ``threads`` torch threads each (at least one), at most one per job."""
+    return max(1, min(cpu_count() // max(1, threads), jobs))
 
 
-def _init_worker(context: Context, threads: int) -> None:
+def _init_worker(context: Context) -> None:
     import signal
 
     import torch
 
     # Ctrl-C reaches the whole process group: the parent decides (stop handing out batches), workers carry on
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)  # workers share the cores: no oversubscription
+    torch.set_num_threads(context.threads)  # as in-process: the same sums in the same order
     global _context
     _context = context
 
@@ -255,13 +260,13 @@ def _pool(context: Context, workers: int) -> ProcessPoolExecutor:
     import multiprocessing
 
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(context, max(1, cpu_count() // workers)))
+                               initializer=_init_worker, initargs=(context,))
 
 
 def _processes(jobs: Sequence[Job], context: Context, stop: Stop, workers: int | None) -> Iterator[Done]:
     """At most ``workers`` jobs in flight, so that when the pool breaks (a worker died: every job in flight
     fails with it) the suspects are few; each is retried alone in a fresh pool of one worker."""
-    workers = workers or default_workers(len(jobs))
+    workers = workers or default_workers(len(jobs), context.threads)
     waiting = list(jobs)
     while waiting:
         suspects: list[Job] = []
@@ -329,6 +334,9 @@ def _close(pool: ProcessPoolExecutor) -> None:
 
 
 def _ray_job(context: Context, job: Job) -> Done:
+    import torch
+
+    torch.set_num_threads(context.threads)  # Ray sets a task's OMP threads to its num_cpus; as in-process here
     return audit_job(context, job)
 
 
@@ -360,12 +368,19 @@ def _gpu(settings: Any) -> bool:
 def _on_ray(jobs: Sequence[Job], context: Context, stop: Stop, address: str | None) -> Iterator[Done]:
     ray = _start_ray(address)
     try:
-        task = ray.remote(max_retries=1, retry_exceptions=False)(_ray_job)
-        if _gpu(context.settings):
-            if ray.cluster_resources().get("GPU", 0) < 1:  # the tasks would wait for ever
-                raise ConfigError(f"--device {context.settings.device}: the Ray cluster has no GPU for its tasks; "
-                                  "start its nodes on GPU machines, or give --device cpu")
-            task = task.options(num_gpus=1)
+        gpu = _gpu(context.settings)
+        if gpu and ray.cluster_resources().get("GPU", 0) < 1:  # the tasks would wait for ever
+            raise ConfigError(f"--device {context.settings.device}: the Ray cluster has no GPU for its tasks; "
+                              "start its nodes on GPU machines, or give --device cpu")
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if not gpu and largest < context.threads:  # no node could take a task: they would wait for ever
+            raise ConfigError(f"--executor ray: each task runs {context.threads} torch threads (as this process does) "
+                              f"but the largest Ray node has {largest:g} CPUs; run the scan with "
+                              f"OMP_NUM_THREADS={max(1, int(largest))}, or add larger nodes")
+        # a CPU task holds as many CPUs as it runs threads, so Ray does not oversubscribe a node's cores; a GPU
+        # task holds a GPU (the GPU does the work)
+        options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": context.threads}
+        task = ray.remote(max_retries=1, retry_exceptions=False, **options)(_ray_job)
         shared = ray.put(context)
         pending = {task.remote(shared, job): job for job in jobs}
         while pending:

@@ -74,7 +74,10 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     shown: tuple[int, AuditResult] | None = None
     lost: list[str] = []
     interrupted = False
-    context = Context(source if source is not None else model, findings, settings, per_batch, command, started)
+    import torch
+
+    context = Context(source if source is not None else model, findings, settings, per_batch, command, started,
+                      torch.get_num_threads())
     jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
     progress = _Progress(observer, settings.executor, total, len(batches))
     progress.starting(jobs)

@@ -139,6 +139,42 @@ def test_worker_processes_give_the_in_process_report(workdir, tmp_path, batch):
     assert "--executor" not in b["command"] and "executor" not in b["settings"]
 
 
+@pytest.fixture(scope="module")
+def cnn_dir(tmp_path_factory) -> Path:
+    """The zoo CNN on eight smooth 32x32 images: its IG loss differed in the 6th digit on a 1-thread worker."""
+    from PIL import Image
+
+    from leakaudit.models import create_model
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    root = tmp_path_factory.mktemp("cnn")
+    torch.manual_seed(0)
+    save_safetensors(create_model("cnn", num_classes=4, input_shape=(3, 32, 32)), root / "cnn.safetensors",
+                     arch="cnn", input_shape=(3, 32, 32), num_classes=4)
+    (root / "img").mkdir()
+    rng, rows = np.random.default_rng(0), ["file,label"]
+    for i in range(8):
+        yy, xx = np.mgrid[0:32, 0:32] / 31.0
+        img = np.stack([xx, yy, (xx + yy) / 2], -1) * rng.uniform(0.3, 1, 3)
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / "img" / f"i{i}.png")
+        rows.append(f"i{i}.png,{i % 4}")
+    (root / "img" / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_a_cnn_under_an_optimisation_attack_gives_the_in_process_report_on_workers(cnn_dir, tmp_path):
+    """A CNN's gradients depend on torch's thread count in the last bits: workers run the parent's count."""
+    out = tmp_path / "r"
+    docs = []
+    for extra in ((), ("--executor", "processes", "--workers", "2")):
+        app_main(["scan", str(cnn_dir / "cnn.safetensors"), "--data", str(cnn_dir / "img"), "--output-dir",
+                  str(out), "--quiet", "--format", "json", "--attacks", "ig", "--iterations", "30", "--restarts",
+                  "1", "--batch-size", "2", *extra])
+        docs.append(json.loads((out / "report.json").read_text()))
+    assert [a["status"] for a in docs[0]["attacks"]] == ["ran"]
+    assert without_times(docs[0]) == without_times(docs[1])
+
+
 @needs_ray
 def test_ray_gives_the_in_process_report(workdir, tmp_path):
     (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", "3"),
