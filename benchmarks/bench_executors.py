@@ -7,7 +7,7 @@ included), each at one torch thread (OMP_NUM_THREADS=1: see ``scan``).
 
 Prints one row per scan: wall seconds, the speed-up over in-process (in-process wall / this wall: below 1 is
 slower), and whether the report's figures equal the in-process ones (every JSON field but the wall-clock
-times). A third scan, 16 images with 200 iterations of Inverting Gradients per batch, shows batches that take
+times). A third scan, 16 images with 2000 iterations of Inverting Gradients per batch, shows batches that take
 seconds.
 
 On paper: batches are independent jobs, so on N nodes (one worker each) a scan of B batches would ideally take
@@ -54,7 +54,7 @@ def scan(args: list[str], out: Path) -> tuple[float, dict]:
 SCANS = (  # (label, scan options): the two, and one whose batches take seconds (an optimisation attack)
     ("64 images, batch 1", ["--attacks", "analytic", "--batch-size", "1"]),
     ("64 images, batch 4", ["--attacks", "analytic", "--batch-size", "4"]),
-    ("16 images, batch 4, ig x200", ["--attacks", "ig", "--iterations", "200", "--restarts", "1", "--batch-size", "4",
+    ("16 images, batch 4, ig x2000", ["--attacks", "ig", "--iterations", "2000", "--restarts", "1", "--batch-size", "4",
                                      "--samples", "16"]),
 )
 

@@ -329,3 +329,34 @@ def test_a_gpu_scan_on_a_ray_cluster_without_gpus_is_one_line_exit_2(workdir, tm
     out = tmp_path / "r"
     _one_line_exit_2(capsys, scan(workdir, out, "--batch-size", "4", "--executor", "ray"), out,
                      "the Ray cluster has no GPU", "--device cpu")
+
+
+class _StopAfter:
+    """Records the stages; asks to stop once ``after`` batches were reported finished (as a first Ctrl-C does)."""
+
+    def __init__(self, after: int) -> None:
+        self.after, self.stages = after, []
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.stages.append((name, detail))
+
+    def attack_progress(self, event) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return sum(1 for name, detail in self.stages if " audited in " in detail) >= self.after
+
+
+@pytest.mark.parametrize("executor", ["processes", pytest.param("ray", marks=needs_ray)])
+def test_progress_counts_batches_with_an_eta_and_a_stop_leaves_the_report_incomplete(workdir, executor):
+    from leakaudit.audit import audit
+
+    observer = _StopAfter(2)
+    result = audit(str(workdir / "net.safetensors"), str(workdir / "images"), observer=observer,
+                   arch=f"{workdir / 'net.py'}:make", num_classes=4, input_shape=SHAPE, attacks=("analytic",),
+                   batch_size=2, executor=executor, workers=1 if executor == "processes" else None)
+    finished = [(name, detail) for name, detail in observer.stages if " audited in " in detail]
+    assert [name for name, _ in finished[:2]] == ["batch 1/8", "batch 2/8"] and "ETA" in finished[0][1]
+    assert result.incomplete and result.overall == "incomplete"
+    assert result.coverage is not None and 2 <= len(result.coverage.batches) < 8
+    assert "resume with --resume" in result.incomplete_reason
