@@ -45,7 +45,7 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
         raise ModelError(f"{model.path}: the model has no trainable parameters, so a client sends no update; "
                          "export it with its weights as trainable initializers")
     x, y = batch_on_model_device(model, batch)
-    with _seeded(seed, x.device), _preserved(model.module):
+    with seeded(seed, x.device), preserved(model.module):
         model.module.train()
         try:
             gradients, masks = _local_training(model, x, y, threat, record_masks)
@@ -128,7 +128,7 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Fork the global RNG (CPU and the model's CUDA device) so a seed does not leak into the caller."""
     if seed is None:
         yield
@@ -140,7 +140,7 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _preserved(module: nn.Module) -> Iterator[None]:
+def preserved(module: nn.Module) -> Iterator[None]:
     """Restore every submodule's train/eval flag, every buffer (BatchNorm statistics move in train mode) and
     each bottleneck's last ``kl``."""
     modes = [(m, m.training) for m in module.modules()]

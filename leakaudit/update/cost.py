@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 from ..data.interface import SampleBatch
 from ..models.interface import LoadedModel
-from .client import _preserved, _seeded, batch_on_model_device
+from .client import batch_on_model_device, preserved, seeded
 from .interface import ThreatModel
 from .losses import client_loss
 
@@ -82,7 +82,7 @@ def _stepped(weights: dict[str, torch.Tensor], update: Mapping[str, torch.Tensor
 def _loss(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor], loss: str,
           seed: int) -> float:
     """The client's loss at ``weights``; the model's modes, buffers (BatchNorm statistics) and RNG untouched."""
-    with torch.no_grad(), _preserved(model.module), _seeded(seed, x.device):
+    with torch.no_grad(), preserved(model.module), seeded(seed, x.device):
         model.module.train()
         out = functional_call(model.module, weights, (x,), strict=False)
         return float(client_loss(model.module, out, y, loss))
