@@ -243,15 +243,19 @@ def _how(res) -> str:
     return next(n for n in res.notes if n.startswith("restarts:"))
 
 
-def test_linear_models_fold_restarts_into_the_batch_and_match_the_per_restart_loop():
-    model = _mlp(dropout=0.5)
+def _auto_and_loop(model: nn.Module, mask_layer: str) -> dict:
+    """The same DIA-style problem (2 samples, 3 restarts) run with the engine's choice and with the plain loop."""
     x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(2)) * 2 - 1
     y = torch.tensor([0, 3])
     grads = _observed(model, x, y)
-    objective = Objective(tv=1e-3, mask_layers=("3",), mask_reg=1e-2)
-    runs = {b: match_gradients(model, grads, objective, Schedule(iterations=15, restarts=3, batching=b),
+    objective = Objective(tv=1e-3, mask_layers=(mask_layer,), mask_reg=1e-2)
+    return {b: match_gradients(model, grads, objective, Schedule(iterations=15, restarts=3, batching=b),
                                input_shape=SHAPE, num_samples=2, num_classes=5, labels=y, seed=4)
             for b in ("auto", "loop")}
+
+
+def test_linear_models_fold_restarts_into_the_batch_and_match_the_per_restart_loop():
+    runs = _auto_and_loop(_mlp(dropout=0.5), "3")
     assert "folded" in _how(runs["auto"]) and "loop" in _how(runs["loop"])
     assert runs["auto"].restart_losses == pytest.approx(runs["loop"].restart_losses, rel=1e-3, abs=1e-5)
     assert torch.allclose(runs["auto"].masks["3"], runs["loop"].masks["3"], atol=1e-3)
@@ -266,14 +270,7 @@ def _convnet(padding_mode: str = "zeros") -> nn.Module:
 
 
 def test_conv_models_without_batchnorm_fold_and_match_the_per_restart_loop():
-    model = _convnet()
-    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    y = torch.tensor([0, 3])
-    grads = _observed(model, x, y)
-    objective = Objective(tv=1e-3, mask_layers=("4",), mask_reg=1e-2)
-    runs = {b: match_gradients(model, grads, objective, Schedule(iterations=15, restarts=3, batching=b),
-                               input_shape=SHAPE, num_samples=2, num_classes=5, labels=y, seed=4)
-            for b in ("auto", "loop")}
+    runs = _auto_and_loop(_convnet(), "4")
     assert "folded" in _how(runs["auto"]) and "loop" in _how(runs["loop"])
     assert runs["auto"].restart_losses == pytest.approx(runs["loop"].restart_losses, rel=1e-3, abs=1e-5)
     assert torch.allclose(runs["auto"].x, runs["loop"].x, atol=1e-3)

@@ -64,8 +64,7 @@ def make(num_classes, input_shape):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    from PIL import Image
+def workdir(tmp_path_factory, write_images) -> Path:
     from safetensors.torch import save_model
 
     root = tmp_path_factory.mktemp("executors")
@@ -75,19 +74,8 @@ def workdir(tmp_path_factory) -> Path:
     spec.loader.exec_module(module)
     torch.manual_seed(0)
     save_model(module.make(4, SHAPE), str(root / "net.safetensors"))
-    folder = root / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["file,label"]
-    for i in range(N):
-        yy, xx = np.mgrid[0:8, 0:8] / 7.0
-        img = np.stack([xx, yy, (xx + yy) / 2], axis=-1) * rng.uniform(0.3, 1.0, size=3)
-        img[rng.integers(0, 6):, rng.integers(0, 6):] *= 0.3
-        if i == 9:  # the marked sample: batch 10 at batch size 1, batch 4 at batch size 3
-            img[:] = 77 / 255
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
-        rows.append(f"img{i:02d}.png,{i % 4}")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    # the marked sample 9: batch 10 at batch size 1, batch 4 at batch size 3
+    write_images(root / "images", N, marked=9)
     return root
 
 

@@ -26,9 +26,7 @@ N = 64
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    from PIL import Image
-
+def workdir(tmp_path_factory, write_images) -> Path:
     from leakaudit.models import create_model
     from leakaudit.models.safetensors_loader import save_safetensors
 
@@ -37,18 +35,7 @@ def workdir(tmp_path_factory) -> Path:
     model = create_model("mlp", num_classes=4, input_shape=SHAPE, hidden=(32,))
     save_safetensors(model, root / "mlp.safetensors", arch="mlp", input_shape=SHAPE, num_classes=4,
                      arch_kwargs={"hidden": [32]})
-    folder = root / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["file,label"]
-    for i in range(N):
-        # smooth structure (SSIM needs it): a gradient plus a random blob
-        yy, xx = np.mgrid[0:8, 0:8] / 7.0
-        img = np.stack([xx, yy, (xx + yy) / 2], axis=-1) * rng.uniform(0.3, 1.0, size=3)
-        img[rng.integers(0, 6):, rng.integers(0, 6):] *= 0.3
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
-        rows.append(f"img{i:02d}.png,{i % 4}")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_images(root / "images", N)
     return root
 
 

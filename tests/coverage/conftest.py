@@ -1,0 +1,34 @@
+"""Shared by the coverage tests: a folder of small synthetic photos with a labels.csv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+
+def _write(folder: Path, n: int, marked: int | None = None) -> Path:
+    """``n`` 8x8 photos ``img00.png``... labelled ``i % 4``: smooth structure (SSIM needs it), a gradient times a
+    random colour with a darkened random corner; photo ``marked`` (if any) is flat grey 77."""
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["file,label"]
+    for i in range(n):
+        yy, xx = np.mgrid[0:8, 0:8] / 7.0
+        img = np.stack([xx, yy, (xx + yy) / 2], axis=-1) * rng.uniform(0.3, 1.0, size=3)
+        img[rng.integers(0, 6):, rng.integers(0, 6):] *= 0.3
+        if i == marked:
+            img[:] = 77 / 255
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
+        rows.append(f"img{i:02d}.png,{i % 4}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_images() -> Callable[..., Path]:
+    return _write
