@@ -60,6 +60,8 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     combine them. Batches may finish in any order: each is recorded (and checkpointed) as it arrives, and the
     combined result is the same as batch by batch. ``source`` says how workers load the model again (a
     ``ModelSource``); None sends them ``model`` itself."""
+    import torch  # lazily, as the package's other heavy imports: the CLI starts without torch
+
     from .executors import Context, Job, audit_job, run_jobs
 
     observer = observer or NullObserver()
@@ -74,8 +76,6 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     shown: tuple[int, AuditResult] | None = None
     lost: list[str] = []
     interrupted = False
-    import torch
-
     context = Context(source if source is not None else model, findings, settings, per_batch, command, started,
                       torch.get_num_threads())
     jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
