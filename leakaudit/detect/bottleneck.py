@@ -23,12 +23,10 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 from torch import fx, nn
 
 from ..models.interface import LoadedModel
 from ..models.layers import VariationalBottleneck
-from ..models.onnx_names import safe_names
 from .interface import Bottleneck
 from .trace import Trace
 
@@ -100,7 +98,10 @@ def _looks_variational(m: nn.Module) -> int | None:
 # -- ONNX graphs ---------------------------------------------------------------------------------------------
 
 def _onnx_bottlenecks(path: Path, modules: dict[str, nn.Module], tr: Trace) -> list[_Candidate]:
+    import onnx
     from onnx2torch.onnx_graph import OnnxGraph  # the loader's naming rule for converted modules
+
+    from ..models.onnx_names import safe_names
 
     proto, _ = safe_names(onnx.load(str(path), load_external_data=False))  # the names the loader converted
     graph = OnnxGraph(proto.graph)

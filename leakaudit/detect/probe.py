@@ -70,6 +70,12 @@ class _RandomOps(TorchDispatchMode):
         self.stack = stack
         self.sources: set[str] = set()
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in its lazy dynamo-disable, which imports torch._dynamo (1.5 s
+        # of a scan's start-up) on the first op. This mode never runs under torch.compile: nothing to disable.
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 -- torch's protocol
         if torch.Tag.nondeterministic_seeded in getattr(func, "tags", ()) and _draws(func, args, kwargs or {}):
             self.sources.add(self.stack[-1] if self.stack else "")

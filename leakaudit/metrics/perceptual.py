@@ -41,14 +41,17 @@ NETS = ("alex", "vgg")
 MIN_SIDE = 64
 
 
+# The checkpoint files torchvision downloads for LPIPS's backbones (``AlexNet_Weights.IMAGENET1K_V1`` and
+# ``VGG16_Weights.IMAGENET1K_V1``). Written out because importing torchvision to ask costs a scan ~1.5 s (it
+# imports torch._dynamo) when LPIPS cannot run anyway; a test checks them against torchvision's own.
+BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+
+
 def backbone_file_name(net: str) -> str:
     """The checkpoint file name torchvision downloads for LPIPS's backbone ``net``."""
-    from torchvision import models
-
-    weights = {"alex": models.AlexNet_Weights.IMAGENET1K_V1, "vgg": models.VGG16_Weights.IMAGENET1K_V1}
-    if net not in weights:
+    if net not in BACKBONE_FILES:
         raise InputError(f"--lpips-net {net!r}: unknown LPIPS backbone; use one of {', '.join(NETS)}")
-    return os.path.basename(weights[net].url)
+    return BACKBONE_FILES[net]
 
 
 def find_backbone_weights(net: str = "alex", weights: str | Path | None = None) -> Path | Unavailable:

@@ -9,7 +9,6 @@ from typing import Any
 from ..errors import InputError, ModelError
 from .dropout_tools import insert_declared_dropout
 from .interface import LoadedModel
-from .onnx_loader import load_onnx
 from .safetensors_loader import load_safetensors
 
 FORMATS = {".onnx": "onnx", ".safetensors": "safetensors"}
@@ -33,6 +32,8 @@ def load_model(path: str | Path, *, arch: str | None = None, input_shape: tuple[
     if kind == "onnx":
         if arch is not None:
             raise InputError(f"--arch {arch}: {path} is ONNX and holds its own architecture; drop --arch")
+        from .onnx_loader import load_onnx  # onnx, onnx2torch and torchvision cost ~2 s: only for ONNX files
+
         parts = load_onnx(path, input_shape=input_shape, num_classes=num_classes)
         module, shape, classes, onnx_info = parts.module, parts.input_shape, parts.num_classes, parts.info
         arch_name = None

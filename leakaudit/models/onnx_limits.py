@@ -26,32 +26,16 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from pathlib import Path
 
 import onnx
 import torch
 from onnx import TensorProto
 
-from ..errors import ConfigError, ModelError
+from ..errors import ModelError
+from .limits import ENV_MAX_ELEMENTS, max_elements
 
-ENV_MAX_ELEMENTS = "LEAKAUDIT_MAX_TENSOR_ELEMENTS"
-DEFAULT_MAX_ELEMENTS = 2 ** 28
 DATA_SIZED_OPS = ("ConstantOfShape", "Expand", "Tile", "Range", "Pad", "Resize", "Upsample", "OneHot")
-
-
-def max_elements() -> int:
-    raw = os.environ.get(ENV_MAX_ELEMENTS)
-    if raw is None or not raw.strip():
-        return DEFAULT_MAX_ELEMENTS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{ENV_MAX_ELEMENTS}={raw!r}: not a positive integer; set it to a number of elements, "
-                          f"e.g. {DEFAULT_MAX_ELEMENTS}, or unset it")
-    return value
 
 
 def _too_big(path: Path, what: str, count: int, limit: int) -> ModelError:

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..errors import InputError, ModelError
 from . import user_arch
-from .onnx_limits import max_elements
+from .limits import max_elements
 from .dropout_tools import replace_dropout
 from .zoo import ARCHITECTURES
 

@@ -16,14 +16,14 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HEAVY = ("torch", "numpy", "scipy", "onnx", "onnxruntime", "PIL", "lpips", "torchvision")
 
 
-def _heavy_imports(*args: str, cwd: Path) -> list[str]:
-    """The heavy modules a fresh ``leakaudit ARGS`` process had imported when it exited (exit 0 required)."""
+def _heavy_imports(*args: str, cwd: Path, watch: tuple[str, ...] = HEAVY) -> list[str]:
+    """The modules of ``watch`` a fresh ``leakaudit ARGS`` process had imported when it exited (exit 0 required)."""
     code = ("import atexit, sys\n"
-            f"atexit.register(lambda: print('heavy:', sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+            f"atexit.register(lambda: print('heavy:', sorted(m for m in {watch!r} if m in sys.modules)))\n"
             "from leakaudit.cli import main\n"
             "sys.argv = ['leakaudit', *sys.argv[1:]]\n"
             "main()\n")
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
     assert done.returncode == 0, done.stderr
     return eval(done.stdout.rpartition("heavy: ")[2])  # noqa: S307 -- our own print of a list of names
 
@@ -47,3 +47,14 @@ def test_render_imports_no_torch(tmp_path):
                      "--output-dir", str(out)]) == 0
     assert _heavy_imports("render", str(out / "report.json"), cwd=tmp_path) == []
     assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_a_safetensors_scan_imports_neither_the_onnx_stack_nor_dynamo(tmp_path):
+    # onnx, onnx2torch (which imports torchvision, which imports torch._dynamo) and dynamo itself were ~2 s of
+    # every scan's start-up, a third of a short CI scan (issue 8's whole-process goal); a safetensors model
+    # needs none of them.
+    args = ["scan", str(EXAMPLES / "models" / "mlp.safetensors"), "--data", str(EXAMPLES / "samples"),
+            "--attacks", "analytic", "--batch-size", "1", "--quiet", "--exit-zero",
+            "--format", "json", "--output-dir", str(tmp_path / "r")]
+    assert _heavy_imports(*args, cwd=tmp_path, watch=("onnx", "onnx2torch", "torchvision", "torch._dynamo")) == []
+    assert (tmp_path / "r" / "report.json").is_file()

@@ -61,6 +61,14 @@ def test_score_lists_lpips_as_unavailable_not_as_a_number() -> None:
     assert all("lpips" not in s.metrics for s in result.samples)
 
 
+@pytest.mark.parametrize(("net", "weights"), [("alex", models.AlexNet_Weights.IMAGENET1K_V1),
+                                              ("vgg", models.VGG16_Weights.IMAGENET1K_V1)])
+def test_the_written_out_backbone_file_names_are_torchvisions(net: str, weights: models.WeightsEnum) -> None:
+    # leakaudit names the files without importing torchvision; a renamed checkpoint would make it look in
+    # the wrong place and report LPIPS unavailable with the wrong file name.
+    assert backbone_file_name(net) == weights.url.rsplit("/", 1)[-1]
+
+
 def test_weights_in_the_torch_hub_cache_are_used(offline: Path) -> None:
     state = _fake_alexnet_checkpoint(offline / "checkpoints" / backbone_file_name("alex"))
     found = find_backbone_weights("alex")
