@@ -53,6 +53,20 @@ def test_batch_size_1_on_resnet18_at_32x32_is_an_input_error_naming_the_layer(re
     assert not (files["folder"] / f"out-{kind}" / "report.json").exists()
 
 
+def test_an_undefended_resnet18_the_attacks_cannot_reconstruct_is_inconclusive_never_pass(resnet18_files):
+    """Issue 12's bar: no undefended standard model at batch 1-2 exits 0. resnet18 leaks, but these attacks
+    at this budget do not reconstruct it (docs/attacks.md), so the only honest verdict is inconclusive."""
+    out = resnet18_files["folder"] / "out-undefended"
+    code = app_main(["scan", *resnet18_files["onnx"], "--data", str(resnet18_files["data"]), "--batch-size", "2",
+                     "--budget", "quick", "--iterations", "5", "--output-dir", str(out), "--format", "json",
+                     "--quiet"])
+    doc = json.loads((out / "report.json").read_text())
+    assert code == 4 and doc["verdict"]["overall"] == "inconclusive"
+    assert doc["control"]["status"] == "ran" and doc["control"]["reconstructed"] is False
+    assert {"feature-inversion", "ig"} <= {a["name"] for a in doc["attacks"] if a["status"] == "ran"}
+    assert doc["verdict"]["summary"].startswith("INCONCLUSIVE: the attacks could not reconstruct")
+
+
 def _bn_net(tmp_path):
     """A small CNN whose BatchNorm1d follows global pooling: one value per channel per sample."""
     arch = tmp_path / "net.py"
