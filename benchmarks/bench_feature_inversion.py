@@ -5,11 +5,13 @@ Linear(4096,128)-ReLU-Dropout(0.25)-Linear(128,10) -- from torch and from its tr
 export; torchvision resnet18 and mobilenet_v3_small with 10 classes), random weights, real 32x32 photos at
 batch 1 and 2 (the pipeline's own client update: train mode, dropout live, CIFAR normalisation, labels known),
 it prints the layer the probe chose, the rows used, how many samples were separated, the feature-fit residual,
-SSIM / PSNR of the features-only image and after the IG refinement (best over the batch's reconstructions for
-each original), and the attack's time; with IG alone at the same total iterations for comparison.
+SSIM / PSNR of the features-only image, of what the attack returns (refined by IG at batch 1 unless the
+features came through dropout) and of the IG refinement run anyway (best over the batch's reconstructions for
+each original), and the attack's time; with IG alone at the same total iterations for comparison. A variant of
+the ConvNet with dropout before fc1 shows why the attack does not refine there.
 
 Settings are the `quick` budget's (300 feature-matching iterations x 1 restart, then 200 IG iterations).
-Usage: python benchmarks/bench_feature_inversion.py [--budget quick|standard]
+Usage: python benchmarks/bench_feature_inversion.py [--budget quick|standard] [--models ConvNet] [--batch-size 1]
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ BATCHES = ((("astronaut",), ("chelsea",), ("coffee",), ("rocket",)), (("astronau
 
 
 class ConvNet(nn.Module):
-    def __init__(self) -> None:
+    """The tutorial ConvNet; ``drop_in`` adds dropout on the flattened conv features, before fc1 (as the zoo cnn
+    and Keras-style Flatten-Dropout-Dense heads have it): the features fc1 sees are then masked."""
+
+    def __init__(self, drop_in: float = 0.0) -> None:
         super().__init__()
+        self.drop_in = nn.Dropout(drop_in) if drop_in else nn.Identity()
         self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.pool = nn.MaxPool2d(2)
@@ -44,7 +50,7 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(torch.relu(self.conv1(x)))
         x = self.pool(torch.relu(self.conv2(x)))
-        return self.fc2(self.drop(torch.relu(self.fc1(torch.flatten(x, 1)))))
+        return self.fc2(self.drop(torch.relu(self.fc1(self.drop_in(torch.flatten(x, 1))))))
 
 
 def _pixels(name: str) -> torch.Tensor:
@@ -70,6 +76,10 @@ def _models(tmp: Path) -> list[tuple[str, nn.Module]]:
     convnet = ConvNet()
     replace_dropout(convnet)  # as the safetensors loader does: dropout the attacks can switch off
     out = [("tutorial ConvNet (torch)", convnet), ("tutorial ConvNet (ONNX)", _onnx(convnet, tmp / "convnet.onnx"))]
+    torch.manual_seed(0)
+    before = ConvNet(drop_in=0.25)
+    replace_dropout(before)
+    out.append(("tutorial ConvNet, dropout 0.25 before fc1 (torch)", before))
     try:
         import torchvision
     except ImportError:
@@ -123,11 +133,13 @@ def _row(label: str, module: nn.Module, names: tuple[str, ...], budget: str) -> 
     start = time.perf_counter()
     full = attack.run(target, settings, device=cpu, seed=0, observer=quiet)
     seconds = time.perf_counter() - start
+    refined_anyway = _refine(target, plain.x, int(settings.extra["refine"]), float(settings.extra["refine_tv"]))
     ig_settings = dataclasses.replace(budget_settings("ig", budget), iterations=full.iterations_run, tv=1e-2)
     start = time.perf_counter()
     ig = ATTACKS.get("ig").run(target, ig_settings, device=cpu, seed=0, observer=quiet)
     ig_seconds = time.perf_counter() - start
-    (s0, _), (s1, p1), (s2, _) = _scores(plain.x, batch), _scores(full.x, batch), _scores(ig.x, batch)
+    (s0, p0), (s1, p1), (s2, _) = _scores(plain.x, batch), _scores(full.x, batch), _scores(ig.x, batch)
+    s3, p3 = _scores(refined_anyway, batch)
     layer = full.notes[0].split(":")[0].removeprefix("layer ")
     rows = full.notes[0].split(": ")[1].split(" rows")[0]
     residual = full.notes[0].rsplit(" ", 1)[1]
@@ -137,21 +149,41 @@ def _row(label: str, module: nn.Module, names: tuple[str, ...], budget: str) -> 
     def fmt(values: list[float], digits: int = 3) -> str:
         return " / ".join(f"{v:.{digits}f}" for v in values)
 
-    return (f"{head} | {layer} | {rows} | {separated} | {residual} | {fmt(s0)} | {fmt(s1)} | {fmt(p1, 1)} | "
-            f"{seconds:.1f} | {fmt(s2)} ({ig_settings.iterations} it, {ig_seconds:.1f} s)")
+    return (f"{head} | {layer} | {rows} | {separated} | {residual} | {fmt(s0)} ({fmt(p0, 1)} dB) | {fmt(s1)} | "
+            f"{fmt(p1, 1)} | {fmt(s3)} ({fmt(p3, 1)} dB) | {seconds:.1f} | {fmt(s2)} ({ig_settings.iterations} it, "
+            f"{ig_seconds:.1f} s)")
+
+
+def _refine(target, x0: torch.Tensor, iterations: int, tv: float) -> torch.Tensor:  # noqa: ANN001
+    """IG started from the features-only image, as the attack refines -- also where it chooses not to."""
+    from leakaudit.attacks.engine import Objective, Schedule, match_gradients
+
+    res = match_gradients(target.module, target.gradients, Objective(distance="cosine", tv=tv),
+                          Schedule(iterations=iterations, restarts=1, lr=0.1), input_shape=SHAPE,
+                          num_samples=target.num_samples, num_classes=10, labels=target.labels,
+                          bounds=target.bounds, device=torch.device("cpu"), seed=0, init=x0)
+    return res.x
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="quick", choices=("quick", "standard"))
-    budget = parser.parse_args().budget
+    parser.add_argument("--models", default="", help="only the models whose label contains this text")
+    parser.add_argument("--batch-size", type=int, choices=(1, 2), help="only this batch size (default: both)")
+    args = parser.parse_args()
+    budget = args.budget
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         models = _models(Path(tmp))
     print("model | images | layer (input features) | rows | separated | feature residual | SSIM features only | "
-          "SSIM refined | PSNR refined dB | seconds | IG alone SSIM (same iterations)")
+          "SSIM returned | PSNR returned dB | SSIM IG-refined (whether or not the attack refines) | seconds | "
+          "IG alone SSIM (same iterations)")
     for label, module in models:
-        for batches in BATCHES:
+        if args.models not in label:
+            continue
+        for size, batches in enumerate(BATCHES, start=1):
+            if args.batch_size not in (None, size):
+                continue
             for names in batches:
                 print(_row(label, module, names, budget), flush=True)
 
