@@ -195,7 +195,8 @@ def test_the_wiring_is_probed_not_taken_from_names():
     assert AprilAttack().skip_reason(None, _NotAdded()) is None
 
 
-def test_a_scan_of_a_vit_onnx_file_fails_on_april_with_ssim_near_one(tmp_path):
+def _scan_vit_onnx(tmp_path, *extra: str) -> tuple[int, dict]:
+    """The zoo ViT exported to ONNX, scanned with APRIL on one real photo."""
     onnx_path = tmp_path / "vit.onnx"
     _onnx(_vit(), onnx_path)
     data = tmp_path / "one"
@@ -203,13 +204,27 @@ def test_a_scan_of_a_vit_onnx_file_fails_on_april_with_ssim_near_one(tmp_path):
     (data / "astronaut.png").write_bytes((ROOT / "examples" / "samples" / "astronaut.png").read_bytes())
     (data / "labels.csv").write_text("file,label\nastronaut.png,0\n")
     out = tmp_path / "r"
-    code = app_main(["scan", str(onnx_path), "--data", str(data), "--attacks", "april", "--output-dir", str(out),
-                     "--format", "json", "--quiet"])
-    doc = json.loads((out / "report.json").read_text())
+    code = app_main(["scan", str(onnx_path), "--data", str(data), "--attacks", "april", *extra, "--output-dir",
+                     str(out), "--format", "json", "--quiet"])
+    return code, json.loads((out / "report.json").read_text())
+
+
+def test_a_scan_of_a_vit_onnx_file_fails_on_april_with_ssim_near_one(tmp_path):
+    code, doc = _scan_vit_onnx(tmp_path)
     assert code == 1 and doc["verdict"]["overall"] == "fail"
     april = next(a for a in doc["attacks"] if a["name"] == "april")
     assert april["status"] == "ran" and april["means"]["ssim"] > 0.99  # measured 0.995
     assert "april-positional-embedding" in {r["id"] for r in doc["recommendations"]}
+
+
+def test_a_strong_noise_defense_on_a_vit_earns_its_pass_from_a_control_that_reconstructs(tmp_path):
+    # issue 12: a defense that stops the attack passes only because the control (APRIL on the clean update)
+    # reconstructs -- not a false INCONCLUSIVE, and not a pass on no evidence
+    code, doc = _scan_vit_onnx(tmp_path, "--defense", "noise:sigma=0.1")
+    assert code == 0 and doc["verdict"]["overall"] == "pass"
+    april = next(a for a in doc["attacks"] if a["name"] == "april")
+    assert april["status"] == "ran" and april["means"]["ssim"] < 0.3
+    assert doc["control"]["status"] == "ran" and doc["control"]["reconstructed"] is True
 
 
 def test_a_cnn_with_pointwise_convolutions_is_skipped_at_planning():
