@@ -32,3 +32,26 @@ def _write(folder: Path, n: int, marked: int | None = None) -> Path:
 @pytest.fixture(scope="session")
 def write_images() -> Callable[..., Path]:
     return _write
+
+
+@pytest.fixture
+def interrupt_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Callable]:
+    """``interrupt_batch(n)`` makes the scan's n-th client batch raise KeyboardInterrupt (Ctrl-C while it runs);
+    it returns the real batch function, to put back before a ``--resume``."""
+    import leakaudit.audit as audit_module
+
+    real = audit_module.audit_loaded
+
+    def arm(n: int) -> Callable:
+        calls: list[int] = []
+
+        def stop_at_nth(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(audit_module, "audit_loaded", stop_at_nth)
+        return real
+
+    return arm

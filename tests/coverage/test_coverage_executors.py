@@ -245,21 +245,13 @@ def test_a_worker_that_dies_once_is_retried_and_the_report_is_complete(workdir, 
     assert code == 1 and without_times(doc) == without_times(whole)
 
 
-def test_resume_continues_an_in_process_checkpoint_on_workers(workdir, tmp_path, monkeypatch):
+def test_resume_continues_an_in_process_checkpoint_on_workers(workdir, tmp_path, monkeypatch, interrupt_batch):
     """Batches finish out of order on workers; the checkpoint and --resume do not depend on where they ran."""
     import leakaudit.audit as audit_module
 
     full, out = tmp_path / "full", tmp_path / "r"
     (_, whole), = reports(workdir, full, ("--batch-size", "4"))
-    real, calls = audit_module.audit_loaded, []
-
-    def stop_at_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(audit_module, "audit_loaded", stop_at_third)
+    real = interrupt_batch(3)
     assert scan(workdir, out, "--batch-size", "4") == 130
     monkeypatch.setattr(audit_module, "audit_loaded", real)
     assert scan(workdir, out, "--batch-size", "4", "--executor", "processes", "--workers", "2", "--resume") == 1

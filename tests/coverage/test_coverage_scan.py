@@ -179,25 +179,16 @@ severity = "warn"
     assert by_id["at-most-half"]["observed"] == pytest.approx(clopper_pearson(0, 8)[1])
 
 
-def test_resume_continues_from_the_checkpoint(workdir, tmp_path, monkeypatch):
+def test_resume_continues_from_the_checkpoint(workdir, tmp_path, monkeypatch, interrupt_batch):
     import leakaudit.audit as audit_module
 
     full, out = tmp_path / "full", tmp_path / "r"
     assert scan(workdir, full, "--samples", "8", "--batch-size", "2") == 1
-    real = audit_module.audit_loaded
-    calls = []
-
-    def stop_at_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(audit_module, "audit_loaded", stop_at_third)
+    real = interrupt_batch(3)
     assert scan(workdir, out, "--samples", "8", "--batch-size", "2") == 130
     saved = json.loads((out / "scan-checkpoint.json").read_text())
     assert [b["index"] for b in saved["batches"]] == [0, 1]
-    calls.clear()
+    calls: list[int] = []
     monkeypatch.setattr(audit_module, "audit_loaded", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     assert scan(workdir, out, "--samples", "8", "--batch-size", "2", "--resume") == 1
     # batches 3 and 4 ran; batch 1 (the worst sample's, restored) again for the report's detail
