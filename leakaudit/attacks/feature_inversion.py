@@ -366,9 +366,9 @@ class FeatureInversion(Attack):
                 notes.append("no IG refinement: labels neither known nor recovered")
             elif layer.dropout_before:
                 # The features came through the client's dropout mask, which IG's copy (dropout off) does not
-                # apply: refining lowered adjusted SSIM, plain SSIM and PSNR on 4 of 4 photos with dropout before
-                # the layer (0.55-0.83 -> 0.36-0.45 adjusted); with dropout after it the refinement is kept (PSNR
-                # +0.3 to +3.8 dB). Measured on the tutorial ConvNet at quick (docs/attacks.md).
+                # apply: refining lowered SSIM and PSNR on 4 of 4 photos with dropout before the layer (SSIM
+                # 0.40-0.81 -> 0.26-0.44); with dropout after it the refinement is kept (PSNR +0.3 to +3.8 dB).
+                # benchmarks/bench_feature_inversion.py --models ConvNet --batch-size 1 (docs/attacks.md).
                 notes.append("no IG refinement: the features passed the client's dropout mask, which IG cannot "
                              "model (it lowered every score when measured); the dia attack models the masks")
             else:
