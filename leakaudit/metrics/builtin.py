@@ -51,6 +51,24 @@ _register(Metric(
     "lpips", False, "lower", (0.0, math.inf),
     "learned perceptual distance (Zhang et al. 2018, AlexNet by default); needs local backbone weights",
     fn=_lazy("lpips_distance", "perceptual", plain=False)))
+# The recognition test (metrics.recognition): is the reconstruction attributable to its own sample, and better
+# than a trivial output? Computed against the sample's references, so they have no pixel function.
+_register(Metric(
+    "match_p", False, "lower", (0.0, 1.0),
+    "re-identification p-value: (1 + references at least as similar as the sample itself) / (K + 1), after "
+    "registration (flip, shifts, levels, light denoising); 1/(K+1) = closer to its own sample than to every "
+    "reference", needs_structure=True, recognition=True))
+_register(Metric(
+    "ssim_skill", True, "higher", (-math.inf, 1.0),
+    "structure score: (s - s_base) / (1 - s_base) with s the registered SSIM and s_base the better of the "
+    "sample's mean-colour blank and its heavy blur; 0 = no better than those, 1 = exact",
+    needs_structure=True, recognition=True))
+_register(Metric(
+    "psnr_gain", True, "higher", (-math.inf, math.inf),
+    "registered PSNR minus the better PSNR of the sample's mean-colour blank and heavy blur",
+    unit="dB", needs_structure=True, recognition=True))
+RECOGNITION_METRICS: tuple[str, ...] = ("match_p", "ssim_skill", "psnr_gain")
+
 _register(Metric(
     "label_accuracy", True, "higher", (0.0, 1.0),
     "fraction of the batch's true labels the attacker recovered (as multisets: order is arbitrary)",
@@ -69,6 +87,6 @@ _register(Metric(
 COVERAGE_METRICS: tuple[str, ...] = ("recognised_fraction", "recognised_upper")
 
 # What score() computes unless told otherwise: every pixel metric.
-DEFAULT_METRICS: tuple[str, ...] = ("ssim", "ssim_adjusted", "psnr", "mse", "rmse", "lpips")
+DEFAULT_METRICS: tuple[str, ...] = ("ssim", "ssim_adjusted", "psnr", "mse", "rmse", "lpips", *RECOGNITION_METRICS)
 
-__all__ = ["METRICS", "DEFAULT_METRICS", "COVERAGE_METRICS", "MetricOptions"]
+__all__ = ["METRICS", "DEFAULT_METRICS", "COVERAGE_METRICS", "RECOGNITION_METRICS", "MetricOptions"]

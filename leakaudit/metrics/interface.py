@@ -54,6 +54,9 @@ class Metric:
     # True: the value compares structure, which a flat original does not have (SSIM of anything flat against a
     # flat original is ~1), so rules do not count it on flat originals (leakaudit.metrics.scoring.FLAT_STD).
     needs_structure: bool = False
+    # True: computed by the recognition test (``metrics.recognition``) against the sample's references, not by
+    # ``fn`` from the pair alone.
+    recognition: bool = False
     fn: MetricFn | None = field(default=None, repr=False, compare=False)
 
     def compute(self, preds: torch.Tensor, target: torch.Tensor,
@@ -70,6 +73,17 @@ class Metric:
     def worst(self, values: list[float]) -> float:
         """The most leaking of ``values``."""
         return max(values) if self.leak_direction == "higher" else min(values)
+
+
+def chance(references: int) -> float:
+    """The smallest re-identification p-value K references allow: closer to its own sample than to every one."""
+    return 1.0 / (references + 1)
+
+
+def attributable(match_p: float, references: int, max_p: float) -> bool:
+    """``match_p <= max_p``; with too few references for that (1/(K+1) > max_p), the strictest test there is:
+    closer to its own sample than to every reference (the report then says the per-sample evidence is weak)."""
+    return match_p <= max(max_p, chance(references)) + 1e-12
 
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {

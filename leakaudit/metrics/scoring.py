@@ -25,7 +25,7 @@ import torch
 from .builtin import DEFAULT_METRICS, METRICS
 from .functional import _check_tensor, label_accuracy
 from .interface import MetricOptions, Unavailable
-from .matching import match
+from .matching import Matching, match
 
 # 8-bit images quantise to steps of 1/255 ~ 0.004: below 1e-3 at most a few pixels of an image differ by one
 # level from the rest, which shows nothing recognisable.
@@ -44,6 +44,8 @@ class SampleScore:
     label_recovered: int | None = None  # the recovered label at the same row (labels are unordered: see accuracy)
     flat: bool = False  # the original's pixel std is below FLAT_STD
     excluded: dict[str, str] = field(default_factory=dict)  # metric -> why rules do not count it for this sample
+    references: int | None = None  # K of the recognition test (match_p); None when it did not run
+    transform: str = ""  # the registration the recognition test chose against the original ("flipped", ...)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class AttackScore:
             "samples": [
                 {"index": s.index, "original_index": s.original_index, "name": s.name, "metrics": dict(s.metrics),
                  "label_true": s.label_true, "label_recovered": s.label_recovered, "flat": s.flat,
-                 "excluded": dict(s.excluded)}
+                 "excluded": dict(s.excluded), "references": s.references, "transform": s.transform}
                 for s in self.samples
             ],
             "means": dict(self.means),
@@ -102,18 +104,24 @@ def score(
     lpips_net: str = "alex",
     match_by: str = "ssim",
     attack: str = "",
+    references: torch.Tensor | None = None,
 ) -> AttackScore:
     """Score ``reconstruction_pixels`` against ``original_pixels`` (both [0, 1], (N, C, H, W) or (N, D)).
 
     Reconstructions are matched to originals one-to-one (Hungarian, maximising SSIM by default) before any
-    metric is computed. ``label_accuracy`` is added whenever both label sets are given.
+    metric is computed. ``label_accuracy`` is added whenever both label sets are given. The recognition
+    metrics (``match_p``, ``ssim_skill``, ``psnr_gain``; ``metrics.recognition``) judge each reconstruction
+    against its original and K references: the batch's other originals plus ``references`` (pixel space, the
+    originals' sample shape; the scan's other samples and a reference set). Copies of a sample among them
+    are left out of its references.
     """
     orig = _check_tensor("original_pixels", original_pixels)
     names = list(names) if names is not None else [f"sample-{i}" for i in range(orig.shape[0])]
     if len(names) != orig.shape[0]:
         raise ValueError(f"Expected `names` to hold one name per original ({orig.shape[0]}), got {len(names)}.")
     chosen = [METRICS.get(m) for m in metrics]  # unknown names: UnknownNameError with suggestions
-    pixel_metrics = [m for m in chosen if m.per_sample]
+    pixel_metrics = [m for m in chosen if m.per_sample and not m.recognition]
+    recognition = [m for m in chosen if m.recognition]
     diverged = _diverged(reconstruction_pixels)
     if diverged:
         # No number can honestly be given for a NaN reconstruction; the rules see "unavailable", not a pass.
@@ -122,7 +130,15 @@ def score(
     recon = _check_tensor("reconstruction_pixels", reconstruction_pixels)
     orig = orig.to(recon.device)
 
-    matching = match(recon, orig, by=match_by)
+    judged: list[Any] = []
+    if recognition:
+        # Matched by registered skill: a mirrored or shifted batch would pair up wrongly by raw SSIM.
+        from .recognition import recognise
+
+        pairs, judged = recognise(recon, orig, references)
+        matching = Matching(pairs, "registered skill", *_unmatched(pairs, recon.shape[0], orig.shape[0]))
+    else:
+        matching = match(recon, orig, by=match_by)
     rows = [r for r, _ in matching.pairs]
     cols = [c for _, c in matching.pairs]
     preds, target = recon[rows], orig[cols]
@@ -137,9 +153,13 @@ def score(
         else:
             per_metric[metric.name] = [float(v) for v in value.detach().cpu()]
 
+    if judged:
+        for m in recognition:
+            per_metric[m.name] = [float(getattr(j, m.name)) for j in judged]
+
     true, recovered = _labels(labels_true), _labels(labels_recovered)
     stds = _pixel_std(target)
-    structural = [m.name for m in pixel_metrics if m.needs_structure and m.name in per_metric]
+    structural = [m.name for m in pixel_metrics + recognition if m.needs_structure and m.name in per_metric]
     samples = tuple(
         SampleScore(
             index=r, original_index=c, name=names[c],
@@ -148,10 +168,13 @@ def score(
             label_recovered=recovered[r] if recovered is not None and r < len(recovered) else None,
             flat=stds[k] < FLAT_STD,
             excluded={m: _flat_reason(m, stds[k]) for m in structural} if stds[k] < FLAT_STD else {},
+            references=judged[k].references if judged else None,
+            transform=judged[k].transform if judged else "",
         )
         for k, (r, c) in enumerate(matching.pairs)
     )
-    means = {name: _mean([v for v, s in zip(values, samples, strict=True) if name not in s.excluded])
+    means = {name: _mean([v for v, s in zip(values, samples, strict=True)
+                          if name not in s.excluded and not math.isnan(v)])
              for name, values in per_metric.items()}
     for name in structural:
         if samples and all(name in s.excluded for s in samples):
@@ -175,7 +198,12 @@ def score(
     if matching.unmatched_reconstructions:
         notes.append(f"{len(matching.unmatched_reconstructions)} extra reconstruction(s) were not scored")
     return AttackScore(attack=attack, samples=samples, means=means, label_accuracy=accuracy,
-                       unavailable=unavailable, matched_by=match_by, notes=tuple(notes))
+                       unavailable=unavailable, matched_by=matching.by, notes=tuple(notes))
+
+
+def _unmatched(pairs: Sequence[tuple[int, int]], n: int, m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return (tuple(sorted(set(range(n)) - {r for r, _ in pairs})),
+            tuple(sorted(set(range(m)) - {c for _, c in pairs})))
 
 
 def _diverged(pixels: object) -> str | None:
