@@ -33,7 +33,7 @@ def _ruleset_dict(rs: RuleSet) -> dict[str, Any]:
         "rules": [
             {"id": r.id, "metric": r.metric, "comparison": r.comparison, "threshold": r.threshold,
              "severity": r.severity, "scope": r.scope, "description": r.description, "rationale": r.rationale,
-             "reference": r.reference}
+             "reference": r.reference, "max_p": r.max_p}
             for r in rs.rules
         ],
     }

@@ -52,7 +52,7 @@ class RuleResult:
             "id": r.id, "metric": r.metric, "comparison": r.comparison, "threshold": r.threshold,
             "severity": r.severity, "scope": r.scope, "status": self.status, "observed": self.observed,
             "attack": self.attack, "sample": self.sample, "reason": self.reason,
-            "description": r.description, "rationale": r.rationale, "reference": r.reference,
+            "description": r.description, "rationale": r.rationale, "reference": r.reference, "max_p": r.max_p,
         }
 
 
@@ -80,6 +80,8 @@ def _observations(rule: Rule, score: AttackScore) -> tuple[list[Observation], st
     is excluded (SSIM on a flat original) do not count; their means are already taken without them."""
     if rule.metric in score.unavailable:
         return [], score.unavailable[rule.metric]
+    if rule.max_p is not None and "match_p" in score.unavailable:
+        return [], f"attribution (match_p) not computed: {score.unavailable['match_p']}"
     if rule.scope == "mean":
         value = score.means.get(rule.metric)
         found = [] if value is None else [Observation(value, score.attack, None)]
@@ -95,13 +97,34 @@ def _observations(rule: Rule, score: AttackScore) -> tuple[list[Observation], st
     return found, None
 
 
+def attributed(score: AttackScore, max_p: float) -> dict[str, float]:
+    """Sample name -> match_p for the samples whose reconstruction is attributable to them at ``max_p``."""
+    from ..metrics.interface import attributable
+
+    return {s.name: s.metrics["match_p"] for s in score.samples
+            if "match_p" in s.metrics and "match_p" not in s.excluded and s.references is not None
+            and not math.isnan(s.metrics["match_p"]) and attributable(s.metrics["match_p"], s.references, max_p)}
+
+
+def _split_attributed(rule: Rule, score: AttackScore,
+                      found: list[Observation]) -> tuple[list[Observation], list[Observation]]:
+    """``found`` as (attributable, not attributable) under the rule's ``max_p`` (all attributable without one)."""
+    if rule.max_p is None:
+        return found, []
+    ok = attributed(score, rule.max_p)
+    return [o for o in found if o.sample in ok], [o for o in found if o.sample not in ok]
+
+
 def evaluate_rule(rule: Rule, scores: Sequence[AttackScore]) -> RuleResult:
     metric = METRICS.get(rule.metric)
     observations: list[Observation] = []
+    unattributed: list[Observation] = []
     missing: dict[str, str] = {}
     for score in scores:
         found, why = _observations(rule, score)
-        observations += found
+        ok, not_ok = _split_attributed(rule, score, found)
+        observations += ok
+        unattributed += not_ok
         if why is not None:
             missing[score.attack or "attack"] = why
     worst = None
@@ -119,6 +142,9 @@ def evaluate_rule(rule: Rule, scores: Sequence[AttackScore]) -> RuleResult:
         status = "not_evaluated"
     else:
         status = "pass"
+    if worst is None and unattributed and status == "pass":
+        return RuleResult(rule=rule, status=status, observed=None, attack=None, sample=None,
+                          reason=_unattributed_reason(rule, unattributed), unavailable=missing)
     return RuleResult(
         rule=rule, status=status,
         observed=None if worst is None else worst.value,
@@ -127,6 +153,13 @@ def evaluate_rule(rule: Rule, scores: Sequence[AttackScore]) -> RuleResult:
         reason=_reason(rule, status, worst, missing, len(scores)) + _not_counted(rule, scores, missing),
         unavailable=missing,
     )
+
+
+def _unattributed_reason(rule: Rule, seen: list[Observation]) -> str:
+    pick = max if METRICS.get(rule.metric).leak_direction == "higher" else min
+    best = pick(seen, key=lambda o: o.value)
+    return (f"no reconstruction is attributable to its own sample (match_p <= {rule.max_p:g}); the most leaking "
+            f"unattributed one, {rule.metric} {best.value:.4g} on {_where(best)}, is not counted")
 
 
 def _not_counted(rule: Rule, scores: Sequence[AttackScore], missing: dict[str, str]) -> str:

@@ -9,6 +9,8 @@ A rule file holds a ``description`` and ``[[rule]]`` tables::
     comparison = ">="             # optional; must agree with the metric's leak direction
     severity = "fail"             # "fail" | "warn"
     scope = "any"                 # "any" sample | "mean" over the batch (batch-level metrics: "mean" only)
+    max_p = 0.02                  # optional, scope "any": count only samples attributable to their own original
+                                  # (re-identification p-value match_p <= max_p; metrics.recognition)
     description = "..."
     rationale = "..."
     reference = "..."             # the paper the threshold leans on
@@ -35,7 +37,7 @@ SEVERITIES = ("fail", "warn")
 SCOPES = ("any", "mean")
 REQUIRED = ("id", "metric", "threshold")
 TEXT_KEYS = ("description", "rationale", "reference")
-RULE_KEYS = (*REQUIRED, "comparison", "severity", "scope", *TEXT_KEYS)
+RULE_KEYS = (*REQUIRED, "comparison", "severity", "scope", "max_p", *TEXT_KEYS)
 TOP_KEYS = ("description", "rule")
 
 
@@ -50,15 +52,18 @@ class Rule:
     description: str = ""
     rationale: str = ""
     reference: str = ""
+    # Count a sample only when its reconstruction is attributable to it: match_p <= max_p (None: every sample).
+    max_p: float | None = None
 
     def describe(self) -> str:
-        """e.g. ``ssim_adjusted >= 0.6 on any sample``, ``psnr >= 20 dB on any sample``."""
+        """e.g. ``ssim_skill >= 0.2 on any sample attributable to it (match_p <= 0.02)``."""
         from ..metrics.builtin import COVERAGE_METRICS
 
         where = ("over every audited sample" if self.metric in COVERAGE_METRICS
                  else "on any sample" if self.scope == "any" else "on the batch mean")
         unit = METRICS.get(self.metric).unit
-        return f"{self.metric} {self.comparison} {self.threshold:g}{' ' + unit if unit else ''} {where}"
+        attributed = f" attributable to it (match_p <= {self.max_p:g})" if self.max_p is not None else ""
+        return f"{self.metric} {self.comparison} {self.threshold:g}{' ' + unit if unit else ''} {where}{attributed}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,39 @@ class RuleSet:
 
     def get(self, rule_id: str) -> Rule:
         return next(r for r in self.rules if r.id == rule_id)
+
+
+def per_sample(rule: Rule) -> bool:
+    """A rule judged on each sample (scope "any" over a per-sample metric, not a scan-level rate)."""
+    from ..metrics.builtin import COVERAGE_METRICS
+
+    return rule.scope == "any" and rule.metric not in COVERAGE_METRICS and METRICS.get(rule.metric).per_sample
+
+
+def recognition_rules(ruleset: RuleSet) -> tuple[Rule, ...]:
+    """What "recognised" means for one sample: the profile's per-sample fail-severity rules (any of them firing);
+    in a profile without any -- one that gates on the rate alone, or only warns -- the default profile's. The
+    positive control and the recognised fraction use this definition, so no profile can earn a pass without a
+    control that reconstructed under it."""
+    own = tuple(r for r in ruleset.rules if per_sample(r) and r.severity == "fail")
+    return own or tuple(r for r in load_rules("default").rules if per_sample(r) and r.severity == "fail")
+
+
+def fires_on(rule: Rule, metrics: dict[str, float], excluded: Any = (), references: int | None = None) -> bool:
+    """Whether a per-sample ``rule`` fires on one sample's scores (``SampleScore``'s fields): its metric is counted
+    there, crosses the threshold, and -- with ``max_p`` -- the reconstruction is attributable to the sample."""
+    from ..metrics.interface import attributable
+
+    value = metrics.get(rule.metric)
+    if value is None or rule.metric in excluded or math.isnan(value):
+        return False
+    if not METRICS.get(rule.metric).leaks(float(value), rule.threshold, rule.comparison):
+        return False
+    if rule.max_p is None:
+        return True
+    p = metrics.get("match_p")
+    return (p is not None and references is not None and "match_p" not in excluded and not math.isnan(p)
+            and attributable(p, references, rule.max_p))
 
 
 def list_profiles() -> list[str]:
@@ -158,6 +196,7 @@ def _parse_rule(raw: dict[str, Any], *, where: str) -> Rule:
     if scope == "any" and not metric.per_sample:
         raise ConfigError(f"{where}: metric {metric.name} has one value per batch, not per sample; "
                           "use scope = \"mean\"")
+    max_p = _max_p(raw.get("max_p"), scope, metric, where)
     texts = {}
     for key in TEXT_KEYS:
         value = raw.get(key, "")
@@ -165,7 +204,19 @@ def _parse_rule(raw: dict[str, Any], *, where: str) -> Rule:
             raise ConfigError(f"{where}: {key} must be a string; quote it")
         texts[key] = value
     return Rule(id=rule_id, metric=metric.name, threshold=threshold, comparison=comparison, severity=severity,
-                scope=scope, **texts)
+                scope=scope, max_p=max_p, **texts)
+
+
+def _max_p(value: Any, scope: str, metric: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) <= 1:
+        raise ConfigError(f"{where}: max_p must be a number in (0, 1], got {value!r}; e.g. max_p = 0.02 "
+                          "(attributable at 1 in 50)")
+    if scope != "any" or not metric.per_sample:
+        raise ConfigError(f"{where}: max_p filters samples, so it needs a per-sample metric with scope = \"any\"; "
+                          "remove max_p or set scope = \"any\"")
+    return float(value)
 
 
 def _threshold(value: Any, metric: Any, where: str) -> float:

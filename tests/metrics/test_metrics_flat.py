@@ -39,28 +39,38 @@ def test_a_flat_original_is_flagged_and_its_ssim_not_counted():
     assert "every original is flat" in sc.unavailable["ssim_adjusted"]
 
 
-def test_a_blank_sample_is_not_a_leak_by_ssim_and_the_rule_says_why():
-    sc = score(_textured(), _flat(), names=["blank.png"], metrics=("ssim", "ssim_adjusted", "psnr"))
-    verdict = evaluate(load_rules("default"), [sc])
-    ssim_rule = _rule(verdict, "recognisable-ssim")
+def _absolute_ssim_rule(tmp_path):
+    """A user profile with the old absolute rule: flat originals must not count there either."""
+    path = tmp_path / "absolute.toml"
+    path.write_text('[[rule]]\nid = "recognisable-ssim"\nmetric = "ssim_adjusted"\nthreshold = 0.6\n')
+    return load_rules(path)
+
+
+def test_a_blank_sample_is_not_a_leak_by_ssim_and_the_rule_says_why(tmp_path):
+    sc = score(_textured(), _flat(), names=["blank.png"])
+    ssim_rule = _rule(evaluate(_absolute_ssim_rule(tmp_path), [sc]), "recognisable-ssim")
     assert ssim_rule.status == "not_evaluated" and "every original is flat" in ssim_rule.reason
-    assert _rule(verdict, "partial-leak-mean-ssim").status == "not_evaluated"
-
-
-def test_a_normal_sample_still_fails():
-    original = _textured()
-    sc = score(original.clone(), original, names=["photo.png"], metrics=("ssim", "ssim_adjusted", "psnr"))
-    assert sc.samples[0].flat is False and sc.samples[0].excluded == {}
     verdict = evaluate(load_rules("default"), [sc])
-    assert _rule(verdict, "recognisable-ssim").status == "fail" and verdict.overall == "fail"
+    for rule_id in ("recognised-structure", "partial-leak"):  # the recognition test needs structure too
+        assert _rule(verdict, rule_id).status == "not_evaluated", rule_id
+        assert "every original is flat" in _rule(verdict, rule_id).reason
 
 
-def test_in_a_mixed_batch_the_rule_judges_the_other_samples_and_names_the_flat_one():
+def test_a_normal_sample_still_fails(tmp_path):
+    original = _textured()
+    sc = score(original.clone(), original, names=["photo.png"])
+    assert sc.samples[0].flat is False and sc.samples[0].excluded == {}
+    assert _rule(evaluate(_absolute_ssim_rule(tmp_path), [sc]), "recognisable-ssim").status == "fail"
+    verdict = evaluate(load_rules("default"), [sc])
+    assert _rule(verdict, "recognised-structure").status == "fail" and verdict.overall == "fail"
+
+
+def test_in_a_mixed_batch_the_rule_judges_the_other_samples_and_names_the_flat_one(tmp_path):
     originals = torch.cat([_flat(), _textured(1)])
     recon = torch.cat([_textured(2), _textured(3)])  # noise: no real reconstruction of either
     sc = score(recon, originals, names=["blank.png", "photo.png"], metrics=("ssim", "ssim_adjusted", "psnr"),
                match_by="mse")
-    rule = _rule(evaluate(load_rules("default"), [sc]), "recognisable-ssim")
+    rule = _rule(evaluate(_absolute_ssim_rule(tmp_path), [sc]), "recognisable-ssim")
     assert rule.status == "pass" and rule.sample == "photo.png" and rule.observed < 0.6
     assert "1 flat original(s) not counted (blank.png" in rule.reason
     flat_mean = sc.means["ssim_adjusted"]

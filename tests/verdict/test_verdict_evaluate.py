@@ -115,12 +115,12 @@ def test_default_profile_on_real_scores(monkeypatch: pytest.MonkeyPatch, tmp_pat
     rules = load_rules("default")
     leak = evaluate(rules, [noise, exact])
     status = {r.rule.id: r.status for r in leak.results}
-    assert status["recognisable-ssim"] == "fail" and status["recognisable-psnr"] == "fail"
+    assert status["recognised-structure"] == "fail" and status["recognised-pixels"] == "fail"
     assert status["label-recovery"] == "warn"
     assert status["perceptual-lpips"] == "not_evaluated"
     clean = evaluate(rules, [noise])
     status = {r.rule.id: r.status for r in clean.results}
-    assert status["recognisable-ssim"] == "pass" and status["label-recovery"] == "pass"
+    assert status["recognised-structure"] == "pass" and status["label-recovery"] == "pass"
     assert clean.overall == "pass"
 
 

@@ -34,8 +34,10 @@ def test_builtin_rules_are_documented_and_follow_metric_directions(name: str) ->
 
 def test_default_profile_has_the_documented_thresholds() -> None:
     rules = {(r.metric, r.scope): r for r in load_rules("default").rules}
-    assert rules[("ssim_adjusted", "any")].threshold == 0.6 and rules[("ssim_adjusted", "any")].severity == "fail"
-    assert rules[("psnr", "any")].threshold == 20 and rules[("psnr", "any")].severity == "fail"
+    structure, pixels = rules[("ssim_skill", "any")], rules[("psnr_gain", "any")]
+    assert structure.threshold == 0.1 and structure.severity == "fail" and structure.max_p == 0.02
+    assert pixels.threshold == 1.0 and pixels.severity == "fail" and pixels.max_p == 0.02
+    assert rules[("match_p", "any")].threshold == 0.02 and rules[("match_p", "any")].severity == "warn"
     assert rules[("lpips", "any")].threshold == 0.3 and rules[("lpips", "any")].comparison == "<="
     assert rules[("label_accuracy", "mean")].severity == "warn"
 

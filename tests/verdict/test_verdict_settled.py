@@ -25,7 +25,7 @@ def test_the_auto_plan_stops_after_the_attack_that_settled_a_fail():
     assert result.overall == "fail" and attacks["analytic"].status == "ran"
     for name in ("ig", "dia"):
         assert attacks[name].status == "skipped"
-        assert attacks[name].reason.startswith("verdict already settled by analytic (recognisable-ssim")
+        assert attacks[name].reason.startswith("verdict already settled by analytic (recognised-structure")
         assert "--all-attacks" in attacks[name].reason
     assert result.control is not None and result.control.status == "not_needed"
 
