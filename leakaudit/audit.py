@@ -31,7 +31,9 @@ from .update.interface import ThreatModel
 # The pipeline
 # ---------------------------------------------------------------------------------------------------
 
-DISPLAY_METRICS = ("ssim", "psnr", "mse")  # always shown; rules add the metrics they need
+# Always computed: the raw similarities, and the recognition test every verdict and control rests on; rules add
+# the metrics they need.
+DISPLAY_METRICS = ("ssim", "psnr", "mse", "match_p", "ssim_skill", "psnr_gain")
 
 
 def _now() -> datetime:
@@ -66,6 +68,9 @@ class Prepared:
     # How worker processes load the model again (``coverage.executors.ModelSource``); None: the model was given
     # in memory, and workers receive it pickled.
     source: Any = None
+    # What each sample's reconstruction must resemble it more than (``metrics.references.ScanReferences``): the
+    # reference set and every sample of the plan. None: built from the batch when run.
+    references: Any = None
 
 
 def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
@@ -108,8 +113,15 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     from .coverage.executors import model_source
 
     source = None if loaded is model else model_source(loaded, settings)
+    references = _references(plan, settings)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, (batch_note,) if batch_note else (), plan,
-                    source)
+                    source, references)
+
+
+def _references(plan: Any, settings: ScanSettings) -> Any:
+    from .metrics.references import scan_references
+
+    return scan_references(settings.reference_data, torch.cat([b.pixels for b in plan.batches]))
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
@@ -129,7 +141,7 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     ruleset = prepared.ruleset if prepared.ruleset is not None else _load_rules(settings.rules)
     return run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
                        command=command, started=started, notes=prepared.notes, restored=restored, on_batch=on_batch,
-                       source=prepared.source)
+                       source=prepared.source, references=prepared.references)
 
 
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
@@ -363,13 +375,14 @@ def _run_one(planned: Any, target: Any, device: torch.device, settings: ScanSett
     return attack.run(target, planned.settings, device=device, seed=settings.seed, observer=observer)
 
 
-def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...], name: str) -> Any:
+def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...], name: str,
+           references: torch.Tensor | None) -> Any:
     from .metrics.scoring import score
 
     pixels = batch.normalization.to_pixels(recon.x.detach().cpu().to(batch.x.dtype))
     recovered = recon.labels if recon.labels is not None else labels
     return pixels, score(pixels, batch.pixels.detach().cpu(), names=list(batch.names), labels_true=batch.y,
-                         labels_recovered=recovered, metrics=metrics, attack=name)
+                         labels_recovered=recovered, metrics=metrics, attack=name, references=references)
 
 
 def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupted: bool) -> AttackOutcome:
@@ -388,7 +401,7 @@ def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupte
 
 def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
                 device: torch.device, settings: ScanSettings, observer: Observer,
-                ruleset: Any = None) -> tuple[list[AttackOutcome], list[Any]]:
+                ruleset: Any = None, references: torch.Tensor | None = None) -> tuple[list[AttackOutcome], list[Any]]:
     """Run the planned attacks in order. With ``ruleset``, the attacks after the one whose leak settled the
     verdict are not run (``_settled_by``)."""
     outcomes: list[AttackOutcome] = []
@@ -423,7 +436,7 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
         # A final event, so a listener's display ends at what really ran (engines report every N steps only).
         done = recon.iterations_run if recon.stopped_early else p.settings.iterations
         observer.attack_progress(AttackProgress(p.name, done, p.settings.iterations, float(recon.attack_loss)))
-        pixels, sc = _score(recon, batch, labels, metrics, p.name)
+        pixels, sc = _score(recon, batch, labels, metrics, p.name, references)
         interrupted = bool(recon.stopped_early and observer.should_stop())
         outcomes.append(_outcome(p, recon, pixels, sc, interrupted))
         scores.append(sc)
@@ -453,15 +466,20 @@ def _rule_outcomes(verdict: Any) -> tuple[RuleOutcome, ...]:
             severity=rule.severity, scope=rule.scope, status=r.status,
             observed=None if r.observed is None else float(r.observed), attack=r.attack, sample=r.sample,
             reason=r.reason or "", description=getattr(rule, "description", ""),
-            rationale=getattr(rule, "rationale", ""), reference=getattr(rule, "reference", "")))
+            rationale=getattr(rule, "rationale", ""), reference=getattr(rule, "reference", ""), max_p=rule.max_p))
     return tuple(out)
 
 
 def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: ScanSettings | None = None,
                  observer: Observer | None = None, *, command: str = "", started: datetime | None = None,
-                 ruleset: Any = None) -> AuditResult:
-    """The audit of an already loaded model and batch (what ``leakaudit sweep`` runs once per value)."""
+                 ruleset: Any = None, references: Any = None) -> AuditResult:
+    """The audit of an already loaded model and batch (what ``leakaudit sweep`` runs once per value).
+    ``references``: the scan's ``ScanReferences``; None builds them from the settings and this batch."""
     settings = settings or ScanSettings()
+    if references is None:
+        from .metrics.references import scan_references
+
+        references = scan_references(settings.reference_data, batch.pixels)
     observer = observer or NullObserver()
     started = started or _now()
     ruleset = ruleset if ruleset is not None else _load_rules(settings.rules)
@@ -488,13 +506,14 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset
-    outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer, settle)
+    outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer, settle,
+                                   references.pixels)
 
     from .verdict import evaluate
 
     verdict = evaluate(ruleset, scores, strict=settings.strict)
     control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,
-                       metrics, device, settings, observer)
+                       metrics, device, settings, observer, references.pixels)
     observer.stage("verdict", f"rules {settings.rules}")
     interrupted = observer.should_stop()
     return AuditResult(
@@ -502,7 +521,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         attacks=tuple(outcomes), rules=_rule_outcomes(verdict), rules_overall=verdict.overall,
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
-        command=command, incomplete=interrupted, control=control, defense_cost=cost,
+        command=command, incomplete=interrupted, control=control, defense_cost=cost, references=references.summary(),
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
 
 
@@ -514,7 +533,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
 def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[AttackOutcome], scores: list[Any],
              target: Any, update: Any, clean: Any, model: Any, batch: SampleBatch, findings: Findings,
              metrics: tuple[str, ...], device: torch.device, settings: ScanSettings,
-             observer: Observer) -> ControlOutcome:
+             observer: Observer, references: torch.Tensor | None = None) -> ControlOutcome:
     """The attacks' power on this model without the defenses under evaluation.
 
     Without simulated defenses the main run's attacks are the control for everything but the dropout masks,
@@ -528,10 +547,11 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
                               removed)
     if observer.should_stop():
         return ControlOutcome("interrupted", "the scan was interrupted before the control ran", None, removed)
-    fail_rules = [r for r in ruleset.rules if r.severity == "fail"]
-    if not fail_rules:
-        return ControlOutcome("not_needed", "the rules have no fail-severity rule for a control to reach", None,
-                              removed)
+    # Judged by what "recognised" means (the profile's per-sample fail rules, else the default profile's), so
+    # no profile -- rate rules only, warn rules only -- earns a pass without a control that reconstructed.
+    from .verdict.rules import recognition_rules
+
+    criterion = replace(ruleset, rules=recognition_rules(ruleset))
     wanted = [p for p in planned if p.run] if removed else []
     have = {p.name for p in planned if p.run}
     if findings.has_dropout and ("dia-informed" not in have or removed):
@@ -547,7 +567,7 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
         how += "; dia-informed with the client's true dropout masks"
     observer.stage("positive control", how)
     own, control_scores, result = _control_runs(wanted, clean_target, batch, metrics, device, settings, observer,
-                                                ruleset, base)
+                                                criterion, base, references)
     shared = () if removed else tuple(a.name for a in outcomes if a.ran)
     rules = _rule_outcomes(result)
     reconstructed = any(r.status == "fail" for r in rules)
@@ -579,7 +599,7 @@ def _clean_target(model: Any, batch: SampleBatch, clean: Any, target: Any, setti
 
 def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: tuple[str, ...], device: torch.device,
                   settings: ScanSettings, observer: Observer, ruleset: Any,
-                  scores: list[Any]) -> tuple[list[AttackOutcome], list[Any], Any]:
+                  scores: list[Any], references: torch.Tensor | None = None) -> tuple[list[AttackOutcome], list[Any], Any]:
     from .verdict import evaluate
 
     own: list[AttackOutcome] = []
@@ -589,7 +609,8 @@ def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: t
             own += [AttackOutcome(q.name, "skipped", reason="not needed: the control already reconstructed",
                                   settings=_settings_dict(q.settings)) for q in wanted[i:]]
             break
-        ran, new = _attack_all([p], target, batch, target.labels, metrics, device, settings, observer)
+        ran, new = _attack_all([p], target, batch, target.labels, metrics, device, settings, observer,
+                               references=references)
         own += ran
         scores = scores + new
         result = evaluate(ruleset, scores, strict=False)

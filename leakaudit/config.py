@@ -4,7 +4,7 @@ The config file is the first of: ``--config FILE``; ``leakaudit.toml`` in the wo
 ``[tool.leakaudit]`` in the working directory's ``pyproject.toml``. Only one file is read (no merging of
 several files, so what applies is easy to tell). Keys are the long option names, with ``-`` or ``_``
 (``batch-size`` or ``batch_size``); lists may be TOML arrays or comma-separated strings. A relative
-``rules`` file path is resolved against the config file's folder; ``output-dir`` against the working
+``rules`` file path and ``reference-data`` are resolved against the config file's folder; ``output-dir`` against the working
 directory (where CI looks for artifacts).
 """
 
@@ -53,6 +53,9 @@ class ScanSettings:
     defenses: tuple[str, ...] = ()  # "noise:sigma=0.01", applied in order
     batch_size: int | None = None  # None: 1, or the smallest the model's BatchNorm layers can train with
     samples: int | None = None  # None: every sample given; N: N drawn with the seed (leakaudit.coverage)
+    # References of the recognition test (metrics.recognition): a folder of images like the samples; None: the
+    # bundled reference set. The scan's other samples are references either way.
+    reference_data: str | None = None
     local_steps: int = 1
     local_lr: float = 0.1
     protocol: str | None = None  # None: fedsgd, or fedavg when local_steps > 1
@@ -359,6 +362,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("samples", "--samples", _samples, "How many samples to audit: all (default), or N drawn with the seed; "
             "they are split into client batches of --batch-size, each its own client update.", metavar="N|all",
             commands=("scan",)),
+    Setting("reference_data", "--reference-data", _name, "Images a reconstruction must resemble its own sample more "
+            "than (a folder or .npz; your own data is the best choice). Default: the bundled 64 natural images; the "
+            "scan's other samples count too.", metavar="DIR"),
     Setting("local_steps", "--local-steps", _integer(1, MAX_LOCAL_STEPS), "Local steps (>1: FedAvg weight update).",
             kind=int, default=1),
     Setting("local_lr", "--local-lr", _learning_rate, "Local learning rate (FedAvg).", kind=float, default=0.1),
@@ -497,6 +503,8 @@ def parse_config(table: Mapping[str, Any], where: str, base: Path | None,
         if labels is not None:
             labels[name] = f"{where} {key}"
         value = coerce(name, raw, f"{where} {str(key)}")
+        if name == "reference_data" and base is not None and not Path(value).is_absolute():
+            value = str(base / value)
         if name == "rules" and base is not None and _looks_like_path(value):
             candidate = base / value
             value = str(candidate) if not Path(value).is_absolute() else value

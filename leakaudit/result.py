@@ -106,6 +106,7 @@ class RuleOutcome:
     description: str = ""
     rationale: str = ""
     reference: str = ""
+    max_p: float | None = None  # the rule counts only samples attributable to their own original (match_p <= max_p)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ class SampleCoverage:
     recognised: bool = False
     rules: tuple[str, ...] = ()  # the recognition rules it crossed
     reconstruction: str | None = None  # PNG data URI; kept only for the worst cases (the report's gallery)
+    references: int | None = None  # K of its recognition test (match_p); None: not run
+    transform: str = ""  # the registration that test chose ("flipped", "shifted (1, 0) px", "as is")
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,9 @@ class CoverageOutcome:
     """The audit over every sample given (or --samples drawn with the seed), batch by batch.
 
     ``recognised`` means: a fail-severity per-sample rule of the profile fires on the sample for some attack
-    (the warn-severity ones when the profile has no fail-severity per-sample rule, e.g. a profile that gates
-    on the rate alone); ``criterion`` names the rules. The interval is Clopper-Pearson (``coverage.stats``)."""
+    (the default profile's when the profile has none, e.g. one that gates on the rate alone:
+    ``verdict.rules.recognition_rules``); ``criterion`` names the rules. The interval is Clopper-Pearson
+    (``coverage.stats``)."""
 
     available: int  # samples found in --data
     planned: int  # samples drawn for the audit
@@ -234,6 +238,8 @@ class AuditResult:
     # Every batch of the scan (schema 1.4). The sections above show one batch (``coverage.shown_batch``); the
     # rules and the control are combined over all batches.
     coverage: CoverageOutcome | None = None
+    # What the recognition test compared each reconstruction with (``metrics.references.ScanReferences.summary``)
+    references: dict[str, Any] | None = None
 
     @property
     def outcome(self) -> Outcome:

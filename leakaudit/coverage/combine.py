@@ -43,13 +43,11 @@ def batch_ruleset(ruleset: Any) -> Any:
 
 
 def criterion(ruleset: Any) -> tuple[Any, ...]:
-    """The rules that say a sample is recognised: the per-sample fail-severity rules, or, in a profile without
-    any (one that gates on the rate alone), the per-sample warn-severity ones."""
-    from ..metrics import METRICS
+    """The rules that say a sample is recognised (``verdict.rules.recognition_rules``): the profile's per-sample
+    fail-severity rules, or the default profile's when it has none."""
+    from ..verdict.rules import recognition_rules
 
-    per_sample = [r for r in batch_ruleset(ruleset).rules if r.scope == "any" and METRICS.get(r.metric).per_sample]
-    fail = tuple(r for r in per_sample if r.severity == "fail")
-    return fail or tuple(per_sample)
+    return recognition_rules(ruleset)
 
 
 def ranking_metric(rules: Sequence[Any]) -> str:
@@ -73,27 +71,24 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
                  seconds: float) -> tuple[BatchCoverage, list[SampleCoverage]]:
     """The records of one batch's audit: the batch's verdict and, per sample, the best attack and its scores.
     Every sample's reconstruction image is made here; ``prune`` drops all but the worst cases'."""
-    from ..metrics import METRICS
     from ..report.images import png_data_uri
+    from ..verdict.rules import fires_on
 
     data = result.data
-    best: dict[int, tuple[float, str, dict[str, float], Any]] = {}
+    best: dict[int, tuple[tuple[bool, float], str, dict[str, float], Any, Any]] = {}
     hits: dict[int, set[str]] = {}
     for attack in result.attacks:
         if not attack.ran:
             continue
         for row, s in enumerate(attack.samples):
             i = s.original_index if s.original_index is not None else s.index
-            for rule in rules:
-                value = s.metrics.get(rule.metric)
-                if value is None or rule.metric in s.excluded or (isinstance(value, float) and math.isnan(value)):
-                    continue
-                if METRICS.get(rule.metric).leaks(float(value), rule.threshold, rule.comparison):
-                    hits.setdefault(i, set()).add(rule.id)
-            key = _leak_key(None if metric in s.excluded else s.metrics.get(metric), metric)
+            fired = {rule.id for rule in rules if fires_on(rule, s.metrics, s.excluded, s.references)}
+            hits.setdefault(i, set()).update(fired)
+            # the best attack on a sample: one that recognised it, then the most leaking on the ranking metric
+            key = (bool(fired), _leak_key(None if metric in s.excluded else s.metrics.get(metric), metric))
             if i not in best or key > best[i][0]:
                 pixels = attack.pixels[row] if attack.pixels is not None and row < attack.pixels.shape[0] else None
-                best[i] = (key, attack.name, dict(s.metrics), pixels)
+                best[i] = (key, attack.name, dict(s.metrics), pixels, s)
     samples = []
     for i, name in enumerate(data.names):
         found = best.get(i)
@@ -101,7 +96,8 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
             index=offset + i, name=name, label=data.labels[i] if i < len(data.labels) else None, batch=index,
             position=i, attack=found[1] if found else None, metrics={k: float(v) for k, v in found[2].items()}
             if found else {}, recognised=bool(hits.get(i)), rules=tuple(sorted(hits.get(i, ()))),
-            reconstruction=png_data_uri(found[3]) if found and found[3] is not None else None))
+            reconstruction=png_data_uri(found[3]) if found and found[3] is not None else None,
+            references=found[4].references if found else None, transform=found[4].transform if found else ""))
     control = result.control
     outcome = result.outcome
     record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,

@@ -142,6 +142,7 @@ class Context:
     # CNN's IG loss 0.0899071 in-process, 0.0899061 on a 1-thread worker), which a threshold may turn into
     # another verdict
     threads: int = 1
+    references: Any = None  # ScanReferences: the reference set and every sample of the scan
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ def audit_job(context: Context, job: Job, model: Any = None, observer: Any = Non
     t0 = time.perf_counter()
     settings = replace(context.settings, seed=batch_seed(context.settings.seed, job.index))
     result = audit_loaded(model if model is not None else _model(context), job.batch, context.findings, settings,
-                          observer, command=context.command, started=context.started, ruleset=context.ruleset)
+                          observer, command=context.command, started=context.started, ruleset=context.ruleset,
+                          references=context.references)
     return Done(job.index, result, time.perf_counter() - t0)
 
 
