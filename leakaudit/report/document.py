@@ -28,7 +28,7 @@ from .recommendations import recommend
 if TYPE_CHECKING:
     from ..update.cost import DefenseCost  # a type only: rendering a report never imports torch
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -76,12 +76,41 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _attack(outcome: AttackOutcome) -> dict[str, Any]:
+def explain(metrics: dict[str, float], references: int | None, transform: str = "") -> str:
+    """The recognition test of one sample in words a compliance reader can check ("" when it did not run)."""
+    p = metrics.get("match_p")
+    if p is None or references is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    rank = round(p * (references + 1)) - 1  # references at least as similar as its own original
+    place = (f"matched to its own original among {references + 1} (chance 1 in {references + 1})" if rank == 0
+             else f"not matched to its own original: {rank} of {references} references are at least as similar "
+                  f"(p {p:.3g})")
+    parts = [place]
+    skill, gain = metrics.get("ssim_skill"), metrics.get("psnr_gain")
+    if skill is not None and not math.isnan(skill):
+        parts.append(f"structure score {skill:.2f}, where a blank or heavily blurred copy scores 0 and an exact "
+                     "copy 1")
+    if gain is not None and not math.isnan(gain):
+        parts.append("pixels exact (PSNR gain inf)" if math.isinf(gain) else
+                     f"PSNR {gain:+.1f} dB over a blank or heavily blurred copy")
+    if transform and transform != "as is":
+        parts.append(f"registered {transform}")
+    return "; ".join(parts)
+
+
+def _fires(rules: Any, metrics: dict[str, float], excluded: Any, references: int | None) -> list[str]:
+    from ..verdict.rules import fires_on
+
+    return [r.id for r in rules if fires_on(r, metrics, excluded, references)]
+
+
+def _attack(outcome: AttackOutcome, criterion: Any = ()) -> dict[str, Any]:
     samples = []
     for i, s in enumerate(outcome.samples):
         image = None
         if outcome.pixels is not None and i < outcome.pixels.shape[0]:
             image = png_data_uri(outcome.pixels[i])
+        fired = _fires(criterion, s.metrics, s.excluded, s.references)
         samples.append({
             "index": s.index,
             "original_index": s.original_index,
@@ -92,6 +121,11 @@ def _attack(outcome: AttackOutcome) -> dict[str, Any]:
             "flat": s.flat,
             "excluded": dict(s.excluded),
             "reconstruction": image,
+            "references": s.references,
+            "transform": s.transform,
+            "recognised": bool(fired),
+            "recognised_by": fired,
+            "explanation": explain(s.metrics, s.references, s.transform),
         })
     return {
         "name": outcome.name,
@@ -200,7 +234,8 @@ def _defense_cost(cost: DefenseCost | None) -> dict[str, Any] | None:
 def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
     return {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
             "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
-            "reconstruction": s.reconstruction}
+            "reconstruction": s.reconstruction, "references": s.references, "transform": s.transform,
+            "explanation": explain(s.metrics, s.references, s.transform)}
 
 
 def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
@@ -239,8 +274,47 @@ def _settings(settings: Any) -> dict[str, Any]:
     return _jsonable({k: v for k, v in dataclasses.asdict(settings).items() if k not in EXECUTION})
 
 
+def _criterion(result: AuditResult) -> tuple[Any, ...]:
+    """The rule results that define "recognised" (the coverage's criterion; rule outcomes carry the thresholds)."""
+    ids = set(result.coverage.criterion) if result.coverage else set()
+    if not ids:
+        from ..verdict.rules import load_rules, recognition_rules
+
+        try:
+            ids = {r.id for r in recognition_rules(load_rules(result.rules_profile))}
+        except Exception:  # noqa: BLE001 -- a profile file gone since the scan: no per-sample flags, nothing else
+            ids = set()
+    return tuple(r for r in result.rules if r.id in ids)
+
+
+def _recognition(result: AuditResult, criterion: tuple[Any, ...]) -> dict[str, Any]:
+    """What "recognised" means in this report, what it was compared with, and how often chance matches."""
+    from ..metrics.recognition import MIN_REFERENCES
+
+    ks = [s.references for s in (result.coverage.samples if result.coverage else ()) if s.references is not None]
+    ks += [s.references for a in result.attacks for s in a.samples if s.references is not None]
+    k = min(ks) if ks else None
+    weak = k is not None and k < MIN_REFERENCES
+    text = ("" if k is None else
+            f"a reconstruction with no information about its sample is matched to it by chance with probability "
+            f"1/{k + 1}" + (f"; only {k} references: per-sample evidence is weak (give --reference-data with at "
+                            f"least {MIN_REFERENCES} images like your samples)" if weak else ""))
+    return {
+        "definition": ("attributable to its own sample (closer to it, after flip/shift/level registration, than to "
+                       "every reference) and better than a blank or heavily blurred copy of it"),
+        "criterion": [{"id": r.id, "metric": r.metric, "comparison": r.comparison, "threshold": number(r.threshold),
+                       "max_p": r.max_p} for r in criterion],
+        "references": result.references,
+        "min_references": k,
+        "chance": None if k is None else 1.0 / (k + 1),
+        "weak_evidence": weak,
+        "text": text,
+    }
+
+
 def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str, Any]:
     m, t = result.model, result.threat
+    criterion = _criterion(result)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "leakaudit", "version": __version__},
@@ -278,7 +352,8 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
             "labels": list(result.label_recovery.labels),
             "accuracy": number(result.label_recovery.accuracy),
         },
-        "attacks": [_attack(a) for a in result.attacks],
+        "attacks": [_attack(a, criterion) for a in result.attacks],
+        "recognition": _recognition(result, criterion),
         "rules": _rules(result),
         "verdict": _verdict(result),
         "control": _control(result.control),

@@ -202,13 +202,19 @@ def _pair(doc: dict[str, Any], attack: dict[str, Any], sample: dict[str, Any]) -
         orig_html = '<div class="missing">original not embedded</div>'
     rec_html = _img(sample.get("reconstruction"), f'reconstruction of {sample["name"]} by {attack["name"]}') \
         or '<div class="missing">no image</div>'
-    metrics = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in sample["metrics"].items())
+    metrics = "similarity (not the verdict): " + ", ".join(
+        f"{esc(k)} {fmt(v)}" for k, v in sample["metrics"].items() if k not in RECOGNITION)
+    verdict = ""
+    if sample.get("explanation"):
+        verdict = (("<strong>recognised</strong>: " if sample.get("recognised") else "not recognised: ")
+                   + esc(sample["explanation"]) + "<br>")
     label = ""
     if sample.get("label_recovered") is not None or sample.get("label_true") is not None:
         label = f' · label {fmt(sample.get("label_recovered"))} (true {fmt(sample.get("label_true"))})'
     return ('<figure class="pair"><div class="imgs">'
             f'<div class="cell">{orig_html}original</div><div class="cell">{rec_html}reconstruction</div></div>'
-            f'<figcaption><span class="mono">{esc(sample["name"])}</span><br>{metrics}{label}</figcaption></figure>')
+            f'<figcaption><span class="mono">{esc(sample["name"])}</span><br>{verdict}{metrics}{label}'
+            '</figcaption></figure>')
 
 
 def _attacks(doc: dict[str, Any]) -> str:
@@ -290,8 +296,12 @@ def _defense_cost(doc: dict[str, Any]) -> str:
             + _card(items))
 
 
-def _histogram(values: list[float], bins: int = 20, lo: float = -0.2, hi: float = 1.0) -> str:
-    """An inline SVG bar chart of per-sample SSIM (no script, no external resource; the CSP allows inline SVG
+RECOGNITION = ("match_p", "ssim_skill", "psnr_gain")
+
+
+def _histogram(values: list[float], bins: int = 20, lo: float = -0.2, hi: float = 1.0,
+               label: str = "per-sample structure score") -> str:
+    """An inline SVG bar chart of per-sample values (no script, no external resource; the CSP allows inline SVG
     markup). Drawn here rather than with matplotlib so ``leakaudit render`` stays free of numpy."""
     counts = [0] * bins
     for v in values:
@@ -307,9 +317,21 @@ def _histogram(values: list[float], bins: int = 20, lo: float = -0.2, hi: float 
     ticks = "".join(f'<text x="{pad + (t - lo) / (hi - lo) * (width - 2 * pad):.1f}" y="{height - 6}" '
                     f'font-size="10" text-anchor="middle">{t:g}</text>' for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
     return (f'<svg class="histogram" width="{width}" height="{height}" '
-            f'role="img" aria-label="histogram of per-sample SSIM"><line x1="{pad}" y1="{height - pad}" '
+            f'role="img" aria-label="histogram of {esc(label)}"><line x1="{pad}" y1="{height - pad}" '
             f'x2="{width - pad}" y2="{height - pad}" stroke="#444"/>{rects}{ticks}'
             f'<text x="{pad}" y="12" font-size="10">samples (max {top} per bin)</text></svg>')
+
+
+def _recognised_means(doc: dict[str, Any]) -> str:
+    r = doc.get("recognition") or {}
+    rules = "; ".join(f'{esc(x["metric"])} {esc(x["comparison"])} {fmt(x["threshold"])}'
+                      + (f' and match p &lt;= {fmt(x["max_p"])}' if x.get("max_p") is not None else "")
+                      for x in r.get("criterion", []))
+    refs = r.get("references") or {}
+    where = (f' References: {esc(refs.get("source", ""))} ({fmt(refs.get("reference_set"))} images) and the scan\'s '
+             f'other samples.' if refs else "")
+    return (esc(r.get("definition", "")) + (f" ({rules})." if rules else ".") + where
+            + (f' {esc(r["text"])}.' if r.get("text") else ""))
 
 
 def _coverage(doc: dict[str, Any]) -> str:
@@ -330,8 +352,7 @@ def _coverage(doc: dict[str, Any]) -> str:
               f'{esc(c["batch_size"])}' + (f'; {esc(c["resumed_batches"])} restored from a checkpoint'
                                            if c.get("resumed_batches") else "")),
              ("Recognisably reconstructed", rate),
-             ("Recognised means", "a rule fires on the sample: " + (esc(", ".join(c["criterion"])) or "no per-sample "
-                                                                    "rule in the profile")),
+             ("Recognised means", _recognised_means(doc)),
              ("Worst sample", "—" if not worst else
               f'<span class="mono">{esc(worst["name"])}</span> (batch {esc(worst["batch"] + 1)}, '
               f'{esc(worst["attack"] or "no attack")}, {esc(c["ranking_metric"])} '
@@ -340,9 +361,13 @@ def _coverage(doc: dict[str, Any]) -> str:
     if c.get("remainder"):
         items.append(("Remainder", esc(c["remainder"])))
     out = ["<h2 id=\"coverage\">Coverage: every sample</h2>", _card(items)]
-    ssims = [s["metrics"]["ssim"] for s in c["samples"] if isinstance(s["metrics"].get("ssim"), (int, float))]
-    if ssims:
-        out.append("<h3>Per-sample SSIM (best attack)</h3>" + _histogram([float(v) for v in ssims]))
+    skills = [s["metrics"]["ssim_skill"] for s in c["samples"]
+              if isinstance(s["metrics"].get("ssim_skill"), (int, float))]
+    if skills:
+        out.append("<h3>Per-sample structure score (best attack)</h3><p class=\"muted\">What the rules judge: 0 is no "
+                   "better than a blank or heavily blurred copy of the sample, 1 an exact copy (after flip, shift "
+                   "and level registration). A sample counts as recognised only if it is also matched to its own "
+                   "original among the references.</p>" + _histogram([float(v) for v in skills], lo=-1.0))
     gallery = sorted((s for s in c["samples"] if s.get("reconstruction")),
                      key=lambda s: (not s["recognised"], s["index"]))
     if gallery:
@@ -351,8 +376,9 @@ def _coverage(doc: dict[str, Any]) -> str:
             + (_img(s["reconstruction"], f'reconstruction of {s["name"]}') or '<div class="missing">no image</div>')
             + f'reconstruction</div></div><figcaption><span class="mono">{esc(s["name"])}</span>'
             + f'<br>{"recognised" if s["recognised"] else "not recognised"} · batch {esc(s["batch"] + 1)} · '
-            + f'{esc(s["attack"] or "")}<br>'
-            + ", ".join(f"{esc(k)} {fmt(v)}" for k, v in s["metrics"].items()) + "</figcaption></figure>"
+            + f'{esc(s["attack"] or "")}<br>' + (esc(s["explanation"]) + "<br>" if s.get("explanation") else "")
+            + "similarity: " + ", ".join(f"{esc(k)} {fmt(v)}" for k, v in s["metrics"].items() if k not in RECOGNITION)
+            + "</figcaption></figure>"
             for s in gallery)
         out.append(f'<h3>Worst cases</h3><div class="grid">{figures}</div>')
     for key, title in (("by_position", "position in batch"), ("by_label", "label")):
@@ -369,11 +395,13 @@ def _coverage(doc: dict[str, Any]) -> str:
                    + _table(["Batch", "Verdict", "Size", "Seed", "Control reconstructed", "Crashed", "Seconds"],
                             rows, numeric=[0, 2, 3, 6]) + "</details>")
     rows = [[fmt(s["index"]), f'<span class="mono">{esc(s["name"])}</span>', fmt(s["batch"] + 1),
-             esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m in ("ssim", "psnr")],
+             esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m in ("match_p", "ssim_skill", "psnr_gain",
+                                                                            "ssim", "psnr")],
              _badge("fail") if s["recognised"] else "no"] for s in c["samples"]]
     out.append(f'<details><summary>Every sample ({len(rows)})</summary>'
-               + _table(["#", "Sample", "Batch", "Best attack", "ssim", "psnr", "Recognised"], rows,
-                        numeric=[0, 2, 4, 5]) + "</details>")
+               + _table(["#", "Sample", "Batch", "Best attack", "match p", "structure score", "PSNR gain (dB)",
+                         "ssim (similarity)", "psnr (similarity)", "Recognised"], rows,
+                        numeric=[0, 2, 4, 5, 6, 7, 8]) + "</details>")
     return "".join(out)
 
 

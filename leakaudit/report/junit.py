@@ -20,6 +20,16 @@ def _observed(rule: dict[str, Any]) -> str:
     return f"observed {rule.get('observed')}" + (f" ({where})" if where else "")
 
 
+def _recognition(doc: dict[str, Any], rule: dict[str, Any]) -> str:
+    """For a rule that judges attribution: the worst sample's recognition test in words, and the chance level."""
+    if rule.get("max_p") is None and rule.get("metric") != "match_p":
+        return ""
+    worst = (doc.get("coverage") or {}).get("worst") or {}
+    chance = (doc.get("recognition") or {}).get("text", "")
+    return "\n".join(x for x in (f"{worst['name']}: {worst['explanation']}" if worst.get("explanation") else "",
+                                 chance) if x)
+
+
 def _only_xml_characters(root: ET.Element) -> None:
     """Every text and attribute made of characters XML 1.0 allows: rule ids, sample names and reasons come from
     the user's files, and one control character (ElementTree writes it raw) makes the whole file ill-formed."""
@@ -44,9 +54,12 @@ def render_junit(doc: dict[str, Any]) -> str:
     counts = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
     for r in rules["results"]:
         counts["tests"] += 1
+        attributed = f" and match_p <= {r['max_p']}" if r.get("max_p") is not None else ""
         case = ET.SubElement(suite, "testcase", classname=f"leakaudit.rules.{rules['profile']}",
-                             name=f"{r['id']}: {r['metric']} {r['comparison']} {r['threshold']} ({r['scope']})")
-        text = "\n".join(x for x in (r.get("description"), r.get("reason"), _observed(r), r.get("reference")) if x)
+                             name=f"{r['id']}: {r['metric']} {r['comparison']} {r['threshold']}{attributed} "
+                                  f"({r['scope']})")
+        text = "\n".join(x for x in (r.get("description"), r.get("reason"), _observed(r), _recognition(doc, r),
+                                     r.get("reference")) if x)
         if r["status"] == "fail":
             counts["failures"] += 1
             ET.SubElement(case, "failure", message=f"{r['id']}: leak, {_observed(r)}", type="leak").text = text
