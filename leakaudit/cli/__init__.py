@@ -39,7 +39,7 @@ def app_main(argv: list[str]) -> int:
 
 def _register_commands() -> None:
     """Importing the command modules registers their commands on ``app``."""
-    from . import inspect_cmd, rules_cmd, scan_cmd, sweep_cmd  # noqa: F401
+    from . import inspect_cmd, rules_cmd, scan_cmd, score_cmd, sweep_cmd  # noqa: F401
     from .app import app
 
     globals()["app"] = app  # the Typer object, not the submodule of the same name that the import bound
