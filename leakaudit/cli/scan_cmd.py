@@ -196,6 +196,8 @@ def scan(
                      on_batch=on_batch)
     if not result.incomplete and folder is not None:
         saved.unlink(missing_ok=True)  # complete: nothing to resume
+    elif folder is not None and not saved.exists():  # stopped before any batch was recorded: --resume starts it
+        folder.put(checkpoint.NAME, checkpoint.dumps(ident, [], []))
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)
     written: list[str] = []

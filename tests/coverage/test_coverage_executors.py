@@ -340,3 +340,19 @@ def test_progress_counts_batches_with_an_eta_and_a_stop_leaves_the_report_incomp
     assert result.incomplete and result.overall == "incomplete"
     assert result.coverage is not None and 2 <= len(result.coverage.batches) < 8
     assert "resume with --resume" in result.incomplete_reason
+
+
+def test_every_worker_dying_twice_is_an_incomplete_resumable_report_not_an_internal_error(workdir, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """Issue 20: one batch, its worker killed twice: "internal error ... please report it", exit 3, no report;
+    the README promises 130 and an incomplete report that --resume continues."""
+    out = tmp_path / "r"
+    _kill_in_workers(monkeypatch)
+    code = scan(workdir, out, "--batch-size", "16", "--executor", "processes", "--workers", "1")
+    assert code == 130 and "internal error" not in capsys.readouterr().err
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["verdict"]["overall"] == "incomplete" and doc["incomplete"] and doc["attacks"] == []
+    assert "1 of 1 batches not audited" in doc["incomplete_reason"] and "--resume" in doc["incomplete_reason"]
+    assert doc["coverage"]["batches"] == [] and doc["coverage"]["audited"] == 0
+    monkeypatch.delenv("KILL_WORKERS_OF")
+    assert scan(workdir, out, "--batch-size", "16", "--executor", "processes", "--workers", "1", "--resume") == 1
