@@ -165,7 +165,8 @@ def scan(
     # only the files this run writes are replaced (--format json leaves a report.html alone), never an input
     folder = (OutputFolder(settings.output_dir, tuple(f.filename for f in file_formats),
                            keep=[p for _, p in inputs]) if file_formats else None)
-    targets = [("--output-dir", p) for p in ([folder.folder, *folder.targets()] if folder else [])]
+    targets = [("--output-dir", p) for p in ([folder.folder, *folder.targets(), folder.folder / checkpoint.NAME]
+                                             if folder else [])]
     targets += [("--output", json_path)] if json_path is not None else []
     refuse_inputs(targets, inputs)
     console = Console(stderr=True)

@@ -362,7 +362,8 @@ def _start_ray(address: str | None) -> Any:
         if address is None:
             raise EnvironmentProblem(f"--executor ray: a local Ray instance did not start "
                                      f"({' '.join(str(e).split())[:200]}); the machine may be short of memory or "
-                                     "CPU, or a stale Ray session is in the way: check 'ray status' (or 'ray stop'), or use --executor processes") from None
+                                     "CPU, or a stale Ray session is in the way: check 'ray status' (or 'ray stop'), "
+                                     "or use --executor processes") from None
         # the address answered the probe: something there refused this driver
         raise ConfigError(f"{label}: the Ray cluster there did not accept this scan "
                           f"({' '.join(str(e).split())[:160]}); use the cluster's Ray version here, and with token "

@@ -33,6 +33,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -99,19 +100,16 @@ def _not_utf8(model: onnx.ModelProto) -> str:
     """The first string field (node name, value name, op type...) that protobuf could not decode as UTF-8 and
     hands over as bytes ("" when none): every later step (renaming, onnx2torch, the report) expects text. The
     walk is iterative: a graph's nesting is the file's to choose."""
-    from google.protobuf.descriptor import FieldDescriptor
-    from google.protobuf.message import Message
-
-    stack: list[tuple[Message, str]] = [(model, "model")]
+    stack: list[tuple[Any, str]] = [(model, "model")]
     while stack:
         message, where = stack.pop()
         for field, value in message.ListFields():
-            if field.type == FieldDescriptor.TYPE_STRING:
+            if field.type == field.TYPE_STRING:
                 if any(isinstance(v, bytes) for v in ([value] if isinstance(value, (str, bytes)) else value)):
                     return f"{where} {field.name}".replace("_", " ")
-            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            elif field.type == field.TYPE_MESSAGE:
                 owner = field.message_type.name.removesuffix("Proto").lower()
-                stack.extend((v, owner) for v in ([value] if isinstance(value, Message) else value))
+                stack.extend((v, owner) for v in ([value] if hasattr(value, "ListFields") else value))
     return ""
 
 

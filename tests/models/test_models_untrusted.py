@@ -196,7 +196,7 @@ def test_a_dropout_rate_in_the_metadata_that_is_not_a_rate_is_refused(tmp_path, 
         "leakaudit.arch": "mlp", "leakaudit.input_shape": "[1, 28, 28]", "leakaudit.dropout": value})
     code, err = _run(capsys, path)
     assert code == 2
-    assert f"the file's metadata leakaudit.dropout=" in err and "is not a dropout rate in [0, 1)" in err
+    assert "the file's metadata leakaudit.dropout=" in err and "is not a dropout rate in [0, 1)" in err
 
 
 @pytest.mark.parametrize("value", ["nan", "-0.5", "inf", "true"])
