@@ -6,13 +6,12 @@ error, please report); tracebacks only with ``--debug``.
 
 This module imports nothing heavy at import time: the console script imports it before ``main()`` runs, and
 a Ctrl-C during typer's, rich's or the commands' imports must still end as one line and exit 130. It imports
-only ``sys`` and ``signal`` itself (not even ``typing``), so the moment between the console script's import of
-this module and ``main()`` taking over is as short as it can be. (A Ctrl-C while Python itself starts -- its
-``site`` module and the ``.pth`` files of installed packages -- happens before any leakaudit code exists, and
-Python ends that with its own message.)
+only ``sys`` at its top (not even ``signal`` or ``typing``, whose imports take milliseconds), so the moment
+between the console script's import of this module and ``main()`` taking over is as short as it can be. (A
+Ctrl-C while Python itself starts -- its ``site`` module and the ``.pth`` files of installed packages --
+happens before any leakaudit code exists, and Python ends that with its own message.)
 """
 
-import signal
 import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing here would widen the window a Ctrl-C cannot be caught in
@@ -53,6 +52,7 @@ def _register_commands() -> None:
 def _sigterm_like_sigint() -> None:
     """SIGTERM (a CI runner's timeout, ``kill``) does what SIGINT does at that moment: during a scan the polite
     stop that writes the report marked incomplete (exit 130), elsewhere a KeyboardInterrupt."""
+    import signal  # here, not at the top: importing it takes long enough for a Ctrl-C to land in
 
     def forward(signum: int, frame: "FrameType | None") -> None:
         handler = signal.getsignal(signal.SIGINT)
