@@ -123,6 +123,17 @@ def parse_floats(value: Any, where: str) -> tuple[float, ...]:
     return numbers
 
 
+# Factory keywords that make a model factory open, download or unpickle a file (timm, torchvision, hub-style
+# factories): never from a model file's metadata or a config file, only when typed on the command line.
+LOADER_KEYWORDS = frozenset({
+    "checkpoint_path", "checkpoint", "weights", "weights_backbone", "weights_path", "pretrained",
+    "pretrained_backbone", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "file", "file_name",
+    "filename", "path", "url", "model_dir", "cache_dir", "hf_hub_id", "hub_id", "state_dict", "map_location",
+    "progress", "download",
+})
+MAX_ARCH_ARG_DEPTH = 32  # [[...]] nesting of one --arch-arg value: shapes and lists need two or three
+
+
 def parse_arch_args(items: Any, where: str) -> dict[str, Any]:
     """``["img_size=32", "num_classes=10"]`` or a TOML table -> {"img_size": 32, "num_classes": 10}; a value is
     read as a TOML literal (32, 0.1, true, "text", [4, 4]) and otherwise kept as text."""
@@ -134,19 +145,56 @@ def parse_arch_args(items: Any, where: str) -> dict[str, Any]:
             key, sep, text = str(item).partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"{where}: {item!r} is not KEY=VALUE; write e.g. --arch-arg img_size=32")
-            pairs.append((key.strip(), _literal(text.strip())))
-    for key, _ in pairs:
+            pairs.append((key.strip(), _literal(text.strip(), f"{where}: {key.strip()}")))
+    for key, value in pairs:
         if not key.isidentifier():
             raise ConfigError(f"{where}: {key!r} is not an argument name; write e.g. --arch-arg img_size=32")
+        if _depth(value) > MAX_ARCH_ARG_DEPTH:
+            raise ConfigError(f"{where}: {key}: nested more than {MAX_ARCH_ARG_DEPTH} deep; give a flat value, "
+                              "e.g. --arch-arg patch_size=[4, 4]")
     return dict(pairs)
 
 
-def _literal(text: str) -> Any:
+def refuse_loader_keywords(args: Mapping[str, Any], where: str) -> None:
+    """A config file may not give a factory keyword that opens or downloads a file (``LOADER_KEYWORDS``)."""
+    found = sorted(k for k in args if k in LOADER_KEYWORDS)
+    if found:
+        raise ConfigError(f"{where}: {found[0]} makes the architecture's factory open or download a file, which "
+                          f"only the command line may ask for; remove it, or give --arch-arg {found[0]}=... on "
+                          "the command line if you mean it")
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and tables nest in ``value`` (without recursion: a hostile value may be very deep)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_ARCH_ARG_DEPTH:
+            break
+        if isinstance(item, Mapping):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _literal(text: str, where: str) -> Any:
     import tomllib
 
+    opened = depth = 0
+    for char in text:  # before the parser: tomllib recurses once per level
+        if char in "[{":
+            opened += 1
+            depth = max(depth, opened)
+        elif char in "]}":
+            opened -= 1
+    if depth > MAX_ARCH_ARG_DEPTH:
+        raise ConfigError(f"{where}: nested more than {MAX_ARCH_ARG_DEPTH} deep; give a flat value, e.g. "
+                          "--arch-arg patch_size=[4, 4]")
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -505,6 +553,8 @@ def parse_config(table: Mapping[str, Any], where: str, base: Path | None,
         value = coerce(name, raw, f"{where} {str(key)}")
         if name == "reference_data" and base is not None and not Path(value).is_absolute():
             value = str(base / value)
+        if name == "arch_args":
+            refuse_loader_keywords(value, f"{where} {str(key)}")
         if name == "rules" and base is not None and _looks_like_path(value):
             candidate = base / value
             value = str(candidate) if not Path(value).is_absolute() else value

@@ -55,3 +55,8 @@ class UnknownNameError(ConfigError):
 
 class OutputError(LeakauditError):
     """The output location cannot be used: not writable, disk full, locked by another run, or an input."""
+
+
+class EnvironmentProblem(LeakauditError):
+    """The machine cannot run what was asked, through no fault of the inputs: e.g. a local Ray instance that
+    timed out starting. Exit 2 with its own message (what failed, what to check), not an internal error."""

@@ -9,7 +9,9 @@ directly so that KeyboardInterrupt, usage errors and exits reach this boundary r
 from __future__ import annotations
 
 import importlib
+import sys
 import traceback
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -96,6 +98,18 @@ def _invoke(argv: list[str]) -> Any:
 def run(argv: list[str]) -> int:
     """Run the CLI on ``argv`` and return the exit code instead of raising SystemExit."""
     _state["debug"] = "--debug" in argv
+    # Python warnings (torch's, numpy's...) would add lines to the one-line error and to the terminal summary:
+    # they are recorded, and shown with --debug only.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            return _run(argv)
+        finally:
+            if _state["debug"]:
+                for w in caught:
+                    sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+
+
+def _run(argv: list[str]) -> int:
     exceptions = click_exceptions()
     try:
         result = _invoke(argv)

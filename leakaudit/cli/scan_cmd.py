@@ -158,13 +158,17 @@ def scan(
         # The run never learned its settings; the folder named on the command line must not keep the
         # previous run's report as if it were this one's (see leakaudit/report/output.py).
         if "output_dir" in given.typed:
-            discard_previous(given.typed["output_dir"], REPORT_NAMES)
+            discard_previous(given.typed["output_dir"], REPORT_NAMES, keep=(model, data))
         raise
 
-    folder = OutputFolder(settings.output_dir, REPORT_NAMES) if file_formats else None
-    targets = [("--output-dir", p) for p in ([folder.folder, *folder.targets()] if folder else [])]
+    inputs = scan_inputs(model, data, settings, config_file.path)
+    # only the files this run writes are replaced (--format json leaves a report.html alone), never an input
+    folder = (OutputFolder(settings.output_dir, tuple(f.filename for f in file_formats),
+                           keep=[p for _, p in inputs]) if file_formats else None)
+    targets = [("--output-dir", p) for p in ([folder.folder, *folder.targets(), folder.folder / checkpoint.NAME]
+                                             if folder else [])]
     targets += [("--output", json_path)] if json_path is not None else []
-    refuse_inputs(targets, scan_inputs(model, data, settings, config_file.path))
+    refuse_inputs(targets, inputs)
     console = Console(stderr=True)
     command = reproduce_command(model, data, settings)
     # Before the model loads: a read-only, full or busy location is exit 2 now, and the previous set is gone,
@@ -193,6 +197,8 @@ def scan(
                      on_batch=on_batch)
     if not result.incomplete and folder is not None:
         saved.unlink(missing_ok=True)  # complete: nothing to resume
+    elif folder is not None and not saved.exists():  # stopped before any batch was recorded: --resume starts it
+        folder.put(checkpoint.NAME, checkpoint.dumps(ident, [], []))
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)
     written: list[str] = []

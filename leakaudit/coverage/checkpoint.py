@@ -2,15 +2,23 @@
 every batch, read by ``scan --resume``, deleted when the scan completes.
 
 It holds the records of the batches done (their verdicts, rules and per-sample scores; reconstruction images
-of the worst cases only), plus what must match for a resume to continue the same scan: the model's sha256, the
-settings that change results, and the names of the samples in batch order. Anything else is refused with one
-line (exit 2): a resumed scan never mixes two scans' batches.
+of the worst cases only), plus what must match for a resume to continue the same scan -- the content, not the
+names: the model's sha256 (and the ``--arch`` file's), the sha256 of every batch's samples (the model's input,
+the pixels and the labels), the sha256 of the rules as loaded (a rule file edited between Ctrl-C and
+``--resume`` is another rule set), the settings that change results and leakaudit's version. A checkpoint is
+data a user (or anyone who can write the folder) may have edited: it carries the sha256 of its own records,
+and a restored batch must agree with itself (a batch whose verdict was a leak keeps a fired fail rule, so
+combining batches can never turn a fail into a pass). Anything else is refused with one line (exit 2): a
+resumed scan never mixes two scans' batches, nor trusts records it cannot check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,58 +28,177 @@ from ..result import BatchCoverage, RuleOutcome, SampleCoverage
 
 NAME = "scan-checkpoint.json"
 KIND = "leakaudit-scan-checkpoint"
-VERSION = 1
+VERSION = 2
+LIMIT = 256 << 20  # bytes: records and a dozen small PNGs are far less; a larger file is not ours
 # Settings that do not change any batch's result: a resumed scan may differ in them (e.g. resume on Ray a scan
 # that started in-process).
 PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data", *EXECUTION)
+_OVERALLS = ("pass", "fail", "error", "inconclusive", "incomplete")
+_STATUSES = ("pass", "fail", "warn", "not_evaluated")
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                     allow_nan=True).encode("utf-8")).hexdigest()
+
+
+def _tensor_bytes(t: Any) -> bytes:
+    return bytes(t.detach().cpu().contiguous().numpy().tobytes())
+
+
+def samples_sha256(batch: Any) -> str:
+    """The content of one batch: what the model sees, the [0,1] pixels scored against, and the labels."""
+    h = hashlib.sha256()
+    for t in (batch.x, batch.pixels, batch.y):
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode("ascii"))
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _arch_file_sha256(arch: str | None) -> str | None:
+    """An ``--arch file.py:factory`` runs that file: its content is part of the model."""
+    path = (arch or "").rpartition(":")[0]
+    if not path.endswith(".py"):
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def identity(prepared: Any, settings: Any) -> dict[str, Any]:
     """What a resumed scan must share with the first run."""
+    from .. import __version__
     from ..report.document import _jsonable
 
     chosen = {k: v for k, v in dataclasses.asdict(settings).items() if k not in PRESENTATION}
     plan = prepared.plan
     batches = plan.batches if plan is not None else (prepared.batch,)
-    return {"model_sha256": prepared.model.sha256, "settings": json.loads(json.dumps(_jsonable(chosen),
-                                                                                     sort_keys=True)),
-            "samples": [list(b.names) for b in batches]}
+    ruleset = prepared.ruleset
+    if ruleset is None:
+        from ..verdict.rules import load_rules
+
+        ruleset = load_rules(settings.rules)
+    rules = {k: v for k, v in dataclasses.asdict(ruleset).items() if k != "source"}  # the content, not the path
+    return {"leakaudit": __version__, "model_sha256": prepared.model.sha256,
+            "arch_sha256": _arch_file_sha256(settings.arch),
+            "settings": json.loads(json.dumps(_jsonable(chosen), sort_keys=True)),
+            "rules_sha256": _digest(_jsonable(rules)),
+            "samples": [list(b.names) for b in batches],
+            "samples_sha256": [samples_sha256(b) for b in batches],
+            # what the recognition test compared with: another --reference-data folder is another criterion
+            "references_sha256": _references_sha256(prepared.references)}
+
+
+def _references_sha256(references: Any) -> str | None:
+    if references is None:
+        return None
+    pixels = references.pixels.detach().cpu().contiguous().float().numpy()
+    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+
+def _records(batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage]) -> dict[str, Any]:
+    return {"batches": [dataclasses.asdict(b) for b in batches], "records": [dataclasses.asdict(s) for s in samples]}
 
 
 def dumps(ident: dict[str, Any], batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage]) -> str:
-    return json.dumps({"kind": KIND, "version": VERSION, **ident,
-                       "batches": [dataclasses.asdict(b) for b in batches],
-                       "records": [dataclasses.asdict(s) for s in samples]}, indent=1) + "\n"
+    records = json.loads(json.dumps(_records(batches, samples)))  # as read back: tuples are lists
+    return json.dumps({"kind": KIND, "version": VERSION, **ident, **records,
+                       "records_sha256": _digest({**ident, **records})}, indent=1) + "\n"
+
+
+def _load(path: Path, fix: str) -> Any:
+    """The JSON of ``path``: a regular file (not a link, FIFO or device), at most LIMIT bytes, nested and sized
+    as json and Python parse without a crash; else one line naming the file."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise InputError(f"--resume: no checkpoint {path}; a multi-batch scan writes it after every batch to its "
+                         f"--output-dir; {fix}") from None
+    except OSError as e:
+        what = "a link" if os.path.islink(path) else (e.strerror or type(e).__name__)
+        raise InputError(f"--resume {path}: cannot read the checkpoint ({what}); {fix}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"--resume {path}: the checkpoint is not a regular file; {fix}")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            raw = handle.read(LIMIT + 1)
+    except OSError as e:
+        raise InputError(f"--resume {path}: cannot read the checkpoint ({e.strerror}); {fix}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > LIMIT:
+        raise InputError(f"--resume {path}: larger than {LIMIT >> 20} MiB, not a checkpoint leakaudit wrote; {fix}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise InputError(f"--resume {path}: nested too deeply, not a checkpoint leakaudit wrote; {fix}") from None
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, and an integer past Python's digit limit
+        decode = isinstance(e, (json.JSONDecodeError, UnicodeDecodeError))
+        reason = str(e).splitlines()[0] if decode else "a number too long to be one leakaudit wrote"
+        raise InputError(f"--resume {path}: cannot read the checkpoint ({reason[:120]}); {fix}") from None
+
+
+def _check_batch(b: BatchCoverage, total: int, strict: bool) -> str:
+    """Why a restored batch record cannot be one leakaudit wrote ("" when it can)."""
+    from ..verdict.outcome import rules_fail
+
+    if not (isinstance(b.index, int) and not isinstance(b.index, bool) and 0 <= b.index < total):
+        return f"batch index {b.index!r} is not one of the scan's {total} batches"
+    if b.overall not in _OVERALLS or any(r.status not in _STATUSES for r in b.rules):
+        return f"batch {b.index + 1} holds an unknown verdict"
+    if b.incomplete:
+        return f"batch {b.index + 1} was interrupted, and an interrupted batch is never checkpointed"
+    leaked = rules_fail((r.status for r in b.rules), strict=strict)
+    if (b.overall == "fail") != leaked:
+        return f"batch {b.index + 1}'s verdict ({b.overall}) disagrees with its rules"
+    return ""
 
 
 def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCoverage]]:
     """The records of ``path`` after checking it is this scan's; InputError (exit 2) naming the mismatch."""
     fix = "run the scan again without --resume (it starts over)"
-    if not path.is_file():
-        raise InputError(f"--resume: no checkpoint {path}; a multi-batch scan writes it after every batch to its "
-                         f"--output-dir; {fix}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"--resume {path}: cannot read the checkpoint ({e}); {fix}") from None
+    doc = _load(path, fix)
     if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("version") != VERSION:
         raise InputError(f"--resume {path}: not a leakaudit scan checkpoint of version {VERSION}; {fix}")
-    if doc.get("model_sha256") != ident["model_sha256"]:
+    if doc.get("leakaudit") != ident["leakaudit"]:
+        raise InputError(f"--resume {path}: written by leakaudit {str(doc.get('leakaudit'))[:20]}, this is "
+                         f"{ident['leakaudit']}; {fix}")
+    if doc.get("model_sha256") != ident["model_sha256"] or doc.get("arch_sha256") != ident["arch_sha256"]:
         raise InputError(f"--resume {path}: the checkpoint is of another model (sha256 "
-                         f"{str(doc.get('model_sha256'))[:12]}..., now {ident['model_sha256'][:12]}...); {fix}")
+                         f"{str(doc.get('model_sha256'))[:12]}..., now {ident['model_sha256'][:12]}..., or another "
+                         f"--arch file); {fix}")
     old, new = doc.get("settings", {}), ident["settings"]
     if old != new:
+        old = old if isinstance(old, dict) else {}
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff[:3])
+        shown = ", ".join(f"{k} ({str(old.get(k))[:40]!r} -> {str(new.get(k))[:40]!r})" for k in diff[:3])
         raise InputError(f"--resume {path}: settings differ from the checkpointed scan: {shown}; use the same "
                          f"options, or {fix}")
-    if doc.get("samples") != ident["samples"]:
-        raise InputError(f"--resume {path}: the samples or their batches differ from the checkpointed scan; "
-                         f"use the same --data, --samples and --batch-size, or {fix}")
+    if doc.get("rules_sha256") != ident["rules_sha256"]:
+        raise InputError(f"--resume {path}: the rules differ from the checkpointed scan's (the --rules file was "
+                         f"edited, or another profile); use the rules the scan started with, or {fix}")
+    if doc.get("samples") != ident["samples"] or doc.get("samples_sha256") != ident["samples_sha256"]:
+        raise InputError(f"--resume {path}: the samples or their batches differ from the checkpointed scan (names, "
+                         f"pixels or labels); use the same --data, --samples and --batch-size, or {fix}")
+    if doc.get("references_sha256") != ident["references_sha256"]:
+        raise InputError(f"--resume {path}: the reference images differ from the checkpointed scan's (another "
+                         f"--reference-data, or its files changed); use the same references, or {fix}")
+    records = {"batches": doc.get("batches"), "records": doc.get("records")}
+    if doc.get("records_sha256") != _digest({**ident, **records}):
+        raise InputError(f"--resume {path}: the checkpoint's records do not match their sha256 (edited or "
+                         f"damaged); {fix}")
     try:
         batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
                                     "crashed": tuple(b["crashed"])}) for b in doc["batches"]]
         samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
     except (KeyError, TypeError) as e:
         raise InputError(f"--resume {path}: the checkpoint is damaged ({e}); {fix}") from None
+    total, strict = len(ident["samples"]), bool(ident["settings"].get("strict"))
+    problems = [p for p in (_check_batch(b, total, strict) for b in batches) if p]
+    if not problems and len({b.index for b in batches}) != len(batches):
+        problems.append("a batch is recorded twice")
+    if problems:
+        raise InputError(f"--resume {path}: the checkpoint is inconsistent ({problems[0]}); {fix}")
     return batches, samples

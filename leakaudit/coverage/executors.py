@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, EnvironmentProblem, ModelError
 
 EXECUTORS = ("inprocess", "processes", "ray")
 RAY_INSTALL = "pip install 'leakaudit[ray]'"
@@ -59,6 +59,8 @@ def check_execution(settings: Any) -> None:
         _ray()
         if settings.ray_address is not None:
             probe_ray_address(settings.ray_address)
+        elif os.environ.get("RAY_ADDRESS", "").strip():  # ray.init() joins it, retrying for minutes, warning
+            probe_ray_address(os.environ["RAY_ADDRESS"].strip(), label="RAY_ADDRESS")
 
 
 def _ray() -> Any:
@@ -70,27 +72,32 @@ def _ray() -> Any:
     return ray
 
 
-def _unreachable(address: str, why: str) -> ConfigError:
+def _unreachable(address: str, why: str, label: str = "--ray-address") -> ConfigError:
+    if label == "RAY_ADDRESS":
+        return ConfigError(f"RAY_ADDRESS={address} (environment): no Ray cluster answers there ({why}); start one "
+                           "with 'ray start --head' and set its address (host:6379), or unset RAY_ADDRESS to "
+                           "start a local Ray instance")
     return ConfigError(f"--ray-address {address}: no Ray cluster answers there ({why}); start one with "
                        "'ray start --head' and give its address (host:6379), or leave out --ray-address to "
                        "start a local Ray instance")
 
 
-def probe_ray_address(address: str) -> None:
+def probe_ray_address(address: str, label: str = "--ray-address") -> None:
     """A TCP connection to ``host:port`` (``ray://host:port`` too) within ``PROBE_SECONDS``: Ray itself keeps
     retrying an address that does not answer for minutes. ``auto`` is left to Ray (it reads the local
     cluster's address file and fails at once when there is none)."""
     if address == "auto":
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address {address}: not an address; give HOST:PORT of the Ray head node, "
-                          "e.g. 10.0.0.5:6379, or auto")
+    shown = f"{label} {address}" if label != "RAY_ADDRESS" else f"RAY_ADDRESS={address} (environment)"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{shown}: not an address; give HOST:PORT of the Ray head node, e.g. 10.0.0.5:6379, "
+                          "or auto")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS):
             pass
-    except OSError as e:
-        raise _unreachable(address, e.strerror or type(e).__name__) from None
+    except (OSError, UnicodeError) as e:  # UnicodeError: a host name IDNA cannot encode
+        raise _unreachable(address, getattr(e, "strerror", None) or type(e).__name__, label) from None
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -349,12 +356,18 @@ def _start_ray(address: str | None) -> Any:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True)
-    except (ConnectionError, TimeoutError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 -- Ray raises plain Exception when its local node times out at start-up
+        label = f"--ray-address {address}"
+        if address is None and os.environ.get("RAY_ADDRESS", "").strip():
+            address = os.environ["RAY_ADDRESS"].strip()
+            label = f"RAY_ADDRESS={address} (environment)"
         if address is None:
-            raise ConfigError(f"--executor ray: a local Ray instance did not start ({' '.join(str(e).split())[:200]}"
-                              "); check 'ray status', or use --executor processes") from None
+            raise EnvironmentProblem(f"--executor ray: a local Ray instance did not start "
+                                     f"({' '.join(str(e).split())[:200]}); the machine may be short of memory or "
+                                     "CPU, or a stale Ray session is in the way: check 'ray status' (or 'ray stop'), "
+                                     "or use --executor processes") from None
         # the address answered the probe: something there refused this driver
-        raise ConfigError(f"--ray-address {address}: the Ray cluster there did not accept this scan "
+        raise ConfigError(f"{label}: the Ray cluster there did not accept this scan "
                           f"({' '.join(str(e).split())[:160]}); use the cluster's Ray version here, and with token "
                           "authentication (Ray's default since 2.59) set RAY_AUTH_MODE=token and the cluster's "
                           "token (RAY_AUTH_TOKEN, or ~/.ray/auth_token) before the scan") from None

@@ -103,9 +103,10 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
         if on_batch is not None:
             on_batch([batches[k] for k in sorted(batches)], samples)
     interrupted = interrupted or (len(batches) + len(lost) < total)
-    if shown is None and lost and not batches:  # nothing to report on; the parent would meet the same crash
-        raise RuntimeError(f"every batch's worker died twice ({'; '.join(lost[:3])}); nothing was audited: run "
-                           "with --executor inprocess --debug to see the crash")
+    if shown is None and lost and not batches:
+        # Every batch's worker died twice: nothing was audited, but the scan is incomplete (exit 130), not an
+        # internal error: the report says which batches were lost, and --resume runs them again.
+        shown = (0, _nothing_audited(model, findings, plan, settings, per_batch, command, started))
     worst = c.worst_batch(samples, metric) if samples else 0
     if shown is None or (shown[0] != worst and worst in batches and not interrupted):
         # the detail sections show the batch of the worst sample; restored from a checkpoint, it runs again
@@ -118,6 +119,25 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
                      planned=plan.planned, batch_size=len(plan.batches[0]) if plan.batches else 0,
                      batches_planned=total, drawn=plan.drawn, remainder=plan.remainder, resumed=resumed,
                      interrupted=interrupted, strict=settings.strict, lost=tuple(lost))
+
+
+def _nothing_audited(model: Any, findings: Any, plan: Plan, settings: ScanSettings, ruleset: Any, command: str,
+                     started: datetime | None) -> AuditResult:
+    """The detail sections of a scan none of whose batches could be audited: the model and the first batch, no
+    attack, every rule not evaluated. ``combine`` marks it incomplete with the lost batches' reasons."""
+    from datetime import timezone
+
+    from ..audit import _data_card, _model_card, _rule_outcomes, _threat
+    from ..verdict import evaluate
+
+    verdict = evaluate(ruleset, [], strict=settings.strict)
+    now = datetime.now(timezone.utc)
+    return AuditResult(
+        model=_model_card(model), findings=findings, data=_data_card(plan.batches[0]),
+        threat=_threat(settings, plan.batches[0]), attacks=(), rules=_rule_outcomes(verdict),
+        rules_overall=verdict.overall, rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict,
+        seed=settings.seed, device=settings.device, started_at=started or now, finished_at=now, settings=settings,
+        command=command, incomplete=True, incomplete_reason="no batch was audited")
 
 
 class _Progress:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..paths import shown_path
 from .functional import _check_pair
 from .interface import MetricOptions, MetricValue, Unavailable
 
@@ -70,7 +71,7 @@ def find_backbone_weights(net: str = "alex", weights: str | Path | None = None) 
     if cached.is_file():
         return cached
     return Unavailable(
-        f"LPIPS needs torchvision's {net} backbone weights ({expected}): not in {cached.parent} and "
+        f"LPIPS needs torchvision's {net} backbone weights ({expected}): not in {shown_path(cached.parent)} and "
         f"{ENV_VAR} is not set; copy the file there or set {ENV_VAR} to it (leakaudit never downloads)"
     )
 

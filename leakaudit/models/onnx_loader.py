@@ -33,6 +33,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -79,6 +80,10 @@ class OnnxParts:
 def read_onnx(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
+        bad = _not_utf8(model)
+        if bad:
+            raise ModelError(f"{path}: the ONNX file holds a {bad} that is not valid UTF-8; re-export the model, or "
+                             "rename its nodes and values to text (onnx.load, edit, onnx.save)")
         load_external_data(path, model)
     except LeakauditError:
         raise
@@ -89,6 +94,23 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: the ONNX graph is empty (no nodes or outputs); "
                          "check the file is complete or re-export it with torch.onnx.export")
     return model
+
+
+def _not_utf8(model: onnx.ModelProto) -> str:
+    """The first string field (node name, value name, op type...) that protobuf could not decode as UTF-8 and
+    hands over as bytes ("" when none): every later step (renaming, onnx2torch, the report) expects text. The
+    walk is iterative: a graph's nesting is the file's to choose."""
+    stack: list[tuple[Any, str]] = [(model, "model")]
+    while stack:
+        message, where = stack.pop()
+        for field, value in message.ListFields():
+            if field.type == field.TYPE_STRING:
+                if any(isinstance(v, bytes) for v in ([value] if isinstance(value, (str, bytes)) else value)):
+                    return f"{where} {field.name}".replace("_", " ")
+            elif field.type == field.TYPE_MESSAGE:
+                owner = field.message_type.name.removesuffix("Proto").lower()
+                stack.extend((v, owner) for v in ([value] if hasattr(value, "ListFields") else value))
+    return ""
 
 
 def load_onnx(path: Path, *, input_shape: tuple[int, ...] | None = None,

@@ -12,7 +12,7 @@ key                         meaning                                      example
 ``leakaudit.dropout``       zoo dropout rate                             ``0.25``
 ``leakaudit.precode``       zoo PRECODE bottleneck                       ``true``
 ``leakaudit.latent_dim``    zoo PRECODE latent size                      ``256``
-``leakaudit.arch_kwargs``   any other factory arguments                  ``{"width": 16}``
+``leakaudit.arch_kwargs``   any other zoo factory arguments              ``{"width": 16}``
 ==========================  ===========================================  =====================
 
 (``leakaudit.arch`` is stored as the plain string, without JSON quotes, for readability; both load.)
@@ -20,7 +20,11 @@ key                         meaning                                      example
 
 A model file is data: opening one must not run code. So the metadata may name a built-in (zoo)
 architecture only; a code reference (``file.py:factory``, ``package.module:factory``) in it is refused with
-the ``--arch`` to give when the user trusts that code. Malformed metadata is an input error that names the
+the ``--arch`` to give when the user trusts that code. The metadata's factory arguments (``dropout``,
+``arch_kwargs``...) configure a zoo architecture only: a third-party factory (``--arch timm:...``,
+``package.module:factory``, ``file.py:factory``) gets arguments from the command line or config file alone,
+and a keyword that makes a factory open or download a file (``config.LOADER_KEYWORDS``) is refused in the
+metadata. Malformed metadata (a dropout rate of NaN or -0.5 included) is an input error that names the
 metadata key, not an option the user never gave.
 """
 
@@ -39,6 +43,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from ..errors import InputError, ModelError
+from ..config import LOADER_KEYWORDS
 from . import user_arch
 from .limits import max_elements
 from .dropout_tools import replace_dropout
@@ -178,14 +183,26 @@ def _metadata_classes(path: Path, meta: dict[str, Any]) -> int | None:
 
 def _arch_kwargs(path: Path, meta: dict[str, Any], architecture: user_arch.Architecture,
                  given: dict[str, Any] | None) -> dict[str, Any]:
+    """The factory's arguments: the file's metadata configures a built-in (zoo) architecture only -- a
+    third-party factory (``--arch timm:...``, ``package.module:factory``, ``file.py:factory``) gets its
+    arguments from the command line or config file alone, so a model file cannot make timm open a checkpoint
+    or torchvision download weights. ``given`` (``--arch-arg``) wins."""
     kwargs: dict[str, Any] = {}
     if architecture.builtin:
         kwargs.update({k: meta[k] for k in ZOO_KEYS if k in meta})
-    extra = meta.get("arch_kwargs")
-    if extra is not None and not (isinstance(extra, dict) and all(isinstance(k, str) for k in extra)):
-        raise ModelError(f"{path}: the file's metadata {META_PREFIX}arch_kwargs={_short(extra)} is not a JSON "
-                         f"object of factory arguments; {_metadata_fix('arch_kwargs')}")
-    kwargs.update(extra or {})
+        extra = meta.get("arch_kwargs")
+        if extra is not None and not (isinstance(extra, dict) and all(isinstance(k, str) for k in extra)):
+            raise ModelError(f"{path}: the file's metadata {META_PREFIX}arch_kwargs={_short(extra)} is not a JSON "
+                             f"object of factory arguments; {_metadata_fix('arch_kwargs')}")
+        loaders = sorted(k for k in (extra or {}) if k in LOADER_KEYWORDS)
+        if loaders:
+            raise ModelError(f"{path}: the file's metadata {META_PREFIX}arch_kwargs names {loaders[0]}, which opens "
+                             f"or downloads a file; a model file may not ask for that: "
+                             f"{_metadata_fix('arch_kwargs')}")
+        kwargs.update(extra or {})
+        if "dropout" in kwargs and "dropout" not in (given or {}) and not user_arch.is_rate(kwargs["dropout"]):
+            raise ModelError(f"{path}: the file's metadata {META_PREFIX}dropout={_short(kwargs['dropout'])} is not "
+                             f"a dropout rate in [0, 1); {_metadata_fix('dropout')} or give --arch-arg dropout=RATE")
     kwargs.update(given or {})
     return kwargs
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,9 @@ def build(arch: Architecture, *, num_classes: int | None, input_shape: tuple[int
         wanted = key in named or (accepted is None and (key == "num_classes" or arch.builtin))
         if value is not None and key not in kwargs and wanted:
             kwargs[key] = value
+    if arch.builtin and "dropout" in kwargs and not is_rate(kwargs["dropout"]):
+        raise ConfigError(f"{arch.label}: dropout={kwargs['dropout']!r} is not a dropout rate in [0, 1); give e.g. "
+                          "--arch-arg dropout=0.25 (0: none)")
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
@@ -90,6 +94,12 @@ def build(arch: Architecture, *, num_classes: int | None, input_shape: tuple[int
         raise ModelError(f"{arch.label}: the factory returned {type(module).__name__}, not a torch nn.Module; "
                          "make it return the model")
     return module
+
+
+def is_rate(value: Any) -> bool:
+    """A dropout probability: a finite number in [0, 1) (NaN or a negative rate would silently mean none)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0.0 <= value < 1.0)
 
 
 def guard_exits(module: nn.Module, label: str) -> None:

@@ -20,7 +20,7 @@ from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
 from .html import render_html
 from .json import render_json
 from .junit import render_junit
-from .output import REPORT_NAMES, OutputFolder, write_atomic
+from .output import OutputFolder, write_atomic
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def write_reports(doc: dict[str, Any], output_dir: str | Path, formats: tuple[Fo
     """Render every format, then write them as one set (see ``output``): the previous set goes, the new one
     appears with its manifest last; an OS error is an OutputError (exit 2) and leaves no set."""
     rendered = render_all(doc, formats)
-    with OutputFolder(output_dir, REPORT_NAMES) as folder:
+    with OutputFolder(output_dir, tuple(f.filename for f in formats)) as folder:  # only what this run replaces
         return folder.commit({f.filename: rendered[f.name] for f in formats})
 
 

@@ -6,10 +6,13 @@ An output folder (``--output-dir``) is held by one run at a time, through ``Outp
    ``.leakaudit.lock`` inside it (``flock``: the kernel drops it when the process dies, even by SIGKILL),
    deletes temp files a killed run left (``.leakaudit-tmp-*``), writes and deletes a probe file (so a
    read-only, full or forbidden location is exit 2 now, not after minutes of attacks), and deletes the
-   previous report set: first ``leakaudit-manifest.json``, then the files it lists, then those of the known
-   names (report.json, report.html, report.junit.xml) that leakaudit wrote (they name it in their first KiB;
-   this covers a killed run and leakaudit 0.1.0, which wrote no manifest). Nothing else is touched. A second run
-   on a locked folder is refused with exit 2.
+   previous report set: first ``leakaudit-manifest.json``, then, of the files this run will write (its
+   ``names``: ``--format json`` writes report.json alone), those that leakaudit verifiably wrote: regular
+   files (not links) whose sha256 the old manifest records, or, with no manifest (a killed run, leakaudit
+   0.1.0), that name leakaudit in their first KiB. A manifest is a claim, not proof: a name it lists that this
+   run does not write, an input of the run, a link or a special file is never touched. Nothing else is. The
+   lock file is opened without following a link and must be a regular file. A second run on a locked folder
+   is refused with exit 2.
 2. **At the end** every file is written to a temp name in the folder and flushed to disk, then renamed into
    place, then the manifest (names, sizes, sha256) is renamed in **last**. A write error (disk full, quota,
    read-only, permission) is exit 2 naming the path; the temps and any file this run already renamed are
@@ -33,6 +36,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -198,35 +202,99 @@ def _manifest(files: dict[str, bytes]) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
-def _written_by_leakaudit(path: Path) -> bool:
-    """Every file leakaudit writes names itself in its first KiB (JSON "tool", HTML title, JUnit suite name)."""
+_MANIFEST_LIMIT = 1 << 20  # a manifest of a few report files is a few hundred bytes
+
+
+def _open_regular(path: Path) -> int | None:
+    """A read-only descriptor of ``path`` when it is a regular file, not a link (nor a FIFO, device or
+    folder: opening those could block or read what is not ours); None otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with path.open("rb") as handle:
-            return b"leakaudit" in handle.read(4096)
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
 
 
-def _listed_files(folder: Path) -> list[str]:
-    """The plain file names a previous manifest lists (nothing outside the folder, no hidden names)."""
+def _written_by_leakaudit(path: Path) -> bool:
+    """Every file leakaudit writes names itself in its first KiB (JSON "tool", HTML title, JUnit suite name)."""
+    fd = _open_regular(path)
+    if fd is None:
+        return False
     try:
-        doc = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-        names = [f["name"] for f in doc["files"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [n for n in names if isinstance(n, str) and n and Path(n).name == n and not n.startswith(".")
-            and n not in (".", "..")]
+        return b"leakaudit" in os.read(fd, 4096)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _sha256_is(path: Path, digest: str) -> bool:
+    fd = _open_regular(path)
+    if fd is None:
+        return False
+    h = hashlib.sha256()
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return h.hexdigest() == digest
+
+
+def _listed_files(folder: Path) -> dict[str, str]:
+    """The plain file names a previous manifest lists, with the sha256 it records for each (nothing outside the
+    folder, no hidden names; a manifest that is a link, a special file, too large or not JSON lists nothing)."""
+    fd = _open_regular(folder / MANIFEST_NAME)
+    if fd is None:
+        return {}
+    try:
+        raw = os.read(fd, _MANIFEST_LIMIT + 1)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    if len(raw) > _MANIFEST_LIMIT:
+        return {}
+    try:
+        files = json.loads(raw.decode("utf-8"))["files"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return {}
+    listed: dict[str, str] = {}
+    for f in files if isinstance(files, list) else []:
+        name, digest = (f.get("name"), f.get("sha256")) if isinstance(f, dict) else (None, None)
+        if (isinstance(name, str) and isinstance(digest, str) and name and Path(name).name == name
+                and not name.startswith(".") and name not in (".", "..")):
+            listed[name] = digest.lower()
+    return listed
 
 
 class OutputFolder:
     """An output folder held by this run (see the module docstring). Use as a context manager."""
 
     def __init__(self, folder: str | Path, names: Sequence[str], *, flag: str = "--output-dir",
-                 keep: Iterable[str | Path] = ()) -> None:
+                 keep: Iterable[str | Path] = (), verified_only: bool = False) -> None:
         self.folder = Path(folder)
         self.names = tuple(names)
         self.flag = flag
-        self._keep = {Path(k).resolve() for k in keep}  # e.g. the sweep.json a --resume continues
+        # never deleted: e.g. the sweep.json a --resume continues, and the run's inputs
+        self._keep = {Path(k).resolve() for k in keep}
+        self._verified_only = verified_only  # only files whose sha256 the old manifest records (no name check)
         self._fd: int | None = None
         self._renamed: list[Path] = []
         self._created: list[Path] = []  # folders this run made, deepest first
@@ -275,11 +343,23 @@ class OutputFolder:
         if fcntl is None:
             return
         path = self.folder / LOCK_NAME
+        # never through a link (its target would be truncated), never a FIFO or device (O_NONBLOCK: no hang)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = os.open(path, flags, 0o666)
             except OSError as e:
+                if os.path.islink(path):  # ELOOP (EMLINK on BSD): O_NOFOLLOW met a link
+                    raise self._foreign_lock(path, "a link") from None
                 raise _error(path, "create the lock file", e, self.flag) from e
+            try:
+                mode = os.fstat(fd).st_mode
+            except OSError as e:
+                os.close(fd)
+                raise _error(path, "create the lock file", e, self.flag) from e
+            if not stat.S_ISREG(mode):
+                os.close(fd)
+                raise self._foreign_lock(path, "not a regular file")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -295,7 +375,7 @@ class OutputFolder:
                 raise _error(path, "lock the output folder", e, self.flag) from e
             # The previous holder deletes the file on release: retry when ours is no longer the one at `path`.
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
+                same = os.path.samestat(os.fstat(fd), os.lstat(path))
             except FileNotFoundError:
                 same = False
             if same:
@@ -304,6 +384,10 @@ class OutputFolder:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode("ascii"))
         self._fd = fd
+
+    def _foreign_lock(self, path: Path, what: str) -> OutputError:
+        return OutputError(f"{self.flag} {self.folder}: {path.name} is {what}, not a lock leakaudit made; delete "
+                           f"it, or pass a different {self.flag}")
 
     def _unlock(self) -> None:
         if self._fd is None:
@@ -321,7 +405,8 @@ class OutputFolder:
         patterns += [f".{n}.*.tmp" for n in self.names] + [f"{n}*.tmp" for n in self.names]
         for pattern in patterns:
             for tmp in self.folder.glob(pattern):
-                self._delete(tmp, "delete a leftover temp file")
+                if _is_regular(tmp):  # a link or a special file of that name is not one of our temps
+                    self._delete(tmp, "delete a leftover temp file")
 
     def _delete(self, path: Path, what: str) -> None:
         if path.resolve() in self._keep or not (path.is_file() or path.is_symlink()):
@@ -336,13 +421,17 @@ class OutputFolder:
     def _clear_previous(self) -> None:
         listed = _listed_files(self.folder)
         self._delete(self.folder / MANIFEST_NAME, "delete the previous manifest")  # first: no set is claimed now
-        for name in listed:
-            self._delete(self.folder / name, "delete the previous report")
-        # No manifest (a killed run, or leakaudit 0.1.0): a known name goes only if leakaudit wrote the file,
-        # so `--output-dir .` cannot take a user's own report.html.
+        # Only what this run replaces (its own names), and only what leakaudit verifiably wrote: the recorded
+        # sha256 of a regular file, or, with no manifest (a killed run, or leakaudit 0.1.0), the name leakaudit
+        # in its first KiB -- so `--output-dir .` cannot take a user's own report.html or any file a planted
+        # manifest lists.
         for name in self.names:
-            if name not in listed and _written_by_leakaudit(self.folder / name):
-                self._delete(self.folder / name, "delete the previous report")
+            path = self.folder / name
+            if not _is_regular(path):
+                continue
+            verified = name in listed and _sha256_is(path, listed[name])
+            if verified or (not self._verified_only and _written_by_leakaudit(path)):
+                self._delete(path, "delete the previous report")
 
     def put(self, name: str, text: str | bytes) -> Path:
         """Replace one file now (sweep.json after every value): old or new, never part of one. The set is
@@ -390,12 +479,13 @@ class OutputFolder:
 
 def discard_previous(folder: str | Path, names: Sequence[str], *, keep: Iterable[str | Path] = ()) -> None:
     """Best effort, for a run that fails before it holds its folder (a bad option or config file): delete the
-    previous set so it cannot pass for this run's result. Skipped when another run holds the folder."""
+    previous set so it cannot pass for this run's result (the manifest, and the files of ``names`` whose sha256
+    it records; ``keep``: the run's inputs). Skipped when another run holds the folder."""
     folder = Path(folder)
     if not folder.is_dir():
         return
     try:
-        with OutputFolder(folder, names, keep=keep):
+        with OutputFolder(folder, names, keep=keep, verified_only=True):
             pass
     except (OutputError, OSError):
         pass  # the run's own error is the one to report

@@ -141,3 +141,40 @@ def test_the_declared_python_is_the_one_the_readme_names():
     floor = re.fullmatch(r">=\s*(3\.\d+)", project["requires-python"]).group(1)
     assert floor == "3.11"  # leakaudit.userfiles imports tomllib, new in 3.11
     assert f"Python {floor}+" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+# -- issue 20: Python warnings and the start-up window --------------------------------------------------------
+
+def test_python_warnings_do_not_add_lines_to_the_one_line_error_and_show_with_debug(tmp_path, capsys):
+    """`--arch-arg hidden=[0]` makes torch warn "Initializing zero-element tensors is a no-op" before the
+    weights are refused: the error is still one line; --debug shows the warning."""
+    import numpy as np
+    import torch
+
+    from leakaudit.models import create_model
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    model = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_safetensors(create_model("mlp", num_classes=4, input_shape=(3, 8, 8), hidden=(32,)), model, arch="mlp",
+                     input_shape=(3, 8, 8), num_classes=4, arch_kwargs={"hidden": [32]})
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((4, 3, 8, 8), dtype=np.float32),
+             y=np.arange(4))
+    args = ["scan", str(model), "--data", str(tmp_path / "d.npz"), "--arch-arg", "hidden=[0]", "--quiet",
+            "--output-dir", str(tmp_path / "out")]
+    assert app_main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "weights do not fit" in err and "zero-element" not in err, err
+    assert app_main([*args, "--debug"]) == 2
+    assert "UserWarning: Initializing zero-element tensors is a no-op" in capsys.readouterr().err
+
+
+def test_the_entry_modules_import_nothing_but_sys():
+    """The console script imports leakaudit and leakaudit.cli before main() can catch a Ctrl-C: they import as
+    little as possible (not even typing), so a Ctrl-C there is as unlikely as it can be (issue 20)."""
+    for path in (ROOT / "leakaudit" / "__init__.py", ROOT / "leakaudit" / "cli" / "__init__.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
+        assert names <= {"sys"}, (path.name, names)

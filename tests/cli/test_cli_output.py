@@ -253,3 +253,24 @@ def test_a_full_disk_in_the_folder_takes_back_the_output_json_too(workdir, tmp_p
     target = tmp_path / "scan.json"
     assert scan(workdir, "--output-dir", str(tmp_path / "r"), "--output", str(target)) == 2
     assert not target.exists() and not (tmp_path / "r").exists()
+
+
+def test_a_planted_manifest_in_the_output_folder_deletes_no_input_nor_other_file(workdir, tmp_path, monkeypatch):
+    """Issue 20: `{"files":[{"name":"m.onnx"},{"name":"pyproject.toml"}]}` in `.` with `--output-dir .` deleted both
+    before the model loaded; a user's report.html naming leakaudit went too, with --format json."""
+    here = tmp_path / "project"
+    here.mkdir()
+    (here / "m.safetensors").write_bytes((workdir / "mlp.safetensors").read_bytes())
+    (here / "pyproject.toml").write_text("[project]\nname = 'mine'\n")
+    (here / "report.html").write_text("<html>notes on our leakaudit runs</html>")
+    (here / MANIFEST_NAME).write_text(json.dumps({"files": [{"name": "m.safetensors"}, {"name": "pyproject.toml"},
+                                                            {"name": "report.html"}]}))
+    monkeypatch.chdir(here)
+    code = app_main(["scan", "m.safetensors", "--data", str(workdir / "samples"), "--attacks", "analytic",
+                     "--quiet", "--output-dir", ".", "--format", "json"])
+    assert code == 1
+    assert (here / "pyproject.toml").read_text() == "[project]\nname = 'mine'\n"
+    assert (here / "report.html").read_text() == "<html>notes on our leakaudit runs</html>"
+    assert (here / "m.safetensors").read_bytes() == (workdir / "mlp.safetensors").read_bytes()
+    listed = json.loads((here / MANIFEST_NAME).read_text())["files"]
+    assert [f["name"] for f in listed] == ["report.json"]

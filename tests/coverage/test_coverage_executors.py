@@ -340,3 +340,59 @@ def test_progress_counts_batches_with_an_eta_and_a_stop_leaves_the_report_incomp
     assert result.incomplete and result.overall == "incomplete"
     assert result.coverage is not None and 2 <= len(result.coverage.batches) < 8
     assert "resume with --resume" in result.incomplete_reason
+
+
+def test_every_worker_dying_twice_is_an_incomplete_resumable_report_not_an_internal_error(workdir, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """Issue 20: one batch, its worker killed twice: "internal error ... please report it", exit 3, no report;
+    the README promises 130 and an incomplete report that --resume continues."""
+    out = tmp_path / "r"
+    _kill_in_workers(monkeypatch)
+    code = scan(workdir, out, "--batch-size", "16", "--executor", "processes", "--workers", "1")
+    assert code == 130 and "internal error" not in capsys.readouterr().err
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["verdict"]["overall"] == "incomplete" and doc["incomplete"] and doc["attacks"] == []
+    assert "1 of 1 batches not audited" in doc["incomplete_reason"] and "--resume" in doc["incomplete_reason"]
+    assert doc["coverage"]["batches"] == [] and doc["coverage"]["audited"] == 0
+    monkeypatch.delenv("KILL_WORKERS_OF")
+    assert scan(workdir, out, "--batch-size", "16", "--executor", "processes", "--workers", "1", "--resume") == 1
+
+
+def test_a_dead_ray_address_in_the_environment_is_one_line_exit_2_without_waiting(workdir, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Issue 20: RAY_ADDRESS where no cluster answers made the scan hang for minutes, printing Ray's warnings
+    despite --quiet; with --ray-address the same case was already a clean exit 2."""
+    import socket
+    import time
+
+    if NO_RAY:
+        monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    out = tmp_path / "r"
+    started = time.monotonic()
+    code = scan(workdir, out, "--executor", "ray")
+    assert time.monotonic() - started < 60
+    _one_line_exit_2(capsys, code, out, f"RAY_ADDRESS=127.0.0.1:{port} (environment): no Ray cluster answers "
+                     "there", "unset RAY_ADDRESS to start a local Ray instance")
+
+
+def test_a_local_ray_instance_that_times_out_at_start_up_is_an_environment_error(workdir, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """Ray raises a plain Exception when its local node times out at start-up: that was exit 3, "internal
+    error ... please report it"; it is the machine's problem, named as such."""
+    fake = types.ModuleType("ray")
+
+    def init(**kwargs):
+        raise Exception("The current node timed out during startup. This could happen because some of the raylet "
+                        "failed to startup or the GCS has become overloaded.")
+
+    fake.init = init  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "r"
+    _one_line_exit_2(capsys, scan(workdir, out, "--executor", "ray"), out,
+                     "--executor ray: a local Ray instance did not start (The current node timed out during startup",
+                     "check 'ray status' (or 'ray stop'), or use --executor processes")

@@ -131,3 +131,14 @@ def test_feature_vectors_have_no_lpips() -> None:
     v = torch.rand(2, 10)
     result = METRICS.get("lpips").compute(v, v)
     assert isinstance(result, Unavailable) and "images" in result.reason
+
+
+def test_the_unavailable_reason_names_the_cache_under_home_not_the_runners_absolute_path(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 20: the reason (in the report and JUnit) held the runner's torch hub folder as an absolute path."""
+    home = tmp_path / "home" / "ci-runner"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(home / ".cache" / "torch" / "hub"))
+    value = lpips_distance(_images(), _images())
+    assert isinstance(value, Unavailable)
+    assert "not in ~/.cache/torch/hub/checkpoints and" in value.reason and str(tmp_path) not in value.reason

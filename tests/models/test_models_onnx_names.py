@@ -119,3 +119,23 @@ def test_subgraph_names_are_rewritten_and_keep_reading_outer_values():
         assert sub.node[0].input[0] == outer  # the subgraph still reads the outer value
         assert '"' not in sub.name + sub.node[0].name + sub.node[0].output[0]
     assert '"' not in outer + safe.graph.node[1].name
+
+
+@pytest.mark.parametrize("command", ["inspect", "scan"])
+@pytest.mark.parametrize("field, name", [("node name", b"relu"), ("valueinfo name", b"xin")])
+def test_a_name_that_is_not_utf8_is_one_line_exit_2(tmp_path, capsys, command, field, name):
+    """Issue 20: a node name with invalid UTF-8 was exit 3 (`TypeError: cannot use a string pattern on a
+    bytes-like object`)."""
+    path = _mlp_onnx(tmp_path / "bad.onnx", relu_name="relu", input_name="xin")
+    raw = path.read_bytes()
+    assert raw.count(name) >= 1
+    path.write_bytes(raw.replace(name, name[:-2] + b"\xff\xfe"))  # same length: the file stays well-formed
+    args = [command, str(path)]
+    if command == "scan":
+        np.savez(tmp_path / "data.npz", x=np.ones((2, 4), dtype=np.float32), y=np.array([0, 1]))
+        args += ["--data", str(tmp_path / "data.npz"), "--output-dir", str(tmp_path / "out"), "--quiet"]
+    assert app_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.endswith(f"{path}: the ONNX file holds a {field} that is not valid UTF-8; re-export the model, or "
+                        "rename its nodes and values to text (onnx.load, edit, onnx.save)")

@@ -132,3 +132,85 @@ def test_an_exit_from_the_forward_mid_scan_is_exit_2_not_0(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"leakaudit: error: --arch {py}:build: the model's forward stopped the process (it called sys.exit(0)); "
         "fix the architecture's code")
+
+
+# Issue 20: metadata that reaches a loader. A model file may configure built-in architectures only.
+
+RECORDER = ("import json, os, torch\n"
+            "def build(**kw):\n"
+            "    open(os.environ['SEEN'], 'w').write(json.dumps(sorted(kw)))\n"
+            "    return torch.nn.Linear(4, 3)\n")
+
+
+@pytest.mark.parametrize("metadata", [{"checkpoint_path": "/tmp/evil.pth"}, {"weights": "IMAGENET1K_V1"},
+                                      {"pretrained": True, "width": 3}])
+def test_metadata_arguments_never_reach_a_third_party_factory(tmp_path, capsys, monkeypatch, metadata):
+    """`--arch timm:…` got `checkpoint_path` from the file (timm opened it), `--arch torchvision.models:…` got
+    `weights` (torchvision tried to download): a third-party factory gets arguments from the user alone."""
+    py = tmp_path / "net.py"
+    py.write_text(RECORDER)
+    monkeypatch.setenv("SEEN", str(tmp_path / "seen.json"))
+    path = tmp_path / "w.safetensors"
+    save_file(torch.nn.Linear(4, 3).state_dict(), str(path),
+              metadata={"leakaudit.arch_kwargs": json.dumps(metadata), "leakaudit.dropout": "0.5"})
+    code, _ = _run(capsys, path, "--arch", f"{py}:build", "--input-shape", "4", "--num-classes", "3")
+    assert code == 0
+    assert json.loads((tmp_path / "seen.json").read_text()) == ["num_classes"]
+    # the user's own --arch-arg, on the command line, still reaches it (a loader keyword included)
+    code, _ = _run(capsys, path, "--arch", f"{py}:build", "--input-shape", "4", "--num-classes", "3",
+                   "--arch-arg", "weights=none")
+    assert code == 0 and json.loads((tmp_path / "seen.json").read_text()) == ["num_classes", "weights"]
+
+
+def test_a_loader_keyword_in_a_zoo_models_metadata_is_refused(tmp_path, capsys):
+    path = tmp_path / "w.safetensors"
+    save_model(create_model("mlp", num_classes=10, input_shape=(1, 28, 28)), str(path), metadata={
+        "leakaudit.arch": "mlp", "leakaudit.input_shape": "[1, 28, 28]",
+        "leakaudit.arch_kwargs": json.dumps({"pretrained_cfg_overlay": {"file": "/etc/passwd"}})})
+    code, err = _run(capsys, path)
+    assert code == 2
+    assert err == (f"leakaudit: error: {path}: the file's metadata leakaudit.arch_kwargs names pretrained_cfg_overlay, "
+                   "which opens or downloads a file; a model file may not ask for that: fix the metadata (e.g. save "
+                   "the weights again with leakaudit.models.save_safetensors)")
+
+
+def test_a_loader_keyword_from_a_config_file_is_refused(tmp_path, capsys):
+    path = tmp_path / "w.safetensors"
+    save_file(torch.nn.Linear(4, 3).state_dict(), str(path))
+    config = tmp_path / "leakaudit.toml"
+    config.write_text('arch = "timm:resnet18"\n[arch_args]\ncheckpoint_path = "/tmp/evil.pth"\n')
+    code = app_main(["scan", str(path), "--data", str(tmp_path), "--config", str(config),
+                     "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.endswith(f"{config} arch_args: checkpoint_path makes the architecture's factory open or download a "
+                        "file, which only the command line may ask for; remove it, or give --arch-arg "
+                        "checkpoint_path=... on the command line if you mean it")
+
+
+@pytest.mark.parametrize("value", ["NaN", "-0.5", "1.0", '"0.5"'])
+def test_a_dropout_rate_in_the_metadata_that_is_not_a_rate_is_refused(tmp_path, capsys, value):
+    """NaN or -0.5 built a model without dropout and the scan passed (exit 0)."""
+    path = tmp_path / "w.safetensors"
+    save_model(create_model("mlp", num_classes=10, input_shape=(1, 28, 28)), str(path), metadata={
+        "leakaudit.arch": "mlp", "leakaudit.input_shape": "[1, 28, 28]", "leakaudit.dropout": value})
+    code, err = _run(capsys, path)
+    assert code == 2
+    assert "the file's metadata leakaudit.dropout=" in err and "is not a dropout rate in [0, 1)" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "-0.5", "inf", "true"])
+def test_an_arch_arg_dropout_that_is_not_a_rate_is_refused(tmp_path, capsys, value):
+    path = tmp_path / "w.safetensors"
+    save_model(create_model("mlp", num_classes=10, input_shape=(1, 28, 28)), str(path))
+    code, err = _run(capsys, path, "--arch", "mlp", "--input-shape", "1,28,28", "--arch-arg", f"dropout={value}")
+    assert code == 2
+    assert "--arch mlp: dropout=" in err and "is not a dropout rate in [0, 1); give e.g. --arch-arg dropout=0.25" in err
+
+
+def test_an_arch_arg_nested_50000_deep_is_one_line_exit_2(tmp_path, capsys):
+    path = tmp_path / "w.safetensors"
+    save_model(create_model("mlp", num_classes=10, input_shape=(1, 28, 28)), str(path))
+    code, err = _run(capsys, path, "--arch", "mlp", "--input-shape", "1,28,28",
+                     "--arch-arg", "hidden=" + "[" * 50_000 + "]" * 50_000)
+    assert code == 2 and "--arch-arg: hidden: nested more than 32 deep; give a flat value" in err

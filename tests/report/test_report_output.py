@@ -277,3 +277,96 @@ def test_a_report_holding_a_non_finite_literal_is_an_input_error(tmp_path, liter
     bad.write_text('{"schema_version": "1.0", "x": ' + literal + "}")
     with pytest.raises(InputError, match=rf"nan\.json: holds the number {literal}, which is not finite"):
         load_document(bad)
+
+
+# Issue 20: an output folder an attacker prepared. A manifest is a claim, not proof; the lock is never a link.
+
+def test_a_planted_manifest_deletes_nothing_this_run_does_not_replace(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    for name in ("m.onnx", "pyproject.toml", "report.html"):
+        (folder / name).write_text(f"the user's {name}")
+    listed = [{"name": n, "sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest()}
+              for n in ("m.onnx", "pyproject.toml", "report.html")]
+    (folder / MANIFEST_NAME).write_text(json.dumps({"files": [{"name": "m.onnx"}, {"name": "pyproject.toml"},
+                                                              *listed]}))
+    with OutputFolder(folder, ("report.json",), keep=[folder / "m.onnx"]):
+        pass
+    # listed, even with their true sha256, but not written by this run (--format json): all three stay
+    assert names(folder) == ["m.onnx", "pyproject.toml", "report.html"]
+
+
+def test_a_listed_file_goes_only_when_its_sha256_matches_and_never_an_input(tmp_path):
+    folder = tmp_path / "r"
+    with OutputFolder(folder, REPORT_NAMES) as held:
+        held.commit({"report.json": SET["report.json"], "report.html": "<p>no name here</p>"})
+    (folder / "report.html").write_text("<p>edited by the user since</p>")
+    with OutputFolder(folder, REPORT_NAMES, keep=[folder / "report.json"]):
+        pass
+    # report.json is an input of this run (kept); report.html no longer has the recorded sha256 nor the name
+    assert names(folder) == ["report.html", "report.json"]
+
+
+def test_a_users_report_html_naming_leakaudit_stays_with_format_json(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "report.html").write_text("<html>my notes about leakaudit</html>")
+    with OutputFolder(folder, ("report.json",)) as held:
+        held.commit({"report.json": SET["report.json"]})
+    assert (folder / "report.html").read_text() == "<html>my notes about leakaudit</html>"
+
+
+def test_discard_previous_deletes_only_files_the_manifest_verifies(tmp_path):
+    folder = tmp_path / "r"
+    with OutputFolder(folder, REPORT_NAMES) as held:
+        held.commit(SET)
+    (folder / "report.junit.xml").write_text("<testsuites name='leakaudit'/> the user's own")
+    discard_previous(folder, REPORT_NAMES)
+    assert names(folder) == ["report.junit.xml"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks and flock are POSIX")
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (folder / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(OutputError, match=rf"^--output-dir {folder}: \.leakaudit\.lock is a link, not a lock "
+                                          r"leakaudit made; delete it, or pass a different --output-dir$"):
+        with OutputFolder(folder, REPORT_NAMES):
+            pass
+    assert victim.read_text() == "precious" and (folder / LOCK_NAME).is_symlink()
+    (folder / LOCK_NAME).unlink()
+    (folder / LOCK_NAME).symlink_to(tmp_path / "missing")  # a dangling link would be created through
+    with pytest.raises(OutputError, match=r"is a link, not a lock"):
+        with OutputFolder(folder, REPORT_NAMES):
+            pass
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_lock_that_is_a_fifo_is_refused_without_hanging(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    os.mkfifo(folder / LOCK_NAME)
+    with pytest.raises(OutputError, match=r"\.leakaudit\.lock is not a regular file, not a lock leakaudit made; "
+                                          r"delete it"):
+        with OutputFolder(folder, REPORT_NAMES):
+            pass
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_manifest_or_report_that_is_a_fifo_or_link_is_not_read_nor_followed(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    os.mkfifo(folder / MANIFEST_NAME)
+    os.mkfifo(folder / "report.json")
+    outside = tmp_path / "outside.html"
+    outside.write_text("<title>leakaudit report</title>")
+    (folder / "report.html").symlink_to(outside)
+    (folder / ".leakaudit-tmp-x").symlink_to(outside)
+    with OutputFolder(folder, REPORT_NAMES):  # returns: no blocking read of a FIFO
+        pass
+    assert outside.read_text() == "<title>leakaudit report</title>"
+    assert (folder / ".leakaudit-tmp-x").is_symlink()
