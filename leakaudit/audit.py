@@ -523,9 +523,10 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     cheapest first and stop once the control reconstructs: one reconstruction is all a pass needs.
     """
     removed = tuple(str(d) for d in update.threat.defenses)
-    if verdict.overall == "fail":
-        return ControlOutcome("not_needed", "a leak was found: the verdict does not rest on the control", None,
-                              removed)
+    if verdict.overall == "fail":  # a leak, or under --strict a fail-severity rule that could not be evaluated
+        why = ("a leak was found" if any(r.status == "fail" for r in verdict.results) else
+               "--strict failed the scan on a fail-severity rule that could not be evaluated")
+        return ControlOutcome("not_needed", f"{why}: the verdict does not rest on the control", None, removed)
     if observer.should_stop():
         return ControlOutcome("interrupted", "the scan was interrupted before the control ran", None, removed)
     fail_rules = [r for r in ruleset.rules if r.severity == "fail"]

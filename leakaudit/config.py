@@ -385,8 +385,9 @@ SETTINGS: tuple[Setting, ...] = (
             help_in={"sweep": "json (always written: --resume needs it) and/or html."}),
     Setting("quiet", "--quiet", _bool, "No progress or summary on stderr.", kind=bool, default=False, short="-q",
             command="never"),
-    Setting("strict", "--strict", _bool, "A rule that cannot be evaluated counts as a failure; a scan whose verdict "
-            "is inconclusive (no reconstruction even without the defenses) exits 1, not 4.", kind=bool,
+    Setting("strict", "--strict", _bool, "A fail-severity rule that cannot be evaluated counts as a failure (a "
+            "warn-severity one never does); a scan whose verdict is inconclusive (no reconstruction even without "
+            "the defenses) exits 1, not 4.", kind=bool,
             default=False),
     Setting("exit_zero", "--exit-zero", _bool, "Exit 0 even when a leak is found (report-only runs).", kind=bool,
             default=False, command="never", help_in={"sweep": "Exit 0 even when no tested setting passes."}),

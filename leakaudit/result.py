@@ -239,7 +239,7 @@ class AuditResult:
     def outcome(self) -> Outcome:
         """The verdict, exit code and summary line every output shows (``leakaudit.verdict.outcome``)."""
         control = self.control
-        return decide([(r.id, r.status) for r in self.rules], strict=self.strict,
+        return decide([(r.id, r.status, r.severity) for r in self.rules], strict=self.strict,
                       crashed=list(dict.fromkeys([a.name for a in self.attacks if a.status == "failed"]
                                                    + list(self.coverage.crashed if self.coverage else ()))),
                       incomplete=self.incomplete,

@@ -126,7 +126,9 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
         if r["status"] == "not_evaluated":
             recs.append(_rec(
                 f"not-evaluated-{r['id']}", f"Rule {r['id']} was not evaluated",
-                "Provide what it needs and re-scan, or accept the gap explicitly; --strict makes this a failure.",
+                "Provide what it needs and re-scan, or accept the gap explicitly"
+                + ("; --strict makes this a failure." if r.get("severity", "fail") == "fail" else
+                   "; it is a warning, so it does not fail the scan, even under --strict."),
                 r.get("reason") or "its metric had no value"))
     onnx = doc["model"].get("onnx")
     if onnx and onnx.get("looks_eval_exported") and not has_dropout:
