@@ -108,8 +108,15 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     from .coverage.executors import model_source
 
     source = None if loaded is model else model_source(loaded, settings)
-    return Prepared(loaded, plan.batches[0], findings, ruleset, settings, (batch_note,) if batch_note else (), plan,
-                    source)
+    notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
+    return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source)
+
+
+def _flat_note(plan: Any) -> str:
+    """The scan-level warning about flat (one-colour) samples among every audited one, "" when none."""
+    from .metrics.scoring import flat_note
+
+    return flat_note(torch.cat([b.pixels for b in plan.batches]), [n for b in plan.batches for n in b.names])
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from .verdict.outcome import Outcome, decide
 
+# A scan's note that starts with this names its flat (one-colour) samples (``metrics.scoring.flat_note``): the
+# terminal shows it as a warning and the report recommends real samples.
+FLAT_NOTE = "flat samples"
+
 if TYPE_CHECKING:
     import torch
 

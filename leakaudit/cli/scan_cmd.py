@@ -78,8 +78,12 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
                       markup=True)
     if doc.get("defense_cost"):  # protection above, its price here
         console.print(f"  defense cost: {terminal(doc['defense_cost']['summary'])}", highlight=False, markup=True)
+    from ..result import FLAT_NOTE
+
     for note in doc.get("notes", []):  # e.g. a batch size chosen for the model's BatchNorm layers
-        console.print(f"  note: {terminal(note)}", highlight=False, markup=True)
+        # flat samples bound what the verdict means: a warning, like detection's below
+        label = "[yellow]warning:[/]" if note.startswith(FLAT_NOTE) else "note:"
+        console.print(f"  {label} {terminal(note)}", highlight=False, markup=True)
     # what detection doubts (an export that changed the model, randomness no attack models) bounds the verdict
     # below; a user reading only the terminal must see it too. Warnings name the model's file and layers.
     for warning in (doc.get("findings") or {}).get("warnings", []):

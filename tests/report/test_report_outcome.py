@@ -231,3 +231,27 @@ def test_strict_fails_on_an_unevaluable_fail_rule_without_calling_it_a_leak(work
     assert "a leak was found" not in json.dumps(doc)  # the control's reason too
     err = capsys.readouterr().err
     assert "FAIL (strict):" in " ".join(err.split()) and "LEAK" not in err
+
+
+def test_flat_samples_are_flagged_on_the_terminal_and_in_the_report(workdir, tmp_path, capsys):
+    # issue 19: one-colour samples got a verdict with no warning; now the scan names them everywhere
+    photos = np.load(workdir / "samples.npz")
+    x = np.concatenate([photos["x"], np.zeros((1, *INPUT_SHAPE), np.float32),
+                        np.full((1, *INPUT_SHAPE), 0.5, np.float32)])
+    np.savez(tmp_path / "mixed.npz", x=x, y=np.array([0, 1, 2, 3]))
+    out = tmp_path / "r"
+    code = app_main(["scan", str(workdir / "mlp.safetensors"), "--data", str(tmp_path / "mixed.npz"),
+                     "--output-dir", str(out), "--attacks", "analytic"])
+    doc = json.loads((out / "report.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    assert code == doc["verdict"]["exit_code"]
+    (note,) = [n for n in doc["notes"] if n.startswith("flat samples")]
+    assert "2 of 4 audited sample(s) are flat" in note and "mixed.npz[2], mixed.npz[3]" in note
+    assert "flat-samples" in {r["id"] for r in doc["recommendations"]}
+    html = (out / "report.html").read_text()
+    assert "Audit samples with structure" in html and "2 of 4 audited sample(s) are flat" in html
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: flat samples: 2 of 4 audited sample(s) are flat" in err
+    # photos only: no such warning
+    assert scan(workdir, tmp_path / "photos", "--attacks", "analytic", "--quiet") == 1
+    assert not [n for n in outputs(tmp_path / "photos")[0]["notes"] if n.startswith("flat samples")]
