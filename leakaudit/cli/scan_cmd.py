@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -170,6 +171,11 @@ def scan(
     targets += [("--output", json_path)] if json_path is not None else []
     refuse_inputs(targets, scan_inputs(model, data, settings, config_file.path))
     console = Console(stderr=True)
+    # A defense or rule profile from a config file changes the verdict with an unchanged command line: say so
+    # now, and in the report (its notes, beside the reproduce command that spells them out).
+    from_config = config_file.applied(flags)
+    if from_config and not settings.quiet:
+        console.print(terminal(from_config), highlight=False, markup=True)
     command = reproduce_command(model, data, settings)
     # Before the model loads: a read-only, full or busy location is exit 2 now, and the previous set is gone,
     # so a run that fails from here on leaves no stale report. The folder is held until the command returns.
@@ -197,6 +203,8 @@ def scan(
                      on_batch=on_batch)
     if not result.incomplete and folder is not None:
         saved.unlink(missing_ok=True)  # complete: nothing to resume
+    if from_config:
+        result = replace(result, notes=(*result.notes, from_config))
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)
     written: list[str] = []
