@@ -258,8 +258,9 @@ class AuditResult:
 
     @property
     def leaked(self) -> bool:
-        """A fail-severity rule failed (whatever else happened: a leak found is real)."""
-        return self.rules_overall == "fail"
+        """A fail-severity rule fired (whatever else happened: a leak found is real). Not the same as
+        ``rules_overall == "fail"``, which under --strict also counts a fail-severity rule not evaluated."""
+        return any(r.status == "fail" for r in self.rules)
 
     @property
     def exit_code(self) -> int:
