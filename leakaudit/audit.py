@@ -113,9 +113,16 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     from .coverage.executors import model_source
 
     source = None if loaded is model else model_source(loaded, settings)
-    references = _references(plan, settings)
-    return Prepared(loaded, plan.batches[0], findings, ruleset, settings, (batch_note,) if batch_note else (), plan,
-                    source, references)
+    notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
+    return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
+                    _references(plan, settings))
+
+
+def _flat_note(plan: Any) -> str:
+    """The scan-level warning about flat (one-colour) samples among every audited one, "" when none."""
+    from .metrics.scoring import flat_note
+
+    return flat_note(torch.cat([b.pixels for b in plan.batches]), [n for b in plan.batches for n in b.names])
 
 
 def _references(plan: Any, settings: ScanSettings) -> Any:
@@ -542,9 +549,10 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     cheapest first and stop once the control reconstructs: one reconstruction is all a pass needs.
     """
     removed = tuple(str(d) for d in update.threat.defenses)
-    if verdict.overall == "fail":
-        return ControlOutcome("not_needed", "a leak was found: the verdict does not rest on the control", None,
-                              removed)
+    if verdict.overall == "fail":  # a leak, or under --strict a fail-severity rule that could not be evaluated
+        why = ("a leak was found" if any(r.status == "fail" for r in verdict.results) else
+               "--strict failed the scan on a fail-severity rule that could not be evaluated")
+        return ControlOutcome("not_needed", f"{why}: the verdict does not rest on the control", None, removed)
     if observer.should_stop():
         return ControlOutcome("interrupted", "the scan was interrupted before the control ran", None, removed)
     # Judged by what "recognised" means (the profile's per-sample fail rules, else the default profile's), so

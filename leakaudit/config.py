@@ -4,8 +4,9 @@ The config file is the first of: ``--config FILE``; ``leakaudit.toml`` in the wo
 ``[tool.leakaudit]`` in the working directory's ``pyproject.toml``. Only one file is read (no merging of
 several files, so what applies is easy to tell). Keys are the long option names, with ``-`` or ``_``
 (``batch-size`` or ``batch_size``); lists may be TOML arrays or comma-separated strings. A relative
-``rules`` file path and ``reference-data`` are resolved against the config file's folder; ``output-dir`` against the working
-directory (where CI looks for artifacts).
+``rules`` file path and ``reference-data`` are resolved against the config file's folder; ``output-dir`` against
+the working directory (where CI looks for artifacts). ``leakaudit scan`` and ``sweep`` print the settings a file
+gave (``ConfigFile.applied``) on stderr unless --quiet, and a scan records them in its report's notes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import shlex
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -439,8 +441,9 @@ SETTINGS: tuple[Setting, ...] = (
             help_in={"sweep": "json (always written: --resume needs it) and/or html."}),
     Setting("quiet", "--quiet", _bool, "No progress or summary on stderr.", kind=bool, default=False, short="-q",
             command="never"),
-    Setting("strict", "--strict", _bool, "A rule that cannot be evaluated counts as a failure; a scan whose verdict "
-            "is inconclusive (no reconstruction even without the defenses) exits 1, not 4.", kind=bool,
+    Setting("strict", "--strict", _bool, "A fail-severity rule that cannot be evaluated counts as a failure (a "
+            "warn-severity one never does); a scan whose verdict is inconclusive (no reconstruction even without "
+            "the defenses) exits 1, not 4.", kind=bool,
             default=False),
     Setting("exit_zero", "--exit-zero", _bool, "Exit 0 even when a leak is found (report-only runs).", kind=bool,
             default=False, command="never", help_in={"sweep": "Exit 0 even when no tested setting passes."}),
@@ -476,19 +479,21 @@ def setting_args(settings: ScanSettings) -> list[str]:
         value = getattr(settings, s.name)
         if s.command == "never" or value is None or (s.command == "changed" and value == getattr(defaults, s.name)):
             continue
-        if isinstance(value, bool):
-            args += [s.flag] if value else []
-        elif isinstance(value, Mapping):  # KEY=VALUE items, the value as a TOML literal (JSON's are TOML's)
-            for key, item in value.items():
-                args += [s.flag, f"{key}={json.dumps(item)}"]
-        elif s.kind is list:
-            for item in value:
-                args += [s.flag, str(item)]
-        elif isinstance(value, tuple):
-            args += [s.flag, ",".join(map(str, value))]
-        else:
-            args += [s.flag, str(value)]
+        args += _flag_args(s, value)
     return args
+
+
+def _flag_args(s: Setting, value: Any) -> list[str]:
+    """The flags that give one setting ``value`` (a false boolean: none)."""
+    if isinstance(value, bool):
+        return [s.flag] if value else []
+    if isinstance(value, Mapping):  # KEY=VALUE items, the value as a TOML literal (JSON's are TOML's)
+        return [a for key, item in value.items() for a in (s.flag, f"{key}={json.dumps(item)}")]
+    if s.kind is list:
+        return [a for item in value for a in (s.flag, str(item))]
+    if isinstance(value, tuple):
+        return [s.flag, ",".join(map(str, value))]
+    return [s.flag, str(value)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,11 +501,28 @@ def setting_args(settings: ScanSettings) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+# The report's note (and the terminal's line) that names the settings a config file gave a scan.
+CONFIG_NOTE = "settings from"
+
+
 @dataclass(frozen=True)
 class ConfigFile:
     path: Path | None  # None: no config file applies
     values: dict[str, Any]  # validated, keyed by ScanSettings field name
     labels: dict[str, str] = field(default_factory=dict)  # field name -> "pyproject.toml [tool.leakaudit] seed"
+    where: str = ""  # how messages name the file: "pyproject.toml [tool.leakaudit]", "leakaudit.toml"
+
+    def applied(self, flags: Mapping[str, Any]) -> str:
+        """One line that names the settings this file gave the run (those not overridden by a flag), written as
+        the flags they equal, e.g. "settings from pyproject.toml [tool.leakaudit] (flags win): --defense
+        noise:sigma=1.0"; "" when it gave none. The CLI prints it and records it in the report: a defense or
+        rule profile from a file changes the verdict with an unchanged command line."""
+        used = [(SETTING[name], value) for name, value in self.values.items() if name not in flags]
+        if not used:
+            return ""
+        shown = " ".join(shlex.quote(a) for s, value in used
+                         for a in (_flag_args(s, value) or [f"{s.flag}=false"]))
+        return f"{CONFIG_NOTE} {self.where or self.path} (flags win): {shown}"
 
     @contextmanager
     def attributed(self, flags: Mapping[str, Any]) -> Iterator[None]:
@@ -602,14 +624,14 @@ def load_config(explicit: str | Path | None = None, cwd: Path | None = None) -> 
         path = Path(explicit)
         table, where = _table(_read_toml(path), path, required=True) or ({}, str(path))
         labels: dict[str, str] = {}
-        return ConfigFile(path, parse_config(table, where, path.parent, labels), labels)
+        return ConfigFile(path, parse_config(table, where, path.parent, labels), labels, where)
     for name, required in (("leakaudit.toml", True), ("pyproject.toml", False)):
         path = cwd / name
         if path.exists():  # not is_file(): a folder or FIFO of that name is refused, not silently skipped
             found = _table(_read_toml(path), Path(name), required=required)
             if found is not None:
                 labels = {}
-                return ConfigFile(path, parse_config(found[0], found[1], cwd, labels), labels)
+                return ConfigFile(path, parse_config(found[0], found[1], cwd, labels), labels, found[1])
     return ConfigFile(None, {})
 
 

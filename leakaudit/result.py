@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from .verdict.outcome import Outcome, decide
 
+# A scan's note that starts with this names its flat (one-colour) samples (``metrics.scoring.flat_note``): the
+# terminal shows it as a warning and the report recommends real samples.
+FLAT_NOTE = "flat samples"
+
 if TYPE_CHECKING:
     import torch
 
@@ -245,7 +249,7 @@ class AuditResult:
     def outcome(self) -> Outcome:
         """The verdict, exit code and summary line every output shows (``leakaudit.verdict.outcome``)."""
         control = self.control
-        return decide([(r.id, r.status) for r in self.rules], strict=self.strict,
+        return decide([(r.id, r.status, r.severity) for r in self.rules], strict=self.strict,
                       crashed=list(dict.fromkeys([a.name for a in self.attacks if a.status == "failed"]
                                                    + list(self.coverage.crashed if self.coverage else ()))),
                       incomplete=self.incomplete,
@@ -260,8 +264,9 @@ class AuditResult:
 
     @property
     def leaked(self) -> bool:
-        """A fail-severity rule failed (whatever else happened: a leak found is real)."""
-        return self.rules_overall == "fail"
+        """A fail-severity rule fired (whatever else happened: a leak found is real). Not the same as
+        ``rules_overall == "fail"``, which under --strict also counts a fail-severity rule not evaluated."""
+        return any(r.status == "fail" for r in self.rules)
 
     @property
     def exit_code(self) -> int:

@@ -24,8 +24,9 @@ from ..safetext import visible
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all rules pass and the attacks reconstructed the undefended case, 1 a fail-severity rule "
-    "fails (leak found), 2 usage or input error, 3 internal error, 4 inconclusive (the attacks could not "
-    "reconstruct even without the defenses; --strict: 1), 130 interrupted."
+    "fails (leak found; with --strict also: one could not be evaluated), 2 usage or input error, 3 internal "
+    "error, 4 inconclusive (the attacks could not reconstruct even without the defenses; --strict: 1), 130 "
+    "interrupted."
 )
 
 app = typer.Typer(

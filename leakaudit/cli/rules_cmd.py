@@ -70,7 +70,7 @@ _HELP = (
     "when left out), severity (fail or warn; default fail), scope (any sample or the batch mean; default any), "
     "description, rationale and reference.\n\n"
     "A rule whose metric has no value (e.g. LPIPS without local weights) is reported as not evaluated, never as "
-    "passed; scan --strict counts it as a failure."
+    "passed; scan --strict counts a fail-severity one as a failure (a warn-severity one never fails a scan)."
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -78,8 +79,12 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
                       markup=True)
     if doc.get("defense_cost"):  # protection above, its price here
         console.print(f"  defense cost: {terminal(doc['defense_cost']['summary'])}", highlight=False, markup=True)
+    from ..result import FLAT_NOTE
+
     for note in doc.get("notes", []):  # e.g. a batch size chosen for the model's BatchNorm layers
-        console.print(f"  note: {terminal(note)}", highlight=False, markup=True)
+        # flat samples bound what the verdict means: a warning, like detection's below
+        label = "[yellow]warning:[/]" if note.startswith(FLAT_NOTE) else "note:"
+        console.print(f"  {label} {terminal(note)}", highlight=False, markup=True)
     # what detection doubts (an export that changed the model, randomness no attack models) bounds the verdict
     # below; a user reading only the terminal must see it too. Warnings name the model's file and layers.
     for warning in (doc.get("findings") or {}).get("warnings", []):
@@ -170,6 +175,11 @@ def scan(
     targets += [("--output", json_path)] if json_path is not None else []
     refuse_inputs(targets, inputs)
     console = Console(stderr=True)
+    # A defense or rule profile from a config file changes the verdict with an unchanged command line: say so
+    # now, and in the report (its notes, beside the reproduce command that spells them out).
+    from_config = config_file.applied(flags)
+    if from_config and not settings.quiet:
+        console.print(terminal(from_config), highlight=False, markup=True)
     command = reproduce_command(model, data, settings)
     # Before the model loads: a read-only, full or busy location is exit 2 now, and the previous set is gone,
     # so a run that fails from here on leaves no stale report. The folder is held until the command returns.
@@ -199,6 +209,8 @@ def scan(
         saved.unlink(missing_ok=True)  # complete: nothing to resume
     elif folder is not None and not saved.exists():  # stopped before any batch was recorded: --resume starts it
         folder.put(checkpoint.NAME, checkpoint.dumps(ident, [], []))
+    if from_config:
+        result = replace(result, notes=(*result.notes, from_config))
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)
     written: list[str] = []

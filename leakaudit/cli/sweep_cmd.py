@@ -169,6 +169,9 @@ def sweep(
     json_path, html_path = out_dir / "sweep.json", out_dir / "sweep.html"
 
     console = Console(stderr=True)
+    from_config = config_file.applied(flags)  # as in scan: settings a file gave, unseen on the command line
+    if from_config and not settings.quiet:
+        console.print(terminal(from_config), highlight=False, markup=True)
     command = _sweep_command(model, data, settings, f"{spec.knob.name}={spec.spec}")
     # attributed: an error about a value the config file gave names the file and key, not a flag never typed
     with RichObserver(console, quiet=settings.quiet) as observer, config_file.attributed(flags):

@@ -225,7 +225,7 @@ def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage
         shown_batch=shown_batch, drawn=drawn, remainder=remainder, resumed=resumed)
     rules = combine_rules(batches) + rate_rules(coverage_rules(ruleset), coverage.recognised, coverage.audited,
                                                 coverage.interval, ids)
-    leaked = rules_fail((r.status for r in rules), strict=strict)
+    leaked = rules_fail(((r.id, r.status, r.severity) for r in rules), strict=strict)
     incomplete = interrupted or shown.incomplete or any(b.incomplete for b in batches) or bool(lost)
     missing = batches_planned - len(batches)
     reason = shown.incomplete_reason

@@ -225,3 +225,20 @@ def _flat_reason(metric: str, std: float) -> str:
 
 def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values) if values else math.nan
+
+
+def flat_note(pixels: torch.Tensor, names: Sequence[str]) -> str:
+    """One line that names the audited samples with no structure (pixel std below ``FLAT_STD``: one colour,
+    e.g. all black or all grey) and what that does to the verdict; "" when there are none. It starts with
+    ``result.FLAT_NOTE``: the terminal shows it as a warning, and the report recommends real samples."""
+    from ..result import FLAT_NOTE
+
+    stds = _pixel_std(pixels) if len(names) else []
+    flat = [name for name, std in zip(names, stds, strict=True) if std < FLAT_STD]
+    if not flat:
+        return ""
+    shown = ", ".join(flat[:5]) + (f" and {len(flat) - 5} more" if len(flat) > 5 else "")
+    return (f"{FLAT_NOTE}: {len(flat)} of {len(names)} audited sample(s) are flat (one colour, pixel std < "
+            f"{FLAT_STD:g}): {shown}; SSIM rules do not count them and their verdict rests on pixel metrics "
+            "(PSNR, MSE) alone, while a flat sample shows nothing an attacker could recognise: audit samples "
+            "like your clients' real data")

@@ -82,13 +82,16 @@ def _banner(doc: dict[str, Any]) -> str:
     verdict = doc["verdict"]
     # overall is leakaudit.verdict.outcome's; a schema-1.0 report said "pass" when interrupted, hence incomplete
     kind = "incomplete" if doc.get("incomplete") else str(verdict["overall"])
-    word = {"fail": "LEAK", "pass": "PASS", "error": "ERROR", "incomplete": "INCOMPLETE",
-            "inconclusive": "INCONCLUSIVE"}.get(kind, kind.upper())
+    # LEAK only when a rule fired; a --strict fail on rules that could not be evaluated found no leak
+    rules_failed = verdict.get("rules_overall", verdict["overall"]) == "fail"
+    fired = rules_failed and (verdict.get("counts") or {}).get("fail", 1) > 0
+    word = {"fail": "LEAK" if fired else "FAIL (strict)", "pass": "PASS", "error": "ERROR",
+            "incomplete": "INCOMPLETE", "inconclusive": "INCONCLUSIVE"}.get(kind, kind.upper())
     if kind == "incomplete":
-        leaked = verdict.get("rules_overall", verdict["overall"]) == "fail"
-        word += f" ({'LEAK' if leaked else 'no leak so far'})"
+        word += f" ({'LEAK' if fired else 'no leak so far'})"
     summary = str(verdict["summary"])
-    for prefix in ("INCOMPLETE: ", "LEAK: ", "PASS: ", "ERROR: ", "INCONCLUSIVE: "):  # the banner word says it
+    for prefix in ("INCOMPLETE: ", "LEAK: ", "FAIL (strict): ", "PASS: ", "ERROR: ",
+                   "INCONCLUSIVE: "):  # the banner word says it
         summary = summary.removeprefix(prefix)
     return f'<div class="banner {esc(kind)}" id="verdict"><strong>{esc(word)}</strong>{esc(summary)}</div>'
 
@@ -187,7 +190,7 @@ def _rules(doc: dict[str, Any]) -> str:
                      f'{esc(x["metric"])} {esc(x["comparison"])} {fmt(x["threshold"])} ({esc(x["scope"])})',
                      esc(x["severity"]), fmt(x["observed"]), where,
                      _long(x.get("reason") or x.get("description") or "")])
-    strict = " (strict: not evaluated counts as failure)" if r["strict"] else ""
+    strict = " (strict: a fail-severity rule not evaluated counts as failed)" if r["strict"] else ""
     return (f'<h2>Rules: profile {esc(r["profile"])}{esc(strict)}</h2>'
             + _table(["Status", "Rule", "Leaks when", "Severity", "Worst observed", "Attack / sample", "Reason"],
                      rows, numeric=[4]))

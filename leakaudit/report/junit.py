@@ -1,6 +1,7 @@
 """JUnit XML: one test case per rule, so CI systems (GitLab, Jenkins, GitHub test reporters) list each rule.
 
-fail -> <failure>; not_evaluated -> <skipped> (or <failure> under --strict, as the verdict counts it);
+fail -> <failure>; not_evaluated -> <skipped> (or, for a fail-severity rule under --strict, <failure>, as the
+verdict counts it: type "not_evaluated", never "leak");
 warn -> a passing case with the warning in <system-out>. An interrupted scan adds an <error> case, and an
 attack that crashed adds one too, so a green suite never hides an attack that did not run. An inconclusive
 scan (the positive control did not reconstruct) adds a failing case "positive control reconstructs" with the
@@ -63,10 +64,10 @@ def render_junit(doc: dict[str, Any]) -> str:
         if r["status"] == "fail":
             counts["failures"] += 1
             ET.SubElement(case, "failure", message=f"{r['id']}: leak, {_observed(r)}", type="leak").text = text
-        elif r["status"] == "not_evaluated" and rules["strict"]:
+        elif r["status"] == "not_evaluated" and rules["strict"] and r.get("severity", "fail") == "fail":
             counts["failures"] += 1
-            ET.SubElement(case, "failure", message=f"{r['id']}: not evaluated (--strict)",
-                          type="not_evaluated").text = text
+            ET.SubElement(case, "failure", message=f"{r['id']}: could not be evaluated, which --strict counts as "
+                          "failed (no leak was found by this rule)", type="not_evaluated").text = text
         elif r["status"] == "not_evaluated":
             counts["skipped"] += 1
             ET.SubElement(case, "skipped", message=f"{r['id']}: not evaluated: {r.get('reason', '')}")

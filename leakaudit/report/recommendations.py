@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..result import FLAT_NOTE
 from .budget import describe as describe_budget
 
 
@@ -126,8 +127,18 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
         if r["status"] == "not_evaluated":
             recs.append(_rec(
                 f"not-evaluated-{r['id']}", f"Rule {r['id']} was not evaluated",
-                "Provide what it needs and re-scan, or accept the gap explicitly; --strict makes this a failure.",
+                "Provide what it needs and re-scan, or accept the gap explicitly"
+                + ("; --strict makes this a failure." if r.get("severity", "fail") == "fail" else
+                   "; it is a warning, so it does not fail the scan, even under --strict."),
                 r.get("reason") or "its metric had no value"))
+    flat = [n for n in doc.get("notes", []) if isinstance(n, str) and n.startswith(FLAT_NOTE)]
+    if flat:
+        recs.append(_rec(
+            "flat-samples", "Audit samples with structure, not one-colour ones",
+            "A flat sample (all black, all grey) has nothing recognisable to reconstruct, so it neither shows a "
+            "leak nor shows its absence: SSIM rules leave it out and only pixel metrics judge it. Replace it with "
+            "samples like the data your clients train on and re-scan.",
+            flat[0].removeprefix(FLAT_NOTE + ": ")))
     onnx = doc["model"].get("onnx")
     if onnx and onnx.get("looks_eval_exported") and not has_dropout:
         recs.append(_rec(

@@ -4,7 +4,8 @@ For each rule the worst (most leaking) value over all attacks -- and over all sa
 is compared with the threshold. A rule fires on any attack; it passes only when every attack produced the
 metric and none crossed the threshold. A metric without a value (LPIPS without weights, label accuracy when
 the labels were given to the attacker, no attack run) makes the rule "not_evaluated" with the reason: it
-never passes silently, and under ``strict`` it counts as a failure. A structure metric (SSIM) on a flat
+never passes silently, and under ``strict`` a fail-severity one counts as a failure (a warn-severity one
+never fails a scan; see ``outcome``). A structure metric (SSIM) on a flat
 original is not counted (see ``leakaudit.metrics.scoring``): the rule says which samples it left out, and is
 not evaluated when no other sample remains.
 
@@ -65,13 +66,14 @@ class Verdict:
 
     def outcome(self, *, exit_zero: bool = False) -> Outcome:
         """The rules' outcome alone (no crashed attack, not interrupted); a scan's is ``AuditResult.outcome``."""
-        return decide([(r.rule.id, r.status) for r in self.results], strict=self.strict, exit_zero=exit_zero)
+        return decide([(r.rule.id, r.status, r.rule.severity) for r in self.results], strict=self.strict,
+                      exit_zero=exit_zero)
 
 
 def evaluate(ruleset: RuleSet, scores: Sequence[AttackScore], *, strict: bool = False) -> Verdict:
     """The verdict of ``ruleset`` on the scores of every attack that ran."""
     results = tuple(evaluate_rule(rule, scores) for rule in ruleset.rules)
-    failing = rules_fail((r.status for r in results), strict=strict)
+    failing = rules_fail(((r.rule.id, r.status, r.rule.severity) for r in results), strict=strict)
     return Verdict(overall="fail" if failing else "pass", results=results, profile=ruleset.name, strict=strict)
 
 

@@ -6,8 +6,10 @@ code and ``leakaudit sweep``'s per-value verdict -- reads :func:`decide`, so the
 The overall verdict, in order of precedence:
 
 - ``incomplete`` (exit 130): the scan was interrupted; what ran is reported, but no verdict is final;
-- ``fail`` (exit 1): a fail-severity rule fired (or, under --strict, could not be evaluated). A leak found
-  by one attack is real even when another attack crashed, and whatever the positive control says;
+- ``fail`` (exit 1): a fail-severity rule fired -- a leak was found (summary ``LEAK:``) -- or, under
+  --strict, a fail-severity rule could not be evaluated (summary ``FAIL (strict):`` when no rule fired; the
+  word LEAK is kept for a rule that fired). A leak found by one attack is real even when another attack
+  crashed, and whatever the positive control says;
 - ``error`` (exit 3): a planned attack crashed and no leak was found by the others: without that attack a
   pass would be claimed on less evidence than planned, so none is. It outranks ``inconclusive``: a crash is
   the more specific thing to fix, and it may be why the control did not reconstruct;
@@ -23,13 +25,22 @@ interruptions and ``inconclusive`` keep their codes: a report-only run must stil
 or that it proved nothing. ``--strict`` makes ``inconclusive`` exit 1 like a leak (the verdict stays
 ``inconclusive``, the summary says so): a strict gate lets nothing through that was not earned, while the
 default exit 4 lets a pipeline tell "no evidence" from "leak" (``examples/ci/`` shows both).
+
+A rule that cannot be evaluated (LPIPS without its weights, label accuracy when the labels were given to the
+attacker, no attack ran) is ``not_evaluated`` with its reason, never a pass. What it weighs depends on its
+severity. A *fail-severity* one counts as failed under ``--strict`` (a strict gate passes nothing it could
+not check), but it is not a leak: the summary says ``FAIL (strict): N fail-severity rule(s) could not be
+evaluated (ids)``, and ``LEAK`` appears only when a rule fired. A *warn-severity* one never fails a scan,
+strict or not: a warning that could not be computed cannot be worse than a warning (so the default profile,
+whose LPIPS rule is a warning, passes under ``--strict`` on a machine without the LPIPS weights). Rule
+results are given as ``(id, status, severity)``; a pair ``(id, status)`` is read as a fail-severity rule.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence, Union
 
 from ..errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK
 
@@ -41,6 +52,9 @@ WORDS: dict[str, str] = {"pass": "PASS", "fail": "LEAK", "error": "ERROR", "inco
                          "incomplete": "INCOMPLETE"}
 INCONCLUSIVE_REASON = "the attacks could not reconstruct even without the defenses: no evidence either way"
 RULE_STATUSES = ("pass", "fail", "warn", "not_evaluated")
+STRICT_WORD = "FAIL (strict)"  # a strict fail where no rule fired: no leak was found, so never "LEAK"
+# A rule's result: (id, status, severity); (id, status) is read as a fail-severity rule (the conservative side).
+RuleItem = Union[tuple[str, str], tuple[str, str, str]]
 
 
 @dataclass(frozen=True)
@@ -51,27 +65,38 @@ class Outcome:
     rules_overall: Literal["pass", "fail"]  # what the rules alone say, before crashes and interruptions
     exit_zero: bool = False
     crashed: tuple[str, ...] = ()  # attacks that raised
+    leak: bool = False  # a fail-severity rule fired: a leak was found (a strict fail need not be one)
 
     @property
     def word(self) -> str:
-        return WORDS[self.overall]
+        return STRICT_WORD if self.overall == "fail" and not self.leak else WORDS[self.overall]
 
 
-def rules_fail(statuses: Iterable[str], *, strict: bool) -> bool:
-    """Whether rule results make the verdict fail: a fail-severity rule fired, or under strict one was not
-    evaluated (rule results carry "fail" only for fail-severity rules; warn-severity ones say "warn")."""
-    return any(s == "fail" or (strict and s == "not_evaluated") for s in statuses)
+def _severity(item: RuleItem) -> str:
+    return item[2] if len(item) == 3 else "fail"
 
 
-def decide(rules: Sequence[tuple[str, str]], *, strict: bool = False, crashed: Sequence[str] = (),
+def strict_unevaluated(rules: Iterable[RuleItem]) -> list[str]:
+    """The ids of the fail-severity rules that could not be evaluated: what --strict counts as failed."""
+    return [item[0] for item in rules if item[1] == "not_evaluated" and _severity(item) == "fail"]
+
+
+def rules_fail(rules: Iterable[RuleItem], *, strict: bool) -> bool:
+    """Whether rule results ``(id, status, severity)`` make the verdict fail: a fail-severity rule fired (rule
+    results carry "fail" only for fail-severity rules; warn-severity ones say "warn"), or under strict a
+    fail-severity rule could not be evaluated. A warn-severity rule never fails a scan."""
+    items = list(rules)
+    return any(item[1] == "fail" for item in items) or (strict and bool(strict_unevaluated(items)))
+
+
+def decide(rules: Sequence[RuleItem], *, strict: bool = False, crashed: Sequence[str] = (),
            incomplete: bool = False, exit_zero: bool = False, control: bool | None = None,
            control_evidence: str = "") -> Outcome:
     """The outcome of a scan from its rule results ``(id, status)``, the attacks that crashed, whether it was
     interrupted, and whether the positive control reconstructed (``control``; None: no control to weigh).
     ``exit_zero`` maps a fail to exit 0 and nothing else; ``control_evidence`` (e.g. the control's best
     score) is appended to an inconclusive summary."""
-    statuses = [status for _, status in rules]
-    leaked = rules_fail(statuses, strict=strict)
+    leaked = rules_fail(rules, strict=strict)
     overall = _overall(leaked=leaked, crashed=bool(crashed), incomplete=incomplete, unearned=control is False)
     code = EXIT_CODES[overall]
     if exit_zero and overall == "fail":
@@ -86,7 +111,7 @@ def decide(rules: Sequence[tuple[str, str]], *, strict: bool = False, crashed: S
     if exit_zero and overall == "fail":
         summary += " (--exit-zero: exit 0)"
     return Outcome(overall=overall, exit_code=code, summary=summary, rules_overall="fail" if leaked else "pass",
-                   exit_zero=exit_zero, crashed=tuple(crashed))
+                   exit_zero=exit_zero, crashed=tuple(crashed), leak=any(item[1] == "fail" for item in rules))
 
 
 def _overall(*, leaked: bool, crashed: bool, incomplete: bool, unearned: bool) -> Overall:
@@ -108,23 +133,25 @@ def _inconclusive(summary: str, evidence: str, *, strict: bool) -> str:
     return text + (" (--strict: exit 1)" if strict else "")
 
 
-def counts(rules: Sequence[tuple[str, str]]) -> dict[str, int]:
+def counts(rules: Sequence[RuleItem]) -> dict[str, int]:
     """Rule results per status, every status present (0 when none)."""
-    found = Counter(status for _, status in rules)
+    found = Counter(item[1] for item in rules)
     return {s: found.get(s, 0) for s in RULE_STATUSES} | {s: n for s, n in found.items() if s not in RULE_STATUSES}
 
 
-def _summary(rules: Sequence[tuple[str, str]], *, strict: bool, leaked: bool, crashed: tuple[str, ...],
+def _summary(rules: Sequence[RuleItem], *, strict: bool, leaked: bool, crashed: tuple[str, ...],
              incomplete: bool) -> str:
     n = counts(rules)
-    failing = [rid for rid, s in rules if s == "fail"]
-    unevaluated = [rid for rid, s in rules if s == "not_evaluated"]
+    failing = [item[0] for item in rules if item[1] == "fail"]
+    unevaluated = [item[0] for item in rules if item[1] == "not_evaluated"]
+    counted = strict_unevaluated(rules) if strict else []  # what --strict fails on: fail-severity ones only
     if leaked:
         parts = [f"{len(failing)} rule(s) failed ({', '.join(failing)})"] if failing else []
-        if strict and unevaluated:
-            parts.append(f"{len(unevaluated)} rule(s) not evaluated, which --strict counts as failed "
-                         f"({', '.join(unevaluated)})")
-        text = f"LEAK: {'; '.join(parts)}"
+        if counted:
+            parts.append(f"{len(counted)} fail-severity rule(s) could not be evaluated, which --strict counts as "
+                         f"failed ({', '.join(counted)})")
+        # LEAK only when a rule fired; a strict fail on rules that could not be checked found no leak
+        text = f"LEAK: {'; '.join(parts)}" if failing else f"{STRICT_WORD}: {'; '.join(parts)}; no leak was found"
     elif crashed:
         text = (f"ERROR: {len(crashed)} attack(s) crashed ({', '.join(crashed)}) and no leak was found; "
                 "no pass is claimed without them")
@@ -133,6 +160,8 @@ def _summary(rules: Sequence[tuple[str, str]], *, strict: bool, leaked: bool, cr
             + (f" ({n['warn']} warning(s))" if n["warn"] else "")
     if leaked and crashed:
         text += f"; {len(crashed)} attack(s) crashed ({', '.join(crashed)})"
-    if unevaluated and not (leaked and strict):
-        text += f"; {len(unevaluated)} rule(s) not evaluated"
+    rest = [rid for rid in unevaluated if rid not in counted]
+    if rest:
+        text += f"; {len(rest)} rule(s) not evaluated" + (" (warn-severity: --strict does not fail on them)"
+                                                          if strict else "")
     return f"INCOMPLETE: {text}" if incomplete else text

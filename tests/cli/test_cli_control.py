@@ -70,7 +70,7 @@ def test_attacks_that_cannot_reconstruct_the_undefended_model_give_inconclusive_
 
 
 def test_strict_makes_inconclusive_exit_1_and_exit_zero_does_not_hide_it(cnn, tmp_path):
-    # one rule that is always evaluated (the default LPIPS rule is not without its weights: --strict fails that)
+    # one fail-severity rule that is always evaluated: the strict exit rests on the control alone
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nid = "recognisable"\nmetric = "ssim_adjusted"\nthreshold = 0.6\n')
     assert _scan(cnn, tmp_path / "s", *WEAK, "--strict", "--rules", str(rules), "--quiet") == 1

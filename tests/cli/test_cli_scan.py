@@ -174,6 +174,25 @@ def test_config_file_applies_and_flags_win(workdir, tmp_path, monkeypatch):
     assert "--defense noise:sigma=0.0001" in doc["command"] and "--attacks analytic" in doc["command"]
 
 
+def test_settings_from_a_config_file_are_named_on_stderr_and_in_the_report(workdir, tmp_path, monkeypatch, capsys):
+    # issue 19: a defense from [tool.leakaudit] turned a leak into a PASS with an unchanged command line, unsaid
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.leakaudit]\nattacks = "analytic"\n'
+                                            'defense = ["noise:sigma=1.0"]\nseed = 3\n')
+    argv = ["scan", str(workdir / "mlp.safetensors"), "--data", str(workdir / "samples.npz"), "--seed", "4"]
+    assert app_main(argv) == 0
+    line = ("settings from pyproject.toml [tool.leakaudit] (flags win): --attacks analytic "
+            "--defense noise:sigma=1.0")  # the seed is the flag's: not from the file
+    err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
+    assert err.startswith(line) and err.count(line) == 2  # before the scan, and beside the verdict
+    doc = json.loads((tmp_path / "leakaudit-report" / "report.json").read_text())
+    assert line in doc["notes"] and "--defense noise:sigma=1.0" in doc["command"] and doc["seed"] == 4
+    assert line in (tmp_path / "leakaudit-report" / "report.html").read_text()
+    assert app_main([*argv, "--quiet", "--output-dir", "q"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: not printed, still recorded
+    assert line in json.loads((tmp_path / "q" / "report.json").read_text())["notes"]
+
+
 def test_render_reproduces_the_scan_html(workdir, tmp_path):
     out = tmp_path / "r"
     scan(workdir, out, "--attacks", "analytic")

@@ -34,6 +34,16 @@ def test_pyproject_tool_table_is_read_and_leakaudit_toml_wins(tmp_path):
     assert resolve_settings(load_config(cwd=tmp_path), {}).budget == "quick"
 
 
+def test_applied_names_what_the_file_gave_as_flags_and_leaves_out_what_flags_override(tmp_path):
+    (tmp_path / "leakaudit.toml").write_text('defense = ["noise:sigma=1.0", "clip:norm=2"]\nseed = 5\n'
+                                            'strict = false\nrules = "strict"\n')
+    cfg = load_config(cwd=tmp_path)
+    assert cfg.applied({"seed": 9}) == ("settings from leakaudit.toml (flags win): --defense noise:sigma=1.0 "
+                                        "--defense clip:norm=2 --strict=false --rules strict")
+    assert cfg.applied({"defenses": (), "seed": 1, "strict": True, "rules": "default"}) == ""
+    assert load_config(cwd=tmp_path / "nowhere").applied({}) == ""
+
+
 def test_pyproject_without_tool_table_is_ignored(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
     assert load_config(cwd=tmp_path).path is None

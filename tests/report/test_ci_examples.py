@@ -87,3 +87,39 @@ def test_gitlab_job_allows_only_inconclusive_and_can_be_strict():
     job = yaml.safe_load((CI / "gitlab-ci.yml").read_text())["leakaudit"]
     assert job["allow_failure"] == {"exit_codes": [4]}
     assert job["variables"]["STRICT"] == "" and any(line.rstrip().endswith("$STRICT") for line in job["script"])
+
+
+def test_github_scan_step_under_strict_passes_offline_with_an_earned_pass(tmp_path):
+    """Issue 19: the workflow's scan step, run as written with STRICT="--strict" on a machine without LPIPS
+    weights, against the bundled leaking model with a defense from the config file: an earned PASS, exit 0
+    (the default profile's LPIPS rule is a warning, which --strict does not fail on)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = CI.parents[1]
+    stub = tmp_path / "bin" / "leakaudit"  # the real CLI of this checkout
+    stub.parent.mkdir()
+    stub.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "from leakaudit.cli import main; main()" "$@"\n')
+    stub.chmod(0o755)
+    work = tmp_path / "repo"
+    work.mkdir()
+    # the step's flags stay as written; the config file keeps the test fast: the analytic attack (and its
+    # control) on one photo, behind a defense it cannot invert
+    (work / "leakaudit.toml").write_text('attacks = "analytic"\nsamples = 1\ndefense = ["noise:sigma=1.0"]\n')
+    env = {k: v for k, v in os.environ.items() if k != "LEAKAUDIT_LPIPS_WEIGHTS"}
+    env.update({"PATH": f"{stub.parent}{os.pathsep}{env['PATH']}", "PYTHONPATH": str(root),
+                "TORCH_HOME": str(tmp_path / "torch-home"),  # an empty hub cache: no LPIPS weights
+                "MODEL": str(root / "examples" / "models" / "mlp_dropout.onnx"),
+                "SAMPLES": str(root / "examples" / "samples"), "STRICT": "--strict", "OMP_NUM_THREADS": "1"})
+    step = _github_scan_step()
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=env,
+                          cwd=work, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((work / "leakaudit-report" / "report.json").read_text())
+    lpips = next(r for r in doc["rules"]["results"] if r["id"] == "perceptual-lpips")
+    assert lpips["status"] == "not_evaluated" and "LPIPS needs" in lpips["reason"]
+    assert doc["rules"]["strict"] is True
+    assert (doc["verdict"]["overall"], doc["verdict"]["control_reconstructed"]) == ("pass", True)
+    assert (work / "leakaudit-report" / "report.junit.xml").is_file()

@@ -140,6 +140,21 @@ def test_junit_strict_counts_not_evaluated_as_failure_and_incomplete_as_error():
     assert suite.get("failures") == "2" and suite.get("errors") == "1"
 
 
+def test_a_strict_fail_without_a_fired_rule_is_not_a_leak_in_any_format():
+    import dataclasses
+
+    # no rule fired; the fail-severity LPIPS rule was not evaluated, which --strict counts as failed
+    result = dataclasses.replace(make_result(leaked=False), strict=True)
+    assert (result.overall, result.exit_code, result.leaked) == ("fail", 1, False)
+    doc = build_document(result)
+    assert doc["verdict"]["summary"].startswith("FAIL (strict): 1 fail-severity rule(s) could not be evaluated")
+    assert "<strong>FAIL (strict)</strong>" in render_html(doc) and "<strong>LEAK" not in render_html(doc)
+    failure = ET.fromstring(render_junit(doc)).find(".//failure")
+    assert failure is not None and failure.get("type") == "not_evaluated"
+    incomplete = build_document(dataclasses.replace(result, incomplete=True))
+    assert "INCOMPLETE (no leak so far)" in render_html(incomplete)
+
+
 def test_render_round_trip_reproduces_the_html(tmp_path):
     doc = build_document(make_result(layer_name=XSS_SCRIPT), embed_data=True)
     written = write_reports(doc, tmp_path, (FORMATS.get("json"), FORMATS.get("html")))

@@ -182,3 +182,76 @@ def test_a_crash_gets_a_recommendation_that_names_it(workdir, tmp_path, monkeypa
     scan(workdir, tmp_path / "r", "--attacks", "analytic", "--quiet")
     recs = {r["id"]: r for r in outputs(tmp_path / "r")[0]["recommendations"]}
     assert "simulated attack bug" in recs["attack-crashed"]["because"] and "pass-scope" not in recs
+
+
+def without_lpips_weights(monkeypatch, tmp_path: Path) -> None:
+    """A machine without LPIPS weights: an empty torch hub cache and no env var (leakaudit never downloads)."""
+    from leakaudit.metrics import LPIPS_WEIGHTS_ENV
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv(LPIPS_WEIGHTS_ENV, raising=False)
+
+
+def junit_case(out: Path, rule_id: str) -> ET.Element:
+    cases = ET.parse(out / "report.junit.xml").getroot().iter("testcase")
+    return next(c for c in cases if c.get("name", "").startswith(rule_id + ":"))
+
+
+def test_strict_keeps_an_earned_pass_when_a_warn_rule_cannot_be_evaluated(workdir, tmp_path, monkeypatch, capsys):
+    # issue 19: the default profile's LPIPS rule is a warning; without its weights --strict used to fail the scan
+    without_lpips_weights(monkeypatch, tmp_path)
+    out = tmp_path / "r"
+    assert scan(workdir, out, "--attacks", "analytic", "--defense", "noise:sigma=10", "--strict") == 0
+    doc, banner, props = outputs(out)
+    lpips = next(r for r in doc["rules"]["results"] if r["id"] == "perceptual-lpips")
+    assert (lpips["status"], lpips["severity"]) == ("not_evaluated", "warn")
+    assert (doc["verdict"]["overall"], banner, doc["verdict"]["control_reconstructed"]) == ("pass", "pass", True)
+    assert doc["verdict"]["summary"].startswith("PASS:") and "1 rule(s) not evaluated" in doc["verdict"]["summary"]
+    case = junit_case(out, "perceptual-lpips")
+    assert case.find("skipped") is not None and case.find("failure") is None
+    err = capsys.readouterr().err
+    assert "PASS:" in err and "LEAK" not in err
+
+
+def test_strict_fails_on_an_unevaluable_fail_rule_without_calling_it_a_leak(workdir, tmp_path, monkeypatch, capsys):
+    # the strict profile's LPIPS rule is fail-severity: --strict counts it as failed, but no leak was found
+    without_lpips_weights(monkeypatch, tmp_path)
+    out = tmp_path / "r"
+    assert scan(workdir, out, "--attacks", "analytic", "--defense", "noise:sigma=10", "--rules", "strict",
+                "--strict") == 1
+    doc, banner, props = outputs(out)
+    verdict = doc["verdict"]
+    assert (verdict["overall"], verdict["exit_code"], verdict["counts"]["fail"]) == ("fail", 1, 0)
+    assert verdict["summary"].startswith("FAIL (strict): 1 fail-severity rule(s) could not be evaluated")
+    assert "perceptual-lpips" in verdict["summary"] and "no leak was found" in verdict["summary"]
+    html = (out / "report.html").read_text()
+    assert "<strong>FAIL (strict)</strong>" in html and "<strong>LEAK" not in html
+    failure = junit_case(out, "perceptual-lpips").find("failure")
+    assert failure is not None and failure.get("type") == "not_evaluated" and "leak," not in failure.get("message")
+    assert "a leak was found" not in json.dumps(doc)  # the control's reason too
+    err = capsys.readouterr().err
+    assert "FAIL (strict):" in " ".join(err.split()) and "LEAK" not in err
+
+
+def test_flat_samples_are_flagged_on_the_terminal_and_in_the_report(workdir, tmp_path, capsys):
+    # issue 19: one-colour samples got a verdict with no warning; now the scan names them everywhere
+    photos = np.load(workdir / "samples.npz")
+    x = np.concatenate([photos["x"], np.zeros((1, *INPUT_SHAPE), np.float32),
+                        np.full((1, *INPUT_SHAPE), 0.5, np.float32)])
+    np.savez(tmp_path / "mixed.npz", x=x, y=np.array([0, 1, 2, 3]))
+    out = tmp_path / "r"
+    code = app_main(["scan", str(workdir / "mlp.safetensors"), "--data", str(tmp_path / "mixed.npz"),
+                     "--output-dir", str(out), "--attacks", "analytic"])
+    doc = json.loads((out / "report.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    assert code == doc["verdict"]["exit_code"]
+    (note,) = [n for n in doc["notes"] if n.startswith("flat samples")]
+    assert "2 of 4 audited sample(s) are flat" in note and "mixed.npz[2], mixed.npz[3]" in note
+    assert "flat-samples" in {r["id"] for r in doc["recommendations"]}
+    html = (out / "report.html").read_text()
+    assert "Audit samples with structure" in html and "2 of 4 audited sample(s) are flat" in html
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: flat samples: 2 of 4 audited sample(s) are flat" in err
+    # photos only: no such warning
+    assert scan(workdir, tmp_path / "photos", "--attacks", "analytic", "--quiet") == 1
+    assert not [n for n in outputs(tmp_path / "photos")[0]["notes"] if n.startswith("flat samples")]

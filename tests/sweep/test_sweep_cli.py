@@ -204,3 +204,12 @@ def test_config_file_formats_for_scan_do_not_break_sweep(fake, tmp_path):
     (tmp_path / "leakaudit.toml").write_text('format = "json,html,junit"\n')
     assert app_main(ARGS) == 0
     assert Path("out/sweep.json").exists() and Path("out/sweep.html").exists()
+
+
+def test_sweep_names_the_settings_a_config_file_gave(fake, tmp_path, capsys):
+    (tmp_path / "leakaudit.toml").write_text('budget = "quick"\n')
+    assert app_main(ARGS) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("settings from leakaudit.toml (flags win): --budget quick")
+    assert app_main(ARGS + ["--quiet"]) == 0
+    assert "settings from" not in capsys.readouterr().err

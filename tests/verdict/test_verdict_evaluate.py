@@ -78,6 +78,14 @@ def test_unavailable_metric_is_not_evaluated_and_fails_only_under_strict() -> No
     assert strict.outcome(exit_zero=True).exit_code == 0
 
 
+def test_strict_does_not_fail_on_a_warn_rule_that_cannot_be_evaluated() -> None:
+    no_lpips = _score("ig", {"a": {"ssim": 0.1}}, unavailable={"lpips": "LPIPS needs weights"})
+    rules = _rules(_rule("lp", "lpips", 0.3, "<=", severity="warn"), _rule("s", "ssim", 0.6, ">="))
+    strict = evaluate(rules, [no_lpips], strict=True)
+    assert strict.results[0].status == "not_evaluated"
+    assert strict.overall == "pass" and strict.outcome().exit_code == 0
+
+
 def test_a_metric_missing_in_one_attack_blocks_a_pass_but_not_a_fail() -> None:
     partial = _score("dlg", {"a": {"mse": 0.2}}, unavailable={"ssim": "not computed for this attack"})
     quiet = _score("ig", {"a": {"ssim": 0.1}})

@@ -69,7 +69,45 @@ def test_strict_counts_an_unevaluated_rule_as_failed_and_names_it():
 def test_rules_verdict_uses_the_same_decision():
     verdict = evaluate(load_rules("default"), [], strict=True)
     assert verdict.overall == "fail" and verdict.outcome().exit_code == 1
-    assert verdict.outcome(exit_zero=True).exit_code == 0 and verdict.outcome().summary.startswith("LEAK:")
+    # nothing was measured: strict fails it, but no leak was found, so the summary does not say LEAK
+    assert verdict.outcome(exit_zero=True).exit_code == 0 and verdict.outcome().summary.startswith("FAIL (strict):")
+
+
+# --strict and rules that cannot be evaluated (issue 19): (id, status, severity)
+LPIPS_WARN = ("perceptual-lpips", "not_evaluated", "warn")
+LPIPS_FAIL = ("perceptual-lpips", "not_evaluated", "fail")
+SSIM_PASS = ("recognisable-ssim", "pass", "fail")
+SSIM_FIRED = ("recognisable-ssim", "fail", "fail")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_warn_rule_that_cannot_be_evaluated_never_fails_a_scan(strict):
+    # the default profile on a machine without LPIPS weights: an earned pass stays a pass under --strict
+    outcome = decide([SSIM_PASS, LPIPS_WARN], strict=strict, control=True, control_evidence="control: ssim 1")
+    assert (outcome.overall, outcome.exit_code, outcome.rules_overall) == ("pass", 0, "pass")
+    assert outcome.summary.startswith("PASS: no fail-severity rule failed; 1 rule(s) not evaluated")
+    assert "LEAK" not in outcome.summary
+
+
+def test_strict_fails_on_an_unevaluated_fail_rule_without_calling_it_a_leak():
+    outcome = decide([SSIM_PASS, LPIPS_FAIL, ("label-recovery", "not_evaluated", "warn")], strict=True,
+                     control=True)
+    assert (outcome.overall, outcome.exit_code, outcome.leak) == ("fail", 1, False)
+    assert outcome.word == "FAIL (strict)"
+    assert outcome.summary == ("FAIL (strict): 1 fail-severity rule(s) could not be evaluated, which --strict counts "
+                               "as failed (perceptual-lpips); no leak was found; 1 rule(s) not evaluated "
+                               "(warn-severity: --strict does not fail on them)")
+    assert "LEAK" not in outcome.summary and "a leak was found" not in outcome.summary
+    # without --strict the same results pass, and say what was not evaluated
+    relaxed = decide([SSIM_PASS, LPIPS_FAIL], control=True)
+    assert (relaxed.overall, relaxed.exit_code) == ("pass", 0) and "1 rule(s) not evaluated" in relaxed.summary
+
+
+def test_strict_with_a_fired_rule_is_a_leak_and_names_the_unevaluated_one_apart():
+    outcome = decide([SSIM_FIRED, LPIPS_FAIL], strict=True)
+    assert (outcome.overall, outcome.exit_code, outcome.leak, outcome.word) == ("fail", 1, True, "LEAK")
+    assert outcome.summary == ("LEAK: 1 rule(s) failed (recognisable-ssim); 1 fail-severity rule(s) could not be "
+                               "evaluated, which --strict counts as failed (perceptual-lpips)")
 
 
 # The positive control (issue 12): control=True it reconstructed the undefended case, False it did not,
