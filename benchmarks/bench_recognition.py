@@ -192,7 +192,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for skill in (0.05, 0.1, 0.2, 0.3):
             for gain in (1.0, 2.0, 3.0, math.inf):
-                call = lambda x: new_rule(x["r"], skill=skill, gain=gain)  # noqa: E731
+                call = lambda x, s=skill, g=gain: new_rule(x["r"], skill=s, gain=g)  # noqa: E731
                 cells = [rate([x for x in records if x["refs"] == refs and (x["output"] in members)], call)
                          for refs in ("own", "bundled") for members in (TRIVIAL, RECOGNISABLE)]
                 print(f"| {skill} | {gain} | " + " | ".join(f"{c:.1f}%" for c in cells) + " |")

@@ -92,7 +92,8 @@ def main() -> None:
     OUT.parent.mkdir(exist_ok=True)
     np.savez_compressed(OUT, pixels=pixels, names=np.array(names))
     digest = hashlib.sha256(OUT.read_bytes()).hexdigest()[:16]
-    print(f"{OUT.relative_to(ROOT)}: {len(names)} images of {SIZE}x{SIZE} from {len(SOURCES)} photos, sha256 {digest}...")
+    print(f"{OUT.relative_to(ROOT)}: {len(names)} images of {SIZE}x{SIZE} from {len(SOURCES)} photos, "
+          f"sha256 {digest}...")
 
 
 if __name__ == "__main__":

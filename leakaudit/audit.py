@@ -607,7 +607,8 @@ def _clean_target(model: Any, batch: SampleBatch, clean: Any, target: Any, setti
 
 def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: tuple[str, ...], device: torch.device,
                   settings: ScanSettings, observer: Observer, ruleset: Any,
-                  scores: list[Any], references: torch.Tensor | None = None) -> tuple[list[AttackOutcome], list[Any], Any]:
+                  scores: list[Any],
+                  references: torch.Tensor | None = None) -> tuple[list[AttackOutcome], list[Any], Any]:
     from .verdict import evaluate
 
     own: list[AttackOutcome] = []

@@ -150,7 +150,7 @@ def _check_batch(b: BatchCoverage, total: int, strict: bool) -> str:
         return f"batch {b.index + 1} holds an unknown verdict"
     if b.incomplete:
         return f"batch {b.index + 1} was interrupted, and an interrupted batch is never checkpointed"
-    leaked = rules_fail((r.status for r in b.rules), strict=strict)
+    leaked = rules_fail(((r.id, r.status, r.severity) for r in b.rules), strict=strict)
     if (b.overall == "fail") != leaked:
         return f"batch {b.index + 1}'s verdict ({b.overall}) disagrees with its rules"
     return ""

@@ -17,7 +17,8 @@ recognises at once, falls below. Two questions separate them (``docs/recognition
   references cannot hide a leak.
 * **Better than trivial** (skill): ``skill = (s - s_base) / (1 - s_base)``, where ``s`` is the registered SSIM
   and ``s_base`` the better of the sample's mean-colour blank and its heavy blur (sigma 2 px at 32 px, scaled
-  with the size). A blank or a heavy blur scores 0 (or less), an exact copy 1. PSNR likewise as a gain in dB over the same baselines.
+  with the size). A blank or a heavy blur scores 0 (or less), an exact copy 1. PSNR likewise, as a gain in dB
+  over the same baselines.
 
 The registration is chosen per pair by normalised cross-correlation (invariant to brightness and contrast, and,
 by its absolute value, to inversion), the same way for the own original and for every reference, so the
@@ -258,7 +259,7 @@ def _distinct(references: torch.Tensor) -> torch.Tensor:
     if references.shape[0] <= 1:
         return references
     flat = references.flatten(1)
-    keep = []
+    keep: list[int] = []
     for i in range(flat.shape[0]):
         if not keep or not bool((flat[keep] - flat[i]).abs().amax(dim=1).le(1e-9).any()):
             keep.append(i)

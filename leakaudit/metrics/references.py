@@ -98,7 +98,8 @@ def _user(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; {fix}")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        files = sorted(p for p in path.rglob("*")
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
         if not files:
             raise DataError(f"{path}: holds no images ({'/'.join(IMAGE_EXTENSIONS)}); {fix}")
         for p in files[:MAX_REFERENCES]:
