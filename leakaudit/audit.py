@@ -627,11 +627,17 @@ def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: t
 
 
 def _evidence(rules: tuple[RuleOutcome, ...], reconstructed: bool) -> str:
-    """The control's standing against the fail rules, e.g. "control: ssim_adjusted 0.12 (ig), needs >= 0.6"."""
+    """The control's standing against the rules that define recognised, e.g. "control: ssim_skill 0.02 (ig), needs
+    >= 0.1 and match_p <= 0.02"."""
     fail = [r for r in rules if r.severity == "fail"]
     shown = [r for r in fail if r.status == ("fail" if reconstructed else "pass")] or fail
     parts = [f"{r.metric} {_fmt(r.observed)}" + (f" ({r.attack})" if r.attack else "") + f", needs {r.comparison} "
-             f"{r.threshold:g}" for r in shown if r.observed is not None]
+             f"{r.threshold:g}" + (f" and match_p <= {r.max_p:g}" if r.max_p is not None else "")
+             for r in shown if r.observed is not None]
+    if not parts and any(r.max_p is not None and r.status == "pass" for r in shown):
+        return ("control: no reconstruction was attributable to its own sample (" + "; ".join(
+            f"{r.metric} {r.comparison} {r.threshold:g} and match_p <= {r.max_p:g}" for r in shown
+            if r.max_p is not None) + " needed)")
     if not parts:
         return "control: no attack produced a reconstruction"
     return "control: " + "; ".join(parts[:2])

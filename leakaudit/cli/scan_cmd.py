@@ -97,12 +97,15 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
         if r["status"] == "not_evaluated":
             reason = r.get("reason") or "no value"
             shown = f"({reason[:117] + '...' if len(reason) > 120 else reason}; see the report)"
+        elif observed is None and r.get("max_p") is not None:
+            shown = "-> no reconstruction attributable to its sample"
         else:
             shown = "-> " + (f"{observed:.4g}" if isinstance(observed, float) else str(observed))
             shown += f" ({r['attack']})" if r.get("attack") else ""
+        attributed = f" and match_p <= {r['max_p']:g}" if r.get("max_p") is not None else ""
         # ids come from a user rule file, reasons may hold sample or model names: markup and controls escaped
-        console.print(f"  {mark}  {terminal(r['id'])}: {terminal(r['metric'])} {r['comparison']} {r['threshold']} "
-                      f"{terminal(shown)}", highlight=False, markup=True)
+        console.print(f"  {mark}  {terminal(r['id'])}: {terminal(r['metric'])} {r['comparison']} {r['threshold']}"
+                      f"{attributed} {terminal(shown)}", highlight=False, markup=True)
     console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
     for path in written:
         console.print(f"report: {visible(path)}", highlight=False, markup=False)

@@ -59,7 +59,7 @@ class Recognition:
     references: int  # K
     ssim: float  # registered SSIM to its own original (best over flip, shifts, adjustment, denoising)
     ssim_baseline: float  # the better registered SSIM of the mean-colour blank and the heavy blur
-    ssim_skill: float  # (ssim - baseline) / (1 - baseline); NaN for a flat original (baseline 1)
+    ssim_skill: float  # (ssim - baseline) / (1 - baseline); 0 for a flat original (baseline 1)
     psnr: float  # registered PSNR (dB)
     psnr_baseline: float
     psnr_gain: float  # psnr - psnr_baseline (dB)
@@ -301,13 +301,15 @@ def recognise(recons: torch.Tensor, originals: torch.Tensor, references: torch.T
         others = own_mse[c] > DUPLICATE_MSE
         s_own, p_own = float(sims_ssim[r, own]), float(sims_psnr[r, own])
         sb, pb = float(base_ssim[own]), float(base_psnr[own])
+        # a flat original's baselines are exact: nothing can beat them (the sample is excluded as flat anyway)
         flat = sb >= 1.0 - 1e-9
         as_good = int((evidence[r][others] >= float(evidence[r, own]) - 1e-6).sum())
         count = int(others.sum())
         transform = _geometries(shift)[int(geometry[r, own])].describe() if rec.ndim == 4 else "as is"
         out.append(Recognition(match_p=(1 + as_good) / (count + 1), references=count, ssim=s_own, ssim_baseline=sb,
-                               ssim_skill=math.nan if flat else (s_own - sb) / (1.0 - sb), psnr=p_own,
-                               psnr_baseline=pb, psnr_gain=p_own - pb, transform=transform))
+                               ssim_skill=0.0 if flat else (s_own - sb) / (1.0 - sb), psnr=p_own,
+                               psnr_baseline=pb, psnr_gain=0.0 if flat or math.isnan(p_own - pb) else p_own - pb,
+                               transform=transform))
     return tuple(pairs), out
 
 

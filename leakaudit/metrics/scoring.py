@@ -219,8 +219,9 @@ def _pixel_std(pixels: torch.Tensor) -> list[float]:
 
 
 def _flat_reason(metric: str, std: float) -> str:
-    return (f"flat original (pixel std {std:.2g} < {FLAT_STD:g}): {metric} is ~1 for any flat reconstruction "
-            "of it, so it does not show a recognisable sample")
+    return (f"flat original (pixel std {std:.2g} < {FLAT_STD:g}): {metric} needs structure, which it does not "
+            "have (any flat reconstruction of about its brightness matches it), so it does not show a recognisable "
+            "sample")
 
 
 def _mean(values: list[float]) -> float:

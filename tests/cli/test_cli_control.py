@@ -55,7 +55,9 @@ def test_attacks_that_cannot_reconstruct_the_undefended_model_give_inconclusive_
     # no defense was simulated: the main run's IG is the control, not run twice
     assert control["status"] == "ran" and control["reconstructed"] is False
     assert control["shared_attacks"] == ["ig"] and control["attacks"] == [] and control["defenses_removed"] == []
-    assert "ssim_adjusted" in control["evidence"] and "(ig)" in control["evidence"]
+    # judged by the recognition test: the best structure score seen, or that nothing was even attributable
+    assert ("ssim_skill" in control["evidence"] and "(ig)" in control["evidence"]) or \
+        "no reconstruction was attributable to its own sample" in control["evidence"]
     assert doc["recommendations"][0]["id"] == "inconclusive" and "--device cuda" in doc["recommendations"][0]["text"]
     assert '<div class="banner inconclusive" id="verdict"><strong>INCONCLUSIVE</strong>' in html
     assert '<h2>Positive control</h2><p id="control">' in html and "did not reconstruct" in html
@@ -89,15 +91,17 @@ def test_with_a_defense_the_control_attacks_the_clean_update(cnn, tmp_path):
     assert control["attacks"][0]["settings"]["iterations"] == 1  # the scan's budget, not more
 
 
-def test_the_bundled_example_defended_still_passes_earned_by_the_analytic_control(tmp_path):
-    """README: mlp_dropout.onnx with --defense noise:sigma=0.1 passes; the control (no noise) is the exact
-    analytic inversion, so the slower control attacks are not needed."""
+def test_the_bundled_example_defended_passes_earned_by_the_analytic_control(tmp_path):
+    """README: mlp_dropout.onnx with --defense noise:sigma=0.3 passes; the control (no noise) is the exact
+    analytic inversion, so the slower control attacks are not needed. (At sigma 0.1 DIA still recovers the
+    coffee cup's outline and the cat's face: recognised, a LEAK -- the old absolute rule called it a pass.)"""
     out = tmp_path / "p"
-    assert _scan(EXAMPLE, out, "--defense", "noise:sigma=0.1", "--budget", "quick", "--quiet") == 0
+    assert _scan(EXAMPLE, out, "--defense", "noise:sigma=0.3", "--budget", "quick", "--quiet") == 0
     doc, html, _ = _reports(out)
     verdict, control = doc["verdict"], doc["control"]
     assert (verdict["overall"], verdict["control_reconstructed"]) == ("pass", True)
-    assert control["reconstructed"] is True and control["defenses_removed"] == ["noise:sigma=0.1"]
+    assert control["reconstructed"] is True and control["defenses_removed"] == ["noise:sigma=0.3"]
+    assert _scan(EXAMPLE, tmp_path / "l", "--defense", "noise:sigma=0.1", "--budget", "quick", "--quiet") == 1
     ran = [a["name"] for a in control["attacks"] if a["status"] == "ran"]
     assert ran == ["analytic"]
     assert all(a["reason"] == "not needed: the control already reconstructed"

@@ -20,13 +20,13 @@ def test_lists_every_profile_and_rule(capsys: pytest.CaptureFixture[str]) -> Non
         assert name in out
         for rule in load_rules(name).rules:
             assert rule.id in out
-    assert "ssim_adjusted >= 0.6" in out and "lpips <= 0.3" in out
+    assert "ssim_skill >= 0.1" in out and "match_p <= 0.02" in out and "lpips <= 0.3" in out
 
 
 def test_one_profile(capsys: pytest.CaptureFixture[str]) -> None:
     assert app_main(["rules", "--profile", "strict"]) == 0
     out = capsys.readouterr().out
-    assert "partial-psnr" in out and "recognisable-ssim" not in out
+    assert "attributable" in out and "recognised-structure" not in out
 
 
 def test_json_lists_profiles_and_metric_directions(capsys: pytest.CaptureFixture[str]) -> None:

@@ -186,7 +186,8 @@ def test_settings_from_a_config_file_are_named_on_stderr_and_in_the_report(workd
     err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
     assert err.startswith(line) and err.count(line) == 2  # before the scan, and beside the verdict
     doc = json.loads((tmp_path / "leakaudit-report" / "report.json").read_text())
-    assert line in doc["notes"] and "--defense noise:sigma=1.0" in doc["command"] and doc["seed"] == 4
+    assert line in doc["notes"] and "--defense noise:sigma=1.0" in doc["command"] and "--seed 4" in doc["command"]
+    assert doc["seed"] == 4 + doc["coverage"]["shown_batch"]  # the shown batch's seed (batch i uses seed + i)
     assert line in (tmp_path / "leakaudit-report" / "report.html").read_text()
     assert app_main([*argv, "--quiet", "--output-dir", "q"]) == 0
     assert capsys.readouterr().err == ""  # --quiet: not printed, still recorded

@@ -103,7 +103,8 @@ def _edit(out: Path, change, *, redigest: bool) -> None:
     doc = json.loads(path.read_text())
     change(doc)
     if redigest:
-        keep = ("leakaudit", "model_sha256", "arch_sha256", "settings", "rules_sha256", "samples", "samples_sha256")
+        keep = ("leakaudit", "model_sha256", "arch_sha256", "settings", "rules_sha256", "samples", "samples_sha256",
+                "references_sha256")
         doc["records_sha256"] = checkpoint._digest({**{k: doc[k] for k in keep}, "batches": doc["batches"],
                                                     "records": doc["records"]})
     path.write_text(json.dumps(doc))

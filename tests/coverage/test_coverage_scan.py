@@ -52,10 +52,14 @@ def report(out: Path) -> dict:
 
 
 def _recognised(sample: dict) -> bool:
-    """The default profile's fail-severity per-sample rules, recomputed from the reported scores."""
+    """The default profile's fail-severity per-sample rules, recomputed from the reported scores: attributable
+    (match_p <= 0.02, or nearest of all with fewer references) and structure score >= 0.1 or PSNR gain >= 1 dB."""
     m = sample["metrics"]
-    psnr = math.inf if m.get("psnr") == "inf" else m.get("psnr", 0.0)
-    return m.get("ssim_adjusted", 0.0) >= 0.6 or psnr >= 20.0
+    if "match_p" not in m or sample["references"] is None:
+        return False
+    gain = math.inf if m.get("psnr_gain") == "inf" else m.get("psnr_gain", -math.inf)
+    attributable = m["match_p"] <= max(0.02, 1 / (sample["references"] + 1)) + 1e-12
+    return attributable and (m.get("ssim_skill", -math.inf) >= 0.1 or gain >= 1.0)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -171,7 +175,8 @@ severity = "warn"
     assert scan(workdir, leak, "--samples", "8", "--rules", str(rules)) == 1
     doc = report(leak)
     by_id = {r["id"]: r for r in doc["rules"]["results"]}
-    assert doc["coverage"]["criterion"] == ["recognisable"]  # no fail-severity per-sample rule: the warn one
+    # no fail-severity per-sample rule of its own: "recognised" is the default profile's criterion
+    assert doc["coverage"]["criterion"] == ["recognised-structure", "recognised-pixels"]
     assert by_id["no-sample-recognised"]["status"] == "fail" and by_id["no-sample-recognised"]["observed"] == 1.0
     assert by_id["at-most-half"]["status"] == "warn"
     assert scan(workdir, safe, "--samples", "8", "--rules", str(rules), "--defense", "noise:sigma=10") in (0, 4)
@@ -192,9 +197,9 @@ def test_resume_continues_from_the_checkpoint(workdir, tmp_path, monkeypatch, in
     calls: list[int] = []
     monkeypatch.setattr(audit_module, "audit_loaded", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     assert scan(workdir, out, "--samples", "8", "--batch-size", "2", "--resume") == 1
-    # batches 3 and 4 ran; batch 1 (the worst sample's, restored) again for the report's detail
-    assert len(calls) == 3
     resumed, whole = report(out)["coverage"], report(full)["coverage"]
+    # batches 3 and 4 ran; a restored batch again only when it holds the worst sample (the report's detail)
+    assert len(calls) == 2 + (resumed["shown_batch"] in (0, 1))
     assert resumed["resumed_batches"] == 2 and not (out / "scan-checkpoint.json").exists()
     strip = lambda c: [{k: v for k, v in s.items()} for s in c["samples"]]  # noqa: E731
     assert strip(resumed) == strip(whole)

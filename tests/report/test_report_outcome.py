@@ -172,8 +172,8 @@ def test_a_blank_sample_is_flagged_flat_in_the_report_and_not_a_leak_by_ssim(wor
     jsonschema.Draft202012Validator(schema()).validate(doc)
     assert code == doc["verdict"]["exit_code"]
     sample = doc["attacks"][0]["samples"][0]
-    assert sample["flat"] is True and "ssim_adjusted" in sample["excluded"]
-    rule = next(r for r in doc["rules"]["results"] if r["id"] == "recognisable-ssim")
+    assert sample["flat"] is True and {"ssim_skill", "match_p"} <= set(sample["excluded"])
+    rule = next(r for r in doc["rules"]["results"] if r["id"] == "recognised-structure")
     assert rule["status"] == "not_evaluated" and "every original is flat" in rule["reason"]
 
 
