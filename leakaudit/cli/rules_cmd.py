@@ -68,7 +68,10 @@ _HELP = (
     'A rule file is TOML: a top-level description and one "rule" table per rule (an array of tables) with id, '
     "metric, threshold and optionally comparison (must agree with the metric's leak direction, which it follows "
     "when left out), severity (fail or warn; default fail), scope (any sample or the batch mean; default any), "
-    "description, rationale and reference.\n\n"
+    "max_p (count only samples whose reconstruction is attributable to them: match_p <= max_p), description, "
+    "rationale and reference.\n\n"
+    "Recognised (what the positive control and the recognised fraction use) is the profile's per-sample "
+    "fail rules, or the default profile's when it has none; see docs/recognition.md.\n\n"
     "A rule whose metric has no value (e.g. LPIPS without local weights) is reported as not evaluated, never as "
     "passed; scan --strict counts a fail-severity one as a failure (a warn-severity one never fails a scan)."
 )

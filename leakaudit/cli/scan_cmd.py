@@ -77,6 +77,12 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
                       f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
                       f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,
                       markup=True)
+        if worst.get("explanation"):  # what "recognised" rests on, in words a reviewer can check
+            console.print(f"  {terminal(worst['name'])}: {terminal(worst['explanation'])}", highlight=False,
+                          markup=True)
+        recognition = doc.get("recognition") or {}
+        if recognition.get("text"):
+            console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
     if doc.get("defense_cost"):  # protection above, its price here
         console.print(f"  defense cost: {terminal(doc['defense_cost']['summary'])}", highlight=False, markup=True)
     from ..result import FLAT_NOTE

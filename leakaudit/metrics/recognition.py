@@ -287,7 +287,9 @@ def recognise(recons: torch.Tensor, originals: torch.Tensor, references: torch.T
     # target has no variance) but no skill. The PSNR gain counts too (in tenths: 10 dB ~ a skill of 1), for
     # smooth photos where noise costs SSIM more than the blur baseline does.
     skill = (sims_ssim - base_ssim) / (1.0 - base_ssim).clamp_min(1e-9)
-    gain = torch.nan_to_num(sims_psnr - base_psnr, nan=math.inf)
+    # inf - inf: an output adjusted onto a flat target matches it exactly, as that target's own blank does --
+    # no evidence at all (a flat reference must not outrank the sample it is compared with)
+    gain = torch.nan_to_num(sims_psnr - base_psnr, nan=0.0)
     evidence = torch.maximum(skill, gain / GAIN_PER_SKILL)
     # each original's column in the pool (itself, or the first exact repeat of it)
     own_mse = torch.stack([(pool - orig[c]).pow(2).flatten(1).mean(dim=1) for c in range(orig.shape[0])])
