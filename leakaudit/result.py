@@ -191,6 +191,9 @@ class CoverageOutcome:
     remainder: str = ""  # what happened to samples a batch size does not divide
     resumed: int = 0  # batches restored from a checkpoint
     confidence: float = 0.95
+    # the rules of ``criterion`` themselves (id, metric, comparison, threshold, max_p): the default profile's
+    # when the scan's profile has no per-sample fail rule, so they are not among the scan's rule results
+    criterion_rules: tuple[dict[str, Any], ...] = ()
 
     @property
     def audited(self) -> int:

@@ -18,14 +18,16 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_config, resolve_settings
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, EXIT_USAGE, ConfigError, LeakauditError
+from ..errors import (EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LEAK, EXIT_OK, EXIT_USAGE, ConfigError,
+                      LeakauditError)
 from ..safetext import terminal
 from . import options
 from .app import app, fail
 
 SWEEP_EXIT_HELP = (
     "Exit codes: 0 a tested setting passes the rules (and every stronger one), 1 no tested setting does, "
-    "2 usage or input error, 3 internal error (every value crashed), 130 interrupted (resume with --resume). "
+    "2 usage or input error, 3 internal error (every value crashed), 4 inconclusive (at every value the attacks "
+    "could not reconstruct even the undefended update), 130 interrupted (resume with --resume). "
     "With --exit-zero, 'no setting passes' exits 0."
 )
 
@@ -104,6 +106,10 @@ def _exit_code(result: Any, exit_zero: bool, console: Console) -> int:
         if errors and all(p.error_kind == "input" for p in errors):
             fail(f"every value failed; first error: {errors[0].error}")
             return EXIT_USAGE
+        if errors and all(p.error_kind == "inconclusive" for p in errors):
+            fail("every value was inconclusive: the attacks could not reconstruct even the undefended update, so no "
+                 "setting is shown to protect; raise --budget (or --iterations / --restarts), or use --device cuda")
+            return EXIT_INCONCLUSIVE
         fail("every value failed (see the notes in the table); rerun with --debug and please report it")
         return EXIT_INTERNAL
     return EXIT_OK if exit_zero else EXIT_LEAK

@@ -222,7 +222,9 @@ def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage
     coverage = CoverageOutcome(
         available=available, planned=planned, batch_size=batch_size, batches_planned=batches_planned,
         samples=tuple(prune(samples, metric)), batches=tuple(batches), criterion=ids, ranking_metric=metric,
-        shown_batch=shown_batch, drawn=drawn, remainder=remainder, resumed=resumed)
+        shown_batch=shown_batch, drawn=drawn, remainder=remainder, resumed=resumed,
+        criterion_rules=tuple({"id": r.id, "metric": r.metric, "comparison": r.comparison,
+                               "threshold": r.threshold, "max_p": r.max_p} for r in rules_for_samples))
     rules = combine_rules(batches) + rate_rules(coverage_rules(ruleset), coverage.recognised, coverage.audited,
                                                 coverage.interval, ids)
     leaked = rules_fail(((r.id, r.status, r.severity) for r in rules), strict=strict)

@@ -275,16 +275,15 @@ def _settings(settings: Any) -> dict[str, Any]:
 
 
 def _criterion(result: AuditResult) -> tuple[Any, ...]:
-    """The rule results that define "recognised" (the coverage's criterion; rule outcomes carry the thresholds)."""
-    ids = set(result.coverage.criterion) if result.coverage else set()
-    if not ids:
-        from ..verdict.rules import load_rules, recognition_rules
+    """The rules that define "recognised" (the coverage's criterion), as objects ``fires_on`` reads."""
+    from types import SimpleNamespace
 
-        try:
-            ids = {r.id for r in recognition_rules(load_rules(result.rules_profile))}
-        except Exception:  # noqa: BLE001 -- a profile file gone since the scan: no per-sample flags, nothing else
-            ids = set()
-    return tuple(r for r in result.rules if r.id in ids)
+    rules = result.coverage.criterion_rules if result.coverage else ()
+    if not rules:  # a result without coverage (audit_loaded alone): the profile's own per-sample fail rules
+        from ..verdict.rules import per_sample
+
+        return tuple(r for r in result.rules if r.severity == "fail" and per_sample(r))  # type: ignore[arg-type]
+    return tuple(SimpleNamespace(**r) for r in rules)
 
 
 def _recognition(result: AuditResult, criterion: tuple[Any, ...]) -> dict[str, Any]:

@@ -81,7 +81,9 @@ class Point:
     seconds: float | None = None
     error: str | None = None  # one line, for ERROR points
     notes: tuple[str, ...] = ()
-    error_kind: str | None = None  # "input" (a LeakauditError: fix the options) or "internal"
+    # "input" (a LeakauditError: fix the options), "internal" (an attack crashed) or "inconclusive" (the control
+    # did not reconstruct the undefended update: no evidence at this value)
+    error_kind: str | None = None
     cost: PointCost | None = None  # the defense's cost, beside its protection (None: no defense at this value)
 
 

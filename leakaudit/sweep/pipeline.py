@@ -123,7 +123,8 @@ def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> 
     # no verdict at this value, a pass would not be credible; only a crash is an internal error
     error = "; ".join(f"attack {a.name} failed: {a.reason}" for a in result.attacks if a.status == "failed")
     return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds, error=error or outcome.summary,
-                 error_kind="internal" if outcome.overall == "error" else None, notes=tuple(extra), cost=cost)
+                 error_kind="internal" if outcome.overall == "error" else "inconclusive", notes=tuple(extra),
+                 cost=cost)
 
 
 def _finite(x: Any) -> float | None:

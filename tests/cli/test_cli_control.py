@@ -140,3 +140,58 @@ def test_an_interrupted_scan_runs_no_control_and_stays_incomplete(cnn, tmp_path,
     doc, html, _ = _reports(tmp_path / "i")
     assert doc["verdict"]["overall"] == "incomplete" and doc["control"]["status"] == "interrupted"
     assert doc["control"]["attacks"] == [] and "Interrupted before it reconstructed" in html
+
+
+RATE_ONLY = """
+[[rule]]
+id = "no-sample-recognised"
+metric = "recognised_fraction"
+comparison = ">"
+threshold = 0.0
+"""
+WARN_ONLY = """
+[[rule]]
+id = "structure"
+metric = "ssim_skill"
+threshold = 0.1
+max_p = 0.02
+severity = "warn"
+"""
+
+
+@pytest.mark.parametrize("profile", [RATE_ONLY, WARN_ONLY], ids=["rate-rule-only", "warn-rules-only"])
+def test_no_profile_earns_a_pass_without_a_control_that_reconstructed(cnn, tmp_path, profile):
+    """Issue 19: a profile holding only a rate rule (the README's own example) or only warn rules gave exit 0
+    with no positive control at all, even with --strict. "Recognised" then means the default profile's test,
+    and the control must meet it."""
+    rules = tmp_path / "profile.toml"
+    rules.write_text(profile)
+    assert _scan(cnn, tmp_path / "r", *WEAK, "--rules", str(rules), "--quiet") == 4
+    doc = _reports(tmp_path / "r")[0]
+    assert doc["verdict"]["overall"] == "inconclusive" and doc["control"]["reconstructed"] is False
+    assert [c["id"] for c in doc["recognition"]["criterion"]] == ["recognised-structure", "recognised-pixels"]
+    assert _scan(cnn, tmp_path / "s", *WEAK, "--rules", str(rules), "--strict", "--quiet") == 1
+
+
+@pytest.mark.parametrize("profile", [RATE_ONLY, WARN_ONLY], ids=["rate-rule-only", "warn-rules-only"])
+def test_with_such_a_profile_a_pass_is_still_earned_by_a_control_that_reconstructs(tmp_path, profile):
+    rules = tmp_path / "profile.toml"
+    rules.write_text(profile)
+    assert _scan(EXAMPLE, tmp_path / "p", "--rules", str(rules), "--defense", "noise:sigma=1.0", "--attacks",
+                 "analytic", "--samples", "2", "--quiet") == 0
+    doc = _reports(tmp_path / "p")[0]
+    assert doc["verdict"]["overall"] == "pass" and doc["control"]["reconstructed"] is True
+
+
+def test_sweep_with_a_rate_only_profile_does_not_call_weak_noise_enough(cnn, tmp_path):
+    """Issue 19: with a rate-only profile, sweep recommended sigma 0.001 noise as enough, with attacks that
+    could not reconstruct even the undefended update: no value may count as passing without a control."""
+    rules = tmp_path / "profile.toml"
+    rules.write_text(RATE_ONLY)
+    out = tmp_path / "sweep"
+    code = app_main(["sweep", str(cnn), "--data", str(SAMPLES), *WEAK, "--rules", str(rules),
+                     "--vary", "noise.sigma=0.001,0.01", "--output-dir", str(out), "--quiet"])
+    doc = json.loads((out / "sweep.json").read_text())
+    assert code == 4  # inconclusive at every value, not "0: sigma 0.001 is enough"
+    assert all(p["passed"] is not True and p["error_kind"] == "inconclusive" for p in doc["points"])
+    assert doc["threshold"]["stable"] is None and doc["threshold"]["weakest_passing"] is None

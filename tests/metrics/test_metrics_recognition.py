@@ -47,12 +47,15 @@ def _recognised(verdict) -> bool:
 
 
 @pytest.mark.parametrize("name", PHOTOS)
-@pytest.mark.parametrize("how", ["exact", "mirrored", "shifted 2 px", "noise 0.05"])
+@pytest.mark.parametrize("how", ["exact", "mirrored", "shifted 2 px", "noise 0.05", "colour shift", "down-up x2"])
 def test_recognisable_outputs_are_recognised(name, how, refs):
     x = _photo(name)
     gen = torch.Generator().manual_seed(0)
+    half = torch.nn.functional.interpolate(x, scale_factor=0.5, mode="area")
     recon = {"exact": x, "mirrored": x.flip(-1), "shifted 2 px": torch.roll(x, (2, -1), dims=(2, 3)),
-             "noise 0.05": (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0, 1)}[how]
+             "noise 0.05": (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0, 1),
+             "colour shift": (x + torch.tensor([0.12, 0.0, -0.1]).view(1, 3, 1, 1)).clamp(0, 1),
+             "down-up x2": torch.nn.functional.interpolate(half, size=(32, 32), mode="bilinear").clamp(0, 1)}[how]
     v = _judge(recon, x, refs)
     assert v.references == 64
     assert v.match_p == pytest.approx(chance(64))  # closer to its own photo than to every reference
