@@ -34,6 +34,27 @@ def write_images() -> Callable[..., Path]:
     return _write
 
 
+@pytest.fixture(scope="session")
+def mlp_workdir() -> Callable[..., Path]:
+    return _mlp_workdir
+
+
+def _mlp_workdir(root: Path, n: int, shape: tuple[int, ...] = (3, 8, 8)) -> Path:
+    """``root`` with ``mlp.safetensors`` (a seeded MLP whose first layer is Linear: the analytic attack inverts
+    one sample exactly) and ``images/``, ``n`` photos from ``_write``."""
+    import torch
+
+    from leakaudit.models import create_model
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    torch.manual_seed(0)
+    model = create_model("mlp", num_classes=4, input_shape=shape, hidden=(32,))
+    save_safetensors(model, root / "mlp.safetensors", arch="mlp", input_shape=shape, num_classes=4,
+                     arch_kwargs={"hidden": [32]})
+    _write(root / "images", n)
+    return root
+
+
 @pytest.fixture
 def interrupt_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Callable]:
     """``interrupt_batch(n)`` makes the scan's n-th client batch raise KeyboardInterrupt (Ctrl-C while it runs);

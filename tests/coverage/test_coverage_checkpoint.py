@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from leakaudit.cli import app_main
 from leakaudit.coverage import checkpoint
@@ -23,16 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, write_images) -> Path:
-    from leakaudit.models import create_model
-    from leakaudit.models.safetensors_loader import save_safetensors
-
-    root = tmp_path_factory.mktemp("checkpoint")
-    torch.manual_seed(0)
-    model = create_model("mlp", num_classes=4, input_shape=SHAPE, hidden=(32,))
-    save_safetensors(model, root / "mlp.safetensors", arch="mlp", input_shape=SHAPE, num_classes=4,
-                     arch_kwargs={"hidden": [32]})
-    write_images(root / "images", 8)
+def workdir(tmp_path_factory, mlp_workdir) -> Path:
+    root = mlp_workdir(tmp_path_factory.mktemp("checkpoint"), 8, SHAPE)
     (root / "rules.toml").write_text((ROOT / "rules" / "default.toml").read_text())
     return root
 

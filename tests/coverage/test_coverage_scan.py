@@ -27,17 +27,8 @@ N = 64
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, write_images) -> Path:
-    from leakaudit.models import create_model
-    from leakaudit.models.safetensors_loader import save_safetensors
-
-    root = tmp_path_factory.mktemp("coverage")
-    torch.manual_seed(0)
-    model = create_model("mlp", num_classes=4, input_shape=SHAPE, hidden=(32,))
-    save_safetensors(model, root / "mlp.safetensors", arch="mlp", input_shape=SHAPE, num_classes=4,
-                     arch_kwargs={"hidden": [32]})
-    write_images(root / "images", N)
-    return root
+def workdir(tmp_path_factory, mlp_workdir) -> Path:
+    return mlp_workdir(tmp_path_factory.mktemp("coverage"), N, SHAPE)
 
 
 def scan(workdir: Path, out: Path, *extra: str, data: Path | None = None) -> int:
