@@ -40,9 +40,10 @@ from .interface import attributable, chance
 
 MAX_SIDE = 64  # working resolution: registration and the baselines do not need more, and SSIM costs area
 SHIFT_AT_32 = 2  # px of shift searched at 32 px (scaled with the image size)
-# The "heavy blur" baseline: colour blobs, no recognisable detail. Chosen by measurement (docs/recognition.md):
-# against a sigma-4 baseline a sigma-2 blur, which a person does not recognise, scored skill 0.4 (median) and
-# 87% of them passed as recognised; against sigma 2 none did, while 90% of recognisable outputs still were.
+# The "heavy blur" baseline: colour blobs, no recognisable detail. Chosen by measurement (docs/recognition.md,
+# benchmarks/bench_recognition.py --blur-sigma): against a sigma-4 baseline every sigma-2 blur, which a person
+# does not recognise, passed as recognised (16-18% of all trivial outputs); against sigma 2 none did (0.1-0.5%),
+# while 86% of recognisable outputs still were (99% against sigma 4).
 BLUR_SIGMA_AT_32 = 2.0
 DENOISE_SIGMAS_AT_32: tuple[float, ...] = (1.0,)  # the light denoising an attacker may apply to a noisy image
 GAIN_PER_SKILL = 10.0  # dB of PSNR gain that count like a structure score of 1 when ranking references
