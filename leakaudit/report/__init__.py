@@ -80,10 +80,8 @@ def validate_document(doc: Any, where: str) -> dict[str, Any]:
     if major != expected.split(".")[0]:
         raise InputError(f"{where}: report schema {doc['schema_version']} is not supported (this leakaudit reads "
                          f"{expected}); render it with the leakaudit version that wrote it")
-    try:
-        import jsonschema
-    except ImportError:  # jsonschema is a dev dependency; without it only the version is checked
-        return doc
+    import jsonschema  # a runtime dependency: a report read back is always checked against its schema
+
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema()).iter_errors(doc))
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
