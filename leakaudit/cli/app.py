@@ -13,7 +13,7 @@ import sys
 import traceback
 import warnings
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import typer.main
@@ -21,6 +21,9 @@ import typer.main
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LeakauditError
 from ..safetext import visible
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all rules pass and the attacks reconstructed the undefended case, 1 a fail-severity rule "
@@ -53,6 +56,17 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     pass
+
+
+def stderr_console() -> Console:
+    """The rich console for progress and summaries on stderr. On a terminal it fits the terminal; elsewhere (a CI
+    log, a pipe, a file) rich would wrap every line at 80 columns, splitting a rule line or a file name over
+    two lines that a reader or a grep cannot join, so lines are never wrapped there (tables get 160 columns)."""
+    from rich.console import Console
+
+    if sys.stderr.isatty():
+        return Console(stderr=True)
+    return Console(stderr=True, width=160, soft_wrap=True)
 
 
 def click_exceptions() -> ModuleType:

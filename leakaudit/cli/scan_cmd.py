@@ -22,7 +22,7 @@ from ..config import ScanSettings, load_config, resolve_settings, setting_args
 from ..errors import EXIT_OK, InputError, LeakauditError
 from ..safetext import terminal, visible
 from . import options
-from .app import EXIT_CODES_HELP, app
+from .app import EXIT_CODES_HELP, app, stderr_console
 
 def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
     """A command that repeats the scan without the config file, the seed made explicit: the flags are written
@@ -117,6 +117,28 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
         console.print(f"report: {visible(path)}", highlight=False, markup=False)
 
 
+def _append_step_summary(doc: dict[str, Any], rendered: dict[str, str]) -> tuple[str, str] | None:
+    """Append the Markdown summary to the file GITHUB_STEP_SUMMARY names (GitHub Actions shows it on the job's
+    page); (the file, why it failed or ""), or None when the variable is unset. A file that cannot be written is
+    a warning, never a different exit code: the verdict and the reports stand."""
+    import os
+
+    target = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if not target:
+        return None
+    text = rendered.get("markdown")
+    if text is None:
+        from ..report.markdown import render_markdown
+
+        text = render_markdown(doc)
+    try:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+    except OSError as e:
+        return target, e.strerror or type(e).__name__
+    return target, ""
+
+
 def scan_inputs(model: str, data: str, settings: ScanSettings, config_path: Path | None) -> list[tuple[str, Path]]:
     """The files (and the data folder) a scan reads: none of them may be an output."""
     inputs = [("the model", Path(model)), ("the --data input", Path(data))]
@@ -183,7 +205,7 @@ def scan(
                                              if folder else [])]
     targets += [("--output", json_path)] if json_path is not None else []
     refuse_inputs(targets, inputs)
-    console = Console(stderr=True)
+    console = stderr_console()
     # A defense or rule profile from a config file changes the verdict with an unchanged command line: say so
     # now, and in the report (its notes, beside the reproduce command that spells them out).
     from_config = config_file.applied(flags)
@@ -235,8 +257,12 @@ def scan(
             raise
     if to_stdout:
         _write_stdout(rendered["json"])
+    summary_file = _append_step_summary(doc, rendered)
     if not settings.quiet:
         _summary(console, doc, written)
+    if summary_file is not None and summary_file[1]:  # even with --quiet: the CI page lacks what it expected
+        console.print(f"[yellow]warning:[/] GITHUB_STEP_SUMMARY {terminal(summary_file[0])}: cannot append the "
+                      f"summary ({terminal(summary_file[1])}); the reports are written", highlight=False)
     # The report's own exit code (leakaudit.verdict.outcome.decide), so the two can never disagree.
     return int(doc["verdict"]["exit_code"])
 
@@ -246,7 +272,7 @@ def render(
     report: str = typer.Argument(..., help="report.json written by leakaudit scan.", show_default=False),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", help="HTML file to write (default: report.html next to the JSON; - for stdout)."),
-    format: str = typer.Option("html", "--format", help="Format to render: html, junit or json."),
+    format: str = typer.Option("html", "--format", help="Format to render: html, junit, markdown or json."),
     debug: bool = options.DEBUG,
 ) -> int:
     """Re-render a report (HTML by default) from a report.json alone."""

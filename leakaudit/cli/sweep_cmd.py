@@ -22,7 +22,7 @@ from ..errors import (EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_L
                       LeakauditError)
 from ..safetext import terminal
 from . import options
-from .app import app, fail
+from .app import app, fail, stderr_console
 
 SWEEP_EXIT_HELP = (
     "Exit codes: 0 a tested setting passes the rules (and every stronger one), 1 no tested setting does, "
@@ -176,7 +176,7 @@ def sweep(
     out_dir = Path(settings.output_dir)
     json_path, html_path = out_dir / "sweep.json", out_dir / "sweep.html"
 
-    console = Console(stderr=True)
+    console = stderr_console()
     from_config = config_file.applied(flags)  # as in scan: settings a file gave, unseen on the command line
     if from_config and not settings.quiet:
         console.print(terminal(from_config), highlight=False, markup=True)
