@@ -239,7 +239,8 @@ def test_markdown_has_verdict_rules_coverage_recognition_and_attacks():
     assert "| **FAIL** | ssim-any | ssim &gt;= 0.6 | 0.93 | dia |" in lines
     assert "| not evaluated | lpips-any | lpips &lt;= 0.3 | not evaluated: lpips unavailable: backbone weights not " \
            "found offline | - |" in lines
-    assert any(line.startswith("**Coverage:** 1 of 2 sample(s) recognised (50%, 95% interval 1.26-98.7%") for line in lines)
+    coverage = "**Coverage:** 1 of 2 sample(s) recognised (50%, 95% interval 1.26-98.7% Clopper-Pearson) in 2 batch"
+    assert any(line.startswith(coverage) for line in lines)
     assert "- worst sample 0-cat.png: matched to its own original among 70" in lines
     assert "- chance: a reconstruction with no information is matched by chance with probability 1/70" in lines
     assert "| dia | ran | 0.93 | 27.5 | 1.5 |  |" in lines
