@@ -49,7 +49,22 @@ def _names(param: Any) -> str:
     return ", ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
 
 
-def _command(name: str, command: Any) -> list[str]:
+def _declared_help(app: Any) -> dict[tuple[str, str], str]:
+    """(command, parameter) -> the help text declared in the command's signature. Some typer versions (0.18 on
+    click 8.5) leave an argument's ``help`` unset on the click object; the declaration always has it."""
+    import inspect
+
+    out: dict[tuple[str, str], str] = {}
+    for info in app.registered_commands:
+        name = info.name or info.callback.__name__
+        for pname, param in inspect.signature(info.callback).parameters.items():
+            declared = getattr(param.default, "help", None)
+            if isinstance(declared, str):
+                out[(name, pname)] = declared
+    return out
+
+
+def _command(name: str, command: Any, declared: dict[tuple[str, str], str]) -> list[str]:
     lines = [f"## leakaudit {name}", "", _text(command.help), ""]
     arguments = [p for p in command.params if p.param_type_name == "argument"]
     usage = " ".join(["leakaudit", name, *(p.name.upper() for p in arguments), "[OPTIONS]"])
@@ -57,7 +72,8 @@ def _command(name: str, command: Any) -> list[str]:
     for param in command.params:
         if param.name in _TYPER_OWN or getattr(param, "hidden", False):
             continue
-        lines.append(f"| {_names(param)} | {_default(param)} | {_text(getattr(param, 'help', ''))} |")
+        help_text = getattr(param, "help", None) or declared.get((name, param.name), "")
+        lines.append(f"| {_names(param)} | {_default(param)} | {_text(help_text)} |")
     lines.append("| `-h`, `--help` |  | Show the help and exit. |")
     if command.epilog:
         lines += ["", _text(command.epilog)]
@@ -72,13 +88,14 @@ def render_cli_markdown() -> str:
 
     _register_commands()
     group: Any = typer.main.get_command(app)  # a TyperGroup (click's Group) of whichever click typer runs on
+    declared = _declared_help(app)
     lines = [HEADER, "## leakaudit", "", _text(group.help), "",
              "| option | what it does |", "|---|---|",
              *(f"| {_names(p)} | {_text(getattr(p, 'help', ''))} |" for p in group.params
                if p.name not in _TYPER_OWN),
              "| `-h`, `--help` | Show the help and exit. |", ""]
     for name in sorted(group.commands):  # by name: the registration order depends on which module was imported first
-        lines += _command(name, group.commands[name])
+        lines += _command(name, group.commands[name], declared)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
