@@ -16,6 +16,10 @@ Every such string goes through one of these on its way out:
   and attributes (ElementTree itself escapes ``<``, ``&`` and quotes).
 - ``html_text(s)``: ``visible`` keeping tab/newline, then ``html.escape`` with quotes, for HTML text and
   attribute values.
+- ``markdown_text(s)``: ``visible`` (one line: a newline would end a table row), HTML escaped (GitHub renders
+  inline HTML), and the characters that make Markdown syntax inline -- backslash, backtick, ``*``, ``_``, ``~``,
+  square brackets, ``|`` (a table cell's end) -- backslash-escaped, so a name shows as typed and never becomes a link,
+  an image, emphasis, code or a new cell.
 - ``json_text(text)``: a JSON document from ``json.dumps(..., ensure_ascii=False)`` (readable names) with the
   hidden characters that ``json.dumps`` leaves raw (DEL, C1, bidi, zero-width) written as ``\\u009b`` etc., so a
   report printed with ``--output -`` cannot drive the terminal either. ``ensure_ascii=True`` needs nothing.
@@ -79,3 +83,12 @@ def json_text(text: str) -> str:
 def html_text(s: object) -> str:
     """``s`` for HTML text or a quoted attribute value: markup escaped (quotes too), nothing hidden."""
     return html.escape(visible(s, keep=_MULTILINE_KEPT), quote=True)
+
+
+_MARKDOWN_SPECIAL = frozenset("\\`*_~[]|")  # "(" only makes a link after "]", "!" only before "["
+
+
+def markdown_text(s: object) -> str:
+    """``s`` for one line of (GitHub-flavoured) Markdown, including a table cell: shown as typed, nothing hidden."""
+    text = html.escape(visible(s), quote=False)
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in text)

@@ -13,7 +13,7 @@ import sys
 import traceback
 import warnings
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import typer.main
@@ -21,6 +21,9 @@ import typer.main
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LeakauditError
 from ..safetext import visible
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all rules pass and the attacks reconstructed the undefended case, 1 a fail-severity rule "
@@ -33,8 +36,9 @@ app = typer.Typer(
     name="leakaudit",
     help="Audit federated-learning models for gradient-inversion leakage. " + EXIT_CODES_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command inherits -h from the root context
 )
 
 # Set by run() from --debug anywhere on the command line, so every command's errors are handled alike.
@@ -53,6 +57,17 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     pass
+
+
+def stderr_console() -> Console:
+    """The rich console for progress and summaries on stderr. On a terminal it fits the terminal; elsewhere (a CI
+    log, a pipe, a file) rich would wrap every line at 80 columns, splitting a rule line or a file name over
+    two lines that a reader or a grep cannot join, so lines are never wrapped there (tables get 160 columns)."""
+    from rich.console import Console
+
+    if sys.stderr.isatty():
+        return Console(stderr=True)
+    return Console(stderr=True, width=160, soft_wrap=True)
 
 
 def click_exceptions() -> ModuleType:
@@ -92,6 +107,9 @@ def _invoke(argv: list[str]) -> Any:
     """The command's return value. Not ``app(...)``: typer's main() turns KeyboardInterrupt into a silent exit 130
     (new typer) or an Abort after a blank line (old typer); invoking the click command keeps every exception raw."""
     command = typer.main.get_command(app)
+    # A shell's completion request (the script --install-completion installs sets _LEAKAUDIT_COMPLETE): answered
+    # here, as typer's main() would, and nothing else runs.
+    command._main_shell_completion({}, "leakaudit", "_LEAKAUDIT_COMPLETE")  # exits (SystemExit) when it answered
     with command.make_context("leakaudit", list(argv)) as ctx:
         return command.invoke(ctx)
 
@@ -122,6 +140,8 @@ def _run(argv: list[str]) -> int:
         return EXIT_USAGE
     except typer.Exit as e:  # --help, --version
         return int(e.exit_code)
+    except SystemExit as e:  # typer's --show-completion / --install-completion end with sys.exit
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     except typer.Abort:
         fail("interrupted")
         return EXIT_INTERRUPTED

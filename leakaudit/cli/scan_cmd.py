@@ -22,7 +22,7 @@ from ..config import ScanSettings, load_config, resolve_settings, setting_args
 from ..errors import EXIT_OK, InputError, LeakauditError
 from ..safetext import terminal, visible
 from . import options
-from .app import EXIT_CODES_HELP, app
+from .app import EXIT_CODES_HELP, app, stderr_console
 
 def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
     """A command that repeats the scan without the config file, the seed made explicit: the flags are written
@@ -42,9 +42,21 @@ def _write_stdout(text: str) -> None:
         sys.stdout.flush()
 
 
-def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
+def _sample_lines(console: Console, attack: dict[str, Any]) -> None:
+    """--verbose: one line per sample an attack reconstructed (the batch the report shows)."""
+    for s in attack.get("samples") or []:
+        metrics = s.get("metrics") or {}
+        shown = "  ".join(f"{k} {metrics[k]:.3g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
+                          for k in ("ssim", "psnr", "ssim_skill", "match_p") if k in metrics)
+        verdict = {True: "recognised", False: "not recognised"}.get(s.get("recognised"), "")
+        console.print(f"    {terminal(s.get('name', '?'))}  {terminal(shown)}  {verdict}", highlight=False,
+                      markup=True)
+
+
+def _attack_lines(console: Console, doc: dict[str, Any], verbose: bool = False) -> None:
     """One line per planned attack: how well it reconstructed (or why it did not run), so a user sees which
-    attack broke the model -- the rule lines below name only the worst one."""
+    attack broke the model -- the rule lines below name only the worst one. ``verbose``: each attack's
+    per-sample lines below it, and a skip reason in full."""
     control = doc.get("control") or {}
     # the control's own runs (e.g. dia-informed with the true masks) follow, so a "skipped" above is not the
     # last word on an attack the verdict rests on
@@ -56,18 +68,20 @@ def _attack_lines(console: Console, doc: dict[str, Any]) -> None:
                               for k in ("ssim", "psnr") if k in means)
             shown += f"  ({a['seconds']:.1f} s)" if isinstance(a.get("seconds"), (int, float)) else ""
         elif a["status"] == "skipped":  # the first clause, with its why; the report has the whole reason
-            first = re.split(r";", a.get("reason", ""))[0].strip()
-            shown = f"skipped: {first if len(first) <= 100 else first[:99] + '…'}"
+            first = a.get("reason", "") if verbose else re.split(r";", a.get("reason", ""))[0].strip()
+            shown = f"skipped: {first if len(first) <= 100 or verbose else first[:99] + '…'}"
         else:
             shown = f"{a['status']}: {a.get('reason', '')}"
         console.print(f"  {terminal(prefix + a['name']):<17} {terminal(shown)}", highlight=False, markup=True)
+        if verbose and a["status"] == "ran":
+            _sample_lines(console, a)
 
 
-def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
+def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose: bool = False) -> None:
     verdict = doc["verdict"]
     budget = doc.get("budget") or {}
     console.print(f"  budget: {terminal(budget.get('text', '?'))}", highlight=False, markup=True)
-    _attack_lines(console, doc)
+    _attack_lines(console, doc, verbose)
     coverage = doc.get("coverage")
     if coverage and coverage["audited"]:
         interval = coverage["interval"]
@@ -80,6 +94,12 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
         if worst.get("explanation"):  # what "recognised" rests on, in words a reviewer can check
             console.print(f"  {terminal(worst['name'])}: {terminal(worst['explanation'])}", highlight=False,
                           markup=True)
+        if verbose:  # every sample's test, not only the worst one's
+            for s in coverage.get("samples") or []:
+                if s.get("explanation") and s.get("name") != worst.get("name"):
+                    console.print(f"  {terminal(s['name'])} (batch {s.get('batch', '?')}, best attack "
+                                  f"{terminal(s.get('attack') or '-')}): {terminal(s['explanation'])}",
+                                  highlight=False, markup=True)
         recognition = doc.get("recognition") or {}
         if recognition.get("text"):
             console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
@@ -117,6 +137,28 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str]) -> None:
         console.print(f"report: {visible(path)}", highlight=False, markup=False)
 
 
+def _append_step_summary(doc: dict[str, Any], rendered: dict[str, str]) -> tuple[str, str] | None:
+    """Append the Markdown summary to the file GITHUB_STEP_SUMMARY names (GitHub Actions shows it on the job's
+    page); (the file, why it failed or ""), or None when the variable is unset. A file that cannot be written is
+    a warning, never a different exit code: the verdict and the reports stand."""
+    import os
+
+    target = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if not target:
+        return None
+    text = rendered.get("markdown")
+    if text is None:
+        from ..report.markdown import render_markdown
+
+        text = render_markdown(doc)
+    try:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+    except OSError as e:
+        return target, e.strerror or type(e).__name__
+    return target, ""
+
+
 def scan_inputs(model: str, data: str, settings: ScanSettings, config_path: Path | None) -> list[tuple[str, Path]]:
     """The files (and the data folder) a scan reads: none of them may be an output."""
     inputs = [("the model", Path(model)), ("the --data input", Path(data))]
@@ -144,10 +186,13 @@ def scan(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted multi-batch scan from "
                                 "scan-checkpoint.json in --output-dir (same model, data and settings): batches "
                                 "done are kept, the others run."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show, after the scan, each attack's per-sample "
+                                 "scores (the batch the report shows), every sample's recognition test in words "
+                                 "(not only the worst one's) and the attacks' skip reasons in full."),
     config: Optional[str] = options.CONFIG,
     debug: bool = options.DEBUG,
 ) -> int:
-    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit reports.
+    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit/Markdown reports.
 
     Every sample given is audited (or --samples N, drawn with the seed), in client batches of --batch-size.
     The report gives the fraction recognisably reconstructed, with its 95% interval."""
@@ -165,6 +210,8 @@ def scan(
         to_stdout = output == "-"
         json_path = Path(output) if output and not to_stdout else None
         file_formats = tuple(f for f in formats if not (f.name == "json" and (to_stdout or json_path)))
+        if verbose and settings.quiet:
+            raise InputError("--verbose: cannot be combined with --quiet, which prints nothing; choose one")
         if (to_stdout or json_path) and "json" not in {f.name for f in formats}:
             raise InputError(f"--output {output}: the JSON report is not among --format "
                              f"{','.join(settings.formats)}; add json to --format")
@@ -183,7 +230,7 @@ def scan(
                                              if folder else [])]
     targets += [("--output", json_path)] if json_path is not None else []
     refuse_inputs(targets, inputs)
-    console = Console(stderr=True)
+    console = stderr_console()
     # A defense or rule profile from a config file changes the verdict with an unchanged command line: say so
     # now, and in the report (its notes, beside the reproduce command that spells them out).
     from_config = config_file.applied(flags)
@@ -235,8 +282,12 @@ def scan(
             raise
     if to_stdout:
         _write_stdout(rendered["json"])
+    summary_file = _append_step_summary(doc, rendered)
     if not settings.quiet:
-        _summary(console, doc, written)
+        _summary(console, doc, written, verbose)
+    if summary_file is not None and summary_file[1]:  # even with --quiet: the CI page lacks what it expected
+        console.print(f"[yellow]warning:[/] GITHUB_STEP_SUMMARY {terminal(summary_file[0])}: cannot append the "
+                      f"summary ({terminal(summary_file[1])}); the reports are written", highlight=False)
     # The report's own exit code (leakaudit.verdict.outcome.decide), so the two can never disagree.
     return int(doc["verdict"]["exit_code"])
 
@@ -246,7 +297,7 @@ def render(
     report: str = typer.Argument(..., help="report.json written by leakaudit scan.", show_default=False),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", help="HTML file to write (default: report.html next to the JSON; - for stdout)."),
-    format: str = typer.Option("html", "--format", help="Format to render: html, junit or json."),
+    format: str = typer.Option("html", "--format", help="Format to render: html, junit, markdown or json."),
     debug: bool = options.DEBUG,
 ) -> int:
     """Re-render a report (HTML by default) from a report.json alone."""

@@ -22,7 +22,7 @@ from ..errors import (EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_L
                       LeakauditError)
 from ..safetext import terminal
 from . import options
-from .app import app, fail
+from .app import app, fail, stderr_console
 
 SWEEP_EXIT_HELP = (
     "Exit codes: 0 a tested setting passes the rules (and every stronger one), 1 no tested setting does, "
@@ -154,6 +154,8 @@ def sweep(
         elif unknown:
             raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
                               f"{', '.join(unknown)}; use --format json,html")
+        if "html" in settings.formats:
+            _need_matplotlib()  # before the audits run, not after an hour of them
     except LeakauditError:  # as in scan: the folder named must not keep the previous sweep as this run's
         if "output_dir" in given.typed:
             discard_previous(given.typed["output_dir"], SWEEP_NAMES, keep=keep)
@@ -174,7 +176,7 @@ def sweep(
     out_dir = Path(settings.output_dir)
     json_path, html_path = out_dir / "sweep.json", out_dir / "sweep.html"
 
-    console = Console(stderr=True)
+    console = stderr_console()
     from_config = config_file.applied(flags)  # as in scan: settings a file gave, unseen on the command line
     if from_config and not settings.quiet:
         console.print(terminal(from_config), highlight=False, markup=True)
@@ -210,6 +212,19 @@ def sweep(
         for path in written:
             console.print(f"report: {path}", highlight=False, markup=False)
     return _exit_code(result, settings.exit_zero, console)
+
+
+def _need_matplotlib() -> None:
+    """sweep.html's plots are drawn with matplotlib, an optional dependency (the ``sweep`` extra)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a broken or stubbed matplotlib in sys.modules
+        found = False
+    if not found:
+        raise ConfigError("--format html: the sweep's plots need matplotlib, which is not installed; "
+                          "pip install 'leakaudit[sweep]', or write sweep.json alone with --format json")
 
 
 def _sweep_json(doc: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
 from .html import render_html
 from .json import render_json
 from .junit import render_junit
+from .markdown import render_markdown
 from .output import OutputFolder, write_atomic
 
 
@@ -36,6 +37,7 @@ for _f in (
     Format("json", "report.json", render_json, "the full report (schema reports/report.schema.json)"),
     Format("html", "report.html", render_html, "self-contained page for people (no network, no script)"),
     Format("junit", "report.junit.xml", render_junit, "JUnit XML, one test case per rule, for CI test views"),
+    Format("markdown", "report.md", render_markdown, "a Markdown summary for a CI job page (GITHUB_STEP_SUMMARY)"),
 ):
     FORMATS.register(_f.name)(_f)
 
@@ -80,10 +82,8 @@ def validate_document(doc: Any, where: str) -> dict[str, Any]:
     if major != expected.split(".")[0]:
         raise InputError(f"{where}: report schema {doc['schema_version']} is not supported (this leakaudit reads "
                          f"{expected}); render it with the leakaudit version that wrote it")
-    try:
-        import jsonschema
-    except ImportError:  # jsonschema is a dev dependency; without it only the version is checked
-        return doc
+    import jsonschema  # a runtime dependency: a report read back is always checked against its schema
+
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema()).iter_errors(doc))
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(top level)"

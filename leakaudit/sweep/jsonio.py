@@ -105,11 +105,9 @@ def schema() -> dict[str, Any]:
 
 
 def validate(doc: dict[str, Any], source: str) -> None:
-    """Validate against the schema when jsonschema is installed (it is a dev dependency); one-line error."""
-    try:
-        import jsonschema
-    except ImportError:  # the reader below still checks every field it uses
-        return
+    """Validate against the schema (jsonschema is a runtime dependency); one-line error."""
+    import jsonschema
+
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(doc), key=lambda e: list(e.path))
     if errors:
         e = errors[0]

@@ -95,7 +95,7 @@ def test_output_naming_a_folder_is_exit_2(workdir, tmp_path, capsys):
 
 
 def test_a_run_writes_a_set_with_its_manifest_and_no_lock_or_temp(workdir, tmp_path):
-    assert scan(workdir, "--output-dir", str(tmp_path / "r"), "--format", "json,html,junit") == 1
+    assert scan(workdir, "--output-dir", str(tmp_path / "r"), "--format", "json,html,junit,markdown") == 1
     assert names(tmp_path / "r") == [MANIFEST_NAME, *sorted(REPORT_NAMES)]
     manifest = json.loads((tmp_path / "r" / MANIFEST_NAME).read_text())
     for entry in manifest["files"]:
@@ -274,3 +274,49 @@ def test_a_planted_manifest_in_the_output_folder_deletes_no_input_nor_other_file
     assert (here / "m.safetensors").read_bytes() == (workdir / "mlp.safetensors").read_bytes()
     listed = json.loads((here / MANIFEST_NAME).read_text())["files"]
     assert [f["name"] for f in listed] == ["report.json"]
+
+
+def test_scan_appends_its_markdown_summary_to_github_step_summary(workdir, tmp_path, monkeypatch):
+    """In GitHub Actions, GITHUB_STEP_SUMMARY names a file the job page shows: the scan appends (never
+    overwrites) the same Markdown that --format markdown writes as report.md."""
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert scan(workdir, "--output-dir", str(tmp_path / "r"), "--format", "json,markdown") == 1  # analytic: a leak
+    written = summary.read_text(encoding="utf-8")
+    report_md = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert written == "earlier step\n" + report_md
+    assert report_md.startswith("## leakaudit: FAIL\n") and "| **FAIL** |" in report_md
+    assert "**Coverage:** 2 of 2 sample(s) recognised" in report_md
+    assert scan(workdir, "--output-dir", str(tmp_path / "r2")) == 1  # without --format markdown: still appended
+    assert summary.read_text(encoding="utf-8").count("## leakaudit: FAIL") == 2
+    assert not (tmp_path / "r2" / "report.md").exists()
+
+
+def test_an_unwritable_step_summary_is_a_warning_not_another_exit_code(workdir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))  # a folder: cannot be opened for appending
+    assert scan(workdir, "--output-dir", str(tmp_path / "r")) == 1
+    err = capsys.readouterr().err
+    assert "GITHUB_STEP_SUMMARY" in err and "cannot append the summary" in err
+    assert (tmp_path / "r" / "report.json").is_file()
+
+
+def test_summary_lines_are_not_wrapped_off_a_terminal(workdir, tmp_path, capsys):
+    """A CI log is not a terminal: rich would wrap at 80 columns and split a rule line or a file name."""
+    assert app_main(["scan", str(workdir / "mlp.safetensors"), "--data", str(workdir / "samples"), "--attacks",
+                     "analytic", "--output-dir", str(tmp_path / "r")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    coverage = next(line for line in lines if line.startswith("  coverage: "))
+    assert len(coverage) > 80 and re.search(r" Clopper-Pearson\) in 2 batch\(es\) of 1; worst [ab]\.png$", coverage)
+    assert any(line.startswith("LEAK: ") and line.endswith("not evaluated") for line in lines)
+
+
+def test_on_a_terminal_the_console_fits_the_terminal(monkeypatch):
+    import sys
+
+    from leakaudit.cli.app import stderr_console
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert stderr_console().width == 160 and stderr_console().soft_wrap
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert not stderr_console().soft_wrap

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_factory import make_result  # noqa: E402
 
 from leakaudit.report import FORMATS, build_document  # noqa: E402
-from leakaudit.safetext import html_text, json_text, terminal, visible, xml_text  # noqa: E402
+from leakaudit.safetext import html_text, json_text, markdown_text, terminal, visible, xml_text  # noqa: E402
 from leakaudit.sweep import run_sweep  # noqa: E402
 from leakaudit.sweep import jsonio  # noqa: E402
 from leakaudit.sweep.html import render_html as render_sweep_html  # noqa: E402
@@ -109,6 +109,35 @@ def test_json_report_keeps_names_exact_with_nothing_raw(hostile_doc):
     assert raw_hidden(text, keep="\n") == []  # also when printed to a terminal with --output -
     names = [s["name"] for s in json.loads(text)["data"]["samples"]]
     assert any(n.endswith("<script>alert(1)<\x01" + ANSI + "\u202e\x9b") for n in names)
+
+
+MARKDOWN_SYNTAX = ["a|b", "`code`", "**bold** _it_ ~~del~~", "[link](http://x)", "![img](x.png)", "<b>x</b>&amp;",
+                   "x\\|y", "# heading"]
+
+
+@pytest.mark.parametrize("s", HOSTILE + MARKDOWN_SYNTAX)
+def test_markdown_text_is_one_line_with_no_syntax_and_nothing_hidden(s):
+    out = markdown_text(s)
+    assert raw_hidden(out) == [] and "\n" not in out
+    assert "<" not in out and ">" not in out  # no inline HTML: entities instead
+    for ch in "|`*_~[]":  # each one backslash-escaped: shown literally, never a cell end, code, link, emphasis
+        assert all(out[i - 1] == "\\" for i, c in enumerate(out) if c == ch), (ch, out)
+    # an escaped backslash is never taken for an escape of what follows it
+    assert "\\\\|" in markdown_text("x\\|y")
+
+
+def test_markdown_report_shows_hostile_names_escaped(hostile_doc):
+    doc = json.loads(json.dumps(hostile_doc))
+    doc["rules"]["results"][0]["id"] = "evil|id`<img src=x>"
+    doc["coverage"] = {"audited": 2, "recognised": 2, "fraction": 1.0, "interval": {"lower": 0.16, "upper": 1.0},
+                       "batches_run": 2, "batch_size": 1,
+                       "worst": {"name": doc["data"]["samples"][0]["name"], "explanation": "exact | copy"}}
+    text = FORMATS.get("markdown").render(doc)
+    assert raw_hidden(text, keep="\n") == []
+    assert "<script" not in text and "<img" not in text
+    assert "| **FAIL** | evil\\|id\\`&lt;img src=x&gt; |" in text
+    assert "&lt;script&gt;alert(1)&lt;\\\\x01a\\\\x1b\\[31mred" in text  # the sample name, as typed
+    assert "exact \\| copy" in text
 
 
 def test_sweep_page_renders_a_rule_id_that_is_bad_mathtext_or_markup():

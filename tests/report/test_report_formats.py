@@ -198,7 +198,7 @@ def test_a_renderer_error_leaves_no_file_behind(tmp_path, monkeypatch):
 def test_writes_leave_no_temp_files(tmp_path):
     write_reports(build_document(make_result()), tmp_path, tuple(FORMATS.get(n) for n in FORMATS.names()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["leakaudit-manifest.json", "report.html", "report.json",
-                                                          "report.junit.xml"]
+                                                          "report.junit.xml", "report.md"]
 
 
 def test_render_junit_next_to_the_report_and_refuses_to_overwrite_the_input(tmp_path, capsys):
@@ -219,3 +219,53 @@ def test_every_attack_that_crosses_a_failing_rule_is_named_not_only_the_worst():
     doc["attacks"][0]["samples"][0]["metrics"]["ssim"] = 0.1
     doc["attacks"][0]["samples"][1]["metrics"]["ssim"] = 0.2
     assert rules_broken_by(doc) == {}
+
+
+def _with_coverage(doc: dict) -> dict:
+    doc["coverage"] = {"audited": 2, "recognised": 1, "fraction": 0.5, "interval": {"lower": 0.0126, "upper": 0.987},
+                       "batches_run": 2, "batch_size": 1,
+                       "worst": {"name": "0-cat.png", "explanation": "matched to its own original among 70"}}
+    doc["recognition"]["text"] = "a reconstruction with no information is matched by chance with probability 1/70"
+    return doc
+
+
+def test_markdown_has_verdict_rules_coverage_recognition_and_attacks():
+    from leakaudit.report.markdown import render_markdown
+
+    text = render_markdown(_with_coverage(build_document(make_result())))
+    lines = text.splitlines()
+    assert lines[0] == "## leakaudit: FAIL"
+    assert "**LEAK: 1 rule(s) failed (ssim-any); 1 rule(s) not evaluated** (exit code 1)" in text
+    assert "| **FAIL** | ssim-any | ssim &gt;= 0.6 | 0.93 | dia |" in lines
+    assert "| not evaluated | lpips-any | lpips &lt;= 0.3 | not evaluated: lpips unavailable: backbone weights not " \
+           "found offline | - |" in lines
+    coverage = "**Coverage:** 1 of 2 sample(s) recognised (50%, 95% interval 1.26-98.7% Clopper-Pearson) in 2 batch"
+    assert any(line.startswith(coverage) for line in lines)
+    assert "- worst sample 0-cat.png: matched to its own original among 70" in lines
+    assert "- chance: a reconstruction with no information is matched by chance with probability 1/70" in lines
+    assert "| dia | ran | 0.93 | 27.5 | 1.5 |  |" in lines
+    assert any(line.startswith("| precode-aware | skipped |") for line in lines)
+    # every table row has the header's number of cells: nothing a name holds split a row
+    for header in ("| status | rule |", "| attack | status |"):
+        start = next(i for i, x in enumerate(lines) if x.startswith(header))
+        end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+        rows = lines[start:end]
+        assert len(rows) > 2 and len({len(re.findall(r"(?<!\\)\|", x)) for x in rows}) == 1
+
+
+@pytest.mark.parametrize("kwargs, headline", [({"leaked": False}, "PASS"), ({"incomplete": True}, "INCOMPLETE")])
+def test_markdown_headline_follows_the_verdict(kwargs, headline):
+    from leakaudit.report.markdown import render_markdown
+
+    doc = build_document(make_result(**kwargs))
+    assert render_markdown(doc).splitlines()[0] == f"## leakaudit: {headline}"
+    assert doc["coverage"] is None  # no coverage line for a result without batches
+    assert "**Coverage:**" not in render_markdown(doc)
+
+
+def test_render_markdown_from_a_report_json(tmp_path):
+    write_reports(build_document(make_result()), tmp_path, (FORMATS.get("json"), FORMATS.get("markdown")))
+    assert (tmp_path / "report.md").read_text(encoding="utf-8").startswith("## leakaudit: FAIL")
+    out = tmp_path / "again.md"
+    assert app_main(["render", str(tmp_path / "report.json"), "--format", "markdown", "--output", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == (tmp_path / "report.md").read_text(encoding="utf-8")

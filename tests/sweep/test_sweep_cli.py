@@ -213,3 +213,18 @@ def test_sweep_names_the_settings_a_config_file_gave(fake, tmp_path, capsys):
     assert err.startswith("settings from leakaudit.toml (flags win): --budget quick")
     assert app_main(ARGS + ["--quiet"]) == 0
     assert "settings from" not in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_html_sweep_is_one_error_before_any_audit(fake, monkeypatch, capsys):
+    """matplotlib is the optional ``sweep`` extra: without it a sweep asked for its HTML stops at once (exit 2,
+    one line naming the extra and --format json); --format json still runs."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what a machine without it gives find_spec / import
+    assert app_main(ARGS) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "matplotlib, which is not installed; pip install 'leakaudit[sweep]'" in err and "--format json" in err
+    assert fake["audit"].calls == [] and not Path("out/sweep.json").exists()
+    assert app_main(ARGS + ["--format", "json"]) in (0, 1)
+    assert Path("out/sweep.json").exists() and not Path("out/sweep.html").exists()

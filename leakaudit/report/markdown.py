@@ -1,0 +1,93 @@
+"""Markdown: a short summary for a CI job page (GitHub's job summary, a merge-request comment).
+
+The verdict line, the rules as a table, the coverage line with the worst sample's recognition test in words and
+the chance level, and the attacks as a table -- what the terminal summary shows, for a reader who has only the
+CI page. The HTML report keeps the images and the detail. Every string from the user's files (rule ids, sample
+and layer names, reasons) goes through ``safetext.markdown_text``: shown as typed, never a link, an image,
+inline HTML or a new table cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..safetext import markdown_text as md
+
+_MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "not_evaluated": "not evaluated"}
+_HEADLINE = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "inconclusive": "INCONCLUSIVE",
+             "incomplete": "INCOMPLETE"}
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else md(value)
+
+
+def _rule_rows(doc: dict[str, Any]) -> list[str]:
+    rows = ["| status | rule | test | observed | attack |", "|---|---|---|---|---|"]
+    for r in doc["rules"]["results"]:
+        attributed = f" and match_p <= {r['max_p']:g}" if r.get("max_p") is not None else ""
+        test = f"{md(r['metric'])} {md(r['comparison'])} {_number(r['threshold'])}{attributed}"
+        if r["status"] == "not_evaluated":
+            observed = f"not evaluated: {md(r.get('reason') or 'no value')}"
+        elif r.get("observed") is None and r.get("max_p") is not None:
+            observed = "no reconstruction attributable to its sample"
+        else:
+            observed = _number(r.get("observed"))
+        rows.append(f"| {_MARK.get(r['status'], md(r['status']))} | {md(r['id'])} | {test} | {observed} | "
+                    f"{md(r.get('attack') or '-')} |")
+    return rows
+
+
+def _attack_rows(doc: dict[str, Any]) -> list[str]:
+    control = doc.get("control") or {}
+    rows = ["| attack | status | SSIM | PSNR (dB) | seconds | reason |", "|---|---|---|---|---|---|"]
+    for prefix, a in [("", a) for a in doc["attacks"]] + [("control ", a) for a in control.get("attacks", [])]:
+        means = a.get("means") or {}
+        seconds = a.get("seconds")
+        rows.append(f"| {md(prefix + a['name'])} | {md(a['status'])} | {_number(means.get('ssim'))} | "
+                    f"{_number(means.get('psnr'))} | "
+                    f"{f'{seconds:.1f}' if isinstance(seconds, (int, float)) else '-'} | "
+                    f"{md(a.get('reason') or '')} |")
+    return rows
+
+
+def _coverage(doc: dict[str, Any]) -> list[str]:
+    coverage = doc.get("coverage")
+    if not coverage or not coverage.get("audited"):
+        return []
+    interval = coverage["interval"]
+    worst = coverage.get("worst") or {}
+    lines = [f"**Coverage:** {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
+             f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
+             f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
+             f"{coverage['batch_size']}; worst {md(worst.get('name', '-'))}", ""]
+    if worst.get("explanation"):
+        lines += [f"- worst sample {md(worst['name'])}: {md(worst['explanation'])}"]
+    text = (doc.get("recognition") or {}).get("text")
+    if text:
+        lines += [f"- chance: {md(text)}"]
+    return lines + ([""] if lines[-1] else [])
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    verdict = doc["verdict"]
+    model = doc.get("model") or {}
+    headline = _HEADLINE.get(verdict["overall"], md(verdict["overall"]).upper())
+    lines = [f"## leakaudit: {headline}", "",
+             f"**{md(verdict['summary'])}** (exit code {verdict['exit_code']})", ""]
+    if model.get("path"):
+        lines += [f"Model {md(model['path'])} (sha256 {md(str(model.get('sha256', ''))[:12])}), "
+                  f"{md((doc.get('budget') or {}).get('text', ''))}", ""]
+    lines += ["### Rules", "", *_rule_rows(doc), ""]
+    lines += _coverage(doc)
+    if doc.get("defense_cost"):
+        lines += [f"**Defense cost:** {md(doc['defense_cost']['summary'])}", ""]
+    lines += ["### Attacks", "", *_attack_rows(doc), ""]
+    notes = list(doc.get("notes") or []) + list((doc.get("findings") or {}).get("warnings") or [])
+    if notes:
+        lines += ["### Notes", "", *[f"- {md(n)}" for n in notes], ""]
+    lines += ["The HTML report (report.html in the scan's output folder) has the reconstructions, the threat "
+              "model, the recommendations and the command that reproduces the scan.", ""]
+    return "\n".join(lines)
