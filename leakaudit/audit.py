@@ -108,11 +108,13 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     from .detect import detect
 
     findings = detect(loaded)
-    settings, batch_note = _batch_size(loaded, settings)
-    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
     from .coverage.executors import model_source
 
     source = None if loaded is model else model_source(loaded, settings)
+    # The client's BatchNorm mode decides the batch sizes it can train at (eval: any), so it comes before them.
+    loaded, findings = _client_model(loaded, findings, settings)
+    settings, batch_note = _batch_size(loaded, settings)
+    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
     notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
                     _references(plan, settings))
@@ -188,6 +190,23 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
                on_batch=on_batch)
 
 
+def _client_model(loaded: Any, findings: Findings, settings: ScanSettings) -> tuple[Any, Findings]:
+    """The model as the client trains it (``--client-batchnorm``: ``models.batchnorm.client_model``), and the
+    findings' BatchNorm warning in the words of that mode."""
+    from .models.batchnorm import client_model
+
+    model = client_model(loaded, settings.client_batchnorm)
+    if model is loaded or not findings.batchnorm:
+        return model, findings
+    from .detect import BATCHNORM_WARNING
+
+    old = BATCHNORM_WARNING.format(n=len(findings.batchnorm))
+    new = (f"{len(findings.batchnorm)} BatchNorm layer(s): the client trains them in eval mode "
+           "(--client-batchnorm eval), normalising with their frozen running statistics; the client update and "
+           "the attacks use the same")
+    return model, replace(findings, warnings=tuple(new if w == old else w for w in findings.warnings))
+
+
 def _batch_size(loaded: Any, settings: ScanSettings) -> tuple[ScanSettings, str]:
     """The settings with the batch size the model can train with (``models.batchnorm``), and the note that
     says leakaudit chose it ("" when the user did, or 1 works)."""
@@ -202,6 +221,7 @@ def preflight(settings: ScanSettings) -> Any:
     must not cost a model load); returns the parsed rules."""
     from .attacks.device import resolve_device
     from .attacks.planner import check_budget
+    from .models.batchnorm import check_client_batchnorm
     from .update.client import check_protocol
 
     # Each setting is checked by the stage that owns it (the same check config.coerce asks for a flag or config
@@ -212,6 +232,7 @@ def preflight(settings: ScanSettings) -> Any:
     check_budget(settings.budget)
     if settings.protocol is not None:
         check_protocol(settings.protocol)
+    check_client_batchnorm(settings.client_batchnorm)
     resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
     from .coverage.executors import check_execution
 
@@ -302,7 +323,8 @@ def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
 
     return ThreatModel(protocol=settings.resolved_protocol, local_steps=settings.local_steps,
                        local_lr=settings.local_lr, batch_size=len(batch), labels_known=settings.labels_known,
-                       defenses=tuple(parse_defense(t) for t in settings.defenses))
+                       defenses=tuple(parse_defense(t) for t in settings.defenses),
+                       batchnorm=settings.client_batchnorm)
 
 
 def _model_card(loaded: Any) -> ModelCard:
@@ -495,6 +517,10 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     from .update import client_update
 
     device = resolve_device(settings.device)
+    from .models.batchnorm import client_model
+
+    # The attacks copy this model too, so they compute the update with the client's BatchNorm mode.
+    model = client_model(model, settings.client_batchnorm)
     threat = _threat(settings, batch)
     local = threat.local_training()
     observer.stage("client update", f"{threat.protocol}{f' ({local})' if local else ''}, batch {len(batch)}"

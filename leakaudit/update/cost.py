@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 from ..data.interface import SampleBatch
 from ..models.interface import LoadedModel
-from .client import batch_on_model_device, preserved, seeded
+from .client import batch_on_model_device, client_mode, preserved, seeded
 from .interface import ThreatModel
 from .losses import client_loss
 
@@ -61,7 +61,7 @@ def defense_cost(model: LoadedModel, batch: SampleBatch, clean: Mapping[str, tor
     step = threat.local_lr * (threat.local_steps if threat.protocol == "fedavg" else 1)
     weights = {n: p.detach() for n, p in model.trainable().items()}
     x, y = batch_on_model_device(model, batch)
-    before, after_clean, after_defended = (_loss(model, x, y, w, threat.loss, seed) for w in (
+    before, after_clean, after_defended = (_loss(model, x, y, w, threat.loss, seed, threat.batchnorm) for w in (
         weights, _stepped(weights, clean, step), _stepped(weights, defended, step)))
     gain = before - after_clean
     if not all(math.isfinite(v) for v in (before, after_clean, after_defended)):
@@ -80,9 +80,9 @@ def _stepped(weights: dict[str, torch.Tensor], update: Mapping[str, torch.Tensor
 
 
 def _loss(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor], loss: str,
-          seed: int) -> float:
+          seed: int, batchnorm: str = "train") -> float:
     """The client's loss at ``weights``; the model's modes, buffers (BatchNorm statistics) and RNG untouched."""
     with torch.no_grad(), preserved(model.module), seeded(seed, x.device):
-        model.module.train()
+        client_mode(model.module, batchnorm)
         out = functional_call(model.module, weights, (x,), strict=False)
         return float(client_loss(model.module, out, y, loss))
