@@ -530,6 +530,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     clean = client_update(model, batch, replace(threat, defenses=()), findings, seed=settings.seed) \
         if threat.defenses else update
     cost = _defense_cost(model, batch, clean, update, settings) if threat.defenses else None
+    conditioning = _conditioning(model, batch, threat, clean, findings, settings, observer)
     label_outcome, labels = _labels(update, model, batch, settings)
     planned = _plan(findings, model, settings)
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
@@ -547,6 +548,8 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     verdict = evaluate(ruleset, scores, strict=settings.strict)
     control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,
                        metrics, device, settings, observer, references.pixels)
+    if conditioning.ill and control.counts is False:  # why the control could not reconstruct, and what helps
+        control = replace(control, evidence=f"{control.evidence}; {conditioning.summary()}")
     observer.stage("verdict", f"rules {settings.rules}")
     interrupted = observer.should_stop()
     return AuditResult(
@@ -555,6 +558,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
         command=command, incomplete=interrupted, control=control, defense_cost=cost, references=references.summary(),
+        conditioning=conditioning,
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
 
 
@@ -608,6 +612,17 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     status = "interrupted" if observer.should_stop() and not reconstructed else "ran"
     return ControlOutcome(status, how, reconstructed, removed, shared, tuple(own), rules,
                           _evidence(rules, reconstructed))
+
+
+def _conditioning(model: Any, batch: SampleBatch, threat: ThreatModel, clean: Any, findings: Findings,
+                  settings: ScanSettings, observer: Observer) -> Any:
+    """The update at the samples (``clean``) against the update at the samples moved by 1e-4 of the pixel range:
+    whether gradient matching can work on this batch at all (``update.conditioning``)."""
+    from .update.conditioning import conditioning
+
+    observer.stage("conditioning", "the update at the samples vs at the samples moved by 1e-4")
+    return conditioning(model, batch, threat, clean.gradients, findings, seed=settings.seed,
+                        bounds=_bounds(batch, tuple(model.input_shape)))
 
 
 def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, settings: ScanSettings) -> Any:

@@ -142,12 +142,15 @@ class FrozenBatchNorm(nn.Module):
         assert source.running_mean is not None and source.running_var is not None
         self.register_buffer("running_mean", source.running_mean.detach().clone())
         self.register_buffer("running_var", source.running_var.detach().clone())
-        if getattr(source, "num_batches_tracked", None) is not None:
-            self.register_buffer("num_batches_tracked", source.num_batches_tracked.detach().clone())
+        tracked = getattr(source, "num_batches_tracked", None)
+        if isinstance(tracked, torch.Tensor):
+            self.register_buffer("num_batches_tracked", tracked.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                        training=False, momentum=0.0, eps=self.eps)
+        mean, var = self.running_mean, self.running_var
+        assert isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor)
+        return nn.functional.batch_norm(x, mean, var, self.weight, self.bias, training=False, momentum=0.0,
+                                        eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, frozen running statistics"
