@@ -59,7 +59,8 @@ def _rec(rid: str, title: str, text: str, because: str) -> dict[str, str]:
 
 def ill_conditioned(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The conditioning entries (the shown batch's, then every batch's) that say matching cannot work."""
-    entries = [doc.get("conditioning")] + [b.get("conditioning") for b in (doc.get("coverage") or {}).get("batches", [])]
+    batches = (doc.get("coverage") or {}).get("batches", [])
+    entries = [doc.get("conditioning")] + [b.get("conditioning") for b in batches]
     found: list[dict[str, Any]] = []
     for c in entries:
         if isinstance(c, dict) and c.get("verdict") == "ill-conditioned" and c not in found:
