@@ -108,6 +108,11 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     from .detect import detect
 
     findings = detect(loaded)
+    if settings.no_dropout:  # the user said there is no dropout an export could have removed
+        from .detect import EVAL_EXPORT_WARNING
+
+        stated = EVAL_EXPORT_WARNING.format(path=loaded.path)
+        findings = replace(findings, warnings=tuple(w for w in findings.warnings if w != stated))
     from .coverage.executors import model_source
 
     source = None if loaded is model else model_source(loaded, settings)
@@ -227,6 +232,9 @@ def preflight(settings: ScanSettings) -> Any:
     # Each setting is checked by the stage that owns it (the same check config.coerce asks for a flag or config
     # key): here for Python callers, whose settings did not come through coerce.
     ruleset = _load_rules(settings.rules)
+    if settings.no_dropout and settings.dropout:
+        raise ConfigError(f"--no-dropout with --dropout {','.join(settings.dropout)}: the model either trains "
+                          "with dropout or without; give one of them")
     _check_defenses(settings.defenses)
     _check_attacks(settings.attacks)
     check_budget(settings.budget)

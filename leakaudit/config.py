@@ -43,6 +43,7 @@ class ScanSettings:
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
     dropout: dict[str, float] = field(default_factory=dict)  # layer name -> rate the export removed
+    no_dropout: bool = False  # the user states the model trains without dropout (nothing for an export to remove)
     normalize: str = "none"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -396,6 +397,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("num_classes", "--num-classes", _integer(2), "Number of classes (if not in the file).", kind=int),
     Setting("dropout", "--dropout", parse_dropout, "LAYER=P: a dropout rate the export removed (repeatable).",
             kind=list, default=[], metavar="LAYER=P"),
+    Setting("no_dropout", "--no-dropout", _bool, "The model trains without dropout: an ONNX file without Dropout "
+            "nodes then gets no advice to declare rates.", kind=bool, default=False),
     Setting("normalize", "--normalize", _normalize, "Input normalization: none, mnist, cifar10, imagenet.",
             default="none"),
     Setting("mean", "--mean", parse_floats, "Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),

@@ -162,12 +162,15 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
             "samples like the data your clients train on and re-scan.",
             flat[0].removeprefix(FLAT_NOTE + ": ")))
     onnx = doc["model"].get("onnx")
-    if onnx and onnx.get("looks_eval_exported") and not has_dropout:
+    stated_none = bool((doc.get("settings") or {}).get("no_dropout"))
+    if onnx and onnx.get("looks_eval_exported") and not has_dropout and not stated_none:
         recs.append(_rec(
-            "declare-dropout", "Declare dropout rates the ONNX export removed",
-            "An eval-mode export drops Dropout nodes; if the model trains with dropout, re-export with "
-            "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned.",
-            "the ONNX file looks eval-exported and no dropout was found"))
+            "declare-dropout", "Say whether the model trains with dropout",
+            "An eval-mode export drops Dropout nodes, and a training-mode export of a model without dropout has "
+            "none either, so the file cannot tell. If the model trains with dropout, re-export with "
+            "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned; if it has "
+            "none, pass --no-dropout to record that.",
+            "the ONNX file has no Dropout, random or training-mode BatchNorm nodes, and no dropout was declared"))
     if doc["verdict"]["overall"] == "pass" and not leaked:
         budget = describe_budget(doc)["text"]
         recs.append(_rec(
