@@ -294,11 +294,11 @@ def _defense_cost(doc: dict[str, Any]) -> str:
              ("Loss on the samples before a server step", fmt(c["loss_before"])),
              (f"… after a step of {fmt(c['step'])} with the clean update", fmt(c["loss_after_clean"])),
              ("… with the defended update", fmt(c["loss_after_defended"])),
-             ("Fraction of the clean step's loss reduction kept",
+             ("Fraction of the clean step's loss reduction kept (on these samples, not held-out data)",
               fmt(c["kept"]) if c["kept"] is not None else esc(c["reason"]))]
-    return ('<h2>Defense cost</h2><p class="muted">What the defenses leave of the update a server learns from, '
-            "measured on these samples (one step; it does not show noise accumulating over rounds).</p>"
-            + _card(items))
+    return ('<h2>Defense cost</h2><p class="muted">What the defenses leave of the update a server learns from: '
+            + esc(c["summary"]) + ". The loss figures are one step on the samples the update was computed on; "
+            "they do not show utility on held-out data or noise accumulating over rounds.</p>" + _card(items))
 
 
 def _conditioning(doc: dict[str, Any]) -> str:
