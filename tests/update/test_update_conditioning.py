@@ -103,3 +103,23 @@ def test_a_stable_scan_records_stable_conditioning():
     doc = build_document(result)
     assert doc["conditioning"]["verdict"] == "stable" and doc["conditioning"]["advice"] == ""
     assert "ill-conditioned" not in {r["id"] for r in doc["recommendations"]}
+
+
+def test_the_terminal_summary_of_an_ill_conditioned_scan_says_why_and_what_to_change(tmp_path, capsys):
+    import numpy as np
+
+    from leakaudit.cli import app_main
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    save_safetensors(_resnet(), tmp_path / "resnet20.safetensors", arch="resnet20", input_shape=SHAPE,
+                     num_classes=4)
+    np.savez(tmp_path / "samples.npz", x=_batch(2, SHAPE).pixels.numpy(), y=np.array([0, 1]))
+    code = app_main(["scan", str(tmp_path / "resnet20.safetensors"), "--data", str(tmp_path / "samples.npz"),
+                     "--attacks", "ig", "--iterations", "2", "--restarts", "1", "--batch-size", "2",
+                     "--output-dir", str(tmp_path / "out")])
+    err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
+    assert code == 4, err
+    assert "INCONCLUSIVE" in err and "the update is ill-conditioned (cosine" in err
+    assert "stages.6.bn1 (2 values per channel)" in err and "--client-batchnorm eval" in err
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert doc["conditioning"]["verdict"] == "ill-conditioned"
