@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..data.interface import SampleBatch
 from ..detect.interface import Findings
+from ..errors import LeakauditError
 from ..models.interface import LoadedModel
 from ..result import Conditioning
 from .client import client_update
@@ -58,6 +59,9 @@ def conditioning(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, re
     try:
         other = client_update(model, dataclasses.replace(batch, x=moved), threat, findings, seed=seed,
                               record_masks=False)
+    except (ValueError, RuntimeError, LeakauditError) as e:  # a diagnostic must not cost the scan its verdict
+        return Conditioning("not_measured", None, reason=f"the update at the moved samples failed "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:160]})", **common)  # type: ignore[arg-type]
     finally:
         for h in handles:
             h.remove()

@@ -123,3 +123,23 @@ def test_the_terminal_summary_of_an_ill_conditioned_scan_says_why_and_what_to_ch
     assert "stages.6.bn1 (2 values per channel)" in err and "--client-batchnorm eval" in err
     doc = json.loads((tmp_path / "out" / "report.json").read_text())
     assert doc["conditioning"]["verdict"] == "ill-conditioned"
+
+
+def test_a_failed_measurement_is_not_measured_and_costs_the_scan_nothing(monkeypatch):
+    import leakaudit.update.conditioning as module
+    from leakaudit.errors import ModelError
+
+    torch.manual_seed(0)
+    model = _loaded(create_model("mlp", num_classes=4, input_shape=(1, 8, 8), hidden=(16,)), (1, 8, 8), "mlp")
+    batch = _batch(1, (1, 8, 8))
+    threat = ThreatModel(batch_size=1)
+    reference = client_update(model, batch, threat, seed=0).gradients
+
+    def fail(*args, **kwargs):
+        raise ModelError("the client loss is nan on these samples")
+
+    monkeypatch.setattr(module, "client_update", fail)
+    c = conditioning(model, batch, threat, reference, seed=0)
+    assert c.verdict == "not_measured" and c.cosine is None and "loss is nan" in c.reason
+    assert c.summary().startswith("conditioning not measured:") and not c.ill
+    assert c.as_dict()["advice"] == ""
