@@ -108,11 +108,18 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     from .detect import detect
 
     findings = detect(loaded)
-    settings, batch_note = _batch_size(loaded, settings)
-    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
+    if settings.no_dropout:  # the user said there is no dropout an export could have removed
+        from .detect import EVAL_EXPORT_WARNING
+
+        stated = EVAL_EXPORT_WARNING.format(path=loaded.path)
+        findings = replace(findings, warnings=tuple(w for w in findings.warnings if w != stated))
     from .coverage.executors import model_source
 
     source = None if loaded is model else model_source(loaded, settings)
+    # The client's BatchNorm mode decides the batch sizes it can train at (eval: any), so it comes before them.
+    loaded, findings = _client_model(loaded, findings, settings)
+    settings, batch_note = _batch_size(loaded, settings)
+    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
     notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
                     _references(plan, settings))
@@ -188,6 +195,23 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
                on_batch=on_batch)
 
 
+def _client_model(loaded: Any, findings: Findings, settings: ScanSettings) -> tuple[Any, Findings]:
+    """The model as the client trains it (``--client-batchnorm``: ``models.batchnorm.client_model``), and the
+    findings' BatchNorm warning in the words of that mode."""
+    from .models.batchnorm import client_model
+
+    model = client_model(loaded, settings.client_batchnorm)
+    if model is loaded or not findings.batchnorm:
+        return model, findings
+    from .detect import BATCHNORM_WARNING
+
+    old = BATCHNORM_WARNING.format(n=len(findings.batchnorm))
+    new = (f"{len(findings.batchnorm)} BatchNorm layer(s): the client trains them in eval mode "
+           "(--client-batchnorm eval), normalising with their frozen running statistics; the client update and "
+           "the attacks use the same")
+    return model, replace(findings, warnings=tuple(new if w == old else w for w in findings.warnings))
+
+
 def _batch_size(loaded: Any, settings: ScanSettings) -> tuple[ScanSettings, str]:
     """The settings with the batch size the model can train with (``models.batchnorm``), and the note that
     says leakaudit chose it ("" when the user did, or 1 works)."""
@@ -202,16 +226,21 @@ def preflight(settings: ScanSettings) -> Any:
     must not cost a model load); returns the parsed rules."""
     from .attacks.device import resolve_device
     from .attacks.planner import check_budget
+    from .models.batchnorm import check_client_batchnorm
     from .update.client import check_protocol
 
     # Each setting is checked by the stage that owns it (the same check config.coerce asks for a flag or config
     # key): here for Python callers, whose settings did not come through coerce.
     ruleset = _load_rules(settings.rules)
+    if settings.no_dropout and settings.dropout:
+        raise ConfigError(f"--no-dropout with --dropout {','.join(settings.dropout)}: the model either trains "
+                          "with dropout or without; give one of them")
     _check_defenses(settings.defenses)
     _check_attacks(settings.attacks)
     check_budget(settings.budget)
     if settings.protocol is not None:
         check_protocol(settings.protocol)
+    check_client_batchnorm(settings.client_batchnorm)
     resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
     from .coverage.executors import check_execution
 
@@ -302,7 +331,8 @@ def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
 
     return ThreatModel(protocol=settings.resolved_protocol, local_steps=settings.local_steps,
                        local_lr=settings.local_lr, batch_size=len(batch), labels_known=settings.labels_known,
-                       defenses=tuple(parse_defense(t) for t in settings.defenses))
+                       defenses=tuple(parse_defense(t) for t in settings.defenses),
+                       batchnorm=settings.client_batchnorm)
 
 
 def _model_card(loaded: Any) -> ModelCard:
@@ -495,6 +525,10 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     from .update import client_update
 
     device = resolve_device(settings.device)
+    from .models.batchnorm import client_model
+
+    # The attacks copy this model too, so they compute the update with the client's BatchNorm mode.
+    model = client_model(model, settings.client_batchnorm)
     threat = _threat(settings, batch)
     local = threat.local_training()
     observer.stage("client update", f"{threat.protocol}{f' ({local})' if local else ''}, batch {len(batch)}"
@@ -504,6 +538,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     clean = client_update(model, batch, replace(threat, defenses=()), findings, seed=settings.seed) \
         if threat.defenses else update
     cost = _defense_cost(model, batch, clean, update, settings) if threat.defenses else None
+    conditioning = _conditioning(model, batch, threat, clean, findings, settings, observer)
     label_outcome, labels = _labels(update, model, batch, settings)
     planned = _plan(findings, model, settings)
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
@@ -521,6 +556,8 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     verdict = evaluate(ruleset, scores, strict=settings.strict)
     control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,
                        metrics, device, settings, observer, references.pixels)
+    if conditioning.ill and control.counts is False:  # why the control could not reconstruct, and what helps
+        control = replace(control, evidence=f"{control.evidence}; {conditioning.summary()}")
     observer.stage("verdict", f"rules {settings.rules}")
     interrupted = observer.should_stop()
     return AuditResult(
@@ -529,6 +566,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
         command=command, incomplete=interrupted, control=control, defense_cost=cost, references=references.summary(),
+        conditioning=conditioning,
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
 
 
@@ -582,6 +620,17 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     status = "interrupted" if observer.should_stop() and not reconstructed else "ran"
     return ControlOutcome(status, how, reconstructed, removed, shared, tuple(own), rules,
                           _evidence(rules, reconstructed))
+
+
+def _conditioning(model: Any, batch: SampleBatch, threat: ThreatModel, clean: Any, findings: Findings,
+                  settings: ScanSettings, observer: Observer) -> Any:
+    """The update at the samples (``clean``) against the update at the samples moved by 1e-4 of the pixel range:
+    whether gradient matching can work on this batch at all (``update.conditioning``)."""
+    from .update.conditioning import conditioning
+
+    observer.stage("conditioning", "the update at the samples vs at the samples moved by 1e-4")
+    return conditioning(model, batch, threat, clean.gradients, findings, seed=settings.seed,
+                        bounds=_bounds(batch, tuple(model.input_shape)))
 
 
 def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, settings: ScanSettings) -> Any:

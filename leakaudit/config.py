@@ -43,6 +43,7 @@ class ScanSettings:
     input_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
     dropout: dict[str, float] = field(default_factory=dict)  # layer name -> rate the export removed
+    no_dropout: bool = False  # the user states the model trains without dropout (nothing for an export to remove)
     normalize: str = "none"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -62,6 +63,8 @@ class ScanSettings:
     local_lr: float = 0.1
     protocol: str | None = None  # None: fedsgd, or fedavg when local_steps > 1
     labels_known: bool = False
+    # The client's BatchNorm layers: "train" (batch statistics) or "eval" (frozen running statistics)
+    client_batchnorm: str = "train"
     device: str = "auto"
     # Where the client batches run (leakaudit.coverage.executors); never what they find: left out of the
     # reproduce command, the report's settings and what --resume compares (EXECUTION below).
@@ -340,6 +343,12 @@ def _device(value: Any, where: str) -> str:
     return device_spec(value, where)
 
 
+def _client_batchnorm(value: Any, where: str) -> str:
+    from .models.batchnorm import check_client_batchnorm
+
+    return check_client_batchnorm(value, where)
+
+
 def _executor(value: Any, where: str) -> str:
     from .coverage.executors import check_executor
 
@@ -388,6 +397,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("num_classes", "--num-classes", _integer(2), "Number of classes (if not in the file).", kind=int),
     Setting("dropout", "--dropout", parse_dropout, "LAYER=P: a dropout rate the export removed (repeatable).",
             kind=list, default=[], metavar="LAYER=P"),
+    Setting("no_dropout", "--no-dropout", _bool, "The model trains without dropout: an ONNX file without Dropout "
+            "nodes then gets no advice to declare rates.", kind=bool, default=False),
     Setting("normalize", "--normalize", _normalize, "Input normalization: none, mnist, cifar10, imagenet.",
             default="none"),
     Setting("mean", "--mean", parse_floats, "Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
@@ -421,6 +432,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("protocol", "--protocol", _protocol, "fedsgd or fedavg (default: fedavg when --local-steps > 1)."),
     Setting("labels_known", "--labels-known", _bool, "Give the attacker the true labels (stronger attacker).",
             kind=bool, default=False),
+    Setting("client_batchnorm", "--client-batchnorm", _client_batchnorm, "The client's BatchNorm layers: train "
+            "(the batch's own statistics, torch's training default) or eval (frozen running statistics; allows "
+            "--batch-size 1).", default="train", metavar="train|eval"),
     Setting("device", "--device", _device, "auto, cpu, cuda or cuda:N (GPU N).", default="auto"),
     Setting("executor", "--executor", _executor, "Where the client batches run: inprocess, processes (local "
             "worker processes, --workers) or ray (pip install 'leakaudit\\[ray]'; a local Ray instance, or the "

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from .update.cost import DefenseCost
     from .update.interface import ThreatModel
 
-__all__ = ["AttackOutcome", "AuditResult", "BatchCoverage", "ControlOutcome", "CoverageOutcome", "DataCard",
-           "LabelOutcome", "ModelCard", "RuleOutcome", "SampleCoverage"]
+__all__ = ["AttackOutcome", "AuditResult", "BatchCoverage", "Conditioning", "ControlOutcome", "CoverageOutcome",
+           "DataCard", "LabelOutcome", "ModelCard", "RuleOutcome", "SampleCoverage"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,70 @@ class ControlOutcome:
 
 
 @dataclass(frozen=True)
+class Conditioning:
+    """Whether gradient matching can work on this batch's update at all (``update.conditioning``): the cosine
+    between the client's update at the true samples and at the samples moved by ``epsilon`` (times the pixel
+    range, per element), and the train-mode BatchNorm layers that see few values per channel at this batch.
+
+    ``verdict``: "stable" (cosine >= ``threshold``: a candidate close to the samples gives a close update, so
+    matching has a basin to descend into), "ill-conditioned" (below it: a tiny input change gives an unrelated
+    update; no gradient-matching attack converges, on any hardware) or "not_measured" (``reason`` says why).
+    ``layers``: [{"name", "values_per_channel"}] for the BatchNorm layers at or below ``FEW_VALUES`` values per
+    channel (N*H*W of their input). JSON-plain, so a checkpoint's ``BatchCoverage`` keeps it as ``as_dict()``."""
+
+    verdict: str
+    cosine: float | None
+    epsilon: float
+    threshold: float
+    batch_size: int
+    input_shape: tuple[int, ...]
+    layers: tuple[dict[str, Any], ...] = ()
+    reason: str = ""
+
+    @property
+    def ill(self) -> bool:
+        return self.verdict == "ill-conditioned"
+
+    def summary(self) -> str:
+        """One phrase a user can act on, e.g. "the update is ill-conditioned (cosine 0.12 between ...)"."""
+        if self.verdict == "not_measured":
+            return f"conditioning not measured: {self.reason}"
+        moved = (f"cosine {self.cosine:.3g} between the update at the samples and at samples moved by "
+                 f"{self.epsilon:g} of the pixel range")
+        if not self.ill:
+            return f"the update is stable ({moved})"
+        return f"the update is ill-conditioned ({moved}): {self.cause()}; {self.advice()}"
+
+    def _shape(self) -> str:
+        return "x".join(str(s) for s in self.input_shape[1:]) if len(self.input_shape) == 3 else \
+            "x".join(str(s) for s in self.input_shape)
+
+    def cause(self) -> str:
+        if not self.layers:
+            return ("no BatchNorm layer with few values per channel explains it: the model's function is very "
+                    "sensitive near these samples")
+        shown = ", ".join(f"{d['name']} ({d['values_per_channel']} values per channel)" for d in self.layers[:4])
+        more = f" and {len(self.layers) - 4} more" if len(self.layers) > 4 else ""
+        return (f"BatchNorm layer(s) {shown}{more} at batch {self.batch_size}, {self._shape()} input normalise "
+                "almost nothing")
+
+    def advice(self) -> str:
+        if not self.layers:
+            return "try a larger --batch-size or check the model's weights and --normalize"
+        fewest = min(int(d["values_per_channel"]) for d in self.layers)
+        per_sample = max(1, fewest // max(1, self.batch_size))
+        larger = max(2 * self.batch_size, -(-8 // per_sample))
+        return (f"try --batch-size {larger} (if your clients train on that many samples), --client-batchnorm eval "
+                "(if they freeze BatchNorm statistics) or a larger input")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "cosine": self.cosine, "epsilon": self.epsilon, "threshold": self.threshold,
+                "batch_size": self.batch_size, "input_shape": list(self.input_shape),
+                "layers": [dict(d) for d in self.layers], "reason": self.reason, "summary": self.summary(),
+                "advice": self.advice() if self.ill else ""}
+
+
+@dataclass(frozen=True)
 class SampleCoverage:
     """One audited sample over the whole set: its best attack (the most leaking on the ranking metric), that
     attack's scores on it, and whether it was recognisably reconstructed (``CoverageOutcome.criterion``)."""
@@ -167,6 +231,7 @@ class BatchCoverage:
     control_evidence: str = ""
     seconds: float = 0.0
     incomplete: bool = False
+    conditioning: dict[str, Any] | None = None  # Conditioning.as_dict() of its update (JSON-plain: checkpoints)
 
 
 @dataclass(frozen=True)
@@ -247,6 +312,9 @@ class AuditResult:
     coverage: CoverageOutcome | None = None
     # What the recognition test compared each reconstruction with (``metrics.references.ScanReferences.summary``)
     references: dict[str, Any] | None = None
+    # Whether matching can work on this batch's update (schema 1.6): the update at the samples vs at the samples
+    # moved a tiny bit, and the BatchNorm layers responsible when it cannot
+    conditioning: Conditioning | None = None
 
     @property
     def outcome(self) -> Outcome:

@@ -156,6 +156,21 @@ def _check_batch(b: BatchCoverage, total: int, strict: bool) -> str:
     return ""
 
 
+def _conditioning(c: Any) -> dict[str, Any] | None:
+    """A batch's conditioning record as written (``Conditioning.as_dict``), or TypeError: the report reads it."""
+    if c is None:
+        return None
+    texts = ("verdict", "reason", "summary", "advice")
+    if (not isinstance(c, dict) or c.get("verdict") not in ("stable", "ill-conditioned", "not_measured")
+            or any(not isinstance(c.get(k), str) for k in texts)
+            or not (c.get("cosine") is None or isinstance(c.get("cosine"), (int, float)))
+            or not isinstance(c.get("layers"), list) or not isinstance(c.get("input_shape"), list)
+            or any(not isinstance(d, dict) or not isinstance(d.get("name"), str)
+                   or not isinstance(d.get("values_per_channel"), int) for d in c["layers"])):
+        raise TypeError("a batch's conditioning record is malformed")
+    return c
+
+
 def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCoverage]]:
     """The records of ``path`` after checking it is this scan's; InputError (exit 2) naming the mismatch."""
     fix = "run the scan again without --resume (it starts over)"
@@ -191,7 +206,8 @@ def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[S
                          f"damaged); {fix}")
     try:
         batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
-                                    "crashed": tuple(b["crashed"])}) for b in doc["batches"]]
+                                    "crashed": tuple(b["crashed"]),
+                                    "conditioning": _conditioning(b.get("conditioning"))}) for b in doc["batches"]]
         samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
     except (KeyError, TypeError) as e:
         raise InputError(f"--resume {path}: the checkpoint is damaged ({e}); {fix}") from None

@@ -103,7 +103,8 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
     record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,
                            rules=result.rules, crashed=outcome.crashed, control=control.counts if control else None,
                            control_evidence=control.evidence if control else "", seconds=seconds,
-                           incomplete=result.incomplete)
+                           incomplete=result.incomplete,
+                           conditioning=result.conditioning.as_dict() if result.conditioning else None)
     return record, samples
 
 

@@ -20,7 +20,8 @@ from .trace import Trace, trace
 
 EVAL_EXPORT_WARNING = (
     "{path}: the ONNX file has no Dropout nodes; it may have been trained with dropout that the export "
-    "removed; re-export with training=TrainingMode.TRAINING or declare rates with --dropout LAYER=P"
+    "removed; re-export with training=TrainingMode.TRAINING or declare rates with --dropout LAYER=P "
+    "(--no-dropout if the model has none)"
 )
 REEXPORT = ('torch.onnx.export(model.train(), x, "model.onnx", training=torch.onnx.TrainingMode.TRAINING, '
             'dynamo=False)')

@@ -59,7 +59,8 @@ def train_batch_floor(model: LoadedModel) -> BatchFloor:
 
 
 def resolve_batch_size(model: LoadedModel, requested: int | None) -> tuple[int, str]:
-    """(batch size the audit uses, a note for the report when leakaudit chose it)."""
+    """(batch size the audit uses, a note for the report when leakaudit chose it). A model whose client runs
+    BatchNorm in eval mode (``client_model``) has no floor: its layers use running statistics."""
     fixed = fixed_batch(model, requested or 1)
     if requested is None and fixed:
         return fixed, (f"batch size {fixed} chosen (no --batch-size given): the file fixes batch {fixed} in its "
@@ -78,7 +79,8 @@ def resolve_batch_size(model: LoadedModel, requested: int | None) -> tuple[int, 
         raise ConfigError(f"--batch-size {requested}: BatchNorm layer {floor.layer!r} of {model.path} gets "
                           f"{requested * floor.per_sample} value(s) per channel at that batch and cannot run in "
                           f"train mode, as a client trains (torch needs more than 1); give --batch-size "
-                          f"{floor.batch} or more, or leave it out to use the smallest that works")
+                          f"{floor.batch} or more, leave it out to use the smallest that works, or give "
+                          "--client-batchnorm eval if your clients train with frozen BatchNorm statistics")
     return requested, ""
 
 
@@ -107,3 +109,76 @@ def _eval_forward(model: LoadedModel, batch: int) -> None:
             model.module(torch.zeros(batch, *model.input_shape, device=device))
     finally:
         model.module.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The client's BatchNorm mode (--client-batchnorm)
+# ---------------------------------------------------------------------------------------------------
+
+CLIENT_BATCHNORM = ("train", "eval")
+
+
+def check_client_batchnorm(value: object, where: str = "--client-batchnorm") -> str:
+    """``value`` when it is a BatchNorm mode a client can train in: the one check of the setting."""
+    if value not in CLIENT_BATCHNORM:
+        raise ConfigError(f"{where} {value}: unknown BatchNorm mode; use train (batch statistics, torch's "
+                          "default in training) or eval (frozen running statistics)")
+    return str(value)
+
+
+class FrozenBatchNorm(nn.Module):
+    """A BatchNorm layer of a client that trains with it in eval mode: it normalises with the running statistics
+    it was given, whatever the module's train flag, and its ``weight``/``bias`` stay trainable parameters of the
+    same names. The attacker's copy (``attacks.engine.attacker_copy``) switches models to train mode and puts
+    ``_BatchNorm`` layers on batch statistics; this layer is not one, so the attacker computes what the client
+    did."""
+
+    def __init__(self, source: _BatchNorm) -> None:
+        super().__init__()
+        self.eps = source.eps
+        self.num_features = source.num_features
+        self.weight = source.weight
+        self.bias = source.bias
+        assert source.running_mean is not None and source.running_var is not None
+        self.register_buffer("running_mean", source.running_mean.detach().clone())
+        self.register_buffer("running_var", source.running_var.detach().clone())
+        tracked = getattr(source, "num_batches_tracked", None)
+        if isinstance(tracked, torch.Tensor):
+            self.register_buffer("num_batches_tracked", tracked.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = self.running_mean, self.running_var
+        assert isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor)
+        return nn.functional.batch_norm(x, mean, var, self.weight, self.bias, training=False, momentum=0.0,
+                                        eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, frozen running statistics"
+
+
+def client_model(model: LoadedModel, mode: str) -> LoadedModel:
+    """The model as the client trains it: ``model`` itself for train-mode BatchNorm (or a model without
+    BatchNorm), else a copy whose BatchNorm layers use their running statistics (``FrozenBatchNorm``). The copy
+    has the same parameter and buffer names, so updates, findings and reports name layers alike; a layer
+    without running statistics (``track_running_stats=False``) normalises with the batch in eval mode too and
+    is left as it is. Idempotent: a frozen model is returned unchanged."""
+    check_client_batchnorm(mode)
+    if mode == "train":
+        return model
+    targets = [n for n, m in model.module.named_modules()
+               if n and isinstance(m, _BatchNorm) and m.running_mean is not None and m.running_var is not None]
+    if not targets:
+        return model
+    import copy
+    import dataclasses
+
+    module = copy.deepcopy(model.module)
+    for name in targets:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        source = module.get_submodule(name)
+        frozen = FrozenBatchNorm(source)  # type: ignore[arg-type]
+        # hooks on the layer (a declared dropout runs in one) keep running
+        frozen._forward_hooks, frozen._forward_pre_hooks = source._forward_hooks, source._forward_pre_hooks
+        parent._modules[leaf] = frozen
+    return dataclasses.replace(model, module=module)

@@ -23,12 +23,12 @@ from ..result import AttackOutcome, AuditResult, ControlOutcome, CoverageOutcome
 from ..verdict.outcome import counts
 from .budget import describe as describe_budget
 from .images import png_data_uri
-from .recommendations import recommend
+from .recommendations import ill_conditioned, recommend
 
 if TYPE_CHECKING:
     from ..update.cost import DefenseCost  # a type only: rendering a report never imports torch
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -231,6 +231,15 @@ def _defense_cost(cost: DefenseCost | None) -> dict[str, Any] | None:
             "reason": cost.reason, "summary": cost.summary()}
 
 
+def _conditioning_dict(c: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A batch's conditioning (``result.Conditioning.as_dict``) with JSON-safe numbers."""
+    if c is None:
+        return None
+    return {**c, "cosine": number(c.get("cosine")), "epsilon": number(c.get("epsilon")),
+            "threshold": number(c.get("threshold")), "layers": [dict(d) for d in c.get("layers", [])],
+            "input_shape": list(c.get("input_shape", []))}
+
+
 def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
     return {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
             "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
@@ -260,7 +269,8 @@ def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
         "by_label": by_group(c.samples, "label"),
         "batches": [{"index": b.index, "seed": b.seed, "size": b.size, "overall": b.overall,
                      "crashed_attacks": list(b.crashed), "control_reconstructed": b.control,
-                     "seconds": number(b.seconds)} for b in c.batches],
+                     "seconds": number(b.seconds), "conditioning": _conditioning_dict(b.conditioning)}
+                    for b in c.batches],
         "samples": [_coverage_sample(s) for s in c.samples],
     }
 
@@ -343,6 +353,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "threat_model": {
             "protocol": t.protocol, "batch_size": t.batch_size, "local_steps": t.local_steps,
             "local_lr": number(t.local_lr), "labels_known": t.labels_known, "loss": getattr(t, "loss", "cross_entropy"),
+            "batchnorm": getattr(t, "batchnorm", "train"),
         },
         "defenses": [{"name": d.name, "params": _jsonable(d.params), "text": str(d)} for d in t.defenses],
         "label_recovery": None if result.label_recovery is None else {
@@ -357,12 +368,13 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "verdict": _verdict(result),
         "control": _control(result.control),
         "defense_cost": _defense_cost(result.defense_cost),
+        "conditioning": _conditioning_dict(result.conditioning.as_dict()) if result.conditioning else None,
         "coverage": _coverage(result.coverage),
         "notes": list(result.notes),
     }
     doc["budget"] = describe_budget(doc)  # what ran, not only the budget's name (overrides change it)
     doc["recommendations"] = recommend(doc)
-    if doc["verdict"]["overall"] == "inconclusive":
+    if doc["verdict"]["overall"] == "inconclusive" and not ill_conditioned(doc):
         doc["recommendations"].insert(0, {
             "id": "inconclusive", "title": "Give the attacks the power to reconstruct the undefended case",
             "text": INCONCLUSIVE_ADVICE, "because": result.control.evidence if result.control else ""})

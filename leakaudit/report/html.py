@@ -173,6 +173,8 @@ def _data_and_threat(doc: dict[str, Any]) -> str:
         ("Batch size", esc(t["batch_size"])),
         ("Local steps / lr", f'{esc(t["local_steps"])} / {fmt(t["local_lr"])}'),
         ("Labels", label_html),
+        ("Client BatchNorm", esc(t.get("batchnorm", "train")) + (" (frozen running statistics)"
+                                                                  if t.get("batchnorm") == "eval" else "")),
         ("Simulated defenses", defenses),
         ("Budget", esc(describe_budget(doc)["text"])),  # from the document: a report of any version says it
         ("Seed", esc(doc["seed"])),
@@ -292,10 +294,30 @@ def _defense_cost(doc: dict[str, Any]) -> str:
              ("Loss on the samples before a server step", fmt(c["loss_before"])),
              (f"… after a step of {fmt(c['step'])} with the clean update", fmt(c["loss_after_clean"])),
              ("… with the defended update", fmt(c["loss_after_defended"])),
-             ("Fraction of the clean step's loss reduction kept",
+             ("Fraction of the clean step's loss reduction kept (on these samples, not held-out data)",
               fmt(c["kept"]) if c["kept"] is not None else esc(c["reason"]))]
-    return ('<h2>Defense cost</h2><p class="muted">What the defenses leave of the update a server learns from, '
-            "measured on these samples (one step; it does not show noise accumulating over rounds).</p>"
+    return ('<h2>Defense cost</h2><p class="muted">What the defenses leave of the update a server learns from: '
+            + esc(c["summary"]) + ". The loss figures are one step on the samples the update was computed on; "
+            "they do not show utility on held-out data or noise accumulating over rounds.</p>" + _card(items))
+
+
+def _conditioning(doc: dict[str, Any]) -> str:
+    """Whether gradient matching can work on the update at all (schema 1.6; absent in older reports)."""
+    c = doc.get("conditioning")
+    if not c:
+        return ""
+    layers = ", ".join(f'<span class="mono">{esc(d["name"])}</span> ({esc(d["values_per_channel"])})'
+                       for d in c.get("layers", [])[:8]) or "none"
+    more = len(c.get("layers", [])) - 8
+    items = [("Verdict", _badge("fail") if c["verdict"] == "ill-conditioned" else esc(c["verdict"])),
+             ("Update cosine, samples vs samples moved by " + fmt(c["epsilon"]) + " of the pixel range",
+              fmt(c["cosine"]) + f' (stable at ≥ {fmt(c["threshold"])})'),
+             ("BatchNorm layers with ≤ 4 values per channel (values)", layers + (f" and {more} more" if more > 0
+                                                                              else ""))]
+    if c.get("advice"):
+        items.append(("What changes it", esc(c["advice"])))
+    return ('<h2>Conditioning</h2><p class="muted">Whether gradient matching can work on this update at all: a '
+            "candidate close to the samples must give a close update. " + esc(c["summary"]) + "</p>"
             + _card(items))
 
 
@@ -392,11 +414,12 @@ def _coverage(doc: dict[str, Any]) -> str:
                        + _table([title, "audited", "recognised", "fraction"], rows, numeric=[1, 2, 3]))
     if len(c["batches"]) > 1:
         rows = [[fmt(b["index"] + 1), _badge(b["overall"]), fmt(b["size"]), fmt(b["seed"]),
-                 fmt(b["control_reconstructed"]), esc(", ".join(b["crashed_attacks"]) or "—"), fmt(b["seconds"])]
+                 fmt(b["control_reconstructed"]), _batch_conditioning(b.get("conditioning")),
+                 esc(", ".join(b["crashed_attacks"]) or "—"), fmt(b["seconds"])]
                 for b in c["batches"]]
         out.append(f'<details><summary>Batches ({len(rows)})</summary>'
-                   + _table(["Batch", "Verdict", "Size", "Seed", "Control reconstructed", "Crashed", "Seconds"],
-                            rows, numeric=[0, 2, 3, 6]) + "</details>")
+                   + _table(["Batch", "Verdict", "Size", "Seed", "Control reconstructed", "Conditioning (cosine)",
+                             "Crashed", "Seconds"], rows, numeric=[0, 2, 3, 7]) + "</details>")
     rows = [[fmt(s["index"]), f'<span class="mono">{esc(s["name"])}</span>', fmt(s["batch"] + 1),
              esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m in ("match_p", "ssim_skill", "psnr_gain",
                                                                             "ssim", "psnr")],
@@ -408,13 +431,20 @@ def _coverage(doc: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _batch_conditioning(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "—"
+    return f'{esc(c["verdict"])} ({fmt(c["cosine"])})'
+
+
 def render_html(doc: dict[str, Any]) -> str:
     body = "".join([
         _banner(doc), "<main>",
         f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',
-        _recommendations(doc), _rules(doc), _control(doc), _coverage(doc), _defense_cost(doc), _attacks(doc),
+        _recommendations(doc), _rules(doc), _control(doc), _conditioning(doc), _coverage(doc), _defense_cost(doc),
+        _attacks(doc),
         _model(doc), _data_and_threat(doc), _reproduce(doc),
         "</main>",
     ])

@@ -57,10 +57,32 @@ def _rec(rid: str, title: str, text: str, because: str) -> dict[str, str]:
     return {"id": rid, "title": title, "text": text, "because": because}
 
 
+def ill_conditioned(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conditioning entries (the shown batch's, then every batch's) that say matching cannot work."""
+    batches = (doc.get("coverage") or {}).get("batches", [])
+    entries = [doc.get("conditioning")] + [b.get("conditioning") for b in batches]
+    found: list[dict[str, Any]] = []
+    for c in entries:
+        if isinstance(c, dict) and c.get("verdict") == "ill-conditioned" and c not in found:
+            found.append(c)
+    return found
+
+
 def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
     findings = doc["findings"]
     leaked = _failed_attacks(doc)
     recs: list[dict[str, str]] = []
+    ill = ill_conditioned(doc)
+    if ill and not leaked:
+        batches = (doc.get("coverage") or {}).get("batches", [])
+        count = sum(1 for b in batches if (b.get("conditioning") or {}).get("verdict") == "ill-conditioned")
+        where = f" in {count} of {len(batches)} batches" if len(batches) > 1 else ""
+        recs.append(_rec(
+            "ill-conditioned", "No gradient-matching attack can work on this update: it is ill-conditioned",
+            f"{ill[0].get('advice') or 'try a larger --batch-size'}. The scan then measures what a server can "
+            "reconstruct from the update your clients really send; until then its verdict is no evidence either "
+            "way, whatever the attacks' budget or hardware.",
+            f"{ill[0].get('summary', '')}{where}"))
     has_dropout = bool(findings["dropout"])
     has_bottleneck = bool(findings["bottlenecks"])
     defenses = [d["text"] for d in doc["defenses"]]
@@ -140,12 +162,15 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
             "samples like the data your clients train on and re-scan.",
             flat[0].removeprefix(FLAT_NOTE + ": ")))
     onnx = doc["model"].get("onnx")
-    if onnx and onnx.get("looks_eval_exported") and not has_dropout:
+    stated_none = bool((doc.get("settings") or {}).get("no_dropout"))
+    if onnx and onnx.get("looks_eval_exported") and not has_dropout and not stated_none:
         recs.append(_rec(
-            "declare-dropout", "Declare dropout rates the ONNX export removed",
-            "An eval-mode export drops Dropout nodes; if the model trains with dropout, re-export with "
-            "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned.",
-            "the ONNX file looks eval-exported and no dropout was found"))
+            "declare-dropout", "Say whether the model trains with dropout",
+            "An eval-mode export drops Dropout nodes, and a training-mode export of a model without dropout has "
+            "none either, so the file cannot tell. If the model trains with dropout, re-export with "
+            "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned; if it has "
+            "none, pass --no-dropout to record that.",
+            "the ONNX file has no Dropout, random or training-mode BatchNorm nodes, and no dropout was declared"))
     if doc["verdict"]["overall"] == "pass" and not leaked:
         budget = describe_budget(doc)["text"]
         recs.append(_rec(

@@ -46,7 +46,7 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
                          "export it with its weights as trainable initializers")
     x, y = batch_on_model_device(model, batch)
     with seeded(seed, x.device), preserved(model.module):
-        model.module.train()
+        client_mode(model.module, threat.batchnorm)
         try:
             gradients, masks = _local_training(model, x, y, threat, record_masks)
         except ValueError as e:
@@ -60,6 +60,16 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
     update = ClientUpdate(gradients=gradients, threat=clean, num_samples=len(batch), true_dropout_masks=masks)
     # apply_defenses records each applied defense back into update.threat.defenses
     return apply_defenses(update, threat.defenses, findings, seed=seed) if threat.defenses else update
+
+
+def client_mode(module: nn.Module, batchnorm: str = "train") -> None:
+    """Put ``module`` in the mode the client trains in: train mode, with BatchNorm layers in eval mode (running
+    statistics) when the threat model says the client freezes them (``ThreatModel.batchnorm``)."""
+    module.train()
+    if batchnorm == "eval":
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def _local_training(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
@@ -98,6 +108,9 @@ def check_protocol(protocol: object, where: str = "--protocol") -> str:
 
 def _check_threat(threat: ThreatModel) -> None:
     check_protocol(threat.protocol)
+    from ..models.batchnorm import check_client_batchnorm
+
+    check_client_batchnorm(threat.batchnorm, "ThreatModel.batchnorm")
     if threat.protocol == "fedavg":
         if threat.local_steps < 1:
             raise ConfigError(f"--local-steps {threat.local_steps}: must be at least 1; use 1 or more")

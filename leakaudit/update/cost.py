@@ -8,6 +8,9 @@ defenses measures, on the user's own samples:
 - what one server step does with it: the client loss on the samples before the step, after a step with the
   clean update and after a step with the defended one. ``kept`` is the fraction of the clean step's loss
   reduction the defended step keeps (1: no cost; 0: the step teaches nothing; negative: it makes things worse).
+  It is measured on the samples the update was computed on, one step: a noisy step can lower that loss as much
+  as the clean one by chance (kept 1.03 at cosine 0.016 was seen), so the summary leads with the fidelity and
+  says that this is no measure of utility on held-out data.
 
 The step is the client's own: ``w - lr * update`` with the client's learning rate, times its local steps
 under FedAvg (the update is the weight delta divided by ``-lr * steps``, so this is the delta itself). The loss
@@ -25,7 +28,7 @@ from torch.func import functional_call
 
 from ..data.interface import SampleBatch
 from ..models.interface import LoadedModel
-from .client import batch_on_model_device, preserved, seeded
+from .client import batch_on_model_device, client_mode, preserved, seeded
 from .interface import ThreatModel
 from .losses import client_loss
 
@@ -41,12 +44,32 @@ class DefenseCost:
     kept: float | None  # fraction of the clean step's loss reduction kept; None with ``reason``
     reason: str = ""
 
+    def fidelity(self) -> str:
+        """How much of the clean update the server still receives, in words."""
+        c = self.cosine
+        if not math.isfinite(c):
+            return "not measurable: the clean update is zero"
+        if c >= 0.9:
+            return "the server receives nearly the clean update"
+        if c >= 0.5:
+            return "the clean update with substantial distortion"
+        if c >= 0.1:
+            return "mostly distortion: little of the clean update's direction survives"
+        return "almost only distortion: one client's update carries next to none of the clean update's direction"
+
     def summary(self) -> str:
-        """One line, e.g. "update cosine 0.71, relative error 0.70; keeps 83% of the clean step's loss reduction"."""
-        text = f"update cosine {self.cosine:.3g}, relative error {self.relative_error:.3g}; "
+        """One line that leads with what a user can weigh (how much of the update survives), e.g. "update
+        fidelity: cosine 0.016 to the clean update, relative error 62 (almost only distortion: ...); one server
+        step ... (the samples the update was computed on, not held-out data, ...)"."""
+        text = (f"update fidelity: cosine {self.cosine:.3g} to the clean update, relative error "
+                f"{self.relative_error:.3g} ({self.fidelity()}); ")
         if self.kept is None:
             return text + self.reason
-        return text + f"keeps {100 * self.kept:.0f}% of the clean step's loss reduction"
+        caveat = "the samples the update was computed on, not held-out data, so no measure of utility"
+        if self.kept > 1 or (self.cosine < 0.5 and self.kept >= 0.5):
+            caveat += ": a distorted step can lower it as much by chance"
+        return (text + f"one server step with it lowers the loss on the scan's own samples by {100 * self.kept:.0f}% "
+                f"of what the clean step does ({caveat})")
 
 
 def defense_cost(model: LoadedModel, batch: SampleBatch, clean: Mapping[str, torch.Tensor],
@@ -61,7 +84,7 @@ def defense_cost(model: LoadedModel, batch: SampleBatch, clean: Mapping[str, tor
     step = threat.local_lr * (threat.local_steps if threat.protocol == "fedavg" else 1)
     weights = {n: p.detach() for n, p in model.trainable().items()}
     x, y = batch_on_model_device(model, batch)
-    before, after_clean, after_defended = (_loss(model, x, y, w, threat.loss, seed) for w in (
+    before, after_clean, after_defended = (_loss(model, x, y, w, threat.loss, seed, threat.batchnorm) for w in (
         weights, _stepped(weights, clean, step), _stepped(weights, defended, step)))
     gain = before - after_clean
     if not all(math.isfinite(v) for v in (before, after_clean, after_defended)):
@@ -80,9 +103,9 @@ def _stepped(weights: dict[str, torch.Tensor], update: Mapping[str, torch.Tensor
 
 
 def _loss(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor], loss: str,
-          seed: int) -> float:
+          seed: int, batchnorm: str = "train") -> float:
     """The client's loss at ``weights``; the model's modes, buffers (BatchNorm statistics) and RNG untouched."""
     with torch.no_grad(), preserved(model.module), seeded(seed, x.device):
-        model.module.train()
+        client_mode(model.module, batchnorm)
         out = functional_call(model.module, weights, (x,), strict=False)
         return float(client_loss(model.module, out, y, loss))

@@ -40,6 +40,9 @@ class ThreatModel:
     labels_known: bool = False
     defenses: tuple[DefenseSpec, ...] = ()
     loss: str = "cross_entropy"  # name in leakaudit.update.losses.LOSSES (what the client minimises)
+    # The client's BatchNorm layers: "train" (the batch's own statistics, torch's training default) or "eval"
+    # (frozen running statistics; --client-batchnorm eval)
+    batchnorm: str = "train"
 
     def local_training(self) -> LocalTraining | None:
         """The client's local steps under FedAvg; None under FedSGD (one gradient, no step taken)."""

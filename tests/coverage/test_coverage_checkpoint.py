@@ -58,6 +58,7 @@ def test_the_checkpoint_is_bound_to_content_and_resumes_unchanged(workdir, inter
     doc = json.loads((interrupted / checkpoint.NAME).read_text())
     assert len(doc["samples_sha256"]) == 4 and len(doc["rules_sha256"]) == 64 and len(doc["records_sha256"]) == 64
     assert [b["overall"] for b in doc["batches"]] == ["fail", "fail"]
+    assert [b["conditioning"]["verdict"] for b in doc["batches"]] == ["stable", "stable"]  # kept per batch
     assert scan(workdir, interrupted, "--rules", str(workdir / "rules.toml"), "--resume") == 1
 
 

@@ -48,8 +48,9 @@ def test_batch_size_1_on_resnet18_at_32x32_is_an_input_error_naming_the_layer(re
     model = files[kind][0].rsplit("/", 1)[-1]
     assert err.startswith(f"leakaudit: error: --batch-size 1: BatchNorm layer '{files['layer'][kind]}' of ")
     assert err.endswith(f"{model} gets 1 value(s) per channel at that batch and cannot run in train mode, as a "
-                        "client trains (torch needs more than 1); give --batch-size 2 or more, or leave it out to "
-                        "use the smallest that works")
+                        "client trains (torch needs more than 1); give --batch-size 2 or more, leave it out to "
+                        "use the smallest that works, or give --client-batchnorm eval if your clients train with "
+                        "frozen BatchNorm statistics")
     assert not (files["folder"] / f"out-{kind}" / "report.json").exists()
 
 

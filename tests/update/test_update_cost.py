@@ -93,3 +93,17 @@ def test_the_terminal_summary_states_the_cost(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     assert f"defense cost: {doc['defense_cost']['summary']}" in err
+
+
+def test_the_summary_leads_with_fidelity_and_does_not_sell_noise_as_free():
+    from leakaudit.update.cost import DefenseCost
+
+    noisy = DefenseCost(cosine=0.016, relative_error=62.0, step=0.1, loss_before=2.3, loss_after_clean=2.2,
+                        loss_after_defended=2.197, kept=1.03)
+    text = noisy.summary()
+    assert text.startswith("update fidelity: cosine 0.016 to the clean update, relative error 62 (almost only "
+                           "distortion")
+    assert "keeps 103%" not in text and "not held-out data" in text and "by chance" in text
+    close = DefenseCost(cosine=0.97, relative_error=0.2, step=0.1, loss_before=2.3, loss_after_clean=2.2,
+                        loss_after_defended=2.21, kept=0.9)
+    assert "nearly the clean update" in close.summary() and "by chance" not in close.summary()
