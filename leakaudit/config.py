@@ -450,7 +450,7 @@ SETTINGS: tuple[Setting, ...] = (
             help_in={"sweep": _SEED_HELP[:-1] + " (the same at every value)."}),
     Setting("output_dir", "--output-dir", _folder, "Folder for the reports.", default="leakaudit-report",
             command="never", help_in={"sweep": "Folder for sweep.json and sweep.html."}),
-    Setting("formats", "--format", _names, "Report formats: json, html, junit, markdown (comma-separated).",
+    Setting("formats", "--format", _names, "Report formats: json, html, junit, markdown, sarif (comma-separated).",
             default="json,html", keys=("format",), command="never",
             help_in={"sweep": "json (always written: --resume needs it) and/or html."}),
     Setting("quiet", "--quiet", _bool, "No progress or summary on stderr.", kind=bool, default=False, short="-q",

@@ -192,7 +192,7 @@ def scan(
     config: Optional[str] = options.CONFIG,
     debug: bool = options.DEBUG,
 ) -> int:
-    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit/Markdown reports.
+    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit/Markdown/SARIF reports.
 
     Every sample given is audited (or --samples N, drawn with the seed), in client batches of --batch-size.
     The report gives the fraction recognisably reconstructed, with its 95% interval."""
@@ -297,7 +297,7 @@ def render(
     report: str = typer.Argument(..., help="report.json written by leakaudit scan.", show_default=False),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", help="HTML file to write (default: report.html next to the JSON; - for stdout)."),
-    format: str = typer.Option("html", "--format", help="Format to render: html, junit, markdown or json."),
+    format: str = typer.Option("html", "--format", help="Format to render: html, junit, markdown, sarif or json."),
     debug: bool = options.DEBUG,
 ) -> int:
     """Re-render a report (HTML by default) from a report.json alone."""

@@ -198,7 +198,7 @@ def test_a_renderer_error_leaves_no_file_behind(tmp_path, monkeypatch):
 def test_writes_leave_no_temp_files(tmp_path):
     write_reports(build_document(make_result()), tmp_path, tuple(FORMATS.get(n) for n in FORMATS.names()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["leakaudit-manifest.json", "report.html", "report.json",
-                                                          "report.junit.xml", "report.md"]
+                                                          "report.junit.xml", "report.md", "report.sarif"]
 
 
 def test_render_junit_next_to_the_report_and_refuses_to_overwrite_the_input(tmp_path, capsys):
