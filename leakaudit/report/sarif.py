@@ -118,7 +118,13 @@ def _observed(r: dict[str, Any]) -> str:
 
 def _suppressed_status(r: dict[str, Any]) -> str:
     """What a suppressed rule had been before its suppression (fail or warn)."""
-    return _text(r.get("suppressed_status")) or ("fail" if r.get("severity", "fail") == "fail" else "warn")
+    return "fail" if r.get("severity", "fail") == "fail" else "warn"
+
+
+def _suppression(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"kind": "external", "status": "accepted",
+             "justification": f"{_text(entry.get('reason'))} (expires {_text(entry.get('expires'))}; "
+                              f"{_text(entry.get('file'))})"}]
 
 
 def _rule_results(doc: dict[str, Any], index: dict[str, int], sha: str, uri: str) -> list[dict[str, Any]]:
@@ -149,12 +155,7 @@ def _rule_results(doc: dict[str, Any], index: dict[str, int], sha: str, uri: str
                            "sample": r.get("sample")},
         }
         if status == "suppressed":
-            s = suppressions.get(r["id"]) or {}
-            result["suppressions"] = [{
-                "kind": "external", "status": "accepted",
-                "justification": f"{_text(s.get('reason'))} (expires {_text(s.get('expires'))}; "
-                                 f"{_text(s.get('file'))})",
-            }]
+            result["suppressions"] = _suppression(suppressions.get(r["id"]) or {})
         out.append(result)
     return out
 
@@ -172,6 +173,10 @@ def _recognised_samples(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _sample_results(doc: dict[str, Any], index: dict[str, int], sha: str, uri: str) -> list[dict[str, Any]]:
+    """A sample recognised only by suppressed rules is still recognised (a suppression changes no measurement),
+    but as the same accepted finding it carries that suppression."""
+    suppressed = {r["id"] for r in doc["rules"]["results"] if r["status"] == "suppressed"}
+    entries = {s.get("rule"): s for s in doc.get("suppressions") or [] if s.get("status") == "active"}
     out = []
     for s in _recognised_samples(doc):
         name = _text(s.get("name"))
@@ -187,6 +192,8 @@ def _sample_results(doc: dict[str, Any], index: dict[str, int], sha: str, uri: s
             "properties": {"sample": name, "attack": s.get("attack"), "rules": list(s.get("rules") or []),
                            "batch": s.get("batch")},
         })
+        if s.get("rules") and set(s["rules"]) <= suppressed:
+            out[-1]["suppressions"] = _suppression(entries.get(s["rules"][0]) or {})
     return out
 
 

@@ -121,6 +121,19 @@ def test_sarif_report_keeps_names_exact_with_nothing_raw(hostile_doc):
     assert raw_hidden(uri) == [] and "\x1b" not in uri  # the layer-named model path, percent-escaped
 
 
+def test_suppression_text_from_the_ignore_file_is_escaped_in_every_format(hostile_doc):
+    doc = json.loads(json.dumps(hostile_doc))
+    hostile = "<script>x</script>|`" + ANSI + "\u202e"
+    doc["suppressions"] = [{"rule": doc["rules"]["results"][0]["id"], "model": hostile, "matched_by": "path glob",
+                            "reason": hostile, "expires": "2020-01-01", "file": hostile, "status": status,
+                            "applied": False, "rule_status": "fail"} for status in ("active", "expired")]
+    for name in ("html", "markdown", "junit", "sarif", "json"):
+        text = FORMATS.get(name).render(doc)
+        assert raw_hidden(text, keep="\n") == [], name
+        assert "<script>x" not in text or name in ("json", "sarif"), name
+    ET.fromstring(FORMATS.get("junit").render(doc))
+
+
 MARKDOWN_SYNTAX = ["a|b", "`code`", "**bold** _it_ ~~del~~", "[link](http://x)", "![img](x.png)", "<b>x</b>&amp;",
                    "x\\|y", "# heading"]
 
