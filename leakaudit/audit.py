@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -438,9 +438,10 @@ def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupte
 
 def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
                 device: torch.device, settings: ScanSettings, observer: Observer,
-                ruleset: Any = None, references: torch.Tensor | None = None) -> tuple[list[AttackOutcome], list[Any]]:
+                ruleset: Any = None, references: torch.Tensor | None = None,
+                suppressed: frozenset[str] = frozenset()) -> tuple[list[AttackOutcome], list[Any]]:
     """Run the planned attacks in order. With ``ruleset``, the attacks after the one whose leak settled the
-    verdict are not run (``_settled_by``)."""
+    verdict are not run (``_settled_by``); a leak of a ``suppressed`` rule settles nothing."""
     outcomes: list[AttackOutcome] = []
     scores: list[Any] = []
     settled = ""
@@ -477,17 +478,18 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
         interrupted = bool(recon.stopped_early and observer.should_stop())
         outcomes.append(_outcome(p, recon, pixels, sc, interrupted))
         scores.append(sc)
-        settled = _settled_by(ruleset, scores, p.name) if ruleset is not None else ""
+        settled = _settled_by(ruleset, scores, p.name, suppressed) if ruleset is not None else ""
     return outcomes, scores
 
 
-def _settled_by(ruleset: Any, scores: list[Any], attack: str) -> str:
+def _settled_by(ruleset: Any, scores: list[Any], attack: str, suppressed: frozenset[str] = frozenset()) -> str:
     """Why the remaining attacks need not run ("" while they may still matter). Rules take the worst value
     over attacks, so once a fail-severity rule fires no further attack can turn the verdict into a pass;
     the expensive optimisation attacks after a cheap exact one then only cost time."""
     from .verdict import evaluate
 
-    fired = [r.rule.id for r in evaluate(ruleset, scores, strict=False).results if r.status == "fail"]
+    fired = [r.rule.id for r in evaluate(ruleset, scores, strict=False).results
+             if r.status == "fail" and r.rule.id not in suppressed]
     if not fired:
         return ""
     return (f"verdict already settled by {attack} ({', '.join(fired)} failed); "
@@ -548,12 +550,16 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset
+    card = _model_card(model)
+    suppressions = _suppressions(settings, card)
     outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer, settle,
-                                   references.pixels)
+                                   references.pixels, _active(suppressions))
 
     from .verdict import evaluate
 
     verdict = evaluate(ruleset, scores, strict=settings.strict)
+    # Suppressed findings (leakaudit.suppress) settle nothing: the control runs as if they had not fired
+    verdict = _suppressed(verdict, suppressions, strict=settings.strict)
     control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,
                        metrics, device, settings, observer, references.pixels)
     if conditioning.ill and control.counts is False:  # why the control could not reconstruct, and what helps
@@ -561,13 +567,50 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     observer.stage("verdict", f"rules {settings.rules}")
     interrupted = observer.should_stop()
     return AuditResult(
-        model=_model_card(model), findings=findings, data=_data_card(batch), threat=update.threat,
+        model=card, findings=findings, data=_data_card(batch), threat=update.threat,
         attacks=tuple(outcomes), rules=_rule_outcomes(verdict), rules_overall=verdict.overall,
         rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
         command=command, incomplete=interrupted, control=control, defense_cost=cost, references=references.summary(),
-        conditioning=conditioning,
+        conditioning=conditioning, suppressions=_suppression_records(verdict, suppressions),
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
+
+
+def _suppressions(settings: ScanSettings, card: ModelCard) -> tuple[Any, ...]:
+    """The [[ignore]] entries of the settings' ignore file that apply to this model (``leakaudit.suppress``)."""
+    from .suppress import entries_for
+
+    return entries_for(settings.ignore_file, card.path, card.sha256)
+
+
+def _active(entries: Sequence[Any]) -> frozenset[str]:
+    """The rule ids an unexpired entry suppresses."""
+    from .suppress import today
+
+    on = today()
+    return frozenset(e.rule for e in entries if not e.expired(on))
+
+
+def _suppressed(verdict: Any, entries: Sequence[Any], *, strict: bool) -> Any:
+    """The verdict with the suppressions ``verdict.outcome`` decides: a suppressed leak does not fail it, so the
+    control runs and a pass must still be earned by the control's own (never suppressed) rules."""
+    if not entries:
+        return verdict
+    from .verdict.outcome import rules_fail, suppressed_statuses
+
+    statuses = suppressed_statuses([(r.rule.id, r.status, r.rule.severity) for r in verdict.results],
+                                   _active(entries))
+    results = tuple(replace(r, status=s) for r, s in zip(verdict.results, statuses, strict=True))
+    failing = rules_fail(((r.rule.id, r.status, r.rule.severity) for r in results), strict=strict)
+    return replace(verdict, results=results, overall="fail" if failing else "pass")
+
+
+def _suppression_records(verdict: Any, entries: Sequence[Any]) -> tuple[Any, ...]:
+    if not entries:
+        return ()
+    from .suppress import apply_rules
+
+    return apply_rules(_rule_outcomes(verdict), entries)[1]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ class ScanSettings:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     rules: str = "default"  # built-in profile name or a rule file path
+    # Suppressions (leakaudit.suppress): an [[ignore]] file; None: none (scan: the model folder's
+    # .leakaudit-ignore.toml, when there is one, is filled in here before the scan)
+    ignore_file: str | None = None
     attacks: tuple[str, ...] = ()  # empty = auto (the planner picks what fits the model)
     all_attacks: bool = False  # auto plan: run every planned attack even after a leak settled the verdict
     budget: str = "standard"
@@ -404,6 +407,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mean", "--mean", parse_floats, "Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
     Setting("std", "--std", parse_floats, "Per-channel std."),
     Setting("rules", "--rules", _name, "Rule profile (default, strict) or a rule TOML file.", default="default"),
+    Setting("ignore_file", "--ignore-file", _name, "Suppression file: [[ignore]] entries with rule, model (sha256 or "
+            "path glob), reason and expires (YYYY-MM-DD); an expired one fails the scan. Default: "
+            ".leakaudit-ignore.toml beside the model, when there is one.", metavar="FILE", commands=("scan",)),
     Setting("attacks", "--attacks", _attacks, "auto (fit to the model) or a list, e.g. ig,dia.", default="auto",
             keys=("attack",)),
     Setting("all_attacks", "--all-attacks", _bool, "Run every planned attack, also after a leak settled the verdict "
@@ -450,7 +456,7 @@ SETTINGS: tuple[Setting, ...] = (
             help_in={"sweep": _SEED_HELP[:-1] + " (the same at every value)."}),
     Setting("output_dir", "--output-dir", _folder, "Folder for the reports.", default="leakaudit-report",
             command="never", help_in={"sweep": "Folder for sweep.json and sweep.html."}),
-    Setting("formats", "--format", _names, "Report formats: json, html, junit, markdown (comma-separated).",
+    Setting("formats", "--format", _names, "Report formats: json, html, junit, markdown, sarif (comma-separated).",
             default="json,html", keys=("format",), command="never",
             help_in={"sweep": "json (always written: --resume needs it) and/or html."}),
     Setting("quiet", "--quiet", _bool, "No progress or summary on stderr.", kind=bool, default=False, short="-q",

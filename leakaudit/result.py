@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .metrics.scoring import SampleScore
     from .update.cost import DefenseCost
     from .update.interface import ThreatModel
+    from .suppress import SuppressionOutcome
 
 __all__ = ["AttackOutcome", "AuditResult", "BatchCoverage", "Conditioning", "ControlOutcome", "CoverageOutcome",
            "DataCard", "LabelOutcome", "ModelCard", "RuleOutcome", "SampleCoverage"]
@@ -315,6 +316,8 @@ class AuditResult:
     # Whether matching can work on this batch's update (schema 1.6): the update at the samples vs at the samples
     # moved a tiny bit, and the BatchNorm layers responsible when it cannot
     conditioning: Conditioning | None = None
+    # The [[ignore]] entries that apply to the model (schema 1.7; leakaudit.suppress): active or expired
+    suppressions: tuple[SuppressionOutcome, ...] = ()
 
     @property
     def outcome(self) -> Outcome:
@@ -325,7 +328,8 @@ class AuditResult:
                                                    + list(self.coverage.crashed if self.coverage else ()))),
                       incomplete=self.incomplete,
                       exit_zero=bool(self.settings and self.settings.exit_zero),
-                      control=control.counts if control else None, control_evidence=control.evidence if control else "")
+                      control=control.counts if control else None, control_evidence=control.evidence if control else "",
+                      expired=[f"{s.rule} (expired {s.expires})" for s in self.suppressions if s.status == "expired"])
 
     @property
     def overall(self) -> str:

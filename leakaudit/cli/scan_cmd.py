@@ -118,7 +118,8 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
     style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
     for r in doc["rules"]["results"]:
         mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
-                "not_evaluated": "[dim]not evaluated[/]"}.get(r["status"], r["status"])
+                "not_evaluated": "[dim]not evaluated[/]", "suppressed": "[magenta]suppressed[/]"}.get(r["status"],
+                                                                                           r["status"])
         observed = r["observed"]
         if r["status"] == "not_evaluated":
             reason = r.get("reason") or "no value"
@@ -192,7 +193,7 @@ def scan(
     config: Optional[str] = options.CONFIG,
     debug: bool = options.DEBUG,
 ) -> int:
-    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit/Markdown reports.
+    """Scan a model for gradient-inversion leakage and write JSON/HTML/JUnit/Markdown/SARIF reports.
 
     Every sample given is audited (or --samples N, drawn with the seed), in client batches of --batch-size.
     The report gives the fraction recognisably reconstructed, with its 95% interval."""
@@ -206,6 +207,7 @@ def scan(
         config_file = load_config(config)
         flags = given.flags()
         settings = resolve_settings(config_file, flags)
+        settings = _ignore_file(settings, model)
         formats = parse_formats(settings.formats)
         to_stdout = output == "-"
         json_path = Path(output) if output and not to_stdout else None
@@ -267,6 +269,9 @@ def scan(
         folder.put(checkpoint.NAME, checkpoint.dumps(ident, [], []))
     if from_config:
         result = replace(result, notes=(*result.notes, from_config))
+    for record in result.suppressions:  # even with --quiet: an accepted finding is never silent
+        console.print(f"  {'[red]' if record.status == 'expired' else '[yellow]'}{terminal(record.line())}[/]",
+                      highlight=False, soft_wrap=True)
     doc = build_document(result, embed_data=settings.embed_data)
     rendered = render_all(doc, formats)
     written: list[str] = []
@@ -292,12 +297,27 @@ def scan(
     return int(doc["verdict"]["exit_code"])
 
 
+def _ignore_file(settings: Any, model: str) -> Any:
+    """The suppression file: --ignore-file (or the config's ignore-file), else .leakaudit-ignore.toml beside the
+    model, when there is one (then named in the reproduce command). Read now, so a bad entry is exit 2 before
+    the model loads."""
+    from ..suppress import find_ignore_file, load_entries
+
+    if settings.ignore_file is None:
+        found = find_ignore_file(model)
+        if found is None:
+            return settings
+        settings = replace(settings, ignore_file=str(found))
+    load_entries(settings.ignore_file)
+    return settings
+
+
 @app.command("render", epilog="Exit codes: 0 written, 2 bad or unsupported report file, 3 internal error.")
 def render(
     report: str = typer.Argument(..., help="report.json written by leakaudit scan.", show_default=False),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", help="HTML file to write (default: report.html next to the JSON; - for stdout)."),
-    format: str = typer.Option("html", "--format", help="Format to render: html, junit, markdown or json."),
+    format: str = typer.Option("html", "--format", help="Format to render: html, junit, markdown, sarif or json."),
     debug: bool = options.DEBUG,
 ) -> int:
     """Re-render a report (HTML by default) from a report.json alone."""

@@ -127,7 +127,7 @@ def _combine_rule(rows: list[tuple[int, RuleOutcome]], many: bool) -> RuleOutcom
     def key(item: tuple[int, RuleOutcome]) -> float:
         return _leak_key(item[1].observed, item[1].metric) if item[1].metric in METRICS else 0.0
 
-    fired = [x for x in rows if x[1].status in ("fail", "warn")]
+    fired = [x for x in rows if x[1].status in ("fail", "warn", "suppressed")]
     unevaluated = [x for x in rows if x[1].status == "not_evaluated"]
     pick = max(fired, key=key) if fired else unevaluated[0] if unevaluated else max(rows, key=key)
     index, rule = pick
@@ -238,8 +238,11 @@ def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage
     elif incomplete and missing:
         reason = f"interrupted after {len(batches)} of {batches_planned} batches; resume with --resume"
     notes = shown.notes + ((remainder,) if remainder else ())
-    return replace(shown, rules=tuple(rules), rules_overall="fail" if leaked else "pass",
-                   control=combine_control(shown.control, batches), coverage=coverage,
-                   incomplete=incomplete, incomplete_reason=reason if incomplete else "", notes=notes,
-                   finished_at=datetime.now(timezone.utc))
+    from ..suppress import apply_to_result
+
+    # the suppressions again on the combined rules: the scan-level rate rules, and a changed file on --resume
+    return apply_to_result(replace(shown, rules=tuple(rules), rules_overall="fail" if leaked else "pass",
+                                   control=combine_control(shown.control, batches), coverage=coverage,
+                                   incomplete=incomplete, incomplete_reason=reason if incomplete else "",
+                                   notes=notes, finished_at=datetime.now(timezone.utc)))
 

@@ -21,6 +21,7 @@ from .html import render_html
 from .json import render_json
 from .junit import render_junit
 from .markdown import render_markdown
+from .sarif import render_sarif
 from .output import OutputFolder, write_atomic
 
 
@@ -38,6 +39,8 @@ for _f in (
     Format("html", "report.html", render_html, "self-contained page for people (no network, no script)"),
     Format("junit", "report.junit.xml", render_junit, "JUnit XML, one test case per rule, for CI test views"),
     Format("markdown", "report.md", render_markdown, "a Markdown summary for a CI job page (GITHUB_STEP_SUMMARY)"),
+    Format("sarif", "report.sarif", render_sarif, "SARIF 2.1.0 for code-scanning views: failed rules, recognised "
+           "samples"),
 ):
     FORMATS.register(_f.name)(_f)
 

@@ -28,7 +28,7 @@ from .recommendations import ill_conditioned, recommend
 if TYPE_CHECKING:
     from ..update.cost import DefenseCost  # a type only: rendering a report never imports torch
 
-SCHEMA_VERSION = "1.6"
+SCHEMA_VERSION = "1.7"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -371,6 +371,8 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "conditioning": _conditioning_dict(result.conditioning.as_dict()) if result.conditioning else None,
         "coverage": _coverage(result.coverage),
         "notes": list(result.notes),
+        # every [[ignore]] entry that applies to the model (schema 1.7; leakaudit.suppress), active or expired
+        "suppressions": [dataclasses.asdict(s) for s in result.suppressions],
     }
     doc["budget"] = describe_budget(doc)  # what ran, not only the budget's name (overrides change it)
     doc["recommendations"] = recommend(doc)

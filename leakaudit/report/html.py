@@ -195,7 +195,24 @@ def _rules(doc: dict[str, Any]) -> str:
     strict = " (strict: a fail-severity rule not evaluated counts as failed)" if r["strict"] else ""
     return (f'<h2>Rules: profile {esc(r["profile"])}{esc(strict)}</h2>'
             + _table(["Status", "Rule", "Leaks when", "Severity", "Worst observed", "Attack / sample", "Reason"],
-                     rows, numeric=[4]))
+                     rows, numeric=[4]) + _suppressions(doc))
+
+
+def _suppressions(doc: dict[str, Any]) -> str:
+    """Every suppression that applies to the model (schema 1.7), so a compliance reader sees each accepted
+    finding with its reason and expiry, and each expired one that failed the scan."""
+    entries = doc.get("suppressions") or []
+    if not entries:
+        return ""
+    rows = [[_badge("fail") if s["status"] == "expired" else _badge("suppressed"),
+             f'<span class="mono">{esc(s["rule"])}</span>', esc(s["rule_status"]),
+             f'<span class="mono">{esc(s["model"])}</span> ({esc(s["matched_by"])})', esc(s["expires"]),
+             esc(s["reason"]), f'<span class="mono">{esc(s["file"])}</span>',
+             "yes" if s["applied"] else "no"] for s in entries]
+    return ("<h3>Suppressions</h3><p>Accepted findings from the suppression file: a suppressed rule does not count "
+            "towards the verdict; an expired entry suppresses nothing and fails the scan.</p>"
+            + _table(["Status", "Rule", "Rule's own status", "Model", "Expires", "Reason", "File", "Applied"],
+                     rows))
 
 
 def _pair(doc: dict[str, Any], attack: dict[str, Any], sample: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 fail -> <failure>; not_evaluated -> <skipped> (or, for a fail-severity rule under --strict, <failure>, as the
 verdict counts it: type "not_evaluated", never "leak");
-warn -> a passing case with the warning in <system-out>. An interrupted scan adds an <error> case, and an
+warn -> a passing case with the warning in <system-out>; suppressed -> <skipped> with the suppression's reason; an
+expired suppression adds a failing case (type "expired_suppression"). An interrupted scan adds an <error> case, and an
 attack that crashed adds one too, so a green suite never hides an attack that did not run. An inconclusive
 scan (the positive control did not reconstruct) adds a failing case "positive control reconstructs" with the
 reason: CI views then show the suite red, as the exit code (4, or 1 under --strict) is not 0.
@@ -73,6 +74,21 @@ def render_junit(doc: dict[str, Any]) -> str:
             ET.SubElement(case, "skipped", message=f"{r['id']}: not evaluated: {r.get('reason', '')}")
         elif r["status"] == "warn":
             ET.SubElement(case, "system-out").text = f"WARNING {r['id']}: {_observed(r)}\n{text}"
+        elif r["status"] == "suppressed":
+            counts["skipped"] += 1
+            why = next((f"{s['reason']} (until {s['expires']}, {s['file']})" for s in doc.get("suppressions") or []
+                        if s["rule"] == r["id"] and s["status"] == "active"), "")
+            ET.SubElement(case, "skipped", message=f"{r['id']}: suppressed: {why}; {_observed(r)}").text = text
+    for s in doc.get("suppressions") or []:  # an expired acceptance fails the scan: a failing case of its own
+        if s["status"] != "expired":
+            continue
+        counts["tests"] += 1
+        counts["failures"] += 1
+        case = ET.SubElement(suite, "testcase", classname="leakaudit.suppressions",
+                             name=f"suppression of {s['rule']} for {s['model']} is current")
+        ET.SubElement(case, "failure", message=f"suppression of {s['rule']} expired on {s['expires']} ({s['file']}): "
+                      f"{s['reason']}; renew or remove it", type="expired_suppression").text = (
+            f"the rule's own status: {s['rule_status']}")
     for a in doc["attacks"]:
         if a["status"] == "failed":
             counts["tests"] += 1

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..safetext import markdown_text as md
 
-_MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "not_evaluated": "not evaluated"}
+_MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "not_evaluated": "not evaluated",
+         "suppressed": "suppressed"}
 _HEADLINE = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "inconclusive": "INCONCLUSIVE",
              "incomplete": "INCOMPLETE"}
 
@@ -71,6 +72,20 @@ def _coverage(doc: dict[str, Any]) -> list[str]:
     return lines + ([""] if lines[-1] else [])
 
 
+def _suppressions(doc: dict[str, Any]) -> list[str]:
+    entries = doc.get("suppressions") or []
+    if not entries:
+        return []
+    rows = ["### Suppressions", "", "| status | rule | rule's own status | model | expires | reason | file |",
+            "|---|---|---|---|---|---|---|"]
+    for s in entries:
+        status = "**EXPIRED** (fails the scan)" if s["status"] == "expired" else (
+            "suppressed" if s["applied"] else "active (nothing to suppress)")
+        rows.append(f"| {status} | {md(s['rule'])} | {md(s['rule_status'])} | {md(s['model'])} "
+                    f"({md(s['matched_by'])}) | {md(s['expires'])} | {md(s['reason'])} | {md(s['file'])} |")
+    return rows + [""]
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     verdict = doc["verdict"]
     model = doc.get("model") or {}
@@ -81,6 +96,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += [f"Model {md(model['path'])} (sha256 {md(str(model.get('sha256', ''))[:12])}), "
                   f"{md((doc.get('budget') or {}).get('text', ''))}", ""]
     lines += ["### Rules", "", *_rule_rows(doc), ""]
+    lines += _suppressions(doc)
     lines += _coverage(doc)
     if doc.get("defense_cost"):
         lines += [f"**Defense cost:** {md(doc['defense_cost']['summary'])}", ""]

@@ -48,7 +48,7 @@ from ..errors import OutputError
 LOCK_NAME = ".leakaudit.lock"
 MANIFEST_NAME = "leakaudit-manifest.json"
 TEMP_PREFIX = ".leakaudit-tmp-"
-REPORT_NAMES = ("report.json", "report.html", "report.junit.xml", "report.md")
+REPORT_NAMES = ("report.json", "report.html", "report.junit.xml", "report.md", "report.sarif")
 SWEEP_NAMES = ("sweep.json", "sweep.html")
 _STALE_TEMP_SECONDS = 60  # a temp of an unlocked single file older than this belongs to a dead run
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}  # e.g. NFS without a lock daemon

@@ -34,6 +34,19 @@ evaluated (ids)``, and ``LEAK`` appears only when a rule fired. A *warn-severity
 strict or not: a warning that could not be computed cannot be worse than a warning (so the default profile,
 whose LPIPS rule is a warning, passes under ``--strict`` on a machine without the LPIPS weights). Rule
 results are given as ``(id, status, severity)``; a pair ``(id, status)`` is read as a fail-severity rule.
+
+Suppressions (``leakaudit.suppress``: ``[[ignore]]`` entries of ``.leakaudit-ignore.toml`` or
+``--ignore-file``, each naming a rule and the model, with a reason and an expiry date) are decided here too.
+An entry that applies to the model and has not expired turns its rule's ``fail`` or ``warn`` into
+``suppressed`` (``suppressed_statuses``): it never counts towards a leak or a warning, and the summary names
+it (``N rule(s) suppressed (ids)``). A rule that passed or was not evaluated is left as it is: a suppression
+accepts a finding, it does not vouch for a rule that could not be checked. An entry that applies and has
+expired suppresses nothing and fails the scan (``decide(expired=...)``, exit 1): the rule keeps its own
+status, and the summary adds ``N suppression(s) expired (ids)``; when nothing else failed the summary starts
+``FAIL (expired suppression):`` and says that no leak was found by a rule -- a CI gate must not keep passing
+on an acceptance nobody renewed. Suppression is applied to the rules alone: the positive control and the
+recognition of samples are never suppressed (a suppressed finding is no evidence that the attacks can
+reconstruct; the control, which runs because a suppressed leak settles nothing, is).
 """
 
 from __future__ import annotations
@@ -51,8 +64,9 @@ EXIT_CODES: dict[str, int] = {"pass": EXIT_OK, "fail": EXIT_LEAK, "error": EXIT_
 WORDS: dict[str, str] = {"pass": "PASS", "fail": "LEAK", "error": "ERROR", "inconclusive": "INCONCLUSIVE",
                          "incomplete": "INCOMPLETE"}
 INCONCLUSIVE_REASON = "the attacks could not reconstruct even without the defenses: no evidence either way"
-RULE_STATUSES = ("pass", "fail", "warn", "not_evaluated")
+RULE_STATUSES = ("pass", "fail", "warn", "not_evaluated", "suppressed")
 STRICT_WORD = "FAIL (strict)"  # a strict fail where no rule fired: no leak was found, so never "LEAK"
+EXPIRED_WORD = "FAIL (expired suppression)"  # an expired suppression failed the scan and no rule fired
 # A rule's result: (id, status, severity); (id, status) is read as a fail-severity rule (the conservative side).
 RuleItem = Union[tuple[str, str], tuple[str, str, str]]
 
@@ -66,14 +80,32 @@ class Outcome:
     exit_zero: bool = False
     crashed: tuple[str, ...] = ()  # attacks that raised
     leak: bool = False  # a fail-severity rule fired: a leak was found (a strict fail need not be one)
+    expired: tuple[str, ...] = ()  # the suppressions that expired (they fail the scan)
+    suppressed: tuple[str, ...] = ()  # the rules an active suppression accepted
 
     @property
     def word(self) -> str:
-        return STRICT_WORD if self.overall == "fail" and not self.leak else WORDS[self.overall]
+        if self.overall == "fail" and not self.leak:
+            return self.summary.split(":", 1)[0]  # FAIL (strict) or FAIL (expired suppression)
+        return WORDS[self.overall]
 
 
 def _severity(item: RuleItem) -> str:
     return item[2] if len(item) == 3 else "fail"
+
+
+def unsuppressed(status: str, severity: str) -> str:
+    """The finding under a suppression: ``fail`` for a fail-severity rule, ``warn`` for a warn-severity one."""
+    if status != "suppressed":
+        return status
+    return "fail" if severity == "fail" else "warn"
+
+
+def suppressed_statuses(rules: Sequence[RuleItem], active: Iterable[str]) -> list[str]:
+    """Each rule's status under the active (unexpired) suppressions that apply to the model, given as rule
+    ids: a ``fail`` or ``warn`` becomes ``suppressed``; any other status stays (see the module's text)."""
+    ids = set(active)
+    return ["suppressed" if item[1] in ("fail", "warn") and item[0] in ids else item[1] for item in rules]
 
 
 def strict_unevaluated(rules: Iterable[RuleItem]) -> list[str]:
@@ -91,19 +123,21 @@ def rules_fail(rules: Iterable[RuleItem], *, strict: bool) -> bool:
 
 def decide(rules: Sequence[RuleItem], *, strict: bool = False, crashed: Sequence[str] = (),
            incomplete: bool = False, exit_zero: bool = False, control: bool | None = None,
-           control_evidence: str = "") -> Outcome:
+           control_evidence: str = "", expired: Sequence[str] = ()) -> Outcome:
     """The outcome of a scan from its rule results ``(id, status)``, the attacks that crashed, whether it was
     interrupted, and whether the positive control reconstructed (``control``; None: no control to weigh).
     ``exit_zero`` maps a fail to exit 0 and nothing else; ``control_evidence`` (e.g. the control's best
-    score) is appended to an inconclusive summary."""
-    leaked = rules_fail(rules, strict=strict)
+    score) is appended to an inconclusive summary. ``expired``: the suppressions that apply to the model and
+    have expired (e.g. "recognised-structure (expired 2026-01-31)"): each fails the scan."""
+    leaked = rules_fail(rules, strict=strict) or bool(expired)
     overall = _overall(leaked=leaked, crashed=bool(crashed), incomplete=incomplete, unearned=control is False)
     code = EXIT_CODES[overall]
     if exit_zero and overall == "fail":
         code = EXIT_OK
     if strict and overall == "inconclusive":
         code = EXIT_LEAK
-    summary = _summary(rules, strict=strict, leaked=leaked, crashed=tuple(crashed), incomplete=incomplete)
+    summary = _summary(rules, strict=strict, leaked=leaked, crashed=tuple(crashed), incomplete=incomplete,
+                       expired=tuple(expired))
     if overall == "inconclusive":
         summary = _inconclusive(summary, control_evidence, strict=strict)
     elif overall == "pass" and control and control_evidence:  # what the pass was earned against
@@ -111,7 +145,8 @@ def decide(rules: Sequence[RuleItem], *, strict: bool = False, crashed: Sequence
     if exit_zero and overall == "fail":
         summary += " (--exit-zero: exit 0)"
     return Outcome(overall=overall, exit_code=code, summary=summary, rules_overall="fail" if leaked else "pass",
-                   exit_zero=exit_zero, crashed=tuple(crashed), leak=any(item[1] == "fail" for item in rules))
+                   exit_zero=exit_zero, crashed=tuple(crashed), leak=any(item[1] == "fail" for item in rules),
+                   expired=tuple(expired), suppressed=tuple(item[0] for item in rules if item[1] == "suppressed"))
 
 
 def _overall(*, leaked: bool, crashed: bool, incomplete: bool, unearned: bool) -> Overall:
@@ -140,7 +175,7 @@ def counts(rules: Sequence[RuleItem]) -> dict[str, int]:
 
 
 def _summary(rules: Sequence[RuleItem], *, strict: bool, leaked: bool, crashed: tuple[str, ...],
-             incomplete: bool) -> str:
+             incomplete: bool, expired: tuple[str, ...] = ()) -> str:
     n = counts(rules)
     failing = [item[0] for item in rules if item[1] == "fail"]
     unevaluated = [item[0] for item in rules if item[1] == "not_evaluated"]
@@ -150,8 +185,11 @@ def _summary(rules: Sequence[RuleItem], *, strict: bool, leaked: bool, crashed: 
         if counted:
             parts.append(f"{len(counted)} fail-severity rule(s) could not be evaluated, which --strict counts as "
                          f"failed ({', '.join(counted)})")
+        if expired:
+            parts.append(f"{len(expired)} suppression(s) expired ({', '.join(expired)}): renew or remove them")
         # LEAK only when a rule fired; a strict fail on rules that could not be checked found no leak
-        text = f"LEAK: {'; '.join(parts)}" if failing else f"{STRICT_WORD}: {'; '.join(parts)}; no leak was found"
+        word = STRICT_WORD if counted else EXPIRED_WORD
+        text = f"LEAK: {'; '.join(parts)}" if failing else f"{word}: {'; '.join(parts)}; no leak was found"
     elif crashed:
         text = (f"ERROR: {len(crashed)} attack(s) crashed ({', '.join(crashed)}) and no leak was found; "
                 "no pass is claimed without them")
@@ -160,6 +198,9 @@ def _summary(rules: Sequence[RuleItem], *, strict: bool, leaked: bool, crashed: 
             + (f" ({n['warn']} warning(s))" if n["warn"] else "")
     if leaked and crashed:
         text += f"; {len(crashed)} attack(s) crashed ({', '.join(crashed)})"
+    suppressed = [item[0] for item in rules if item[1] == "suppressed"]
+    if suppressed:
+        text += f"; {len(suppressed)} rule(s) suppressed ({', '.join(suppressed)})"
     rest = [rid for rid in unevaluated if rid not in counted]
     if rest:
         text += f"; {len(rest)} rule(s) not evaluated" + (" (warn-severity: --strict does not fail on them)"

@@ -111,6 +111,29 @@ def test_json_report_keeps_names_exact_with_nothing_raw(hostile_doc):
     assert any(n.endswith("<script>alert(1)<\x01" + ANSI + "\u202e\x9b") for n in names)
 
 
+def test_sarif_report_keeps_names_exact_with_nothing_raw(hostile_doc):
+    text = FORMATS.get("sarif").render(hostile_doc)
+    assert raw_hidden(text, keep="\n") == []  # valid JSON, nothing a terminal or a viewer would obey
+    run = json.loads(text)["runs"][0]
+    messages = [r["message"]["text"] for r in run["results"]]
+    assert any("<script>alert(1)<\x01" + ANSI + "\u202e\x9b" in m for m in messages)  # the sample name, exact
+    uri = run["artifacts"][0]["location"]["uri"]
+    assert raw_hidden(uri) == [] and "\x1b" not in uri  # the layer-named model path, percent-escaped
+
+
+def test_suppression_text_from_the_ignore_file_is_escaped_in_every_format(hostile_doc):
+    doc = json.loads(json.dumps(hostile_doc))
+    hostile = "<script>x</script>|`" + ANSI + "\u202e"
+    doc["suppressions"] = [{"rule": doc["rules"]["results"][0]["id"], "model": hostile, "matched_by": "path glob",
+                            "reason": hostile, "expires": "2020-01-01", "file": hostile, "status": status,
+                            "applied": False, "rule_status": "fail"} for status in ("active", "expired")]
+    for name in ("html", "markdown", "junit", "sarif", "json"):
+        text = FORMATS.get(name).render(doc)
+        assert raw_hidden(text, keep="\n") == [], name
+        assert "<script>x" not in text or name in ("json", "sarif"), name
+    ET.fromstring(FORMATS.get("junit").render(doc))
+
+
 MARKDOWN_SYNTAX = ["a|b", "`code`", "**bold** _it_ ~~del~~", "[link](http://x)", "![img](x.png)", "<b>x</b>&amp;",
                    "x\\|y", "# heading"]
 

@@ -29,7 +29,7 @@ def _validate(doc: dict) -> None:
 def test_document_validates_against_the_schema(kwargs):
     doc = json.loads(FORMATS.get("json").render(build_document(make_result(**kwargs))))
     _validate(doc)
-    assert doc["schema_version"] == schema()["properties"]["schema_version"]["enum"][-1] == "1.6"
+    assert doc["schema_version"] == schema()["properties"]["schema_version"]["enum"][-1] == "1.7"
     expected = "incomplete" if kwargs.get("incomplete") else ("pass" if kwargs.get("leaked") is False else "fail")
     assert doc["verdict"]["overall"] == expected
     assert doc["verdict"]["rules_overall"] == ("pass" if kwargs.get("leaked") is False else "fail")
@@ -48,6 +48,17 @@ def test_a_schema_1_0_report_still_renders(tmp_path):
     path.write_text(json.dumps(doc))
     html = render_html(load_document(path))
     assert 'class="banner incomplete"' in html and "no leak so far" in html
+
+
+def test_a_schema_1_6_report_without_suppressions_still_renders(tmp_path):
+    doc = json.loads(FORMATS.get("json").render(build_document(make_result())))
+    assert doc["suppressions"] == []
+    del doc["suppressions"]
+    doc["schema_version"] = "1.6"
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(doc))
+    loaded = load_document(path)
+    assert "Suppressions" not in render_html(loaded) and FORMATS.get("sarif").render(loaded)
 
 
 def test_schema_rejects_a_document_missing_the_verdict():
@@ -198,7 +209,7 @@ def test_a_renderer_error_leaves_no_file_behind(tmp_path, monkeypatch):
 def test_writes_leave_no_temp_files(tmp_path):
     write_reports(build_document(make_result()), tmp_path, tuple(FORMATS.get(n) for n in FORMATS.names()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["leakaudit-manifest.json", "report.html", "report.json",
-                                                          "report.junit.xml", "report.md"]
+                                                          "report.junit.xml", "report.md", "report.sarif"]
 
 
 def test_render_junit_next_to_the_report_and_refuses_to_overwrite_the_input(tmp_path, capsys):
