@@ -1,0 +1,115 @@
+"""BatchNorm running statistics in the update (--update-buffers yes): the server recovers every layer's batch mean
+and variance in closed form, and where a layer sees two values per channel each sample's activations up to a swap;
+measured against the client's true batch statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from leakaudit.attacks.bnstats import recover
+from leakaudit.data import SampleBatch, normalization
+from leakaudit.models import LoadedModel, create_model
+from leakaudit.update import client_update
+from leakaudit.update.buffers import buffer_leak, swap_error
+from leakaudit.update.interface import ThreatModel
+
+SHAPE = (3, 4, 4)  # the zoo's resnet20 leaves 1x1 maps in its last stage: 2 values per channel at batch 2
+# ... in its last stage (stages 6-8): the layers that see two values per channel there
+LAST_STAGE = ["stages.6.bn1", "stages.6.bn2", "stages.6.shortcut.1", "stages.7.bn1", "stages.7.bn2", "stages.8.bn1",
+              "stages.8.bn2"]
+
+
+def _resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("resnet20", num_classes=4, input_shape=SHAPE)
+
+
+def _loaded(net: nn.Module) -> LoadedModel:
+    return LoadedModel(net, SHAPE, 4, Path("resnet20.safetensors"), "0" * 64, "safetensors", arch="resnet20")
+
+
+def _batch(n: int = 2, seed: int = 1) -> SampleBatch:
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(n, *SHAPE, generator=g)
+    return SampleBatch(pixels, torch.arange(n) % 4, pixels, tuple(f"s{i}.png" for i in range(n)), "in memory",
+                       normalization("none", channels=SHAPE[0]))
+
+
+def _pre_bn_activations(net: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """The input of BatchNorm layer ``name`` in one train-mode forward (buffers restored after): (N*H*W, C)."""
+    seen: list[torch.Tensor] = []
+    layer = net.get_submodule(name)
+    handle = layer.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach().clone()))
+    saved = {n: b.clone() for n, b in net.named_buffers()}
+    try:
+        net.train()
+        with torch.no_grad():
+            net(x)
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            for n, b in net.named_buffers():
+                b.copy_(saved[n])
+    a = seen[0]
+    return a.transpose(0, 1).reshape(a.shape[1], -1).T
+
+
+def test_the_server_recovers_batch_means_and_each_samples_last_stage_activations_up_to_a_swap():
+    model, batch = _loaded(_resnet()), _batch()
+    old = {n: b.clone() for n, b in model.module.named_buffers()}
+    update = client_update(model, batch, ThreatModel(batch_size=2, buffers=True), seed=0)
+    assert set(update.buffers) == {n for n in old if n.rsplit(".", 1)[1] in ("running_mean", "running_var",
+                                                                             "num_batches_tracked")}
+    assert all(torch.equal(b, old[n]) for n, b in model.module.named_buffers())  # the user's model untouched
+    layers = {r.name: r for r in recover(model.module, old, update.buffers, 2, SHAPE)}
+    assert len(layers) == len([m for m in model.module.modules() if isinstance(m, nn.BatchNorm2d)])
+    for name, r in layers.items():
+        truth = update.true_batch_statistics[name]
+        assert r.n == truth.n
+        torch.testing.assert_close(r.mean, truth.mean, rtol=1e-5, atol=1e-6)
+    # the last stage sees 2 values per channel: they are each sample's pre-BatchNorm activations, up to a swap
+    assert [n for n, r in layers.items() if r.values is not None] == LAST_STAGE
+    for name in LAST_STAGE:
+        actual = _pre_bn_activations(model.module, batch.x, name)  # (2 samples, C)
+        recovered = layers[name].values
+        assert recovered is not None and recovered.shape == actual.shape
+        assert swap_error(recovered, actual) < 1e-3
+
+
+def test_the_finding_is_measured_against_the_truth_and_names_the_layers():
+    model, batch = _loaded(_resnet()), _batch()
+    old = {n: b.clone() for n, b in model.module.named_buffers()}
+    leak = buffer_leak(model.module, old, client_update(model, batch, ThreatModel(batch_size=2, buffers=True),
+                                                        seed=0), SHAPE)
+    assert leak is not None and leak.status == "recovered" and leak.leaks
+    assert max(d["mean_error"] for d in leak.layers) < 1e-5
+    assert [d["name"] for d in leak.activation_layers] == LAST_STAGE
+    assert all(d["activation_error"] < 1e-3 for d in leak.activation_layers)
+    assert leak.title() == ("BatchNorm statistics in the update reveal each sample's activations at stages.6.bn1, "
+                            "stages.6.bn2, stages.6.shortcut.1 and 4 more (closed form)")
+    assert "up to a swap per channel" in leak.summary()
+
+
+def test_no_buffers_sent_no_finding():
+    model, batch = _loaded(_resnet()), _batch()
+    update = client_update(model, batch, ThreatModel(batch_size=2), seed=0)
+    assert update.buffers == {} and update.true_batch_statistics == {}
+    assert buffer_leak(model.module, dict(model.module.named_buffers()), update, SHAPE) is None
+
+
+def test_frozen_batchnorm_and_several_local_steps_say_why_nothing_is_recovered():
+    from leakaudit.models.batchnorm import client_model
+
+    frozen = client_model(_loaded(_resnet()), "eval")
+    old = {n: b.clone() for n, b in frozen.module.named_buffers()}
+    update = client_update(frozen, _batch(), ThreatModel(batch_size=2, buffers=True, batchnorm="eval"), seed=0)
+    leak = buffer_leak(frozen.module, old, update, SHAPE)
+    assert leak is not None and leak.status == "unchanged" and not leak.leaks and "frozen" in leak.summary()
+    model = _loaded(_resnet())
+    old = {n: b.clone() for n, b in model.module.named_buffers()}
+    threat = ThreatModel(protocol="fedavg", local_steps=2, batch_size=2, buffers=True)
+    leak = buffer_leak(model.module, old, client_update(model, _batch(), threat, seed=0), SHAPE)
+    assert leak is not None and leak.status == "not_recovered" and "--local-steps 1" in leak.reason
