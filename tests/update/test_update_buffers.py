@@ -1,17 +1,22 @@
 """BatchNorm running statistics in the update (--update-buffers yes): the server recovers every layer's batch mean
 and variance in closed form, and where a layer sees two values per channel each sample's activations up to a swap;
-measured against the client's true batch statistics."""
+the report says so as a warning that leaves the verdict alone. And --client-batch-size: the report states what the
+audited batch implies for the real one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 from leakaudit.attacks.bnstats import recover
+from leakaudit.audit import audit
 from leakaudit.data import SampleBatch, normalization
 from leakaudit.models import LoadedModel, create_model
+from leakaudit.report.document import batch_statement, build_document
 from leakaudit.update import client_update
 from leakaudit.update.buffers import buffer_leak, swap_error
 from leakaudit.update.interface import ThreatModel
@@ -113,3 +118,87 @@ def test_frozen_batchnorm_and_several_local_steps_say_why_nothing_is_recovered()
     threat = ThreatModel(protocol="fedavg", local_steps=2, batch_size=2, buffers=True)
     leak = buffer_leak(model.module, old, client_update(model, _batch(), threat, seed=0), SHAPE)
     assert leak is not None and leak.status == "not_recovered" and "--local-steps 1" in leak.reason
+
+
+def test_a_scan_with_buffers_reports_a_warning_that_leaves_the_verdict_alone():
+    import jsonschema
+
+    from leakaudit.report import schema
+    from leakaudit.report.html import render_html
+
+    common = dict(attacks=("ig",), iterations=2, restarts=1)
+    without = audit(_loaded(_resnet()), _batch(), **common)
+    result = audit(_loaded(_resnet()), _batch(), update_buffers="yes", **common)
+    assert without.batchnorm_statistics is None
+    assert result.overall == without.overall  # a feature leak: a warning, not a verdict
+    doc = json.loads(json.dumps(build_document(result)))
+    jsonschema.Draft202012Validator(schema()).validate(doc)
+    found = doc["batchnorm_statistics"]
+    assert found["leaks"] and found["title"].startswith("BatchNorm statistics in the update reveal each sample's "
+                                                        "activations at stages.6.bn1")
+    assert doc["threat_model"]["buffers"] is True
+    assert [b["batchnorm_statistics"]["leaks"] for b in doc["coverage"]["batches"]] == [True]
+    recs = {r["id"]: r for r in doc["recommendations"]}
+    assert "batchnorm-buffers" in recs and "only the trainable parameters" in recs["batchnorm-buffers"]["text"]
+    html = render_html(doc)
+    assert "<h2>BatchNorm statistics in the update</h2>" in html and "stages.6.shortcut.1" in html
+    plain = json.loads(json.dumps(build_document(without)))
+    jsonschema.Draft202012Validator(schema()).validate(plain)
+    assert plain["batchnorm_statistics"] is None and "batchnorm-buffers" not in {r["id"] for r in
+                                                                                 plain["recommendations"]}
+    assert "BatchNorm statistics in the update" not in render_html(plain)
+
+
+def test_fedavg_without_buffers_asks_whether_the_clients_send_them():
+    result = audit(_loaded(_resnet()), _batch(), protocol="fedavg", attacks=("ig",), iterations=2, restarts=1)
+    recs = {r["id"]: r for r in build_document(result)["recommendations"]}
+    assert "--update-buffers yes" in recs["declare-buffers"]["text"]
+
+
+def test_the_cli_prints_the_finding_and_the_batch_statement(tmp_path, capsys):
+    import numpy as np
+
+    from leakaudit.cli import app_main
+    from leakaudit.models.safetensors_loader import save_safetensors
+
+    save_safetensors(_resnet(), tmp_path / "resnet20.safetensors", arch="resnet20", input_shape=SHAPE,
+                     num_classes=4)
+    np.savez(tmp_path / "samples.npz", x=_batch().pixels.numpy(), y=np.array([0, 1]))
+    code = app_main(["scan", str(tmp_path / "resnet20.safetensors"), "--data", str(tmp_path / "samples.npz"),
+                     "--attacks", "ig", "--iterations", "2", "--restarts", "1", "--batch-size", "2",
+                     "--update-buffers", "yes", "--client-batch-size", "32", "--output-dir", str(tmp_path / "out")])
+    err = " ".join(capsys.readouterr().err.split())  # the terminal wraps long lines
+    assert code == 4, err
+    assert "warning: BatchNorm statistics in the update reveal each sample's activations at stages.6.bn1" in err
+    assert "batch: audited at batch 2, but the clients train at 32" in err
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert doc["threat_model"]["client_batch_size"] == 32
+    assert "--update-buffers yes" in doc["command"] and "--client-batch-size 32" in doc["command"]
+
+
+@pytest.mark.parametrize("audited, client, bn, words", [
+    (2, None, True, "the clients' batch was not stated"),
+    (4, 4, True, "the batch the clients train with"),
+    (1, 32, False, "overstates"),
+    (2, 32, True, "16x more values per channel"),
+    (32, 2, True, "understates"),
+])
+def test_the_batch_statement_says_what_the_difference_implies(audited, client, bn, words):
+    text = batch_statement(audited, client, "train", bn)
+    assert words in text
+    if client is not None and client != audited:
+        assert f"--batch-size {client}" in text
+    if not bn:
+        assert "BatchNorm" not in text
+
+
+def test_a_checkpoint_keeps_a_batchs_finding_and_rejects_a_malformed_one():
+    from leakaudit.coverage.checkpoint import _statistics
+    from leakaudit.result import BufferLeak
+
+    record = json.loads(json.dumps(BufferLeak("recovered", 2, layers=({
+        "name": "stages.6.bn1", "values_per_channel": 2, "mean_error": 1e-8, "var_error": 1e-7,
+        "activation_error": 1e-5},)).as_dict()))
+    assert _statistics(record) == record and _statistics(None) is None
+    with pytest.raises(TypeError):
+        _statistics({**record, "status": "leaked"})
