@@ -202,3 +202,23 @@ def test_a_checkpoint_keeps_a_batchs_finding_and_rejects_a_malformed_one():
     assert _statistics(record) == record and _statistics(None) is None
     with pytest.raises(TypeError):
         _statistics({**record, "status": "leaked"})
+
+
+def test_an_onnx_export_in_training_mode_leaks_the_same_way(tmp_path):
+    import warnings
+
+    from leakaudit.models import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_resnet().train(), (torch.randn(2, *SHAPE),), str(tmp_path / "r.onnx"), dynamo=False,
+                          training=torch.onnx.TrainingMode.TRAINING, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}})
+    model = load_model(tmp_path / "r.onnx")
+    old = {n: b.clone() for n, b in model.module.named_buffers()}
+    leak = buffer_leak(model.module, old, client_update(model, _batch(), ThreatModel(batch_size=2, buffers=True),
+                                                        seed=0), SHAPE)
+    assert leak is not None and leak.status == "recovered"
+    assert max(d["mean_error"] for d in leak.layers) < 1e-5
+    assert len(leak.activation_layers) == len(LAST_STAGE)
+    assert all(d["activation_error"] < 1e-3 for d in leak.activation_layers)
