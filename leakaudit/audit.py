@@ -241,6 +241,13 @@ def preflight(settings: ScanSettings) -> Any:
     if settings.protocol is not None:
         check_protocol(settings.protocol)
     check_client_batchnorm(settings.client_batchnorm)
+    if settings.update_buffers not in ("yes", "no"):
+        raise ConfigError(f"--update-buffers {settings.update_buffers!r}: not yes or no; give yes (the update "
+                          "carries the BatchNorm running statistics) or no")
+    if settings.client_batch_size is not None and not (isinstance(settings.client_batch_size, int)
+                                                       and settings.client_batch_size >= 1):
+        raise ConfigError(f"--client-batch-size {settings.client_batch_size!r}: must be a whole number of at least "
+                          "1; give the batch your clients train with")
     resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
     from .coverage.executors import check_execution
 
@@ -332,7 +339,7 @@ def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
     return ThreatModel(protocol=settings.resolved_protocol, local_steps=settings.local_steps,
                        local_lr=settings.local_lr, batch_size=len(batch), labels_known=settings.labels_known,
                        defenses=tuple(parse_defense(t) for t in settings.defenses),
-                       batchnorm=settings.client_batchnorm)
+                       batchnorm=settings.client_batchnorm, buffers=settings.update_buffers == "yes")
 
 
 def _model_card(loaded: Any) -> ModelCard:
@@ -541,6 +548,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         if threat.defenses else update
     cost = _defense_cost(model, batch, clean, update, settings) if threat.defenses else None
     conditioning = _conditioning(model, batch, threat, clean, findings, settings, observer)
+    buffers = _buffer_leak(model, clean, observer) if threat.buffers else None
     label_outcome, labels = _labels(update, model, batch, settings)
     planned = _plan(findings, model, settings)
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
@@ -573,6 +581,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
         command=command, incomplete=interrupted, control=control, defense_cost=cost, references=references.summary(),
         conditioning=conditioning, suppressions=_suppression_records(verdict, suppressions),
+        batchnorm_statistics=buffers,
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
 
 
@@ -674,6 +683,16 @@ def _conditioning(model: Any, batch: SampleBatch, threat: ThreatModel, clean: An
     observer.stage("conditioning", "the update at the samples vs at the samples moved by 1e-4")
     return conditioning(model, batch, threat, clean.gradients, findings, seed=settings.seed,
                         bounds=_bounds(batch, tuple(model.input_shape)))
+
+
+def _buffer_leak(model: Any, clean: Any, observer: Observer) -> Any:
+    """What the BatchNorm running statistics in the update reveal (``--update-buffers yes``): the server's closed
+    form on the buffers sent, against the global model's (the model as loaded), scored against the truth."""
+    from .update.buffers import buffer_leak
+
+    observer.stage("BatchNorm statistics", "the server's closed form on the running statistics in the update")
+    return buffer_leak(model.module, {n: b.detach().clone() for n, b in model.module.named_buffers()}, clean,
+                       tuple(model.input_shape))
 
 
 def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, settings: ScanSettings) -> Any:

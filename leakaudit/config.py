@@ -68,6 +68,11 @@ class ScanSettings:
     labels_known: bool = False
     # The client's BatchNorm layers: "train" (batch statistics) or "eval" (frozen running statistics)
     client_batchnorm: str = "train"
+    # Whether the update carries the BatchNorm running statistics ("yes": the whole state_dict, as Flower sends by
+    # default; "no": trainable parameters only)
+    update_buffers: str = "no"
+    # The batch the clients really train with (None: not stated); the report compares it with the audited one
+    client_batch_size: int | None = None
     device: str = "auto"
     # Where the client batches run (leakaudit.coverage.executors); never what they find: left out of the
     # reproduce command, the report's settings and what --resume compares (EXECUTION below).
@@ -352,6 +357,16 @@ def _client_batchnorm(value: Any, where: str) -> str:
     return check_client_batchnorm(value, where)
 
 
+def _yes_no(value: Any, where: str) -> str:
+    if isinstance(value, bool):  # a TOML boolean
+        return "yes" if value else "no"
+    text = str(value).strip().lower() if isinstance(value, str) else value
+    if text not in ("yes", "no"):
+        raise ConfigError(f"{where}: {value!r} is not yes or no; give yes (the update carries the BatchNorm running "
+                          "statistics, as in frameworks that send the whole state_dict) or no")
+    return str(text)
+
+
 def _executor(value: Any, where: str) -> str:
     from .coverage.executors import check_executor
 
@@ -441,6 +456,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("client_batchnorm", "--client-batchnorm", _client_batchnorm, "The client's BatchNorm layers: train "
             "(the batch's own statistics, torch's training default) or eval (frozen running statistics; allows "
             "--batch-size 1).", default="train", metavar="train|eval"),
+    Setting("update_buffers", "--update-buffers", _yes_no, "Whether the update carries the BatchNorm running "
+            "statistics (yes: the client sends its whole state_dict, Flower's default; no: trainable parameters "
+            "only). With yes the report measures what the server recovers from them.", default="no",
+            metavar="yes|no"),
+    Setting("client_batch_size", "--client-batch-size", _integer(1), "The batch your clients really train with, "
+            "when it differs from the audited --batch-size: the report states what the difference implies.",
+            kind=int),
     Setting("device", "--device", _device, "auto, cpu, cuda or cuda:N (GPU N).", default="auto"),
     Setting("executor", "--executor", _executor, "Where the client batches run: inprocess, processes (local "
             "worker processes, --workers) or ray (pip install 'leakaudit\\[ray]'; a local Ray instance, or the "

@@ -200,6 +200,72 @@ class Conditioning:
 
 
 @dataclass(frozen=True)
+class BufferLeak:
+    """What the BatchNorm running statistics sent with the update reveal (``--update-buffers yes``): the server's
+    closed form (``attacks.bnstats``) scored against the client's true batch statistics (``update.buffers``).
+
+    ``status``: "recovered" (``layers`` holds each layer's measured errors), "unchanged" (the client's BatchNorm
+    layers are frozen, so the buffers it sends are the global model's: nothing to recover) or "not_recovered"
+    (``reason``). ``layers``: [{"name", "values_per_channel", "mean_error", "var_error", "activation_error"}], the
+    errors relative (norm of the error over the norm of the truth); ``activation_error`` only where a layer sees two
+    values per channel (each sample's pre-BatchNorm activations, up to a swap per channel), else None. A feature
+    leak, not an image reconstruction: a warning that does not change the verdict. JSON-plain (checkpoints)."""
+
+    status: str
+    batch_size: int
+    layers: tuple[dict[str, Any], ...] = ()
+    reason: str = ""
+    seconds: float = 0.0  # the server's closed form alone
+
+    @property
+    def activation_layers(self) -> tuple[dict[str, Any], ...]:
+        """The layers whose two values per channel the server recovered (error below 1%)."""
+        return tuple(d for d in self.layers if d.get("activation_error") is not None
+                     and d["activation_error"] < ACTIVATION_RECOVERED)
+
+    @property
+    def leaks(self) -> bool:
+        return self.status == "recovered" and bool(self.layers)
+
+    def title(self) -> str:
+        shown = self.activation_layers
+        if shown:
+            names = ", ".join(d["name"] for d in shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3
+                                                               else "")
+            return f"BatchNorm statistics in the update reveal each sample's activations at {names} (closed form)"
+        return "BatchNorm statistics in the update reveal every BatchNorm layer's batch mean and variance (closed form)"
+
+    def summary(self) -> str:
+        if self.status == "unchanged":
+            return ("the update carries BatchNorm buffers, but the client's BatchNorm layers are frozen "
+                    "(--client-batchnorm eval): they are the global model's, and reveal nothing")
+        if self.status == "not_recovered":
+            return f"BatchNorm statistics not recovered: {self.reason}"
+        if not self.layers:
+            return "the update carries BatchNorm buffers, but no train-mode BatchNorm layer changed them"
+        worst_mean = max(float(d["mean_error"]) for d in self.layers)
+        worst_var = max(float(d["var_error"]) for d in self.layers)
+        text = (f"from the running_mean/var change the server recovers the batch mean and variance of "
+                f"{len(self.layers)} BatchNorm layer(s) at batch {self.batch_size} in {self.seconds * 1000:.3g} ms "
+                f"(largest relative error: mean {worst_mean:.2g}, variance {worst_var:.2g})")
+        two = [d for d in self.layers if d.get("activation_error") is not None]
+        if two:
+            worst = max(float(d["activation_error"]) for d in two)
+            text += (f"; {len(two)} layer(s) ({', '.join(d['name'] for d in two[:3])}"
+                     f"{' …' if len(two) > 3 else ''}) see two values per channel, so the server has each sample's "
+                     f"pre-BatchNorm activations there up to a swap per channel (relative error {worst:.2g})")
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "batch_size": self.batch_size, "layers": [dict(d) for d in self.layers],
+                "reason": self.reason, "seconds": self.seconds, "leaks": self.leaks,
+                "title": self.title() if self.leaks else "", "summary": self.summary()}
+
+
+ACTIVATION_RECOVERED = 1e-2  # relative error below which two values per channel count as recovered
+
+
+@dataclass(frozen=True)
 class SampleCoverage:
     """One audited sample over the whole set: its best attack (the most leaking on the ranking metric), that
     attack's scores on it, and whether it was recognisably reconstructed (``CoverageOutcome.criterion``)."""
@@ -233,6 +299,7 @@ class BatchCoverage:
     seconds: float = 0.0
     incomplete: bool = False
     conditioning: dict[str, Any] | None = None  # Conditioning.as_dict() of its update (JSON-plain: checkpoints)
+    batchnorm_statistics: dict[str, Any] | None = None  # BufferLeak.as_dict() (--update-buffers yes), JSON-plain
 
 
 @dataclass(frozen=True)
@@ -318,6 +385,8 @@ class AuditResult:
     conditioning: Conditioning | None = None
     # The [[ignore]] entries that apply to the model (schema 1.7; leakaudit.suppress): active or expired
     suppressions: tuple[SuppressionOutcome, ...] = ()
+    # What the BatchNorm running statistics sent with the update reveal (schema 1.7, --update-buffers yes)
+    batchnorm_statistics: BufferLeak | None = None
 
     @property
     def outcome(self) -> Outcome:

@@ -103,6 +103,15 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
         recognition = doc.get("recognition") or {}
         if recognition.get("text"):
             console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
+    threat = doc.get("threat_model") or {}
+    if threat.get("client_batch_size") is not None:  # what the audited batch says about the real one
+        console.print(f"  batch: {terminal(threat.get('batch_statement', ''))}", highlight=False, markup=True)
+    statistics = doc.get("batchnorm_statistics")
+    if statistics and statistics.get("leaks"):  # a feature leak: a warning, the verdict below does not count it
+        console.print(f"  [yellow]warning:[/] {terminal(statistics['title'])}: {terminal(statistics['summary'])}",
+                      highlight=False, markup=True)
+    elif statistics:
+        console.print(f"  note: {terminal(statistics['summary'])}", highlight=False, markup=True)
     if doc.get("defense_cost"):  # protection above, its price here
         console.print(f"  defense cost: {terminal(doc['defense_cost']['summary'])}", highlight=False, markup=True)
     from ..result import FLAT_NOTE

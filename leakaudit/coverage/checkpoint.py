@@ -171,6 +171,19 @@ def _conditioning(c: Any) -> dict[str, Any] | None:
     return c
 
 
+def _statistics(c: Any) -> dict[str, Any] | None:
+    """A batch's BatchNorm-statistics record as written (``BufferLeak.as_dict``), or TypeError: the report reads
+    it."""
+    if c is None:
+        return None
+    if (not isinstance(c, dict) or c.get("status") not in ("recovered", "unchanged", "not_recovered")
+            or any(not isinstance(c.get(k), str) for k in ("reason", "title", "summary"))
+            or not isinstance(c.get("layers"), list)
+            or any(not isinstance(d, dict) or not isinstance(d.get("name"), str) for d in c["layers"])):
+        raise TypeError("a batch's BatchNorm-statistics record is malformed")
+    return c
+
+
 def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCoverage]]:
     """The records of ``path`` after checking it is this scan's; InputError (exit 2) naming the mismatch."""
     fix = "run the scan again without --resume (it starts over)"
@@ -207,7 +220,9 @@ def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[S
     try:
         batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
                                     "crashed": tuple(b["crashed"]),
-                                    "conditioning": _conditioning(b.get("conditioning"))}) for b in doc["batches"]]
+                                    "conditioning": _conditioning(b.get("conditioning")),
+                                    "batchnorm_statistics": _statistics(b.get("batchnorm_statistics"))})
+                   for b in doc["batches"]]
         samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
     except (KeyError, TypeError) as e:
         raise InputError(f"--resume {path}: the checkpoint is damaged ({e}); {fix}") from None

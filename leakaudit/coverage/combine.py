@@ -104,7 +104,9 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
                            rules=result.rules, crashed=outcome.crashed, control=control.counts if control else None,
                            control_evidence=control.evidence if control else "", seconds=seconds,
                            incomplete=result.incomplete,
-                           conditioning=result.conditioning.as_dict() if result.conditioning else None)
+                           conditioning=result.conditioning.as_dict() if result.conditioning else None,
+                           batchnorm_statistics=result.batchnorm_statistics.as_dict()
+                           if result.batchnorm_statistics else None)
     return record, samples
 
 

@@ -240,6 +240,42 @@ def _conditioning_dict(c: dict[str, Any] | None) -> dict[str, Any] | None:
             "input_shape": list(c.get("input_shape", []))}
 
 
+def _statistics_dict(c: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the BatchNorm running statistics in a batch's update reveal (``result.BufferLeak.as_dict``), with
+    JSON-safe numbers."""
+    if c is None:
+        return None
+    return {**c, "seconds": number(c.get("seconds")),
+            "layers": [{**d, "mean_error": number(d.get("mean_error")), "var_error": number(d.get("var_error")),
+                        "activation_error": number(d.get("activation_error"))} for d in c.get("layers", [])]}
+
+
+def batch_statement(audited: int, client: int | None, batchnorm: str, has_batchnorm: bool) -> str:
+    """What the audited batch says about the batch the clients really train with (``--client-batch-size``)."""
+    if client is None:
+        return (f"audited at batch {audited}; the clients' batch was not stated (--client-batch-size): the verdict "
+                f"holds for updates computed on {audited} sample(s)")
+    if client == audited:
+        return f"audited at batch {audited}, the batch the clients train with"
+    bn = has_batchnorm and batchnorm == "train"
+    if audited < client:
+        text = (f"audited at batch {audited}, but the clients train at {client}: one real update averages {client} "
+                f"samples' gradients, so this scan overstates what one update leaks about one sample (a leak here "
+                f"is an upper bound; rescan with --batch-size {client} to measure the real update)")
+        if bn:
+            text += (f"; the model's train-mode BatchNorm layers normalise {client / audited:.3g}x more values per "
+                     "channel at the real batch, which changes the update's conditioning and what its BatchNorm "
+                     "statistics reveal")
+        return text
+    text = (f"audited at batch {audited}, but the clients train at {client}: a real update averages fewer samples "
+            f"than the audited one, so this scan understates what one update leaks (a pass here does not cover "
+            f"the real update; rescan with --batch-size {client})")
+    if bn:
+        text += ("; at the smaller real batch the model's train-mode BatchNorm layers see fewer values per channel "
+                 "(possibly two, whose statistics reveal the activations)")
+    return text
+
+
 def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
     return {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
             "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
@@ -269,7 +305,8 @@ def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
         "by_label": by_group(c.samples, "label"),
         "batches": [{"index": b.index, "seed": b.seed, "size": b.size, "overall": b.overall,
                      "crashed_attacks": list(b.crashed), "control_reconstructed": b.control,
-                     "seconds": number(b.seconds), "conditioning": _conditioning_dict(b.conditioning)}
+                     "seconds": number(b.seconds), "conditioning": _conditioning_dict(b.conditioning),
+                     "batchnorm_statistics": _statistics_dict(b.batchnorm_statistics)}
                     for b in c.batches],
         "samples": [_coverage_sample(s) for s in c.samples],
     }
@@ -353,7 +390,11 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "threat_model": {
             "protocol": t.protocol, "batch_size": t.batch_size, "local_steps": t.local_steps,
             "local_lr": number(t.local_lr), "labels_known": t.labels_known, "loss": getattr(t, "loss", "cross_entropy"),
-            "batchnorm": getattr(t, "batchnorm", "train"),
+            "batchnorm": getattr(t, "batchnorm", "train"), "buffers": bool(getattr(t, "buffers", False)),
+            "client_batch_size": result.settings.client_batch_size if result.settings else None,
+            "batch_statement": batch_statement(t.batch_size, result.settings.client_batch_size if result.settings
+                                               else None, getattr(t, "batchnorm", "train"),
+                                               bool(result.findings.batchnorm)),
         },
         "defenses": [{"name": d.name, "params": _jsonable(d.params), "text": str(d)} for d in t.defenses],
         "label_recovery": None if result.label_recovery is None else {
@@ -369,6 +410,8 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "control": _control(result.control),
         "defense_cost": _defense_cost(result.defense_cost),
         "conditioning": _conditioning_dict(result.conditioning.as_dict()) if result.conditioning else None,
+        "batchnorm_statistics": _statistics_dict(result.batchnorm_statistics.as_dict())
+        if result.batchnorm_statistics else None,
         "coverage": _coverage(result.coverage),
         "notes": list(result.notes),
         # every [[ignore]] entry that applies to the model (schema 1.7; leakaudit.suppress), active or expired

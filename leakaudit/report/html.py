@@ -170,7 +170,11 @@ def _data_and_threat(doc: dict[str, Any]) -> str:
         label_html = f'recovered with {esc(label["strategy"])}, accuracy {fmt(label["accuracy"])}'
     threat = _card([
         ("Protocol", esc(t["protocol"])),
-        ("Batch size", esc(t["batch_size"])),
+        ("Batch size", esc(t["batch_size"]) + (f' (the clients train at {esc(t["client_batch_size"])})'
+                                               if t.get("client_batch_size") not in (None, t["batch_size"])
+                                               else "")),
+        *([("What the batch implies", esc(t["batch_statement"]))] if t.get("batch_statement") else []),
+        ("BatchNorm buffers in the update", "yes (running statistics sent)" if t.get("buffers") else "no"),
         ("Local steps / lr", f'{esc(t["local_steps"])} / {fmt(t["local_lr"])}'),
         ("Labels", label_html),
         ("Client BatchNorm", esc(t.get("batchnorm", "train")) + (" (frozen running statistics)"
@@ -338,6 +342,25 @@ def _conditioning(doc: dict[str, Any]) -> str:
             + _card(items))
 
 
+def _batchnorm_statistics(doc: dict[str, Any]) -> str:
+    """What the BatchNorm running statistics in the update reveal (schema 1.7; absent in older reports)."""
+    c = doc.get("batchnorm_statistics")
+    if not c:
+        return ""
+    rows = [[f'<span class="mono">{esc(d["name"])}</span>', fmt(d["values_per_channel"]), fmt(d["mean_error"]),
+             fmt(d["var_error"]), fmt(d["activation_error"]) if d.get("activation_error") is not None else "—"]
+            for d in c.get("layers", [])]
+    head = (f'<h2>BatchNorm statistics in the update</h2><p>{_badge("warn") if c.get("leaks") else ""} '
+            f'<strong>{esc(c.get("title") or "")}</strong></p><p class="muted">{esc(c["summary"])}. A feature leak, '
+            "not an image reconstruction: a warning that does not change the verdict.</p>")
+    if not rows:
+        return head
+    return head + ("<details><summary>Per layer: relative error of the recovery, measured against the client's "
+                   f"true batch statistics ({len(rows)})</summary>"
+                   + _table(["Layer", "Values per channel", "Mean error", "Variance error",
+                             "Activation error (up to a swap)"], rows, numeric=[1, 2, 3, 4]) + "</details>")
+
+
 RECOGNITION = ("match_p", "ssim_skill", "psnr_gain")
 
 
@@ -460,8 +483,8 @@ def render_html(doc: dict[str, Any]) -> str:
         f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',
-        _recommendations(doc), _rules(doc), _control(doc), _conditioning(doc), _coverage(doc), _defense_cost(doc),
-        _attacks(doc),
+        _recommendations(doc), _rules(doc), _control(doc), _conditioning(doc), _batchnorm_statistics(doc),
+        _coverage(doc), _defense_cost(doc), _attacks(doc),
         _model(doc), _data_and_threat(doc), _reproduce(doc),
         "</main>",
     ])

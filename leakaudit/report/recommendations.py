@@ -68,6 +68,41 @@ def ill_conditioned(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def batchnorm_statistics(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The BatchNorm-statistics findings that leak (the shown batch's, then every batch's)."""
+    batches = (doc.get("coverage") or {}).get("batches", [])
+    entries = [doc.get("batchnorm_statistics")] + [b.get("batchnorm_statistics") for b in batches]
+    found: list[dict[str, Any]] = []
+    for c in entries:
+        if isinstance(c, dict) and c.get("leaks") and c not in found:
+            found.append(c)
+    return found
+
+
+def _buffer_recommendations(doc: dict[str, Any]) -> list[dict[str, str]]:
+    threat = doc["threat_model"]
+    leaking = batchnorm_statistics(doc)
+    if leaking:
+        return [_rec(
+            "batchnorm-buffers", "Do not send BatchNorm running statistics with the update",
+            "Send only the trainable parameters (filter running_mean, running_var and num_batches_tracked out of "
+            "the state_dict the client returns), or keep BatchNorm local to each client (FedBN, Li et al., ICLR "
+            "2021). The recovery is closed-form: no attack budget, defense on the gradients or hardware limit "
+            "bounds it. It reveals features, not images, so the verdict does not count it; it is still data of "
+            "your clients' samples.",
+            leaking[0].get("summary", ""))]
+    train_bn = bool(doc["findings"].get("batchnorm")) and threat.get("batchnorm", "train") == "train"
+    if train_bn and threat.get("protocol") == "fedavg" and not threat.get("buffers"):
+        return [_rec(
+            "declare-buffers", "Say whether your clients send BatchNorm running statistics",
+            "FedAvg frameworks that return the client's whole state_dict (Flower's default NumPyClient examples "
+            "do) send each BatchNorm layer's running_mean and running_var, from which a server recovers every "
+            "layer's batch statistics in closed form. If yours does, re-scan with --update-buffers yes.",
+            "the scan simulated FedAvg with train-mode BatchNorm and an update of trainable parameters only "
+            "(--update-buffers no)")]
+    return []
+
+
 def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
     findings = doc["findings"]
     leaked = _failed_attacks(doc)
@@ -83,6 +118,7 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
             "reconstruct from the update your clients really send; until then its verdict is no evidence either "
             "way, whatever the attacks' budget or hardware.",
             f"{ill[0].get('summary', '')}{where}"))
+    recs += _buffer_recommendations(doc)
     has_dropout = bool(findings["dropout"])
     has_bottleneck = bool(findings["bottlenecks"])
     defenses = [d["text"] for d in doc["defenses"]]

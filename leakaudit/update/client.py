@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..models.interface import LoadedModel
 from ..models.layers import MaskableDropout, VariationalBottleneck
 from .defenses import apply_defenses
-from .interface import ClientUpdate, LocalTraining, ThreatModel
+from .interface import BatchStatistics, ClientUpdate, LocalTraining, ThreatModel
 from .local import local_sgd
 from .losses import LOSSES, client_loss
 
@@ -45,10 +45,15 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
         raise ModelError(f"{model.path}: the model has no trainable parameters, so a client sends no update; "
                          "export it with its weights as trainable initializers")
     x, y = batch_on_model_device(model, batch)
+    truth: dict[str, BatchStatistics] = {}
+    buffers: dict[str, torch.Tensor] = {}
     with seeded(seed, x.device), preserved(model.module):
         client_mode(model.module, threat.batchnorm)
+        handles = _statistics_hooks(model.module, truth) if threat.buffers else []
         try:
             gradients, masks = _local_training(model, x, y, threat, record_masks)
+            if threat.buffers:  # what the client's BatchNorm layers hold after training, before preserved() resets
+                buffers = {n: b.detach().clone() for n, b in model.module.named_buffers() if _is_statistic(n)}
         except ValueError as e:
             # A BatchNorm leakaudit's check (models.batchnorm) did not see, e.g. F.batch_norm in user code.
             if "more than 1 value per channel" not in str(e):
@@ -56,10 +61,44 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
             raise ConfigError(f"--batch-size {len(batch)}: a BatchNorm layer of {model.path} cannot run in train "
                               f"mode at that batch ({str(e).splitlines()[0][:160]}); give --batch-size 2 or "
                               "more") from e
+        finally:
+            for h in handles:
+                h.remove()
     clean = dataclasses.replace(threat, defenses=())
-    update = ClientUpdate(gradients=gradients, threat=clean, num_samples=len(batch), true_dropout_masks=masks)
+    update = ClientUpdate(gradients=gradients, threat=clean, num_samples=len(batch), true_dropout_masks=masks,
+                          buffers=buffers, true_batch_statistics=truth)
     # apply_defenses records each applied defense back into update.threat.defenses
     return apply_defenses(update, threat.defenses, findings, seed=seed) if threat.defenses else update
+
+
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _is_statistic(name: str) -> bool:
+    return name.rpartition(".")[2] in STATISTICS
+
+
+def _statistics_hooks(module: nn.Module, truth: dict[str, BatchStatistics]) -> list[Any]:
+    """Record each train-mode BatchNorm layer's batch statistics in its first call (the first local step): the
+    ground truth a server's recovery from the buffers is scored against (``attacks.bnstats``)."""
+    handles = []
+    for name, m in module.named_modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+
+        def record(layer: nn.Module, inputs: tuple, name: str = name) -> None:
+            x = inputs[0] if inputs else None
+            if name in truth or not layer.training or not isinstance(x, torch.Tensor) or x.dim() < 2:
+                return
+            with torch.no_grad():
+                per_channel = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()  # (C, N*H*W)
+                n = per_channel.shape[1]
+                truth[name] = BatchStatistics(per_channel.mean(1), per_channel.var(1, unbiased=True) if n > 1
+                                              else torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
+                                              n, per_channel.T.clone() if n == 2 else None)
+
+        handles.append(m.register_forward_pre_hook(record))
+    return handles
 
 
 def client_mode(module: nn.Module, batchnorm: str = "train") -> None:

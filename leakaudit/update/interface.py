@@ -43,6 +43,9 @@ class ThreatModel:
     # The client's BatchNorm layers: "train" (the batch's own statistics, torch's training default) or "eval"
     # (frozen running statistics; --client-batchnorm eval)
     batchnorm: str = "train"
+    # Whether the update carries the BatchNorm running statistics (--update-buffers yes): FedAvg frameworks that
+    # send the whole state_dict (Flower's default) do, and the server then recovers each layer's batch statistics
+    buffers: bool = False
 
     def local_training(self) -> LocalTraining | None:
         """The client's local steps under FedAvg; None under FedSGD (one gradient, no step taken)."""
@@ -69,3 +72,21 @@ class ClientUpdate:
     num_samples: int
     # Ground truth the server never sees: kept for the well-informed reference attack (dia-informed) and for tests only.
     true_dropout_masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    # With ``threat.buffers``: the BatchNorm buffers the client sends after training (running_mean, running_var,
+    # num_batches_tracked by their state_dict names), what the server sees besides ``gradients``.
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    # Ground truth for scoring that recovery only (never for an attack): per train-mode BatchNorm layer its input's
+    # batch statistics in the first local step (``update.client.BatchStatistics``).
+    true_batch_statistics: dict[str, "BatchStatistics"] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class BatchStatistics:
+    """What a train-mode BatchNorm layer computed from its input in the client's first forward pass: the batch
+    mean and the unbiased variance per channel (what torch folds into running_var), the values per channel
+    ``n`` (N*H*W), and, where ``n`` is 2, the two values themselves, shape (2, C) in batch order."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    n: int
+    values: torch.Tensor | None = None

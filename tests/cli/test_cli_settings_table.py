@@ -20,7 +20,8 @@ NON_DEFAULT = ScanSettings(
     input_shape=(3, 32, 32), num_classes=10, dropout={"fc.1": 0.123456789}, normalize="cifar10",
     mean=(0.48215827, 0.5, 1.0), std=(0.25, 0.25, 0.25), rules="strict", attacks=("ig", "dia"), all_attacks=True,
     budget="quick", iterations=7, restarts=2, defenses=("noise:sigma=0.01", "clip:norm=1"), batch_size=3,
-    local_steps=2, local_lr=0.05, protocol="fedavg", labels_known=True, device="cpu", seed=42, strict=True)
+    local_steps=2, local_lr=0.05, protocol="fedavg", labels_known=True, update_buffers="yes", client_batch_size=32,
+    device="cpu", seed=42, strict=True)
 
 
 def _options(command: str) -> dict[str, object]:
