@@ -95,7 +95,7 @@ def test_output_naming_a_folder_is_exit_2(workdir, tmp_path, capsys):
 
 
 def test_a_run_writes_a_set_with_its_manifest_and_no_lock_or_temp(workdir, tmp_path):
-    assert scan(workdir, "--output-dir", str(tmp_path / "r"), "--format", "json,html,junit,markdown") == 1
+    assert scan(workdir, "--output-dir", str(tmp_path / "r"), "--format", "json,html,junit,markdown,sarif") == 1
     assert names(tmp_path / "r") == [MANIFEST_NAME, *sorted(REPORT_NAMES)]
     manifest = json.loads((tmp_path / "r" / MANIFEST_NAME).read_text())
     for entry in manifest["files"]:
