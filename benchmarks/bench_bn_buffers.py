@@ -14,19 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ("astronaut", "chelsea", "coffee", "rocket")  # examples/samples/*.png
-SHAPE = (3, 32, 32)
-SEEDS = (0, 1, 2)
-
-
-def _pixels(name: str) -> torch.Tensor:
-    image = Image.open(ROOT / "examples" / "samples" / f"{name}.png").convert("RGB").resize((32, 32))
-    return torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1) / 255.0
+from _photos import IMAGES, SEEDS, SHAPE, pixels as _pixels  # noqa: F401 (beside this file)
 
 
 def main() -> None:
