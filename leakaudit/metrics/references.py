@@ -77,9 +77,9 @@ def load_reference_set(path: str | Path | None, sample_shape: tuple[int, ...]) -
 
 
 def _bundled(shape: tuple[int, ...]) -> torch.Tensor:
-    from importlib import resources
+    from ..resources import references_dir
 
-    with resources.files("leakaudit._references").joinpath(BUNDLED).open("rb") as f:
+    with references_dir().joinpath(BUNDLED).open("rb") as f:
         pixels = np.load(f)["pixels"].astype(np.float32) / 255.0  # (K, 64, 64, 3)
     return _fit_all("bundled references", list(pixels), shape)
 
