@@ -19,6 +19,10 @@ BUNDLED = "natural64.npz"
 BUNDLED_NAME = ("leakaudit natural64: 64 crops of 12 photos from scikit-image, scikit-learn and matplotlib "
                 "(CC0, CC BY 2.0, public domain; references/README.md)")
 MAX_REFERENCES = 1000  # more adds time, not evidence: p is already resolved to 1/1001
+# Of a large scan's samples, this many (evenly spaced) serve as every sample's references: each reconstruction is
+# compared with each reference, so all of them would make a scan's scoring grow with the square of its size,
+# while p is already resolved to well below the rules' 0.02. A batch's own other samples always count.
+MAX_SCAN_REFERENCES = 256
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,17 @@ class ReferenceSet:
         return int(self.pixels.shape[0])
 
     def with_samples(self, samples: torch.Tensor) -> "ScanReferences":
-        """This set plus the scan's samples (pixel space): every sample's references, itself left out later."""
-        pool = torch.cat([self.pixels, samples.detach().cpu().to(self.pixels.dtype)]) if len(self) else \
-            samples.detach().cpu().float()
-        return ScanReferences(pool, self.source, self.bundled, len(self), int(samples.shape[0]), self.note)
+        """This set plus the scan's samples (pixel space; at most ``MAX_SCAN_REFERENCES`` of them, evenly spaced):
+        every sample's references, itself left out later."""
+        samples = samples.detach().cpu()
+        note = self.note
+        if samples.shape[0] > MAX_SCAN_REFERENCES:
+            keep = torch.linspace(0, samples.shape[0] - 1, MAX_SCAN_REFERENCES).round().long()
+            note = (f"{MAX_SCAN_REFERENCES} of the scan's {samples.shape[0]} samples (evenly spaced) serve as "
+                    "references, besides each batch's own" + (f"; {note}" if note else ""))
+            samples = samples[keep]
+        pool = torch.cat([self.pixels, samples.to(self.pixels.dtype)]) if len(self) else samples.float()
+        return ScanReferences(pool, self.source, self.bundled, len(self), int(samples.shape[0]), note)
 
 
 @dataclass(frozen=True)

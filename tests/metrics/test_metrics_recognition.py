@@ -133,3 +133,17 @@ def test_a_rule_with_max_p_counts_only_attributable_samples(refs):
     structure = next(r for r in verdict.results if r.rule.id == "recognised-structure")
     assert structure.status == "pass" and "not attributable" in structure.reason or \
         "no reconstruction is attributable" in structure.reason
+
+
+def test_a_large_scan_uses_a_bounded_evenly_spaced_set_of_its_samples_as_references():
+    """Every reconstruction is compared with every reference: all of a large scan's samples would make scoring
+    grow with the square of the scan's size."""
+    from leakaudit.metrics.references import MAX_SCAN_REFERENCES, scan_references
+
+    samples = torch.rand(MAX_SCAN_REFERENCES * 2 + 1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    refs = scan_references(None, samples)
+    assert refs.scan_samples == MAX_SCAN_REFERENCES and refs.reference_set == 64
+    assert len(refs.pixels) == 64 + MAX_SCAN_REFERENCES
+    assert torch.equal(refs.pixels[64], samples[0]) and torch.equal(refs.pixels[-1], samples[-1])
+    assert "evenly spaced" in refs.note
+    assert scan_references(None, samples[:10]).scan_samples == 10 and scan_references(None, samples[:10]).note == ""
