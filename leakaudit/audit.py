@@ -11,7 +11,8 @@ output format is rendered from. The core never prints: progress goes to an ``Obs
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -153,9 +154,29 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     settings = settings or prepared.settings or ScanSettings()
     plan = prepared.plan or Plan((prepared.batch,), len(prepared.batch))
     ruleset = prepared.ruleset if prepared.ruleset is not None else _load_rules(settings.rules)
+    from .attacks.clock import max_time
+
+    # the cap in force, written into the settings the report shows (the budget's when not given)
+    settings = replace(settings, max_time=max_time(settings.budget, settings.max_time))
+    clock = _clock(settings, started, len(plan.batches) - len(restored[0]))
     return run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
                        command=command, started=started, notes=prepared.notes, restored=restored, on_batch=on_batch,
-                       source=prepared.source, references=prepared.references)
+                       source=prepared.source, references=prepared.references, clock=clock)
+
+
+def _clock(settings: ScanSettings, started: datetime | None, batches: int) -> Any:
+    """The scan's time cap from its start, shared by its batches: one after another in-process, a worker's
+    share each with --executor processes, all at once on Ray (whose cluster size is not known here)."""
+    from .attacks.clock import Clock, max_time
+    from .coverage.executors import cpu_count
+
+    waves = max(1, batches)
+    if settings.executor == "processes":
+        waves = math.ceil(waves / (settings.workers or cpu_count()))
+    elif settings.executor == "ray":
+        waves = 1
+    begun = started.timestamp() if started is not None else time.time()
+    return Clock.start(begun, max_time(settings.budget, settings.max_time), waves)
 
 
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
@@ -237,6 +258,8 @@ def preflight(settings: ScanSettings) -> Any:
                           "with dropout or without; give one of them")
     _check_defenses(settings.defenses)
     _check_attacks(settings.attacks)
+    for name in settings.attack_iterations:
+        _check_attacks((name,), "--attack-iterations")
     check_budget(settings.budget)
     if settings.protocol is not None:
         check_protocol(settings.protocol)
@@ -268,12 +291,12 @@ def _check_defenses(texts: tuple[str, ...]) -> None:
         parse_defense(text)
 
 
-def _check_attacks(names: tuple[str, ...]) -> None:
+def _check_attacks(names: tuple[str, ...], flag: str = "--attacks") -> None:
     from .attacks import ATTACKS
 
     for name in names:
         if name not in ATTACKS:
-            raise ConfigError(f"--attacks {','.join(names)}: {ATTACKS.unknown_message(name)}")
+            raise ConfigError(f"{flag} {','.join(names)}: {ATTACKS.unknown_message(name)}")
 
 
 def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) -> Any:
@@ -396,6 +419,8 @@ def _plan(findings: Findings, loaded: Any, settings: ScanSettings) -> list[Any]:
         overrides["iterations"] = settings.iterations
     if settings.restarts is not None:
         overrides["restarts"] = settings.restarts
+    for name, n in settings.attack_iterations.items():
+        overrides[name] = {"iterations": n}
     return list(plan(findings, loaded, budget=settings.budget, attacks=list(settings.attacks) or None,
                      overrides=overrides))
 
@@ -446,13 +471,16 @@ def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupte
 def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
                 device: torch.device, settings: ScanSettings, observer: Observer,
                 ruleset: Any = None, references: torch.Tensor | None = None,
-                suppressed: frozenset[str] = frozenset()) -> tuple[list[AttackOutcome], list[Any]]:
+                suppressed: frozenset[str] = frozenset(), timing: _Timing | None = None,
+                ) -> tuple[list[AttackOutcome], list[Any]]:
     """Run the planned attacks in order. With ``ruleset``, the attacks after the one whose leak settled the
-    verdict are not run (``_settled_by``); a leak of a ``suppressed`` rule settles nothing."""
+    verdict are not run (``_settled_by``); a leak of a ``suppressed`` rule settles nothing. ``timing``: the
+    batch's time (``_Timing``): each attack's share, and the cap that stops them."""
     outcomes: list[AttackOutcome] = []
     scores: list[Any] = []
     settled = ""
-    for p in planned:
+    timing = timing or _Timing.unlimited()
+    for i, p in enumerate(planned):
         if not p.run:
             outcomes.append(AttackOutcome(p.name, "skipped", reason=p.reason, settings=_settings_dict(p.settings)))
             continue
@@ -463,11 +491,20 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
             outcomes.append(AttackOutcome(p.name, "skipped", reason="not started: the scan was interrupted",
                                           settings=_settings_dict(p.settings)))
             continue
+        if timing.clock.over():
+            timing.capped.append(p.name)
+            outcomes.append(AttackOutcome(p.name, "skipped", reason=f"not started: {timing.reached()}",
+                                          settings=_settings_dict(p.settings)))
+            continue
         observer.stage(f"attack {p.name}", p.reason + _reads_local_steps(p.name, target.local_training))
         # Ground-truth masks only for the well-informed reference attack defined by them; real attacks never see them.
         own_target = target if p.name == "dia-informed" else replace(target, true_masks={})
+        p = timing.fit(p, planned[i:])
+        from .attacks.clock import TimedObserver
+
+        watched = TimedObserver(observer, timing.clock.end)
         try:
-            recon = _run_one(p, own_target, device, settings, observer)
+            recon = _run_one(p, own_target, device, settings, watched)
         except (KeyboardInterrupt, LeakauditError):
             raise
         except Exception as e:  # noqa: BLE001 -- one crashed attack is reported (status failed, exit 3); others run
@@ -483,10 +520,65 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
         observer.attack_progress(AttackProgress(p.name, done, p.settings.iterations, float(recon.attack_loss)))
         pixels, sc = _score(recon, batch, labels, metrics, p.name, references)
         interrupted = bool(recon.stopped_early and observer.should_stop())
-        outcomes.append(_outcome(p, recon, pixels, sc, interrupted))
+        outcome = _outcome(p, recon, pixels, sc, interrupted)
+        if watched.timed_out and not interrupted:
+            timing.capped.append(p.name)
+            outcome = replace(outcome, reason=f"stopped at {recon.iterations_run} of {p.settings.iterations} "
+                                              f"iterations: {timing.reached()}")
+        outcomes.append(outcome)
         scores.append(sc)
         settled = _settled_by(ruleset, scores, p.name, suppressed) if ruleset is not None else ""
     return outcomes, scores
+
+
+@dataclass
+class _Timing:
+    """A batch's time: the scan's clock, the end of this batch's share, the attacks whose iterations are pinned
+    (never fitted), the optimisation runs still to come after the current stage's (the control's), and the
+    attacks the cap stopped or kept from starting."""
+
+    clock: Any  # attacks.clock.Clock
+    batch_end: float  # epoch seconds
+    pinned: set[str] = field(default_factory=set)
+    later: int = 0
+    capped: list[str] = field(default_factory=list)
+
+    @classmethod
+    def unlimited(cls) -> _Timing:
+        from .attacks.clock import Clock
+
+        return cls(Clock(math.inf, math.inf, math.inf), math.inf)
+
+    def fit(self, p: Any, rest: Sequence[Any]) -> Any:
+        """``p`` with its time share (``settings.extra["seconds"]``) when its iterations are fitted to time: an
+        Adam gradient-matching attack whose iterations the user did not pin."""
+        if p.name in self.pinned or p.settings.iterations <= 1 or not math.isfinite(self.batch_end) \
+                or not _fitted_by_time(p.name):
+            return p
+        runs = sum(1 for q in rest if q.run and q.settings is not None and q.settings.iterations > 1) + self.later
+        seconds = round(self.clock.share(self.batch_end, runs), 1)
+        return replace(p, settings=replace(p.settings, extra={**p.settings.extra, "seconds": seconds}))
+
+    def reached(self) -> str:
+        return f"the scan's time cap ({self.clock.cap:g} s; --max-time) was reached"
+
+
+def _fitted_by_time(name: str) -> bool:
+    from .attacks import ATTACKS
+    from .attacks.matching import GradientMatchingAttack
+
+    attack = ATTACKS.get(name)
+    instance = attack() if isinstance(attack, type) else attack
+    return isinstance(instance, GradientMatchingAttack) and instance.optimizer == "adam"
+
+
+def _timing(clock: Any, settings: ScanSettings, planned: list[Any], findings: Findings) -> _Timing:
+    """The batch's ``_Timing``, from now: the control will run the planned optimisation attacks again when
+    defenses are simulated, and ``dia-informed`` when the model has dropout."""
+    opt = sum(1 for p in planned if p.run and p.settings is not None and p.settings.iterations > 1)
+    later = (opt if settings.defenses else 0) + (1 if findings.has_dropout else 0)
+    pinned = set(settings.attack_iterations) if settings.iterations is None else {p.name for p in planned}
+    return _Timing(clock, clock.batch_end(time.time()), pinned, later)
 
 
 def _settled_by(ruleset: Any, scores: list[Any], attack: str, suppressed: frozenset[str] = frozenset()) -> str:
@@ -518,10 +610,12 @@ def _rule_outcomes(verdict: Any) -> tuple[RuleOutcome, ...]:
 
 def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: ScanSettings | None = None,
                  observer: Observer | None = None, *, command: str = "", started: datetime | None = None,
-                 ruleset: Any = None, references: Any = None) -> AuditResult:
+                 ruleset: Any = None, references: Any = None, clock: Any = None) -> AuditResult:
     """The audit of an already loaded model and batch (what ``leakaudit sweep`` runs once per value).
-    ``references``: the scan's ``ScanReferences``; None builds them from the settings and this batch."""
+    ``references``: the scan's ``ScanReferences``; None builds them from the settings and this batch. ``clock``:
+    the scan's time cap (``attacks.clock.Clock``); None: the settings' cap from now, for this batch alone."""
     settings = settings or ScanSettings()
+    clock = clock if clock is not None else _clock(settings, None, 1)
     if references is None:
         from .metrics.references import scan_references
 
@@ -560,8 +654,10 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     settle = None if settings.all_attacks or settings.attacks else ruleset
     card = _model_card(model)
     suppressions = _suppressions(settings, card)
+    timing = _timing(clock, settings, planned, findings)
     outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer, settle,
-                                   references.pixels, _active(suppressions))
+                                   references.pixels, _active(suppressions), timing)
+    main_capped = tuple(timing.capped)
 
     from .verdict import evaluate
 
@@ -569,7 +665,8 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     # Suppressed findings (leakaudit.suppress) settle nothing: the control runs as if they had not fired
     verdict = _suppressed(verdict, suppressions, strict=settings.strict)
     control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,
-                       metrics, device, settings, observer, references.pixels)
+                       metrics, device, settings, observer, references.pixels, timing)
+    control = _time_limited(control, timing, main_capped)
     if conditioning.ill and control.counts is False:  # why the control could not reconstruct, and what helps
         control = replace(control, evidence=f"{control.evidence}; {conditioning.summary()}")
     observer.stage("verdict", f"rules {settings.rules}")
@@ -627,10 +724,33 @@ def _suppression_records(verdict: Any, entries: Sequence[Any]) -> tuple[Any, ...
 # ---------------------------------------------------------------------------------------------------
 
 
+def _time_limited(control: ControlOutcome, timing: _Timing, main_capped: tuple[str, ...]) -> ControlOutcome:
+    """The control, limited when the cap stopped a defended attack (its reconstruction then does not show what
+    the defended attacks would have done in their planned time) or kept the control itself from reconstructing."""
+    if control.status != "ran" or not timing.capped or (control.reconstructed and not main_capped):
+        return control
+    which = ", ".join(dict.fromkeys(main_capped or timing.capped))
+    text = (f"{timing.reached()}: {which} stopped or not started before their planned iterations; raise --max-time, "
+            "or run on a GPU (--device cuda)")
+    return replace(control, limited=text, evidence=f"{control.evidence}; {text}" if control.evidence else text)
+
+
+def _pinned_to(planned: Any, outcomes: Sequence[AttackOutcome], timing: _Timing) -> Any:
+    """A control attack with the iterations its main run was fitted to: the control must not out-spend the
+    attack on the defended update, or its reconstruction proves less than the pass claims."""
+    main = next((a for a in outcomes if a.name == planned.name and a.ran), None)
+    if main is None or main.stopped_early or not main.iterations_run or not main.iterations_planned \
+            or main.iterations_run >= main.iterations_planned:
+        return planned
+    timing.pinned.add(planned.name)
+    return replace(planned, settings=replace(planned.settings, iterations=main.iterations_run))
+
+
 def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[AttackOutcome], scores: list[Any],
              target: Any, update: Any, clean: Any, model: Any, batch: SampleBatch, findings: Findings,
              metrics: tuple[str, ...], device: torch.device, settings: ScanSettings,
-             observer: Observer, references: torch.Tensor | None = None) -> ControlOutcome:
+             observer: Observer, references: torch.Tensor | None = None,
+             timing: _Timing | None = None) -> ControlOutcome:
     """The attacks' power on this model without the defenses under evaluation.
 
     Without simulated defenses the main run's attacks are the control for everything but the dropout masks,
@@ -650,7 +770,9 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     from .verdict.rules import recognition_rules
 
     criterion = replace(ruleset, rules=recognition_rules(ruleset))
-    wanted = [p for p in planned if p.run] if removed else []
+    timing = timing or _Timing.unlimited()
+    timing.later = 0
+    wanted = [_pinned_to(p, outcomes, timing) for p in planned if p.run] if removed else []
     have = {p.name for p in planned if p.run}
     if findings.has_dropout and ("dia-informed" not in have or removed):
         wanted = [p for p in wanted if p.name != "dia-informed"] + _informed(findings, model, settings)
@@ -665,7 +787,7 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
         how += "; dia-informed with the client's true dropout masks"
     observer.stage("positive control", how)
     own, control_scores, result = _control_runs(wanted, clean_target, batch, metrics, device, settings, observer,
-                                                criterion, base, references)
+                                                criterion, base, references, timing)
     shared = () if removed else tuple(a.name for a in outcomes if a.ran)
     rules = _rule_outcomes(result)
     reconstructed = any(r.status == "fail" for r in rules)
@@ -719,7 +841,8 @@ def _clean_target(model: Any, batch: SampleBatch, clean: Any, target: Any, setti
 def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: tuple[str, ...], device: torch.device,
                   settings: ScanSettings, observer: Observer, ruleset: Any,
                   scores: list[Any],
-                  references: torch.Tensor | None = None) -> tuple[list[AttackOutcome], list[Any], Any]:
+                  references: torch.Tensor | None = None,
+                  timing: _Timing | None = None) -> tuple[list[AttackOutcome], list[Any], Any]:
     from .verdict import evaluate
 
     own: list[AttackOutcome] = []
@@ -729,8 +852,10 @@ def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: t
             own += [AttackOutcome(q.name, "skipped", reason="not needed: the control already reconstructed",
                                   settings=_settings_dict(q.settings)) for q in wanted[i:]]
             break
+        if timing is not None:  # the control attacks after this one share the time left too
+            timing.later = sum(1 for q in wanted[i + 1:] if q.run and q.settings.iterations > 1)
         ran, new = _attack_all([p], target, batch, target.labels, metrics, device, settings, observer,
-                               references=references)
+                               references=references, timing=timing)
         own += ran
         scores = scores + new
         result = evaluate(ruleset, scores, strict=False)

@@ -56,6 +56,11 @@ class ScanSettings:
     budget: str = "standard"
     iterations: int | None = None  # overrides every attack's budget
     restarts: int | None = None
+    # Iterations of named attacks (attack -> N): pinned, not fitted to the time; a report's reproduce command
+    # pins the iterations its attacks were fitted to this way
+    attack_iterations: dict[str, int] = field(default_factory=dict)
+    # The scan's wall-clock cap in seconds (None: the budget's, attacks.clock.BUDGET_SECONDS)
+    max_time: float | None = None
     defenses: tuple[str, ...] = ()  # "noise:sigma=0.01", applied in order
     batch_size: int | None = None  # None: 1, or the smallest the model's BatchNorm layers can train with
     samples: int | None = None  # None: every sample given; N: N drawn with the seed (leakaudit.coverage)
@@ -233,6 +238,28 @@ def parse_dropout(items: Any, where: str) -> dict[str, float]:
             raise ConfigError(f"{where}: rate {rate:g} of layer {name!r} is outside [0, 1); give a dropout probability")
         out[str(name)] = rate
     return out
+
+
+def parse_attack_iterations(items: Any, where: str) -> dict[str, int]:
+    """``["ig=1200", "dia=800"]`` or a TOML table ``{ig = 1200}`` -> {"ig": 1200, "dia": 800}."""
+    pairs: list[tuple[str, Any]]
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        pairs = []
+        for item in split_list(items, where) if isinstance(items, str) else items:
+            name, sep, n = str(item).partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"{where}: {item!r} is not ATTACK=N; write e.g. --attack-iterations ig=1200")
+            pairs.append((name.strip(), n.strip()))
+    return {str(name): _number(n, int, f"{where} {name}", minimum=1, maximum=MAX_ITERATIONS) for name, n in pairs}
+
+
+def _seconds(value: Any, where: str) -> float:
+    number = _number(value, float, where)
+    if number <= 0:
+        raise ConfigError(f"{where}: {value!r} must be > 0; give the scan's time cap in seconds, e.g. 600")
+    return float(number)
 
 
 _KIND_NAMES = {int: "an integer", float: "a number"}
@@ -429,12 +456,19 @@ SETTINGS: tuple[Setting, ...] = (
             keys=("attack",)),
     Setting("all_attacks", "--all-attacks", _bool, "Run every planned attack, also after a leak settled the verdict "
             "(auto plan).", kind=bool, default=False),
-    Setting("budget", "--budget", _budget, "quick, standard or thorough (the papers' settings).",
+    Setting("budget", "--budget", _budget, "quick, standard or thorough (the papers' settings): the attacks' "
+            "iterations and the scan's time cap (--max-time).",
             default="standard"),
     Setting("iterations", "--iterations", _integer(1, MAX_ITERATIONS),
             "Iterations of every attack (overrides the budget).", kind=int),
     Setting("restarts", "--restarts", _integer(1, MAX_RESTARTS), "Restarts of every attack (overrides the budget).",
             kind=int),
+    Setting("attack_iterations", "--attack-iterations", parse_attack_iterations, "ATTACK=N: the iterations of one "
+            "attack, pinned rather than fitted to the time (repeatable; a report's reproduce command pins what "
+            "its attacks ran).", kind=list, default=[], metavar="ATTACK=N"),
+    Setting("max_time", "--max-time", _seconds, "Wall-clock cap of the whole scan in seconds (default: the "
+            "budget's: quick 120, standard 900, thorough 3600). Attacks fit their iterations to their share of it; "
+            "one that reaches the cap stops there, and the scan cannot pass.", kind=float, metavar="SECONDS"),
     Setting("defenses", "--defense", _defenses, "Simulated defense, e.g. noise:sigma=0.01 (repeatable, in order).",
             kind=list, default=[], metavar="NAME:K=V", keys=("defense",),
             help_in={"sweep": "Fixed simulated defense applied at every value (repeatable, in order); the varied one "
@@ -535,6 +569,8 @@ def _flag_args(s: Setting, value: Any) -> list[str]:
         return [a for item in value for a in (s.flag, str(item))]
     if isinstance(value, tuple):
         return [s.flag, ",".join(map(str, value))]
+    if isinstance(value, float) and value.is_integer():  # --max-time 120, not 120.0
+        return [s.flag, str(int(value))]
     return [s.flag, str(value)]
 
 

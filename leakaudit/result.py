@@ -128,11 +128,17 @@ class ControlOutcome:
     attacks: tuple[AttackOutcome, ...] = ()  # the attacks run for the control alone
     rules: tuple[RuleOutcome, ...] = ()  # the rules on the control's scores (shared and own)
     evidence: str = ""  # the control's best result against the fail rules, one phrase
+    # Why the control cannot vouch for a pass although it ran, e.g. the time cap stopped the defended attacks
+    # before their planned iterations (schema 1.8); "" when nothing limits it
+    limited: str = ""
 
     @property
     def counts(self) -> bool | None:
-        """What the verdict weighs: whether the control reconstructed, None when there was no control."""
-        return self.reconstructed if self.status == "ran" else None
+        """What the verdict weighs: whether the control reconstructed (False when ``limited``), None when there
+        was no control."""
+        if self.status != "ran":
+            return None
+        return False if self.limited else self.reconstructed
 
 
 @dataclass(frozen=True)
@@ -405,6 +411,13 @@ class AuditResult:
         """"pass" | "fail" | "error" (an attack crashed, no leak found) | "inconclusive" (the control did not
         reconstruct either) | "incomplete" (interrupted)."""
         return self.outcome.overall
+
+    def fitted_iterations(self) -> dict[str, int]:
+        """The attacks whose iterations were fitted to their time share (``attacks.clock``), with the iterations
+        they ran: what a reproduce command pins so that the scan repeats on any machine."""
+        return {a.name: int(a.iterations_run) for a in self.attacks
+                if a.status == "ran" and "seconds" in a.settings and not a.stopped_early and a.iterations_run
+                and a.iterations_planned and a.iterations_run < a.iterations_planned}
 
     @property
     def leaked(self) -> bool:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
@@ -76,6 +78,9 @@ class Schedule:
     check_every: int = 25
     tol: float = 0.0  # stop once every live restart's objective is below this
     batching: str = "auto"  # how restarts are computed: "auto", "loop" or "vmap" (see ``_batching``)
+    # The attack's share of the scan's time (``attacks.clock``): Adam's iterations are fitted to it from the cost
+    # of the first ones, the step decay kept in proportion. None: run every iteration.
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -661,6 +666,7 @@ class _Runner:
         self.best_loss = torch.full((r,), math.inf, device=device)
         self.best = {k: v.clone() for k, v in self.vars.items()}
         self.died_at = torch.full((r,), -1, dtype=torch.long, device=device)
+        self.fitted_from: int | None = None  # the planned iterations, once fitted to the time share (``_fit``)
         self.batching, self._step, self.batching_note = _choose_step(
             pb, objective, sched.batching, lambda: _split(self.vars))
 
@@ -693,7 +699,8 @@ class _Runner:
                 self.vars[k] = torch.where(_bcast(self.alive, v), v, self.best[k])
 
     def check(self, it: int) -> bool:
-        """Host-side look every ``check_every`` iterations: progress, stop request, convergence."""
+        """Host-side look every ``check_every`` iterations (and at the first few, ``_early``): progress, stop
+        request, convergence."""
         best = self.best_loss[self.alive]
         value = float(best.min()) if best.numel() else math.nan
         self.observer.attack_progress(AttackProgress(self.attack, it, self.sched.iterations, value))
@@ -712,10 +719,11 @@ def _adam(runner: _Runner, sched: Schedule) -> tuple[int, bool]:
     m = {k: torch.zeros_like(v) for k, v in runner.vars.items()}
     v2 = {k: torch.zeros_like(v) for k, v in runner.vars.items()}
     lr = torch.full((sched.restarts,), sched.lr, device=device)
-    milestones = [int(sched.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+    milestones = _milestones(sched.iterations)
     plateau_best = [math.inf] * sched.restarts
     plateau_since = [0] * sched.restarts
     it = 0
+    started = time.perf_counter()
     while it < sched.iterations:
         grads, _ = runner.evaluate(it)
         grads["x"] = grads["x"].sign()
@@ -728,12 +736,39 @@ def _adam(runner: _Runner, sched: Schedule) -> tuple[int, bool]:
                 step = (m[k] / (1 - b1 ** it)) / ((v2[k] / (1 - b2 ** it)).sqrt() + eps)
                 runner.vars[k] = runner.vars[k] - _bcast(lr * scale, step) * step
         runner.constrain()
-        if it % sched.check_every == 0 or it == sched.iterations:
+        if it % sched.check_every == 0 or it == sched.iterations or (sched.seconds is not None and _early(it)):
+            if sched.seconds is not None:
+                sched = _fit(runner, sched, it, time.perf_counter() - started)
+                milestones = _milestones(sched.iterations)
             if sched.decay == "plateau":
                 _plateau(runner, lr, plateau_best, plateau_since, it, sched.patience)
             if runner.check(it):
                 return it, it < sched.iterations
     return it, False
+
+
+def _milestones(iterations: int) -> list[int]:
+    return [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+
+
+def _early(it: int) -> bool:
+    """With a time share, the first iterations are looked at too: on a large model 25 iterations can take a
+    minute, and the share (``Schedule.seconds``) and the scan's cap must be acted on before that."""
+    return it < 25 and it & (it - 1) == 0  # 1, 2, 4, 8, 16
+
+
+def _fit(runner: _Runner, sched: Schedule, it: int, elapsed: float) -> Schedule:
+    """The schedule with its iterations fitted to the time share at the rate measured so far (only ever fewer)."""
+    from .clock import fitted_iterations
+
+    assert sched.seconds is not None
+    total = fitted_iterations(it, elapsed, sched.iterations, sched.seconds)
+    if total < sched.iterations:
+        if runner.fitted_from is None:
+            runner.fitted_from = sched.iterations
+        sched = dataclasses.replace(sched, iterations=total)
+        runner.sched = sched
+    return sched
 
 
 def _plateau(runner: _Runner, lr: torch.Tensor, best: list[float], since: list[int], it: int,
@@ -837,6 +872,9 @@ def _result(runner: _Runner, iterations: int, stopped: bool, seed: int, attack: 
     losses = runner.best_loss.cpu()
     died = runner.died_at.cpu().tolist()
     notes = [f"seed {seed} (restart r starts from seed {seed}+r)", runner.batching_note]
+    if runner.fitted_from is not None:
+        notes.append(f"iterations fitted to the attack's time share ({runner.sched.seconds:.0f} s): "
+                     f"{runner.sched.iterations} of {runner.fitted_from} planned, the step decay kept in proportion")
     if runner.pb.local is not None:
         notes.append(f"unrolled {runner.pb.local.steps} local steps: the objective simulates the client's "
                      f"{runner.pb.local} and matches the mean step gradient (weight delta / (-lr x "

@@ -3,7 +3,8 @@ PRECODE-aware.
 
 Each is a small class that says *what* to match (``objective``) and *how* to optimise (``schedule``); the
 engine does the rest. Settings keys beyond ``AttackSettings``' fields live in ``settings.extra``:
-``mask_reg`` (DIA), ``decay`` ("step" | "plateau" | "none"), ``patience``, ``check_every``, ``tol``.
+``mask_reg`` (DIA), ``decay`` ("step" | "plateau" | "none"), ``patience``, ``check_every``, ``tol``, and
+``seconds``, the attack's time share, which the scan sets (``attacks.clock``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class GradientMatchingAttack(Attack):
         return Schedule(iterations=int(settings.iterations), restarts=int(settings.restarts), lr=float(settings.lr),
                         optimizer=self.optimizer, decay=str(extra.get("decay", "step")),
                         patience=int(extra.get("patience", 800)), check_every=int(extra.get("check_every", 25)),
-                        tol=float(extra.get("tol", 0.0)))
+                        tol=float(extra.get("tol", 0.0)),
+                        seconds=float(extra["seconds"]) if extra.get("seconds") is not None else None)
 
     def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
             seed: int | None, observer: Observer) -> Reconstruction:

@@ -276,6 +276,10 @@ def scan(
         saved.unlink(missing_ok=True)  # complete: nothing to resume
     elif folder is not None and not saved.exists():  # stopped before any batch was recorded: --resume starts it
         folder.put(checkpoint.NAME, checkpoint.dumps(ident, [], []))
+    fitted = result.fitted_iterations()
+    if fitted:  # the iterations the time gave, pinned: the reproduce command repeats the scan on any machine
+        pinned = replace(settings, attack_iterations={**settings.attack_iterations, **fitted})
+        result = replace(result, command=reproduce_command(model, data, pinned))
     if from_config:
         result = replace(result, notes=(*result.notes, from_config))
     for record in result.suppressions:  # even with --quiet: an accepted finding is never silent

@@ -150,6 +150,7 @@ class Context:
     # another verdict
     threads: int = 1
     references: Any = None  # ScanReferences: the reference set and every sample of the scan
+    clock: Any = None  # attacks.clock.Clock: the scan's time cap and each batch's share; None: each batch its own
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def audit_job(context: Context, job: Job, model: Any = None, observer: Any = Non
     settings = replace(context.settings, seed=batch_seed(context.settings.seed, job.index))
     result = audit_loaded(model if model is not None else _model(context), job.batch, context.findings, settings,
                           observer, command=context.command, started=context.started, ruleset=context.ruleset,
-                          references=context.references)
+                          references=context.references, clock=context.clock)
     return Done(job.index, result, time.perf_counter() - t0)
 
 

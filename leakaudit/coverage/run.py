@@ -55,11 +55,12 @@ def eta(done_seconds: Sequence[float], remaining: int) -> str:
 def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, ruleset: Any, *,
                 observer: Observer | None = None, command: str = "", started: datetime | None = None,
                 notes: tuple[str, ...] = (), restored: tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]]
-                = ((), ()), on_batch: OnBatch | None = None, source: Any = None, references: Any = None) -> AuditResult:
+                = ((), ()), on_batch: OnBatch | None = None, source: Any = None, references: Any = None,
+                clock: Any = None) -> AuditResult:
     """Audit every batch of ``plan`` not in ``restored`` on the settings' executor (``coverage.executors``) and
     combine them. Batches may finish in any order: each is recorded (and checkpointed) as it arrives, and the
     combined result is the same as batch by batch. ``source`` says how workers load the model again (a
-    ``ModelSource``); None sends them ``model`` itself."""
+    ``ModelSource``); None sends them ``model`` itself. ``clock``: the scan's time cap (``attacks.clock``)."""
     import torch  # lazily, as the package's other heavy imports: the CLI starts without torch
 
     from .executors import Context, Job, audit_job, run_jobs
@@ -77,7 +78,7 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     lost: list[str] = []
     interrupted = False
     context = Context(source if source is not None else model, findings, settings, per_batch, command, started,
-                      torch.get_num_threads(), references)
+                      torch.get_num_threads(), references, clock)
     jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
     progress = _Progress(observer, settings.executor, total, len(batches))
     progress.starting(jobs)

@@ -28,7 +28,7 @@ from .recommendations import ill_conditioned, recommend
 if TYPE_CHECKING:
     from ..update.cost import DefenseCost  # a type only: rendering a report never imports torch
 
-SCHEMA_VERSION = "1.7"
+SCHEMA_VERSION = "1.8"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -218,6 +218,7 @@ def _control(control: ControlOutcome | None) -> dict[str, Any] | None:
                    "severity": r.severity, "status": r.status, "observed": number(r.observed), "attack": r.attack,
                    "sample": r.sample} for r in control.rules],
         "evidence": control.evidence,
+        "limited": control.limited,
     }
 
 

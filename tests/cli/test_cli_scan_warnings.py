@@ -24,7 +24,7 @@ def test_scan_prints_detection_warnings_escaped_on_stderr(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert code in (0, 1, 4), err
     assert "warning:" in err and "no Dropout nodes" in err
-    assert "budget: standard budget with overrides: iterations=2, restarts=1 (ran:" in err  # not "standard"
+    assert "budget: standard budget with overrides: iterations=2, restarts=1; 900 s cap (ran:" in err  # not "standard"
     assert "m[bold red]x\\x1b[31m.onnx" in err  # the file name literally, its ESC made visible
     assert not [ch for ch in err if ch != "\n" and unicodedata.category(ch) in ("Cc", "Cf")]
 

@@ -1,0 +1,107 @@
+"""Time-budget benchmark: does ``--budget quick`` end within its cap (120 s) on the models FL engineers deploy,
+and what did each attack get? (issue 24: efficientnet_b0 at 64 px ran over 15 min at quick before budgets were
+time.)
+
+Each model (random init, exported to ONNX in training mode, as a user would) is scanned on one bundled photo with
+``leakaudit scan --budget quick`` in a subprocess; the script prints the wall time of the whole command (Python
+start-up included), the exit code, the verdict, and per attack the iterations it ran of those planned.
+
+Usage: python benchmarks/bench_time_budget.py [--budget quick] [--models flower_cnn,resnet20,...] [--max-time S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "samples" / "chelsea.png"
+
+
+def _flower_cnn() -> nn.Module:
+    """Flower's quickstart PyTorch CNN (conv5-pool-conv5-pool-fc120-fc84-fc10, 3x32x32)."""
+    return nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84),
+                         nn.ReLU(), nn.Linear(84, 10))
+
+
+def _zoo(name: str) -> nn.Module:
+    from leakaudit.models import create_model
+
+    return create_model(name, num_classes=10, input_shape=(3, 32, 32))
+
+
+def _torchvision(name: str) -> nn.Module:
+    import torchvision
+
+    return getattr(torchvision.models, name)(num_classes=10)
+
+
+# name -> (factory, input side, batch size)
+MODELS = {
+    "flower_cnn": (_flower_cnn, 32, 1),
+    "resnet20": (lambda: _zoo("resnet20"), 32, 2),
+    "squeezenet1_1": (lambda: _torchvision("squeezenet1_1"), 64, 1),
+    "shufflenet_v2_x0_5": (lambda: _torchvision("shufflenet_v2_x0_5"), 64, 2),
+    "efficientnet_b0": (lambda: _torchvision("efficientnet_b0"), 64, 2),
+    "resnet18": (lambda: _torchvision("resnet18"), 32, 2),
+    "mobilenet_v3_small": (lambda: _torchvision("mobilenet_v3_small"), 32, 2),
+}
+
+
+def export(name: str, path: Path) -> int:
+    factory, side, batch = MODELS[name]
+    torch.manual_seed(0)
+    model = factory().train()
+    torch.onnx.export(model, torch.rand(batch, 3, side, side), str(path), dynamo=False,
+                      training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
+                      input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    return batch
+
+
+def scan(model: Path, batch: int, out: Path, args: argparse.Namespace) -> tuple[float, int, dict]:
+    data = out.parent / "data"
+    data.mkdir(exist_ok=True)
+    for i in range(batch):  # the batch: the same photo under two names is a batch of two samples
+        (data / f"{i}_{SAMPLE.name}").write_bytes(SAMPLE.read_bytes())
+    cmd = [sys.executable, "-m", "leakaudit", "scan", str(model), "--data", str(data), "--budget", args.budget,
+           "--batch-size", str(batch), "--output-dir", str(out), "--quiet", "--format", "json"]
+    cmd += ["--max-time", str(args.max_time)] if args.max_time else []
+    t0 = time.perf_counter()
+    code = subprocess.run(cmd, check=False).returncode
+    seconds = time.perf_counter() - t0
+    doc = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
+    return seconds, code, doc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", default="quick")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--max-time", type=float, default=None)
+    args = ap.parse_args()
+    print(f"| model | batch | wall s | exit | verdict | attacks: iterations run / planned |")
+    print("|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.onnx"
+            batch = export(name, path)
+            seconds, code, doc = scan(path, batch, Path(tmp) / "report", args)
+            ran = [f"{a['name']} {a['iterations_run']}/{a['iterations_planned']}"
+                   + (" (cap)" if "time cap" in (a.get("reason") or "") else "")
+                   for a in doc.get("attacks", []) if a.get("status") in ("ran", "interrupted")]
+            verdict = (doc.get("verdict") or {}).get("overall", "no report")
+            print(f"| {name} | {batch} | {seconds:.0f} | {code} | {verdict} | {'; '.join(ran) or '-'} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
