@@ -2,9 +2,10 @@
 and what did each attack get? (issue 24: efficientnet_b0 at 64 px ran over 15 min at quick before budgets were
 time.)
 
-Each model (random init, exported to ONNX in training mode, as a user would) is scanned on one bundled photo with
-``leakaudit scan --budget quick`` in a subprocess; the script prints the wall time of the whole command (Python
-start-up included), the exit code, the verdict, and per attack the iterations it ran of those planned.
+Each model (random init, exported to ONNX in training mode, as a user would) is scanned on bundled photos
+(chelsea; rocket too at batch 2) with ``leakaudit scan --budget quick`` in a subprocess; the script prints the
+wall time of the whole command (Python start-up included), the exit code, the verdict, and per attack the
+iterations it ran of those planned.
 
 Usage: python benchmarks/bench_time_budget.py [--budget quick] [--models flower_cnn,resnet20,...] [--max-time S]
 """
@@ -17,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "samples" / "chelsea.png"
+PHOTOS = [ROOT / "examples" / "samples" / f"{name}.png" for name in ("chelsea", "rocket")]
 
 
 def _flower_cnn() -> nn.Module:
@@ -61,6 +63,7 @@ def export(name: str, path: Path) -> int:
     factory, side, batch = MODELS[name]
     torch.manual_seed(0)
     model = factory().train()
+    warnings.filterwarnings("ignore")  # the TorchScript exporter's deprecation notes, once per model
     torch.onnx.export(model, torch.rand(batch, 3, side, side), str(path), dynamo=False,
                       training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
                       input_names=["input"], dynamic_axes={"input": {0: "batch"}})
@@ -68,10 +71,10 @@ def export(name: str, path: Path) -> int:
 
 
 def scan(model: Path, batch: int, out: Path, args: argparse.Namespace) -> tuple[float, int, dict]:
-    data = out.parent / "data"
-    data.mkdir(exist_ok=True)
-    for i in range(batch):  # the batch: the same photo under two names is a batch of two samples
-        (data / f"{i}_{SAMPLE.name}").write_bytes(SAMPLE.read_bytes())
+    data = model.parent / "data"
+    for i, photo in enumerate(PHOTOS[:batch]):  # one class folder per photo: the label is the folder
+        (data / str(i)).mkdir(parents=True, exist_ok=True)
+        (data / str(i) / photo.name).write_bytes(photo.read_bytes())
     cmd = [sys.executable, "-m", "leakaudit", "scan", str(model), "--data", str(data), "--budget", args.budget,
            "--batch-size", str(batch), "--output-dir", str(out), "--quiet", "--format", "json"]
     cmd += ["--max-time", str(args.max_time)] if args.max_time else []
@@ -87,14 +90,16 @@ def main() -> int:
     ap.add_argument("--budget", default="quick")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--max-time", type=float, default=None)
+    ap.add_argument("--keep", type=Path, default=None, help="keep each model's report in KEEP/MODEL/")
     args = ap.parse_args()
-    print(f"| model | batch | wall s | exit | verdict | attacks: iterations run / planned |")
+    print("| model | batch | wall s | exit | verdict | attacks: iterations run / planned |")
     print("|---|---|---|---|---|---|")
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.onnx"
             batch = export(name, path)
-            seconds, code, doc = scan(path, batch, Path(tmp) / "report", args)
+            out = args.keep / name if args.keep else Path(tmp) / "report"
+            seconds, code, doc = scan(path, batch, out, args)
             ran = [f"{a['name']} {a['iterations_run']}/{a['iterations_planned']}"
                    + (" (cap)" if "time cap" in (a.get("reason") or "") else "")
                    for a in doc.get("attacks", []) if a.get("status") in ("ran", "interrupted")]

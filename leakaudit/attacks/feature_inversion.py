@@ -273,9 +273,11 @@ def invert_features(module: nn.Module, layer: str, z: torch.Tensor, input_shape:
             iterations_run = max(iterations_run, it)
             if observer is not None and (it % 25 == 0 or it == iterations):
                 observer.attack_progress(AttackProgress(attack, it, iterations, min(best_loss, run_best)))
-                if observer.should_stop():
-                    stopped = True
-                    break
+            # every iteration (the loss above is already on the host): on a large model 25 iterations take a
+            # minute, and the scan's time cap must stop the loop within one
+            if observer is not None and observer.should_stop():
+                stopped = True
+                break
         with torch.no_grad():  # the last step's iterate
             value = float(feature_distance(f(x), z, keep).mean())
         if value < run_best:
