@@ -296,9 +296,11 @@ def _recommendations(doc: dict[str, Any]) -> str:
 
 def _reproduce(doc: dict[str, Any]) -> str:
     libs = ", ".join(f"{esc(k)} {esc(v)}" for k, v in doc["environment"]["libraries"].items() if v)
-    command = doc.get("command") or "(run through the Python API: no command line)"
+    command = doc.get("command")
+    shown = (f"<pre>{esc(command)}</pre>" if command else
+             f'<p class="muted">{esc(doc.get("command_reason") or "run through the Python API: no command line")}</p>')
     notes = "".join(f"<li>{esc(n)}</li>" for n in doc.get("notes", []))
-    return ("<h2>Reproduce</h2>" + f"<pre>{esc(command)}</pre>"
+    return ("<h2>Reproduce</h2>" + shown
             + (f"<ul>{notes}</ul>" if notes else "")
             + f'<footer>leakaudit {esc(doc["tool"]["version"])} · report schema {esc(doc["schema_version"])} · '
               f'Python {esc(doc["environment"]["python"])} · {libs}<br>'
