@@ -6,8 +6,11 @@ Two ways to use leakaudit with Flower (https://flower.ai), both through the Pyth
    CNN: conv5-pool-conv5-pool-fc120-fc84-fc10, 3x32x32 input, 10 classes) as a plain ``torch.nn.Module``,
    audit it on a bundled photo, and exit with leakaudit's CI exit code (0 pass, 1 leak, 4 inconclusive):
 
-       python examples/flower_predeploy.py                 # standard budget, a few minutes on 2 CPU cores
-       python examples/flower_predeploy.py --budget quick  # a quicker, weaker check
+       python examples/flower_predeploy.py                 # standard budget: 15.9 s on 2 CPU cores
+       python examples/flower_predeploy.py --budget quick  # a quicker, weaker check: 6.7 s
+
+   The untrained CNN comes out inconclusive (exit 4): at these budgets the optimisation attacks do not
+   reconstruct a ReLU + max-pooling CNN even without defenses (docs/attacks.md), so no pass is claimed.
 
 2. ``AuditedFedAvg``: a FedAvg strategy that audits each new global model after aggregation and refuses to
    hand on one that leaks. It needs ``flwr`` (``pip install flwr``), which leakaudit does not depend on.

@@ -123,6 +123,11 @@ def test_in_memory_inputs_say_why_there_is_no_command_and_the_report_shows_it():
     assert result.command == ""
     assert result.command_reason.startswith("no reproduce command: the model and the samples were passed in memory")
     doc = build_document(result)
+    import jsonschema
+
+    from leakaudit.report import schema
+
+    jsonschema.Draft202012Validator(schema()).validate(doc)  # format "torch" and command_reason are in the schema
     assert doc["command_reason"] == result.command_reason
     assert result.command_reason.split(";")[0] in render_html(doc)
 
