@@ -7,10 +7,6 @@ CLI command that needs no model) does not import torch. ``leakaudit.audit`` is t
 function as ``leakaudit.audit.audit``.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
 # name -> the module that defines it
@@ -32,6 +28,9 @@ _API = {
 __all__ = ["AuditResult", "ConfigError", "DataError", "InputError", "LeakauditError", "LoadedModel", "ModelError",
            "Prepared", "SampleBatch", "ScanSettings", "__version__", "audit", "prepare", "run"]
 
+# Not typing.TYPE_CHECKING: the console script imports this module before it can catch a Ctrl-C, so it imports
+# nothing (tests/cli/test_cli_boundary.py); type checkers treat a name TYPE_CHECKING as true all the same.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import audit as audit
     from .audit import Prepared, prepare, run
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from .result import AuditResult
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "audit":  # the submodule (callable); importing it makes it this package's attribute
         import importlib
 
