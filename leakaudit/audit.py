@@ -151,9 +151,10 @@ def _command(model: Any, data: Any, settings: ScanSettings) -> tuple[str, str]:
 
         return shlex.join(["leakaudit", "scan", os.fspath(model), "--data", os.fspath(data),
                            *setting_args(settings)]), ""
-    return "", (f"no reproduce command: {' and '.join(w for w, _ in missing)} "
-                f"{'were' if len(missing) > 1 else 'was'} passed in memory through the Python API, and a command "
-                f"line can name only files; to scan from the command line, {'; '.join(s for _, s in missing)}")
+    verb = "was" if [w for w, _ in missing] == ["the model"] else "were"
+    return "", (f"no reproduce command: {' and '.join(w for w, _ in missing)} {verb} passed in memory through the "
+                f"Python API, and a command line can name only files; to scan from the command line, "
+                f"{'; '.join(s for _, s in missing)}")
 
 
 def _flat_note(plan: Any) -> str:
@@ -200,7 +201,8 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
           observer: Observer | None = None, command: str = "", restored: Any = ((), ()), on_batch: Any = None,
           **overrides: Any) -> AuditResult:
-    """Audit ``model`` (a path or a ``LoadedModel``) on ``data`` (a path or a ``SampleBatch``).
+    """Audit ``model`` (a path, a ``LoadedModel`` or a ``torch.nn.Module``) on ``data`` (a path, a ``SampleBatch``
+    or ``(images, labels)`` tensors, images in [0, 1]); ``docs/api.md`` is the reference.
 
     ``settings`` (or keyword overrides such as ``budget="quick"``) control everything else; see
     ``ScanSettings``. Raises ``LeakauditError`` subclasses for bad inputs; never prints.

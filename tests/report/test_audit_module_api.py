@@ -132,6 +132,19 @@ def test_in_memory_inputs_say_why_there_is_no_command_and_the_report_shows_it():
     assert result.command_reason.split(";")[0] in render_html(doc)
 
 
+def test_the_reason_names_what_was_in_memory():
+    samples = str(ROOT / "examples" / "samples")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 10))  # the photos' labels
+    model_only = leakaudit.audit(net, samples, attacks=("analytic",), input_shape=(3, 8, 8), samples=1)
+    assert model_only.command_reason.startswith("no reproduce command: the model was passed in memory")
+    from leakaudit.data import load_samples, normalization
+
+    batch = load_samples(samples, input_shape=(3, 32, 32), num_classes=10, normalization=normalization("none"))
+    data_only = leakaudit.audit(str(ROOT / "examples" / "models" / "mlp.onnx"), batch.subset(1), attacks=("analytic",))
+    assert data_only.command_reason.startswith("no reproduce command: the samples were passed in memory")
+    assert "np.savez" in data_only.command_reason and "torch.onnx.export" not in data_only.command_reason
+
+
 def test_import_leakaudit_does_not_import_torch_and_its_api_is_callable():
     code = ("import sys, leakaudit; assert 'torch' not in sys.modules; "
             "from leakaudit import audit, prepare, run, ScanSettings, AuditResult, ConfigError; "
