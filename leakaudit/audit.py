@@ -11,7 +11,11 @@ output format is rendered from. The core never prints: progress goes to an ``Obs
 from __future__ import annotations
 
 import math
+import os
+import shlex
+import sys
 import time
+import types
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -72,6 +76,10 @@ class Prepared:
     # What each sample's reconstruction must resemble it more than (``metrics.references.ScanReferences``): the
     # reference set and every sample of the plan. None: built from the batch when run.
     references: Any = None
+    # The command line that repeats the scan when a Python caller gave paths (``run`` uses it when given none),
+    # else why there is none (``AuditResult.command_reason``).
+    command: str = ""
+    command_reason: str = ""
 
 
 def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
@@ -104,7 +112,7 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     settings = _settings(settings, overrides)
     observer = observer or NullObserver()
     ruleset = preflight(settings)
-    loaded = _load_model(model, settings, observer)
+    loaded = _load_model(model, settings, observer, data)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     from .detect import detect
 
@@ -116,14 +124,38 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
         findings = replace(findings, warnings=tuple(w for w in findings.warnings if w != stated))
     from .coverage.executors import model_source
 
-    source = None if loaded is model else model_source(loaded, settings)
+    # A model given in memory has no file a worker could load: workers receive it pickled.
+    source = model_source(loaded, settings) if _is_path(model) else None
     # The client's BatchNorm mode decides the batch sizes it can train at (eval: any), so it comes before them.
     loaded, findings = _client_model(loaded, findings, settings)
     settings, batch_note = _batch_size(loaded, settings)
     plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
     notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
+    command, reason = _command(model, data, settings)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
-                    _references(plan, settings))
+                    _references(plan, settings), command, reason)
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _command(model: Any, data: Any, settings: ScanSettings) -> tuple[str, str]:
+    """The ``leakaudit scan`` command that repeats an audit of files, or "" and why there is none: a command line
+    can name only files, and a model or samples passed in memory have none."""
+    missing = [(what, save) for what, value, save in (
+        ("the model", model, "save it (torch.onnx.export in training mode, or safetensors weights with an --arch "
+                             "factory)"),
+        ("the samples", data, "save them (np.savez with x = images in [0, 1] and y = labels)")) if not _is_path(value)]
+    if not missing:
+        from .config import setting_args
+
+        return shlex.join(["leakaudit", "scan", os.fspath(model), "--data", os.fspath(data),
+                           *setting_args(settings)]), ""
+    verb = "was" if [w for w, _ in missing] == ["the model"] else "were"
+    return "", (f"no reproduce command: {' and '.join(w for w, _ in missing)} {verb} passed in memory through the "
+                f"Python API, and a command line can name only files; to scan from the command line, "
+                f"{'; '.join(s for _, s in missing)}")
 
 
 def _flat_note(plan: Any) -> str:
@@ -151,17 +183,29 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     """
     from .coverage.run import Plan, run_batches
 
+    given = settings
     settings = settings or prepared.settings or ScanSettings()
     plan = prepared.plan or Plan((prepared.batch,), len(prepared.batch))
     ruleset = prepared.ruleset if prepared.ruleset is not None else _load_rules(settings.rules)
+    reason = ""
+    if not command:
+        # Settings other than the prepared ones are not what prepare() wrote the command for.
+        command = prepared.command if given is None or given == prepared.settings else ""
+        reason = prepared.command_reason or ("" if command else "no reproduce command: run() was given settings "
+                                             "other than the ones prepare() loaded with; pass a command= to record")
     from .attacks.clock import max_time
 
     # the cap in force, written into the settings the report shows (the budget's when not given)
     settings = replace(settings, max_time=max_time(settings.budget, settings.max_time))
     clock = _clock(settings, started, len(plan.batches) - len(restored[0]))
-    return run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
-                       command=command, started=started, notes=prepared.notes, restored=restored, on_batch=on_batch,
-                       source=prepared.source, references=prepared.references, clock=clock)
+    result = run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
+                         command=command, started=started, notes=prepared.notes, restored=restored,
+                         on_batch=on_batch, source=prepared.source, references=prepared.references, clock=clock)
+    fitted = {k: v for k, v in result.fitted_iterations().items() if k not in settings.attack_iterations}
+    if fitted and result.command:  # the iterations the time gave, pinned: the command repeats on any machine
+        pins = [a for name, n in fitted.items() for a in ("--attack-iterations", f"{name}={n}")]
+        result = replace(result, command=f"{result.command} {shlex.join(pins)}")
+    return replace(result, command_reason=reason) if reason else result
 
 
 def _clock(settings: ScanSettings, started: datetime | None, batches: int) -> Any:
@@ -182,7 +226,8 @@ def _clock(settings: ScanSettings, started: datetime | None, batches: int) -> An
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
           observer: Observer | None = None, command: str = "", restored: Any = ((), ()), on_batch: Any = None,
           **overrides: Any) -> AuditResult:
-    """Audit ``model`` (a path or a ``LoadedModel``) on ``data`` (a path or a ``SampleBatch``).
+    """Audit ``model`` (a path, a ``LoadedModel`` or a ``torch.nn.Module``) on ``data`` (a path, a ``SampleBatch``
+    or ``(images, labels)`` tensors, images in [0, 1]); ``docs/api.md`` is the reference.
 
     ``settings`` (or keyword overrides such as ``budget="quick"``) control everything else; see
     ``ScanSettings``. Raises ``LeakauditError`` subclasses for bad inputs; never prints.
@@ -299,11 +344,24 @@ def _check_attacks(names: tuple[str, ...], flag: str = "--attacks") -> None:
             raise ConfigError(f"{flag} {','.join(names)}: {ATTACKS.unknown_message(name)}")
 
 
-def _load_model(model: str | Any, settings: ScanSettings, observer: Observer) -> Any:
+def _load_model(model: str | Any, settings: ScanSettings, observer: Observer, data: Any = None) -> Any:
+    from torch import nn
+
     from .models.interface import LoadedModel
 
     if isinstance(model, LoadedModel):
         return model
+    if isinstance(model, nn.Module):
+        from .data.tensors import sample_shape
+        from .models.inmemory import wrap_module
+
+        observer.stage("load model", f"{type(model).__name__} (in memory)")
+        shape = settings.input_shape or sample_shape(data) or (
+            tuple(data.x.shape[1:]) if isinstance(data, SampleBatch) else None)
+        return wrap_module(model, input_shape=shape, num_classes=settings.num_classes)
+    if not _is_path(model):
+        raise ConfigError(f"model: got {type(model).__name__}; pass a model file's path (.onnx, or .safetensors with "
+                          "arch=), a torch.nn.Module, or a LoadedModel")
     observer.stage("load model", str(model))
     from .models.load import load_model
 
@@ -322,8 +380,18 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
         from .models.batchnorm import resolve_batch_size
 
         size, chosen = resolve_batch_size(loaded, None)
+    from .data.tensors import batch_from_tensors, is_tensor_pair
+
     if isinstance(data, SampleBatch):
         pool = data
+    elif not _is_path(data):
+        from .data import normalization
+
+        channels = loaded.input_shape[0] if len(loaded.input_shape) == 3 else 1
+        norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
+        observer.stage("load samples", "tensors (in memory)" if is_tensor_pair(data) else type(data).__name__)
+        pool = batch_from_tensors(data, input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
+                                  normalization=norm)
     else:
         observer.stage("load samples", str(data))
         from .data import load_samples, normalization
@@ -881,3 +949,14 @@ def _evidence(rules: tuple[RuleOutcome, ...], reconstructed: bool) -> str:
 
 def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.3g}"
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as its ``audit`` function: ``import leakaudit; leakaudit.audit(model, data)``. The
+    package's ``audit`` attribute is this module for everything that imports it by that name."""
+
+    def __call__(self, model: Any, data: Any, settings: ScanSettings | None = None, **kwargs: Any) -> AuditResult:
+        return audit(model, data, settings, **kwargs)  # looked up at call time: a patched audit is honoured
+
+
+sys.modules[__name__].__class__ = _CallableModule

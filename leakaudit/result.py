@@ -393,6 +393,8 @@ class AuditResult:
     suppressions: tuple[SuppressionOutcome, ...] = ()
     # What the BatchNorm running statistics sent with the update reveal (schema 1.7, --update-buffers yes)
     batchnorm_statistics: BufferLeak | None = None
+    # Why ``command`` is empty (a model or samples passed in memory have no file a command line could name)
+    command_reason: str = ""
 
     @property
     def outcome(self) -> Outcome:

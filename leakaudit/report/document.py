@@ -377,6 +377,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "incomplete": result.incomplete,
         "incomplete_reason": result.incomplete_reason,
         "command": result.command,
+        "command_reason": result.command_reason,
         "seed": result.seed,
         "device": result.device,
         "settings": _settings(result.settings),

@@ -55,7 +55,9 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: Itera
         "<tr>" + "".join(f'<td class="num">{c}</td>' if i in nums else f"<td>{c}</td>" for i, c in enumerate(row))
         + "</tr>"
         for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # tabindex: a box that scrolls must be reachable by keyboard (axe-core's scrollable-region-focusable)
+    return (f'<div class="table-scroll" tabindex="0"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            '</table></div>')
 
 
 def _card(items: Iterable[tuple[str, str]]) -> str:
@@ -296,9 +298,11 @@ def _recommendations(doc: dict[str, Any]) -> str:
 
 def _reproduce(doc: dict[str, Any]) -> str:
     libs = ", ".join(f"{esc(k)} {esc(v)}" for k, v in doc["environment"]["libraries"].items() if v)
-    command = doc.get("command") or "(run through the Python API: no command line)"
+    command = doc.get("command")
+    shown = (f"<pre>{esc(command)}</pre>" if command else
+             f'<p class="muted">{esc(doc.get("command_reason") or "run through the Python API: no command line")}</p>')
     notes = "".join(f"<li>{esc(n)}</li>" for n in doc.get("notes", []))
-    return ("<h2>Reproduce</h2>" + f"<pre>{esc(command)}</pre>"
+    return ("<h2>Reproduce</h2>" + shown
             + (f"<ul>{notes}</ul>" if notes else "")
             + f'<footer>leakaudit {esc(doc["tool"]["version"])} · report schema {esc(doc["schema_version"])} · '
               f'Python {esc(doc["environment"]["python"])} · {libs}<br>'
@@ -381,7 +385,7 @@ def _histogram(values: list[float], bins: int = 20, lo: float = -0.2, hi: float 
         f'{lo + (i + 1) * (hi - lo) / bins:.2f}: {c}</title></rect>' for i, c in enumerate(counts))
     ticks = "".join(f'<text x="{pad + (t - lo) / (hi - lo) * (width - 2 * pad):.1f}" y="{height - 6}" '
                     f'font-size="10" text-anchor="middle">{t:g}</text>' for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
-    return (f'<svg class="histogram" width="{width}" height="{height}" '
+    return (f'<svg class="histogram" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
             f'role="img" aria-label="histogram of {esc(label)}"><line x1="{pad}" y1="{height - pad}" '
             f'x2="{width - pad}" y2="{height - pad}" stroke="#444"/>{rects}{ticks}'
             f'<text x="{pad}" y="12" font-size="10">samples (max {top} per bin)</text></svg>')
@@ -479,7 +483,9 @@ def _batch_conditioning(c: dict[str, Any] | None) -> str:
 
 def render_html(doc: dict[str, Any]) -> str:
     body = "".join([
-        _banner(doc), "<main>",
+        # the verdict in the banner landmark: assistive technology lists it, and axe-core's "region" rule wants
+        # all content inside landmarks
+        "<header>", _banner(doc), "</header>", "<main>",
         f'<h1>leakaudit report: <span class="mono">{esc(doc["model"]["path"])}</span></h1>',
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',

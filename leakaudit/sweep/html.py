@@ -142,8 +142,8 @@ def _points_table(doc: dict[str, Any]) -> str:
                     f"<td>{_e(secs)}</td>{''.join(cells)}<td>{_e(cost)}</td><td>{_e(detail)}</td></tr>")
     shared = "".join(f"<li>{_e(n)}</li>" for n in common)
     intro = f"<p class='muted'>At every value:</p><ul class='muted'>{shared}</ul>" if shared else ""
-    return (intro + f"<table><tr><th>{_e(doc['knob']['name'])}</th><th>verdict</th><th>time</th>{head}"
-            f"<th>defense cost</th><th>notes</th></tr>" + "".join(rows) + "</table>")
+    return (intro + f"{SCROLL}<table><tr><th>{_e(doc['knob']['name'])}</th><th>verdict</th><th>time</th>{head}"
+            f"<th>defense cost</th><th>notes</th></tr>" + "".join(rows) + "</table></div>")
 
 
 def _recon_table(doc: dict[str, Any], originals: list[str] | None) -> str:
@@ -165,7 +165,11 @@ def _recon_table(doc: dict[str, Any], originals: list[str] | None) -> str:
         value = f"{p['value']:.4g}"
         rows.append(f"<tr><td>{_e(value)}</td>{''.join(cells)}</tr>")
     head = "".join(f"<th>{_e(a)}</th>" for a in attacks)
-    return f"<table><tr><th>{_e(doc['knob']['name'])}</th>{head}</tr>{''.join(rows)}</table>"
+    return f"{SCROLL}<table><tr><th>{_e(doc['knob']['name'])}</th>{head}</tr>{''.join(rows)}</table></div>"
+
+
+# A wide table scrolls in its own box (the page keeps the phone's width); tabindex lets a keyboard scroll it.
+SCROLL = "<div class='table-scroll' tabindex='0'>"
 
 
 def render_html(doc: dict[str, Any], originals: list[str] | None = None) -> str:

@@ -48,6 +48,34 @@ def _install_chromium() -> str:
     return ""
 
 
+def narrow_layout(width: int) -> str:
+    """A page expression: how the page lays out on a screen ``width`` CSS pixels wide, with every <details>
+    opened (a folded table must fit too). An element overflows when its box passes the screen's edges and no
+    scroll container that itself fits holds it; a table fits or sits in such a container. The layout viewport
+    of a mobile browser widens to its content, so the edge is ``width``, not innerWidth."""
+    return f"""(() => {{
+  document.querySelectorAll('details').forEach(d => {{ d.open = true; }});
+  const vw = {width};
+  const scroller = el => {{ for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {{
+      const s = getComputedStyle(p).overflowX; if (s === 'auto' || s === 'scroll') return p; }} return null; }};
+  const fits = el => {{ const r = el.getBoundingClientRect(); return r.right <= vw + 0.5 && r.left >= -0.5; }};
+  const held = el => {{ const s = scroller(el); return s !== null && fits(s); }};
+  const tables = Array.from(document.querySelectorAll('table'));
+  const overflowing = Array.from(document.body.querySelectorAll('*'))
+    .filter(e => e.getBoundingClientRect().width > 0 && !fits(e) && !held(e))
+    .map(e => e.tagName.toLowerCase() + (typeof e.className === 'string' && e.className ? '.' + e.className : '')
+         + ' right ' + Math.round(e.getBoundingClientRect().right));
+  const banner = document.getElementById('verdict') || document.querySelector('.banner');
+  const mark = banner && banner.closest('header, main, footer, [role=banner], [role=main], [role=contentinfo]');
+  return {{scroll_width: document.scrollingElement.scrollWidth, inner_width: window.innerWidth,
+          tables: tables.length, tables_scrolled: tables.filter(t => !fits(t) && held(t)).length,
+          tables_off_screen: tables.filter(t => !fits(t) && !held(t)).length,
+          histograms: Array.from(document.querySelectorAll('svg.histogram')).map(e => e.getBoundingClientRect().width),
+          overflowing: overflowing.slice(0, 12),
+          banner_landmark: mark ? (mark.getAttribute('role') || mark.tagName.toLowerCase()) : null}};
+}})()"""
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     path = _find_browser()
@@ -151,8 +179,9 @@ class _Pipe:
         os.close(self._from_browser)
 
 
-def visit(browser: str, page: Path, expressions: dict[str, str] | None = None) -> PageVisit:
-    """Open ``page`` in headless Chromium; collect console errors, requests, evaluations and a screenshot."""
+def visit(browser: str, page: Path, expressions: dict[str, str] | None = None, width: int | None = None) -> PageVisit:
+    """Open ``page`` in headless Chromium; collect console errors, requests, evaluations and a screenshot.
+    ``width``: emulate a phone's viewport that many CSS pixels wide (touch, mobile layout), e.g. 390."""
     with tempfile.TemporaryDirectory(prefix="leakaudit-chromium-") as profile:
         pipe = _Pipe(browser, profile)
         try:
@@ -160,6 +189,10 @@ def visit(browser: str, page: Path, expressions: dict[str, str] | None = None) -
             session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Runtime", "Log", "Network"):
                 pipe.send(f"{domain}.enable", session=session)
+            if width is not None:
+                pipe.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 844,
+                                                                   "deviceScaleFactor": 3, "mobile": True},
+                          session=session)
             pipe.events.clear()
             pipe.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
             pipe.wait_for("Page.loadEventFired")
@@ -199,8 +232,8 @@ def visit(browser: str, page: Path, expressions: dict[str, str] | None = None) -
 
 @pytest.fixture(scope="session")
 def browser_visit(chromium_path: str):
-    def _visit(page: Path, expressions: dict[str, str] | None = None) -> PageVisit:
-        return visit(chromium_path, page, expressions)
+    def _visit(page: Path, expressions: dict[str, str] | None = None, width: int | None = None) -> PageVisit:
+        return visit(chromium_path, page, expressions, width)
 
     return _visit
 

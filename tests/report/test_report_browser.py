@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import narrow_layout  # noqa: E402
 from report_factory import XSS_IMG, XSS_SCRIPT, make_result  # noqa: E402
 
 from leakaudit.report import build_document  # noqa: E402
@@ -136,3 +137,50 @@ def test_real_scan_of_a_model_with_script_layer_names_and_file_names(tmp_path, b
     assert "drop<img src=x onerror=alert(1)>" in visit.evaluations["body_text"]
     assert "<script>window['document']['title']='pwned'</script>" in visit.evaluations["body_text"]
     assert visit.console_errors == [] and _external(visit.requests) == []
+
+
+PHONE = 390  # CSS pixels: an iPhone 12-15's screen width
+
+
+@pytest.fixture(scope="module")
+def full_report() -> str:
+    """A report with every section a scan of several samples writes: coverage (its histogram, per-label and
+    per-sample tables), a simulated defense (cost, control), rules, attacks, model layers; a long file name."""
+    import torch
+    from torch import nn
+
+    import leakaudit
+    from leakaudit.data import SampleBatch, normalization
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Dropout(0.25), nn.Linear(16, 3))
+    pixels = torch.rand(6, 3, 8, 8)
+    names = tuple(f"a_rather_long_unbroken_file_name_from_the_users_dataset_{i}.png" for i in range(6))
+    batch = SampleBatch(pixels, torch.tensor([0, 1, 2, 0, 1, 2]), pixels, names, "in memory",
+                        normalization("none", channels=3))
+    result = leakaudit.audit(net, batch, attacks=("analytic",), defenses=("noise:sigma=0.3",))
+    return render_html(build_document(result, embed_data=True))
+
+
+def test_report_fits_a_phone_screen_and_its_verdict_is_in_a_landmark(tmp_path, browser_visit, artifacts_dir,
+                                                                      full_report):
+    visit = browser_visit(_write(tmp_path, "phone.html", full_report), {"layout": narrow_layout(PHONE)}, width=PHONE)
+    (artifacts_dir / "report-browser-phone.png").write_bytes(visit.screenshot)
+    layout = visit.evaluations["layout"]
+    assert layout["tables"] >= 6  # the page measured has the report's wide tables
+    assert layout["tables_off_screen"] == 0 and layout["overflowing"] == []
+    assert layout["scroll_width"] <= PHONE  # the page itself never scrolls sideways
+    assert layout["histograms"] and all(0 < w <= PHONE for w in layout["histograms"])
+    assert layout["tables_scrolled"] >= 1  # the wide ones scroll in their own box rather than squeeze
+    assert layout["banner_landmark"] == "header"
+    assert visit.console_errors == []
+
+
+def test_negative_control_a_table_without_its_scroll_box_runs_off_the_phone_screen(tmp_path, browser_visit,
+                                                                                    full_report):
+    html = full_report.replace('class="table-scroll"', 'class="x-removed"').replace("<header>", "<div>") \
+        .replace("</header>", "</div>")
+    layout = browser_visit(_write(tmp_path, "unwrapped.html", html), {"layout": narrow_layout(PHONE)},
+                           width=PHONE).evaluations["layout"]
+    assert layout["tables_off_screen"] >= 1 and layout["scroll_width"] > PHONE
+    assert layout["banner_landmark"] is None

@@ -73,3 +73,15 @@ def test_injected_names_do_not_run(tmp_path, browser_visit):
     assert visit.evaluations["scripts"] == 0
     assert visit.evaluations["non_data_images"] == 0
     assert _external(visit.requests) == []
+
+
+def test_sweep_page_fits_a_phone_screen_and_its_banner_is_in_a_landmark(tmp_path, browser_visit, artifacts_dir):
+    doc = jsonio.to_dict(run_sweep(VARY, Recorder(fail_on={0.05}), context=CONTEXT), VARY)
+    page = tmp_path / "sweep-phone.html"
+    page.write_text(render_html(doc, originals=[png_uri(5), png_uri(6)]), encoding="utf-8")
+    visit = browser_visit(page, {"layout": _fixtures.narrow_layout(390)}, width=390)
+    (artifacts_dir / "sweep-browser-phone.png").write_bytes(visit.screenshot)
+    layout = visit.evaluations["layout"]
+    assert layout["tables"] == 2 and layout["tables_off_screen"] == 0 and layout["overflowing"] == []
+    assert layout["scroll_width"] <= 390
+    assert layout["banner_landmark"] == "main"
