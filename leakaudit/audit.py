@@ -153,9 +153,28 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     settings = settings or prepared.settings or ScanSettings()
     plan = prepared.plan or Plan((prepared.batch,), len(prepared.batch))
     ruleset = prepared.ruleset if prepared.ruleset is not None else _load_rules(settings.rules)
-    return run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
+    return run_batches(prepared.model, prepared.findings, plan, settings, ruleset, audit_batch=audit_loaded,
+                       nothing_audited=_nothing_audited, observer=observer,
                        command=command, started=started, notes=prepared.notes, restored=restored, on_batch=on_batch,
                        source=prepared.source, references=prepared.references)
+
+
+def _nothing_audited(model: Any, findings: Any, plan: Any, settings: ScanSettings, ruleset: Any, command: str,
+                     started: datetime | None) -> AuditResult:
+    """The detail sections of a scan none of whose batches could be audited: the model and the first batch, no
+    attack, every rule not evaluated. ``combine`` marks it incomplete with the lost batches' reasons."""
+    from datetime import timezone
+
+    from .verdict import evaluate
+
+    verdict = evaluate(ruleset, [], strict=settings.strict)
+    now = datetime.now(timezone.utc)
+    return AuditResult(
+        model=_model_card(model), findings=findings, data=_data_card(plan.batches[0]),
+        threat=_threat(settings, plan.batches[0]), attacks=(), rules=_rule_outcomes(verdict),
+        rules_overall=verdict.overall, rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict,
+        seed=settings.seed, device=settings.device, started_at=started or now, finished_at=now, settings=settings,
+        command=command, incomplete=True, incomplete_reason="no batch was audited")
 
 
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,

@@ -27,22 +27,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
 
+from ..config import MAX_SEED, check_executor
 from ..errors import ConfigError, EnvironmentProblem, ModelError
 
-EXECUTORS = ("inprocess", "processes", "ray")
 RAY_INSTALL = "pip install 'leakaudit[ray]'"
 POLL_SECONDS = 0.5  # how often a waiting parent looks at Ctrl-C
 PROBE_SECONDS = 5.0  # a Ray address that does not accept a connection within this is refused
 
 
 # ------------------------------------------------------------------------------------------------ checks
-
-
-def check_executor(value: Any, where: str = "--executor") -> str:
-    name = value.strip().lower() if isinstance(value, str) else value
-    if name not in EXECUTORS:
-        raise ConfigError(f"{where} {value}: not an executor; use one of {', '.join(EXECUTORS)}")
-    return str(name)
 
 
 def check_execution(settings: Any) -> None:
@@ -138,6 +131,9 @@ class ModelSource:
 class Context:
     """What every job of a scan shares: sent to each worker once."""
 
+    # the per-batch audit (``audit.audit_loaded``): injected so that coverage/ never imports the pipeline above
+    # it; a module-level function, so a worker receives its name, not its code
+    audit_batch: Callable[..., Any]
     model: Any  # ModelSource, or the LoadedModel itself (in memory: no file to load again)
     findings: Any
     settings: Any  # ScanSettings, the batch's seed not yet applied
@@ -181,16 +177,17 @@ def _model(context: Context) -> Any:
     return _loaded[1]
 
 
+def batch_seed(seed: int, index: int) -> int:
+    return (seed + index) % (MAX_SEED + 1)
+
+
 def audit_job(context: Context, job: Job, model: Any = None, observer: Any = None) -> Done:
     """One batch's audit, as every executor runs it (``model``: the parent's own, in-process)."""
-    from ..audit import audit_loaded
-    from .run import batch_seed
-
     t0 = time.perf_counter()
     settings = replace(context.settings, seed=batch_seed(context.settings.seed, job.index))
-    result = audit_loaded(model if model is not None else _model(context), job.batch, context.findings, settings,
-                          observer, command=context.command, started=context.started, ruleset=context.ruleset,
-                          references=context.references)
+    result = context.audit_batch(model if model is not None else _model(context), job.batch, context.findings,
+                                 settings, observer, command=context.command, started=context.started,
+                                 ruleset=context.ruleset, references=context.references)
     return Done(job.index, result, time.perf_counter() - t0)
 
 

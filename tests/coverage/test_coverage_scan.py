@@ -19,7 +19,7 @@ import torch
 
 import leakaudit
 from leakaudit.cli import app_main
-from leakaudit.coverage.stats import clopper_pearson
+from leakaudit.metrics.stats import clopper_pearson
 from leakaudit.report import schema
 
 SHAPE = (3, 8, 8)
