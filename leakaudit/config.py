@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .errors import ConfigError, LeakauditError
+from .errors import ConfigError, LeakauditError, setting_ref
 from .userfiles import LOADER_KEYWORDS, parse_toml, read_user_text
 
 # Upper bounds, so that a typo (or 1e30) is refused at once instead of running for years or overflowing:
@@ -364,7 +364,7 @@ def _yes_no(value: Any, where: str) -> str:
 EXECUTORS = ("inprocess", "processes", "ray")
 
 
-def check_executor(value: Any, where: str = "--executor") -> str:
+def check_executor(value: Any, where: str = setting_ref("executor")) -> str:
     name = value.strip().lower() if isinstance(value, str) else value
     if name not in EXECUTORS:
         raise ConfigError(f"{where} {value}: not an executor; use one of {', '.join(EXECUTORS)}")
@@ -571,8 +571,9 @@ class ConfigFile:
         try:
             yield
         except LeakauditError as e:
-            message = self.attribute(str(e), flags)
-            if message == str(e):
+            shown = e.shown(lambda name: flag_of(name) if name in SETTING else name)
+            message = self.attribute(shown, flags)
+            if message == shown:
                 raise
             try:
                 renamed = type(e)(message)
