@@ -198,9 +198,10 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     # the cap in force, written into the settings the report shows (the budget's when not given)
     settings = replace(settings, max_time=max_time(settings.budget, settings.max_time))
     clock = _clock(settings, started, len(plan.batches) - len(restored[0]))
-    result = run_batches(prepared.model, prepared.findings, plan, settings, ruleset, observer=observer,
-                         command=command, started=started, notes=prepared.notes, restored=restored,
-                         on_batch=on_batch, source=prepared.source, references=prepared.references, clock=clock)
+    result = run_batches(prepared.model, prepared.findings, plan, settings, ruleset, audit_batch=audit_loaded,
+                         nothing_audited=_nothing_audited, observer=observer, command=command, started=started,
+                         notes=prepared.notes, restored=restored, on_batch=on_batch, source=prepared.source,
+                         references=prepared.references, clock=clock)
     fitted = {k: v for k, v in result.fitted_iterations().items() if k not in settings.attack_iterations}
     if fitted and result.command:  # the iterations the time gave, pinned: the command repeats on any machine
         pins = [a for name, n in fitted.items() for a in ("--attack-iterations", f"{name}={n}")]
@@ -221,6 +222,24 @@ def _clock(settings: ScanSettings, started: datetime | None, batches: int) -> An
         waves = 1
     begun = started.timestamp() if started is not None else time.time()
     return Clock.start(begun, max_time(settings.budget, settings.max_time), waves)
+
+
+def _nothing_audited(model: Any, findings: Any, plan: Any, settings: ScanSettings, ruleset: Any, command: str,
+                     started: datetime | None) -> AuditResult:
+    """The detail sections of a scan none of whose batches could be audited: the model and the first batch, no
+    attack, every rule not evaluated. ``combine`` marks it incomplete with the lost batches' reasons."""
+    from datetime import timezone
+
+    from .verdict import evaluate
+
+    verdict = evaluate(ruleset, [], strict=settings.strict)
+    now = datetime.now(timezone.utc)
+    return AuditResult(
+        model=_model_card(model), findings=findings, data=_data_card(plan.batches[0]),
+        threat=_threat(settings, plan.batches[0]), attacks=(), rules=_rule_outcomes(verdict),
+        rules_overall=verdict.overall, rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict,
+        seed=settings.seed, device=settings.device, started_at=started or now, finished_at=now, settings=settings,
+        command=command, incomplete=True, incomplete_reason="no batch was audited")
 
 
 def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,

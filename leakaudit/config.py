@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .errors import ConfigError, LeakauditError
-from .userfiles import parse_toml, read_user_text
+from .errors import ConfigError, LeakauditError, setting_ref
+from .userfiles import LOADER_KEYWORDS, parse_toml, read_user_text
 
 # Upper bounds, so that a typo (or 1e30) is refused at once instead of running for years or overflowing:
 # thorough budgets run 24,000 iterations and 4 restarts; restarts are optimised together (memory grows with
@@ -141,14 +141,6 @@ def parse_floats(value: Any, where: str) -> tuple[float, ...]:
     return numbers
 
 
-# Factory keywords that make a model factory open, download or unpickle a file (timm, torchvision, hub-style
-# factories): never from a model file's metadata or a config file, only when typed on the command line.
-LOADER_KEYWORDS = frozenset({
-    "checkpoint_path", "checkpoint", "weights", "weights_backbone", "weights_path", "pretrained",
-    "pretrained_backbone", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "file", "file_name",
-    "filename", "path", "url", "model_dir", "cache_dir", "hf_hub_id", "hub_id", "state_dict", "map_location",
-    "progress", "download",
-})
 MAX_ARCH_ARG_DEPTH = 32  # [[...]] nesting of one --arch-arg value: shapes and lists need two or three
 
 
@@ -394,10 +386,16 @@ def _yes_no(value: Any, where: str) -> str:
     return str(text)
 
 
-def _executor(value: Any, where: str) -> str:
-    from .coverage.executors import check_executor
+# Where coverage/executors.py runs the batches: named here, not there, because the settings table checks them
+# and coverage/ sits above config in the layers (docs/architecture.md).
+EXECUTORS = ("inprocess", "processes", "ray")
 
-    return check_executor(value, where)
+
+def check_executor(value: Any, where: str = setting_ref("executor")) -> str:
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in EXECUTORS:
+        raise ConfigError(f"{where} {value}: not an executor; use one of {', '.join(EXECUTORS)}")
+    return str(name)
 
 
 def _protocol(value: Any, where: str) -> str:
@@ -498,7 +496,7 @@ SETTINGS: tuple[Setting, ...] = (
             "when it differs from the audited --batch-size: the report states what the difference implies.",
             kind=int),
     Setting("device", "--device", _device, "auto, cpu, cuda or cuda:N (GPU N).", default="auto"),
-    Setting("executor", "--executor", _executor, "Where the client batches run: inprocess, processes (local "
+    Setting("executor", "--executor", check_executor, "Where the client batches run: inprocess, processes (local "
             "worker processes, --workers) or ray (pip install 'leakaudit\\[ray]'; a local Ray instance, or the "
             "cluster at --ray-address; a GPU per batch with --device cuda). The report does not depend on it.",
             default="inprocess", commands=("scan",), command="never"),
@@ -609,8 +607,9 @@ class ConfigFile:
         try:
             yield
         except LeakauditError as e:
-            message = self.attribute(str(e), flags)
-            if message == str(e):
+            shown = e.shown(lambda name: flag_of(name) if name in SETTING else name)
+            message = self.attribute(shown, flags)
+            if message == shown:
                 raise
             try:
                 renamed = type(e)(message)

@@ -7,15 +7,14 @@ unless asked for (``--embed-data``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .verdict.outcome import Outcome, decide
 
-# A scan's note that starts with this names its flat (one-colour) samples (``metrics.scoring.flat_note``): the
-# terminal shows it as a warning and the report recommends real samples.
-FLAT_NOTE = "flat samples"
+from .metrics.interface import FLAT_NOTE as FLAT_NOTE  # defined beside the metrics, which sit below result.py
 
 if TYPE_CHECKING:
     import torch
@@ -290,6 +289,19 @@ class SampleCoverage:
     transform: str = ""  # the registration that test chose ("flipped", "shifted (1, 0) px", "as is")
 
 
+def _leak_key(value: float | None, metric: str) -> float:
+    """Larger = more leaking, whatever the metric's direction; a missing or NaN value is the least."""
+    from .metrics import METRICS
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return -math.inf
+    return float(value) if METRICS.get(metric).leak_direction == "higher" else -float(value)
+
+
+def worst_key(s: SampleCoverage, metric: str) -> tuple[bool, float]:
+    return s.recognised, _leak_key(s.metrics.get(metric), metric)
+
+
 @dataclass(frozen=True)
 class BatchCoverage:
     """One client batch of a coverage scan: its own update, attacks, control and verdict."""
@@ -315,7 +327,7 @@ class CoverageOutcome:
     ``recognised`` means: a fail-severity per-sample rule of the profile fires on the sample for some attack
     (the default profile's when the profile has none, e.g. one that gates on the rate alone:
     ``verdict.rules.recognition_rules``); ``criterion`` names the rules. The interval is Clopper-Pearson
-    (``coverage.stats``)."""
+    (``metrics.stats``)."""
 
     available: int  # samples found in --data
     planned: int  # samples drawn for the audit
@@ -348,7 +360,7 @@ class CoverageOutcome:
 
     @property
     def interval(self) -> tuple[float, float]:
-        from .coverage.stats import clopper_pearson
+        from .metrics.stats import clopper_pearson
 
         return clopper_pearson(self.recognised, self.audited, self.confidence)
 

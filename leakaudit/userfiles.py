@@ -27,6 +27,15 @@ TEXT_LIMIT = 1 << 20  # config and rule files: a few KB in practice
 REPORT_LIMIT = 256 << 20  # report.json / sweep.json, embedded images included
 MAX_DEPTH = 64  # settings and reports nest a handful of levels; this is far beyond any file leakaudit writes
 
+# Factory keywords that make a model factory open, download or unpickle a file (timm, torchvision, hub-style
+# factories): never from a model file's metadata or a config file, only when typed on the command line.
+LOADER_KEYWORDS = frozenset({
+    "checkpoint_path", "checkpoint", "weights", "weights_backbone", "weights_path", "pretrained",
+    "pretrained_backbone", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "file", "file_name",
+    "filename", "path", "url", "model_dir", "cache_dir", "hf_hub_id", "hub_id", "state_dict", "map_location",
+    "progress", "download",
+})
+
 
 def _size(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"

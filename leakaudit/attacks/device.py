@@ -10,13 +10,14 @@ import re
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, setting_ref
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (GPU N)"
+DEVICE_SETTING = setting_ref("device")  # the CLI shows it as --device, a Python caller reads device
 _SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def device_spec(value: object, where: str = "--device") -> str:
+def device_spec(value: object, where: str = DEVICE_SETTING) -> str:
     """``value`` as a normalized device text (``auto``, ``cpu``, ``cuda``, ``cuda:N``), refused when it is none."""
     spec = value.strip().lower() if isinstance(value, str) else None
     if spec is None or not _SPEC.fullmatch(spec):
@@ -24,7 +25,7 @@ def device_spec(value: object, where: str = "--device") -> str:
     return spec
 
 
-def resolve_device(spec: str | torch.device | None = "auto", where: str = "--device") -> torch.device:
+def resolve_device(spec: str | torch.device | None = "auto", where: str = DEVICE_SETTING) -> torch.device:
     """``auto`` picks the first CUDA device when one is usable, else the CPU."""
     if isinstance(spec, torch.device):
         return spec
@@ -34,7 +35,7 @@ def resolve_device(spec: str | torch.device | None = "auto", where: str = "--dev
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"{where} {spec}: no CUDA GPU is usable here; use --device cpu or auto")
+            raise ConfigError(f"{where} {spec}: no CUDA GPU is usable here; use {DEVICE_SETTING} cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"{where} {spec}: only {torch.cuda.device_count()} CUDA device(s) found; "
                               f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")

@@ -89,11 +89,10 @@ def fail(message: str) -> None:
 
 def _named_by_flag(e: LeakauditError) -> str:
     """The error's message; one the core wrote about a setting (``budget: ...``) names its flag (``--budget: ...``)."""
-    if e.setting is None:
-        return str(e)
-    from ..config import flag_of
+    from ..config import SETTING, flag_of
 
-    return e.naming(flag_of(e.setting))
+    message = e.shown(lambda name: flag_of(name) if name in SETTING else name)
+    return message if e.setting is None else e.naming(flag_of(e.setting), message)
 
 
 def _usage_message(e: Any) -> str:

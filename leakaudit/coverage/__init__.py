@@ -2,10 +2,10 @@
 
 ``split`` draws the samples (``--samples``) and cuts them into client batches; ``combine`` turns per-batch
 audits into per-sample records, the recognised fraction with its Clopper-Pearson interval and the scan's one
-verdict; ``stats`` computes the interval; ``checkpoint`` is what ``scan --resume`` continues from. Imports no
+verdict (``metrics.stats`` computes the interval); ``checkpoint`` is what ``scan --resume`` continues from. Imports no
 torch at its top: the report layer reads the records.
 """
 
-from .stats import CONFIDENCE, clopper_pearson
+from ..metrics.stats import CONFIDENCE, clopper_pearson
 
 __all__ = ["CONFIDENCE", "clopper_pearson"]

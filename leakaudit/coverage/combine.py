@@ -20,12 +20,12 @@ worst ``GALLERY`` samples; the full result (tensors) of one batch, the one with 
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from ..result import AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, RuleOutcome, SampleCoverage
+from ..result import (AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, RuleOutcome, SampleCoverage,
+                      _leak_key, worst_key)
 
 GALLERY = 12  # worst cases whose reconstructions the report keeps
 
@@ -52,19 +52,6 @@ def criterion(ruleset: Any) -> tuple[Any, ...]:
 
 def ranking_metric(rules: Sequence[Any]) -> str:
     return rules[0].metric if rules else "ssim"
-
-
-def _leak_key(value: float | None, metric: str) -> float:
-    """Larger = more leaking, whatever the metric's direction; a missing or NaN value is the least."""
-    from ..metrics import METRICS
-
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return -math.inf
-    return float(value) if METRICS.get(metric).leak_direction == "higher" else -float(value)
-
-
-def worst_key(s: SampleCoverage, metric: str) -> tuple[bool, float]:
-    return s.recognised, _leak_key(s.metrics.get(metric), metric)
 
 
 def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rules: Sequence[Any], metric: str,
@@ -195,19 +182,6 @@ def combine_control(shown: ControlOutcome | None, batches: Sequence[BatchCoverag
     status = "ran" if value is not None else shown.status
     return replace(shown, status=status, reconstructed=value, reason=f"{shown.reason}; {tally}",
                    evidence=evidence)
-
-
-def by_group(samples: Sequence[SampleCoverage], key: str) -> list[dict[str, Any]]:
-    """The leak rate per batch position or per label: [{value, audited, recognised, fraction}]."""
-    groups: dict[Any, list[SampleCoverage]] = {}
-    for s in samples:
-        groups.setdefault(getattr(s, key), []).append(s)
-    out = []
-    for value in sorted(groups, key=lambda v: (v is None, v)):
-        members = groups[value]
-        k = sum(1 for s in members if s.recognised)
-        out.append({key: value, "audited": len(members), "recognised": k, "fraction": k / len(members)})
-    return out
 
 
 def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage],

@@ -27,22 +27,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import ConfigError, EnvironmentProblem, ModelError
+from ..config import MAX_SEED, check_executor
+from ..errors import ConfigError, EnvironmentProblem, ModelError, setting_ref
 
-EXECUTORS = ("inprocess", "processes", "ray")
 RAY_INSTALL = "pip install 'leakaudit[ray]'"
 POLL_SECONDS = 0.5  # how often a waiting parent looks at Ctrl-C
 PROBE_SECONDS = 5.0  # a Ray address that does not accept a connection within this is refused
+# the settings the errors below name: the CLI shows each as its flag (--executor), a Python caller as the field
+EXECUTOR_SETTING = setting_ref("executor")
+WORKERS_SETTING = setting_ref("workers")
+RAY_ADDRESS_SETTING = setting_ref("ray_address")
+DEVICE_SETTING = setting_ref("device")
 
 
 # ------------------------------------------------------------------------------------------------ checks
-
-
-def check_executor(value: Any, where: str = "--executor") -> str:
-    name = value.strip().lower() if isinstance(value, str) else value
-    if name not in EXECUTORS:
-        raise ConfigError(f"{where} {value}: not an executor; use one of {', '.join(EXECUTORS)}")
-    return str(name)
 
 
 def check_execution(settings: Any) -> None:
@@ -50,11 +48,11 @@ def check_execution(settings: Any) -> None:
     and ``--workers`` / ``--ray-address`` only with the executor that uses them."""
     executor = check_executor(settings.executor)
     if settings.workers is not None and executor != "processes":
-        raise ConfigError(f"--workers {settings.workers}: only --executor processes uses worker processes; "
-                          "add --executor processes or leave out --workers")
+        raise ConfigError(f"{WORKERS_SETTING} {settings.workers}: only {EXECUTOR_SETTING} processes uses worker "
+                          f"processes; add {EXECUTOR_SETTING} processes or leave out {WORKERS_SETTING}")
     if settings.ray_address is not None and executor != "ray":
-        raise ConfigError(f"--ray-address {settings.ray_address}: only --executor ray joins a Ray cluster; "
-                          "add --executor ray or leave out --ray-address")
+        raise ConfigError(f"{RAY_ADDRESS_SETTING} {settings.ray_address}: only {EXECUTOR_SETTING} ray joins a Ray "
+                          f"cluster; add {EXECUTOR_SETTING} ray or leave out {RAY_ADDRESS_SETTING}")
     if executor == "ray":
         _ray()
         if settings.ray_address is not None:
@@ -67,22 +65,22 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError(f"--executor ray: Ray is not installed; install it with {RAY_INSTALL}, or use "
-                          "--executor processes") from None
+        raise ConfigError(f"{EXECUTOR_SETTING} ray: Ray is not installed; install it with {RAY_INSTALL}, or use "
+                          f"{EXECUTOR_SETTING} processes") from None
     return ray
 
 
-def _unreachable(address: str, why: str, label: str = "--ray-address") -> ConfigError:
+def _unreachable(address: str, why: str, label: str = RAY_ADDRESS_SETTING) -> ConfigError:
     if label == "RAY_ADDRESS":
         return ConfigError(f"RAY_ADDRESS={address} (environment): no Ray cluster answers there ({why}); start one "
                            "with 'ray start --head' and set its address (host:6379), or unset RAY_ADDRESS to "
                            "start a local Ray instance")
-    return ConfigError(f"--ray-address {address}: no Ray cluster answers there ({why}); start one with "
-                       "'ray start --head' and give its address (host:6379), or leave out --ray-address to "
+    return ConfigError(f"{RAY_ADDRESS_SETTING} {address}: no Ray cluster answers there ({why}); start one with "
+                       f"'ray start --head' and give its address (host:6379), or leave out {RAY_ADDRESS_SETTING} to "
                        "start a local Ray instance")
 
 
-def probe_ray_address(address: str, label: str = "--ray-address") -> None:
+def probe_ray_address(address: str, label: str = RAY_ADDRESS_SETTING) -> None:
     """A TCP connection to ``host:port`` (``ray://host:port`` too) within ``PROBE_SECONDS``: Ray itself keeps
     retrying an address that does not answer for minutes. ``auto`` is left to Ray (it reads the local
     cluster's address file and fails at once when there is none)."""
@@ -138,6 +136,9 @@ class ModelSource:
 class Context:
     """What every job of a scan shares: sent to each worker once."""
 
+    # the per-batch audit (``audit.audit_loaded``): injected so that coverage/ never imports the pipeline above
+    # it; a module-level function, so a worker receives its name, not its code
+    audit_batch: Callable[..., Any]
     model: Any  # ModelSource, or the LoadedModel itself (in memory: no file to load again)
     findings: Any
     settings: Any  # ScanSettings, the batch's seed not yet applied
@@ -182,16 +183,17 @@ def _model(context: Context) -> Any:
     return _loaded[1]
 
 
+def batch_seed(seed: int, index: int) -> int:
+    return (seed + index) % (MAX_SEED + 1)
+
+
 def audit_job(context: Context, job: Job, model: Any = None, observer: Any = None) -> Done:
     """One batch's audit, as every executor runs it (``model``: the parent's own, in-process)."""
-    from ..audit import audit_loaded
-    from .run import batch_seed
-
     t0 = time.perf_counter()
     settings = replace(context.settings, seed=batch_seed(context.settings.seed, job.index))
-    result = audit_loaded(model if model is not None else _model(context), job.batch, context.findings, settings,
-                          observer, command=context.command, started=context.started, ruleset=context.ruleset,
-                          references=context.references, clock=context.clock)
+    result = context.audit_batch(model if model is not None else _model(context), job.batch, context.findings,
+                                 settings, observer, command=context.command, started=context.started,
+                                 ruleset=context.ruleset, references=context.references, clock=context.clock)
     return Done(job.index, result, time.perf_counter() - t0)
 
 
@@ -358,15 +360,15 @@ def _start_ray(address: str | None) -> Any:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True)
     except Exception as e:  # noqa: BLE001 -- Ray raises plain Exception when its local node times out at start-up
-        label = f"--ray-address {address}"
+        label = f"{RAY_ADDRESS_SETTING} {address}"
         if address is None and os.environ.get("RAY_ADDRESS", "").strip():
             address = os.environ["RAY_ADDRESS"].strip()
             label = f"RAY_ADDRESS={address} (environment)"
         if address is None:
-            raise EnvironmentProblem(f"--executor ray: a local Ray instance did not start "
+            raise EnvironmentProblem(f"{EXECUTOR_SETTING} ray: a local Ray instance did not start "
                                      f"({' '.join(str(e).split())[:200]}); the machine may be short of memory or "
                                      "CPU, or a stale Ray session is in the way: check 'ray status' (or 'ray stop'), "
-                                     "or use --executor processes") from None
+                                     f"or use {EXECUTOR_SETTING} processes") from None
         # the address answered the probe: something there refused this driver
         raise ConfigError(f"{label}: the Ray cluster there did not accept this scan "
                           f"({' '.join(str(e).split())[:160]}); use the cluster's Ray version here, and with token "
@@ -386,12 +388,12 @@ def _on_ray(jobs: Sequence[Job], context: Context, stop: Stop, address: str | No
     try:
         gpu = _gpu(context.settings)
         if gpu and ray.cluster_resources().get("GPU", 0) < 1:  # the tasks would wait for ever
-            raise ConfigError(f"--device {context.settings.device}: the Ray cluster has no GPU for its tasks; "
-                              "start its nodes on GPU machines, or give --device cpu")
+            raise ConfigError(f"{DEVICE_SETTING} {context.settings.device}: the Ray cluster has no GPU for its tasks; "
+                              f"start its nodes on GPU machines, or give {DEVICE_SETTING} cpu")
         largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
         if not gpu and largest < context.threads:  # no node could take a task: they would wait for ever
-            raise ConfigError(f"--executor ray: each task runs {context.threads} torch threads (as this process does) "
-                              f"but the largest Ray node has {largest:g} CPUs; run the scan with "
+            raise ConfigError(f"{EXECUTOR_SETTING} ray: each task runs {context.threads} torch threads (as this "
+                              f"process does) but the largest Ray node has {largest:g} CPUs; run the scan with "
                               f"OMP_NUM_THREADS={max(1, int(largest))}, or add larger nodes")
         # a CPU task holds as many CPUs as it runs threads, so Ray does not oversubscribe a node's cores; a GPU
         # task holds a GPU (the GPU does the work)

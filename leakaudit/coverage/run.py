@@ -6,7 +6,8 @@ full ``AuditResult`` of one batch only, the one holding the worst sample so far;
 checkpoint that turns out to hold the worst sample is audited again at the end (same seed: same result) so
 the report can show its attacks and images. Batches run on the settings' executor (``coverage.executors``:
 in this process, local worker processes or Ray) and are recorded in the order they finish; the result does
-not depend on that order.
+not depend on that order. The per-batch audit is handed in (``audit.run`` passes ``audit.audit_loaded``): the
+pipeline imports coverage/, never the reverse.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from ..config import MAX_SEED, ScanSettings
+from ..config import ScanSettings
 from ..progress import NullObserver, Observer
 from ..result import AuditResult, BatchCoverage, SampleCoverage
 from . import combine as c
@@ -39,10 +40,9 @@ class Plan:
 
 # (batch records, sample records so far) -> None: the CLI writes the checkpoint there
 OnBatch = Callable[[Sequence[BatchCoverage], Sequence[SampleCoverage]], None]
-
-
-def batch_seed(seed: int, index: int) -> int:
-    return (seed + index) % (MAX_SEED + 1)
+# (model, findings, plan, settings, per-batch rules, command, started) -> the result of a scan none of whose
+# batches could be audited (``audit.nothing_audited``)
+NothingAudited = Callable[[Any, Any, Plan, ScanSettings, Any, str, datetime | None], AuditResult]
 
 
 def eta(done_seconds: Sequence[float], remaining: int) -> str:
@@ -53,17 +53,20 @@ def eta(done_seconds: Sequence[float], remaining: int) -> str:
 
 
 def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, ruleset: Any, *,
+                audit_batch: Callable[..., AuditResult], nothing_audited: NothingAudited,
                 observer: Observer | None = None, command: str = "", started: datetime | None = None,
                 notes: tuple[str, ...] = (), restored: tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]]
                 = ((), ()), on_batch: OnBatch | None = None, source: Any = None, references: Any = None,
                 clock: Any = None) -> AuditResult:
     """Audit every batch of ``plan`` not in ``restored`` on the settings' executor (``coverage.executors``) and
     combine them. Batches may finish in any order: each is recorded (and checkpointed) as it arrives, and the
-    combined result is the same as batch by batch. ``source`` says how workers load the model again (a
-    ``ModelSource``); None sends them ``model`` itself. ``clock``: the scan's time cap (``attacks.clock``)."""
+    combined result is the same as batch by batch. ``audit_batch`` audits one batch (``audit.audit_loaded``, a
+    module-level function: workers receive it by name). ``source`` says how workers load the model again (a
+    ``ModelSource``); None sends them ``model`` itself. ``clock``: the scan's time cap
+    (``attacks.clock``)."""
     import torch  # lazily, as the package's other heavy imports: the CLI starts without torch
 
-    from .executors import Context, Job, audit_job, run_jobs
+    from .executors import Context, Job, audit_job, batch_seed, run_jobs
 
     observer = observer or NullObserver()
     rules = c.criterion(ruleset)
@@ -77,8 +80,8 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     shown: tuple[int, AuditResult] | None = None
     lost: list[str] = []
     interrupted = False
-    context = Context(source if source is not None else model, findings, settings, per_batch, command, started,
-                      torch.get_num_threads(), references, clock)
+    context = Context(audit_batch, source if source is not None else model, findings, settings, per_batch, command,
+                      started, torch.get_num_threads(), references, clock)
     jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
     progress = _Progress(observer, settings.executor, total, len(batches))
     progress.starting(jobs)
@@ -107,7 +110,7 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     if shown is None and lost and not batches:
         # Every batch's worker died twice: nothing was audited, but the scan is incomplete (exit 130), not an
         # internal error: the report says which batches were lost, and --resume runs them again.
-        shown = (0, _nothing_audited(model, findings, plan, settings, per_batch, command, started))
+        shown = (0, nothing_audited(model, findings, plan, settings, per_batch, command, started))
     worst = c.worst_batch(samples, metric) if samples else 0
     if shown is None or (shown[0] != worst and worst in batches and not interrupted):
         # the detail sections show the batch of the worst sample; restored from a checkpoint, it runs again
@@ -120,25 +123,6 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
                      planned=plan.planned, batch_size=len(plan.batches[0]) if plan.batches else 0,
                      batches_planned=total, drawn=plan.drawn, remainder=plan.remainder, resumed=resumed,
                      interrupted=interrupted, strict=settings.strict, lost=tuple(lost))
-
-
-def _nothing_audited(model: Any, findings: Any, plan: Plan, settings: ScanSettings, ruleset: Any, command: str,
-                     started: datetime | None) -> AuditResult:
-    """The detail sections of a scan none of whose batches could be audited: the model and the first batch, no
-    attack, every rule not evaluated. ``combine`` marks it incomplete with the lost batches' reasons."""
-    from datetime import timezone
-
-    from ..audit import _data_card, _model_card, _rule_outcomes, _threat
-    from ..verdict import evaluate
-
-    verdict = evaluate(ruleset, [], strict=settings.strict)
-    now = datetime.now(timezone.utc)
-    return AuditResult(
-        model=_model_card(model), findings=findings, data=_data_card(plan.batches[0]),
-        threat=_threat(settings, plan.batches[0]), attacks=(), rules=_rule_outcomes(verdict),
-        rules_overall=verdict.overall, rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict,
-        seed=settings.seed, device=settings.device, started_at=started or now, finished_at=now, settings=settings,
-        command=command, incomplete=True, incomplete_reason="no batch was audited")
 
 
 class _Progress:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, setting_ref
+
+SAMPLES = setting_ref("samples")  # named in errors: the CLI shows --samples, a Python caller samples
 
 
 def select(batch: Any, rows: list[int]) -> Any:
@@ -26,8 +28,8 @@ def draw(pool: Any, samples: int | None, seed: int) -> tuple[Any, str]:
     if samples is None:
         return pool, "all"
     if samples > available:
-        raise DataError(f"--samples {samples}: {pool.source} holds {available} sample(s); give --samples "
-                        f"{available} or fewer, or --samples all")
+        raise DataError(f"{SAMPLES} {samples}: {pool.source} holds {available} sample(s); give {SAMPLES} "
+                        f"{available} or fewer, or {SAMPLES} all")
     if samples == available:
         return pool, "all"
     import torch
@@ -57,9 +59,9 @@ def split(pool: Any, size: int, model: Any, samples: int | None) -> tuple[list[A
     except ConfigError as e:
         why = str(e).split(": ", 1)[-1].split(";")[0]
         if samples is not None:
-            raise DataError(f"--samples {samples} at batch size {size} leaves a last batch of {rest}, which the "
-                            f"model cannot train at ({why}); give --samples {full * size} (a multiple of {size}) "
-                            "or another --batch-size") from None
+            raise DataError(f"{SAMPLES} {samples} at batch size {size} leaves a last batch of {rest}, which the "
+                            f"model cannot train at ({why}); give {SAMPLES} {full * size} (a multiple of {size}) "
+                            f"or another {setting_ref('batch_size')}") from None
         left = list(pool.names[full * size:])
         shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
         return batches, (f"{rest} of {n} samples not audited ({shown}): a last batch of {rest} cannot train ({why}); "

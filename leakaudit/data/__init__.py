@@ -28,7 +28,8 @@ def load_samples(path: str | Path, *, input_shape: tuple[int, ...], num_classes:
                  normalization: Normalization, limit: int | None = None) -> SampleBatch:
     path = Path(path)
     if limit is not None and limit < 1:
-        raise ConfigError(f"--limit {limit}: must be a positive number of samples")
+        # a Python caller's argument: no command has a flag for it (--samples draws from every sample loaded)
+        raise ConfigError(f"limit={limit}: must be a positive number of samples; give 1 or more, or None for all")
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; point --data at an image folder, .npz, .npy or "
                         ".safetensors file")

@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING, Callable, Literal, Union
 if TYPE_CHECKING:  # torch only for the annotations: the registry is read without it (leakaudit rules)
     import torch
 
+# A scan's note that starts with this names its flat (one-colour) samples (``metrics.scoring.flat_note``): the
+# terminal shows it as a warning and the report recommends real samples.
+FLAT_NOTE = "flat samples"
+
 LeakDirection = Literal["higher", "lower"]
 
 

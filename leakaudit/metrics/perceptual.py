@@ -51,7 +51,8 @@ BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth
 def backbone_file_name(net: str) -> str:
     """The checkpoint file name torchvision downloads for LPIPS's backbone ``net``."""
     if net not in BACKBONE_FILES:
-        raise InputError(f"--lpips-net {net!r}: unknown LPIPS backbone; use one of {', '.join(NETS)}")
+        # MetricOptions.lpips_net, a Python caller's choice: no command has a flag for it
+        raise InputError(f"lpips_net={net!r}: unknown LPIPS backbone; use one of {', '.join(NETS)}")
     return BACKBONE_FILES[net]
 
 

@@ -231,8 +231,8 @@ def _mean(values: list[float]) -> float:
 def flat_note(pixels: torch.Tensor, names: Sequence[str]) -> str:
     """One line that names the audited samples with no structure (pixel std below ``FLAT_STD``: one colour,
     e.g. all black or all grey) and what that does to the verdict; "" when there are none. It starts with
-    ``result.FLAT_NOTE``: the terminal shows it as a warning, and the report recommends real samples."""
-    from ..result import FLAT_NOTE
+    ``interface.FLAT_NOTE``: the terminal shows it as a warning, and the report recommends real samples."""
+    from .interface import FLAT_NOTE
 
     stds = _pixel_std(pixels) if len(names) else []
     flat = [name for name, std in zip(names, stds, strict=True) if std < FLAT_STD]

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, setting_ref
 from .interface import LoadedModel
+
+BATCH_SIZE = setting_ref("batch_size")  # named in errors: the CLI shows --batch-size, a Python caller batch_size
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ def resolve_batch_size(model: LoadedModel, requested: int | None) -> tuple[int, 
         return fixed, (f"batch size {fixed} chosen (no --batch-size given): the file fixes batch {fixed} in its "
                        "graph input (exported without dynamic axes)")
     if requested is not None and fixed:
-        raise ConfigError(f"--batch-size {requested}: {model.path} was exported with a fixed batch size of {fixed} "
-                          f"and cannot run at {requested}; give --batch-size {fixed}, or re-export with "
+        raise ConfigError(f"{BATCH_SIZE} {requested}: {model.path} was exported with a fixed batch size of "
+                          f"{fixed} and cannot run at {requested}; give {BATCH_SIZE} {fixed}, or re-export with "
                           'dynamic_axes={"input": {0: "batch"}}')
     floor = train_batch_floor(model)
     if requested is None:
@@ -76,11 +78,12 @@ def resolve_batch_size(model: LoadedModel, requested: int | None) -> tuple[int, 
         return floor.batch, (f"batch size {floor.batch} chosen (no --batch-size given): the smallest at which "
                              f"BatchNorm layer {floor.layer!r} can run in train mode")
     if requested < floor.batch:
-        raise ConfigError(f"--batch-size {requested}: BatchNorm layer {floor.layer!r} of {model.path} gets "
+        raise ConfigError(f"{BATCH_SIZE} {requested}: BatchNorm layer {floor.layer!r} of {model.path} gets "
                           f"{requested * floor.per_sample} value(s) per channel at that batch and cannot run in "
-                          f"train mode, as a client trains (torch needs more than 1); give --batch-size "
+                          f"train mode, as a client trains (torch needs more than 1); give {BATCH_SIZE} "
                           f"{floor.batch} or more, leave it out to use the smallest that works, or give "
-                          "--client-batchnorm eval if your clients train with frozen BatchNorm statistics")
+                          f"{setting_ref('client_batchnorm')} eval if your clients train with frozen BatchNorm "
+                          "statistics")
     return requested, ""
 
 

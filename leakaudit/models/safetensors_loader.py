@@ -23,7 +23,7 @@ architecture only; a code reference (``file.py:factory``, ``package.module:facto
 the ``--arch`` to give when the user trusts that code. The metadata's factory arguments (``dropout``,
 ``arch_kwargs``...) configure a zoo architecture only: a third-party factory (``--arch timm:...``,
 ``package.module:factory``, ``file.py:factory``) gets arguments from the command line or config file alone,
-and a keyword that makes a factory open or download a file (``config.LOADER_KEYWORDS``) is refused in the
+and a keyword that makes a factory open or download a file (``userfiles.LOADER_KEYWORDS``) is refused in the
 metadata. Malformed metadata (a dropout rate of NaN or -0.5 included) is an input error that names the
 metadata key, not an option the user never gave.
 """
@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from ..errors import InputError, ModelError
-from ..config import LOADER_KEYWORDS
+from ..userfiles import LOADER_KEYWORDS
 from . import user_arch
 from .limits import max_elements
 from .dropout_tools import replace_dropout

@@ -16,7 +16,7 @@ import math
 import platform
 import sys
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import __version__
 from ..result import AttackOutcome, AuditResult, ControlOutcome, CoverageOutcome, SampleCoverage
@@ -284,12 +284,25 @@ def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
             "explanation": explain(s.metrics, s.references, s.transform)}
 
 
+def by_group(samples: Sequence[SampleCoverage], key: str) -> list[dict[str, Any]]:
+    """The leak rate per batch position or per label: [{value, audited, recognised, fraction}]."""
+    groups: dict[Any, list[SampleCoverage]] = {}
+    for s in samples:
+        groups.setdefault(getattr(s, key), []).append(s)
+    out = []
+    for value in sorted(groups, key=lambda v: (v is None, v)):
+        members = groups[value]
+        k = sum(1 for s in members if s.recognised)
+        out.append({key: value, "audited": len(members), "recognised": k, "fraction": k / len(members)})
+    return out
+
+
 def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
     """Every batch of the scan (schema 1.4): per sample the best attack and its scores, the recognised fraction
     with its interval, the worst sample, and the rate per batch position and per label."""
     if c is None:
         return None
-    from ..coverage.combine import by_group, worst_key
+    from ..result import worst_key
 
     lower, upper = c.interval
     worst = max(c.samples, key=lambda s: (worst_key(s, c.ranking_metric), -s.index)) if c.samples else None

@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from ..data.interface import SampleBatch
 from ..detect.interface import Findings
-from ..errors import ConfigError, DataError, ModelError
+from ..errors import ConfigError, DataError, ModelError, setting_ref
 from ..models.interface import LoadedModel
 from ..models.layers import MaskableDropout, VariationalBottleneck
 from .defenses import apply_defenses
@@ -152,9 +152,9 @@ def _check_threat(threat: ThreatModel) -> None:
     check_client_batchnorm(threat.batchnorm, "ThreatModel.batchnorm")
     if threat.protocol == "fedavg":
         if threat.local_steps < 1:
-            raise ConfigError(f"--local-steps {threat.local_steps}: must be at least 1; use 1 or more")
+            raise ConfigError(f"{setting_ref('local_steps')} {threat.local_steps}: must be at least 1; use 1 or more")
         if not (threat.local_lr > 0 and math.isfinite(threat.local_lr)):
-            raise ConfigError(f"--local-lr {threat.local_lr}: must be a positive number; use e.g. 0.1")
+            raise ConfigError(f"{setting_ref('local_lr')} {threat.local_lr}: must be a positive number; use e.g. 0.1")
     LOSSES.get(threat.loss)  # unknown loss -> UnknownNameError listing the available ones
 
 

@@ -51,7 +51,8 @@ def _linear_problem() -> tuple[nn.Module, dict[str, torch.Tensor], torch.Tensor]
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     x, y = torch.rand(1, 1, 4, 4), torch.tensor([1])
     loss = nn.functional.cross_entropy(net(x), y)
-    grads = dict(zip([n for n, _ in net.named_parameters()], torch.autograd.grad(loss, list(net.parameters()))))
+    names = [n for n, _ in net.named_parameters()]
+    grads = dict(zip(names, torch.autograd.grad(loss, list(net.parameters())), strict=True))
     return net, grads, y
 
 

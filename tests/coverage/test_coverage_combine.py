@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from leakaudit.coverage.combine import combine_control, combine_rules
-from leakaudit.coverage.stats import clopper_pearson
+from leakaudit.metrics.stats import clopper_pearson
 from leakaudit.result import BatchCoverage, ControlOutcome, RuleOutcome
 
 

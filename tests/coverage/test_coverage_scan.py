@@ -19,7 +19,7 @@ import torch
 
 import leakaudit
 from leakaudit.cli import app_main
-from leakaudit.coverage.stats import clopper_pearson
+from leakaudit.metrics.stats import clopper_pearson
 from leakaudit.report import schema
 
 SHAPE = (3, 8, 8)
@@ -131,7 +131,7 @@ def test_a_remainder_batchnorm_cannot_train_at_is_refused_or_left_out_and_named(
     pixels = torch.rand(5, 1, 4, 4)
     batch = SampleBatch(pixels, torch.tensor([0, 1, 2, 0, 1]), pixels, tuple(f"s{i}" for i in range(5)), "mem",
                         normalization("none", channels=1))
-    with pytest.raises(DataError, match="--samples 5 at batch size 2 leaves a last batch of 1, which the model "
+    with pytest.raises(DataError, match="^samples 5 at batch size 2 leaves a last batch of 1, which the model "
                                         "cannot train at"):
         audit(model, batch, attacks=("analytic",), batch_size=2, samples=5)
     # every sample (the default): the remainder is left out, and the report says which

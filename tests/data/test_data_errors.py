@@ -181,7 +181,7 @@ def test_label_count_mismatch(tmp_path: Path) -> None:
 
 
 def test_limit_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--limit 0: must be a positive number"):
+    with pytest.raises(ConfigError, match="limit=0: must be a positive number of samples; give 1 or more"):
         load(tmp_path, limit=0)
 
 

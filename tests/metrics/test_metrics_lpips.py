@@ -69,6 +69,12 @@ def test_the_written_out_backbone_file_names_are_torchvisions(net: str, weights:
     assert backbone_file_name(net) == weights.url.rsplit("/", 1)[-1]
 
 
+def test_an_unknown_backbone_names_the_option_a_python_caller_gave() -> None:
+    """No command has an LPIPS-backbone flag: the error names MetricOptions' field and the backbones there are."""
+    with pytest.raises(InputError, match=r"^lpips_net='squeeze': unknown LPIPS backbone; use one of alex, vgg$"):
+        find_backbone_weights("squeeze")
+
+
 def test_weights_in_the_torch_hub_cache_are_used(offline: Path) -> None:
     state = _fake_alexnet_checkpoint(offline / "checkpoints" / backbone_file_name("alex"))
     found = find_backbone_weights("alex")

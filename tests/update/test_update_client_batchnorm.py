@@ -75,7 +75,7 @@ def test_the_attackers_copy_computes_the_clients_eval_mode_update():
 
 
 def test_eval_mode_allows_batch_1_where_train_mode_refuses_it():
-    with pytest.raises(ConfigError, match="--client-batchnorm eval"):
+    with pytest.raises(ConfigError, match="or give client_batchnorm eval if your clients train"):
         resolve_batch_size(_model(), 1)
     assert resolve_batch_size(_model(), None)[0] == 2
     assert resolve_batch_size(client_model(_model(), "eval"), 1) == (1, "")
