@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from leakaudit.cli import app_main
+from leakaudit.coverage.executors import LOCAL_RAY_NOTE
 
 N = 16
 SHAPE = (3, 8, 8)
@@ -115,8 +116,10 @@ def reports(workdir: Path, out: Path, *runs: tuple[str, ...]) -> list[tuple[int,
 
 @pytest.mark.parametrize("batch", ["1", "3"])
 def test_worker_processes_give_the_in_process_report(workdir, tmp_path, batch):
-    (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", batch),
-                                       ("--batch-size", batch, "--executor", "processes", "--workers", "2"))
+    # the same thread count on both sides: by default two workers would each run half the CPUs' threads
+    (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", batch, "--threads", "1"),
+                                       ("--batch-size", batch, "--executor", "processes", "--workers", "2",
+                                        "--threads", "1"))
     assert a_code == b_code == 1
     assert a["coverage"]["audited"] == N and a["coverage"]["recognised"] > 0
     if batch == "3":  # 16 at 3: five batches and a last one of 1, audited as a smaller client batch
@@ -157,7 +160,7 @@ def test_a_cnn_under_an_optimisation_attack_gives_the_in_process_report_on_worke
     for extra in ((), ("--executor", "processes", "--workers", "2")):
         app_main(["scan", str(cnn_dir / "cnn.safetensors"), "--data", str(cnn_dir / "img"), "--output-dir",
                   str(out), "--quiet", "--format", "json", "--attacks", "ig", "--iterations", "30", "--restarts",
-                  "1", "--batch-size", "2", *extra])
+                  "1", "--batch-size", "2", "--threads", "2", *extra])
         docs.append(json.loads((out / "report.json").read_text()))
     assert [a["status"] for a in docs[0]["attacks"]] == ["ran"]
     assert without_times(docs[0]) == without_times(docs[1])
@@ -167,7 +170,28 @@ def test_a_cnn_under_an_optimisation_attack_gives_the_in_process_report_on_worke
 def test_ray_gives_the_in_process_report(workdir, tmp_path):
     (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", "3"),
                                        ("--batch-size", "3", "--executor", "ray"))
+    # with no cluster to join the scan started its own Ray instance, and its report says so (issue 21, item 8):
+    # a Ray user who expected the cluster learns why the scan was slow; the rest is the in-process report
+    started = [n for n in b["notes"] if n.startswith(LOCAL_RAY_NOTE)]
+    assert len(started) == 1 and "RAY_ADDRESS" in started[0] and "ray job submit" in started[0]
+    assert not any(n.startswith(LOCAL_RAY_NOTE) for n in a["notes"])
+    b["notes"] = [n for n in b["notes"] if n not in started]
     assert a_code == b_code == 1 and without_times(a) == without_times(b)
+
+
+def _fake_ray(head: bool | None) -> types.SimpleNamespace:
+    node = None if head is None else types.SimpleNamespace(is_head=lambda: head)
+    return types.SimpleNamespace(_private=types.SimpleNamespace(worker=types.SimpleNamespace(_global_node=node)))
+
+
+@pytest.mark.parametrize("head, started", [(True, True), (False, False), (None, False)])
+def test_only_a_driver_that_started_its_own_ray_instance_says_so(head, started):
+    """ray.init() with no address also joins a 'ray start' cluster on this machine; the joining driver's node is
+    not the head (checked by hand with Ray 2.60: False joined with and without an address, True started), and a
+    Ray without that attribute claims nothing."""
+    from leakaudit.coverage import executors
+
+    assert executors._started_locally(_fake_ray(head)) is started
 
 
 def test_an_in_memory_model_is_sent_to_the_workers_pickled(workdir):
