@@ -61,6 +61,12 @@ def check_execution(settings: Any) -> None:
             probe_ray_address(settings.ray_address)
         elif os.environ.get("RAY_ADDRESS", "").strip():  # ray.init() joins it, retrying for minutes, warning
             probe_ray_address(os.environ["RAY_ADDRESS"].strip(), label="RAY_ADDRESS")
+        else:
+            # ray.init() also joins the cluster the last 'ray start' on this machine recorded: a file left by a
+            # cluster that died without 'ray stop' made the scan retry a dead address for minutes
+            recorded = _recorded_local_cluster()
+            if recorded:
+                probe_ray_address(recorded, label="recorded")
 
 
 def _ray() -> Any:
@@ -72,7 +78,24 @@ def _ray() -> Any:
     return ray
 
 
+def _recorded_local_cluster() -> str | None:
+    """The address Ray's ``ray_current_cluster`` file records (the last ``ray start`` here), which ``ray.init()``
+    without an address joins; None when there is none, or this Ray keeps it elsewhere (a private function)."""
+    try:
+        from ray._private import services
+
+        address = services.find_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 -- a private API: any change in it means "not known", never a failed scan
+        return None
+    return address.strip() if isinstance(address, str) and address.strip() else None
+
+
 def _unreachable(address: str, why: str, label: str = "--ray-address") -> ConfigError:
+    if label == "recorded":
+        return ConfigError(f"--executor ray: Ray's ray_current_cluster file (the last 'ray start' on this machine) "
+                           f"names a cluster at {address}, but none answers there ({why}); it was left by a cluster "
+                           "that stopped without 'ray stop': run 'ray stop' (or delete the file) to let the scan "
+                           "start a local Ray instance, or give --ray-address")
     if label == "RAY_ADDRESS":
         return ConfigError(f"RAY_ADDRESS={address} (environment): no Ray cluster answers there ({why}); start one "
                            "with 'ray start --head' and set its address (host:6379), or unset RAY_ADDRESS to "
@@ -89,7 +112,9 @@ def probe_ray_address(address: str, label: str = "--ray-address") -> None:
     if address == "auto":
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    shown = f"{label} {address}" if label != "RAY_ADDRESS" else f"RAY_ADDRESS={address} (environment)"
+    shown = {"RAY_ADDRESS": f"RAY_ADDRESS={address} (environment)",
+             "recorded": f"--executor ray: Ray's ray_current_cluster file ({address})"}.get(
+                 label, f"{label} {address}")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{shown}: not an address; give HOST:PORT of the Ray head node, e.g. 10.0.0.5:6379, "
                           "or auto")

@@ -420,3 +420,40 @@ def test_a_local_ray_instance_that_times_out_at_start_up_is_an_environment_error
     _one_line_exit_2(capsys, scan(workdir, out, "--executor", "ray"), out,
                      "--executor ray: a local Ray instance did not start (The current node timed out during startup",
                      "check 'ray status' (or 'ray stop'), or use --executor processes")
+
+
+def test_a_dead_cluster_recorded_by_ray_start_is_one_line_exit_2_without_waiting(workdir, tmp_path, monkeypatch,
+                                                                                capsys):
+    """ray.init() with no address joins the cluster the last 'ray start' on the machine recorded; one killed
+    without 'ray stop' leaves the file, and the scan retried its dead address for minutes (seen here: the Ray
+    tests hung until the file was removed)."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake = types.ModuleType("ray")
+    private = types.ModuleType("ray._private")
+    services = types.ModuleType("ray._private.services")
+    services.find_bootstrap_address = lambda temp_dir: f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    private.services = services  # type: ignore[attr-defined]
+    fake._private = private  # type: ignore[attr-defined]
+    for name, module in (("ray", fake), ("ray._private", private), ("ray._private.services", services)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "r"
+    started = time.monotonic()
+    code = scan(workdir, out, "--executor", "ray")
+    assert time.monotonic() - started < 60
+    _one_line_exit_2(capsys, code, out, f"ray_current_cluster file (the last 'ray start' on this machine) names a "
+                     f"cluster at 127.0.0.1:{port}, but none answers there", "run 'ray stop' (or delete the file)")
+
+
+def test_without_a_recorded_cluster_nothing_is_probed(monkeypatch):
+    from leakaudit.coverage import executors
+
+    broken = types.ModuleType("ray._private.services")  # no find_bootstrap_address: another Ray version
+    monkeypatch.setitem(sys.modules, "ray._private.services", broken)
+    monkeypatch.setitem(sys.modules, "ray._private", types.SimpleNamespace(services=broken))
+    assert executors._recorded_local_cluster() is None
