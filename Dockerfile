@@ -1,7 +1,7 @@
 # leakaudit in a container: CPU-only PyTorch, a non-root user, the model and samples mounted read-only.
 #   docker build -t leakaudit .
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/models:/models:ro" -v "$PWD/samples:/data:ro" \
-#     -v "$PWD/leakaudit-report:/work/leakaudit-report" leakaudit scan /models/model.onnx --data /data
+#     -v "$PWD/leakaudit-report:/audit/leakaudit-report" leakaudit scan /models/model.onnx --data /data
 # The exit code is the scan's (README.md, "Exit codes").
 FROM python:3.11-slim
 
@@ -21,8 +21,8 @@ COPY references /src/references
 RUN python -m pip install /src && rm -rf /src
 
 # A user of its own: a model file is untrusted input, and the scan needs no root to read it
-RUN useradd --create-home --uid 10001 leakaudit && mkdir -p /work && chown leakaudit /work
+RUN useradd --create-home --uid 10001 leakaudit && mkdir -p /audit && chown leakaudit /audit
 USER 10001
-WORKDIR /work
+WORKDIR /audit
 ENTRYPOINT ["leakaudit"]
 CMD ["--help"]
