@@ -83,6 +83,9 @@ class ScanSettings:
     # reproduce command, the report's settings and what --resume compares (EXECUTION below).
     executor: str = "inprocess"
     workers: int | None = None  # --executor processes: None is one per CPU, at most one per batch
+    # torch threads of each running batch; None: OMP_NUM_THREADS, else the CPUs available divided among the
+    # batches running at once (coverage.executors.choose_threads)
+    threads: int | None = None
     ray_address: str | None = None  # --executor ray: None starts a local Ray instance
     seed: int = 0  # fixed by default: a CI gate must not flip between runs
     output_dir: str = "leakaudit-report"
@@ -500,9 +503,13 @@ SETTINGS: tuple[Setting, ...] = (
             "worker processes, --workers) or ray (pip install 'leakaudit\\[ray]'; a local Ray instance, or the "
             "cluster at --ray-address; a GPU per batch with --device cuda). The report does not depend on it.",
             default="inprocess", commands=("scan",), command="never"),
-    Setting("workers", "--workers", _integer(1, MAX_WORKERS), "Worker processes of --executor processes; each "
-            "runs as many torch threads as an in-process scan, so that results are the same (default: the CPUs "
-            "divided by those threads, at least 1).", kind=int, commands=("scan",), command="never"),
+    Setting("workers", "--workers", _integer(1, MAX_WORKERS), "Worker processes of --executor processes, each "
+            "running --threads torch threads (default: the CPUs available divided by those threads, at least 1).",
+            kind=int, commands=("scan",), command="never"),
+    Setting("threads", "--threads", _integer(1, MAX_WORKERS), "Torch threads of each batch (in this process, a "
+            "worker or a Ray task); results can differ in the last digits between thread counts. Default: "
+            "OMP_NUM_THREADS if set, else the CPUs available to this process (affinity, container quota) divided "
+            "by --workers. The report's notes give the figure.", kind=int, commands=("scan",), command="never"),
     Setting("ray_address", "--ray-address", _name, "Ray cluster to join with --executor ray, e.g. 10.0.0.5:6379 "
             "(the head node's 'ray start --head' address) or auto; default: start a local Ray instance.",
             metavar="HOST:PORT", commands=("scan",), command="never"),
@@ -527,7 +534,7 @@ SETTINGS: tuple[Setting, ...] = (
 SETTING = {s.name: s for s in SETTINGS}
 # How a scan runs, not what it finds: a report, its reproduce command and a checkpoint are the same whatever
 # these are (tests/coverage/test_coverage_executors.py).
-EXECUTION = ("executor", "workers", "ray_address")
+EXECUTION = ("executor", "workers", "threads", "ray_address")
 
 
 def coerce(name: str, value: Any, where: str | None = None) -> Any:

@@ -207,7 +207,10 @@ def scan(
     Every sample given is audited (or --samples N, drawn with the seed), in client batches of --batch-size.
     The report gives the fraction recognisably reconstructed, with its 95% interval."""
     from ..audit import _now, prepare, run  # heavy imports (torch, attacks) only when a scan runs
+    import torch
+
     from ..coverage import checkpoint
+    from ..coverage.executors import choose_threads
     from ..report import build_document, parse_formats, render_all, write_atomic
     from ..report.output import REPORT_NAMES, OutputFolder, discard_previous, prepare_file, refuse_inputs
     from .progress import RichObserver
@@ -259,6 +262,10 @@ def scan(
         raise InputError("--resume: the checkpoint lives in --output-dir, and this scan writes no report there; "
                          "leave out --output - / --format that exclude it")
     saved = Path(settings.output_dir) / checkpoint.NAME
+    # Chosen, not torch's default (the machine's cores, blind to a container's quota and to --workers): an
+    # oversubscribed 2-core machine ran a standard scan 7x slower. Workers and Ray tasks copy this count.
+    threads, threads_note = choose_threads(settings)
+    torch.set_num_threads(threads)
     with RichObserver(console, quiet=settings.quiet) as observer, config_file.attributed(flags):
         started = _now()
         prepared = prepare(model, data, settings, observer=observer)
@@ -280,6 +287,7 @@ def scan(
     if fitted:  # the iterations the time gave, pinned: the reproduce command repeats the scan on any machine
         pinned = replace(settings, attack_iterations={**settings.attack_iterations, **fitted})
         result = replace(result, command=reproduce_command(model, data, pinned))
+    result = replace(result, notes=(*result.notes, threads_note))
     if from_config:
         result = replace(result, notes=(*result.notes, from_config))
     for record in result.suppressions:  # even with --quiet: an accepted finding is never silent

@@ -59,6 +59,12 @@ def check_execution(settings: Any) -> None:
             probe_ray_address(settings.ray_address)
         elif os.environ.get("RAY_ADDRESS", "").strip():  # ray.init() joins it, retrying for minutes, warning
             probe_ray_address(os.environ["RAY_ADDRESS"].strip(), label="RAY_ADDRESS")
+        else:
+            # ray.init() also joins the cluster the last 'ray start' on this machine recorded: a file left by a
+            # cluster that died without 'ray stop' made the scan retry a dead address for minutes
+            recorded = _recorded_local_cluster()
+            if recorded:
+                probe_ray_address(recorded, label="recorded")
 
 
 def _ray() -> Any:
@@ -70,7 +76,24 @@ def _ray() -> Any:
     return ray
 
 
+def _recorded_local_cluster() -> str | None:
+    """The address Ray's ``ray_current_cluster`` file records (the last ``ray start`` here), which ``ray.init()``
+    without an address joins; None when there is none, or this Ray keeps it elsewhere (a private function)."""
+    try:
+        from ray._private import services
+
+        address = services.find_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 -- a private API: any change in it means "not known", never a failed scan
+        return None
+    return address.strip() if isinstance(address, str) and address.strip() else None
+
+
 def _unreachable(address: str, why: str, label: str = RAY_ADDRESS_SETTING) -> ConfigError:
+    if label == "recorded":
+        return ConfigError(f"{EXECUTOR_SETTING} ray: Ray's ray_current_cluster file (the last 'ray start' on this "
+                           f"machine) names a cluster at {address}, but none answers there ({why}); it was left by a cluster "
+                           "that stopped without 'ray stop': run 'ray stop' (or delete the file) to let the scan "
+                           f"start a local Ray instance, or give {RAY_ADDRESS_SETTING}")
     if label == "RAY_ADDRESS":
         return ConfigError(f"RAY_ADDRESS={address} (environment): no Ray cluster answers there ({why}); start one "
                            "with 'ray start --head' and set its address (host:6379), or unset RAY_ADDRESS to "
@@ -87,7 +110,9 @@ def probe_ray_address(address: str, label: str = RAY_ADDRESS_SETTING) -> None:
     if address == "auto":
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    shown = f"{label} {address}" if label != "RAY_ADDRESS" else f"RAY_ADDRESS={address} (environment)"
+    shown = {"RAY_ADDRESS": f"RAY_ADDRESS={address} (environment)",
+             "recorded": f"--executor ray: Ray's ray_current_cluster file ({address})"}.get(
+                 label, f"{label} {address}")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{shown}: not an address; give HOST:PORT of the Ray head node, e.g. 10.0.0.5:6379, "
                           "or auto")
@@ -215,15 +240,17 @@ Stop = Callable[[], bool]
 
 
 def run_jobs(jobs: Sequence[Job], context: Context, *, model: Any, observer: Any,
-             on_start: Callable[[Job], None] | None = None) -> Iterator[Done]:
+             on_start: Callable[[Job], None] | None = None, notes: list[str] | None = None) -> Iterator[Done]:
     """Every job's ``Done``, in completion order, on the settings' executor. Stops handing out jobs once
     ``observer.should_stop()``: the jobs not finished then are left out (the scan is reported interrupted).
-    ``on_start`` hears of each job as it starts in-process (a worker's start is not seen here)."""
+    ``on_start`` hears of each job as it starts in-process (a worker's start is not seen here); ``notes`` gets
+    what the report must say about where the jobs ran (a local Ray instance started instead of a cluster)."""
     executor = context.settings.executor
     if executor == "processes":
         yield from _processes(jobs, context, observer.should_stop, context.settings.workers)
     elif executor == "ray":
-        yield from _on_ray(jobs, context, observer.should_stop, context.settings.ray_address)
+        yield from _on_ray(jobs, context, observer, context.settings.ray_address,
+                           notes if notes is not None else [])
     else:
         yield from _inprocess(jobs, context, model, observer, on_start)
 
@@ -239,8 +266,63 @@ def _inprocess(jobs: Sequence[Job], context: Context, model: Any, observer: Any,
 
 
 def cpu_count() -> int:
-    """The CPUs this process may use (its affinity, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The CPUs this process may use: its affinity (not the machine's count), lowered to a container's CPU quota
+    (cgroup ``cpu.max`` or ``cfs_quota_us``), which torch's own default ignores."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, int(quota))) if quota is not None else cpus
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPUs a cgroup CPU quota allows this process (e.g. 2.0 for ``docker run --cpus 2``); None when there is
+    none or it cannot be read (not Linux, no cgroup file system)."""
+    from pathlib import Path
+
+    base = Path(root)
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    v2 = next((line.partition("::")[2] for line in lines if line.startswith("0::")), "")
+    v1 = next((parts[2] for parts in (line.split(":", 2) for line in lines)
+               if len(parts) == 3 and "cpu" in parts[1].split(",")), "")
+    candidates: list[tuple[Path, Path | None]] = [(base / v2.lstrip("/") / "cpu.max", None)] if v2 else []
+    candidates += [(base / "cpu.max", None)]
+    for folder in (base / "cpu" / v1.lstrip("/"), base / "cpu", base / "cpu,cpuacct"):
+        candidates.append((folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us"))
+    for quota_file, period_file in candidates:
+        try:
+            if period_file is None:
+                quota, _, period = quota_file.read_text().strip().partition(" ")
+            else:
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+            if quota in ("max", "-1"):
+                return None
+            return int(quota) / int(period)
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    return None
+
+
+def choose_threads(settings: Any, environ: Any = None) -> tuple[int, str]:
+    """The torch threads of each running batch (the scan's process and every worker or Ray task), and why, in
+    words for the report's notes. ``--threads`` wins, then ``OMP_NUM_THREADS``; otherwise the CPUs this process
+    may use, divided among the batches that run at once here: torch's own default (the machine's cores, a
+    container's quota ignored) oversubscribed a busy or limited machine, and ``--workers N`` worker processes at
+    that default each ran N times too many threads."""
+    environ = os.environ if environ is None else environ
+    if settings.threads is not None:
+        return settings.threads, f"{settings.threads} torch thread(s) per batch (--threads)"
+    omp = str(environ.get("OMP_NUM_THREADS", "")).strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), f"{int(omp)} torch thread(s) per batch (OMP_NUM_THREADS={omp})"
+    cpus = cpu_count()
+    if settings.executor == "processes" and settings.workers is not None:
+        threads = max(1, cpus // settings.workers)
+        return threads, (f"{threads} torch thread(s) per batch: the {cpus} CPU(s) available to this process "
+                         f"shared by --workers {settings.workers} (set --threads or OMP_NUM_THREADS to choose)")
+    return cpus, (f"{cpus} torch thread(s) per batch: the CPU(s) available to this process (set --threads or "
+                  "OMP_NUM_THREADS to choose)")
 
 
 def default_workers(jobs: int, threads: int) -> int:
@@ -383,9 +465,32 @@ def _gpu(settings: Any) -> bool:
     return resolve_device(settings.device).type == "cuda"
 
 
-def _on_ray(jobs: Sequence[Job], context: Context, stop: Stop, address: str | None) -> Iterator[Done]:
+LOCAL_RAY_NOTE = "Ray: this scan started a local Ray instance"
+
+
+def _started_locally(ray: Any) -> bool:
+    """Whether ``ray.init`` started a Ray instance of its own rather than joining one: with no address it also
+    joins a cluster that ``ray start`` runs on this machine. A joining driver's node is not the head; Ray keeps
+    that in a private attribute, so when it is missing the answer is the address's: none given, none found."""
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    is_head = getattr(node, "is_head", None)
+    return bool(is_head()) if callable(is_head) else False
+
+
+def _on_ray(jobs: Sequence[Job], context: Context, observer: Any, address: str | None,
+            notes: list[str]) -> Iterator[Done]:
+    stop: Stop = observer.should_stop
     ray = _start_ray(address)
     try:
+        if _started_locally(ray):
+            # A Ray user expects a cluster (RAY_ADDRESS, 'ray job submit'): a scan that quietly ran on this one
+            # machine is slower than planned and was not where the nodes' data and GPUs are
+            cpus = ray.cluster_resources().get("CPU", 0)
+            note = (f"{LOCAL_RAY_NOTE} on this machine ({cpus:g} CPUs), not a cluster: no --ray-address, "
+                    "RAY_ADDRESS unset and no 'ray start' cluster here; to use a cluster give --ray-address or "
+                    "RAY_ADDRESS, or submit the scan with 'ray job submit'")
+            notes.append(note)
+            observer.stage("ray", note)
         gpu = _gpu(context.settings)
         if gpu and ray.cluster_resources().get("GPU", 0) < 1:  # the tasks would wait for ever
             raise ConfigError(f"{DEVICE_SETTING} {context.settings.device}: the Ray cluster has no GPU for its tasks; "
@@ -394,7 +499,7 @@ def _on_ray(jobs: Sequence[Job], context: Context, stop: Stop, address: str | No
         if not gpu and largest < context.threads:  # no node could take a task: they would wait for ever
             raise ConfigError(f"{EXECUTOR_SETTING} ray: each task runs {context.threads} torch threads (as this "
                               f"process does) but the largest Ray node has {largest:g} CPUs; run the scan with "
-                              f"OMP_NUM_THREADS={max(1, int(largest))}, or add larger nodes")
+                              f"--threads {max(1, int(largest))}, or add larger nodes")
         # a CPU task holds as many CPUs as it runs threads, so Ray does not oversubscribe a node's cores; a GPU
         # task holds a GPU (the GPU does the work)
         options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": context.threads}

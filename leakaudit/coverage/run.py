@@ -80,12 +80,16 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     shown: tuple[int, AuditResult] | None = None
     lost: list[str] = []
     interrupted = False
+    if settings.threads is not None:  # a Python caller's explicit count (the CLI has set its choice already)
+        torch.set_num_threads(settings.threads)
     context = Context(audit_batch, source if source is not None else model, findings, settings, per_batch, command,
                       started, torch.get_num_threads(), references, clock)
     jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
     progress = _Progress(observer, settings.executor, total, len(batches))
     progress.starting(jobs)
-    for done in run_jobs(jobs, context, model=model, observer=progress, on_start=progress.job_starts):
+    ran_where: list[str] = []  # e.g. a local Ray instance started instead of joining a cluster
+    for done in run_jobs(jobs, context, model=model, observer=progress, on_start=progress.job_starts,
+                         notes=ran_where):
         if done.result is None:
             lost.append(done.lost)
             progress.finished(done)
@@ -118,7 +122,7 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
                        "checkpoint; same seed, same result)")
         shown = (worst, audit_job(context, Job(worst, plan.batches[worst]), model, observer).result)
     index, result = shown
-    return c.combine(replace(result, notes=(*result.notes, *notes)), ruleset=ruleset,
+    return c.combine(replace(result, notes=(*result.notes, *notes, *ran_where)), ruleset=ruleset,
                      batches=list(batches.values()), samples=samples, shown_batch=index, available=plan.available,
                      planned=plan.planned, batch_size=len(plan.batches[0]) if plan.batches else 0,
                      batches_planned=total, drawn=plan.drawn, remainder=plan.remainder, resumed=resumed,

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from leakaudit.cli import app_main
+from leakaudit.coverage.executors import LOCAL_RAY_NOTE
 
 N = 16
 SHAPE = (3, 8, 8)
@@ -115,8 +116,10 @@ def reports(workdir: Path, out: Path, *runs: tuple[str, ...]) -> list[tuple[int,
 
 @pytest.mark.parametrize("batch", ["1", "3"])
 def test_worker_processes_give_the_in_process_report(workdir, tmp_path, batch):
-    (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", batch),
-                                       ("--batch-size", batch, "--executor", "processes", "--workers", "2"))
+    # the same thread count on both sides: by default two workers would each run half the CPUs' threads
+    (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", batch, "--threads", "1"),
+                                       ("--batch-size", batch, "--executor", "processes", "--workers", "2",
+                                        "--threads", "1"))
     assert a_code == b_code == 1
     assert a["coverage"]["audited"] == N and a["coverage"]["recognised"] > 0
     if batch == "3":  # 16 at 3: five batches and a last one of 1, audited as a smaller client batch
@@ -157,7 +160,7 @@ def test_a_cnn_under_an_optimisation_attack_gives_the_in_process_report_on_worke
     for extra in ((), ("--executor", "processes", "--workers", "2")):
         app_main(["scan", str(cnn_dir / "cnn.safetensors"), "--data", str(cnn_dir / "img"), "--output-dir",
                   str(out), "--quiet", "--format", "json", "--attacks", "ig", "--iterations", "30", "--restarts",
-                  "1", "--batch-size", "2", *extra])
+                  "1", "--batch-size", "2", "--threads", "2", *extra])
         docs.append(json.loads((out / "report.json").read_text()))
     assert [a["status"] for a in docs[0]["attacks"]] == ["ran"]
     assert without_times(docs[0]) == without_times(docs[1])
@@ -167,7 +170,28 @@ def test_a_cnn_under_an_optimisation_attack_gives_the_in_process_report_on_worke
 def test_ray_gives_the_in_process_report(workdir, tmp_path):
     (a_code, a), (b_code, b) = reports(workdir, tmp_path / "r", ("--batch-size", "3"),
                                        ("--batch-size", "3", "--executor", "ray"))
+    # with no cluster to join the scan started its own Ray instance, and its report says so (issue 21, item 8):
+    # a Ray user who expected the cluster learns why the scan was slow; the rest is the in-process report
+    started = [n for n in b["notes"] if n.startswith(LOCAL_RAY_NOTE)]
+    assert len(started) == 1 and "RAY_ADDRESS" in started[0] and "ray job submit" in started[0]
+    assert not any(n.startswith(LOCAL_RAY_NOTE) for n in a["notes"])
+    b["notes"] = [n for n in b["notes"] if n not in started]
     assert a_code == b_code == 1 and without_times(a) == without_times(b)
+
+
+def _fake_ray(head: bool | None) -> types.SimpleNamespace:
+    node = None if head is None else types.SimpleNamespace(is_head=lambda: head)
+    return types.SimpleNamespace(_private=types.SimpleNamespace(worker=types.SimpleNamespace(_global_node=node)))
+
+
+@pytest.mark.parametrize("head, started", [(True, True), (False, False), (None, False)])
+def test_only_a_driver_that_started_its_own_ray_instance_says_so(head, started):
+    """ray.init() with no address also joins a 'ray start' cluster on this machine; the joining driver's node is
+    not the head (checked by hand with Ray 2.60: False joined with and without an address, True started), and a
+    Ray without that attribute claims nothing."""
+    from leakaudit.coverage import executors
+
+    assert executors._started_locally(_fake_ray(head)) is started
 
 
 def test_an_in_memory_model_is_sent_to_the_workers_pickled(workdir):
@@ -396,3 +420,40 @@ def test_a_local_ray_instance_that_times_out_at_start_up_is_an_environment_error
     _one_line_exit_2(capsys, scan(workdir, out, "--executor", "ray"), out,
                      "--executor ray: a local Ray instance did not start (The current node timed out during startup",
                      "check 'ray status' (or 'ray stop'), or use --executor processes")
+
+
+def test_a_dead_cluster_recorded_by_ray_start_is_one_line_exit_2_without_waiting(workdir, tmp_path, monkeypatch,
+                                                                                capsys):
+    """ray.init() with no address joins the cluster the last 'ray start' on the machine recorded; one killed
+    without 'ray stop' leaves the file, and the scan retried its dead address for minutes (seen here: the Ray
+    tests hung until the file was removed)."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake = types.ModuleType("ray")
+    private = types.ModuleType("ray._private")
+    services = types.ModuleType("ray._private.services")
+    services.find_bootstrap_address = lambda temp_dir: f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    private.services = services  # type: ignore[attr-defined]
+    fake._private = private  # type: ignore[attr-defined]
+    for name, module in (("ray", fake), ("ray._private", private), ("ray._private.services", services)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "r"
+    started = time.monotonic()
+    code = scan(workdir, out, "--executor", "ray")
+    assert time.monotonic() - started < 60
+    _one_line_exit_2(capsys, code, out, f"ray_current_cluster file (the last 'ray start' on this machine) names a "
+                     f"cluster at 127.0.0.1:{port}, but none answers there", "run 'ray stop' (or delete the file)")
+
+
+def test_without_a_recorded_cluster_nothing_is_probed(monkeypatch):
+    from leakaudit.coverage import executors
+
+    broken = types.ModuleType("ray._private.services")  # no find_bootstrap_address: another Ray version
+    monkeypatch.setitem(sys.modules, "ray._private.services", broken)
+    monkeypatch.setitem(sys.modules, "ray._private", types.SimpleNamespace(services=broken))
+    assert executors._recorded_local_cluster() is None
