@@ -104,6 +104,7 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     observer = observer or NullObserver()
     ruleset = preflight(settings)
     loaded = _load_model(model, settings, observer)
+    _check_folded_batchnorm(loaded, settings)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     from .detect import detect
 
@@ -123,6 +124,20 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
                     _references(plan, settings))
+
+
+def _check_folded_batchnorm(loaded: Any, settings: ScanSettings) -> None:
+    """Refuse a file whose BatchNorm the exporter is recorded to have folded away, unless the user accepts it.
+
+    Only the exporter's own record refuses: a Conv named the way the rewriter names them (metadata stripped) is
+    also what dropping an all-zero bias gives, so that stays a warning (``detect``)."""
+    onnx = getattr(loaded, "onnx", None)
+    if onnx is None or onnx.folded_batchnorm != "recorded" or settings.allow_folded_batchnorm:
+        return
+    from .detect import FOLDED_BATCHNORM_REFUSAL
+    from .errors import ModelError
+
+    raise ModelError(FOLDED_BATCHNORM_REFUSAL.format(path=loaded.path, n=onnx.folded_batchnorm_count))
 
 
 def _flat_note(plan: Any) -> str:
@@ -348,7 +363,8 @@ def _model_card(loaded: Any) -> ModelCard:
                      input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
                      num_trainable=loaded.num_trainable(), arch=loaded.arch,
                      onnx_opset=onnx.opset if onnx else None, onnx_producer=onnx.producer if onnx else None,
-                     looks_eval_exported=onnx.looks_eval_exported if onnx else None)
+                     looks_eval_exported=onnx.looks_eval_exported if onnx else None,
+                     folded_batchnorm=onnx.folded_batchnorm if onnx else "")
 
 
 def _data_card(batch: SampleBatch) -> DataCard:

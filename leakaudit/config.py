@@ -44,6 +44,9 @@ class ScanSettings:
     num_classes: int | None = None
     dropout: dict[str, float] = field(default_factory=dict)  # layer name -> rate the export removed
     no_dropout: bool = False  # the user states the model trains without dropout (nothing for an export to remove)
+    # Audit an ONNX file whose BatchNorm the exporter folded into convolutions (refused otherwise): the verdict is
+    # then about the folded function, which the report says wherever it states the verdict.
+    allow_folded_batchnorm: bool = False
     normalize: str = "none"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -417,6 +420,9 @@ SETTINGS: tuple[Setting, ...] = (
             kind=list, default=[], metavar="LAYER=P"),
     Setting("no_dropout", "--no-dropout", _bool, "The model trains without dropout: an ONNX file without Dropout "
             "nodes then gets no advice to declare rates.", kind=bool, default=False),
+    Setting("allow_folded_batchnorm", "--allow-folded-batchnorm", _bool, "Audit an ONNX file whose BatchNorm the "
+            "exporter folded into the convolutions (refused otherwise): the verdict is then about the folded "
+            "function, not the client's train-mode model.", kind=bool, default=False),
     Setting("normalize", "--normalize", _normalize, "Input normalization: none, mnist, cifar10, imagenet.",
             default="none"),
     Setting("mean", "--mean", parse_floats, "Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
