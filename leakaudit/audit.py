@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -251,6 +252,9 @@ def preflight(settings: ScanSettings) -> Any:
         raise ConfigError(f"--no-dropout with --dropout {','.join(settings.dropout)}: the model either trains "
                           "with dropout or without; give one of them")
     _check_defenses(settings.defenses)
+    if settings.utility_data and not Path(settings.utility_data).exists():
+        raise ConfigError(f"--utility-data {settings.utility_data}: no such file or folder; point it at held-out "
+                          "samples with labels (an image folder with labels.csv, .npz, .npy or .safetensors)")
     _check_attacks(settings.attacks)
     check_budget(settings.budget)
     if settings.protocol is not None:
@@ -714,7 +718,16 @@ def _buffer_leak(model: Any, clean: Any, observer: Observer) -> Any:
 def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, settings: ScanSettings) -> Any:
     from .update.cost import defense_cost
 
-    return defense_cost(model, batch, clean.gradients, defended.gradients, defended.threat, seed=settings.seed)
+    heldout = None
+    if settings.utility_data:
+        from .data import load_samples, normalization
+
+        channels = model.input_shape[0] if len(model.input_shape) == 3 else 1
+        norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
+        heldout = load_samples(settings.utility_data, input_shape=model.input_shape, num_classes=model.num_classes,
+                               normalization=norm)
+    return defense_cost(model, batch, clean.gradients, defended.gradients, defended.threat, seed=settings.seed,
+                        heldout=heldout)
 
 
 def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[Any]:

@@ -29,7 +29,7 @@ def _validate(doc: dict) -> None:
 def test_document_validates_against_the_schema(kwargs):
     doc = json.loads(FORMATS.get("json").render(build_document(make_result(**kwargs))))
     _validate(doc)
-    assert doc["schema_version"] == schema()["properties"]["schema_version"]["enum"][-1] == "1.7"
+    assert doc["schema_version"] == schema()["properties"]["schema_version"]["enum"][-1] == "1.8"
     expected = "incomplete" if kwargs.get("incomplete") else ("pass" if kwargs.get("leaked") is False else "fail")
     assert doc["verdict"]["overall"] == expected
     assert doc["verdict"]["rules_overall"] == ("pass" if kwargs.get("leaked") is False else "fail")
