@@ -8,7 +8,8 @@ it prints the layer the probe chose, the rows used, how many samples were separa
 SSIM / PSNR of the features-only image, of what the attack returns (refined by IG at batch 1 unless the
 features came through dropout) and of the IG refinement run anyway (best over the batch's reconstructions for
 each original), and the attack's time; with IG alone at the same total iterations for comparison. A variant of
-the ConvNet with dropout before fc1 shows why the attack does not refine there.
+the ConvNet with dropout before fc1 shows why the attack does not refine there; the Flower quickstart CNN with
+dropout after fc1 and fc2, why it keeps the refined image only when it matches the exact features better.
 
 Settings are the `quick` budget's (300 feature-matching iterations x 1 restart, then 200 IG iterations).
 Usage: python benchmarks/bench_feature_inversion.py [--budget quick|standard] [--models ConvNet] [--batch-size 1]
@@ -53,6 +54,22 @@ class ConvNet(nn.Module):
         return self.fc2(self.drop(torch.relu(self.fc1(self.drop_in(torch.flatten(x, 1))))))
 
 
+class FlowerCNN(nn.Module):
+    """The Flower quickstart CIFAR CNN (conv5(6)-pool-conv5(16)-pool-fc120-fc84-fc10) with dropout 0.5 after fc1
+    and fc2: fc1's features are exact, but IG's copy runs without the client's masks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 5), nn.Conv2d(6, 16, 5)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+        self.d2, self.d3 = nn.Dropout(0.5), nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.pool(torch.relu(self.conv2(self.pool(torch.relu(self.conv1(x)))))), 1)
+        return self.fc3(self.d3(torch.relu(self.fc2(self.d2(torch.relu(self.fc1(x)))))))
+
+
 def _pixels(name: str) -> torch.Tensor:
     image = Image.open(ROOT / "examples" / "samples" / f"{name}.png").convert("RGB").resize((32, 32))
     return torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1) / 255.0
@@ -80,6 +97,10 @@ def _models(tmp: Path) -> list[tuple[str, nn.Module]]:
     before = ConvNet(drop_in=0.25)
     replace_dropout(before)
     out.append(("tutorial ConvNet, dropout 0.25 before fc1 (torch)", before))
+    torch.manual_seed(0)
+    flower = FlowerCNN()
+    replace_dropout(flower)
+    out.append(("Flower CNN, dropout after fc1 and fc2 (torch)", flower))
     try:
         import torchvision
     except ImportError:

@@ -18,6 +18,7 @@ import time
 import types
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -113,6 +114,7 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     observer = observer or NullObserver()
     ruleset = preflight(settings)
     loaded = _load_model(model, settings, observer, data)
+    _check_folded_batchnorm(loaded, settings)
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     from .detect import detect
 
@@ -156,6 +158,20 @@ def _command(model: Any, data: Any, settings: ScanSettings) -> tuple[str, str]:
     return "", (f"no reproduce command: {' and '.join(w for w, _ in missing)} {verb} passed in memory through the "
                 f"Python API, and a command line can name only files; to scan from the command line, "
                 f"{'; '.join(s for _, s in missing)}")
+
+
+def _check_folded_batchnorm(loaded: Any, settings: ScanSettings) -> None:
+    """Refuse a file whose BatchNorm the exporter is recorded to have folded away, unless the user accepts it.
+
+    Only the exporter's own record refuses: a Conv named the way the rewriter names them (metadata stripped) is
+    also what dropping an all-zero bias gives, so that stays a warning (``detect``)."""
+    onnx = getattr(loaded, "onnx", None)
+    if onnx is None or onnx.folded_batchnorm != "recorded" or settings.allow_folded_batchnorm:
+        return
+    from .detect import FOLDED_BATCHNORM_REFUSAL
+    from .errors import ModelError
+
+    raise ModelError(FOLDED_BATCHNORM_REFUSAL.format(path=loaded.path, n=onnx.folded_batchnorm_count))
 
 
 def _flat_note(plan: Any) -> str:
@@ -321,6 +337,9 @@ def preflight(settings: ScanSettings) -> Any:
         raise ConfigError(f"--no-dropout with --dropout {','.join(settings.dropout)}: the model either trains "
                           "with dropout or without; give one of them")
     _check_defenses(settings.defenses)
+    if settings.utility_data and not Path(settings.utility_data).exists():
+        raise ConfigError(f"--utility-data {settings.utility_data}: no such file or folder; point it at held-out "
+                          "samples with labels (an image folder with labels.csv, .npz, .npy or .safetensors)")
     _check_attacks(settings.attacks)
     for name in settings.attack_iterations:
         _check_attacks((name,), "--attack-iterations")
@@ -458,7 +477,8 @@ def _model_card(loaded: Any) -> ModelCard:
                      input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
                      num_trainable=loaded.num_trainable(), arch=loaded.arch,
                      onnx_opset=onnx.opset if onnx else None, onnx_producer=onnx.producer if onnx else None,
-                     looks_eval_exported=onnx.looks_eval_exported if onnx else None)
+                     looks_eval_exported=onnx.looks_eval_exported if onnx else None,
+                     folded_batchnorm=onnx.folded_batchnorm if onnx else "")
 
 
 def _data_card(batch: SampleBatch) -> DataCard:
@@ -907,7 +927,16 @@ def _buffer_leak(model: Any, clean: Any, observer: Observer) -> Any:
 def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, settings: ScanSettings) -> Any:
     from .update.cost import defense_cost
 
-    return defense_cost(model, batch, clean.gradients, defended.gradients, defended.threat, seed=settings.seed)
+    heldout = None
+    if settings.utility_data:
+        from .data import load_samples, normalization
+
+        channels = model.input_shape[0] if len(model.input_shape) == 3 else 1
+        norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
+        heldout = load_samples(settings.utility_data, input_shape=model.input_shape, num_classes=model.num_classes,
+                               normalization=norm)
+    return defense_cost(model, batch, clean.gradients, defended.gradients, defended.threat, seed=settings.seed,
+                        heldout=heldout)
 
 
 def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[Any]:

@@ -44,6 +44,9 @@ class ScanSettings:
     num_classes: int | None = None
     dropout: dict[str, float] = field(default_factory=dict)  # layer name -> rate the export removed
     no_dropout: bool = False  # the user states the model trains without dropout (nothing for an export to remove)
+    # Audit an ONNX file whose BatchNorm the exporter folded into convolutions (refused otherwise): the verdict is
+    # then about the folded function, which the report says wherever it states the verdict.
+    allow_folded_batchnorm: bool = False
     normalize: str = "none"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -67,6 +70,7 @@ class ScanSettings:
     # References of the recognition test (metrics.recognition): a folder of images like the samples; None: the
     # bundled reference set. The scan's other samples are references either way.
     reference_data: str | None = None
+    utility_data: str | None = None  # held-out samples the defense cost is also measured on (with defenses)
     local_steps: int = 1
     local_lr: float = 0.1
     protocol: str | None = None  # None: fedsgd, or fedavg when local_steps > 1
@@ -445,6 +449,9 @@ SETTINGS: tuple[Setting, ...] = (
             kind=list, default=[], metavar="LAYER=P"),
     Setting("no_dropout", "--no-dropout", _bool, "The model trains without dropout: an ONNX file without Dropout "
             "nodes then gets no advice to declare rates.", kind=bool, default=False),
+    Setting("allow_folded_batchnorm", "--allow-folded-batchnorm", _bool, "Audit an ONNX file whose BatchNorm the "
+            "exporter folded into the convolutions (refused otherwise): the verdict is then about the folded "
+            "function, not the client's train-mode model.", kind=bool, default=False),
     Setting("normalize", "--normalize", _normalize, "Input normalization: none, mnist, cifar10, imagenet.",
             default="none"),
     Setting("mean", "--mean", parse_floats, "Per-channel mean, e.g. 0.5,0.5,0.5 (with --std)."),
@@ -482,6 +489,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reference_data", "--reference-data", _name, "Images a reconstruction must resemble its own sample more "
             "than (a folder or .npz; your own data is the best choice). Default: the bundled 64 natural images; the "
             "scan's other samples count too.", metavar="DIR"),
+    Setting("utility_data", "--utility-data", _name, "Held-out samples with labels (a folder or .npz, not the "
+            "scanned ones): with --defense the defense cost also gives the model's accuracy and loss on them after "
+            "one server step with the defended and with the clean update.", metavar="DIR"),
     Setting("local_steps", "--local-steps", _integer(1, MAX_LOCAL_STEPS), "Local steps (>1: FedAvg weight update).",
             kind=int, default=1),
     Setting("local_lr", "--local-lr", _learning_rate, "Local learning rate (FedAvg).", kind=float, default=0.1),
@@ -657,7 +667,7 @@ def parse_config(table: Mapping[str, Any], where: str, base: Path | None,
         if labels is not None:
             labels[name] = f"{where} {key}"
         value = coerce(name, raw, f"{where} {str(key)}")
-        if name == "reference_data" and base is not None and not Path(value).is_absolute():
+        if name in ("reference_data", "utility_data") and base is not None and not Path(value).is_absolute():
             value = str(base / value)
         if name == "arch_args":
             refuse_loader_keywords(value, f"{where} {str(key)}")

@@ -43,6 +43,9 @@ class ModelCard:
     onnx_opset: int | None = None
     onnx_producer: str | None = None
     looks_eval_exported: bool | None = None
+    # "recorded": the exporter's metadata says it folded BatchNorm into the convolutions, so the audited
+    # function is not the client's (a scan only gets here with --allow-folded-batchnorm)
+    folded_batchnorm: str = ""
 
 
 @dataclass(frozen=True)
@@ -418,7 +421,8 @@ class AuditResult:
                       incomplete=self.incomplete,
                       exit_zero=bool(self.settings and self.settings.exit_zero),
                       control=control.counts if control else None, control_evidence=control.evidence if control else "",
-                      expired=[f"{s.rule} (expired {s.expires})" for s in self.suppressions if s.status == "expired"])
+                      expired=[f"{s.rule} (expired {s.expires})" for s in self.suppressions if s.status == "expired"],
+                      caveat=_caveat(self.model))
 
     @property
     def overall(self) -> str:
@@ -444,3 +448,11 @@ class AuditResult:
         """What a CI gate acts on: 0 pass, 1 leak, 3 a crashed attack, 4 inconclusive (--strict: 1), 130
         interrupted (--exit-zero: a leak 0)."""
         return self.outcome.exit_code
+
+
+def _caveat(model: ModelCard) -> str:
+    """What the verdict is about when it is not the client's model (stated in the summary every output shows)."""
+    if model.folded_batchnorm == "recorded":
+        return ("this verdict is about the BatchNorm-folded function of the ONNX file, not the client's train-mode "
+                "model (--allow-folded-batchnorm)")
+    return ""

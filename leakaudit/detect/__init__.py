@@ -23,14 +23,15 @@ EVAL_EXPORT_WARNING = (
     "removed; re-export with training=TrainingMode.TRAINING or declare rates with --dropout LAYER=P "
     "(--no-dropout if the model has none)"
 )
-REEXPORT = ('torch.onnx.export(model.train(), x, "model.onnx", training=torch.onnx.TrainingMode.TRAINING, '
-            'dynamo=False)')
+REEXPORT = ('torch.onnx.export(model.train(), x, "model.onnx", dynamo=False, '
+            'training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)')
 FOLDED_BATCHNORM_WARNING = {
     "recorded": (
         "{path}: the exporter folded {n} BatchNorm layer(s) into the convolutions before them (the file's node "
         "metadata records torch's dynamo exporter doing it): the file's function has no batch statistics and "
         "other weights than the client's train-mode model, so the client update computed from it, and the "
-        "attacks on it, are not the client's; re-export with " + REEXPORT),
+        "attacks on it, are not the client's: the verdict is about the folded function (audited with "
+        "--allow-folded-batchnorm); re-export with " + REEXPORT),
     "suspected": (
         "{path}: the file has no BatchNormalization node and {n} Conv node(s) named the way torch's dynamo "
         "exporter names the convolutions it rewrites: it may have folded BatchNorm layers into them, and then "
@@ -48,6 +49,11 @@ BATCHNORM_WARNING = (
     "samples of a batch and is itself information about them; the client update and the attacks use "
     "train-mode BatchNorm"
 )
+FOLDED_BATCHNORM_REFUSAL = (
+    "{path}: the exporter folded {n} BatchNorm layer(s) into the convolutions before them (recorded in the "
+    "file's node metadata), so the file is not the function your clients train and no verdict on it is about "
+    "them; re-export with " + REEXPORT + " (the dynamo exporter folds BatchNorm even in training mode), or pass "
+    "--allow-folded-batchnorm (config key allow_folded_batchnorm) to audit the folded function anyway")
 UNRECOGNIZED_WARNING = (
     "unrecognized stochastic layer(s) {names}: no attack models their randomness, so a pass may understate "
     "what an adaptive attacker recovers; treat the scan's verdict as a lower bound on the leak"

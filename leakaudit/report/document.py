@@ -229,7 +229,17 @@ def _defense_cost(cost: DefenseCost | None) -> dict[str, Any] | None:
     return {"cosine": number(cost.cosine), "relative_error": number(cost.relative_error), "step": number(cost.step),
             "loss_before": number(cost.loss_before), "loss_after_clean": number(cost.loss_after_clean),
             "loss_after_defended": number(cost.loss_after_defended), "kept": number(cost.kept),
-            "reason": cost.reason, "summary": cost.summary()}
+            "reason": cost.reason, "heldout": _heldout(cost.heldout), "summary": cost.summary()}
+
+
+def _heldout(h: Any) -> dict[str, Any] | None:
+    """The defense cost on held-out samples (schema 1.8, --utility-data); None without them."""
+    if h is None:
+        return None
+    return {"source": h.source, "samples": h.samples, "loss_before": number(h.loss_before),
+            "loss_after_clean": number(h.loss_after_clean), "loss_after_defended": number(h.loss_after_defended),
+            "accuracy_before": number(h.accuracy_before), "accuracy_after_clean": number(h.accuracy_after_clean),
+            "accuracy_after_defended": number(h.accuracy_after_defended)}
 
 
 def _conditioning_dict(c: dict[str, Any] | None) -> dict[str, Any] | None:

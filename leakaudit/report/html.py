@@ -321,9 +321,18 @@ def _defense_cost(doc: dict[str, Any]) -> str:
              ("… with the defended update", fmt(c["loss_after_defended"])),
              ("Fraction of the clean step's loss reduction kept (on these samples, not held-out data)",
               fmt(c["kept"]) if c["kept"] is not None else esc(c["reason"]))]
+    held = c.get("heldout")  # schema 1.8, --utility-data
+    if held:
+        items += [(f"Held-out accuracy ({held['samples']} samples): before the step",
+                   fmt(held["accuracy_before"])),
+                  ("… after the clean step", fmt(held["accuracy_after_clean"])),
+                  ("… after the defended step", fmt(held["accuracy_after_defended"])),
+                  ("Held-out loss: before / clean step / defended step",
+                   " / ".join(fmt(held[k]) for k in ("loss_before", "loss_after_clean", "loss_after_defended")))]
+    scope = ("the held-out figures are one step too" if held else "they do not show utility on held-out data")
     return ('<h2>Defense cost</h2><p class="muted">What the defenses leave of the update a server learns from: '
             + esc(c["summary"]) + ". The loss figures are one step on the samples the update was computed on; "
-            "they do not show utility on held-out data or noise accumulating over rounds.</p>" + _card(items))
+            f"{scope}, and none shows noise accumulating over rounds.</p>" + _card(items))
 
 
 def _conditioning(doc: dict[str, Any]) -> str:

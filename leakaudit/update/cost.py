@@ -12,6 +12,11 @@ defenses measures, on the user's own samples:
   as the clean one by chance (kept 1.03 at cosine 0.016 was seen), so the summary leads with the fidelity and
   says that this is no measure of utility on held-out data.
 
+With held-out samples (``--utility-data``) it also measures what a user weighs a defense by: the model's
+accuracy and loss on those samples, in eval mode (as it is used), before the step and after the step with the
+clean and with the defended update. One step of one client's update moves a model little, so the figures show
+a defense that breaks the step (the update's direction gone), not the cost over a whole training run.
+
 The step is the client's own: ``w - lr * update`` with the client's learning rate, times its local steps
 under FedAvg (the update is the weight delta divided by ``-lr * steps``, so this is the delta itself). The loss
 is taken in train mode with one fixed seed, so dropout and PRECODE draw the same noise for all three.
@@ -34,6 +39,26 @@ from .losses import client_loss
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The model on held-out samples before one server step and after it with the clean and the defended update."""
+
+    source: str
+    samples: int
+    loss_before: float
+    loss_after_clean: float
+    loss_after_defended: float
+    accuracy_before: float
+    accuracy_after_clean: float
+    accuracy_after_defended: float
+
+    def summary(self) -> str:
+        return (f"on {self.samples} held-out sample(s) the model after a step with it has accuracy "
+                f"{100 * self.accuracy_after_defended:.1f}% and loss {self.loss_after_defended:.4g} (after the clean "
+                f"step {100 * self.accuracy_after_clean:.1f}% and {self.loss_after_clean:.4g}; before the step "
+                f"{100 * self.accuracy_before:.1f}% and {self.loss_before:.4g})")
+
+
+@dataclass(frozen=True)
 class DefenseCost:
     cosine: float  # cos(defended, clean) over all trainable parameters
     relative_error: float  # ||defended - clean|| / ||clean||
@@ -43,6 +68,7 @@ class DefenseCost:
     loss_after_defended: float
     kept: float | None  # fraction of the clean step's loss reduction kept; None with ``reason``
     reason: str = ""
+    heldout: HeldOut | None = None  # with --utility-data
 
     def fidelity(self) -> str:
         """How much of the clean update the server still receives, in words."""
@@ -63,6 +89,8 @@ class DefenseCost:
         step ... (the samples the update was computed on, not held-out data, ...)"."""
         text = (f"update fidelity: cosine {self.cosine:.3g} to the clean update, relative error "
                 f"{self.relative_error:.3g} ({self.fidelity()}); ")
+        if self.heldout is not None:
+            text += self.heldout.summary() + "; "
         if self.kept is None:
             return text + self.reason
         caveat = "the samples the update was computed on, not held-out data, so no measure of utility"
@@ -73,8 +101,10 @@ class DefenseCost:
 
 
 def defense_cost(model: LoadedModel, batch: SampleBatch, clean: Mapping[str, torch.Tensor],
-                 defended: Mapping[str, torch.Tensor], threat: ThreatModel, *, seed: int = 0) -> DefenseCost:
-    """The cost of ``defended`` against ``clean`` (both: parameter name -> update, as ``client_update`` gives)."""
+                 defended: Mapping[str, torch.Tensor], threat: ThreatModel, *, seed: int = 0,
+                 heldout: SampleBatch | None = None) -> DefenseCost:
+    """The cost of ``defended`` against ``clean`` (both: parameter name -> update, as ``client_update`` gives),
+    and on ``heldout`` samples when given."""
     names = [n for n in clean if n in defended]
     a = torch.cat([clean[n].detach().flatten().double() for n in names])
     b = torch.cat([defended[n].detach().flatten().double().to(a.device) for n in names])
@@ -94,7 +124,31 @@ def defense_cost(model: LoadedModel, batch: SampleBatch, clean: Mapping[str, tor
                               f"step {step:g}), so there is no reduction to keep")
     else:
         kept, reason = (before - after_defended) / gain, ""
-    return DefenseCost(cosine, relative, step, before, after_clean, after_defended, kept, reason)
+    held = None
+    if heldout is not None:
+        hx, hy = batch_on_model_device(model, heldout)
+        (lb, ab), (lc, ac), (ld, ad) = (_evaluate(model, hx, hy, w, threat.loss) for w in (
+            weights, _stepped(weights, clean, step), _stepped(weights, defended, step)))
+        held = HeldOut(heldout.source, len(heldout), lb, lc, ld, ab, ac, ad)
+    return DefenseCost(cosine, relative, step, before, after_clean, after_defended, kept, reason, held)
+
+
+_CHUNK = 256  # held-out samples per forward pass: bounds memory whatever the folder's size
+
+
+def _evaluate(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor],
+              loss: str) -> tuple[float, float]:
+    """(mean loss, accuracy) at ``weights`` in eval mode, as the model is used; modes and buffers untouched."""
+    total, correct = 0.0, 0
+    with torch.no_grad(), preserved(model.module):
+        model.module.eval()
+        for i in range(0, x.shape[0], _CHUNK):
+            out = functional_call(model.module, weights, (x[i:i + _CHUNK],), strict=False)
+            target = y[i:i + _CHUNK]
+            total += float(client_loss(model.module, out, target, loss)) * out.shape[0]
+            if target.dtype == torch.int64:
+                correct += int((out.argmax(1) == target).sum())
+    return total / x.shape[0], correct / x.shape[0]
 
 
 def _stepped(weights: dict[str, torch.Tensor], update: Mapping[str, torch.Tensor],

@@ -123,12 +123,13 @@ def rules_fail(rules: Iterable[RuleItem], *, strict: bool) -> bool:
 
 def decide(rules: Sequence[RuleItem], *, strict: bool = False, crashed: Sequence[str] = (),
            incomplete: bool = False, exit_zero: bool = False, control: bool | None = None,
-           control_evidence: str = "", expired: Sequence[str] = ()) -> Outcome:
+           control_evidence: str = "", expired: Sequence[str] = (), caveat: str = "") -> Outcome:
     """The outcome of a scan from its rule results ``(id, status)``, the attacks that crashed, whether it was
     interrupted, and whether the positive control reconstructed (``control``; None: no control to weigh).
     ``exit_zero`` maps a fail to exit 0 and nothing else; ``control_evidence`` (e.g. the control's best
     score) is appended to an inconclusive summary. ``expired``: the suppressions that apply to the model and
-    have expired (e.g. "recognised-structure (expired 2026-01-31)"): each fails the scan."""
+    have expired (e.g. "recognised-structure (expired 2026-01-31)"): each fails the scan. ``caveat``: what the
+    verdict is about when that is not the client's model; it leads the summary, after the verdict word."""
     leaked = rules_fail(rules, strict=strict) or bool(expired)
     overall = _overall(leaked=leaked, crashed=bool(crashed), incomplete=incomplete, unearned=control is False)
     code = EXIT_CODES[overall]
@@ -144,6 +145,9 @@ def decide(rules: Sequence[RuleItem], *, strict: bool = False, crashed: Sequence
         summary += f"; {control_evidence}"
     if exit_zero and overall == "fail":
         summary += " (--exit-zero: exit 0)"
+    if caveat:  # first, so that no reader of the verdict line misses it
+        word, sep, rest = summary.partition(": ")
+        summary = f"{word}: {caveat}; {rest}" if sep else f"{word}: {caveat}"
     return Outcome(overall=overall, exit_code=code, summary=summary, rules_overall="fail" if leaked else "pass",
                    exit_zero=exit_zero, crashed=tuple(crashed), leak=any(item[1] == "fail" for item in rules),
                    expired=tuple(expired), suppressed=tuple(item[0] for item in rules if item[1] == "suppressed"))

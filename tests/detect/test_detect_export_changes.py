@@ -5,9 +5,11 @@ BatchNorm."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -64,6 +66,56 @@ def test_no_fold_warning_when_the_file_computes_the_models_function(tmp_path: Pa
 def test_no_fold_warning_for_an_mlp_exported_by_dynamo(tmp_path: Path) -> None:
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 10))
     assert _fold_warnings(_export(mlp, tmp_path / "m.onnx", dynamo=True)) == []
+
+
+# ------------------------------------------------------------- a scan refuses the folded file unless told
+def _samples(tmp_path: Path) -> Path:
+    path = tmp_path / "x.npz"
+    gen = np.random.default_rng(0)
+    np.savez(path, x=gen.random((2, 3, 8, 8), dtype=np.float32), y=np.array([1, 2]))
+    return path
+
+
+def _scan(tmp_path: Path, model: Path, *extra: str) -> int:
+    from leakaudit.cli import app_main
+
+    return app_main(["scan", str(model), "--data", str(_samples(tmp_path)), "--attacks", "ig", "--iterations", "2",
+                     "--restarts", "1", "--output-dir", str(tmp_path / "out"), "--format", "json", "--quiet",
+                     *extra])
+
+
+def test_a_scan_refuses_a_recorded_fold_with_the_reexport_command_and_the_flag(tmp_path: Path, capsys) -> None:
+    path = _export(_convnet(batchnorm=True), tmp_path / "m.onnx", dynamo=True)
+    assert _scan(tmp_path, path) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("leakaudit: error:")]
+    assert str(path) in line and "folded 1 BatchNorm" in line and "Traceback" not in err
+    assert "dynamo=False, training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False" in line
+    assert "--allow-folded-batchnorm" in line and not (tmp_path / "out" / "report.json").exists()
+
+
+def test_an_allowed_fold_is_audited_and_every_verdict_line_says_what_was_audited(tmp_path: Path) -> None:
+    path = _export(_convnet(batchnorm=True), tmp_path / "m.onnx", dynamo=True)
+    assert _scan(tmp_path, path, "--allow-folded-batchnorm") in (0, 1, 4)
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    summary = doc["verdict"]["summary"]
+    assert summary.split(": ", 1)[1].startswith("this verdict is about the BatchNorm-folded function"), summary
+    assert "--allow-folded-batchnorm" in doc["command"]
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_files_that_keep_batchnorm_or_only_suggest_a_fold_are_scanned(tmp_path: Path, strip: bool) -> None:
+    if strip:  # metadata stripped: the Conv names only suggest a fold, which a zero bias also gives
+        path = _export(_convnet(batchnorm=True), tmp_path / "m.onnx", dynamo=True)
+        proto = onnx.load(str(path))
+        for node in proto.graph.node:
+            del node.metadata_props[:]
+        onnx.save(proto, str(path))
+    else:
+        path = _export(_convnet(batchnorm=True), tmp_path / "m.onnx", dynamo=False)
+    assert _scan(tmp_path, path) in (0, 1, 4)
+    summary = json.loads((tmp_path / "out" / "report.json").read_text())["verdict"]["summary"]
+    assert "BatchNorm-folded" not in summary
 
 
 # --------------------------------------------------------------------- dropout the exporter wrote out as ops

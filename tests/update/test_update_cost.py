@@ -107,3 +107,45 @@ def test_the_summary_leads_with_fidelity_and_does_not_sell_noise_as_free():
     close = DefenseCost(cosine=0.97, relative_error=0.2, step=0.1, loss_before=2.3, loss_after_clean=2.2,
                         loss_after_defended=2.21, kept=0.9)
     assert "nearly the clean update" in close.summary() and "by chance" not in close.summary()
+
+
+# ------------------------------------------------------------------------- held-out samples (--utility-data)
+def _heldout_cost(defense: str | None):
+    model, batch = _setup()
+    torch.manual_seed(1)
+    pixels = torch.rand(12, 3, 8, 8)
+    held = SampleBatch(pixels, torch.arange(12) % 4, pixels, tuple(f"h{i}.png" for i in range(12)), "held",
+                       normalization("none", channels=3))
+    threat = ThreatModel(batch_size=len(batch))
+    clean = client_update(model, batch, threat, seed=0)
+    defended = clean if defense is None else apply_defenses(clean, [parse_defense(defense)], seed=1)
+    return defense_cost(model, batch, clean.gradients, defended.gradients, threat, seed=0, heldout=held)
+
+
+def test_held_out_samples_show_an_inert_defense_as_free_and_a_destructive_one_as_costly():
+    free = _heldout_cost("clip:norm=1e9").heldout  # never clips: the defended step is the clean one
+    assert free is not None and free.samples == 12 and free.source == "held"
+    assert free.loss_after_defended == free.loss_after_clean
+    assert free.accuracy_after_defended == free.accuracy_after_clean
+    cost = _heldout_cost("noise:sigma=100")
+    held = cost.heldout
+    assert held is not None and held.loss_after_defended > 10 * held.loss_after_clean
+    assert 0.0 <= held.accuracy_after_defended <= 1.0
+    assert "on 12 held-out sample(s)" in cost.summary()
+
+
+def test_a_scan_with_utility_data_reports_it_and_a_missing_folder_is_one_line(tmp_path, capsys):
+    from leakaudit.cli import app_main
+
+    args = ["scan", str(EXAMPLES / "models" / "mlp_dropout.onnx"), "--data", str(EXAMPLES / "samples"),
+            "--samples", "1", "--attacks", "analytic", "--defense", "noise:sigma=0.3", "--format", "json",
+            "--quiet", "--output-dir", str(tmp_path / "out")]
+    assert app_main([*args, "--utility-data", str(EXAMPLES / "samples")]) in (0, 1)
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    held = doc["defense_cost"]["heldout"]
+    assert held["samples"] == 6 and "held-out" in doc["defense_cost"]["summary"]
+    assert "--utility-data" in doc["command"]
+    capsys.readouterr()
+    assert app_main([*args, "--utility-data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("leakaudit: error: --utility-data") and "missing" in err[-1]
