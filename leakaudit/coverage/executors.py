@@ -92,8 +92,8 @@ def _unreachable(address: str, why: str, label: str = RAY_ADDRESS_SETTING) -> Co
     if label == "recorded":
         return ConfigError(f"{EXECUTOR_SETTING} ray: Ray's ray_current_cluster file (the last 'ray start' on this "
                            f"machine) names a cluster at {address}, but none answers there ({why}); it was left by a "
-                           "cluster that stopped without 'ray stop': run 'ray stop' (or delete the file) to let the scan "
-                           f"start a local Ray instance, or give {RAY_ADDRESS_SETTING}")
+                           "cluster that stopped without 'ray stop': run 'ray stop' (or delete the file) to let the "
+                           f"scan start a local Ray instance, or give {RAY_ADDRESS_SETTING}")
     if label == "RAY_ADDRESS":
         return ConfigError(f"RAY_ADDRESS={address} (environment): no Ray cluster answers there ({why}); start one "
                            "with 'ray start --head' and set its address (host:6379), or unset RAY_ADDRESS to "
