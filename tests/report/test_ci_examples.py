@@ -17,7 +17,8 @@ CI = ROOT / "examples" / "ci"
 def _scan_options() -> set[str]:
     import typer.main
 
-    from leakaudit.cli import app
+    import leakaudit.cli.scan_cmd  # noqa: F401 -- registers scan on the app
+    from leakaudit.cli.app import app  # the Typer object: leakaudit.cli.app may be bound to its module
 
     command = typer.main.get_command(app).commands["scan"]
     return {opt for p in command.params for opt in getattr(p, "opts", [])}
