@@ -61,12 +61,13 @@ class Clock:
         return max(0.0, batch_end - time.time()) / max(1, runs_left)
 
 
-def fitted_iterations(done: int, elapsed: float, planned: int, seconds: float) -> int:
-    """The iterations that fit ``seconds`` at the rate measured so far (``done`` in ``elapsed``), never more than
-    ``planned`` and never fewer than ``done``."""
-    if done < 1 or elapsed <= 0 or not math.isfinite(seconds):
+def fitted_iterations(done: int, elapsed: float, planned: int, seconds: float, rate: float | None = None) -> int:
+    """The iterations that fit ``seconds`` when ``done`` took ``elapsed`` and each further one takes ``rate``
+    seconds (default: the mean so far), never more than ``planned`` and never fewer than ``done``."""
+    rate = elapsed / done if rate is None and done > 0 else rate
+    if done < 1 or not rate or rate <= 0 or not math.isfinite(seconds):
         return planned
-    return max(done, min(planned, int(seconds * done / elapsed)))
+    return max(done, min(planned, done + int(max(0.0, seconds - elapsed) / rate)))
 
 
 class TimedObserver:

@@ -724,6 +724,8 @@ def _adam(runner: _Runner, sched: Schedule) -> tuple[int, bool]:
     plateau_since = [0] * sched.restarts
     it = 0
     started = time.perf_counter()
+    warm: tuple[int, float] | None = None  # (iteration, time) at the first look: the first iterations' one-off
+    # costs (autograd's first graph, allocations) are no measure of the rate; measured: 0.3 s, then 1 ms each
     while it < sched.iterations:
         grads, _ = runner.evaluate(it)
         grads["x"] = grads["x"].sign()
@@ -738,8 +740,12 @@ def _adam(runner: _Runner, sched: Schedule) -> tuple[int, bool]:
         runner.constrain()
         if it % sched.check_every == 0 or it == sched.iterations or (sched.seconds is not None and _early(it)):
             if sched.seconds is not None:
-                sched = _fit(runner, sched, it, time.perf_counter() - started)
-                milestones = _milestones(sched.iterations)
+                now = time.perf_counter()
+                if warm is None:
+                    warm = (it, now)
+                elif it - warm[0] >= 3:  # a rate from one or two iterations is noise, and a fit only ever lowers
+                    sched = _fit(runner, sched, it, now - started, (now - warm[1]) / (it - warm[0]))
+                    milestones = _milestones(sched.iterations)
             if sched.decay == "plateau":
                 _plateau(runner, lr, plateau_best, plateau_since, it, sched.patience)
             if runner.check(it):
@@ -757,12 +763,13 @@ def _early(it: int) -> bool:
     return it < 25 and it & (it - 1) == 0  # 1, 2, 4, 8, 16
 
 
-def _fit(runner: _Runner, sched: Schedule, it: int, elapsed: float) -> Schedule:
-    """The schedule with its iterations fitted to the time share at the rate measured so far (only ever fewer)."""
+def _fit(runner: _Runner, sched: Schedule, it: int, elapsed: float, rate: float) -> Schedule:
+    """The schedule with its iterations fitted to the time share at the rate measured since the first look (only
+    ever fewer)."""
     from .clock import fitted_iterations
 
     assert sched.seconds is not None
-    total = fitted_iterations(it, elapsed, sched.iterations, sched.seconds)
+    total = fitted_iterations(it, elapsed, sched.iterations, sched.seconds, rate)
     if total < sched.iterations:
         if runner.fitted_from is None:
             runner.fitted_from = sched.iterations

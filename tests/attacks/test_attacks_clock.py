@@ -24,6 +24,8 @@ def test_fitted_iterations_follow_the_measured_rate_and_never_exceed_the_plan():
     assert fitted_iterations(10, 1.0, 600, 1000.0) == 600  # the plan is the ceiling
     assert fitted_iterations(10, 1.0, 600, 0.1) == 10  # never fewer than already ran
     assert fitted_iterations(10, 1.0, 600, float("inf")) == 600
+    # a slow first iteration is no measure of the rest: 10 done in 1 s, then 10 ms each -> 10 + 4 s / 10 ms
+    assert fitted_iterations(10, 1.0, 600, 5.0, rate=0.01) == 410
 
 
 def test_the_cap_defaults_to_the_budget_and_a_given_one_wins():
@@ -95,7 +97,7 @@ def test_a_leak_found_before_the_cap_stands():
 def test_fitted_iterations_are_pinned_for_the_control_and_reported(monkeypatch):
     import leakaudit.attacks.clock as clock
 
-    monkeypatch.setattr(clock, "fitted_iterations", lambda done, elapsed, planned, seconds: max(done, 20))
+    monkeypatch.setattr(clock, "fitted_iterations", lambda done, elapsed, planned, seconds, rate=None: max(done, 20))
     model, batch = _tiny()
     result = audit(model, batch, attacks=("ig",), budget="quick", defenses=("noise:sigma=1.0",), restarts=1)
     assert result.fitted_iterations() == {"ig": 20}
@@ -107,7 +109,7 @@ def test_fitted_iterations_are_pinned_for_the_control_and_reported(monkeypatch):
 def test_pinned_iterations_are_not_fitted(monkeypatch):
     import leakaudit.attacks.clock as clock
 
-    monkeypatch.setattr(clock, "fitted_iterations", lambda done, elapsed, planned, seconds: max(done, 20))
+    monkeypatch.setattr(clock, "fitted_iterations", lambda done, elapsed, planned, seconds, rate=None: max(done, 20))
     model, batch = _tiny()
     result = audit(model, batch, attacks=("ig",), budget="quick", attack_iterations={"ig": 30}, restarts=1)
     ig = result.attacks[0]

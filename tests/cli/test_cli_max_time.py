@@ -33,7 +33,7 @@ def test_the_reproduce_command_pins_the_fitted_iterations(monkeypatch, tmp_path)
     import leakaudit.attacks.clock as clock
 
     # a machine on which IG's share holds 20 iterations
-    monkeypatch.setattr(clock, "fitted_iterations", lambda done, elapsed, planned, seconds: max(done, 20))
+    monkeypatch.setattr(clock, "fitted_iterations", lambda done, elapsed, planned, seconds, rate=None: max(done, 20))
     out = tmp_path / "r"
     code = app_main(["scan", str(MLP), "--data", str(SAMPLES), "--samples", "1", "--attacks", "ig", "--budget",
                      "quick", "--restarts", "1", "--output-dir", str(out), "--quiet"])
