@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from torch import nn
 from ..detect.interface import Findings
 from ..progress import Observer
 from ..update.interface import LocalTraining
+
+
+BUDGET_NAMES = ("quick", "standard", "thorough")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,13 @@ class Attack(ABC):
     name: str = ""
     summary: str = ""
     auto: bool = True
+    # The attack's settings at every budget (BUDGET_NAMES), declared next to it: registering an attack without
+    # them is an error (``check_attack``), so no attack silently runs another's numbers.
+    budgets: ClassVar[Mapping[str, AttackSettings]] = {}
+    # Budgets at which the automatic plan leaves it out (it still runs when named), with the reason shown.
+    not_auto_at: ClassVar[Mapping[str, str]] = {}
+    # Whether the planner fits its TV weight to the model's first layer below ``thorough`` (planner.image_prior).
+    fits_image_prior: ClassVar[bool] = False
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         """Why this attack does not fit the model (None: it fits)."""
@@ -103,3 +113,21 @@ class PlannedAttack:
 
     def __str__(self) -> str:
         return f"{self.name}: {'run' if self.run else 'skipped'} -- {self.reason}" if self.reason else self.name
+
+
+def check_attack(attack: Attack) -> Attack:
+    """``attack`` when it can be planned at every budget; else the error that names what it lacks. Called when an
+    attack is registered (a plug-in too: ``ATTACKS.register()``), so a missing budget fails at import, not
+    mid-scan."""
+    name = attack.name or type(attack).__name__
+    budgets = attack.budgets
+    missing = [b for b in BUDGET_NAMES if not isinstance(budgets.get(b), AttackSettings)]
+    if missing:
+        raise ValueError(f"attack {name!r} declares no AttackSettings for budget(s) {', '.join(missing)}: give its "
+                         f"class budgets = {{'quick': AttackSettings(iterations=...), ...}} for each of "
+                         f"{', '.join(BUDGET_NAMES)}")
+    unknown = sorted(set(budgets) - set(BUDGET_NAMES))
+    if unknown:
+        raise ValueError(f"attack {name!r} declares settings for unknown budget(s) {', '.join(unknown)}: the "
+                         f"budgets are {', '.join(BUDGET_NAMES)}")
+    return attack
