@@ -50,11 +50,9 @@ class Reconstruction:
 
 @dataclass(frozen=True)
 class AttackTarget:
-    """Everything an attack may use: what the server sees plus public facts about the model.
-
-    ``true_masks`` is ground truth only the simulation knows; only the well-informed ``dia-informed`` reference
-    reads it.
-    """
+    """Everything an attack may use: what the server sees plus public facts about the model. Ground truth only
+    the simulation knows is not here: it is a ``GroundTruth``, handed only to an attack that declares
+    ``needs_ground_truth``."""
 
     module: nn.Module
     gradients: Mapping[str, torch.Tensor]  # observed update: trainable parameter name -> gradient
@@ -65,17 +63,27 @@ class AttackTarget:
     findings: Findings | None = None
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # valid input box in model space, (1, *input_shape)
     loss: str = "cross_entropy"  # the client's objective (leakaudit.update.losses.LOSSES)
-    true_masks: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
     # The protocol, public in FL: None under FedSGD; under FedAvg the client's local steps, which the
     # optimisation attacks simulate when there are several (``gradients`` then holds delta / (-lr * steps)).
     local_training: LocalTraining | None = None
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What the simulated client knows and a real server does not, kept apart from ``AttackTarget`` so an attack
+    cannot read it unless it declares ``needs_ground_truth`` (a reference such as ``dia-informed``, which never
+    runs unless named)."""
+
+    # dropout layer name -> the client's 0/1 masks, (N, ...); (steps, N, ...) under FedAvg's local steps
+    dropout_masks: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 class Attack(ABC):
     """One gradient-inversion attack. Subclasses set ``name``/``summary`` and implement ``run``.
 
     ``auto`` attacks are planned when they fit the model; the others (references needing ground truth)
-    run only when asked for by name.
+    run only when asked for by name. An attack with ``needs_ground_truth`` is also given ``truth=GroundTruth``
+    by the caller; no other attack's ``run`` receives it.
     """
 
     name: str = ""
@@ -88,6 +96,7 @@ class Attack(ABC):
     not_auto_at: ClassVar[Mapping[str, str]] = {}
     # Whether the planner fits its TV weight to the model's first layer below ``thorough`` (planner.image_prior).
     fits_image_prior: ClassVar[bool] = False
+    needs_ground_truth: ClassVar[bool] = False  # True: run() takes truth=GroundTruth (a reference, not an attack)
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         """Why this attack does not fit the model (None: it fits)."""
@@ -131,3 +140,12 @@ def check_attack(attack: Attack) -> Attack:
         raise ValueError(f"attack {name!r} declares settings for unknown budget(s) {', '.join(unknown)}: the "
                          f"budgets are {', '.join(BUDGET_NAMES)}")
     return attack
+
+
+def run_with_truth(attack: Attack, target: AttackTarget, settings: AttackSettings, truth: GroundTruth | None, *,
+                   device: torch.device, seed: int | None, observer: Observer) -> Reconstruction:
+    """``attack.run``, given ``truth`` only when the attack declares it needs ground truth."""
+    if attack.needs_ground_truth:  # its run() takes truth: Attack.run's signature (every other attack's) does not
+        return attack.run(target, settings, device=device, seed=seed, observer=observer,  # type: ignore[call-arg]
+                          truth=truth or GroundTruth())
+    return attack.run(target, settings, device=device, seed=seed, observer=observer)

@@ -20,7 +20,7 @@ from ..models.layers import MaskableDropout
 from ..progress import Observer
 from ..update.interface import LocalTraining
 from .engine import EngineResult, Objective, Schedule, match_gradients
-from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
+from .interface import Attack, AttackSettings, AttackTarget, GroundTruth, Reconstruction
 from .registry import register_attack
 
 # Inverting Gradients' settings per budget, which the other IG-style attacks start from: quick and standard are
@@ -58,8 +58,14 @@ class GradientMatchingAttack(Attack):
 
     def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
             seed: int | None, observer: Observer) -> Reconstruction:
+        return self._match(target, settings, self.objective(target, settings), device=device, seed=seed,
+                           observer=observer)
+
+    def _match(self, target: AttackTarget, settings: AttackSettings, planned: tuple[Objective, list[str]], *,
+               device: torch.device, seed: int | None, observer: Observer) -> Reconstruction:
+        """Run the engine on ``planned`` (the objective and its notes)."""
         start = time.perf_counter()
-        objective, notes = self.objective(target, settings)
+        objective, notes = planned
         notes.insert(0, protocol_assumed(target.local_training))
         if self.needs_labels and target.labels is None:
             notes.append("labels neither known nor recovered: soft labels optimised jointly")
@@ -170,6 +176,7 @@ class InformedDropoutInversion(GradientMatchingAttack):
     name = "dia-informed"
     summary = "well-informed IG with the client's true dropout masks (needs ground truth; not always above dia)"
     auto = False
+    needs_ground_truth = True
     budgets = {"quick": IG_BUDGETS["quick"], "standard": IG_BUDGETS["standard"],
                "thorough": AttackSettings(iterations=20000, restarts=4, lr=0.1, tv=1e-5,
                                           extra={"decay": "plateau", "patience": 800})}
@@ -180,12 +187,21 @@ class InformedDropoutInversion(GradientMatchingAttack):
             return "no dropout layers found"
         return None
 
+    def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
+            seed: int | None, observer: Observer, truth: GroundTruth | None = None) -> Reconstruction:
+        return self._match(target, settings, self.informed(target, settings, truth or GroundTruth()),
+                           device=device, seed=seed, observer=observer)
+
     def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
+        return self.informed(target, settings, GroundTruth())  # no truth given: runs as IG, and says so
+
+    def informed(self, target: AttackTarget, settings: AttackSettings,
+                 truth: GroundTruth) -> tuple[Objective, list[str]]:
         modules = dict(target.module.named_modules())
         local = target.local_training
         # unrolled local steps use the client's stacked per-step masks (steps, N, ...); one step its (N, ...)
         lead = (local.steps, target.num_samples) if local is not None and local.steps > 1 else (target.num_samples,)
-        masks = {n: m for n, m in target.true_masks.items()
+        masks = {n: m for n, m in truth.dropout_masks.items()
                  if isinstance(modules.get(n), MaskableDropout) and tuple(m.shape[:len(lead)]) == lead}
         notes = ["uses the client's true dropout masks: ground truth a real server lacks; on ReLU models dia can "
                  "still score higher (see docs/attacks.md)"]

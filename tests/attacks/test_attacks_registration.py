@@ -4,17 +4,20 @@ attack's numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
 from leakaudit.attacks import ATTACKS, BUDGET_NAMES, BUDGETS, budget_settings, plan
-from leakaudit.attacks.interface import Attack, AttackSettings, Reconstruction
+from leakaudit.attacks.interface import (Attack, AttackSettings, AttackTarget, GroundTruth, Reconstruction,
+                                        run_with_truth)
 from leakaudit.attacks.registry import AttackRegistry
 from leakaudit.detect import detect
 from leakaudit.models.interface import LoadedModel
 from leakaudit.models.zoo import create_model
+from leakaudit.progress import NullObserver
 from leakaudit.registry import Registry
 
 
@@ -81,3 +84,29 @@ def test_an_unchecked_registry_cannot_fall_back_to_another_attacks_budget():
     model = _loaded()
     with pytest.raises(ValueError, match="attack 'undeclared' declares no AttackSettings"):
         plan(detect(model), model, registry=registry)
+
+
+class _Spy(_Echo):
+    name = "spy"
+    seen: dict[str, dict] = {}
+
+    def run(self, target, settings, *, device, seed, observer, **given):
+        _Spy.seen[self.name] = given
+        return super().run(target, settings, device=device, seed=seed, observer=observer)
+
+
+class _Reference(_Spy):
+    name = "reference"
+    needs_ground_truth = True
+
+
+def test_the_clients_ground_truth_reaches_only_an_attack_that_declares_it_needs_it():
+    assert "true_masks" not in {f.name for f in dataclasses.fields(AttackTarget)}  # not on what every attack sees
+    model = _loaded()
+    target = AttackTarget(model.module, {}, (3, 8, 8), 10)
+    truth = GroundTruth({"drop": torch.ones(1, 16)})
+    for attack in (_Spy(), _Reference()):
+        run_with_truth(attack, target, _Echo.budgets["quick"], truth, device=torch.device("cpu"), seed=0,
+                       observer=NullObserver())
+    assert _Spy.seen == {"spy": {}, "reference": {"truth": truth}}
+    assert [n for n, a in ATTACKS.items() if a.needs_ground_truth] == ["dia-informed"]
