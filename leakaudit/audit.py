@@ -543,12 +543,16 @@ def _metric_names(ruleset: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _run_one(planned: Any, target: Any, device: torch.device, settings: ScanSettings, observer: Observer) -> Any:
+def _run_one(planned: Any, target: Any, device: torch.device, settings: ScanSettings, observer: Observer,
+             truth: Any = None) -> Any:
     from .attacks import ATTACKS
+    from .attacks.interface import run_with_truth
 
     attack = ATTACKS.get(planned.name)
     attack = attack() if isinstance(attack, type) else attack
-    return attack.run(target, planned.settings, device=device, seed=settings.seed, observer=observer)
+    # the client's ground truth reaches only an attack that declares it needs it (the dia-informed reference)
+    return run_with_truth(attack, target, planned.settings, truth, device=device, seed=settings.seed,
+                          observer=observer)
 
 
 def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...], name: str,
@@ -579,10 +583,11 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
                 device: torch.device, settings: ScanSettings, observer: Observer,
                 ruleset: Any = None, references: torch.Tensor | None = None,
                 suppressed: frozenset[str] = frozenset(), timing: _Timing | None = None,
-                ) -> tuple[list[AttackOutcome], list[Any]]:
+                truth: Any = None) -> tuple[list[AttackOutcome], list[Any]]:
     """Run the planned attacks in order. With ``ruleset``, the attacks after the one whose leak settled the
     verdict are not run (``_settled_by``); a leak of a ``suppressed`` rule settles nothing. ``timing``: the
-    batch's time (``_Timing``): each attack's share, and the cap that stops them."""
+    batch's time (``_Timing``): each attack's share, and the cap that stops them. ``truth``: the client's
+    ``GroundTruth``, for an attack that declares it needs it."""
     outcomes: list[AttackOutcome] = []
     scores: list[Any] = []
     settled = ""
@@ -604,14 +609,12 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
                                           settings=_settings_dict(p.settings)))
             continue
         observer.stage(f"attack {p.name}", p.reason + _reads_local_steps(p.name, target.local_training))
-        # Ground-truth masks only for the well-informed reference attack defined by them; real attacks never see them.
-        own_target = target if p.name == "dia-informed" else replace(target, true_masks={})
         p = timing.fit(p, planned[i:])
         from .attacks.clock import TimedObserver
 
         watched = TimedObserver(observer, timing.clock.end)
         try:
-            recon = _run_one(p, own_target, device, settings, watched)
+            recon = _run_one(p, target, device, settings, watched, truth)
         except (KeyboardInterrupt, LeakauditError):
             raise
         except Exception as e:  # noqa: BLE001 -- one crashed attack is reported (status failed, exit 3); others run
@@ -731,7 +734,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     started = started or _now()
     ruleset = ruleset if ruleset is not None else _load_rules(settings.rules)
     from .attacks.device import resolve_device
-    from .attacks.interface import AttackTarget
+    from .attacks.interface import AttackTarget, GroundTruth
     from .update import client_update
 
     device = resolve_device(settings.device)
@@ -755,7 +758,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
-                          true_masks=update.true_dropout_masks, local_training=local)
+                          local_training=local)
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset
@@ -763,7 +766,8 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     suppressions = _suppressions(settings, card)
     timing = _timing(clock, settings, planned, findings)
     outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer, settle,
-                                   references.pixels, _active(suppressions), timing)
+                                   references.pixels, _active(suppressions), timing,
+                                   GroundTruth(update.true_dropout_masks))
     main_capped = tuple(timing.capped)
 
     from .verdict import evaluate
@@ -893,8 +897,12 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     if any(p.name == "dia-informed" for p in wanted):
         how += "; dia-informed with the client's true dropout masks"
     observer.stage("positive control", how)
+    from .attacks.interface import GroundTruth
+
+    # without defenses clean is the update itself: its masks are the ones the main run had
     own, control_scores, result = _control_runs(wanted, clean_target, batch, metrics, device, settings, observer,
-                                                criterion, base, references, timing)
+                                                criterion, base, references, timing,
+                                                GroundTruth(clean.true_dropout_masks))
     shared = () if removed else tuple(a.name for a in outcomes if a.ran)
     rules = _rule_outcomes(result)
     reconstructed = any(r.status == "fail" for r in rules)
@@ -951,14 +959,14 @@ def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[An
 def _clean_target(model: Any, batch: SampleBatch, clean: Any, target: Any, settings: ScanSettings) -> Any:
     """The attack target of the same client step without defenses (``clean``): what the control attacks."""
     _, labels = _labels(clean, model, batch, settings)
-    return replace(target, gradients=clean.gradients, labels=labels, true_masks=clean.true_dropout_masks)
+    return replace(target, gradients=clean.gradients, labels=labels)
 
 
 def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: tuple[str, ...], device: torch.device,
                   settings: ScanSettings, observer: Observer, ruleset: Any,
                   scores: list[Any],
                   references: torch.Tensor | None = None,
-                  timing: _Timing | None = None) -> tuple[list[AttackOutcome], list[Any], Any]:
+                  timing: _Timing | None = None, truth: Any = None) -> tuple[list[AttackOutcome], list[Any], Any]:
     from .verdict import evaluate
 
     own: list[AttackOutcome] = []
@@ -971,7 +979,7 @@ def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: t
         if timing is not None:  # the control attacks after this one share the time left too
             timing.later = sum(1 for q in wanted[i + 1:] if q.run and q.settings.iterations > 1)
         ran, new = _attack_all([p], target, batch, target.labels, metrics, device, settings, observer,
-                               references=references, timing=timing)
+                               references=references, timing=timing, truth=truth)
         own += ran
         scores = scores + new
         result = evaluate(ruleset, scores, strict=False)

@@ -16,7 +16,7 @@ import json
 import math
 import shlex
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -83,8 +83,8 @@ class ScanSettings:
     # The batch the clients really train with (None: not stated); the report compares it with the audited one
     client_batch_size: int | None = None
     device: str = "auto"
-    # Where the client batches run (leakaudit.coverage.executors); never what they find: left out of the
-    # reproduce command, the report's settings and what --resume compares (EXECUTION below).
+    # Where the client batches run (leakaudit.coverage.executors); never what they find: their rows' role
+    # "execution" leaves them out of the reproduce command, the report's settings and what --resume compares.
     executor: str = "inprocess"
     workers: int | None = None  # --executor processes: None is one per CPU, at most one per batch
     # torch threads of each running batch; None: OMP_NUM_THREADS, else the CPUs available divided among the
@@ -411,6 +411,9 @@ def _protocol(value: Any, where: str) -> str:
     return check_protocol(value, where)
 
 
+ROLES = ("result", "execution", "presentation")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One ``ScanSettings`` field, declared once: how it is checked, which flag and config keys give it, and
@@ -429,10 +432,19 @@ class Setting:
     keys: tuple[str, ...] = ()  # config keys besides the field name (format for formats)
     commands: tuple[str, ...] = ("scan", "sweep")  # the commands that take the flag
     help_in: Mapping[str, str] = field(default_factory=dict)  # command -> its own --help text
-    command: str = "changed"  # in the reproduce command: "changed" (when not the default), "always" or "never"
+    # What the setting is to a result (ROLES): "result" settings are what a report's reproduce command gives
+    # again and what a resumed scan must share; "execution" ones choose where and how fast batches run and
+    # "presentation" ones what is written where -- neither changes a finding, so both are left out of the
+    # command and the checkpoint, and the report's settings leave out "execution" (it is the same report).
+    role: str = "result"
+    always: bool = False  # in the reproduce command even at its default (the seed: a rerun must not drift)
 
     def help_for(self, command: str) -> str:
         return self.help_in.get(command, self.help)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:  # a typo must not silently put a setting into (or out of) the checkpoint
+            raise ValueError(f"setting {self.name}: role {self.role!r} is not one of {', '.join(ROLES)}")
 
 
 _SEED_HELP = "Seed of the client's dropout/noise and of the attacks."
@@ -512,39 +524,52 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("executor", "--executor", check_executor, "Where the client batches run: inprocess, processes (local "
             "worker processes, --workers) or ray (pip install 'leakaudit\\[ray]'; a local Ray instance, or the "
             "cluster at --ray-address; a GPU per batch with --device cuda). The report does not depend on it.",
-            default="inprocess", commands=("scan",), command="never"),
+            default="inprocess", commands=("scan",), role="execution"),
     Setting("workers", "--workers", _integer(1, MAX_WORKERS), "Worker processes of --executor processes, each "
             "running --threads torch threads (default: the CPUs available divided by those threads, at least 1).",
-            kind=int, commands=("scan",), command="never"),
+            kind=int, commands=("scan",), role="execution"),
     Setting("threads", "--threads", _integer(1, MAX_WORKERS), "Torch threads of each batch (in this process, a "
             "worker or a Ray task); results can differ in the last digits between thread counts. Default: "
             "OMP_NUM_THREADS if set, else the CPUs available to this process (affinity, container quota) divided "
-            "by --workers. The report's notes give the figure.", kind=int, commands=("scan",), command="never"),
+            "by --workers. The report's notes give the figure.", kind=int, commands=("scan",), role="execution"),
     Setting("ray_address", "--ray-address", _name, "Ray cluster to join with --executor ray, e.g. 10.0.0.5:6379 "
             "(the head node's 'ray start --head' address) or auto; default: start a local Ray instance.",
-            metavar="HOST:PORT", commands=("scan",), command="never"),
-    Setting("seed", "--seed", _integer(0, MAX_SEED), _SEED_HELP, kind=int, default=0, command="always",
+            metavar="HOST:PORT", commands=("scan",), role="execution"),
+    Setting("seed", "--seed", _integer(0, MAX_SEED), _SEED_HELP, kind=int, default=0, always=True,
             help_in={"sweep": _SEED_HELP[:-1] + " (the same at every value)."}),
     Setting("output_dir", "--output-dir", _folder, "Folder for the reports.", default="leakaudit-report",
-            command="never", help_in={"sweep": "Folder for sweep.json and sweep.html."}),
+            role="presentation", help_in={"sweep": "Folder for sweep.json and sweep.html."}),
     Setting("formats", "--format", _names, "Report formats: json, html, junit, markdown, sarif (comma-separated).",
-            default="json,html", keys=("format",), command="never",
+            default="json,html", keys=("format",), role="presentation",
             help_in={"sweep": "json (always written: --resume needs it) and/or html."}),
     Setting("quiet", "--quiet", _bool, "No progress or summary on stderr.", kind=bool, default=False, short="-q",
-            command="never"),
+            role="presentation"),
     Setting("strict", "--strict", _bool, "A fail-severity rule that cannot be evaluated counts as a failure (a "
             "warn-severity one never does); a scan whose verdict is inconclusive (no reconstruction even without "
             "the defenses) exits 1, not 4.", kind=bool,
             default=False),
     Setting("exit_zero", "--exit-zero", _bool, "Exit 0 even when a leak is found (report-only runs).", kind=bool,
-            default=False, command="never", help_in={"sweep": "Exit 0 even when no tested setting passes."}),
+            default=False, role="presentation", help_in={"sweep": "Exit 0 even when no tested setting passes."}),
     Setting("embed_data", "--embed-data", _bool, "Embed the original samples in the reports.", kind=bool,
-            default=False, command="never", commands=("scan",)),
+            default=False, role="presentation", commands=("scan",)),
 )
 SETTING = {s.name: s for s in SETTINGS}
-# How a scan runs, not what it finds: a report, its reproduce command and a checkpoint are the same whatever
-# these are (tests/coverage/test_coverage_executors.py).
-EXECUTION = ("executor", "workers", "threads", "ray_address")
+# Derived from the rows' roles, for readers that name a group: how a scan runs, not what it finds (a report, its
+# reproduce command and a checkpoint are the same whatever these are: tests/coverage/test_coverage_executors.py),
+# and what is written where.
+EXECUTION = tuple(s.name for s in SETTINGS if s.role == "execution")
+PRESENTATION = tuple(s.name for s in SETTINGS if s.role == "presentation")
+
+
+def settings_in_roles(settings: Any, *roles: str) -> dict[str, Any]:
+    """The fields of ``settings`` (a ``ScanSettings`` or a dict of its fields) whose rows have one of ``roles``,
+    in field order: ``("result",)`` is what a resumed scan or sweep must share with its first run,
+    ``("result", "presentation")`` the report's settings."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; use {', '.join(ROLES)}")
+    raw = asdict(settings) if is_dataclass(settings) and not isinstance(settings, type) else dict(settings)
+    return {k: v for k, v in raw.items() if k not in SETTING or SETTING[k].role in roles}
 
 
 def coerce(name: str, value: Any, where: str | None = None) -> Any:
@@ -562,13 +587,13 @@ def coerce(name: str, value: Any, where: str | None = None) -> Any:
 
 
 def setting_args(settings: ScanSettings) -> list[str]:
-    """The flags that give ``settings`` again (every setting a row marks for the reproduce command), in the
-    table's order: the inverse of the flags' parsing, e.g. ``["--budget", "quick", "--seed", "0"]``."""
+    """The flags that give ``settings`` again (every "result" row not at its default, and the ``always`` ones),
+    in the table's order: the inverse of the flags' parsing, e.g. ``["--budget", "quick", "--seed", "0"]``."""
     defaults = ScanSettings()
     args: list[str] = []
     for s in SETTINGS:
         value = getattr(settings, s.name)
-        if s.command == "never" or value is None or (s.command == "changed" and value == getattr(defaults, s.name)):
+        if s.role != "result" or value is None or (not s.always and value == getattr(defaults, s.name)):
             continue
         args += _flag_args(s, value)
     return args

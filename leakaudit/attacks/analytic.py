@@ -25,7 +25,8 @@ from torch import nn
 from ..detect.interface import Findings
 from ..models.layers import MaskableDropout
 from ..progress import Observer
-from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
+from .interface import BUDGET_NAMES, Attack, AttackSettings, AttackTarget, Reconstruction
+from .registry import register_attack
 
 _REL_EPS = 1e-7  # rows whose |db_i| is below this fraction of the largest carry no usable signal
 _SAME = 1e-4  # two row estimates closer than this (relative) come from the same single sample
@@ -200,11 +201,14 @@ def separate_rows(dw: torch.Tensor, db: torch.Tensor, n: int) -> tuple[torch.Ten
     return torch.stack(xs), separated, residual
 
 
+@register_attack
 class AnalyticAttack(Attack):
     """Exact input recovery from a first Linear layer with bias (batch 1), separation for small batches."""
 
     name = "analytic"
     summary = "closed-form inversion of a first fully connected layer with bias"
+    budgets = {budget: AttackSettings(iterations=1, restarts=1, lr=0.0, tv=0.0)  # one exact step at every budget
+               for budget in BUDGET_NAMES}
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         if module is None:

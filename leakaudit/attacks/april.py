@@ -32,7 +32,8 @@ from torch import nn
 
 from ..detect.interface import Findings
 from ..progress import Observer
-from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
+from .interface import BUDGET_NAMES, Attack, AttackSettings, AttackTarget, Reconstruction
+from .registry import register_attack
 
 _MATCH = 1e-4  # relative misfit below which the probe's two gradients are the same (float32 round-off)
 
@@ -254,11 +255,14 @@ def _first_conv(findings: Findings | None, module: nn.Module) -> str | None:
     return next((n for n, _, _ in layers if isinstance(modules.get(n), nn.Conv2d)), None)
 
 
+@register_attack
 class AprilAttack(Attack):
     """Exact input recovery from a ViT's learnable positional embedding and patch embedding (batch 1)."""
 
     name = "april"
     summary = "closed-form inversion of a ViT's patch embedding through its learnable positional embedding"
+    budgets = {budget: AttackSettings(iterations=1, restarts=1, lr=0.0, tv=0.0)  # one exact step at every budget
+               for budget in BUDGET_NAMES}
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         if module is None:

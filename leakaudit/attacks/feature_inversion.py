@@ -38,6 +38,7 @@ from .analytic import AnalyticAttack, least_squares_rows, separate_rows
 from .engine import Objective, Schedule, attacker_copy, match_gradients, total_variation
 from ..update.interface import LocalTraining
 from .interface import Attack, AttackSettings, AttackTarget, Reconstruction
+from .registry import register_attack
 
 _MATCH = 1e-4  # relative misfit below which the probe's two gradients are the same (float32 round-off)
 _ANALYTIC = " (the analytic attack's case)"
@@ -307,12 +308,21 @@ def _first_trainable(findings: Findings | None) -> str | None:
     return next((n for n, _, k in layers if k > 0), None)
 
 
+@register_attack
 class FeatureInversion(Attack):
     """A Linear layer's input recovered exactly from its gradient, then the layers before it inverted."""
 
     name = "feature-inversion"
     summary = ("exact features from a Linear layer's rank-one gradient, then the layers before it inverted "
                "(feature match + TV)")
+    # Adam iterations x restarts matching the recovered features (lr 0.3, TV 0.1), then `refine` IG iterations
+    # (TV 1e-2) from the best; chosen by benchmarks/bench_feature_inversion.py (docs/attacks.md).
+    budgets = {"quick": AttackSettings(iterations=300, restarts=1, lr=0.3, tv=0.1,
+                                       extra={"refine": 200, "refine_tv": 1e-2}),
+               "standard": AttackSettings(iterations=1000, restarts=2, lr=0.3, tv=0.1,
+                                          extra={"refine": 600, "refine_tv": 1e-2}),
+               "thorough": AttackSettings(iterations=4000, restarts=4, lr=0.3, tv=0.1,
+                                          extra={"refine": 4000, "refine_tv": 1e-2})}
 
     def reads_local_steps(self, local: LocalTraining) -> str:
         return (f"reads features off the FedAvg delta as one averaged gradient; its IG refinement unrolls the "

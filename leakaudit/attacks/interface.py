@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from torch import nn
 from ..detect.interface import Findings
 from ..progress import Observer
 from ..update.interface import LocalTraining
+
+
+BUDGET_NAMES = ("quick", "standard", "thorough")
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,9 @@ class Reconstruction:
 
 @dataclass(frozen=True)
 class AttackTarget:
-    """Everything an attack may use: what the server sees plus public facts about the model.
-
-    ``true_masks`` is ground truth only the simulation knows; only the well-informed ``dia-informed`` reference
-    reads it.
-    """
+    """Everything an attack may use: what the server sees plus public facts about the model. Ground truth only
+    the simulation knows is not here: it is a ``GroundTruth``, handed only to an attack that declares
+    ``needs_ground_truth``."""
 
     module: nn.Module
     gradients: Mapping[str, torch.Tensor]  # observed update: trainable parameter name -> gradient
@@ -62,22 +63,40 @@ class AttackTarget:
     findings: Findings | None = None
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # valid input box in model space, (1, *input_shape)
     loss: str = "cross_entropy"  # the client's objective (leakaudit.update.losses.LOSSES)
-    true_masks: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
     # The protocol, public in FL: None under FedSGD; under FedAvg the client's local steps, which the
     # optimisation attacks simulate when there are several (``gradients`` then holds delta / (-lr * steps)).
     local_training: LocalTraining | None = None
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What the simulated client knows and a real server does not, kept apart from ``AttackTarget`` so an attack
+    cannot read it unless it declares ``needs_ground_truth`` (a reference such as ``dia-informed``, which never
+    runs unless named)."""
+
+    # dropout layer name -> the client's 0/1 masks, (N, ...); (steps, N, ...) under FedAvg's local steps
+    dropout_masks: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 class Attack(ABC):
     """One gradient-inversion attack. Subclasses set ``name``/``summary`` and implement ``run``.
 
     ``auto`` attacks are planned when they fit the model; the others (references needing ground truth)
-    run only when asked for by name.
+    run only when asked for by name. An attack with ``needs_ground_truth`` is also given ``truth=GroundTruth``
+    by the caller; no other attack's ``run`` receives it.
     """
 
     name: str = ""
     summary: str = ""
     auto: bool = True
+    # The attack's settings at every budget (BUDGET_NAMES), declared next to it: registering an attack without
+    # them is an error (``check_attack``), so no attack silently runs another's numbers.
+    budgets: ClassVar[Mapping[str, AttackSettings]] = {}
+    # Budgets at which the automatic plan leaves it out (it still runs when named), with the reason shown.
+    not_auto_at: ClassVar[Mapping[str, str]] = {}
+    # Whether the planner fits its TV weight to the model's first layer below ``thorough`` (planner.image_prior).
+    fits_image_prior: ClassVar[bool] = False
+    needs_ground_truth: ClassVar[bool] = False  # True: run() takes truth=GroundTruth (a reference, not an attack)
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         """Why this attack does not fit the model (None: it fits)."""
@@ -103,3 +122,30 @@ class PlannedAttack:
 
     def __str__(self) -> str:
         return f"{self.name}: {'run' if self.run else 'skipped'} -- {self.reason}" if self.reason else self.name
+
+
+def check_attack(attack: Attack) -> Attack:
+    """``attack`` when it can be planned at every budget; else the error that names what it lacks. Called when an
+    attack is registered (a plug-in too: ``ATTACKS.register()``), so a missing budget fails at import, not
+    mid-scan."""
+    name = attack.name or type(attack).__name__
+    budgets = attack.budgets
+    missing = [b for b in BUDGET_NAMES if not isinstance(budgets.get(b), AttackSettings)]
+    if missing:
+        raise ValueError(f"attack {name!r} declares no AttackSettings for budget(s) {', '.join(missing)}: give its "
+                         f"class budgets = {{'quick': AttackSettings(iterations=...), ...}} for each of "
+                         f"{', '.join(BUDGET_NAMES)}")
+    unknown = sorted(set(budgets) - set(BUDGET_NAMES))
+    if unknown:
+        raise ValueError(f"attack {name!r} declares settings for unknown budget(s) {', '.join(unknown)}: the "
+                         f"budgets are {', '.join(BUDGET_NAMES)}")
+    return attack
+
+
+def run_with_truth(attack: Attack, target: AttackTarget, settings: AttackSettings, truth: GroundTruth | None, *,
+                   device: torch.device, seed: int | None, observer: Observer) -> Reconstruction:
+    """``attack.run``, given ``truth`` only when the attack declares it needs ground truth."""
+    if attack.needs_ground_truth:  # its run() takes truth: Attack.run's signature (every other attack's) does not
+        return attack.run(target, settings, device=device, seed=seed, observer=observer,  # type: ignore[call-arg]
+                          truth=truth or GroundTruth())
+    return attack.run(target, settings, device=device, seed=seed, observer=observer)

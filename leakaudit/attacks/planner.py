@@ -1,6 +1,6 @@
-"""Which attacks fit the model, with which settings: budgets and the planner.
+"""Which attacks fit the model, with which settings: the planner.
 
-Budgets (per attack ``AttackSettings``):
+Budgets (each attack declares its ``AttackSettings`` per budget next to its class, ``Attack.budgets``):
 - ``quick``: a smoke test -- strong enough to break an undefended small model at 32x32 in seconds;
 - ``standard``: the default -- the bundled example (small model with dropout, 32x32, batch 1) runs every
   planned attack in well under two minutes on two CPU cores and DIA still reconstructs it;
@@ -11,53 +11,36 @@ Budgets (per attack ``AttackSettings``):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from torch import nn
 
 from ..detect.interface import Findings
 from ..errors import ConfigError
 from ..registry import Registry, check_choice
-from .interface import Attack, AttackSettings, PlannedAttack
+from .interface import BUDGET_NAMES, Attack, AttackSettings, PlannedAttack, check_attack
+from .registry import ATTACKS
 
-BUDGET_NAMES = ("quick", "standard", "thorough")
+class _Budgets(Mapping[str, dict[str, AttackSettings]]):
+    """``BUDGETS[budget][attack]``: every registered attack's settings at a budget, read from the attacks'
+    own ``budgets`` (declared next to each class) -- a view for readers of the whole table, never a second copy."""
 
-_IG = {"quick": AttackSettings(300, 1, 0.1, 1e-4),
-       "standard": AttackSettings(600, 2, 0.1, 1e-4),
-       "thorough": AttackSettings(24000, 4, 0.1, 1e-4)}
-_DIA_EXTRA = {"mask_reg": 1e-4}
+    def __getitem__(self, budget: str) -> dict[str, AttackSettings]:
+        if budget not in BUDGET_NAMES:
+            raise KeyError(budget)
+        return {name: _instance(attack).budgets[budget] for name, attack in _ordered(ATTACKS)}
 
-# DLG's iterations count objective evaluations (L-BFGS line searches evaluate several times per step);
-# thorough ~ the DLG paper's 300 L-BFGS steps of up to 20 evaluations each.
-def _ig_family(ig: AttackSettings, dlg: AttackSettings) -> dict[str, AttackSettings]:
-    """A budget where every IG-style attack runs IG's settings (the masks' regulariser added where used)."""
-    masked = dataclasses.replace(ig, extra=dict(_DIA_EXTRA))
-    closed_form = AttackSettings(1, 1, 0.0, 0.0)  # analytic and april: one exact step at every budget
-    return {"analytic": closed_form, "april": closed_form, "dlg": dlg, "ig": ig, "dia": masked,
-            "dia-informed": ig, "precode-aware": masked}
+    def __iter__(self) -> Iterator[str]:
+        return iter(BUDGET_NAMES)
+
+    def __len__(self) -> int:
+        return len(BUDGET_NAMES)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
-# feature-inversion: Adam iterations x restarts matching the recovered features (lr 0.3, TV 0.1), then `refine`
-# IG iterations (TV 1e-2) from the best; chosen by benchmarks/bench_feature_inversion.py (docs/attacks.md).
-_FEATURES = {"quick": AttackSettings(300, 1, 0.3, 0.1, {"refine": 200, "refine_tv": 1e-2}),
-             "standard": AttackSettings(1000, 2, 0.3, 0.1, {"refine": 600, "refine_tv": 1e-2}),
-             "thorough": AttackSettings(4000, 4, 0.3, 0.1, {"refine": 4000, "refine_tv": 1e-2})}
-
-BUDGETS: dict[str, dict[str, AttackSettings]] = {
-    "quick": {**_ig_family(_IG["quick"], AttackSettings(150, 1, 1.0, 0.0)), "feature-inversion": _FEATURES["quick"]},
-    "standard": {**_ig_family(_IG["standard"], AttackSettings(300, 2, 1.0, 0.0)),
-                 "feature-inversion": _FEATURES["standard"]},
-    "thorough": {
-        "feature-inversion": _FEATURES["thorough"],
-        "analytic": AttackSettings(1, 1, 0.0, 0.0),
-        "april": AttackSettings(1, 1, 0.0, 0.0),
-        "dlg": AttackSettings(6000, 4, 1.0, 0.0),
-        "ig": _IG["thorough"],
-        "dia": AttackSettings(20000, 4, 0.1, 1e-5, {**_DIA_EXTRA, "decay": "plateau", "patience": 800}),
-        "dia-informed": AttackSettings(20000, 4, 0.1, 1e-5, {"decay": "plateau", "patience": 800}),
-        "precode-aware": _IG["thorough"],
-    },
-}
+BUDGETS: Mapping[str, dict[str, AttackSettings]] = _Budgets()
 
 # Settings a user may override, and where they live.
 _FIELDS = ("iterations", "restarts", "lr", "tv")
@@ -73,11 +56,14 @@ def check_budget(budget: object, where: str = "--budget") -> str:
     return check_choice(budget, BUDGET_NAMES, where)
 
 
-def budget_settings(attack: str, budget: str = "standard", module: nn.Module | None = None) -> AttackSettings:
-    """The budget's settings for ``attack``; given the model, with the TV weight fitted to it (``image_prior``)."""
-    table = BUDGETS[check_budget(budget)]
-    settings = table.get(attack, table["ig"])  # a newly registered attack gets IG's budget until it declares its own
-    return settings if module is None else _fit_prior(attack, settings, budget, module)
+def budget_settings(attack: str | Attack, budget: str = "standard", module: nn.Module | None = None, *,
+                    registry: Registry | None = None) -> AttackSettings:
+    """The settings ``attack`` (a registered name, or the attack) declares for the budget; given the model, with
+    the TV weight fitted to it (``image_prior``)."""
+    found = _instance((registry or ATTACKS).get(attack) if isinstance(attack, str) else attack)
+    # an attack put into a plain Registry was not checked when registered
+    settings = check_attack(found).budgets[check_budget(budget)]
+    return settings if module is None else _fit_prior(found, settings, budget, module)
 
 
 def apply_overrides(attack: str, settings: AttackSettings, overrides: Mapping[str, Any]) -> AttackSettings:
@@ -123,8 +109,6 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
     >>> planned[2].reason
     'no dropout layers found (if the export removed them, declare rates with --dropout NAME=P)'
     """
-    from . import ATTACKS  # the registry is filled by the package's __init__
-
     registry = registry or ATTACKS
     module: nn.Module | None = getattr(model, "module", model) if model is not None else None
     overrides = dict(overrides or {})
@@ -138,13 +122,13 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
     out: list[PlannedAttack] = []
     for name in names:
         attack = _instance(registry.get(name))
-        settings = apply_overrides(name, budget_settings(name, budget, module), overrides)
+        settings = apply_overrides(name, budget_settings(attack, budget, module), overrides)
         if asked is None and not attack.auto:
             out.append(PlannedAttack(name, settings, False, "not planned automatically (needs the client's true "
                                                             "masks); ask for it with --attacks"))
             continue
-        if asked is None and name in _NOT_AUTO_AT.get(budget, {}):
-            out.append(PlannedAttack(name, settings, False, _NOT_AUTO_AT[budget][name]))
+        if asked is None and budget in attack.not_auto_at:
+            out.append(PlannedAttack(name, settings, False, attack.not_auto_at[budget]))
             continue
         reason = attack.skip_reason(findings, module)
         if reason is not None:
@@ -159,8 +143,8 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
 # IG's brightness-adjusted SSIM on the tutorial CIFAR ConvNet from 0.32-0.49 to 0.64-0.86 over four photos, and
 # DIA's on the bundled CNN from 0.17-0.26 to 0.39-0.59; on the bundled MLP, 1e-2 beats both 1e-4 (IG 0.40-0.55
 # -> 0.40-0.88, DIA unchanged at 0.97-1.0) and 0.1 (DIA 0.88-0.94). `thorough` keeps the papers' settings.
+# Kept here, not in each attack: one measurement across the IG-style attacks (those with ``fits_image_prior``).
 _PRIOR_TV = {"conv": 0.1, "dense": 1e-2}
-_PRIOR_ATTACKS = ("ig", "dia", "dia-informed", "precode-aware")
 
 
 def image_prior(module: nn.Module) -> str:
@@ -173,23 +157,13 @@ def image_prior(module: nn.Module) -> str:
     return "dense"
 
 
-def _fit_prior(name: str, settings: AttackSettings, budget: str, module: nn.Module) -> AttackSettings:
-    if name not in _PRIOR_ATTACKS or budget == "thorough":
+def _fit_prior(attack: Attack, settings: AttackSettings, budget: str, module: nn.Module) -> AttackSettings:
+    if not attack.fits_image_prior or budget == "thorough":
         return settings
     return dataclasses.replace(settings, tv=_PRIOR_TV[image_prior(module)])
 
 
 _ORDER = ("analytic", "april", "feature-inversion", "dlg", "ig", "dia", "precode-aware", "dia-informed")
-
-# Attacks left out of the automatic plan at a budget, with the reason shown in the report. DLG's L2
-# objective is dominated by IG's cosine objective (Geiping et al. 2020), and its L-BFGS line searches cost
-# as much as the rest of a standard scan together: it runs at `thorough` or when asked for by name.
-_NOT_AUTO_AT: dict[str, dict[str, str]] = {
-    budget: {"dlg": f"not planned at the {budget} budget: IG's cosine objective is the stronger of the two "
-                    "(Geiping et al. 2020); ask for it with --attacks dlg or use --budget thorough"}
-    for budget in ("quick", "standard")
-}
-
 
 def _ordered(registry: Registry) -> list[tuple[str, Any]]:
     """Cheap, exact attacks first; then by strength; unknown (plug-in) attacks last, alphabetically."""

@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import EXECUTION
+from ..config import settings_in_roles
 from ..errors import InputError
 from ..result import BatchCoverage, RuleOutcome, SampleCoverage
 
@@ -30,9 +30,6 @@ NAME = "scan-checkpoint.json"
 KIND = "leakaudit-scan-checkpoint"
 VERSION = 2
 LIMIT = 256 << 20  # bytes: records and a dozen small PNGs are far less; a larger file is not ours
-# Settings that do not change any batch's result: a resumed scan may differ in them (e.g. resume on Ray a scan
-# that started in-process).
-PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data", *EXECUTION)
 _OVERALLS = ("pass", "fail", "error", "inconclusive", "incomplete")
 _STATUSES = ("pass", "fail", "warn", "not_evaluated")
 
@@ -71,7 +68,9 @@ def identity(prepared: Any, settings: Any) -> dict[str, Any]:
     from .. import __version__
     from ..report.document import _jsonable
 
-    chosen = {k: v for k, v in dataclasses.asdict(settings).items() if k not in PRESENTATION}
+    # only the settings that change a batch's result: a resumed scan may differ in the others (e.g. resume on
+    # Ray a scan that started in-process, or write another format)
+    chosen = settings_in_roles(settings, "result")
     plan = prepared.plan
     batches = plan.batches if plan is not None else (prepared.batch,)
     ruleset = prepared.ruleset

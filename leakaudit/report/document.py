@@ -337,12 +337,13 @@ def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
 
 
 def _settings(settings: Any) -> dict[str, Any]:
-    """The scan's settings, without where its batches ran (``config.EXECUTION``): the report is the same."""
-    from ..config import EXECUTION
+    """The scan's settings, without where its batches ran (the rows of role "execution"): the report is the
+    same."""
+    from ..config import settings_in_roles
 
     if settings is None:
         return {}
-    return _jsonable({k: v for k, v in dataclasses.asdict(settings).items() if k not in EXECUTION})
+    return _jsonable(settings_in_roles(settings, "result", "presentation"))
 
 
 def _criterion(result: AuditResult) -> tuple[Any, ...]:

@@ -27,12 +27,9 @@ from .interface import (
     PointCost,
     PointRule,
 )
-from ..config import EXECUTION
+from ..config import settings_in_roles
 from .knobs import Vary
 from .settings import defenses_with, rebuild_with_dropout
-
-# Settings that do not change results: a resumed sweep may differ in them.
-_PRESENTATION = ("output_dir", "formats", "quiet", "exit_zero", "embed_data", *EXECUTION)
 
 
 def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
@@ -79,10 +76,8 @@ def check_knob(vary: Vary, prepared: Prepared, defenses: tuple[str, ...]) -> Non
 
 
 def settings_for_resume(settings: Any) -> dict[str, Any]:
-    """The settings a resumed sweep must share with the first run (JSON-ready)."""
-    is_instance = dataclasses.is_dataclass(settings) and not isinstance(settings, type)
-    raw = dataclasses.asdict(settings) if is_instance else dict(settings)
-    return {k: v for k, v in raw.items() if k not in _PRESENTATION}
+    """The settings a resumed sweep must share with the first run (JSON-ready): those that change a result."""
+    return settings_in_roles(settings, "result")
 
 
 def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> Point:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from leakaudit.attacks import ATTACKS, AttackSettings, AttackTarget
+from leakaudit.attacks import ATTACKS, AttackSettings, AttackTarget, GroundTruth
 from leakaudit.data.interface import Normalization, SampleBatch
 from leakaudit.detect import detect
 from leakaudit.models.interface import LoadedModel
@@ -22,15 +22,15 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
 NORM = Normalization("none", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-def _target(loaded: LoadedModel, n: int = 1) -> AttackTarget:
+def _target(loaded: LoadedModel, n: int = 1) -> tuple[AttackTarget, GroundTruth]:
     shape = tuple(loaded.input_shape)
     pixels = torch.rand((n, *shape), generator=torch.Generator().manual_seed(0))
     batch = SampleBatch(pixels, torch.arange(n) % loaded.num_classes, pixels, tuple(f"s{i}" for i in range(n)),
                         "random", NORM)
     findings = detect(loaded)
     update = client_update(loaded, batch, ThreatModel(), findings, seed=0)
-    return AttackTarget(loaded.module, update.gradients, shape, loaded.num_classes, labels=batch.y, num_samples=n,
-                        findings=findings, true_masks=update.true_dropout_masks)
+    return (AttackTarget(loaded.module, update.gradients, shape, loaded.num_classes, labels=batch.y, num_samples=n,
+                         findings=findings), GroundTruth(update.true_dropout_masks))
 
 
 def _run(name: str, target: AttackTarget, iterations: int = 3):
@@ -47,13 +47,15 @@ def test_dia_models_every_dropout_layer_of_a_vit_including_attention():
     module = create_model("vit", num_classes=4, input_shape=(3, 8, 8), dropout=0.25, patch=4, dim=16, depth=1,
                           heads=2, mlp_dim=16)
     loaded = LoadedModel(module, (3, 8, 8), 4, Path("vit.safetensors"), "", "safetensors", arch="vit")
-    target = _target(loaded, n=2)
+    target, truth = _target(loaded, n=2)
     rec = _run("dia", target)
     drops = [n for n, m in module.named_modules() if isinstance(m, MaskableDropout)]
     assert sorted(_optimised_layers(rec)) == sorted(drops) and len(drops) == 5  # emb, attn, proj, mlp, out
     assert rec.x.shape == (2, 3, 8, 8) and torch.isfinite(rec.x).all()
-    informed = _run("dia-informed", target)
-    assert torch.isfinite(informed.x).all()
+    settings = AttackSettings(3, 2, 0.1, 1e-4)
+    informed = ATTACKS.get("dia-informed").run(target, settings, device=torch.device("cpu"), seed=0,
+                                               observer=NullObserver(), truth=truth)  # type: ignore[call-arg]
+    assert torch.isfinite(informed.x).all() and not any("no usable true masks" in n for n in informed.notes)
 
 
 def test_dia_on_an_onnx_graph_with_dropout_nodes():
@@ -63,7 +65,7 @@ def test_dia_on_an_onnx_graph_with_dropout_nodes():
     from leakaudit.models.load import load_model
 
     loaded = load_model(path)
-    target = _target(loaded)
+    target, _ = _target(loaded)
     assert len(target.findings.dropout) == 2
     rec = _run("dia", target)
     assert len(_optimised_layers(rec)) == 2
@@ -79,7 +81,7 @@ def test_dia_on_declared_dropout_of_an_eval_export():
     plain = load_model(path)
     linear = [n for n, m in plain.module.named_modules() if isinstance(m, torch.nn.Linear)][0]
     loaded = load_model(path, dropout={linear: 0.5})
-    target = _target(loaded)
+    target, _ = _target(loaded)
     assert [d.source for d in target.findings.dropout] == ["declared"]
     rec = _run("dia", target)
     assert len(_optimised_layers(rec)) == 1
@@ -89,7 +91,7 @@ def test_precode_aware_matches_only_layers_before_the_bottleneck_and_adds_dia_ma
     module = create_model("mlp", num_classes=10, input_shape=(3, 8, 8), hidden=(16, 16), dropout=0.25, precode=True,
                           latent_dim=8)
     loaded = LoadedModel(module, (3, 8, 8), 10, Path("p.safetensors"), "", "safetensors", arch="mlp")
-    target = _target(loaded)
+    target, _ = _target(loaded)
     b = target.findings.bottlenecks[0]
     rec = _run("precode-aware", target)
     assert any(f"matches the {len(b.params_before)} gradient tensors before bottleneck" in n for n in rec.notes)

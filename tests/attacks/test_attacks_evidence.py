@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from leakaudit.attacks import ATTACKS, BUDGETS, AttackTarget
+from leakaudit.attacks import BUDGETS, AttackTarget, GroundTruth, run_attack
 from leakaudit.attacks.labels import recover_labels
 from leakaudit.data.interface import Normalization, SampleBatch
 from leakaudit.detect import detect
@@ -25,7 +25,6 @@ from leakaudit.metrics.functional import psnr, ssim
 from leakaudit.models.interface import LoadedModel
 from leakaudit.models.layers import MaskableDropout
 from leakaudit.models.zoo import create_model
-from leakaudit.progress import NullObserver
 from leakaudit.update import client_update
 from leakaudit.update.interface import DefenseSpec, ThreatModel
 
@@ -53,11 +52,10 @@ def _attack(module: nn.Module, batch: SampleBatch, name: str, *, defenses=(), se
     assert torch.equal(labels.labels, batch.y)  # batch 1: label recovery is exact
     bounds = (NORM.to_model(torch.zeros(1, *SHAPE)), NORM.to_model(torch.ones(1, *SHAPE)))
     target = AttackTarget(module, update.gradients, SHAPE, 10, labels=labels.labels, num_samples=1,
-                          findings=findings, bounds=bounds,
-                          true_masks=update.true_dropout_masks if name == "dia-informed" else {})
+                          findings=findings, bounds=bounds)
     start = time.perf_counter()
-    rec = ATTACKS.get(name).run(target, BUDGETS["quick"][name], device=torch.device("cpu"), seed=0,
-                                observer=NullObserver())
+    rec = run_attack(name, target, BUDGETS["quick"][name], device="cpu", seed=0,
+                     truth=GroundTruth(update.true_dropout_masks))  # read only by dia-informed
     seconds = time.perf_counter() - start
     pixels = NORM.to_pixels(rec.x)
     out = {"ssim": float(ssim(pixels, batch.pixels)[0]), "psnr": float(psnr(pixels, batch.pixels)[0]),

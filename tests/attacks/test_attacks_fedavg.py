@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from leakaudit.attacks import ATTACKS
+from leakaudit.attacks import ATTACKS, GroundTruth, run_attack
 from leakaudit.attacks.engine import Objective, Schedule, match_gradients
 from leakaudit.attacks.interface import AttackSettings, AttackTarget
 from leakaudit.data.interface import Normalization, SampleBatch
@@ -152,10 +152,9 @@ def test_every_optimisation_attack_runs_unrolled_on_a_model_with_dropout_and_pre
     threat = ThreatModel(protocol="fedavg", local_steps=2, local_lr=0.1)
     update = client_update(model, batch, threat, seed=0)
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=SHAPE, num_classes=10,
-                          labels=batch.y, findings=detect(model), true_masks=update.true_dropout_masks,
-                          local_training=threat.local_training())
-    rec = ATTACKS.get(name).run(target, AttackSettings(iterations=2), device=torch.device("cpu"), seed=0,
-                                observer=NullObserver())
+                          labels=batch.y, findings=detect(model), local_training=threat.local_training())
+    rec = run_attack(name, target, AttackSettings(iterations=2), device="cpu", seed=0,
+                     truth=GroundTruth(update.true_dropout_masks))
     assert torch.isfinite(rec.x).all() and math.isfinite(rec.attack_loss)
     assert any(n.startswith("unrolled 2 local steps") for n in rec.notes)
     if name == "dia-informed":  # the client's per-step masks are used, not dropped for their stacked shape

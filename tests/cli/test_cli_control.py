@@ -122,6 +122,8 @@ def test_dropout_without_defenses_adds_only_dia_informed_to_the_control(tmp_path
     assert control["shared_attacks"] == ["ig"]
     assert [(a["name"], a["status"]) for a in control["attacks"]] == [("dia-informed", "ran")]
     assert "true dropout masks" in control["reason"]
+    # the control hands the client's masks to it (GroundTruth), or it would only be IG again
+    assert not any("no usable true masks" in n for n in control["attacks"][0]["notes"])
 
 
 def test_the_summary_shows_the_control_s_own_attacks_beside_the_main_run_s(tmp_path, capsys):

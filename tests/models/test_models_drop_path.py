@@ -123,6 +123,8 @@ def test_dia_and_the_client_update_run_on_a_drop_path_model(tmp_path):
     assert not result.findings.unrecognized_stochastic
     ran = {a.name: a for a in result.attacks}
     assert ran["dia"].status == "ran" and ran["dia-informed"].status == "ran", [a.reason for a in result.attacks]
+    # the scan hands dia-informed the client's masks (and only it): with none it would say it runs as IG
+    assert not any("no usable true masks" in n for n in ran["dia-informed"].notes)
 
 
 def test_a_timm_vit_with_drop_path_from_safetensors_is_found_and_attacked(tmp_path):
