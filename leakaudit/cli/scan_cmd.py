@@ -87,27 +87,45 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
     budget = doc.get("budget") or {}
     console.print(f"  budget: {terminal(budget.get('text', '?'))}", highlight=False, markup=True)
     _attack_lines(console, doc, verbose)
+    _coverage_lines(console, doc, verbose)
+    _context_lines(console, doc)
+    style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
+    for r in doc["rules"]["results"]:
+        # ids come from a user rule file, reasons may hold sample or model names: markup and controls escaped
+        console.print(_rule_line(r), highlight=False, markup=True)
+    console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
+    for path in written:
+        console.print(f"report: {visible(path)}", highlight=False, markup=False)
+
+
+def _coverage_lines(console: Console, doc: dict[str, Any], verbose: bool) -> None:
     coverage = doc.get("coverage")
-    if coverage and coverage["audited"]:
-        interval = coverage["interval"]
-        worst = coverage.get("worst") or {}
-        console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
-                      f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
-                      f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
-                      f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,
+    if not coverage or not coverage["audited"]:
+        return
+    interval = coverage["interval"]
+    worst = coverage.get("worst") or {}
+    console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
+                  f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
+                  f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
+                  f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,
+                  markup=True)
+    if worst.get("explanation"):  # what "recognised" rests on, in words a reviewer can check
+        console.print(f"  {terminal(worst['name'])}: {terminal(worst['explanation'])}", highlight=False,
                       markup=True)
-        if worst.get("explanation"):  # what "recognised" rests on, in words a reviewer can check
-            console.print(f"  {terminal(worst['name'])}: {terminal(worst['explanation'])}", highlight=False,
-                          markup=True)
-        if verbose:  # every sample's test, not only the worst one's
-            for s in coverage.get("samples") or []:
-                if s.get("explanation") and s.get("name") != worst.get("name"):
-                    console.print(f"  {terminal(s['name'])} (batch {s.get('batch', '?')}, best attack "
-                                  f"{terminal(s.get('attack') or '-')}): {terminal(s['explanation'])}",
-                                  highlight=False, markup=True)
-        recognition = doc.get("recognition") or {}
-        if recognition.get("text"):
-            console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
+    if verbose:  # every sample's test, not only the worst one's
+        for s in coverage.get("samples") or []:
+            if s.get("explanation") and s.get("name") != worst.get("name"):
+                console.print(f"  {terminal(s['name'])} (batch {s.get('batch', '?')}, best attack "
+                              f"{terminal(s.get('attack') or '-')}): {terminal(s['explanation'])}",
+                              highlight=False, markup=True)
+    recognition = doc.get("recognition") or {}
+    if recognition.get("text"):
+        console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
+
+
+def _context_lines(console: Console, doc: dict[str, Any]) -> None:
+    """What bounds the verdict printed below it: the batch, BatchNorm statistics, a defense's cost, notes and
+    detection's warnings."""
     threat = doc.get("threat_model") or {}
     if threat.get("client_batch_size") is not None:  # what the audited batch says about the real one
         console.print(f"  batch: {terminal(threat.get('batch_statement', ''))}", highlight=False, markup=True)
@@ -129,27 +147,27 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
     # below; a user reading only the terminal must see it too. Warnings name the model's file and layers.
     for warning in (doc.get("findings") or {}).get("warnings", []):
         console.print(f"  [yellow]warning:[/] {terminal(warning)}", highlight=False, markup=True)
-    style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
-    for r in doc["rules"]["results"]:
-        mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
-                "not_evaluated": "[dim]not evaluated[/]", "suppressed": "[magenta]suppressed[/]"}.get(r["status"],
-                                                                                           r["status"])
-        observed = r["observed"]
-        if r["status"] == "not_evaluated":
-            reason = r.get("reason") or "no value"
-            shown = f"({reason[:117] + '...' if len(reason) > 120 else reason}; see the report)"
-        elif observed is None and r.get("max_p") is not None:
-            shown = "-> no reconstruction attributable to its sample"
-        else:
-            shown = "-> " + (f"{observed:.4g}" if isinstance(observed, float) else str(observed))
-            shown += f" ({r['attack']})" if r.get("attack") else ""
-        attributed = f" and match_p <= {r['max_p']:g}" if r.get("max_p") is not None else ""
-        # ids come from a user rule file, reasons may hold sample or model names: markup and controls escaped
-        console.print(f"  {mark}  {terminal(r['id'])}: {terminal(r['metric'])} {r['comparison']} {r['threshold']}"
-                      f"{attributed} {terminal(shown)}", highlight=False, markup=True)
-    console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
-    for path in written:
-        console.print(f"report: {visible(path)}", highlight=False, markup=False)
+
+
+_RULE_MARKS = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
+               "not_evaluated": "[dim]not evaluated[/]", "suppressed": "[magenta]suppressed[/]"}
+
+
+def _rule_line(r: dict[str, Any]) -> str:
+    """One rule's result, its user-given text escaped for rich markup."""
+    mark = _RULE_MARKS.get(r["status"], r["status"])
+    observed = r["observed"]
+    if r["status"] == "not_evaluated":
+        reason = r.get("reason") or "no value"
+        shown = f"({reason[:117] + '...' if len(reason) > 120 else reason}; see the report)"
+    elif observed is None and r.get("max_p") is not None:
+        shown = "-> no reconstruction attributable to its sample"
+    else:
+        shown = "-> " + (f"{observed:.4g}" if isinstance(observed, float) else str(observed))
+        shown += f" ({r['attack']})" if r.get("attack") else ""
+    attributed = f" and match_p <= {r['max_p']:g}" if r.get("max_p") is not None else ""
+    return (f"  {mark}  {terminal(r['id'])}: {terminal(r['metric'])} {r['comparison']} {r['threshold']}"
+            f"{attributed} {terminal(shown)}")
 
 
 def _append_step_summary(doc: dict[str, Any], rendered: dict[str, str]) -> tuple[str, str] | None:
