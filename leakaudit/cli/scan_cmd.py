@@ -11,18 +11,23 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 
-from ..config import ScanSettings, load_config, resolve_settings, setting_args
+from ..config import ConfigFile, ScanSettings, load_config, resolve_settings, setting_args
 from ..errors import EXIT_OK, InputError, LeakauditError
 from ..safetext import terminal, visible
 from . import options
 from .app import EXIT_CODES_HELP, app, stderr_console
+
+if TYPE_CHECKING:
+    from ..report import Format
+    from ..report.output import OutputFolder
+    from ..result import AuditResult
 
 def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
     """A command that repeats the scan without the config file, the seed made explicit: the flags are written
@@ -82,27 +87,45 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
     budget = doc.get("budget") or {}
     console.print(f"  budget: {terminal(budget.get('text', '?'))}", highlight=False, markup=True)
     _attack_lines(console, doc, verbose)
+    _coverage_lines(console, doc, verbose)
+    _context_lines(console, doc)
+    style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
+    for r in doc["rules"]["results"]:
+        # ids come from a user rule file, reasons may hold sample or model names: markup and controls escaped
+        console.print(_rule_line(r), highlight=False, markup=True)
+    console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
+    for path in written:
+        console.print(f"report: {visible(path)}", highlight=False, markup=False)
+
+
+def _coverage_lines(console: Console, doc: dict[str, Any], verbose: bool) -> None:
     coverage = doc.get("coverage")
-    if coverage and coverage["audited"]:
-        interval = coverage["interval"]
-        worst = coverage.get("worst") or {}
-        console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
-                      f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
-                      f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
-                      f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,
+    if not coverage or not coverage["audited"]:
+        return
+    interval = coverage["interval"]
+    worst = coverage.get("worst") or {}
+    console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
+                  f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
+                  f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
+                  f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,
+                  markup=True)
+    if worst.get("explanation"):  # what "recognised" rests on, in words a reviewer can check
+        console.print(f"  {terminal(worst['name'])}: {terminal(worst['explanation'])}", highlight=False,
                       markup=True)
-        if worst.get("explanation"):  # what "recognised" rests on, in words a reviewer can check
-            console.print(f"  {terminal(worst['name'])}: {terminal(worst['explanation'])}", highlight=False,
-                          markup=True)
-        if verbose:  # every sample's test, not only the worst one's
-            for s in coverage.get("samples") or []:
-                if s.get("explanation") and s.get("name") != worst.get("name"):
-                    console.print(f"  {terminal(s['name'])} (batch {s.get('batch', '?')}, best attack "
-                                  f"{terminal(s.get('attack') or '-')}): {terminal(s['explanation'])}",
-                                  highlight=False, markup=True)
-        recognition = doc.get("recognition") or {}
-        if recognition.get("text"):
-            console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
+    if verbose:  # every sample's test, not only the worst one's
+        for s in coverage.get("samples") or []:
+            if s.get("explanation") and s.get("name") != worst.get("name"):
+                console.print(f"  {terminal(s['name'])} (batch {s.get('batch', '?')}, best attack "
+                              f"{terminal(s.get('attack') or '-')}): {terminal(s['explanation'])}",
+                              highlight=False, markup=True)
+    recognition = doc.get("recognition") or {}
+    if recognition.get("text"):
+        console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
+
+
+def _context_lines(console: Console, doc: dict[str, Any]) -> None:
+    """What bounds the verdict printed below it: the batch, BatchNorm statistics, a defense's cost, notes and
+    detection's warnings."""
     threat = doc.get("threat_model") or {}
     if threat.get("client_batch_size") is not None:  # what the audited batch says about the real one
         console.print(f"  batch: {terminal(threat.get('batch_statement', ''))}", highlight=False, markup=True)
@@ -124,27 +147,27 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
     # below; a user reading only the terminal must see it too. Warnings name the model's file and layers.
     for warning in (doc.get("findings") or {}).get("warnings", []):
         console.print(f"  [yellow]warning:[/] {terminal(warning)}", highlight=False, markup=True)
-    style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
-    for r in doc["rules"]["results"]:
-        mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
-                "not_evaluated": "[dim]not evaluated[/]", "suppressed": "[magenta]suppressed[/]"}.get(r["status"],
-                                                                                           r["status"])
-        observed = r["observed"]
-        if r["status"] == "not_evaluated":
-            reason = r.get("reason") or "no value"
-            shown = f"({reason[:117] + '...' if len(reason) > 120 else reason}; see the report)"
-        elif observed is None and r.get("max_p") is not None:
-            shown = "-> no reconstruction attributable to its sample"
-        else:
-            shown = "-> " + (f"{observed:.4g}" if isinstance(observed, float) else str(observed))
-            shown += f" ({r['attack']})" if r.get("attack") else ""
-        attributed = f" and match_p <= {r['max_p']:g}" if r.get("max_p") is not None else ""
-        # ids come from a user rule file, reasons may hold sample or model names: markup and controls escaped
-        console.print(f"  {mark}  {terminal(r['id'])}: {terminal(r['metric'])} {r['comparison']} {r['threshold']}"
-                      f"{attributed} {terminal(shown)}", highlight=False, markup=True)
-    console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
-    for path in written:
-        console.print(f"report: {visible(path)}", highlight=False, markup=False)
+
+
+_RULE_MARKS = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
+               "not_evaluated": "[dim]not evaluated[/]", "suppressed": "[magenta]suppressed[/]"}
+
+
+def _rule_line(r: dict[str, Any]) -> str:
+    """One rule's result, its user-given text escaped for rich markup."""
+    mark = _RULE_MARKS.get(r["status"], r["status"])
+    observed = r["observed"]
+    if r["status"] == "not_evaluated":
+        reason = r.get("reason") or "no value"
+        shown = f"({reason[:117] + '...' if len(reason) > 120 else reason}; see the report)"
+    elif observed is None and r.get("max_p") is not None:
+        shown = "-> no reconstruction attributable to its sample"
+    else:
+        shown = "-> " + (f"{observed:.4g}" if isinstance(observed, float) else str(observed))
+        shown += f" ({r['attack']})" if r.get("attack") else ""
+    attributed = f" and match_p <= {r['max_p']:g}" if r.get("max_p") is not None else ""
+    return (f"  {mark}  {terminal(r['id'])}: {terminal(r['metric'])} {r['comparison']} {r['threshold']}"
+            f"{attributed} {terminal(shown)}")
 
 
 def _append_step_summary(doc: dict[str, Any], rendered: dict[str, str]) -> tuple[str, str] | None:
@@ -183,6 +206,22 @@ def scan_inputs(model: str, data: str, settings: ScanSettings, config_path: Path
     return inputs
 
 
+@dataclass
+class _ScanJob:
+    """One ``scan`` command once its settings are resolved: what it reads and where its reports go."""
+
+    model: str
+    data: str
+    settings: ScanSettings
+    config_file: ConfigFile
+    flags: dict[str, Any]  # the settings typed on the command line
+    formats: tuple[Format, ...]
+    file_formats: tuple[Format, ...]  # the formats written into --output-dir
+    json_path: Path | None  # --output FILE
+    to_stdout: bool  # --output -
+    folder: OutputFolder | None = None  # --output-dir, once claimed; None when no report goes there
+
+
 @app.command("scan", epilog=EXIT_CODES_HELP
              + " With --exit-zero a leak exits 0 (errors still exit 2/3, inconclusive 4).")
 @options.with_settings("scan", after={"output": "formats"})
@@ -206,20 +245,46 @@ def scan(
 
     Every sample given is audited (or --samples N, drawn with the seed), in client batches of --batch-size.
     The report gives the fraction recognisably reconstructed, with its 95% interval."""
-    from ..audit import _now, prepare, run  # heavy imports (torch, attacks) only when a scan runs
-    import torch
+    job = _resolve_job(model, data, given, output, verbose, config)
+    _claim_outputs(job)
+    console = stderr_console()
+    # A defense or rule profile from a config file changes the verdict with an unchanged command line: say so
+    # now, and in the report (its notes, beside the reproduce command that spells them out).
+    from_config = job.config_file.applied(job.flags)
+    if from_config and not job.settings.quiet:
+        console.print(terminal(from_config), highlight=False, markup=True)
+    command = reproduce_command(model, data, job.settings)
+    _hold_outputs(ctx, job, resume)
+    result = _run_audit(job, console, command, resume)
+    result = replace(result, notes=(*result.notes, *([from_config] if from_config else [])))
+    for record in result.suppressions:  # even with --quiet: an accepted finding is never silent
+        console.print(f"  {'[red]' if record.status == 'expired' else '[yellow]'}{terminal(record.line())}[/]",
+                      highlight=False, soft_wrap=True)
+    from ..report import build_document, render_all
 
-    from ..coverage import checkpoint
-    from ..coverage.executors import choose_threads
-    from ..report import build_document, parse_formats, render_all, write_atomic
-    from ..report.output import REPORT_NAMES, OutputFolder, discard_previous, prepare_file, refuse_inputs
-    from .progress import RichObserver
+    doc = build_document(result, embed_data=job.settings.embed_data)
+    rendered = render_all(doc, job.formats)
+    written = _write_reports(job, rendered)
+    summary_file = _append_step_summary(doc, rendered)
+    if not job.settings.quiet:
+        _summary(console, doc, written, verbose)
+    if summary_file is not None and summary_file[1]:  # even with --quiet: the CI page lacks what it expected
+        console.print(f"[yellow]warning:[/] GITHUB_STEP_SUMMARY {terminal(summary_file[0])}: cannot append the "
+                      f"summary ({terminal(summary_file[1])}); the reports are written", highlight=False)
+    # The report's own exit code (leakaudit.verdict.outcome.decide), so the two can never disagree.
+    return int(doc["verdict"]["exit_code"])
+
+
+def _resolve_job(model: str, data: str, given: options.GivenSettings, output: str | None, verbose: bool,
+                 config: str | None) -> _ScanJob:
+    """Defaults < config file < flags, and where the reports go; InputError for a combination that cannot run."""
+    from ..report import parse_formats
+    from ..report.output import REPORT_NAMES, discard_previous
 
     try:
         config_file = load_config(config)
         flags = given.flags()
-        settings = resolve_settings(config_file, flags)
-        settings = _ignore_file(settings, model)
+        settings = _ignore_file(resolve_settings(config_file, flags), model)
         formats = parse_formats(settings.formats)
         to_stdout = output == "-"
         json_path = Path(output) if output and not to_stdout else None
@@ -235,40 +300,60 @@ def scan(
         if "output_dir" in given.typed:
             discard_previous(given.typed["output_dir"], REPORT_NAMES, keep=(model, data))
         raise
+    return _ScanJob(model, data, settings, config_file, flags, formats, file_formats, json_path, to_stdout)
 
-    inputs = scan_inputs(model, data, settings, config_file.path)
+
+def _claim_outputs(job: _ScanJob) -> None:
+    """Sets ``job.folder``; InputError when a report or the checkpoint would overwrite one of the scan's inputs."""
+    from ..coverage import checkpoint
+    from ..report.output import OutputFolder, refuse_inputs
+
+    inputs = scan_inputs(job.model, job.data, job.settings, job.config_file.path)
     # only the files this run writes are replaced (--format json leaves a report.html alone), never an input
-    folder = (OutputFolder(settings.output_dir, tuple(f.filename for f in file_formats),
-                           keep=[p for _, p in inputs]) if file_formats else None)
+    if job.file_formats:
+        job.folder = OutputFolder(job.settings.output_dir, tuple(f.filename for f in job.file_formats),
+                                  keep=[p for _, p in inputs])
+    folder = job.folder
     targets = [("--output-dir", p) for p in ([folder.folder, *folder.targets(), folder.folder / checkpoint.NAME]
                                              if folder else [])]
-    targets += [("--output", json_path)] if json_path is not None else []
+    targets += [("--output", job.json_path)] if job.json_path is not None else []
     refuse_inputs(targets, inputs)
-    console = stderr_console()
-    # A defense or rule profile from a config file changes the verdict with an unchanged command line: say so
-    # now, and in the report (its notes, beside the reproduce command that spells them out).
-    from_config = config_file.applied(flags)
-    if from_config and not settings.quiet:
-        console.print(terminal(from_config), highlight=False, markup=True)
-    command = reproduce_command(model, data, settings)
-    # Before the model loads: a read-only, full or busy location is exit 2 now, and the previous set is gone,
-    # so a run that fails from here on leaves no stale report. The folder is held until the command returns.
-    if json_path is not None:
-        prepare_file(json_path)
-    if folder is not None:
-        ctx.with_resource(folder)
-    # attributed: an error about a value the config file gave names the file and key, not a flag never typed
-    if resume and folder is None:
+
+
+def _hold_outputs(ctx: typer.Context, job: _ScanJob, resume: bool) -> None:
+    """Before the model loads: a read-only, full or busy location is exit 2 now, and the previous set is gone,
+    so a run that fails from here on leaves no stale report. The folder is held until the command returns."""
+    from ..report.output import prepare_file
+
+    if job.json_path is not None:
+        prepare_file(job.json_path)
+    if job.folder is not None:
+        ctx.with_resource(job.folder)
+    if resume and job.folder is None:
         raise InputError("--resume: the checkpoint lives in --output-dir, and this scan writes no report there; "
                          "leave out --output - / --format that exclude it")
+
+
+def _run_audit(job: _ScanJob, console: Console, command: str, resume: bool) -> AuditResult:
+    """The audit, checkpointed after every batch when it has several; the result carries the reproduce command
+    (iterations a time limit chose pinned) and the note on the threads chosen."""
+    import torch
+
+    from ..audit import _now, prepare, run  # heavy imports (torch, attacks) only when a scan runs
+    from ..coverage import checkpoint
+    from ..coverage.executors import choose_threads
+    from .progress import RichObserver
+
+    settings, folder = job.settings, job.folder
     saved = Path(settings.output_dir) / checkpoint.NAME
     # Chosen, not torch's default (the machine's cores, blind to a container's quota and to --workers): an
     # oversubscribed 2-core machine ran a standard scan 7x slower. Workers and Ray tasks copy this count.
     threads, threads_note = choose_threads(settings)
     torch.set_num_threads(threads)
-    with RichObserver(console, quiet=settings.quiet) as observer, config_file.attributed(flags):
+    # attributed: an error about a value the config file gave names the file and key, not a flag never typed
+    with RichObserver(console, quiet=settings.quiet) as observer, job.config_file.attributed(job.flags):
         started = _now()
-        prepared = prepare(model, data, settings, observer=observer)
+        prepared = prepare(job.model, job.data, settings, observer=observer)
         ident = checkpoint.identity(prepared, prepared.settings or settings)
         restored = checkpoint.read(saved, ident) if resume else ([], [])
         many = prepared.plan is not None and len(prepared.plan.batches) > 1
@@ -286,36 +371,29 @@ def scan(
     fitted = result.fitted_iterations()
     if fitted:  # the iterations the time gave, pinned: the reproduce command repeats the scan on any machine
         pinned = replace(settings, attack_iterations={**settings.attack_iterations, **fitted})
-        result = replace(result, command=reproduce_command(model, data, pinned))
-    result = replace(result, notes=(*result.notes, threads_note))
-    if from_config:
-        result = replace(result, notes=(*result.notes, from_config))
-    for record in result.suppressions:  # even with --quiet: an accepted finding is never silent
-        console.print(f"  {'[red]' if record.status == 'expired' else '[yellow]'}{terminal(record.line())}[/]",
-                      highlight=False, soft_wrap=True)
-    doc = build_document(result, embed_data=settings.embed_data)
-    rendered = render_all(doc, formats)
+        result = replace(result, command=reproduce_command(job.model, job.data, pinned))
+    return replace(result, notes=(*result.notes, threads_note))
+
+
+def _write_reports(job: _ScanJob, rendered: dict[str, str]) -> list[str]:
+    """Every report file, all or nothing, then the JSON to stdout if asked; the paths written, folder first."""
+    from ..report import write_atomic
+
     written: list[str] = []
-    if json_path is not None:
-        write_atomic(json_path, rendered["json"])
-        written.append(str(json_path))
-    if folder is not None:
+    if job.json_path is not None:
+        write_atomic(job.json_path, rendered["json"])
+        written.append(str(job.json_path))
+    if job.folder is not None:
         try:
-            written[:0] = [str(p) for p in folder.commit({f.filename: rendered[f.name] for f in file_formats})]
+            written[:0] = [str(p) for p in job.folder.commit({f.filename: rendered[f.name]
+                                                              for f in job.file_formats})]
         except BaseException:
-            if json_path is not None:  # all or nothing: a run that fails (exit 2) leaves no report anywhere
-                json_path.unlink(missing_ok=True)
+            if job.json_path is not None:  # all or nothing: a run that fails (exit 2) leaves no report anywhere
+                job.json_path.unlink(missing_ok=True)
             raise
-    if to_stdout:
+    if job.to_stdout:
         _write_stdout(rendered["json"])
-    summary_file = _append_step_summary(doc, rendered)
-    if not settings.quiet:
-        _summary(console, doc, written, verbose)
-    if summary_file is not None and summary_file[1]:  # even with --quiet: the CI page lacks what it expected
-        console.print(f"[yellow]warning:[/] GITHUB_STEP_SUMMARY {terminal(summary_file[0])}: cannot append the "
-                      f"summary ({terminal(summary_file[1])}); the reports are written", highlight=False)
-    # The report's own exit code (leakaudit.verdict.outcome.decide), so the two can never disagree.
-    return int(doc["verdict"]["exit_code"])
+    return written
 
 
 def _ignore_file(settings: Any, model: str) -> Any:

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from .builtin import DEFAULT_METRICS, METRICS
 from .functional import _check_tensor, label_accuracy
-from .interface import MetricOptions, Unavailable
+from .interface import Metric, MetricOptions, Unavailable
 from .matching import Matching, match
+
+if TYPE_CHECKING:
+    from .recognition import Recognition
 
 # 8-bit images quantise to steps of 1/255 ~ 0.004: below 1e-3 at most a few pixels of an image differ by one
 # level from the rest, which shows nothing recognisable.
@@ -116,22 +119,53 @@ def score(
     are left out of its references.
     """
     orig = _check_tensor("original_pixels", original_pixels)
-    names = list(names) if names is not None else [f"sample-{i}" for i in range(orig.shape[0])]
-    if len(names) != orig.shape[0]:
-        raise ValueError(f"Expected `names` to hold one name per original ({orig.shape[0]}), got {len(names)}.")
+    sample_names = _sample_names(names, orig.shape[0])
     chosen = [METRICS.get(m) for m in metrics]  # unknown names: UnknownNameError with suggestions
-    pixel_metrics = [m for m in chosen if m.per_sample and not m.recognition]
-    recognition = [m for m in chosen if m.recognition]
     diverged = _diverged(reconstruction_pixels)
     if diverged:
         # No number can honestly be given for a NaN reconstruction; the rules see "unavailable", not a pass.
         return AttackScore(attack=attack, samples=(), means={}, label_accuracy=None, matched_by=match_by,
                            unavailable={m.name: diverged for m in chosen}, notes=(diverged,))
     recon = _check_tensor("reconstruction_pixels", reconstruction_pixels)
-    orig = orig.to(recon.device)
+    paired = _pair(recon, orig.to(recon.device), chosen, match_by, references)
+    values = _metric_values(paired, chosen, MetricOptions(lpips_weights=lpips_weights, lpips_net=lpips_net))
+    true, recovered = _labels(labels_true), _labels(labels_recovered)
+    samples = _sample_scores(paired, values, sample_names, true, recovered)
+    means = _means(values, samples)
+    accuracy = _label_accuracy(true, recovered, means, values.unavailable)
+    return AttackScore(attack=attack, samples=samples, means=means, label_accuracy=accuracy,
+                       unavailable=values.unavailable, matched_by=paired.matching.by,
+                       notes=_matching_notes(paired.matching))
 
-    judged: list[Any] = []
-    if recognition:
+
+@dataclass(frozen=True)
+class _Paired:
+    """Reconstructions paired with originals: ``preds[k]`` was matched to ``target[k]``."""
+
+    matching: Matching
+    preds: torch.Tensor
+    target: torch.Tensor
+    judged: list[Recognition]  # recognition judgements, one per pair; empty when no recognition metric was asked for
+
+
+@dataclass
+class _MetricValues:
+    per_metric: dict[str, list[float]]  # metric -> one value per pair
+    unavailable: dict[str, str]  # metric -> reason it has no value
+    structural: list[str]  # computed metrics that need structure (not counted on flat originals)
+
+
+def _sample_names(names: Sequence[str] | None, n: int) -> list[str]:
+    chosen = list(names) if names is not None else [f"sample-{i}" for i in range(n)]
+    if len(chosen) != n:
+        raise ValueError(f"Expected `names` to hold one name per original ({n}), got {len(chosen)}.")
+    return chosen
+
+
+def _pair(recon: torch.Tensor, orig: torch.Tensor, chosen: Sequence[Metric], match_by: str,
+          references: torch.Tensor | None) -> _Paired:
+    judged: list[Recognition] = []
+    if any(m.recognition for m in chosen):
         # Matched by registered skill: a mirrored or shifted batch would pair up wrongly by raw SSIM.
         from .recognition import recognise
 
@@ -141,64 +175,81 @@ def score(
         matching = match(recon, orig, by=match_by)
     rows = [r for r, _ in matching.pairs]
     cols = [c for _, c in matching.pairs]
-    preds, target = recon[rows], orig[cols]
-    options = MetricOptions(lpips_weights=lpips_weights, lpips_net=lpips_net)
+    return _Paired(matching, recon[rows], orig[cols], judged)
 
+
+def _metric_values(paired: _Paired, chosen: Sequence[Metric], options: MetricOptions) -> _MetricValues:
+    pixel_metrics = [m for m in chosen if m.per_sample and not m.recognition]
+    recognition = [m for m in chosen if m.recognition]
     per_metric: dict[str, list[float]] = {}
     unavailable: dict[str, str] = {}
     for metric in pixel_metrics:
-        value = metric.compute(preds, target, options)
+        value = metric.compute(paired.preds, paired.target, options)
         if isinstance(value, Unavailable):
             unavailable[metric.name] = value.reason
         else:
             per_metric[metric.name] = [float(v) for v in value.detach().cpu()]
-
-    if judged:
+    if paired.judged:
         for m in recognition:
-            per_metric[m.name] = [float(getattr(j, m.name)) for j in judged]
-
-    true, recovered = _labels(labels_true), _labels(labels_recovered)
-    stds = _pixel_std(target)
+            per_metric[m.name] = [float(getattr(j, m.name)) for j in paired.judged]
     structural = [m.name for m in pixel_metrics + recognition if m.needs_structure and m.name in per_metric]
-    samples = tuple(
+    return _MetricValues(per_metric, unavailable, structural)
+
+
+def _sample_scores(paired: _Paired, values: _MetricValues, names: list[str], true: list[int] | None,
+                   recovered: list[int] | None) -> tuple[SampleScore, ...]:
+    stds = _pixel_std(paired.target)
+    judged = paired.judged
+    return tuple(
         SampleScore(
             index=r, original_index=c, name=names[c],
-            metrics={name: values[k] for name, values in per_metric.items()},
+            metrics={name: per_pair[k] for name, per_pair in values.per_metric.items()},
             label_true=true[c] if true is not None and c < len(true) else None,
             label_recovered=recovered[r] if recovered is not None and r < len(recovered) else None,
             flat=stds[k] < FLAT_STD,
-            excluded={m: _flat_reason(m, stds[k]) for m in structural} if stds[k] < FLAT_STD else {},
+            excluded={m: _flat_reason(m, stds[k]) for m in values.structural} if stds[k] < FLAT_STD else {},
             references=judged[k].references if judged else None,
             transform=judged[k].transform if judged else "",
         )
-        for k, (r, c) in enumerate(matching.pairs)
+        for k, (r, c) in enumerate(paired.matching.pairs)
     )
-    means = {name: _mean([v for v, s in zip(values, samples, strict=True)
+
+
+def _means(values: _MetricValues, samples: tuple[SampleScore, ...]) -> dict[str, float]:
+    """Each metric's mean over the samples that count it; a structure metric no sample counts becomes
+    unavailable (recorded in ``values.unavailable``) rather than a mean of nothing."""
+    means = {name: _mean([v for v, s in zip(per_pair, samples, strict=True)
                           if name not in s.excluded and not math.isnan(v)])
-             for name, values in per_metric.items()}
-    for name in structural:
+             for name, per_pair in values.per_metric.items()}
+    for name in values.structural:
         if samples and all(name in s.excluded for s in samples):
             del means[name]
-            unavailable[name] = (f"every original is flat (pixel std < {FLAT_STD:g}): {name} compares structure, "
-                                 "which a flat original does not have")
+            values.unavailable[name] = (f"every original is flat (pixel std < {FLAT_STD:g}): {name} compares "
+                                        "structure, which a flat original does not have")
+    return means
 
-    accuracy = None
+
+def _label_accuracy(true: list[int] | None, recovered: list[int] | None, means: dict[str, float],
+                    unavailable: dict[str, str]) -> float | None:
+    """The accuracy, also added to ``means``; when it cannot be computed, the reason goes to ``unavailable``."""
     if true is None or recovered is None:
         unavailable["label_accuracy"] = (
             "no true labels given" if true is None
             else "the attack recovered no labels (labels known to the attacker, or optimised jointly)"
         )
-    else:
-        accuracy = label_accuracy(recovered, true)
-        means["label_accuracy"] = accuracy
+        return None
+    accuracy = label_accuracy(recovered, true)
+    means["label_accuracy"] = accuracy
+    return accuracy
 
+
+def _matching_notes(matching: Matching) -> tuple[str, ...]:
     notes = []
     if matching.unmatched_originals:
         notes.append(f"{len(matching.unmatched_originals)} original(s) had no reconstruction to match")
     if matching.unmatched_reconstructions:
         notes.append(f"{len(matching.unmatched_reconstructions)} extra reconstruction(s) were not scored")
-    return AttackScore(attack=attack, samples=samples, means=means, label_accuracy=accuracy,
-                       unavailable=unavailable, matched_by=matching.by, notes=tuple(notes))
+    return tuple(notes)
 
 
 def _unmatched(pairs: Sequence[tuple[int, int]], n: int, m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import onnx
 import torch
@@ -136,50 +139,100 @@ class SizeGuard:
             raise _too_big(Path(self.path), f"the output of {self.op_type} node {self.node!r}", count, limit)
 
 
-def _output_size(op: str, inputs: list) -> int | None:
-    def ints(i: int) -> list[int] | None:
-        v = inputs[i] if i < len(inputs) else None
+@dataclass(frozen=True)
+class _Operands:
+    """A node's inputs, read by position; a missing or non-tensor operand reads as None."""
+
+    inputs: list
+
+    def ints(self, i: int) -> list[int] | None:
+        v = self.inputs[i] if i < len(self.inputs) else None
         return [int(x) for x in v.reshape(-1).tolist()] if isinstance(v, torch.Tensor) else None
 
-    def floats(i: int) -> list[float] | None:
-        v = inputs[i] if i < len(inputs) else None
+    def floats(self, i: int) -> list[float] | None:
+        v = self.inputs[i] if i < len(self.inputs) else None
         return [float(x) for x in v.reshape(-1).tolist()] if isinstance(v, torch.Tensor) and v.numel() else None
 
-    x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-    if op == "ConstantOfShape":
-        shape = ints(0)
-        return math.prod(max(d, 0) for d in shape) if shape is not None else None
-    if x is None:
+    @property
+    def first(self) -> torch.Tensor | None:
+        return self.inputs[0] if self.inputs and isinstance(self.inputs[0], torch.Tensor) else None
+
+
+# A hostile file may give operands of the wrong length: the bounds below then count what pairs up
+# (zip(strict=False)), and the converter refuses the node later.
+
+def _expand_size(x: torch.Tensor, ops: _Operands) -> int | None:
+    target = ops.ints(1)
+    if target is None:
         return None
     dims = list(x.shape)
-    # A hostile file may give operands of the wrong length: the bound then counts what pairs up
-    # (zip(strict=False)), and the converter refuses the node later.
-    if op == "Expand" and (target := ints(1)) is not None:
-        rank = max(len(dims), len(target))
-        a, b = [1] * (rank - len(dims)) + dims, [1] * (rank - len(target)) + target
-        return math.prod(max(p, q) for p, q in zip(a, b, strict=True))
-    if op == "Tile" and (repeats := ints(1)) is not None:
-        return math.prod(d * max(r, 0) for d, r in zip(dims, repeats, strict=False))
-    if op == "Range" and (limits := floats(1)) is not None and (deltas := floats(2)) is not None:
-        start, limit, delta = float(x.reshape(-1)[0]), limits[0], deltas[0]
-        return max(math.ceil((limit - start) / delta), 0) if delta else None
-    if op == "Pad" and (pads := ints(1)) is not None:
-        rank = len(dims)
-        given_axes = ints(3)
-        axes = [a % rank for a in given_axes] if given_axes is not None else list(range(rank))
-        k = len(pads) // 2
-        for axis, before, after in zip(axes, pads[:k], pads[k:], strict=False):
-            dims[axis] += before + after
-        return math.prod(max(d, 0) for d in dims)
-    if op in ("Resize", "Upsample"):
-        sizes = ints(3) if op == "Resize" else None
-        if sizes:
-            return math.prod(sizes)
-        scales = floats(2 if op == "Resize" else 1)
-        return math.prod(math.floor(d * s) for d, s in zip(dims, scales, strict=False)) if scales else None
-    if op == "OneHot" and (depth := ints(1)) is not None:
-        return x.numel() * depth[0]
-    return None
+    rank = max(len(dims), len(target))
+    a, b = [1] * (rank - len(dims)) + dims, [1] * (rank - len(target)) + target
+    return math.prod(max(p, q) for p, q in zip(a, b, strict=True))
+
+
+def _tile_size(x: torch.Tensor, ops: _Operands) -> int | None:
+    repeats = ops.ints(1)
+    if repeats is None:
+        return None
+    return math.prod(d * max(r, 0) for d, r in zip(x.shape, repeats, strict=False))
+
+
+def _range_size(x: torch.Tensor, ops: _Operands) -> int | None:
+    limits, deltas = ops.floats(1), ops.floats(2)
+    if limits is None or deltas is None:
+        return None
+    start, limit, delta = float(x.reshape(-1)[0]), limits[0], deltas[0]
+    return max(math.ceil((limit - start) / delta), 0) if delta else None
+
+
+def _pad_size(x: torch.Tensor, ops: _Operands) -> int | None:
+    pads = ops.ints(1)
+    if pads is None:
+        return None
+    dims = list(x.shape)
+    rank = len(dims)
+    given_axes = ops.ints(3)
+    axes = [a % rank for a in given_axes] if given_axes is not None else list(range(rank))
+    k = len(pads) // 2
+    for axis, before, after in zip(axes, pads[:k], pads[k:], strict=False):
+        dims[axis] += before + after
+    return math.prod(max(d, 0) for d in dims)
+
+
+def _resize_size(x: torch.Tensor, ops: _Operands, *, sizes_at: int | None, scales_at: int) -> int | None:
+    sizes = ops.ints(sizes_at) if sizes_at is not None else None
+    if sizes:
+        return math.prod(sizes)
+    scales = ops.floats(scales_at)
+    return math.prod(math.floor(d * s) for d, s in zip(x.shape, scales, strict=False)) if scales else None
+
+
+def _one_hot_size(x: torch.Tensor, ops: _Operands) -> int | None:
+    depth = ops.ints(1)
+    return x.numel() * depth[0] if depth is not None else None
+
+
+# op -> the element count of its output, from its first input and the other operands
+_OUTPUT_SIZE: dict[str, Callable[[torch.Tensor, _Operands], int | None]] = {
+    "Expand": _expand_size,
+    "Tile": _tile_size,
+    "Range": _range_size,
+    "Pad": _pad_size,
+    "Resize": partial(_resize_size, sizes_at=3, scales_at=2),
+    "Upsample": partial(_resize_size, sizes_at=None, scales_at=1),
+    "OneHot": _one_hot_size,
+}
+
+
+def _output_size(op: str, inputs: list) -> int | None:
+    ops = _Operands(inputs)
+    if op == "ConstantOfShape":  # its only input is the shape, not a tensor of the output's size
+        shape = ops.ints(0)
+        return math.prod(max(d, 0) for d in shape) if shape is not None else None
+    size = _OUTPUT_SIZE.get(op)
+    x = ops.first
+    return size(x, ops) if size is not None and x is not None else None
 
 
 def _infer(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> onnx.ModelProto:

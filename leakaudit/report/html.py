@@ -418,70 +418,104 @@ def _coverage(doc: dict[str, Any]) -> str:
     c = doc.get("coverage")
     if not c:
         return ""
+    return "".join(["<h2 id=\"coverage\">Coverage: every sample</h2>", _card(_coverage_items(doc, c)),
+                    _coverage_skills(c), _coverage_gallery(c), _coverage_rates(c), _coverage_batches(c),
+                    _coverage_samples(c)])
+
+
+def _coverage_items(doc: dict[str, Any], c: dict[str, Any]) -> list[tuple[str, str]]:
     i = c["interval"]
     fraction = c["fraction"]
     percent = fraction * 100 if isinstance(fraction, (int, float)) else fraction
     rate = (f'{esc(c["recognised"])} of {esc(c["audited"])} ({fmt(percent)}%), 95% interval '
             f'{fmt(i["lower"])}–{fmt(i["upper"])} ({esc(i["method"])})')
-    worst = c.get("worst")
+    resumed = f'; {esc(c["resumed_batches"])} restored from a checkpoint' if c.get("resumed_batches") else ""
     items = [("Samples audited", f'{esc(c["audited"])} of {esc(c["planned"])} planned ({esc(c["drawn"])}; '
               f'{esc(c["available"])} found)'),
              ("Client batches", f'{esc(c["batches_run"])} of {esc(c["batches_planned"])}, batch size '
-              f'{esc(c["batch_size"])}' + (f'; {esc(c["resumed_batches"])} restored from a checkpoint'
-                                           if c.get("resumed_batches") else "")),
+              f'{esc(c["batch_size"])}' + resumed),
              ("Recognisably reconstructed", rate),
              ("Recognised means", _recognised_means(doc)),
-             ("Worst sample", "—" if not worst else
-              f'<span class="mono">{esc(worst["name"])}</span> (batch {esc(worst["batch"] + 1)}, '
-              f'{esc(worst["attack"] or "no attack")}, {esc(c["ranking_metric"])} '
-              f'{fmt(worst["metrics"].get(c["ranking_metric"]))})'),
+             ("Worst sample", _worst_sample(c)),
              ("Detail below", f'attacks and images of batch {esc(c["shown_batch"] + 1)} (the worst sample\'s)')]
     if c.get("remainder"):
         items.append(("Remainder", esc(c["remainder"])))
-    out = ["<h2 id=\"coverage\">Coverage: every sample</h2>", _card(items)]
+    return items
+
+
+def _worst_sample(c: dict[str, Any]) -> str:
+    worst = c.get("worst")
+    if not worst:
+        return "—"
+    return (f'<span class="mono">{esc(worst["name"])}</span> (batch {esc(worst["batch"] + 1)}, '
+            f'{esc(worst["attack"] or "no attack")}, {esc(c["ranking_metric"])} '
+            f'{fmt(worst["metrics"].get(c["ranking_metric"]))})')
+
+
+def _coverage_skills(c: dict[str, Any]) -> str:
     skills = [s["metrics"]["ssim_skill"] for s in c["samples"]
               if isinstance(s["metrics"].get("ssim_skill"), (int, float))]
-    if skills:
-        out.append("<h3>Per-sample structure score (best attack)</h3><p class=\"muted\">What the rules judge: 0 is no "
-                   "better than a blank or heavily blurred copy of the sample, 1 an exact copy (after flip, shift "
-                   "and level registration). A sample counts as recognised only if it is also matched to its own "
-                   "original among the references.</p>" + _histogram([float(v) for v in skills], lo=-1.0))
+    if not skills:
+        return ""
+    return ("<h3>Per-sample structure score (best attack)</h3><p class=\"muted\">What the rules judge: 0 is no "
+            "better than a blank or heavily blurred copy of the sample, 1 an exact copy (after flip, shift "
+            "and level registration). A sample counts as recognised only if it is also matched to its own "
+            "original among the references.</p>" + _histogram([float(v) for v in skills], lo=-1.0))
+
+
+def _coverage_gallery(c: dict[str, Any]) -> str:
+    # Recognised samples first: they are the evidence of a leak a reviewer has to see.
     gallery = sorted((s for s in c["samples"] if s.get("reconstruction")),
                      key=lambda s: (not s["recognised"], s["index"]))
-    if gallery:
-        figures = "".join(
-            '<figure class="pair"><div class="imgs"><div class="cell">'
-            + (_img(s["reconstruction"], f'reconstruction of {s["name"]}') or '<div class="missing">no image</div>')
+    if not gallery:
+        return ""
+    return f'<h3>Worst cases</h3><div class="grid">{"".join(_gallery_figure(s) for s in gallery)}</div>'
+
+
+def _gallery_figure(s: dict[str, Any]) -> str:
+    image = _img(s["reconstruction"], f'reconstruction of {s["name"]}') or '<div class="missing">no image</div>'
+    explanation = esc(s["explanation"]) + "<br>" if s.get("explanation") else ""
+    similarity = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in s["metrics"].items() if k not in RECOGNITION)
+    return ('<figure class="pair"><div class="imgs"><div class="cell">' + image
             + f'reconstruction</div></div><figcaption><span class="mono">{esc(s["name"])}</span>'
             + f'<br>{"recognised" if s["recognised"] else "not recognised"} · batch {esc(s["batch"] + 1)} · '
-            + f'{esc(s["attack"] or "")}<br>' + (esc(s["explanation"]) + "<br>" if s.get("explanation") else "")
-            + "similarity: " + ", ".join(f"{esc(k)} {fmt(v)}" for k, v in s["metrics"].items() if k not in RECOGNITION)
-            + "</figcaption></figure>"
-            for s in gallery)
-        out.append(f'<h3>Worst cases</h3><div class="grid">{figures}</div>')
+            + f'{esc(s["attack"] or "")}<br>' + explanation
+            + "similarity: " + similarity + "</figcaption></figure>")
+
+
+def _coverage_rates(c: dict[str, Any]) -> str:
+    out = []
     for key, title in (("by_position", "position in batch"), ("by_label", "label")):
-        rows = [[esc(g[key.removeprefix("by_")] if g[key.removeprefix("by_")] is not None else "—"),
+        field = key.removeprefix("by_")
+        rows = [[esc(g[field] if g[field] is not None else "—"),
                  fmt(g["audited"]), fmt(g["recognised"]), fmt(g["fraction"])] for g in c[key]]
-        if len(rows) > 1:
+        if len(rows) > 1:  # one group has no rate to compare with
             out.append(f"<h3>Leak rate by {esc(title)}</h3>"
                        + _table([title, "audited", "recognised", "fraction"], rows, numeric=[1, 2, 3]))
-    if len(c["batches"]) > 1:
-        rows = [[fmt(b["index"] + 1), _badge(b["overall"]), fmt(b["size"]), fmt(b["seed"]),
-                 fmt(b["control_reconstructed"]), _batch_conditioning(b.get("conditioning")),
-                 esc(", ".join(b["crashed_attacks"]) or "—"), fmt(b["seconds"])]
-                for b in c["batches"]]
-        out.append(f'<details><summary>Batches ({len(rows)})</summary>'
-                   + _table(["Batch", "Verdict", "Size", "Seed", "Control reconstructed", "Conditioning (cosine)",
-                             "Crashed", "Seconds"], rows, numeric=[0, 2, 3, 7]) + "</details>")
+    return "".join(out)
+
+
+def _coverage_batches(c: dict[str, Any]) -> str:
+    if len(c["batches"]) <= 1:
+        return ""
+    rows = [[fmt(b["index"] + 1), _badge(b["overall"]), fmt(b["size"]), fmt(b["seed"]),
+             fmt(b["control_reconstructed"]), _batch_conditioning(b.get("conditioning")),
+             esc(", ".join(b["crashed_attacks"]) or "—"), fmt(b["seconds"])]
+            for b in c["batches"]]
+    return (f'<details><summary>Batches ({len(rows)})</summary>'
+            + _table(["Batch", "Verdict", "Size", "Seed", "Control reconstructed", "Conditioning (cosine)",
+                      "Crashed", "Seconds"], rows, numeric=[0, 2, 3, 7]) + "</details>")
+
+
+def _coverage_samples(c: dict[str, Any]) -> str:
     rows = [[fmt(s["index"]), f'<span class="mono">{esc(s["name"])}</span>', fmt(s["batch"] + 1),
              esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m in ("match_p", "ssim_skill", "psnr_gain",
                                                                             "ssim", "psnr")],
              _badge("fail") if s["recognised"] else "no"] for s in c["samples"]]
-    out.append(f'<details><summary>Every sample ({len(rows)})</summary>'
-               + _table(["#", "Sample", "Batch", "Best attack", "match p", "structure score", "PSNR gain (dB)",
-                         "ssim (similarity)", "psnr (similarity)", "Recognised"], rows,
-                        numeric=[0, 2, 4, 5, 6, 7, 8]) + "</details>")
-    return "".join(out)
+    return (f'<details><summary>Every sample ({len(rows)})</summary>'
+            + _table(["#", "Sample", "Batch", "Best attack", "match p", "structure score", "PSNR gain (dB)",
+                      "ssim (similarity)", "psnr (similarity)", "Recognised"], rows,
+                     numeric=[0, 2, 4, 5, 6, 7, 8]) + "</details>")
 
 
 def _batch_conditioning(c: dict[str, Any] | None) -> str:

@@ -6,7 +6,8 @@ A pass is never presented as proof of privacy: it holds for the attacks, budget 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..result import FLAT_NOTE
 from .budget import describe as describe_budget
@@ -103,53 +104,81 @@ def _buffer_recommendations(doc: dict[str, Any]) -> list[dict[str, str]]:
     return []
 
 
-def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
-    findings = doc["findings"]
-    leaked = _failed_attacks(doc)
-    recs: list[dict[str, str]] = []
-    ill = ill_conditioned(doc)
-    if ill and not leaked:
-        batches = (doc.get("coverage") or {}).get("batches", [])
-        count = sum(1 for b in batches if (b.get("conditioning") or {}).get("verdict") == "ill-conditioned")
-        where = f" in {count} of {len(batches)} batches" if len(batches) > 1 else ""
-        recs.append(_rec(
-            "ill-conditioned", "No gradient-matching attack can work on this update: it is ill-conditioned",
-            f"{ill[0].get('advice') or 'try a larger --batch-size'}. The scan then measures what a server can "
-            "reconstruct from the update your clients really send; until then its verdict is no evidence either "
-            "way, whatever the attacks' budget or hardware.",
-            f"{ill[0].get('summary', '')}{where}"))
-    recs += _buffer_recommendations(doc)
-    has_dropout = bool(findings["dropout"])
-    has_bottleneck = bool(findings["bottlenecks"])
-    defenses = [d["text"] for d in doc["defenses"]]
+@dataclass(frozen=True)
+class _Facts:
+    """What the advice depends on, read once from the report document."""
 
-    if has_dropout and leaked & {"dia", "dia-informed"}:
-        recs.append(_rec(
+    doc: dict[str, Any]
+    leaked: frozenset[str]  # attacks that cross a failing fail-severity rule
+    has_dropout: bool
+    has_bottleneck: bool
+    defenses: tuple[str, ...]  # the simulated defenses, as the report writes them
+    passed: bool  # the overall verdict is a pass
+
+
+def _facts(doc: dict[str, Any]) -> _Facts:
+    findings = doc["findings"]
+    return _Facts(doc=doc, leaked=frozenset(_failed_attacks(doc)), has_dropout=bool(findings["dropout"]),
+                  has_bottleneck=bool(findings["bottlenecks"]), defenses=tuple(d["text"] for d in doc["defenses"]),
+                  passed=doc["verdict"]["overall"] == "pass")
+
+
+def _ill_conditioned_advice(f: _Facts) -> list[dict[str, str]]:
+    ill = ill_conditioned(f.doc)
+    if not ill or f.leaked:
+        return []
+    batches = (f.doc.get("coverage") or {}).get("batches", [])
+    count = sum(1 for b in batches if (b.get("conditioning") or {}).get("verdict") == "ill-conditioned")
+    where = f" in {count} of {len(batches)} batches" if len(batches) > 1 else ""
+    return [_rec(
+        "ill-conditioned", "No gradient-matching attack can work on this update: it is ill-conditioned",
+        f"{ill[0].get('advice') or 'try a larger --batch-size'}. The scan then measures what a server can "
+        "reconstruct from the update your clients really send; until then its verdict is no evidence either "
+        "way, whatever the attacks' budget or hardware.",
+        f"{ill[0].get('summary', '')}{where}")]
+
+
+def _buffer_advice(f: _Facts) -> list[dict[str, str]]:
+    return _buffer_recommendations(f.doc)
+
+
+def _dropout_advice(f: _Facts) -> list[dict[str, str]]:
+    if not f.has_dropout or not f.leaked:
+        return []
+    if f.leaked & {"dia", "dia-informed"}:
+        return [_rec(
             "dropout-bypassed", "Dropout alone does not protect the update",
             "Add a gradient perturbation defense on the client (DP-SGD style clipping + Gaussian noise) or "
             "PRECODE with partial perturbation (PPP); re-run leakaudit with --defense noise:sigma=... to "
             "find a noise level that passes.",
             "the Dropout Inversion Attack (Scheliga et al., AAAI 2023) reconstructed samples although the "
-            "model has dropout layers"))
-    elif has_dropout and leaked:
-        recs.append(_rec(
-            "dropout-insufficient", "Dropout did not stop reconstruction",
-            "Treat dropout as no privacy defense; add gradient perturbation (clipping + noise) or PRECODE+PPP.",
-            f"{', '.join(sorted(leaked))} reconstructed samples although the model has dropout layers"))
-    if has_bottleneck and "precode-aware" in leaked:
-        recs.append(_rec(
-            "precode-bypassed", "The PRECODE bottleneck is bypassed",
-            "Use PPP (PRECODE with Partial Perturbation): add noise to the gradients of the layers before the "
-            "bottleneck only (--defense ppp:sigma=... to test a level), or full gradient perturbation.",
-            "the PRECODE-aware attack, which matches only the gradients before the stochastic bottleneck, "
-            "reconstructed samples"))
-    if "analytic" in leaked:
+            "model has dropout layers")]
+    return [_rec(
+        "dropout-insufficient", "Dropout did not stop reconstruction",
+        "Treat dropout as no privacy defense; add gradient perturbation (clipping + noise) or PRECODE+PPP.",
+        f"{', '.join(sorted(f.leaked))} reconstructed samples although the model has dropout layers")]
+
+
+def _precode_advice(f: _Facts) -> list[dict[str, str]]:
+    if not (f.has_bottleneck and "precode-aware" in f.leaked):
+        return []
+    return [_rec(
+        "precode-bypassed", "The PRECODE bottleneck is bypassed",
+        "Use PPP (PRECODE with Partial Perturbation): add noise to the gradients of the layers before the "
+        "bottleneck only (--defense ppp:sigma=... to test a level), or full gradient perturbation.",
+        "the PRECODE-aware attack, which matches only the gradients before the stochastic bottleneck, "
+        "reconstructed samples")]
+
+
+def _closed_form_advice(f: _Facts) -> list[dict[str, str]]:
+    recs = []
+    if "analytic" in f.leaked:
         recs.append(_rec(
             "analytic-first-layer", "A linear first layer with bias reveals its input exactly",
             "Aggregate updates over larger local batches with secure aggregation, remove the bias of the first "
             "Linear layer, or perturb its gradients; the inversion is closed-form, so no attack budget limits it.",
             "the analytic linear-layer inversion recovered samples from one weight/bias gradient ratio"))
-    if "april" in leaked:
+    if "april" in f.leaked:
         recs.append(_rec(
             "april-positional-embedding", "A learnable positional embedding reveals the ViT's input exactly",
             "Use a fixed (e.g. sinusoidal) positional embedding or do not send its gradient, aggregate updates "
@@ -157,74 +186,127 @@ def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
             "budget limits it.",
             "APRIL (Lu et al., CVPR 2022) solved the patch embedding's gradient for the patches, using the "
             "positional embedding's gradient"))
-    label = doc.get("label_recovery")
-    if label and not label["known"] and isinstance(label.get("accuracy"), (int, float)) and label["accuracy"] >= 0.999:
-        recs.append(_rec(
-            "labels-recovered", "Labels are recovered from the last layer's gradient",
-            "Labels leak whenever the server sees per-client gradients of a softmax classifier (iDLG); use secure "
-            "aggregation or larger, mixed-class local batches if labels are sensitive.",
-            f"label recovery ({label['strategy']}) was 100% accurate on the scanned batch"))
-    if leaked and doc["threat_model"]["batch_size"] == 1:
-        recs.append(_rec(
-            "batch-size", "Single-sample updates are the worst case",
-            "If clients train on more samples per round, scan with that --batch-size: inversion gets harder but "
-            "is not prevented by batch size alone.",
-            "the scan simulated updates computed on one sample"))
-    if leaked and defenses:
-        recs.append(_rec(
+    return recs
+
+
+def _label_advice(f: _Facts) -> list[dict[str, str]]:
+    label = f.doc.get("label_recovery")
+    if not label or label["known"]:
+        return []
+    accuracy = label.get("accuracy")
+    if not (isinstance(accuracy, (int, float)) and accuracy >= 0.999):  # also no advice on a NaN accuracy
+        return []
+    return [_rec(
+        "labels-recovered", "Labels are recovered from the last layer's gradient",
+        "Labels leak whenever the server sees per-client gradients of a softmax classifier (iDLG); use secure "
+        "aggregation or larger, mixed-class local batches if labels are sensitive.",
+        f"label recovery ({label['strategy']}) was 100% accurate on the scanned batch")]
+
+
+def _batch_size_advice(f: _Facts) -> list[dict[str, str]]:
+    if not f.leaked or f.doc["threat_model"]["batch_size"] != 1:
+        return []
+    return [_rec(
+        "batch-size", "Single-sample updates are the worst case",
+        "If clients train on more samples per round, scan with that --batch-size: inversion gets harder but "
+        "is not prevented by batch size alone.",
+        "the scan simulated updates computed on one sample")]
+
+
+def _defense_advice(f: _Facts) -> list[dict[str, str]]:
+    if not f.defenses:
+        return []
+    if f.leaked:
+        return [_rec(
             "defense-too-weak", "The simulated defenses are too weak",
             "Increase their strength (e.g. larger noise sigma, smaller clipping norm) and re-scan.",
-            f"reconstruction succeeded despite {', '.join(defenses)}"))
-    if not leaked and defenses and doc["verdict"]["overall"] == "pass":
-        recs.append(_rec(
+            f"reconstruction succeeded despite {', '.join(f.defenses)}")]
+    if f.passed:
+        return [_rec(
             "deploy-defense", "Deploy the defenses you simulated",
             "The pass holds only if real clients apply the same defenses with the same parameters; measure the "
             "accuracy cost on your task before rollout.",
-            f"the scan passed with {', '.join(defenses)} applied to the update"))
-    for r in doc["rules"]["results"]:
-        if r["status"] == "not_evaluated":
-            recs.append(_rec(
-                f"not-evaluated-{r['id']}", f"Rule {r['id']} was not evaluated",
-                "Provide what it needs and re-scan, or accept the gap explicitly"
-                + ("; --strict makes this a failure." if r.get("severity", "fail") == "fail" else
-                   "; it is a warning, so it does not fail the scan, even under --strict."),
-                r.get("reason") or "its metric had no value"))
-    flat = [n for n in doc.get("notes", []) if isinstance(n, str) and n.startswith(FLAT_NOTE)]
-    if flat:
-        recs.append(_rec(
-            "flat-samples", "Audit samples with structure, not one-colour ones",
-            "A flat sample (all black, all grey) has nothing recognisable to reconstruct, so it neither shows a "
-            "leak nor shows its absence: SSIM rules leave it out and only pixel metrics judge it. Replace it with "
-            "samples like the data your clients train on and re-scan.",
-            flat[0].removeprefix(FLAT_NOTE + ": ")))
-    onnx = doc["model"].get("onnx")
-    stated_none = bool((doc.get("settings") or {}).get("no_dropout"))
-    if onnx and onnx.get("looks_eval_exported") and not has_dropout and not stated_none:
-        recs.append(_rec(
-            "declare-dropout", "Say whether the model trains with dropout",
-            "An eval-mode export drops Dropout nodes, and a training-mode export of a model without dropout has "
-            "none either, so the file cannot tell. If the model trains with dropout, re-export with "
-            "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned; if it has "
-            "none, pass --no-dropout to record that.",
-            "the ONNX file has no Dropout, random or training-mode BatchNorm nodes, and no dropout was declared"))
-    if doc["verdict"]["overall"] == "pass" and not leaked:
-        budget = describe_budget(doc)["text"]
-        recs.append(_rec(
-            "pass-scope", "A pass is evidence within the tested scope, not proof",
-            "Before a release, re-run with --budget thorough (the papers' iteration counts) and with the batch "
-            "size and data your clients really use.",
-            f"no fail-severity rule failed for the attacks run with the {budget}"))
-    crashed = [a for a in doc["attacks"] if a["status"] == "failed"]
-    if crashed:
-        recs.append(_rec(
-            "attack-crashed", "An attack crashed: its evidence is missing",
-            "Rerun with --debug for the traceback and report it. An activation without a double backward "
-            "(e.g. a custom autograd function marked once_differentiable) stops every gradient-matching attack: "
-            "a limit of the attacks, not evidence of privacy. Until every planned attack runs, no pass is claimed.",
-            "; ".join(f"{a['name']}: {a.get('reason', '')}" for a in crashed)))
-    if doc.get("incomplete"):
-        recs.append(_rec(
-            "incomplete", "The scan did not finish",
-            "Re-run the reproduction command to completion before relying on the verdict.",
-            doc.get("incomplete_reason") or "the scan was interrupted"))
-    return recs
+            f"the scan passed with {', '.join(f.defenses)} applied to the update")]
+    return []
+
+
+def _not_evaluated_advice(f: _Facts) -> list[dict[str, str]]:
+    return [_rec(
+        f"not-evaluated-{r['id']}", f"Rule {r['id']} was not evaluated",
+        "Provide what it needs and re-scan, or accept the gap explicitly"
+        + ("; --strict makes this a failure." if r.get("severity", "fail") == "fail" else
+           "; it is a warning, so it does not fail the scan, even under --strict."),
+        r.get("reason") or "its metric had no value")
+        for r in f.doc["rules"]["results"] if r["status"] == "not_evaluated"]
+
+
+def _flat_advice(f: _Facts) -> list[dict[str, str]]:
+    flat = [n for n in f.doc.get("notes", []) if isinstance(n, str) and n.startswith(FLAT_NOTE)]
+    if not flat:
+        return []
+    return [_rec(
+        "flat-samples", "Audit samples with structure, not one-colour ones",
+        "A flat sample (all black, all grey) has nothing recognisable to reconstruct, so it neither shows a "
+        "leak nor shows its absence: SSIM rules leave it out and only pixel metrics judge it. Replace it with "
+        "samples like the data your clients train on and re-scan.",
+        flat[0].removeprefix(FLAT_NOTE + ": "))]
+
+
+def _declare_dropout_advice(f: _Facts) -> list[dict[str, str]]:
+    onnx = f.doc["model"].get("onnx")
+    stated_none = bool((f.doc.get("settings") or {}).get("no_dropout"))
+    if not (onnx and onnx.get("looks_eval_exported")) or f.has_dropout or stated_none:
+        return []
+    return [_rec(
+        "declare-dropout", "Say whether the model trains with dropout",
+        "An eval-mode export drops Dropout nodes, and a training-mode export of a model without dropout has "
+        "none either, so the file cannot tell. If the model trains with dropout, re-export with "
+        "training=torch.onnx.TrainingMode.TRAINING or pass --dropout LAYER=P so DIA is planned; if it has "
+        "none, pass --no-dropout to record that.",
+        "the ONNX file has no Dropout, random or training-mode BatchNorm nodes, and no dropout was declared")]
+
+
+def _pass_scope_advice(f: _Facts) -> list[dict[str, str]]:
+    if not f.passed or f.leaked:
+        return []
+    budget = describe_budget(f.doc)["text"]
+    return [_rec(
+        "pass-scope", "A pass is evidence within the tested scope, not proof",
+        "Before a release, re-run with --budget thorough (the papers' iteration counts) and with the batch "
+        "size and data your clients really use.",
+        f"no fail-severity rule failed for the attacks run with the {budget}")]
+
+
+def _crashed_advice(f: _Facts) -> list[dict[str, str]]:
+    crashed = [a for a in f.doc["attacks"] if a["status"] == "failed"]
+    if not crashed:
+        return []
+    return [_rec(
+        "attack-crashed", "An attack crashed: its evidence is missing",
+        "Rerun with --debug for the traceback and report it. An activation without a double backward "
+        "(e.g. a custom autograd function marked once_differentiable) stops every gradient-matching attack: "
+        "a limit of the attacks, not evidence of privacy. Until every planned attack runs, no pass is claimed.",
+        "; ".join(f"{a['name']}: {a.get('reason', '')}" for a in crashed))]
+
+
+def _incomplete_advice(f: _Facts) -> list[dict[str, str]]:
+    if not f.doc.get("incomplete"):
+        return []
+    return [_rec(
+        "incomplete", "The scan did not finish",
+        "Re-run the reproduction command to completion before relying on the verdict.",
+        f.doc.get("incomplete_reason") or "the scan was interrupted")]
+
+
+# The report lists the recommendations in this order, so a reader who saw one report finds them where they were.
+_ADVICE: tuple[Callable[[_Facts], list[dict[str, str]]], ...] = (
+    _ill_conditioned_advice, _buffer_advice, _dropout_advice, _precode_advice, _closed_form_advice,
+    _label_advice, _batch_size_advice, _defense_advice, _not_evaluated_advice, _flat_advice,
+    _declare_dropout_advice, _pass_scope_advice, _crashed_advice, _incomplete_advice,
+)
+
+
+def recommend(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """Every recommendation that follows from ``doc``, each with the observation it rests on."""
+    facts = _facts(doc)
+    return [rec for advise in _ADVICE for rec in advise(facts)]
