@@ -261,10 +261,13 @@ def test_a_worker_that_dies_twice_leaves_the_report_incomplete_never_a_pass(work
 
 def test_a_worker_that_dies_once_is_retried_and_the_report_is_complete(workdir, tmp_path, monkeypatch):
     out = tmp_path / "r"
-    (_, whole), = reports(workdir, out, ("--batch-size", "3"))
+    # the same thread count on both sides (by default two workers would each run half the CPUs' threads, and the
+    # report's note says so): a machine with OMP_NUM_THREADS unset, as CI's, differed otherwise
+    (_, whole), = reports(workdir, out, ("--batch-size", "3", "--threads", "1"))
     once = tmp_path / "died-once"
     _kill_in_workers(monkeypatch, once)
-    (code, doc), = reports(workdir, out, ("--batch-size", "3", "--executor", "processes", "--workers", "2"))
+    (code, doc), = reports(workdir, out, ("--batch-size", "3", "--executor", "processes", "--workers", "2",
+                                          "--threads", "1"))
     assert once.exists()  # it did die
     assert code == 1 and without_times(doc) == without_times(whole)
 
