@@ -764,15 +764,19 @@ def _early(it: int) -> bool:
 
 
 def _fit(runner: _Runner, sched: Schedule, it: int, elapsed: float, rate: float) -> Schedule:
-    """The schedule with its iterations fitted to the time share at the rate measured since the first look (only
-    ever fewer)."""
+    """The schedule with its iterations fitted to the time share at the mean rate since the first look, never
+    above the plan. Before the first decay the fit may also rise again: on a busy machine a few iterations can
+    take a hundred times the others (two torch threads waiting for a core: 1 ms, then 300 ms), and the mean
+    over more iterations corrects an early, too pessimistic fit. After it, the fit only ever lowers."""
     from .clock import fitted_iterations
 
     assert sched.seconds is not None
-    total = fitted_iterations(it, elapsed, sched.iterations, sched.seconds, rate)
-    if total < sched.iterations:
-        if runner.fitted_from is None:
-            runner.fitted_from = sched.iterations
+    planned = runner.fitted_from or sched.iterations
+    total = fitted_iterations(it, elapsed, planned, sched.seconds, rate)
+    if total > sched.iterations and it >= _milestones(sched.iterations)[0]:
+        return sched
+    if total != sched.iterations:
+        runner.fitted_from = planned if total < planned else None
         sched = dataclasses.replace(sched, iterations=total)
         runner.sched = sched
     return sched

@@ -114,3 +114,23 @@ def test_pinned_iterations_are_not_fitted(monkeypatch):
     result = audit(model, batch, attacks=("ig",), budget="quick", attack_iterations={"ig": 30}, restarts=1)
     ig = result.attacks[0]
     assert (ig.iterations_planned, ig.iterations_run) == (30, 30) and result.fitted_iterations() == {}
+
+
+def test_an_early_pessimistic_fit_rises_again_before_the_first_decay_but_not_after():
+    from types import SimpleNamespace
+
+    from leakaudit.attacks.engine import _fit
+
+    runner = SimpleNamespace(fitted_from=None, sched=None)
+    sched = Schedule(iterations=600, seconds=10.0)
+    # a busy machine: the first iterations took 0.3 s each, so 600 cannot fit a 10 s share
+    slow = _fit(runner, sched, 4, 1.2, 0.3)
+    assert slow.iterations < 40 and runner.fitted_from == 600
+    # before the first decay (3/8 of the fitted count) the mean rate has fallen to 10 ms: the plan fits again
+    again = _fit(runner, slow, 8, 1.3, 0.01)
+    assert again.iterations == 600 and runner.fitted_from is None
+    # once the decay began, a better rate no longer raises the count (the step schedule is under way)
+    runner.fitted_from = 600  # fitted down to 40 earlier; iteration 20 is past 3/8 of 40
+    late = _fit(runner, Schedule(iterations=40, seconds=10.0), 20, 5.0, 0.001)
+    assert late.iterations == 40 and runner.fitted_from == 600
+    assert _fit(runner, Schedule(iterations=40, seconds=10.0), 10, 5.0, 0.001).iterations == 600  # before it
