@@ -2,7 +2,7 @@
 
 onnx2torch's ``node_converters`` package imports every converter module, and two of them (``nms`` for
 ``NonMaxSuppression``, ``roialign`` for ``RoiAlign``) import torchvision at their top, which imports
-``torch._dynamo`` and sympy: about 1.5 CPU-s and 100 MiB of every ONNX scan's start-up (and of every worker
+``torch._dynamo`` and sympy: about 1.2-1.4 CPU-s and 155 MiB of every ONNX scan's start-up (and of every worker
 process's), for two detection ops that an image classifier never has. While this module imports onnx2torch, a
 finder hands out an empty module for those two names; afterwards they are forgotten again, so that
 ``ensure_converters`` (called by the loader with the graph's op types) imports the real modules, which register
