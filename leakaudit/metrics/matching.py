@@ -31,7 +31,7 @@ class Matching:
 def assign(matrix: np.ndarray, *, maximize: bool) -> tuple[np.ndarray, np.ndarray]:
     """``scipy.optimize.linear_sum_assignment`` (rows, columns of the optimal one-to-one assignment)."""
     if matrix.shape == (1, 1):
-        # a batch of one (the README's scans) has one assignment: no scipy import (~0.2 CPU-s, 40 MiB) per process
+        # a batch of one (the README's scans) has one assignment: no scipy import (0.2-0.5 CPU-s, 40 MiB) per process
         return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
     from scipy.optimize import linear_sum_assignment
 

@@ -62,8 +62,8 @@ def test_a_safetensors_scan_imports_neither_the_onnx_stack_nor_dynamo(tmp_path):
 
 def test_an_onnx_scan_of_batches_of_one_imports_neither_torchvision_nor_dynamo_nor_scipy(tmp_path):
     # onnx2torch's NonMaxSuppression and RoiAlign converters import torchvision, which imports torch._dynamo and
-    # sympy; scipy's assignment is not needed to pair one reconstruction with one original. Together ~1.4 CPU-s
-    # and ~190 MiB of the README's quick-start scan, paid by every worker process (benchmarks/bench_startup.py
+    # sympy; scipy's assignment is not needed to pair one reconstruction with one original. Together ~1.6 CPU-s
+    # and ~180 MiB of the README's quick-start scan, paid by every worker process (benchmarks/bench_startup.py
     # --onnx measures it).
     args = ["scan", str(EXAMPLES / "models" / "mlp_dropout.onnx"), "--data", str(EXAMPLES / "samples"),
             "--samples", "1", "--attacks", "analytic", "--quiet", "--exit-zero",
