@@ -99,6 +99,8 @@ def _looks_variational(m: nn.Module) -> int | None:
 
 def _onnx_bottlenecks(path: Path, modules: dict[str, nn.Module], tr: Trace) -> list[_Candidate]:
     import onnx
+
+    from ..models import onnx2torch_import  # noqa: F401 -- imports onnx2torch without torchvision, first
     from onnx2torch.onnx_graph import OnnxGraph  # the loader's naming rule for converted modules
 
     from ..models.onnx_names import safe_names

@@ -347,10 +347,10 @@ def recognise(recons: torch.Tensor, originals: torch.Tensor, references: torch.T
 
 def _assign(score: torch.Tensor) -> tuple[tuple[int, int], ...]:
     """One-to-one pairs (row, column) maximising the total ``score`` (Hungarian); NaN counts as the least."""
-    from scipy.optimize import linear_sum_assignment
+    from .matching import assign
 
     matrix = torch.nan_to_num(score.double(), nan=-1e6, posinf=1e6, neginf=-1e6).cpu().numpy()
-    rows, cols = linear_sum_assignment(matrix, maximize=True)
+    rows, cols = assign(matrix, maximize=True)
     return tuple(sorted(zip(rows.tolist(), cols.tolist(), strict=True)))
 
 

@@ -37,6 +37,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, defs
+
+from .onnx2torch_import import ensure_converters  # before onnx2torch's first import: it keeps torchvision out
 from onnx2torch.node_converters import add_converter, get_converter
 from onnx2torch.node_converters import registry as _o2t_registry
 from onnx2torch.onnx_graph import OnnxGraph
@@ -545,6 +547,7 @@ for _op in _REDUCERS:
 
 def missing_converters(ops: list[tuple[str, str]], opset: dict[str, int]) -> list[str]:
     """``domain.op`` names among ``ops`` (domain, op_type) that no registered converter handles."""
+    ensure_converters(op_type for domain, op_type in ops if domain == "")
     missing: list[str] = []
     for domain, op_type in ops:
         try:

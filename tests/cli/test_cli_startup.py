@@ -58,3 +58,17 @@ def test_a_safetensors_scan_imports_neither_the_onnx_stack_nor_dynamo(tmp_path):
             "--format", "json", "--output-dir", str(tmp_path / "r")]
     assert _heavy_imports(*args, cwd=tmp_path, watch=("onnx", "onnx2torch", "torchvision", "torch._dynamo")) == []
     assert (tmp_path / "r" / "report.json").is_file()
+
+
+def test_an_onnx_scan_of_batches_of_one_imports_neither_torchvision_nor_dynamo_nor_scipy(tmp_path):
+    # onnx2torch's NonMaxSuppression and RoiAlign converters import torchvision, which imports torch._dynamo and
+    # sympy; scipy's assignment is not needed to pair one reconstruction with one original. Together ~1.6 CPU-s
+    # and ~180 MiB of the README's quick-start scan, paid by every worker process (benchmarks/bench_startup.py
+    # --onnx measures it).
+    args = ["scan", str(EXAMPLES / "models" / "mlp_dropout.onnx"), "--data", str(EXAMPLES / "samples"),
+            "--samples", "1", "--attacks", "analytic", "--quiet", "--exit-zero",
+            "--format", "json", "--output-dir", str(tmp_path / "r")]
+    assert _heavy_imports(*args, cwd=tmp_path, watch=("onnx2torch", "torchvision", "torch._dynamo", "sympy",
+                                                   "scipy")) == [
+        "onnx2torch"]
+    assert (tmp_path / "r" / "report.json").is_file()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -122,3 +125,31 @@ def test_slice_and_reshape_with_bounds_computed_at_run_time(tmp_path):
     path = build(tmp_path, reshape, 19, [ints("s", [-1]), ints("e", [-10**9]), ints("a", [2]), ints("p", [-2])],
                  extra_nodes=[*negs, sl, shape])
     compare(path)
+
+
+def test_a_torchvision_backed_op_converts_when_its_converter_was_deferred(tmp_path):
+    # The loader imports onnx2torch without its RoiAlign/NonMaxSuppression converters (they import torchvision,
+    # ~1.5 CPU-s of every ONNX scan's start-up); a graph that has one must still convert. In a fresh process:
+    # here other tests may have imported torchvision already, and then nothing is deferred.
+    graph = helper.make_graph(
+        [helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], output_height=2, output_width=3, sampling_ratio=2,
+                          spatial_scale=0.5)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("rois", TensorProto.FLOAT, [2, 4], [0, 0, 14, 14, 2, 3, 9, 12]),
+         helper.make_tensor("idx", TensorProto.INT64, [2], [0, 1])])
+    path = tmp_path / "roi.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], ir_version=8), str(path))
+    x = np.random.default_rng(0).standard_normal([2, 3, 8, 8]).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, onnx, torch\n"
+            "from leakaudit.models.onnx_loader import convert\n"
+            "print('before', 'torchvision' in sys.modules)\n"
+            f"path = {str(path)!r}\n"
+            f"x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))\n"
+            f"np.save({str(tmp_path / 'y.npy')!r}, convert(path, onnx.load(path))(x).detach().numpy())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["before", "False"]
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
