@@ -215,20 +215,24 @@ def _literal(text: str, where: str) -> Any:
         return text
 
 
+def _name_value_pairs(items: Any, where: str, form: str, example: str) -> list[tuple[str, Any]]:
+    """``["a=1", "b=2"]``, ``"a=1,b=2"`` or a TOML table -> [("a", "1"), ("b", "2")] (values as given); an item
+    without ``=`` is an error naming ``form`` (e.g. LAYER=P) and an ``example``."""
+    if isinstance(items, Mapping):
+        return list(items.items())
+    pairs = []
+    for item in split_list(items, where) if isinstance(items, str) else items:
+        name, sep, value = str(item).partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{where}: {item!r} is not {form}; write e.g. {example}")
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
 def parse_dropout(items: Any, where: str) -> dict[str, float]:
     """``["fc1=0.5", "fc2=0.25"]`` or a TOML table ``{fc1 = 0.5}`` -> {"fc1": 0.5, "fc2": 0.25}."""
-    pairs: list[tuple[str, Any]]
-    if isinstance(items, Mapping):
-        pairs = list(items.items())
-    else:
-        pairs = []
-        for item in split_list(items, where) if isinstance(items, str) else items:
-            name, sep, p = str(item).partition("=")
-            if not sep or not name.strip():
-                raise ConfigError(f"{where}: {item!r} is not LAYER=P; write e.g. --dropout fc1=0.5")
-            pairs.append((name.strip(), p.strip()))
     out: dict[str, float] = {}
-    for name, p in pairs:
+    for name, p in _name_value_pairs(items, where, "LAYER=P", "--dropout fc1=0.5"):
         try:
             rate = float(p)
         except (TypeError, ValueError):
@@ -241,16 +245,7 @@ def parse_dropout(items: Any, where: str) -> dict[str, float]:
 
 def parse_attack_iterations(items: Any, where: str) -> dict[str, int]:
     """``["ig=1200", "dia=800"]`` or a TOML table ``{ig = 1200}`` -> {"ig": 1200, "dia": 800}."""
-    pairs: list[tuple[str, Any]]
-    if isinstance(items, Mapping):
-        pairs = list(items.items())
-    else:
-        pairs = []
-        for item in split_list(items, where) if isinstance(items, str) else items:
-            name, sep, n = str(item).partition("=")
-            if not sep or not name.strip():
-                raise ConfigError(f"{where}: {item!r} is not ATTACK=N; write e.g. --attack-iterations ig=1200")
-            pairs.append((name.strip(), n.strip()))
+    pairs = _name_value_pairs(items, where, "ATTACK=N", "--attack-iterations ig=1200")
     return {str(name): _number(n, int, f"{where} {name}", minimum=1, maximum=MAX_ITERATIONS) for name, n in pairs}
 
 
