@@ -136,7 +136,7 @@ def main() -> int:
                 row = audit_row(net, images, labels, refs, args)
                 row.update(model=name, weights=f"{weights} ({a:.1%})")
                 rows.append(row)
-                print(f"  {weights}: {row['verdict']}, {row['recognised']} of {row['audited']} recognised, "
+                print(f"  {weights}: {row['verdict']}, {row['recognised']} of {row['audited']} recognised "
                       f"(95% interval {row['interval'][0]:.0%}-{row['interval'][1]:.0%}), {row['seconds']:.0f} s; "
                       f"each matched among {row['references'] + 1} (itself and {row['references']} references)",
                       flush=True)
