@@ -644,7 +644,7 @@ class ConfigFile:
         try:
             yield
         except LeakauditError as e:
-            shown = e.shown(lambda name: flag_of(name) if name in SETTING else name)
+            shown = e.shown(option_of)
             message = self.attribute(shown, flags)
             if message == shown:
                 raise
@@ -665,6 +665,18 @@ class ConfigFile:
 def flag_of(name: str) -> str:
     """The command-line option of a ScanSettings field (``formats`` -> ``--format``)."""
     return SETTING[name].flag
+
+
+# The inputs a core message marks (``errors.argument_ref``) that are not ScanSettings fields, with the option the
+# CLI gives each by: a Python caller passes them as arguments (``audit(model, data)``, ``load_config(path)``,
+# ``run_sweep(vary, ...)``) or not at all (a checkpoint or sweep.json to resume is the CLI's).
+ARGUMENTS = {"data": "--data", "config": "--config", "resume": "--resume", "vary": "--vary"}
+
+
+def option_of(name: str) -> str:
+    """How the CLI names a setting or input a message marks: its option (``batch_size`` -> ``--batch-size``,
+    ``data`` -> ``--data``); an unknown name as it is."""
+    return SETTING[name].flag if name in SETTING else ARGUMENTS.get(name, name)
 
 
 def _canonical_key(key: str, where: str) -> str:
