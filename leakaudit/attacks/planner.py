@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from torch import nn
 
 from ..detect.interface import Findings
-from ..errors import ConfigError
+from ..errors import ConfigError, setting_ref
 from ..registry import Registry, check_choice
 from .interface import BUDGET_NAMES, Attack, AttackSettings, PlannedAttack, check_attack
 from .registry import ATTACKS
@@ -50,7 +50,7 @@ _TYPES: dict[str, type] = {"iterations": int, "restarts": int, "lr": float, "tv"
                            "refine_tv": float}
 
 
-def check_budget(budget: object, where: str = "--budget") -> str:
+def check_budget(budget: object, where: str = setting_ref("budget")) -> str:
     """``budget`` when it names a budget: the one check of the setting, asked by the config file and flags
     (``config.coerce``), the pre-flight (Python callers) and ``budget_settings``."""
     return check_choice(budget, BUDGET_NAMES, where)
