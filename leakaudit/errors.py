@@ -41,7 +41,7 @@ def argument_ref(name: str) -> str:
     """An input that is not a ScanSettings field (``data``, ``resume``: a row of ``config.ARGUMENTS``) marked
     in a message as ``setting_ref`` marks a setting: the CLI names its option (``--data``), a Python caller reads
     ``name``, the argument or input it gave."""
-    return setting_ref(name)
+    return f"\x1e{name}\x1f"
 
 
 class LeakauditError(Exception):
