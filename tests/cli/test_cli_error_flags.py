@@ -68,6 +68,7 @@ ADVICE = {
     "leakaudit/coverage/split.py": "the report's note on samples not audited",
     "leakaudit/detect/__init__.py": "the findings' export warnings in the report",
     "leakaudit/detect/dropout.py": "a findings warning in the report",
+    "leakaudit/detect/modality.py": "why the input is read as a modality (inspect and the report)",
     "leakaudit/models/batchnorm.py": "the report's note on the batch size chosen",
     "leakaudit/report/document.py": "report advice",
     "leakaudit/report/html.py": "report text",
