@@ -651,7 +651,11 @@ class ConfigFile:
             yield
         except LeakauditError as e:
             shown = e.shown(option_of)
-            message = self.attribute(shown, flags)
+            # a setting the message names later that the file gave (no flag did) is named by its key too
+            keys = {name: label.removeprefix(f"{self.where} ") for name, label in self.labels.items()
+                    if name not in flags}
+            keyed = e.shown(lambda name: keys.get(name) or option_of(name))
+            message = self.attribute(shown, flags, keyed)
             if message == shown:
                 raise
             try:
@@ -660,12 +664,17 @@ class ConfigFile:
                 raise e from e.__cause__
             raise renamed from e
 
-    def attribute(self, message: str, flags: Mapping[str, Any]) -> str:
+    def attribute(self, message: str, flags: Mapping[str, Any], keyed: str | None = None) -> str:
+        """``message`` (as the CLI shows it) starting with the file and key instead of the flag when the file gave
+        that setting; ``keyed``: the same message with the other settings the file gave named by their keys."""
         for name, label in self.labels.items():
             flag = flag_of(name)
             if name not in flags and message.startswith(flag) and message[len(flag):][:1] in (" ", ":"):
+                key = label.removeprefix(f"{self.where} ")
+                if keyed is not None and keyed.startswith(key) and keyed[len(key):][:1] in (" ", ":"):
+                    return label + keyed[len(key):]
                 return label + message[len(flag):]
-        return message
+        return keyed if keyed is not None else message
 
 
 def flag_of(name: str) -> str:

@@ -244,3 +244,25 @@ def test_a_marked_message_from_a_config_value_names_the_key_and_from_a_flag_the_
             raise error
     assert _named_by_flag(caught.value).startswith("--dropout nope=0.5: ")
     assert str(caught.value).startswith("dropout nope=0.5: ")
+
+
+def test_a_setting_the_file_gave_is_named_by_its_key_later_in_the_message_too(tmp_path):
+    from leakaudit.config import load_config
+    from leakaudit.errors import setting_ref
+
+    (tmp_path / "leakaudit.toml").write_text('normalize = "cifar10"\nmean = "0.5"\n')
+    config = load_config(cwd=tmp_path)
+    error = ConfigError(f"{setting_ref('normalize')} cifar10: a preset fixes mean and std; drop {setting_ref('mean')}"
+                        f"/{setting_ref('std')}")
+    with pytest.raises(ConfigError) as caught:
+        with config.attributed({}):
+            raise error
+    assert str(caught.value) == "leakaudit.toml normalize cifar10: a preset fixes mean and std; drop mean/--std"
+    with pytest.raises(ConfigError) as caught:
+        with config.attributed({"mean": (0.5,)}):  # the flag won: it is what the user typed
+            raise error
+    assert str(caught.value) == "leakaudit.toml normalize cifar10: a preset fixes mean and std; drop --mean/--std"
+    with pytest.raises(ConfigError) as caught:  # a message that starts with no setting the file gave
+        with config.attributed({}):
+            raise ConfigError(f"m: cannot take {setting_ref('mean')} 0.5 with {setting_ref('std')} unset")
+    assert str(caught.value) == "m: cannot take mean 0.5 with --std unset"
