@@ -26,7 +26,7 @@ import torch
 from .config import ScanSettings
 from .data.interface import SampleBatch
 from .detect.interface import Findings
-from .errors import ConfigError, InputError, LeakauditError
+from .errors import ConfigError, InputError, LeakauditError, setting_ref
 from .progress import AttackProgress, NullObserver, Observer
 from .metrics.scoring import SampleScore  # noqa: F401 -- part of this module's API, as before
 from .result import (AttackOutcome, AuditResult, ControlOutcome, DataCard, LabelOutcome, ModelCard,  # noqa: F401
@@ -305,7 +305,7 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     >>> audit(model, batch, budget="fast")
     Traceback (most recent call last):
     ...
-    leakaudit.errors.ConfigError: --budget: 'fast' is not one of quick, standard, thorough; pick one of them
+    leakaudit.errors.ConfigError: budget: 'fast' is not one of quick, standard, thorough; pick one of them
     """
     started = _now()
     prepared = prepare(model, data, settings, observer=observer, **overrides)
@@ -351,26 +351,27 @@ def preflight(settings: ScanSettings) -> Any:
     # key): here for Python callers, whose settings did not come through coerce.
     ruleset = _load_rules(settings.rules)
     if settings.no_dropout and settings.dropout:
-        raise ConfigError(f"--no-dropout with --dropout {','.join(settings.dropout)}: the model either trains "
-                          "with dropout or without; give one of them")
+        raise ConfigError(f"{setting_ref('no_dropout')} with {setting_ref('dropout')} {','.join(settings.dropout)}: "
+                          "the model either trains with dropout or without; give one of them")
     _check_defenses(settings.defenses)
     if settings.utility_data and not Path(settings.utility_data).exists():
-        raise ConfigError(f"--utility-data {settings.utility_data}: no such file or folder; point it at held-out "
-                          "samples with labels (an image folder with labels.csv, .npz, .npy or .safetensors)")
+        raise ConfigError(f"{setting_ref('utility_data')} {settings.utility_data}: no such file or folder; point it "
+                          "at held-out samples with labels (an image folder with labels.csv, .npz, .npy or "
+                          ".safetensors)")
     _check_attacks(settings.attacks)
     for name in settings.attack_iterations:
-        _check_attacks((name,), "--attack-iterations")
+        _check_attacks((name,), setting_ref("attack_iterations"))
     check_budget(settings.budget)
     if settings.protocol is not None:
         check_protocol(settings.protocol)
     check_client_batchnorm(settings.client_batchnorm)
     if settings.update_buffers not in ("yes", "no"):
-        raise ConfigError(f"--update-buffers {settings.update_buffers!r}: not yes or no; give yes (the update "
-                          "carries the BatchNorm running statistics) or no")
+        raise ConfigError(f"{setting_ref('update_buffers')} {settings.update_buffers!r}: not yes or no; give yes "
+                          "(the update carries the BatchNorm running statistics) or no")
     if settings.client_batch_size is not None and not (isinstance(settings.client_batch_size, int)
                                                        and settings.client_batch_size >= 1):
-        raise ConfigError(f"--client-batch-size {settings.client_batch_size!r}: must be a whole number of at least "
-                          "1; give the batch your clients train with")
+        raise ConfigError(f"{setting_ref('client_batch_size')} {settings.client_batch_size!r}: must be a whole "
+                          "number of at least 1; give the batch your clients train with")
     resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
     from .coverage.executors import check_execution
 
@@ -391,7 +392,7 @@ def _check_defenses(texts: tuple[str, ...]) -> None:
         parse_defense(text)
 
 
-def _check_attacks(names: tuple[str, ...], flag: str = "--attacks") -> None:
+def _check_attacks(names: tuple[str, ...], flag: str = setting_ref("attacks")) -> None:
     from .attacks import ATTACKS
 
     for name in names:
@@ -461,8 +462,8 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
         raise DataError(f"{pool.source}: {len(pool)} sample(s) found but the model needs a batch of "
                         f"{size}, {why}; add samples")
     if len(pool) < size:
-        raise DataError(f"{pool.source}: {len(pool)} sample(s) found but --batch-size is {size}; "
-                        f"add samples or lower --batch-size")
+        raise DataError(f"{pool.source}: {len(pool)} sample(s) found but {setting_ref('batch_size')} is {size}; "
+                        f"add samples or lower {setting_ref('batch_size')}")
     from .coverage.split import draw, split
 
     chosen_pool, drawn = draw(pool, settings.samples, settings.seed)

@@ -23,8 +23,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import settings_in_roles
-from ..errors import InputError
+from ..errors import InputError, argument_ref, setting_ref
 from ..result import BatchCoverage, RuleOutcome, SampleCoverage
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+ARCH = setting_ref("arch")
+BATCH_SIZE = setting_ref("batch_size")
+DATA = argument_ref("data")
+OUTPUT_DIR = setting_ref("output_dir")
+REFERENCE_DATA = setting_ref("reference_data")
+RESUME = argument_ref("resume")
+RULES = setting_ref("rules")
+SAMPLES = setting_ref("samples")
 
 NAME = "scan-checkpoint.json"
 KIND = "leakaudit-scan-checkpoint"
@@ -113,30 +123,30 @@ def _load(path: Path, fix: str) -> Any:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise InputError(f"--resume: no checkpoint {path}; a multi-batch scan writes it after every batch to its "
-                         f"--output-dir; {fix}") from None
+        raise InputError(f"{RESUME}: no checkpoint {path}; a multi-batch scan writes it after every batch to its "
+                         f"{OUTPUT_DIR}; {fix}") from None
     except OSError as e:
         what = "a link" if os.path.islink(path) else (e.strerror or type(e).__name__)
-        raise InputError(f"--resume {path}: cannot read the checkpoint ({what}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: cannot read the checkpoint ({what}); {fix}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"--resume {path}: the checkpoint is not a regular file; {fix}")
+            raise InputError(f"{RESUME} {path}: the checkpoint is not a regular file; {fix}")
         with os.fdopen(os.dup(fd), "rb") as handle:
             raw = handle.read(LIMIT + 1)
     except OSError as e:
-        raise InputError(f"--resume {path}: cannot read the checkpoint ({e.strerror}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: cannot read the checkpoint ({e.strerror}); {fix}") from None
     finally:
         os.close(fd)
     if len(raw) > LIMIT:
-        raise InputError(f"--resume {path}: larger than {LIMIT >> 20} MiB, not a checkpoint leakaudit wrote; {fix}")
+        raise InputError(f"{RESUME} {path}: larger than {LIMIT >> 20} MiB, not a checkpoint leakaudit wrote; {fix}")
     try:
         return json.loads(raw.decode("utf-8"))
     except RecursionError:
-        raise InputError(f"--resume {path}: nested too deeply, not a checkpoint leakaudit wrote; {fix}") from None
+        raise InputError(f"{RESUME} {path}: nested too deeply, not a checkpoint leakaudit wrote; {fix}") from None
     except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, and an integer past Python's digit limit
         decode = isinstance(e, (json.JSONDecodeError, UnicodeDecodeError))
         reason = str(e).splitlines()[0] if decode else "a number too long to be one leakaudit wrote"
-        raise InputError(f"--resume {path}: cannot read the checkpoint ({reason[:120]}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: cannot read the checkpoint ({reason[:120]}); {fix}") from None
 
 
 def _check_batch(b: BatchCoverage, total: int, strict: bool) -> str:
@@ -185,36 +195,36 @@ def _statistics(c: Any) -> dict[str, Any] | None:
 
 def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCoverage]]:
     """The records of ``path`` after checking it is this scan's; InputError (exit 2) naming the mismatch."""
-    fix = "run the scan again without --resume (it starts over)"
+    fix = f"run the scan again without {RESUME} (it starts over)"
     doc = _load(path, fix)
     if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("version") != VERSION:
-        raise InputError(f"--resume {path}: not a leakaudit scan checkpoint of version {VERSION}; {fix}")
+        raise InputError(f"{RESUME} {path}: not a leakaudit scan checkpoint of version {VERSION}; {fix}")
     if doc.get("leakaudit") != ident["leakaudit"]:
-        raise InputError(f"--resume {path}: written by leakaudit {str(doc.get('leakaudit'))[:20]}, this is "
+        raise InputError(f"{RESUME} {path}: written by leakaudit {str(doc.get('leakaudit'))[:20]}, this is "
                          f"{ident['leakaudit']}; {fix}")
     if doc.get("model_sha256") != ident["model_sha256"] or doc.get("arch_sha256") != ident["arch_sha256"]:
-        raise InputError(f"--resume {path}: the checkpoint is of another model (sha256 "
+        raise InputError(f"{RESUME} {path}: the checkpoint is of another model (sha256 "
                          f"{str(doc.get('model_sha256'))[:12]}..., now {ident['model_sha256'][:12]}..., or another "
-                         f"--arch file); {fix}")
+                         f"{ARCH} file); {fix}")
     old, new = doc.get("settings", {}), ident["settings"]
     if old != new:
         old = old if isinstance(old, dict) else {}
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         shown = ", ".join(f"{k} ({str(old.get(k))[:40]!r} -> {str(new.get(k))[:40]!r})" for k in diff[:3])
-        raise InputError(f"--resume {path}: settings differ from the checkpointed scan: {shown}; use the same "
+        raise InputError(f"{RESUME} {path}: settings differ from the checkpointed scan: {shown}; use the same "
                          f"options, or {fix}")
     if doc.get("rules_sha256") != ident["rules_sha256"]:
-        raise InputError(f"--resume {path}: the rules differ from the checkpointed scan's (the --rules file was "
+        raise InputError(f"{RESUME} {path}: the rules differ from the checkpointed scan's (the {RULES} file was "
                          f"edited, or another profile); use the rules the scan started with, or {fix}")
     if doc.get("samples") != ident["samples"] or doc.get("samples_sha256") != ident["samples_sha256"]:
-        raise InputError(f"--resume {path}: the samples or their batches differ from the checkpointed scan (names, "
-                         f"pixels or labels); use the same --data, --samples and --batch-size, or {fix}")
+        raise InputError(f"{RESUME} {path}: the samples or their batches differ from the checkpointed scan (names, "
+                         f"pixels or labels); use the same {DATA}, {SAMPLES} and {BATCH_SIZE}, or {fix}")
     if doc.get("references_sha256") != ident["references_sha256"]:
-        raise InputError(f"--resume {path}: the reference images differ from the checkpointed scan's (another "
-                         f"--reference-data, or its files changed); use the same references, or {fix}")
+        raise InputError(f"{RESUME} {path}: the reference images differ from the checkpointed scan's (another "
+                         f"{REFERENCE_DATA}, or its files changed); use the same references, or {fix}")
     records = {"batches": doc.get("batches"), "records": doc.get("records")}
     if doc.get("records_sha256") != _digest({**ident, **records}):
-        raise InputError(f"--resume {path}: the checkpoint's records do not match their sha256 (edited or "
+        raise InputError(f"{RESUME} {path}: the checkpoint's records do not match their sha256 (edited or "
                          f"damaged); {fix}")
     try:
         batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
@@ -224,11 +234,11 @@ def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[S
                    for b in doc["batches"]]
         samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
     except (KeyError, TypeError) as e:
-        raise InputError(f"--resume {path}: the checkpoint is damaged ({e}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: the checkpoint is damaged ({e}); {fix}") from None
     total, strict = len(ident["samples"]), bool(ident["settings"].get("strict"))
     problems = [p for p in (_check_batch(b, total, strict) for b in batches) if p]
     if not problems and len({b.index for b in batches}) != len(batches):
         problems.append("a batch is recorded twice")
     if problems:
-        raise InputError(f"--resume {path}: the checkpoint is inconsistent ({problems[0]}); {fix}")
+        raise InputError(f"{RESUME} {path}: the checkpoint is inconsistent ({problems[0]}); {fix}")
     return batches, samples

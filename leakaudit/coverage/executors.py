@@ -38,6 +38,7 @@ EXECUTOR_SETTING = setting_ref("executor")
 WORKERS_SETTING = setting_ref("workers")
 RAY_ADDRESS_SETTING = setting_ref("ray_address")
 DEVICE_SETTING = setting_ref("device")
+THREADS_SETTING = setting_ref("threads")
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -111,7 +112,7 @@ def probe_ray_address(address: str, label: str = RAY_ADDRESS_SETTING) -> None:
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     shown = {"RAY_ADDRESS": f"RAY_ADDRESS={address} (environment)",
-             "recorded": f"--executor ray: Ray's ray_current_cluster file ({address})"}.get(
+             "recorded": f"{EXECUTOR_SETTING} ray: Ray's ray_current_cluster file ({address})"}.get(
                  label, f"{label} {address}")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{shown}: not an address; give HOST:PORT of the Ray head node, e.g. 10.0.0.5:6379, "
@@ -499,7 +500,7 @@ def _on_ray(jobs: Sequence[Job], context: Context, observer: Any, address: str |
         if not gpu and largest < context.threads:  # no node could take a task: they would wait for ever
             raise ConfigError(f"{EXECUTOR_SETTING} ray: each task runs {context.threads} torch threads (as this "
                               f"process does) but the largest Ray node has {largest:g} CPUs; run the scan with "
-                              f"--threads {max(1, int(largest))}, or add larger nodes")
+                              f"{THREADS_SETTING} {max(1, int(largest))}, or add larger nodes")
         # a CPU task holds as many CPUs as it runs threads, so Ray does not oversubscribe a node's cores; a GPU
         # task holds a GPU (the GPU does the work)
         options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": context.threads}

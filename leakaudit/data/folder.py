@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, argument_ref
 from ..userfiles import file_kind, read_user_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -98,7 +98,8 @@ def list_folder(folder: Path) -> list[FolderItem]:
     for p in files:
         _check_image_name(p)
     if not files:
-        raise DataError(f"{folder}: folder holds no images ({_EXT_LIST}); point --data at a folder of images")
+        raise DataError(f"{folder}: folder holds no images ({_EXT_LIST}); point {argument_ref('data')} at a folder "
+                        "of images")
     if not label_files:
         raise DataError(f"{folder}: images have no labels; add labels.csv (rows 'file,label') or labels.json "
                         "({\"file\": label}), or sort the images into class sub-folders")

@@ -11,6 +11,7 @@ import dataclasses
 
 from torch import nn
 
+from ..errors import setting_ref
 from ..models.interface import LoadedModel
 from .bottleneck import find_bottlenecks
 from .dropout import find_dropout
@@ -54,7 +55,8 @@ FOLDED_BATCHNORM_REFUSAL = (
     "{path}: the exporter folded {n} BatchNorm layer(s) into the convolutions before them (recorded in the "
     "file's node metadata), so the file is not the function your clients train and no verdict on it is about "
     "them; re-export with " + REEXPORT + " (the dynamo exporter folds BatchNorm even in training mode), or pass "
-    "--allow-folded-batchnorm (config key allow_folded_batchnorm) to audit the folded function anyway")
+    + setting_ref("allow_folded_batchnorm") + " (config key allow_folded_batchnorm) to audit the folded function "
+    "anyway")
 UNRECOGNIZED_WARNING = (
     "unrecognized stochastic layer(s) {names}: no attack models their randomness, so a pass may understate "
     "what an adaptive attacker recovers; treat the scan's verdict as a lower bound on the leak"

@@ -14,7 +14,7 @@ from ..audit import Prepared
 from ..audit import prepare as prepare_audit
 from ..audit import run as run_audit
 from ..detect.interface import Findings
-from ..errors import ConfigError
+from ..errors import ConfigError, argument_ref
 from ..models.interface import LoadedModel
 from ..progress import NullObserver, Observer
 from .interface import (
@@ -30,6 +30,9 @@ from .interface import (
 from ..config import settings_in_roles
 from .knobs import Vary
 from .settings import defenses_with, rebuild_with_dropout
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+VARY = argument_ref("vary")
 
 
 def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
@@ -69,7 +72,7 @@ def check_knob(vary: Vary, prepared: Prepared, defenses: tuple[str, ...]) -> Non
         rebuild_with_dropout(prepared.model, vary.values[-1])  # a weights mismatch is one error, not one per value
         return
     if knob.component == "ppp" and not prepared.findings.bottlenecks:
-        raise ConfigError(f"--vary {knob.name}: {prepared.model.path} has no PRECODE (variational) bottleneck, so "
+        raise ConfigError(f"{VARY} {knob.name}: {prepared.model.path} has no PRECODE (variational) bottleneck, so "
                           f"PPP has no layers to perturb; vary noise.sigma instead")
     for spec in defenses_with(defenses, knob, vary.values[0]):
         parse_defense(spec)
