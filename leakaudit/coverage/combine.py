@@ -20,29 +20,36 @@ worst ``GALLERY`` samples; the full result (tensors) of one batch, the one with 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..result import (AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, RuleOutcome, SampleCoverage,
                       _leak_key, worst_key)
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..metrics.scoring import SampleScore
+    from ..verdict.rules import Rule, RuleSet
+    from .run import Plan
+
 GALLERY = 12  # worst cases whose reconstructions the report keeps
 
 
-def coverage_rules(ruleset: Any) -> tuple[Any, ...]:
+def coverage_rules(ruleset: RuleSet) -> tuple[Rule, ...]:
     from ..metrics.builtin import COVERAGE_METRICS
 
     return tuple(r for r in ruleset.rules if r.metric in COVERAGE_METRICS)
 
 
-def batch_ruleset(ruleset: Any) -> Any:
+def batch_ruleset(ruleset: RuleSet) -> RuleSet:
     """The rules a single batch is judged by: all but the scan-level (coverage) ones."""
     rules = coverage_rules(ruleset)
     return replace(ruleset, rules=tuple(r for r in ruleset.rules if r not in rules)) if rules else ruleset
 
 
-def criterion(ruleset: Any) -> tuple[Any, ...]:
+def criterion(ruleset: RuleSet) -> tuple[Rule, ...]:
     """The rules that say a sample is recognised (``verdict.rules.recognition_rules``): the profile's per-sample
     fail-severity rules, or the default profile's when it has none."""
     from ..verdict.rules import recognition_rules
@@ -50,11 +57,11 @@ def criterion(ruleset: Any) -> tuple[Any, ...]:
     return recognition_rules(ruleset)
 
 
-def ranking_metric(rules: Sequence[Any]) -> str:
+def ranking_metric(rules: Sequence[Rule]) -> str:
     return rules[0].metric if rules else "ssim"
 
 
-def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rules: Sequence[Any], metric: str,
+def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rules: Sequence[Rule], metric: str,
                  seconds: float) -> tuple[BatchCoverage, list[SampleCoverage]]:
     """The records of one batch's audit: the batch's verdict and, per sample, the best attack and its scores.
     Every sample's reconstruction image is made here; ``prune`` drops all but the worst cases'."""
@@ -62,7 +69,7 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
     from ..verdict.rules import fires_on
 
     data = result.data
-    best: dict[int, tuple[tuple[bool, float], str, dict[str, float], Any, Any]] = {}
+    best: dict[int, tuple[tuple[bool, float], str, dict[str, float], torch.Tensor | None, SampleScore]] = {}
     hits: dict[int, set[str]] = {}
     for attack in result.attacks:
         if not attack.ran:
@@ -142,20 +149,20 @@ def combine_rules(batches: Sequence[BatchCoverage]) -> list[RuleOutcome]:
     return [_combine_rule(rows[rid], len(batches) > 1) for rid in order]
 
 
-def rate_rules(rules: Sequence[Any], recognised: int, audited: int, interval: tuple[float, float],
+def rate_rules(rules: Sequence[Rule], recognised: int, audited: int, interval: tuple[float, float],
                criterion_ids: Sequence[str]) -> list[RuleOutcome]:
     """The scan-level rules, on the recognised fraction (or its interval's upper bound) of every audited sample."""
     from ..metrics import METRICS
 
     out = []
     for rule in rules:
-        common = dict(id=rule.id, metric=rule.metric, comparison=rule.comparison, threshold=float(rule.threshold),
-                      severity=rule.severity, scope=rule.scope, description=rule.description,
-                      rationale=rule.rationale, reference=rule.reference)
+        common = RuleOutcome(id=rule.id, metric=rule.metric, comparison=rule.comparison,
+                             threshold=float(rule.threshold), severity=rule.severity, scope=rule.scope, status="",
+                             description=rule.description, rationale=rule.rationale, reference=rule.reference)
         if not audited or not criterion_ids:
             why = "no sample was audited" if not audited else \
                 "the rules have no per-sample rule that says what recognised means"
-            out.append(RuleOutcome(**common, status="not_evaluated", reason=f"not evaluated: {why}"))
+            out.append(replace(common, status="not_evaluated", reason=f"not evaluated: {why}"))
             continue
         value = recognised / audited if rule.metric == "recognised_fraction" else interval[1]
         fired = METRICS.get(rule.metric).leaks(value, rule.threshold, rule.comparison)
@@ -164,7 +171,7 @@ def rate_rules(rules: Sequence[Any], recognised: int, audited: int, interval: tu
                  else f" does not reach {rule.comparison} {rule.threshold:g}"))
         reason = (f"{shown}: {recognised} of {audited} sample(s) recognised ({', '.join(criterion_ids)}), "
                   f"95% interval {interval[0]:.3g}-{interval[1]:.3g} (Clopper-Pearson)")
-        out.append(RuleOutcome(**common, status=status, observed=value, reason=reason))
+        out.append(replace(common, status=status, observed=value, reason=reason))
     return out
 
 
@@ -184,18 +191,34 @@ def combine_control(shown: ControlOutcome | None, batches: Sequence[BatchCoverag
                    evidence=evidence)
 
 
-def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage],
-            shown_batch: int, available: int, planned: int, batch_size: int, batches_planned: int, drawn: str,
-            remainder: str, resumed: int, interrupted: bool, strict: bool, lost: Sequence[str] = ()) -> AuditResult:
-    """The scan's result: ``shown``'s detail sections, the rules and control combined over ``batches``, and
-    the coverage section. ``lost``: why batches could not be audited (their worker died twice): the scan is
-    then incomplete, like an interrupted one -- what ran is reported, and no verdict is final."""
+@dataclass(frozen=True)
+class Finished:
+    """What the run over a plan's batches ended with (``coverage.run.run_batches``)."""
+
+    batches: Sequence[BatchCoverage]  # every batch audited, restored ones included
+    samples: Sequence[SampleCoverage]
+    shown_batch: int  # the batch whose full result is the report's detail
+    resumed: int  # batches restored from a checkpoint
+    interrupted: bool
+    # why batches could not be audited (their worker died twice): the scan is then incomplete, like an
+    # interrupted one -- what ran is reported, and no verdict is final
+    lost: Sequence[str] = ()
+
+
+def combine(shown: AuditResult, *, ruleset: RuleSet, plan: Plan, finished: Finished, strict: bool) -> AuditResult:
+    """The scan's result: ``shown``'s detail sections, the rules and control combined over the finished batches,
+    and the coverage section of ``plan``."""
     from ..verdict.outcome import rules_fail
+
+    samples, shown_batch, resumed, interrupted, lost = (finished.samples, finished.shown_batch, finished.resumed,
+                                                         finished.interrupted, finished.lost)
+    available, planned, drawn, remainder = plan.available, plan.planned, plan.drawn, plan.remainder
+    batch_size, batches_planned = len(plan.batches[0]) if plan.batches else 0, len(plan.batches)
 
     rules_for_samples = criterion(ruleset)
     ids = tuple(r.id for r in rules_for_samples)
     metric = ranking_metric(rules_for_samples)
-    batches = sorted(batches, key=lambda b: b.index)
+    batches = sorted(finished.batches, key=lambda b: b.index)
     coverage = CoverageOutcome(
         available=available, planned=planned, batch_size=batch_size, batches_planned=batches_planned,
         samples=tuple(prune(samples, metric)), batches=tuple(batches), criterion=ids, ranking_metric=metric,
