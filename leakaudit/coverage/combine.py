@@ -65,33 +65,10 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
                  seconds: float) -> tuple[BatchCoverage, list[SampleCoverage]]:
     """The records of one batch's audit: the batch's verdict and, per sample, the best attack and its scores.
     Every sample's reconstruction image is made here; ``prune`` drops all but the worst cases'."""
-    from ..report.images import png_data_uri
-    from ..verdict.rules import fires_on
-
     data = result.data
-    best: dict[int, tuple[tuple[bool, float], str, dict[str, float], torch.Tensor | None, SampleScore]] = {}
-    hits: dict[int, set[str]] = {}
-    for attack in result.attacks:
-        if not attack.ran:
-            continue
-        for row, s in enumerate(attack.samples):
-            i = s.original_index if s.original_index is not None else s.index
-            fired = {rule.id for rule in rules if fires_on(rule, s.metrics, s.excluded, s.references)}
-            hits.setdefault(i, set()).update(fired)
-            # the best attack on a sample: one that recognised it, then the most leaking on the ranking metric
-            key = (bool(fired), _leak_key(None if metric in s.excluded else s.metrics.get(metric), metric))
-            if i not in best or key > best[i][0]:
-                pixels = attack.pixels[row] if attack.pixels is not None and row < attack.pixels.shape[0] else None
-                best[i] = (key, attack.name, dict(s.metrics), pixels, s)
-    samples = []
-    for i, name in enumerate(data.names):
-        found = best.get(i)
-        samples.append(SampleCoverage(
-            index=offset + i, name=name, label=data.labels[i] if i < len(data.labels) else None, batch=index,
-            position=i, attack=found[1] if found else None, metrics={k: float(v) for k, v in found[2].items()}
-            if found else {}, recognised=bool(hits.get(i)), rules=tuple(sorted(hits.get(i, ()))),
-            reconstruction=png_data_uri(found[3]) if found and found[3] is not None else None,
-            references=found[4].references if found else None, transform=found[4].transform if found else ""))
+    best, hits = _best_attacks(result, rules, metric)
+    samples = [_sample_record(offset + i, name, data.labels[i] if i < len(data.labels) else None, index, i,
+                              best.get(i), hits.get(i, set())) for i, name in enumerate(data.names)]
     control = result.control
     outcome = result.outcome
     record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,
@@ -102,6 +79,51 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
                            batchnorm_statistics=result.batchnorm_statistics.as_dict()
                            if result.batchnorm_statistics else None)
     return record, samples
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The best attack on one sample: one that recognised it, then the most leaking on the ranking metric."""
+
+    key: tuple[bool, float]
+    attack: str
+    metrics: dict[str, float]
+    pixels: torch.Tensor | None  # its reconstruction
+    score: SampleScore
+
+
+def _best_attacks(result: AuditResult, rules: Sequence[Rule],
+                  metric: str) -> tuple[dict[int, _Best], dict[int, set[str]]]:
+    """Per sample of the batch (its position): the best attack on it, and the ids of the rules that fired on it."""
+    from ..verdict.rules import fires_on
+
+    best: dict[int, _Best] = {}
+    hits: dict[int, set[str]] = {}
+    for attack in result.attacks:
+        if not attack.ran:
+            continue
+        for row, s in enumerate(attack.samples):
+            i = s.original_index if s.original_index is not None else s.index
+            fired = {rule.id for rule in rules if fires_on(rule, s.metrics, s.excluded, s.references)}
+            hits.setdefault(i, set()).update(fired)
+            key = (bool(fired), _leak_key(None if metric in s.excluded else s.metrics.get(metric), metric))
+            if i not in best or key > best[i].key:
+                pixels = attack.pixels[row] if attack.pixels is not None and row < attack.pixels.shape[0] else None
+                best[i] = _Best(key, attack.name, dict(s.metrics), pixels, s)
+    return best, hits
+
+
+def _sample_record(index: int, name: str, label: int | None, batch: int, position: int, found: _Best | None,
+                   hits: set[str]) -> SampleCoverage:
+    from ..report.images import png_data_uri
+
+    return SampleCoverage(
+        index=index, name=name, label=label, batch=batch, position=position,
+        attack=found.attack if found else None,
+        metrics={k: float(v) for k, v in found.metrics.items()} if found else {}, recognised=bool(hits),
+        rules=tuple(sorted(hits)),
+        reconstruction=png_data_uri(found.pixels) if found and found.pixels is not None else None,
+        references=found.score.references if found else None, transform=found.score.transform if found else "")
 
 
 def prune(samples: Iterable[SampleCoverage], metric: str, keep: int = GALLERY) -> list[SampleCoverage]:
