@@ -221,7 +221,7 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
 
     See ``prepare`` for an example.
     """
-    from .coverage.run import Plan, run_batches
+    from .coverage.run import Plan, Scan, run_batches
 
     given = settings
     settings = settings or prepared.settings or ScanSettings()
@@ -238,10 +238,10 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     # the cap in force, written into the settings the report shows (the budget's when not given)
     settings = replace(settings, max_time=max_time(settings.budget, settings.max_time))
     clock = _clock(settings, started, len(plan.batches) - len(restored[0]))
-    result = run_batches(prepared.model, prepared.findings, plan, settings, ruleset, audit_batch=audit_loaded,
-                         nothing_audited=_nothing_audited, observer=observer, command=command, started=started,
-                         notes=prepared.notes, restored=restored, on_batch=on_batch, source=prepared.source,
-                         references=prepared.references, clock=clock)
+    scan = Scan(prepared.model, prepared.findings, plan, settings, ruleset, audit_batch=audit_loaded,
+                nothing_audited=_nothing_audited, source=prepared.source, references=prepared.references, clock=clock,
+                command=command, started=started, notes=prepared.notes)
+    result = run_batches(scan, observer=observer, restored=restored, on_batch=on_batch)
     fitted = {k: v for k, v in result.fitted_iterations().items() if k not in settings.attack_iterations}
     if fitted and result.command:  # the iterations the time gave, pinned: the command repeats on any machine
         pins = [a for name, n in fitted.items() for a in ("--attack-iterations", f"{name}={n}")]

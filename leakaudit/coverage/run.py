@@ -62,22 +62,39 @@ def eta(done_seconds: Sequence[float], remaining: int) -> str:
     return f", ETA {int(left // 60)}m{int(left % 60):02d}s" if left >= 60 else f", ETA {left:.0f}s"
 
 
-def run_batches(model: LoadedModel, findings: Findings, plan: Plan, settings: ScanSettings, ruleset: RuleSet, *,
-                audit_batch: Callable[..., AuditResult], nothing_audited: NothingAudited,
-                observer: Observer | None = None, command: str = "", started: datetime | None = None,
-                notes: tuple[str, ...] = (), restored: tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]]
-                = ((), ()), on_batch: OnBatch | None = None, source: ModelSource | None = None,
-                references: ScanReferences | None = None, clock: Clock | None = None) -> AuditResult:
-    """Audit every batch of ``plan`` not in ``restored`` on the settings' executor (``coverage.executors``) and
-    combine them. Batches may finish in any order: each is recorded (and checkpointed) as it arrives, and the
-    combined result is the same as batch by batch. ``audit_batch`` audits one batch (``audit.audit_loaded``, a
-    module-level function: workers receive it by name). ``source`` says how workers load the model again (a
-    ``ModelSource``); None sends them ``model`` itself. ``clock``: the scan's time cap
-    (``attacks.clock``)."""
+@dataclass(frozen=True)
+class Scan:
+    """What ``run_batches`` audits: the model and its findings, the plan, the settings and rules, and the
+    pipeline's per-batch audit handed down (coverage/ never imports the pipeline above it)."""
+
+    model: LoadedModel
+    findings: Findings
+    plan: Plan
+    settings: ScanSettings
+    ruleset: RuleSet
+    # audits one batch (``audit.audit_loaded``, a module-level function: workers receive it by name)
+    audit_batch: Callable[..., AuditResult]
+    nothing_audited: NothingAudited
+    # how workers load the model again; None sends them ``model`` itself (given in memory: no file)
+    source: ModelSource | None = None
+    references: ScanReferences | None = None  # the reference set and every sample of the scan
+    clock: Clock | None = None  # the scan's time cap (``attacks.clock``)
+    command: str = ""
+    started: datetime | None = None
+    notes: tuple[str, ...] = ()  # what the preparation chose, for the report
+
+
+def run_batches(scan: Scan, *, observer: Observer | None = None,
+                restored: tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]] = ((), ()),
+                on_batch: OnBatch | None = None) -> AuditResult:
+    """Audit every batch of ``scan.plan`` not in ``restored`` on the settings' executor (``coverage.executors``)
+    and combine them. Batches may finish in any order: each is recorded (and checkpointed: ``on_batch``) as it
+    arrives, and the combined result is the same as batch by batch."""
     import torch  # lazily, as the package's other heavy imports: the CLI starts without torch
 
     from .executors import Context, Job, audit_job, run_jobs
 
+    model, findings, plan, settings, ruleset = scan.model, scan.findings, scan.plan, scan.settings, scan.ruleset
     observer = observer or NullObserver()
     rules = c.criterion(ruleset)
     per_batch = c.batch_ruleset(ruleset)
@@ -86,8 +103,8 @@ def run_batches(model: LoadedModel, findings: Findings, plan: Plan, settings: Sc
     total = len(plan.batches)
     if settings.threads is not None:  # a Python caller's explicit count (the CLI has set its choice already)
         torch.set_num_threads(settings.threads)
-    context = Context(audit_batch, source if source is not None else model, findings, settings, per_batch, command,
-                      started, torch.get_num_threads(), references, clock)
+    context = Context(scan.audit_batch, scan.source if scan.source is not None else model, findings, settings,
+                      per_batch, scan.command, scan.started, torch.get_num_threads(), scan.references, scan.clock)
     jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in tally.batches]
     progress = _Progress(observer, settings.executor, total, len(tally.batches))
     progress.starting(jobs)
@@ -113,10 +130,11 @@ def run_batches(model: LoadedModel, findings: Findings, plan: Plan, settings: Sc
         return _audited(audit_job(context, Job(worst, plan.batches[worst]), model, observer))
 
     index, result = tally.shown_result(
-        interrupted, again, lambda: nothing_audited(model, findings, plan, settings, per_batch, command, started))
+        interrupted, again,
+        lambda: scan.nothing_audited(model, findings, plan, settings, per_batch, scan.command, scan.started))
     finished = c.Finished(list(tally.batches.values()), tally.samples, index, resumed, interrupted,
                           tuple(tally.lost))
-    return c.combine(replace(result, notes=(*result.notes, *notes, *ran_where)), ruleset=ruleset, plan=plan,
+    return c.combine(replace(result, notes=(*result.notes, *scan.notes, *ran_where)), ruleset=ruleset, plan=plan,
                      finished=finished, strict=settings.strict)
 
 
