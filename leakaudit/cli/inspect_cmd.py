@@ -116,6 +116,7 @@ def _print_layers(console: Console, findings: Findings, all_layers: bool) -> Non
 
 def _print_findings(console: Console, findings: Findings) -> None:
     console.print("[bold]Findings[/bold]")
+    console.print(f"  modality     {findings.modality} ({terminal(findings.modality_reason)})")
     if findings.dropout:
         for d in findings.dropout:
             console.print(f"  dropout      {terminal(d.name)}  p={d.p:g}  position {d.position}  "

@@ -89,8 +89,9 @@ def _rule_case(suite: ET.Element, doc: dict[str, Any], r: dict[str, Any]) -> str
         ET.SubElement(case, "failure", message=f"{r['id']}: could not be evaluated, which --strict counts as "
                       "failed (no leak was found by this rule)", type="not_evaluated").text = text
         return "failures"
-    if r["status"] == "not_evaluated":
-        ET.SubElement(case, "skipped", message=f"{r['id']}: not evaluated: {r.get('reason', '')}")
+    if r["status"] in ("not_evaluated", "not_applicable"):
+        why = r.get("reason", "") if r["status"] == "not_applicable" else f"not evaluated: {r.get('reason', '')}"
+        ET.SubElement(case, "skipped", message=f"{r['id']}: {why}")
         return "skipped"
     if r["status"] == "warn":
         ET.SubElement(case, "system-out").text = f"WARNING {r['id']}: {_observed(r)}\n{text}"
