@@ -16,7 +16,7 @@ import json
 import math
 import shlex
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -562,14 +562,14 @@ EXECUTION = tuple(s.name for s in SETTINGS if s.role == "execution")
 PRESENTATION = tuple(s.name for s in SETTINGS if s.role == "presentation")
 
 
-def settings_in_roles(settings: Any, *roles: str) -> dict[str, Any]:
+def settings_in_roles(settings: ScanSettings | Mapping[str, Any], *roles: str) -> dict[str, Any]:
     """The fields of ``settings`` (a ``ScanSettings`` or a dict of its fields) whose rows have one of ``roles``,
     in field order: ``("result",)`` is what a resumed scan or sweep must share with its first run,
     ``("result", "presentation")`` the report's settings."""
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; use {', '.join(ROLES)}")
-    raw = asdict(settings) if is_dataclass(settings) and not isinstance(settings, type) else dict(settings)
+    raw = asdict(settings) if isinstance(settings, ScanSettings) else dict(settings)
     return {k: v for k, v in raw.items() if k not in SETTING or SETTING[k].role in roles}
 
 

@@ -20,11 +20,18 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ..config import settings_in_roles
+from ..config import ScanSettings, settings_in_roles
 from ..errors import InputError, argument_ref, setting_ref
 from ..result import BatchCoverage, RuleOutcome, SampleCoverage
+
+if TYPE_CHECKING:  # annotations only: Prepared is the pipeline's, above coverage/ (which never imports it)
+    import torch
+
+    from ..audit import Prepared
+    from ..data.interface import SampleBatch
+    from ..metrics.references import ScanReferences
 
 # named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
 ARCH = setting_ref("arch")
@@ -49,11 +56,11 @@ def _digest(value: Any) -> str:
                                      allow_nan=True).encode("utf-8")).hexdigest()
 
 
-def _tensor_bytes(t: Any) -> bytes:
+def _tensor_bytes(t: torch.Tensor) -> bytes:
     return bytes(t.detach().cpu().contiguous().numpy().tobytes())
 
 
-def samples_sha256(batch: Any) -> str:
+def samples_sha256(batch: SampleBatch) -> str:
     """The content of one batch: what the model sees, the [0,1] pixels scored against, and the labels."""
     h = hashlib.sha256()
     for t in (batch.x, batch.pixels, batch.y):
@@ -73,7 +80,7 @@ def _arch_file_sha256(arch: str | None) -> str | None:
         return None
 
 
-def identity(prepared: Any, settings: Any) -> dict[str, Any]:
+def identity(prepared: Prepared, settings: ScanSettings) -> dict[str, Any]:
     """What a resumed scan must share with the first run."""
     from .. import __version__
     from ..report.document import _jsonable
@@ -99,7 +106,7 @@ def identity(prepared: Any, settings: Any) -> dict[str, Any]:
             "references_sha256": _references_sha256(prepared.references)}
 
 
-def _references_sha256(references: Any) -> str | None:
+def _references_sha256(references: ScanReferences | None) -> str | None:
     if references is None:
         return None
     pixels = references.pixels.detach().cpu().contiguous().float().numpy()
@@ -199,40 +206,11 @@ def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[S
     doc = _load(path, fix)
     if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("version") != VERSION:
         raise InputError(f"{RESUME} {path}: not a leakaudit scan checkpoint of version {VERSION}; {fix}")
-    if doc.get("leakaudit") != ident["leakaudit"]:
-        raise InputError(f"{RESUME} {path}: written by leakaudit {str(doc.get('leakaudit'))[:20]}, this is "
-                         f"{ident['leakaudit']}; {fix}")
-    if doc.get("model_sha256") != ident["model_sha256"] or doc.get("arch_sha256") != ident["arch_sha256"]:
-        raise InputError(f"{RESUME} {path}: the checkpoint is of another model (sha256 "
-                         f"{str(doc.get('model_sha256'))[:12]}..., now {ident['model_sha256'][:12]}..., or another "
-                         f"{ARCH} file); {fix}")
-    old, new = doc.get("settings", {}), ident["settings"]
-    if old != new:
-        old = old if isinstance(old, dict) else {}
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        shown = ", ".join(f"{k} ({str(old.get(k))[:40]!r} -> {str(new.get(k))[:40]!r})" for k in diff[:3])
-        raise InputError(f"{RESUME} {path}: settings differ from the checkpointed scan: {shown}; use the same "
-                         f"options, or {fix}")
-    if doc.get("rules_sha256") != ident["rules_sha256"]:
-        raise InputError(f"{RESUME} {path}: the rules differ from the checkpointed scan's (the {RULES} file was "
-                         f"edited, or another profile); use the rules the scan started with, or {fix}")
-    if doc.get("samples") != ident["samples"] or doc.get("samples_sha256") != ident["samples_sha256"]:
-        raise InputError(f"{RESUME} {path}: the samples or their batches differ from the checkpointed scan (names, "
-                         f"pixels or labels); use the same {DATA}, {SAMPLES} and {BATCH_SIZE}, or {fix}")
-    if doc.get("references_sha256") != ident["references_sha256"]:
-        raise InputError(f"{RESUME} {path}: the reference images differ from the checkpointed scan's (another "
-                         f"{REFERENCE_DATA}, or its files changed); use the same references, or {fix}")
-    records = {"batches": doc.get("batches"), "records": doc.get("records")}
-    if doc.get("records_sha256") != _digest({**ident, **records}):
-        raise InputError(f"{RESUME} {path}: the checkpoint's records do not match their sha256 (edited or "
-                         f"damaged); {fix}")
+    mismatch = _mismatch(doc, ident)
+    if mismatch:
+        raise InputError(f"{RESUME} {path}: {mismatch}{fix}")
     try:
-        batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
-                                    "crashed": tuple(b["crashed"]),
-                                    "conditioning": _conditioning(b.get("conditioning")),
-                                    "batchnorm_statistics": _statistics(b.get("batchnorm_statistics"))})
-                   for b in doc["batches"]]
-        samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
+        batches, samples = _restored(doc)
     except (KeyError, TypeError) as e:
         raise InputError(f"{RESUME} {path}: the checkpoint is damaged ({e}); {fix}") from None
     total, strict = len(ident["samples"]), bool(ident["settings"].get("strict"))
@@ -241,4 +219,43 @@ def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[S
         problems.append("a batch is recorded twice")
     if problems:
         raise InputError(f"{RESUME} {path}: the checkpoint is inconsistent ({problems[0]}); {fix}")
+    return batches, samples
+
+
+def _mismatch(doc: dict[str, Any], ident: dict[str, Any]) -> str:
+    """How the checkpoint ``doc`` differs from this scan's ``ident``, up to the fix ("" when it does not)."""
+    if doc.get("leakaudit") != ident["leakaudit"]:
+        return f"written by leakaudit {str(doc.get('leakaudit'))[:20]}, this is {ident['leakaudit']}; "
+    if doc.get("model_sha256") != ident["model_sha256"] or doc.get("arch_sha256") != ident["arch_sha256"]:
+        return (f"the checkpoint is of another model (sha256 {str(doc.get('model_sha256'))[:12]}..., now "
+                f"{ident['model_sha256'][:12]}..., or another {ARCH} file); ")
+    old, new = doc.get("settings", {}), ident["settings"]
+    if old != new:
+        old = old if isinstance(old, dict) else {}
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        shown = ", ".join(f"{k} ({str(old.get(k))[:40]!r} -> {str(new.get(k))[:40]!r})" for k in diff[:3])
+        return f"settings differ from the checkpointed scan: {shown}; use the same options, or "
+    if doc.get("rules_sha256") != ident["rules_sha256"]:
+        return (f"the rules differ from the checkpointed scan's (the {RULES} file was edited, or another profile); "
+                "use the rules the scan started with, or ")
+    if doc.get("samples") != ident["samples"] or doc.get("samples_sha256") != ident["samples_sha256"]:
+        return ("the samples or their batches differ from the checkpointed scan (names, pixels or labels); use the "
+                f"same {DATA}, {SAMPLES} and {BATCH_SIZE}, or ")
+    if doc.get("references_sha256") != ident["references_sha256"]:
+        return (f"the reference images differ from the checkpointed scan's (another {REFERENCE_DATA}, or its files "
+                "changed); use the same references, or ")
+    records = {"batches": doc.get("batches"), "records": doc.get("records")}
+    if doc.get("records_sha256") != _digest({**ident, **records}):
+        return "the checkpoint's records do not match their sha256 (edited or damaged); "
+    return ""
+
+
+def _restored(doc: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCoverage]]:
+    """The records of a checkpoint whose identity matched; KeyError or TypeError when one is malformed."""
+    batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
+                                "crashed": tuple(b["crashed"]),
+                                "conditioning": _conditioning(b.get("conditioning")),
+                                "batchnorm_statistics": _statistics(b.get("batchnorm_statistics"))})
+               for b in doc["batches"]]
+    samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
     return batches, samples

@@ -84,6 +84,14 @@ def list_folder(folder: Path) -> list[FolderItem]:
     label_files = [folder / n for n in LABEL_FILES if os.path.lexists(folder / n)]
     dirs = [p for p in entries if p.is_dir()]
     files = [p for p in entries if not p.is_dir()]
+    _check_layout(folder, dirs, files, label_files)
+    if dirs:
+        return _class_folders(folder, dirs)
+    return _labelled_files(folder, files, label_files)
+
+
+def _check_layout(folder: Path, dirs: list[Path], files: list[Path], label_files: list[Path]) -> None:
+    """One way of labelling: class sub-folders, or image files with one labels file."""
     if dirs and files:
         raise DataError(f"{folder}: mixes image files ({files[0].name}, ...) and class folders "
                         f"({dirs[0].name}/, ...); use class sub-folders only, or images with labels.csv")
@@ -93,8 +101,9 @@ def list_folder(folder: Path) -> list[FolderItem]:
         raise DataError(f"{folder}: has class sub-folders and {label_files[0].name}; give labels one way only")
     for p in label_files:
         check_regular(p, "make it a text file of labels")
-    if dirs:
-        return _class_folders(folder, dirs)
+
+
+def _labelled_files(folder: Path, files: list[Path], label_files: list[Path]) -> list[FolderItem]:
     for p in files:
         _check_image_name(p)
     if not files:
