@@ -37,17 +37,8 @@ GRIDS = {
 }
 
 
-def flower_cnn() -> nn.Module:
-    """Flower's quickstart PyTorch CNN (as benchmarks/bench_time_budget.py builds it)."""
-    return nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84),
-                         nn.ReLU(), nn.Linear(84, 10))
-
-
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    if name == "flower":
-        return flower_cnn().train()
     from leakaudit.models import create_model
 
     return create_model(name, num_classes=10, input_shape=SHAPE).train()
@@ -80,7 +71,7 @@ def main() -> None:
     from leakaudit.progress import NullObserver
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="flower", help="flower and/or zoo architectures (cnn, mlp, ...)")
+    ap.add_argument("--models", default="flower", help="zoo architectures (flower, cnn, mlp, ...)")
     ap.add_argument("--grid", default="reach", choices=sorted(GRIDS))
     ap.add_argument("--photos", default="", help="comma-separated file names (default: all bundled photos)")
     ap.add_argument("--device", default="cpu")

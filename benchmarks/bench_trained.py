@@ -1,7 +1,7 @@
 """Trained models in the evidence (issue 24 item 5): FL servers attack trained global models, but the other
 benchmarks audit random init. Does a few epochs of training change what the attacks recover?
 
-Each model (the zoo's ``cnn`` and ``mlp``, Flower's quickstart CNN from ``bench_time_budget.py``) is trained
+Each model (the zoo's ``cnn`` and ``mlp``, Flower's quickstart CNN, the zoo's ``flower``) is trained
 briefly on scikit-learn's ``load_digits`` (8x8 grey, bilinearly upsampled to 32x32 and repeated to 3 channels,
 so that every model takes the same samples; pixels in [0, 1], no normalisation), on CPU. Its accuracy is
 measured on the held-out digits (a stratified 20% split, seed 0). Then the same model at random init (the same
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 import tempfile
@@ -38,9 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_time_budget import _flower_cnn  # noqa: E402 (beside this file)
-
 SHAPE = (3, 32, 32)
 
 
@@ -50,7 +46,7 @@ def _zoo(name: str) -> nn.Module:
     return create_model(name, num_classes=10, input_shape=SHAPE)
 
 
-MODELS = {"cnn": lambda: _zoo("cnn"), "mlp": lambda: _zoo("mlp"), "flower_cnn": _flower_cnn}
+MODELS = {"cnn": lambda: _zoo("cnn"), "mlp": lambda: _zoo("mlp"), "flower_cnn": lambda: _zoo("flower")}
 
 
 def dataset(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

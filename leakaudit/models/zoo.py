@@ -90,6 +90,23 @@ def cnn(num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), dropo
                          *_head(128, num_classes, precode, latent_dim))
 
 
+@ARCHITECTURES.register("flower")
+def flower(num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), dropout: float = 0.0,
+           precode: bool = False, latent_dim: int = 256) -> nn.Module:
+    """Flower's quickstart PyTorch CNN (conv5(6)-pool-conv5(16)-pool-fc120-fc84, unpadded), what many FL
+    deployments start from; dropout after each hidden dense layer. The layers are built in the quickstart's
+    order, so a seed gives the quickstart's own initial weights."""
+    c = input_shape[0]
+    trunk = nn.Sequential(
+        nn.Conv2d(c, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
+    d = _flat_size(trunk, input_shape)
+    return nn.Sequential(*trunk, nn.Linear(d, 120), nn.ReLU(), _drop(dropout), nn.Linear(120, 84), nn.ReLU(),
+                         _drop(dropout), *_head(84, num_classes, precode, latent_dim))
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
