@@ -146,7 +146,8 @@ def audit_row(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, refs
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", default="standard", choices=("quick", "standard", "thorough"))
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default="cnn,mlp,flower_cnn",
+                        help=f"comma-separated, of {', '.join(MODELS)} (default: the three without BatchNorm)")
     parser.add_argument("--dataset", default="digits", choices=("digits", "faces"),
                         help="scikit-learn's digits (10 classes) or scikit-image's LFW subset (face / not a face; "
                         "the models keep their 10-way head)")
