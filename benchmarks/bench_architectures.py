@@ -10,16 +10,21 @@ case, on one client batch of photos drawn with the seed (``--batches`` for more)
   honest verdict is FAIL (or INCONCLUSIVE when the attacks are too weak; never PASS);
 - ``dropout``: the same architecture with dropout (its own classifier dropout where it has one);
 - ``noise``: the undefended model with ``--defense noise:sigma=SIGMA`` (a strong noise defense: its verdict
-  should be PASS backed by a control that reconstructs, not a false INCONCLUSIVE).
+  should be PASS backed by a control that reconstructs, not a false INCONCLUSIVE);
+- ``bn-eval``: the undefended model trained by a client whose BatchNorm is in eval mode (frozen statistics,
+  ``--client-batchnorm eval``), which allows batch 1: each photo is its own client batch.
 
 It prints one markdown row per case and attack: SSIM / PSNR (means over the batch, after matching), the
-attack's time, the scan's wall time, exit code and verdict, and whether the positive control reconstructed.
-Every figure is measured by this run.
+attack's time, the scan's wall time, exit code and verdict, and whether the positive control reconstructed;
+then, per scan, how many photos the report counts as recognised (docs/recognition.md), the attack that scored
+best on most of them, and the medians of ``ssim_skill`` and ``match_p`` over the photos. Every figure is
+measured by this run.
 
 Usage:
   python benchmarks/bench_architectures.py                         # every architecture, standard budget
   python benchmarks/bench_architectures.py --budget quick --arch convnet --case undefended
   python benchmarks/bench_architectures.py --timeout 900 --threads 2 --keep /tmp/suite
+  python benchmarks/bench_architectures.py --arch resnet20 --arch resnet18 --case bn-eval --batches 6 --threads 1
 
 timm is optional (``pip install timm``): without it the ViT rows say so and are skipped.
 """
@@ -28,12 +33,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -78,6 +86,14 @@ def _mobilenet(dropout: float) -> nn.Module:
     return mobilenet_v3_small(weights=None, num_classes=10, dropout=dropout)
 
 
+def _zoo(name: str) -> Callable[[float], nn.Module]:
+    def build(dropout: float) -> nn.Module:
+        from leakaudit.models import create_model
+
+        return create_model(name, num_classes=10, input_shape=(3, 32, 32), dropout=dropout)
+    return build
+
+
 def _vit(dropout: float) -> nn.Module:
     import timm
 
@@ -96,11 +112,13 @@ class Arch:
 
 ARCHS = {a.name: a for a in (
     Arch("convnet", lambda p: TutorialConvNet(dropout=p), 0.25, 1),
+    Arch("flower", _zoo("flower"), 0.5, 1),  # Flower's quickstart CNN
+    Arch("resnet20", _zoo("resnet20"), 0.25, 2),  # CIFAR ResNet-20
     Arch("resnet18", _resnet18, 0.25, 2, "torchvision"),
     Arch("mobilenet_v3_small", _mobilenet, 0.2, 2, "torchvision"),
     Arch("vit_tiny", _vit, 0.1, 1, "timm"),
 )}
-CASES = ("undefended", "dropout", "noise")
+CASES = ("undefended", "dropout", "noise", "bn-eval")
 
 
 def _available(module: str) -> bool:
@@ -122,15 +140,20 @@ def export(arch: Arch, dropout: float, path: Path, seed: int) -> None:
                           dynamic_axes={"x": {0: "batch"}})
 
 
-def scan(model: Path, out: Path, args: argparse.Namespace, batch: int, defense: str | None) -> dict:
+def scan(model: Path, out: Path, args: argparse.Namespace, batch: int, defense: str | None,
+         batchnorm: str = "train") -> dict:
     cmd = ["leakaudit", "scan", str(model), "--data", str(SAMPLES), "--budget", args.budget,
            "--samples", str(batch * args.batches), "--batch-size", str(batch), "--device", args.device,
-           "--output-dir", str(out), "--seed", str(args.seed)]
+           "--output-dir", str(out), "--seed", str(args.seed), "--client-batchnorm", batchnorm]
     if defense:
         cmd += ["--defense", defense]
+    env = None
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     started = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"wall": time.perf_counter() - started, "exit": None, "verdict": f"not done in {args.timeout} s"}
     wall = time.perf_counter() - started
@@ -144,6 +167,7 @@ def scan(model: Path, out: Path, args: argparse.Namespace, batch: int, defense: 
     result["attacks"] = [a for a in data["attacks"] if a["status"] == "ran"]
     control = data.get("control") or {}
     result["control"] = control.get("status") == "ran" and bool(control.get("reconstructed"))
+    result["samples"] = (data.get("coverage") or {}).get("samples", [])
     return result
 
 
@@ -164,6 +188,21 @@ def rows(arch: str, case: str, batch: int, r: dict) -> list[str]:
     return out
 
 
+def recognition(arch: str, case: str, r: dict) -> str:
+    """The scan's photos under the recognition criterion: recognised of N, the attack best on most photos, the
+    medians of its ssim_skill and match_p over the photos, the scan's seconds."""
+    samples = r.get("samples") or []
+    if not samples:
+        return f"| {arch} | {case} | {r['verdict']} | – | – | – | – | {r['wall']:.0f} |"
+    best = Counter(s["attack"] for s in samples if s.get("attack"))
+    skill = [s["metrics"]["ssim_skill"] for s in samples if s["metrics"].get("ssim_skill") is not None]
+    p = [s["metrics"]["match_p"] for s in samples if s["metrics"].get("match_p") is not None]
+    return (f"| {arch} | {case} | {r['verdict']} | {sum(bool(s['recognised']) for s in samples)} of {len(samples)} | "
+            f"{', '.join(f'{a} ({n})' for a, n in best.most_common()) or '–'} | "
+            f"{_fmt(statistics.median(skill) if skill else None, 2)} | "
+            f"{_fmt(statistics.median(p) if p else None, 2)} | {r['wall']:.0f} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", action="append", choices=sorted(ARCHS), help="architecture(s); default: all")
@@ -173,6 +212,7 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=1,
                     help="client batches per scan (default 1: one batch of photos drawn with the seed)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="torch threads of each scan (--threads, OMP_NUM_THREADS)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per scan before it counts as not done")
     ap.add_argument("--keep", type=Path, help="keep models and reports in this folder")
@@ -185,6 +225,7 @@ def main() -> int:
           f"data: examples/samples (32x32 photos), noise sigma {args.sigma}\n")
     print("| model | case | batch | attack | SSIM | PSNR dB | attack s | scan s | verdict | control reconstructed |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    summary = []
     try:
         for name in args.arch or list(ARCHS):
             arch = ARCHS[name]
@@ -197,11 +238,18 @@ def main() -> int:
                 if not model.exists():
                     export(arch, dropout, model, args.seed)
                 defense = f"noise:sigma={args.sigma:g}" if case == "noise" else None
-                r = scan(model, work / f"{name}-{case}", args, arch.batch, defense)
-                print("\n".join(rows(name, case, arch.batch, r)), flush=True)
+                # Frozen BatchNorm statistics make batch 1 a batch the client can train with.
+                batch, batchnorm = (1, "eval") if case == "bn-eval" else (arch.batch, "train")
+                r = scan(model, work / f"{name}-{case}", args, batch, defense, batchnorm)
+                print("\n".join(rows(name, case, batch, r)), flush=True)
+                summary.append(recognition(name, case, r))
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
+    print("\n| model | case | verdict | recognised | best attack (photos) | median ssim_skill | median match_p "
+          "| scan s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(summary))
     return 0
 
 

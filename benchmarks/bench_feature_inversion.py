@@ -54,22 +54,6 @@ class ConvNet(nn.Module):
         return self.fc2(self.drop(torch.relu(self.fc1(self.drop_in(torch.flatten(x, 1))))))
 
 
-class FlowerCNN(nn.Module):
-    """The Flower quickstart CIFAR CNN (conv5(6)-pool-conv5(16)-pool-fc120-fc84-fc10) with dropout 0.5 after fc1
-    and fc2: fc1's features are exact, but IG's copy runs without the client's masks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 6, 5), nn.Conv2d(6, 16, 5)
-        self.pool = nn.MaxPool2d(2)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
-        self.d2, self.d3 = nn.Dropout(0.5), nn.Dropout(0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.pool(torch.relu(self.conv2(self.pool(torch.relu(self.conv1(x)))))), 1)
-        return self.fc3(self.d3(torch.relu(self.fc2(self.d2(torch.relu(self.fc1(x)))))))
-
-
 def _pixels(name: str) -> torch.Tensor:
     image = Image.open(ROOT / "examples" / "samples" / f"{name}.png").convert("RGB").resize((32, 32))
     return torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1) / 255.0
@@ -97,9 +81,11 @@ def _models(tmp: Path) -> list[tuple[str, nn.Module]]:
     before = ConvNet(drop_in=0.25)
     replace_dropout(before)
     out.append(("tutorial ConvNet, dropout 0.25 before fc1 (torch)", before))
+    from leakaudit.models import create_model
+
+    # fc1's features are exact, but IG's copy runs without the client's dropout masks after fc1 and fc2.
     torch.manual_seed(0)
-    flower = FlowerCNN()
-    replace_dropout(flower)
+    flower = create_model("flower", dropout=0.5)
     out.append(("Flower CNN, dropout after fc1 and fc2 (torch)", flower))
     try:
         import torchvision

@@ -28,13 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = [ROOT / "examples" / "samples" / f"{name}.png" for name in ("chelsea", "rocket")]
 
 
-def _flower_cnn() -> nn.Module:
-    """Flower's quickstart PyTorch CNN (conv5-pool-conv5-pool-fc120-fc84-fc10, 3x32x32)."""
-    return nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84),
-                         nn.ReLU(), nn.Linear(84, 10))
-
-
 def _zoo(name: str) -> nn.Module:
     from leakaudit.models import create_model
 
@@ -49,7 +42,7 @@ def _torchvision(name: str) -> nn.Module:
 
 # name -> (factory, input side, batch size)
 MODELS = {
-    "flower_cnn": (_flower_cnn, 32, 1),
+    "flower_cnn": (lambda: _zoo("flower"), 32, 1),  # Flower's quickstart CNN
     "resnet20": (lambda: _zoo("resnet20"), 32, 2),
     "squeezenet1_1": (lambda: _torchvision("squeezenet1_1"), 64, 1),
     "shufflenet_v2_x0_5": (lambda: _torchvision("shufflenet_v2_x0_5"), 64, 2),

@@ -1,7 +1,7 @@
 """Trained models in the evidence (issue 24 item 5): FL servers attack trained global models, but the other
 benchmarks audit random init. Does a few epochs of training change what the attacks recover?
 
-Each model (the zoo's ``cnn`` and ``mlp``, Flower's quickstart CNN from ``bench_time_budget.py``) is trained
+Each model (the zoo's ``cnn`` and ``mlp``, Flower's quickstart CNN, the zoo's ``flower``) is trained
 briefly on scikit-learn's ``load_digits`` (8x8 grey, bilinearly upsampled to 32x32 and repeated to 3 channels,
 so that every model takes the same samples; pixels in [0, 1], no normalisation), on CPU. Its accuracy is
 measured on the held-out digits (a stratified 20% split, seed 0). Then the same model at random init (the same
@@ -17,15 +17,22 @@ upsampled the same way; label 1 = face; 40 epochs on the 160 training images; th
 and three non-faces are audited; the models keep their 10-way head). Its 34 other held-out images are too few
 references for match_p <= 0.02, so the training images are references too.
 
+Models with BatchNorm (torchvision's ``resnet18`` and ``mobilenet_v3_small``, random init from torchvision,
+10 classes, dropout off; ``--models resnet18,mobilenet_v3_small``) are audited twice per weights: with the
+client's BatchNorm in train mode at batch 2 (three batches of two; the smallest batch their 1x1 maps train at)
+and in eval mode (``client_batchnorm="eval"``, frozen running statistics) at batch 1.
+
 Usage: python benchmarks/bench_trained.py [--dataset digits|faces] [--budget standard]
        [--models cnn,mlp,flower_cnn] [--epochs N]
+       python benchmarks/bench_trained.py --models resnet18,mobilenet_v3_small --epochs 3 --budget quick \
+           --max-time 600
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
+import itertools
 import statistics
 import sys
 import tempfile
@@ -38,9 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_time_budget import _flower_cnn  # noqa: E402 (beside this file)
-
 SHAPE = (3, 32, 32)
 
 
@@ -50,7 +54,22 @@ def _zoo(name: str) -> nn.Module:
     return create_model(name, num_classes=10, input_shape=SHAPE)
 
 
-MODELS = {"cnn": lambda: _zoo("cnn"), "mlp": lambda: _zoo("mlp"), "flower_cnn": _flower_cnn}
+def _torchvision(name: str) -> nn.Module:
+    import torchvision
+
+    extra = {"dropout": 0.0} if name.startswith("mobilenet") else {}  # undefended, as the other rows
+    return getattr(torchvision.models, name)(weights=None, num_classes=10, **extra)
+
+
+MODELS = {"cnn": lambda: _zoo("cnn"), "mlp": lambda: _zoo("mlp"), "flower_cnn": lambda: _zoo("flower"),
+          "resnet18": lambda: _torchvision("resnet18"),
+          "mobilenet_v3_small": lambda: _torchvision("mobilenet_v3_small")}
+# (client BatchNorm, batch size) of each audit: models with BatchNorm in both modes, the others once
+BATCHNORM_AUDITS = (("train", 2), ("eval", 1))
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def dataset(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,12 +122,12 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def audit_row(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, refs: Path,
-              args: argparse.Namespace) -> dict:
+              args: argparse.Namespace, batchnorm: str = "train", batch_size: int = 1) -> dict:
     from leakaudit.audit import audit
 
     start = time.perf_counter()
-    result = audit(model, (images, labels), budget=args.budget, batch_size=1, reference_data=str(refs),
-                   threads=1, seed=0)
+    result = audit(model, (images, labels), budget=args.budget, batch_size=batch_size, reference_data=str(refs),
+                   threads=1, seed=0, client_batchnorm=batchnorm, max_time=args.max_time)
     seconds = time.perf_counter() - start
     samples = result.coverage.samples if result.coverage else ()
     attacks = Counter(s.attack for s in samples if s.attack)
@@ -127,12 +146,14 @@ def audit_row(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, refs
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", default="standard", choices=("quick", "standard", "thorough"))
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default="cnn,mlp,flower_cnn",
+                        help=f"comma-separated, of {', '.join(MODELS)} (default: the three without BatchNorm)")
     parser.add_argument("--dataset", default="digits", choices=("digits", "faces"),
                         help="scikit-learn's digits (10 classes) or scikit-image's LFW subset (face / not a face; "
                         "the models keep their 10-way head)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: 8 on digits, 40 on the 160 faces)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-time", type=float, help="each audit's time cap in seconds (default: the budget's)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the 2-core machine is shared: one thread, as OMP_NUM_THREADS=1
 
@@ -160,11 +181,15 @@ def main() -> int:
             acc = accuracy(model, x_test, y_test)
             print(f"{name}: trained {epochs} epochs in {train_s:.0f} s: held-out accuracy {acc:.1%} "
                   f"(random init {random_acc:.1%})", flush=True)
-            for weights, net, a in (("random", initial, random_acc), ("trained", model, acc)):
-                row = audit_row(net, images, labels, refs, args)
-                row.update(model=name, weights=f"{weights} ({a:.1%})")
+            modes = BATCHNORM_AUDITS if _has_batchnorm(model) else (("train", 1),)
+            for (weights, net, a), (batchnorm, size) in itertools.product(
+                    (("random", initial, random_acc), ("trained", model, acc)), modes):
+                # a copy: a train-mode client step moves the running statistics the eval-mode audit uses
+                row = audit_row(copy.deepcopy(net), images, labels, refs, args, batchnorm, size)
+                row.update(model=name, weights=f"{weights} ({a:.1%})", client=f"{batchnorm}, batch {size}")
                 rows.append(row)
-                print(f"  {weights}: {row['verdict']}, {row['recognised']} of {row['audited']} recognised "
+                print(f"  {weights}, client BatchNorm {batchnorm}, batch {size}: {row['verdict']}, "
+                      f"{row['recognised']} of {row['audited']} recognised "
                       f"(95% interval {row['interval'][0]:.0%}-{row['interval'][1]:.0%}), {row['seconds']:.0f} s; "
                       f"each matched among {row['references'] + 1} (itself and {row['references']} references)",
                       flush=True)
@@ -172,13 +197,14 @@ def main() -> int:
                     print(f"    label {label}: {attack} ssim_skill {skill if skill is None else f'{skill:.2f}'} "
                           f"match_p {p if p is None else f'{p:.3f}'}{' recognised' if rec else ''}", flush=True)
 
-    print(f"\n{args.dataset}, budget {args.budget}, batch 1, 6 held-out samples, references: {len(ref_y)} other "
+    print(f"\n{args.dataset}, budget {args.budget}, 6 held-out samples, references: {len(ref_y)} other "
           f"{ref_kind} samples\n")
-    print("| model | weights (held-out accuracy) | verdict | recognised of 6 | best attack (samples) "
-          "| median ssim_skill | median match_p | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | weights (held-out accuracy) | client BatchNorm, batch | verdict | recognised of 6 "
+          "| best attack (samples) | median ssim_skill | median match_p | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['weights']} | {r['verdict']} | {r['recognised']} of {r['audited']} | "
+        print(f"| {r['model']} | {r['weights']} | {r['client']} | {r['verdict']} | "
+              f"{r['recognised']} of {r['audited']} | "
               f"{r['attack']} | {r['skill']:.2f} | {r['p']:.3f} | {r['seconds']:.0f} |")
     return 0
 

@@ -143,7 +143,7 @@ def inspect_model(
     model: str = typer.Argument(..., help="Model file: .onnx, or .safetensors (with --arch unless its metadata "
                                           "names one).", show_default=False),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture for safetensors: a built-in name "
-                                       "(mlp, lenet, cnn, resnet20, resnet18, vit), file.py:factory, "
+                                       "(mlp, lenet, cnn, flower, resnet20, resnet18, vit), file.py:factory, "
                                        "package.module:factory or timm:MODEL."),
     arch_arg: list[str] = options.ARCH_ARG,
     input_shape: Optional[str] = options.INPUT_SHAPE,

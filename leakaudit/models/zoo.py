@@ -90,6 +90,37 @@ def cnn(num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), dropo
                          *_head(128, num_classes, precode, latent_dim))
 
 
+class _FlowerNet(nn.Module):
+    """Flower's quickstart PyTorch ``Net`` with its attribute names, so a ``state_dict`` saved from it loads as it
+    is; built in the quickstart's order, so a seed gives its initial weights too."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], dropout: float, precode: bool,
+                 latent_dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_shape[0], 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(_flat_size(nn.Sequential(self.conv1, self.pool, self.conv2, self.pool), input_shape), 120)
+        self.fc2 = nn.Linear(120, 84)
+        head = _head(84, num_classes, precode, latent_dim)
+        self.fc3 = head[0] if len(head) == 1 else nn.Sequential(*head)
+        self.drop1, self.drop2 = _drop(dropout), _drop(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x))).flatten(1)
+        x = self.drop1(torch.relu(self.fc1(x)))
+        return self.fc3(self.drop2(torch.relu(self.fc2(x))))
+
+
+@ARCHITECTURES.register("flower")
+def flower(num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), dropout: float = 0.0,
+           precode: bool = False, latent_dim: int = 256) -> nn.Module:
+    """Flower's quickstart CNN (conv5(6)-pool-conv5(16)-pool-fc120-fc84, unpadded), what many FL deployments
+    start from; dropout after each hidden dense layer."""
+    return _FlowerNet(num_classes, input_shape, dropout, precode, latent_dim)
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()

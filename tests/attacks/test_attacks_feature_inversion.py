@@ -203,28 +203,13 @@ def test_features_masked_by_dropout_are_not_refined_by_ig_which_would_undo_them(
     assert fi_ssim > anyway_ssim + 0.03, (fi_ssim, anyway_ssim)
 
 
-class _FlowerCNN(nn.Module):
-    """The Flower quickstart CIFAR CNN (conv5-pool-conv5-pool-fc120-fc84-fc10) with dropout after fc1 and fc2:
-    the features fc1 sees are exact, but every gradient passes the client's masks, which IG cannot model."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 6, 5), nn.Conv2d(6, 16, 5)
-        self.pool = nn.MaxPool2d(2)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
-        self.d2, self.d3 = nn.Dropout(0.5), nn.Dropout(0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.pool(torch.relu(self.conv2(self.pool(torch.relu(self.conv1(x)))))), 1)
-        return self.fc3(self.d3(torch.relu(self.fc2(self.d2(torch.relu(self.fc1(x)))))))
-
-
 def test_the_refinement_is_kept_only_when_it_matches_the_exact_features_better():
     # Measured with the scan (Flower CNN, chelsea, quick): the refinement took SSIM 0.23 -> 0.03 while its
     # gradient loss fell, because IG's copy runs without the client's masks; the features tell the attacker so.
     torch.manual_seed(0)
-    module, shape = _FlowerCNN(), (3, 32, 32)
-    replace_dropout(module)
+    # The Flower quickstart CNN with dropout after fc1 and fc2: the features fc1 sees are exact, but every
+    # gradient passes the client's masks, which IG cannot model.
+    module, shape = create_model("flower", dropout=0.5), (3, 32, 32)
     batch = _batch(["chelsea"], 32)
     bounds = (CIFAR.to_model(torch.zeros(1, *shape)), CIFAR.to_model(torch.ones(1, *shape)))
     grads = dict(client_update(_loaded(module, shape), batch, ThreatModel(), seed=0).gradients)
@@ -238,9 +223,11 @@ def test_the_refinement_is_kept_only_when_it_matches_the_exact_features_better()
     anyway = match_gradients(module, grads, Objective(distance="cosine", tv=1e-2), Schedule(100, 1, lr=0.1),
                              input_shape=shape, num_samples=1, num_classes=10, labels=batch.y, bounds=bounds,
                              seed=0, init=plain.x)
-    z = recover_features(grads, "fc1").z
+    fc1 = find_feature_layer(module, shape).name
+    assert fc1 == "fc1"
+    z = recover_features(grads, fc1).z
     assert z is not None
-    plain_fit, anyway_fit, kept_fit = (feature_mismatch(module, "fc1", z, x) for x in (plain.x, anyway.x, out.x))
+    plain_fit, anyway_fit, kept_fit = (feature_mismatch(module, fc1, z, x) for x in (plain.x, anyway.x, out.x))
     assert anyway_fit > plain_fit and kept_fit == min(plain_fit, anyway_fit), (plain_fit, anyway_fit, kept_fit)
     assert torch.equal(out.x, plain.x) and out.iterations_run == 250
     assert any("the features-only image is kept" in n for n in out.notes)

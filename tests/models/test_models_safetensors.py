@@ -105,3 +105,39 @@ def test_declared_dropout_on_a_zoo_model_keeps_parameter_names(tmp_path):
     clone_drop.record = True
     clone(torch.randn(2, *SHAPE))
     assert clone_drop.last_mask is not None and drops[0].last_mask is None
+
+
+class _FlowerQuickstartNet(nn.Module):
+    """Flower's quickstart PyTorch ``Net`` as its tutorial writes it (F.relu, ``view``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = x.view(-1, 16 * 5 * 5)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_weights_saved_from_flowers_quickstart_net_load_with_arch_flower(tmp_path):
+    # A Flower user saves the global model's state_dict; --arch flower must read it without renaming keys.
+    torch.manual_seed(0)
+    net = _FlowerQuickstartNet().eval()
+    path = tmp_path / "global.safetensors"
+    save_file(net.state_dict(), str(path))
+    loaded = load_model(path, arch="flower", input_shape=(3, 32, 32))
+    assert loaded.num_classes == 10 and loaded.num_trainable() == 62006
+    x = torch.rand(2, 3, 32, 32)
+    loaded.module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), net(x))
+    torch.manual_seed(0)  # the same seed gives the quickstart's initial weights
+    fresh = create_model("flower")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), net.state_dict().values(), strict=True))
