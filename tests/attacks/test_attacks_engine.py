@@ -174,6 +174,24 @@ def test_attacker_copy_leaves_the_users_model_untouched():
     assert activation_shapes(copy, ("3",), (4, *SHAPE), torch.device("cpu")) == {"3": (4, 32)}
 
 
+@pytest.mark.parametrize("drop", [nn.Dropout(0.5), nn.Dropout1d(0.5), nn.AlphaDropout(0.5)], ids=type)
+def test_a_torch_dropout_handed_to_the_engine_is_off_and_restarts_still_fold(problem, drop):
+    """A torch model passed to the engine directly keeps its own dropout class (the loaders' MaskableDropout
+    swap is skipped): the attacker's copy switches it off as it does a MaskableDropout, so the attack is the
+    one on the same model without dropout, and its restarts are folded."""
+    model, grads, y = problem
+    model = nn.Sequential(*model[:3], nn.Identity(), model[3])  # the same names as with the dropout
+    grads = {f"4.{n[2:]}" if n.startswith("3.") else n: g for n, g in grads.items()}
+    with_drop = nn.Sequential(*model[:3], drop, model[4])
+    copy = attacker_copy(with_drop, torch.device("cpu"))
+    x = torch.rand(4, *SHAPE)
+    assert copy.training and torch.equal(copy(x), copy(x))
+    dropped, plain = (_run(m, grads, y, restarts=3, seed=5) for m in (with_drop, model))
+    assert "folded" in _how(dropped)
+    assert dropped.restart_losses == pytest.approx(plain.restart_losses, rel=1e-5, abs=1e-7)
+    assert torch.allclose(dropped.x, plain.x, atol=1e-6)
+
+
 def test_batchnorm_model_uses_batch_statistics_without_touching_running_stats():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),

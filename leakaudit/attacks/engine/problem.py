@@ -106,9 +106,23 @@ def attacker_copy(module: nn.Module, device: torch.device) -> nn.Module:
             m.eval()
             m.mask = None
             m.record = False
+        elif _plain_dropout(m):
+            # A torch model handed to the engine directly (not through the loaders, which make its dropout a
+            # MaskableDropout) kept drawing masks here: every restart and step saw other noise, and the
+            # restarts could not be folded (the check at the start disagreed with the loop).
+            m.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _plain_dropout(m: nn.Module) -> bool:
+    """torch's dropout layers (element- and channel-wise, alpha) and the stochastic depth of timm and
+    torchvision: random in train mode, the identity in eval mode."""
+    kind = f"{type(m).__module__}.{type(m).__qualname__}"
+    return (isinstance(m, nn.modules.dropout._DropoutNd)
+            or (kind.startswith("timm.") and type(m).__name__ == "DropPath")
+            or kind == "torchvision.ops.stochastic_depth.StochasticDepth")
 
 
 def activation_shapes(model: nn.Module, layers: tuple[str, ...], sample_shape: tuple[int, ...],
