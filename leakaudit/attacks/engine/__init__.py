@@ -3,8 +3,9 @@
 One attack = find inputs (and, depending on the attack, soft labels and continuous dropout masks) whose
 gradient, computed the way the client computes it, matches the observed update. Each restart's objective
 contains the model gradient and is differentiated again (a double backward). The restarts are computed
-folded into one batch where the matched layers are all ``nn.Linear`` / ``nn.Conv2d`` (``_fold_step``), else one after
-another (``_loop_step``); ``_choose_step`` says why, ``torch.func.vmap`` remains as an option.
+folded into one batch where the matched layers are all ``nn.Linear`` / ``nn.Conv2d`` / BatchNorm (``_fold_step``;
+each restart normalised with its own batch's statistics), else one after another (``_loop_step``);
+``_choose_step`` says why, ``torch.func.vmap`` remains as an option.
 The optimiser (Adam with per-restart learning rates, or L-BFGS) works on the stacked ``(R, ...)`` tensors.
 The host reads losses only every ``check_every`` iterations (progress, stop requests, plateau decay), so a
 GPU run is not synchronised on every step.

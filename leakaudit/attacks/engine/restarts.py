@@ -3,6 +3,8 @@ with ``torch.func.vmap`` (``_vmap_step``); ``_choose_step`` picks one and says w
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Callable, Mapping
 
 import torch
@@ -14,6 +16,8 @@ from ...errors import ConfigError
 from ...update.losses import client_loss
 from .objective import _check_twice_differentiable, _client_gradient, _objective_fn, _penalised
 from .problem import Objective, _Problem
+
+_BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
 def _vmap_step(pb: _Problem, objective: Objective) -> Callable:
@@ -83,18 +87,95 @@ def _foldable(pb: _Problem) -> str | None:
     for n in pb.params:
         owner, _, kind = n.rpartition(".")
         layer = modules.get(owner)
-        if not (isinstance(layer, nn.Linear) or _foldable_conv(layer)) or kind not in ("weight", "bias"):
-            return f"matched parameter {n} does not belong to an nn.Linear or a one-group, zero-padded nn.Conv2d"
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules.values()):
-        return "BatchNorm couples the samples of a batch"
+        if not (isinstance(layer, (nn.Linear, _BatchNorm)) or _foldable_conv(layer)) or kind not in ("weight", "bias"):
+            return (f"matched parameter {n} does not belong to an nn.Linear, a zero-padded nn.Conv2d or a "
+                    "BatchNorm layer")
+    return None
+
+
+def _per_restart_batch_norm(bn: _BatchNorm, r_count: int, normalised: dict[str, torch.Tensor],
+                            name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A forward for a BatchNorm layer of the attacker's copy (batch statistics, no running ones) over the folded
+    batch ``(R*N, C, ...)``: each restart normalised with its own N samples' statistics, as R separate runs.
+    The normalised input is kept in ``normalised[name]``: the layer's weight gradient is its product with the
+    output gradient."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if r_count == 1:
+            xh = F.batch_norm(x, None, None, training=True, eps=bn.eps)
+        else:  # restarts as channels: (N, R*C, ...), torch's own kernel and its double backward
+            xr = x.reshape(r_count, -1, *x.shape[1:]).transpose(0, 1)
+            xh = F.batch_norm(xr.reshape(xr.shape[0], -1, *x.shape[2:]), None, None, training=True, eps=bn.eps)
+            xh = xh.reshape(xr.shape).transpose(0, 1).reshape(x.shape)
+        normalised[name] = xh
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        out = xh if bn.weight is None else xh * bn.weight.view(shape)
+        return out if bn.bias is None else out + bn.bias.view(shape)
+
+    return forward
+
+
+def _norm_terms(xh: torch.Tensor, d: torch.Tensor, obs: Mapping[str, torch.Tensor],
+                r_count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each restart's ``<G_r, O>`` and ``||G_r||^2`` for a BatchNorm layer's weight and bias: per channel the sum
+    over the restart's samples and positions of the output gradient ``d`` times the normalised input ``xh``
+    (weight), of ``d`` alone (bias)."""
+    d = d.reshape(r_count, -1, d.shape[1], d[0, 0].numel())
+    dot = d.new_zeros(r_count)
+    sq = d.new_zeros(r_count)
+    if "weight" in obs:
+        g = (d * xh.reshape(d.shape)).sum((1, 3))
+        dot = dot + g @ obs["weight"]
+        sq = sq + (g * g).sum(1)
+    if "bias" in obs:
+        gb = d.sum((1, 3))
+        dot = dot + gb @ obs["bias"]
+        sq = sq + (gb * gb).sum(1)
+    return dot, sq
+
+
+def _one_restart(pb: _Problem) -> str | None:
+    """Why one restart of this model runs on the loop (None: it is folded too). With nothing to fold, the fold's
+    own work (a hook and a copy per matched layer, BatchNorm's normalised input kept, the depthwise layers'
+    patches) cost more than it saved on BatchNorm models and grouped convolutions: mobilenet_v3_small 0.87x the
+    loop, the zoo resnet20 0.71x (the fold forced, CPU, 1 thread, batch 2); at 4 restarts it was 1.9x and 1.3x
+    faster."""
+    for m in pb.module.modules():
+        if isinstance(m, _BatchNorm) or (isinstance(m, nn.Conv2d) and m.groups > 1):
+            return "one restart of a model with BatchNorm or grouped convolutions: the loop is cheaper"
     return None
 
 
 def _foldable_conv(layer: nn.Module | None) -> bool:
-    """A ``Conv2d`` whose restarts' weight gradients ``_conv_terms`` computes: one group, zero padding by numbers
-    (another padding mode pads the input before the convolution, which the hooked input would not show)."""
-    return (isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer.padding_mode == "zeros"
-            and not isinstance(layer.padding, str))
+    """A ``Conv2d`` whose restarts' weight gradients the fold computes: zero padding by numbers (another padding
+    mode pads the input before the convolution, which the hooked input would not show)."""
+    return isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+
+
+def _padding(conv: nn.Conv2d) -> tuple[int, ...]:
+    return tuple(int(p) for p in conv.padding)  # numbers: _foldable_conv leaves "same"/"valid" to the loop
+
+
+def _grouped_terms(conv: nn.Conv2d, h: torch.Tensor, d: torch.Tensor, obs: Mapping[str, torch.Tensor],
+                   r_count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each restart's ``<G_r, O>`` and ``||G_r||^2`` for a grouped Conv2d (MobileNet's depthwise layers): the
+    restarts' weight gradients from the input patches and the output gradients, group by group, as the attacker's
+    ``UnfoldConv2d`` computes the layer (one ``unfold`` and one ``einsum``, with a cheap double backward; a grouped
+    ``convolution_backward`` would be split into a piece per group and restart)."""
+    n_count, g = h.shape[0] // r_count, conv.groups
+    dot = h.new_zeros(r_count)
+    sq = h.new_zeros(r_count)
+    if "weight" in obs:
+        cols = F.unfold(h, conv.kernel_size, dilation=conv.dilation, padding=_padding(conv), stride=conv.stride)
+        cols = cols.reshape(r_count, n_count, g, -1, cols.shape[-1])  # (R, N, groups, C/g*kh*kw, positions)
+        dg = d.reshape(r_count, n_count, g, conv.out_channels // g, -1)  # (R, N, groups, O/g, positions)
+        gw = torch.einsum("rngkl,rngol->rgok", cols, dg).reshape(r_count, -1)  # the weight's (O, C/g, kh, kw) order
+        dot = dot + gw @ obs["weight"].reshape(-1)
+        sq = sq + (gw * gw).sum(1)
+    if "bias" in obs:
+        gb = d.reshape(r_count, n_count, d.shape[1], -1).sum((1, 3))
+        dot = dot + gb @ obs["bias"]
+        sq = sq + (gb * gb).sum(1)
+    return dot, sq
 
 
 def _conv_terms(conv: nn.Conv2d, h: torch.Tensor, d: torch.Tensor, obs: Mapping[str, torch.Tensor],
@@ -122,10 +203,22 @@ def _conv_terms(conv: nn.Conv2d, h: torch.Tensor, d: torch.Tensor, obs: Mapping[
     return dot, sq
 
 
+def _gram_cheaper(conv: nn.Conv2d, d: torch.Tensor, r_count: int) -> bool:
+    """Whether a restart's ``||G_r||^2`` costs less from the Gram products of its patches and output gradients
+    (rows x rows, rows = its samples x output positions) than from its weight gradient (out x in x kh x kw)."""
+    rows = d.shape[0] // r_count * d[0, 0].numel()
+    width = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    return rows * (width + conv.out_channels) < width * conv.out_channels
+
+
 def _fold_step(pb: _Problem, objective: Objective) -> Callable:
     """All restarts as one batch of R x N samples, for models whose matched parameters all belong to
-    ``nn.Linear`` layers or one-group zero-padded ``nn.Conv2d`` layers and whose samples do not interact (no
-    BatchNorm). A Conv2d's per-restart terms come from its restarts' weight gradients (``_conv_terms``).
+    ``nn.Linear``, zero-padded ``nn.Conv2d`` or BatchNorm layers and whose samples do not interact otherwise.
+    A Conv2d's per-restart terms come from its restarts' weight gradients (``_conv_terms``; grouped ones:
+    ``_grouped_terms``), or on small maps from Gram products as for a Linear layer over its input patches
+    (``_gram_cheaper``). Every BatchNorm layer normalises each restart with its own samples' statistics
+    (``_per_restart_batch_norm``), so a restart sees exactly the batch it would see alone; its weight and bias
+    terms come from the normalised input (``_norm_terms``).
 
     The client's gradient is a mean over *its* batch, so folding needs each restart's gradient separately.
     For a Linear layer with inputs h_i and output gradients d_i (i over restart r's samples and tokens) the
@@ -143,6 +236,7 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
         owner, _, kind = n.rpartition(".")
         by_layer.setdefault(owner, {})[kind] = o
     layers = list(by_layer)
+    norms = {n: m for n, m in named.items() if isinstance(m, _BatchNorm)}
     obs_sq = pb.observed_norm ** 2
     mask_p = {mv.layer: mv.p for mv in pb.masks}
 
@@ -158,10 +252,17 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
         for n, fm in objective.fixed_masks.items():
             named[n].mask = fm.to(x.device).repeat(r_count, *([1] * (fm.dim() - 1)))
         seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in layers}
+        normalised: dict[str, torch.Tensor] = {}
+        for n, bn in norms.items():
+            bn.forward = _per_restart_batch_norm(bn, r_count, normalised, n)  # type: ignore[method-assign,assignment]
 
         def hook(name: str):
-            def record(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            def record(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
                 seen[name].append((inputs[0], output))
+                # The next layers get a copy: an in-place op after the layer (torchvision's ReLU(inplace=True)
+                # after every BatchNorm) would otherwise turn the recorded output into its own result, and the
+                # output gradient taken below into the gradient after that op.
+                return output.clone()
 
             return record
 
@@ -178,6 +279,8 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
         finally:
             for h in hooks:
                 h.remove()
+            for bn in norms.values():
+                del bn.forward  # the class's forward again
         if any(len(v) != 1 for v in seen.values()):
             raise _NotFoldable("a matched layer is called more than once per forward pass")
         with torch.enable_grad():
@@ -186,15 +289,31 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
             sq = x.new_zeros(r_count)
             for n, d in zip(layers, deltas, strict=True):
                 h = seen[n][0][0]
-                if isinstance(named[n], nn.Conv2d):
-                    conv_dot, conv_sq = _conv_terms(named[n], h, d, by_layer[n], r_count)
+                if isinstance(named[n], _BatchNorm):
+                    norm_dot, norm_sq = _norm_terms(normalised[n], d, by_layer[n], r_count)
+                    dot, sq = dot + norm_dot, sq + norm_sq
+                    continue
+                layer = named[n]
+                if isinstance(layer, nn.Conv2d) and layer.groups > 1:
+                    conv_dot, conv_sq = _grouped_terms(layer, h, d, by_layer[n], r_count)
                     dot, sq = dot + conv_dot, sq + conv_sq
                     continue
+                if isinstance(layer, nn.Conv2d):
+                    if not _gram_cheaper(layer, d, r_count):
+                        conv_dot, conv_sq = _conv_terms(layer, h, d, by_layer[n], r_count)
+                        dot, sq = dot + conv_dot, sq + conv_sq
+                        continue
+                    # few output positions (deep layers of a ResNet, 1x1 to 4x4 maps): the convolution as the
+                    # Linear layer it is over its input patches, whose Gram products cost less than the restarts'
+                    # weight gradients (resnet18's last layers: 2.4M numbers per restart and layer)
+                    h = F.unfold(h, layer.kernel_size, dilation=layer.dilation, padding=_padding(layer),
+                                 stride=layer.stride).transpose(1, 2)
+                    d = d.flatten(2).transpose(1, 2)
                 h = h.reshape(r_count, -1, h.shape[-1])  # (R, N*tokens, in)
                 d = d.reshape(r_count, -1, d.shape[-1])  # (R, N*tokens, out)
                 obs = by_layer[n]
                 if "weight" in obs:
-                    w = obs["weight"]
+                    w = obs["weight"].reshape(d.shape[-1], -1)
                     dot = dot + (d * (h @ w.T)).sum((1, 2))
                     rows = h.shape[1]
                     if rows * (h.shape[2] + d.shape[2]) < h.shape[2] * d.shape[2]:
@@ -251,9 +370,11 @@ def _choose_step(pb: _Problem, objective: Objective, batching: str,
                  probe: Callable[[], tuple]) -> tuple[str, Callable, str]:
     """The restart computation: ``(name, step, note)``.
 
-    ``auto``: ``fold`` where it applies (Linear-only matched layers, no BatchNorm) and a check at the start
-    agrees with ``loop`` on the initial iterate (losses and gradients within 1e-3: catches models whose
-    samples interact or whose forward is random in ways the rule cannot see); otherwise ``loop``.
+    ``auto``: ``fold`` where it applies (matched layers Linear, Conv2d or BatchNorm; one restart of a model with
+    BatchNorm or grouped convolutions stays on the loop, ``_one_restart``) and a check at the start agrees with
+    ``loop`` on the initial iterate (losses and gradients within 1e-3, for BatchNorm models in float64 if not in
+    float32, ``_same_in_double``: catches models whose samples interact or whose forward is random in ways the
+    rule cannot see); otherwise ``loop``.
     Measured by ``benchmarks/bench_engine.py`` (docs/attacks.md, "The engine"): ``vmap`` was slower than
     ``loop`` on every model tried on CPU; it is kept for comparison only."""
     if batching not in BATCHINGS:
@@ -272,6 +393,8 @@ def _choose_step(pb: _Problem, objective: Objective, batching: str,
     if batching == "loop":
         return "loop", loop, "restarts: loop (one double backward per restart)"
     why = _foldable(pb)
+    if why is None and batching == "auto" and probe()[0].shape[0] == 1:
+        why = _one_restart(pb)
     if why is None:
         fold = _fold_step(pb, objective)
         device = pb.observed_norm.device
@@ -279,14 +402,33 @@ def _choose_step(pb: _Problem, objective: Objective, batching: str,
             reference = probe_step(loop, probe)  # the loop's own errors are the attack's errors
             try:
                 agree = _same_step(probe_step(fold, probe), reference)
+                if not agree and any(isinstance(m, _BatchNorm) for m in pb.module.modules()):
+                    agree = _same_in_double(pb, objective, probe)
             except Exception as e:  # noqa: BLE001 -- e.g. a reshape to a fixed batch: the loop still works
                 agree, why = False, f"{type(e).__name__}: {str(e)[:120]}"
         if agree:
-            return "fold", fold, "restarts: folded into the batch (Linear/Conv2d layers, per-restart gradients)"
+            return "fold", fold, ("restarts: folded into the batch (Linear/Conv2d/BatchNorm layers, per-restart "
+                                  "gradients)")
         why = why or "a check at the start disagreed with the per-restart computation"
     if batching == "fold":
         raise ConfigError(f"batching 'fold' does not apply: {why}; use auto or loop")
     return "loop", loop, f"restarts: loop (one double backward per restart; not folded: {why})"
+
+
+def _same_in_double(pb: _Problem, objective: Objective, probe: Callable[[], tuple]) -> bool:
+    """The check at the start once more in float64, on a float64 copy of the attacker's model. Train-mode
+    BatchNorm over few values per channel (resnet18 at batch 2: one per sample on its 1x1 maps) is so
+    ill-conditioned that any other order of the float32 sums moves the image gradient by 10 % (the loop's own
+    gradient is that far from the float64 one); in float64 the fold and the loop agree to 1e-13 where they
+    compute the same function, and still disagree where they do not (samples that interact, random modules)."""
+    module = copy.deepcopy(pb.module).double()
+    labels = pb.labels.double() if pb.labels is not None and pb.labels.is_floating_point() else pb.labels
+    exact = dataclasses.replace(pb, module=module, observed={n: o.double() for n, o in pb.observed.items()},
+                                observed_norm=pb.observed_norm.double(), labels=labels)
+    x, y, m = probe()
+    args = (x.double(), {k: v.double() for k, v in y.items()}, {k: v.double() for k, v in m.items()})
+    reference = _loop_step(exact, objective)(*args)
+    return _same_step(_fold_step(exact, objective)(*args), reference)
 
 
 def probe_step(step: Callable, args: Callable[[], tuple]) -> tuple:
