@@ -136,9 +136,9 @@ def _norm_terms(xh: torch.Tensor, d: torch.Tensor, obs: Mapping[str, torch.Tenso
 def _one_restart(pb: _Problem) -> str | None:
     """Why one restart of this model runs on the loop (None: it is folded too). With nothing to fold, the fold's
     own work (a hook and a copy per matched layer, BatchNorm's normalised input kept, the depthwise layers'
-    patches) cost more than it saved on BatchNorm models and grouped convolutions: mobilenet_v3_small 0.87x the
-    loop, the zoo resnet20 0.71x (the fold forced, CPU, 1 thread, batch 2); at 4 restarts it was 1.9x and 1.3x
-    faster."""
+    patches) cost more than it saved on BatchNorm models and grouped convolutions: mobilenet_v3_small 0.87-0.98x
+    the loop, the zoo resnet20 0.69-0.71x (the fold forced, CPU, 1 thread, batch 2); at 4 restarts it was 1.9x
+    and 1.2-1.3x faster. (ResNet-18 was 1.4-1.7x faster folded even at one restart.)"""
     for m in pb.module.modules():
         if isinstance(m, _BatchNorm) or (isinstance(m, nn.Conv2d) and m.groups > 1):
             return "one restart of a model with BatchNorm or grouped convolutions: the loop is cheaper"
