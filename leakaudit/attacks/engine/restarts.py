@@ -237,6 +237,7 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
         by_layer.setdefault(owner, {})[kind] = o
     layers = list(by_layer)
     norms = {n: m for n, m in named.items() if isinstance(m, _BatchNorm)}
+    overwritten: set[str] = set()  # matched layers whose output an in-place op overwrites (found by the first step)
     obs_sq = pb.observed_norm ** 2
     mask_p = {mv.layer: mv.p for mv in pb.masks}
 
@@ -253,16 +254,15 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
             named[n].mask = fm.to(x.device).repeat(r_count, *([1] * (fm.dim() - 1)))
         seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in layers}
         normalised: dict[str, torch.Tensor] = {}
+        versions: dict[str, int] = {}
         for n, bn in norms.items():
             bn.forward = _per_restart_batch_norm(bn, r_count, normalised, n)  # type: ignore[method-assign,assignment]
 
         def hook(name: str):
-            def record(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            def record(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
                 seen[name].append((inputs[0], output))
-                # The next layers get a copy: an in-place op after the layer (torchvision's ReLU(inplace=True)
-                # after every BatchNorm) would otherwise turn the recorded output into its own result, and the
-                # output gradient taken below into the gradient after that op.
-                return output.clone()
+                versions[name] = output._version
+                return output.clone() if name in overwritten else None
 
             return record
 
@@ -283,6 +283,13 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
                 del bn.forward  # the class's forward again
         if any(len(v) != 1 for v in seen.values()):
             raise _NotFoldable("a matched layer is called more than once per forward pass")
+        changed = {n for n in layers if seen[n][0][1]._version != versions[n]}
+        if changed:
+            # An in-place op after the layer (torchvision's ReLU(inplace=True) after every BatchNorm) made the
+            # recorded output its own result, and the output gradient below would be the one after that op:
+            # from now on the next layers get a copy of these layers' outputs.
+            overwritten.update(changed)
+            return step(x, y, m)
         with torch.enable_grad():
             deltas = torch.autograd.grad(loss, [seen[n][0][1] for n in layers], create_graph=True)
             dot = x.new_zeros(r_count)
