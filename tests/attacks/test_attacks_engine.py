@@ -174,6 +174,24 @@ def test_attacker_copy_leaves_the_users_model_untouched():
     assert activation_shapes(copy, ("3",), (4, *SHAPE), torch.device("cpu")) == {"3": (4, 32)}
 
 
+@pytest.mark.parametrize("drop", [nn.Dropout(0.5), nn.Dropout1d(0.5), nn.AlphaDropout(0.5)], ids=type)
+def test_a_torch_dropout_handed_to_the_engine_is_off_and_restarts_still_fold(problem, drop):
+    """A torch model passed to the engine directly keeps its own dropout class (the loaders' MaskableDropout
+    swap is skipped): the attacker's copy switches it off as it does a MaskableDropout, so the attack is the
+    one on the same model without dropout, and its restarts are folded."""
+    model, grads, y = problem
+    model = nn.Sequential(*model[:3], nn.Identity(), model[3])  # the same names as with the dropout
+    grads = {f"4.{n[2:]}" if n.startswith("3.") else n: g for n, g in grads.items()}
+    with_drop = nn.Sequential(*model[:3], drop, model[4])
+    copy = attacker_copy(with_drop, torch.device("cpu"))
+    x = torch.rand(4, *SHAPE)
+    assert copy.training and torch.equal(copy(x), copy(x))
+    dropped, plain = (_run(m, grads, y, restarts=3, seed=5) for m in (with_drop, model))
+    assert "folded" in _how(dropped)
+    assert dropped.restart_losses == pytest.approx(plain.restart_losses, rel=1e-5, abs=1e-7)
+    assert torch.allclose(dropped.x, plain.x, atol=1e-6)
+
+
 def test_batchnorm_model_uses_batch_statistics_without_touching_running_stats():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
@@ -332,7 +350,40 @@ def test_models_the_fold_rule_cannot_see_fall_back_to_the_loop(factory):
                         input_shape=SHAPE, num_samples=1, num_classes=5, labels=y, seed=0)
 
 
-def test_batchnorm_and_conv_models_use_the_loop_and_vmap_still_agrees():
+def _bn_convnet() -> nn.Module:
+    """BatchNorm after convolutions and a Linear layer, torchvision's in-place ReLU after it, a depthwise
+    convolution (MobileNet's) and a convolution on a 2x2 map (its restarts' terms from the Gram products of its
+    patches)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16),
+                         nn.ReLU(inplace=True), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(inplace=True), nn.Linear(16, 5))
+
+
+def test_batchnorm_models_fold_each_restart_on_its_own_batch_statistics_as_separate_runs():
+    model = _bn_convnet()
+    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([1, 4])
+    grads = _observed(model, x, y)
+    running = model[1].running_mean.clone()
+
+    def run(restarts: int, seed: int, batching: str = "auto"):
+        return match_gradients(model, grads, Objective(tv=1e-4), Schedule(iterations=15, restarts=restarts,
+                                                                          batching=batching),
+                               input_shape=SHAPE, num_samples=2, num_classes=5, labels=y, seed=seed)
+
+    batched = run(3, seed=7)
+    assert "folded" in _how(batched)
+    singles = [run(1, seed=7 + r, batching="loop") for r in range(3)]
+    assert batched.restart_losses == pytest.approx([s.loss for s in singles], rel=1e-3, abs=1e-5)
+    assert torch.allclose(batched.x, singles[batched.best_restart].x, atol=1e-3)
+    assert torch.equal(model[1].running_mean, running)  # the user's model: untouched
+    assert "loop" in _how(run(1, seed=7))  # one restart: nothing to fold, and the loop costs less
+
+
+def test_batchnorm_models_fold_and_vmap_still_agrees():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                           nn.Linear(256, 5))
@@ -342,5 +393,5 @@ def test_batchnorm_and_conv_models_use_the_loop_and_vmap_still_agrees():
     runs = [match_gradients(model, grads, Objective(tv=1e-4), Schedule(iterations=5, restarts=2, batching=b),
                             input_shape=SHAPE, num_samples=2, num_classes=5, labels=y, seed=0)
             for b in ("auto", "vmap")]
-    assert "not folded" in _how(runs[0])
+    assert "folded" in _how(runs[0])
     assert runs[0].restart_losses == pytest.approx(runs[1].restart_losses, rel=1e-3, abs=1e-6)
