@@ -17,8 +17,9 @@ def select(batch: Any, rows: list[int]) -> Any:
 
     index = torch.tensor(rows, dtype=torch.long)
     shapes = tuple(batch.original_shapes[i] for i in rows) if batch.original_shapes else ()
+    text = batch.text.select(rows) if getattr(batch, "text", None) is not None else None
     return SampleBatch(batch.x[index], batch.y[index], batch.pixels[index], tuple(batch.names[i] for i in rows),
-                       batch.source, batch.normalization, shapes)
+                       batch.source, batch.normalization, shapes, text=text)
 
 
 def draw(pool: Any, samples: int | None, seed: int) -> tuple[Any, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -42,10 +42,39 @@ class SampleBatch:
     # (C, H, W) of each sample as read, before an image was converted to the model's channels and resized;
     # equal to the input shape when nothing was changed (always, for arrays). Empty when built by hand.
     original_shapes: tuple[tuple[int, ...], ...] = ()
+    text: "TextSamples | None" = None  # a text batch's ids, lines and vocabulary (data/text.py)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, n: int) -> "SampleBatch":
+        text = self.text.subset(n) if self.text is not None else None
         return SampleBatch(self.x[:n], self.y[:n], self.pixels[:n], self.names[:n], self.source, self.normalization,
-                           self.original_shapes[:n])
+                           self.original_shapes[:n], text)
+
+
+@dataclass(frozen=True)
+class TextSamples:
+    """A text batch's own payload (``data/text.py``): the token ids the model sees and what they stand for.
+
+    Every line is encoded without special tokens, truncated to the model's sequence length T and padded on the
+    right with ``pad_id``; ``lengths`` are the tokens kept before padding."""
+
+    ids: torch.Tensor  # (N, T) int64 token ids, padded with pad_id
+    lengths: tuple[int, ...]  # tokens of each line kept (<= T)
+    texts: tuple[str, ...]  # each line as the model sees it: its kept tokens decoded
+    vocab: tuple[str, ...]  # token string of every id (the tokenizer's vocabulary, id order)
+    pad_id: int
+    task: str  # "next-token" (language model) or "classify"
+    tokenizer_json: str = ""  # the tokenizer, to decode recovered ids exactly as it would
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def subset(self, n: int) -> "TextSamples":
+        return replace(self, ids=self.ids[:n], lengths=self.lengths[:n], texts=self.texts[:n])
+
+    def select(self, index: list[int]) -> "TextSamples":
+        return replace(self, ids=self.ids[index], lengths=tuple(self.lengths[i] for i in index),
+                       texts=tuple(self.texts[i] for i in index))
