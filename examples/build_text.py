@@ -75,6 +75,27 @@ def generate(n: int, seed: int) -> list[tuple[str, int]]:
     return list(lines.items())
 
 
+# The bundled reference lines (references/lines.txt): everyday lines from other templates, for the text
+# recognition test when no --reference-data is given.
+REF_SUBJECTS = ["i", "we", "you", "the kids", "my mum", "the office", "our team", "the bus", "the shop", "he", "she"]
+REF_VERBS = ["need to", "want to", "have to", "forgot to", "will try to", "did not", "cannot"]
+REF_ACTIONS = ["pay the rent", "water the plants", "book a table", "answer the email", "clean the kitchen",
+               "charge the phone", "renew the passport", "read the news", "fix the bike", "order a pizza",
+               "call the bank", "wash the car"]
+REF_TAILS = ["today", "this week", "at the weekend", "right now", "again", "before monday", "at home", "for you"]
+
+
+def reference_lines(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    lines: list[str] = []
+    while len(lines) < n:
+        line = " ".join([rng.choice(REF_SUBJECTS), rng.choice(REF_VERBS), rng.choice(REF_ACTIONS),
+                         rng.choice(REF_TAILS)])
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 def train_tokenizer(lines: list[str]):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -120,6 +141,8 @@ def main() -> None:
     (TEXT_DIR / "batch.txt").write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
     (TEXT_DIR / "intents.txt").write_text("\n".join(f"{line}\t{intent}" for line, intent in pairs) + "\n",
                                           encoding="utf-8")
+    (HERE.parent / "references" / "lines.txt").write_text("\n".join(reference_lines(120, SEED + 1)) + "\n",
+                                                          encoding="utf-8")
     tok = train_tokenizer(lines)
     tok.save(str(TEXT_DIR / "tokenizer.json"))
     pad = tok.token_to_id("[PAD]")
