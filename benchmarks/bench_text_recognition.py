@@ -1,7 +1,7 @@
 """How the text recognition test separates trivial outputs from recognisable ones (the threshold of
 ``text-recognised`` in rules/default.toml and rules/strict.toml).
 
-Takes the bundled example's 200 lines (examples/samples/text/lines.txt, tokenized with its tokenizer) and, for
+Takes the bundled example's 200 lines (examples/text/lines.txt, tokenized with its tokenizer) and, for
 each line, scores synthetic "reconstructions" against it with the other 199 lines as references (as a scan with
 ``--reference-data lines.txt`` has them), or with the bundled references/lines.txt (K = 120, the default):
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from leakaudit.metrics.interface import attributable  # noqa: E402
 from leakaudit.metrics.text import frequent_baseline, recognise  # noqa: E402
 
-TEXT = ROOT / "examples" / "samples" / "text"
+TEXT = ROOT / "examples" / "text"
 MAX_P = 0.02
 GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 

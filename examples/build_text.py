@@ -5,6 +5,9 @@ Run from anywhere (outputs go next to this file; needs the ``tokenizers`` librar
 
     python examples/build_text.py
 
+The text example lives in ``examples/text/``, not under ``examples/samples/``: that folder is the image
+example, and a sub-folder there would read as a class folder.
+
 The lines are short messages of the kind a phone keyboard sees, made from templates with a fixed seed (no
 corpus is copied). ``lines.txt`` holds all of them; ``batch.txt`` the four a client trains on in the README's
 scan; ``intents.txt`` the same lines with an intent label (tab-separated) for the classifier of
@@ -27,7 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 from leakaudit.models.text import next_token_targets  # noqa: E402
 from leakaudit.models.zoo import create_model  # noqa: E402
 
-TEXT_DIR = HERE / "samples" / "text"
+TEXT_DIR = HERE / "text"
 MODEL = HERE / "models" / "text_lstm.onnx"
 SEQ_LEN = 12
 SEED = 0

@@ -20,7 +20,7 @@ from leakaudit.data.text import load_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "models" / "text_lstm.onnx"
-TEXT = ROOT / "examples" / "samples" / "text"
+TEXT = ROOT / "examples" / "text"
 CPU = torch.device("cpu")
 
 

@@ -11,7 +11,7 @@ from leakaudit.errors import DataError, InputError
 from leakaudit.data.text import decode, load_text
 
 pytest.importorskip("tokenizers")
-TEXT = Path(__file__).resolve().parents[2] / "examples" / "samples" / "text"
+TEXT = Path(__file__).resolve().parents[2] / "examples" / "text"
 TOKENIZER = TEXT / "tokenizer.json"
 
 
