@@ -26,7 +26,7 @@ import torch
 from .config import ScanSettings
 from .data.interface import SampleBatch
 from .detect.interface import Findings
-from .errors import ConfigError, LeakauditError
+from .errors import ConfigError, InputError, LeakauditError
 from .progress import AttackProgress, NullObserver, Observer
 from .metrics.scoring import SampleScore  # noqa: F401 -- part of this module's API, as before
 from .result import (AttackOutcome, AuditResult, ControlOutcome, DataCard, LabelOutcome, ModelCard,  # noqa: F401
@@ -118,7 +118,8 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     observer.stage("detect", "dropout, PRECODE bottlenecks, BatchNorm, stochastic layers")
     from .detect import detect
 
-    findings = detect(loaded)
+    findings = detect(loaded, tabular=_records_given(data, settings))
+    _check_modality(findings)
     if settings.no_dropout:  # the user said there is no dropout an export could have removed
         from .detect import EVAL_EXPORT_WARNING
 
@@ -136,6 +137,22 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     command, reason = _command(model, data, settings)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
                     _references(plan, settings), command, reason)
+
+
+def _records_given(data: Any, settings: ScanSettings) -> bool:
+    """Whether the samples are tabular records: what a flat input vector cannot tell by itself."""
+    if _is_path(data):
+        return os.fspath(data).lower().endswith(".csv")
+    return getattr(data, "modality", "image") == "tabular"
+
+
+def _check_modality(findings: Findings) -> None:
+    """Refuse a modality no metric can score: never an image metric on non-images."""
+    from .metrics import METRICS
+
+    if not any(m.modality == findings.modality for _, m in METRICS.items()):
+        raise InputError(f"the model takes {findings.modality} samples ({findings.modality_reason}), which "
+                         f"leakaudit cannot audit yet: no metric scores {findings.modality} reconstructions")
 
 
 def _is_path(value: Any) -> bool:
@@ -248,7 +265,7 @@ def _nothing_audited(model: Any, findings: Any, plan: Any, settings: ScanSetting
 
     from .verdict import evaluate
 
-    verdict = evaluate(ruleset, [], strict=settings.strict)
+    verdict = evaluate(ruleset, [], strict=settings.strict, modality=plan.batches[0].modality)
     now = datetime.now(timezone.utc)
     return AuditResult(
         model=_model_card(model), findings=findings, data=_data_card(plan.batches[0]),
@@ -485,7 +502,7 @@ def _data_card(batch: SampleBatch) -> DataCard:
     return DataCard(source=batch.source, count=len(batch), shape=tuple(batch.x.shape[1:]),
                     normalization=batch.normalization, names=tuple(batch.names),
                     labels=tuple(int(v) for v in batch.y.tolist()), pixels=batch.pixels.detach().cpu(),
-                    original_shapes=tuple(batch.original_shapes))
+                    original_shapes=tuple(batch.original_shapes), modality=batch.modality)
 
 
 def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings) -> tuple[LabelOutcome, Any]:
@@ -529,7 +546,7 @@ def _plan(findings: Findings, loaded: Any, settings: ScanSettings) -> list[Any]:
     for name, n in settings.attack_iterations.items():
         overrides[name] = {"iterations": n}
     return list(plan(findings, loaded, budget=settings.budget, attacks=list(settings.attacks) or None,
-                     overrides=overrides))
+                     overrides=overrides, modality=findings.modality))
 
 
 def _metric_names(ruleset: Any) -> tuple[str, ...]:
@@ -772,7 +789,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
 
     from .verdict import evaluate
 
-    verdict = evaluate(ruleset, scores, strict=settings.strict)
+    verdict = evaluate(ruleset, scores, strict=settings.strict, modality=batch.modality)
     # Suppressed findings (leakaudit.suppress) settle nothing: the control runs as if they had not fired
     verdict = _suppressed(verdict, suppressions, strict=settings.strict)
     control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,

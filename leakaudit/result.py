@@ -60,6 +60,7 @@ class DataCard:
     pixels: torch.Tensor | None = field(default=None, repr=False, compare=False)
     # (C, H, W) of each sample as read; differs from ``shape`` where an image was converted/resized to fit.
     original_shapes: tuple[tuple[int, ...], ...] = ()
+    modality: str = "image"  # leakaudit.modality
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class RuleOutcome:
     threshold: float
     severity: str  # "fail" | "warn"
     scope: str  # "any" | "mean"
-    status: str  # "pass" | "fail" | "warn" | "not_evaluated"
+    status: str  # "pass" | "fail" | "warn" | "not_evaluated" | "not_applicable" (another modality's rule)
     observed: float | None = None  # the worst (most leaking) value seen
     attack: str | None = None
     sample: str | None = None

@@ -101,6 +101,8 @@ class Attack(ABC):
     # Whether the planner fits its TV weight to the model's first layer below ``thorough`` (planner.image_prior).
     fits_image_prior: ClassVar[bool] = False
     needs_ground_truth: ClassVar[bool] = False  # True: run() takes truth=GroundTruth (a reference, not an attack)
+    # The kinds of sample it reconstructs (leakaudit.modality): the planner plans it only for those.
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         """Why this attack does not fit the model (None: it fits)."""

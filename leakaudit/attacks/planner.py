@@ -91,12 +91,14 @@ def apply_overrides(attack: str, settings: AttackSettings, overrides: Mapping[st
 
 
 def plan(findings: Findings | None, model: Any, budget: str = "standard", attacks: Sequence[str] | None = None,
-         overrides: Mapping[str, Any] | None = None, *, registry: Registry | None = None) -> list[PlannedAttack]:
+         overrides: Mapping[str, Any] | None = None, *, registry: Registry | None = None,
+         modality: str = "image") -> list[PlannedAttack]:
     """The attacks to run, in order, each with its settings -- and the ones not run, each with its reason.
 
     ``attacks=None``: every registered ``auto`` attack that fits the findings. A list: exactly those, in
     that order (an unknown name is an error listing the available ones; one that does not fit is skipped
-    with its reason).
+    with its reason). Only attacks that reconstruct samples of ``modality`` (``Attack.modalities``) are planned:
+    the others are left out of the automatic plan, and naming one is an error naming those that do.
 
     >>> from pathlib import Path
     >>> from leakaudit.detect import detect
@@ -115,10 +117,12 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
     asked = list(attacks) if attacks else None
     for name in asked or ():
         registry.get(name)
+    _check_modality(asked or (), modality, registry)
     for key, value in overrides.items():
         if isinstance(value, Mapping):
             registry.get(key)
-    names = asked if asked is not None else [n for n, _ in _ordered(registry)]
+    names = asked if asked is not None else [n for n, a in _ordered(registry)
+                                             if modality in _instance(a).modalities]
     out: list[PlannedAttack] = []
     for name in names:
         attack = _instance(registry.get(name))
@@ -136,6 +140,15 @@ def plan(findings: Findings | None, model: Any, budget: str = "standard", attack
         else:
             out.append(PlannedAttack(name, settings, True, attack.summary))
     return out
+
+
+def _check_modality(asked: Sequence[str], modality: str, registry: Registry) -> None:
+    wrong = [n for n in asked if modality not in _instance(registry.get(n)).modalities]
+    if wrong:
+        able = [n for n, a in _ordered(registry) if modality in _instance(a).modalities]
+        raise ConfigError(f"--attacks {','.join(wrong)}: {'it does' if len(wrong) == 1 else 'they do'} not "
+                          f"reconstruct {modality} samples; use "
+                          + (", ".join(able) if able else f"nothing: no attack reconstructs {modality} samples"))
 
 
 # The TV weight of the IG-family attacks at quick/standard, by the model's first layer. Measured at the standard

@@ -103,6 +103,7 @@ def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
         console.print(f"({hidden} parameter-free layers without findings hidden; --all-layers shows them)")
 
     console.print("[bold]Findings[/bold]")
+    console.print(f"  modality     {findings.modality} ({terminal(findings.modality_reason)})")
     if findings.dropout:
         for d in findings.dropout:
             console.print(f"  dropout      {terminal(d.name)}  p={d.p:g}  position {d.position}  "

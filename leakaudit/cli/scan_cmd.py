@@ -150,14 +150,15 @@ def _context_lines(console: Console, doc: dict[str, Any]) -> None:
 
 
 _RULE_MARKS = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
-               "not_evaluated": "[dim]not evaluated[/]", "suppressed": "[magenta]suppressed[/]"}
+               "not_evaluated": "[dim]not evaluated[/]", "suppressed": "[magenta]suppressed[/]",
+               "not_applicable": "[dim]not applicable[/]"}
 
 
 def _rule_line(r: dict[str, Any]) -> str:
     """One rule's result, its user-given text escaped for rich markup."""
     mark = _RULE_MARKS.get(r["status"], r["status"])
     observed = r["observed"]
-    if r["status"] == "not_evaluated":
+    if r["status"] in ("not_evaluated", "not_applicable"):
         reason = r.get("reason") or "no value"
         shown = f"({reason[:117] + '...' if len(reason) > 120 else reason}; see the report)"
     elif observed is None and r.get("max_p") is not None:

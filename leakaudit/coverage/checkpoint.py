@@ -31,7 +31,7 @@ KIND = "leakaudit-scan-checkpoint"
 VERSION = 2
 LIMIT = 256 << 20  # bytes: records and a dozen small PNGs are far less; a larger file is not ours
 _OVERALLS = ("pass", "fail", "error", "inconclusive", "incomplete")
-_STATUSES = ("pass", "fail", "warn", "not_evaluated")
+_STATUSES = ("pass", "fail", "warn", "not_evaluated", "not_applicable")
 
 
 def _digest(value: Any) -> str:

@@ -10,16 +10,8 @@ SAMPLES = setting_ref("samples")  # named in errors: the CLI shows --samples, a 
 
 
 def select(batch: Any, rows: list[int]) -> Any:
-    """The samples ``rows`` of ``batch``, in that order."""
-    import torch
-
-    from ..data.interface import SampleBatch
-
-    index = torch.tensor(rows, dtype=torch.long)
-    shapes = tuple(batch.original_shapes[i] for i in rows) if batch.original_shapes else ()
-    text = batch.text.select(rows) if getattr(batch, "text", None) is not None else None
-    return SampleBatch(batch.x[index], batch.y[index], batch.pixels[index], tuple(batch.names[i] for i in rows),
-                       batch.source, batch.normalization, shapes, text=text)
+    """The samples ``rows`` of ``batch``, in that order (with the modality's payload)."""
+    return batch.select(rows)
 
 
 def draw(pool: Any, samples: int | None, seed: int) -> tuple[Any, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -42,15 +43,29 @@ class SampleBatch:
     # (C, H, W) of each sample as read, before an image was converted to the model's channels and resized;
     # equal to the input shape when nothing was changed (always, for arrays). Empty when built by hand.
     original_shapes: tuple[tuple[int, ...], ...] = ()
-    text: "TextSamples | None" = None  # a text batch's ids, lines and vocabulary (data/text.py)
+    # leakaudit.modality: for "tabular" and "text", ``pixels`` holds the model-space values (so code that only
+    # moves tensors keeps working) and nothing image-specific may be computed from it.
+    modality: str = "image"
+    # The modality's own payload (frozen, one entry per sample, with ``select(rows)``): tabular records
+    # (their schema and the raw rows)
+    records: Any = None
+    # text samples (token ids, decoded strings, vocabulary: ``TextSamples``, data/text.py)
+    text: "TextSamples | None" = None
+
+    def select(self, rows: list[int]) -> "SampleBatch":
+        """The samples ``rows``, in that order, with their payload."""
+        index = torch.tensor(rows, dtype=torch.long)
+        shapes = tuple(self.original_shapes[i] for i in rows) if self.original_shapes else ()
+        return SampleBatch(self.x[index], self.y[index], self.pixels[index], tuple(self.names[i] for i in rows),
+                           self.source, self.normalization, shapes, self.modality,
+                           None if self.records is None else self.records.select(rows),
+                           None if self.text is None else self.text.select(rows))
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, n: int) -> "SampleBatch":
-        text = self.text.subset(n) if self.text is not None else None
-        return SampleBatch(self.x[:n], self.y[:n], self.pixels[:n], self.names[:n], self.source, self.normalization,
-                           self.original_shapes[:n], text)
+        return self.select(list(range(min(n, len(self)))))
 
 
 @dataclass(frozen=True)
@@ -78,3 +93,4 @@ class TextSamples:
     def select(self, index: list[int]) -> "TextSamples":
         return replace(self, ids=self.ids[index], lengths=tuple(self.lengths[i] for i in index),
                        texts=tuple(self.texts[i] for i in index))
+

@@ -122,7 +122,7 @@ def text_batch(text: TextSamples, y: torch.Tensor, *, names: tuple[str, ...], so
     # image-specific may be computed from it (modality.md).
     return SampleBatch(x=text.ids, y=y, pixels=text.ids.to(torch.float32), names=names, source=source,
                        normalization=Normalization("none", (0.0,), (1.0,)),
-                       original_shapes=tuple((int(text.ids.shape[1]),) for _ in names), text=text)
+                       original_shapes=tuple((int(text.ids.shape[1]),) for _ in names), modality="text", text=text)
 
 
 def _split_labels(path: Path, lines: list[str], num_classes: int) -> tuple[list[str], list[int]]:

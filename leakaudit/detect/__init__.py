@@ -15,6 +15,7 @@ from ..models.interface import LoadedModel
 from .bottleneck import find_bottlenecks
 from .dropout import find_dropout
 from .interface import Bottleneck, DropoutLayer, Findings
+from .modality import classify
 from .probe import ROOT, stochastic_modules
 from .trace import Trace, trace
 
@@ -60,7 +61,8 @@ UNRECOGNIZED_WARNING = (
 )
 
 
-def detect(model: LoadedModel, *, probe: bool = True) -> Findings:
+def detect(model: LoadedModel, *, probe: bool = True, tabular: bool = False) -> Findings:
+    """``tabular``: the samples are records (a CSV or a schema was given); see ``modality.classify``."""
     tr = trace(model)
     dropout, warnings = find_dropout(model, tr)
     bottlenecks = find_bottlenecks(model, tr)
@@ -90,13 +92,17 @@ def detect(model: LoadedModel, *, probe: bool = True) -> Findings:
     if tr.unused_params:
         notes.append(f"{len(tr.unused_params)} trainable parameter(s) are not used by the forward pass "
                      f"(e.g. {tr.unused_params[0]}): they get no gradient and are not attacked")
+    layers = _layers(model.module, tr)
+    modality, why = classify(model, layers, tabular=tabular)
     return Findings(
-        layers=_layers(model.module, tr),
+        layers=layers,
         dropout=dropout,
         bottlenecks=bottlenecks,
         batchnorm=batchnorm,
         unrecognized_stochastic=unrecognized,
         warnings=tuple(notes),
+        modality=modality,
+        modality_reason=why,
     )
 
 

@@ -33,6 +33,9 @@ class Findings:
     batchnorm: tuple[str, ...] = ()
     unrecognized_stochastic: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # leakaudit.modality: what kind of sample the model takes, and why detection says so (shown by inspect)
+    modality: str = "image"
+    modality_reason: str = ""
 
     @property
     def has_dropout(self) -> bool:

@@ -10,6 +10,7 @@ import importlib
 import math
 from typing import Any
 
+from ..modality import ANY
 from ..registry import Registry
 from .interface import Metric, MetricFn, MetricOptions
 
@@ -72,18 +73,18 @@ RECOGNITION_METRICS: tuple[str, ...] = ("match_p", "ssim_skill", "psnr_gain")
 _register(Metric(
     "label_accuracy", True, "higher", (0.0, 1.0),
     "fraction of the batch's true labels the attacker recovered (as multisets: order is arbitrary)",
-    per_sample=False))
+    per_sample=False, modality=ANY))
 
 # Scan-level metrics of a coverage scan (leakaudit.coverage): one value for the whole sample set, computed from
 # the per-sample verdicts, never from pixels. Rules on them are evaluated once over all batches.
 _register(Metric(
     "recognised_fraction", True, "higher", (0.0, 1.0),
     "fraction of the audited samples recognisably reconstructed (a per-sample fail rule fired on them), over "
-    "every batch of the scan", per_sample=False))
+    "every batch of the scan", per_sample=False, modality=ANY))
 _register(Metric(
     "recognised_upper", True, "higher", (0.0, 1.0),
     "upper bound of the 95% Clopper-Pearson interval of recognised_fraction: what the data still allows",
-    per_sample=False))
+    per_sample=False, modality=ANY))
 COVERAGE_METRICS: tuple[str, ...] = ("recognised_fraction", "recognised_upper")
 
 # Text (metrics.text): token ids against the true line, padding left out. The recognition test reuses match_p

@@ -61,6 +61,9 @@ class Metric:
     # True: computed by the recognition test (``metrics.recognition``) against the sample's references, not by
     # ``fn`` from the pair alone.
     recognition: bool = False
+    # The samples it is about (leakaudit.modality): a rule on a metric of another modality than the batch's is
+    # not applicable there; "any" for what means the same on every modality (label accuracy).
+    modality: str = "image"
     fn: MetricFn | None = field(default=None, repr=False, compare=False)
 
     def compute(self, preds: torch.Tensor, target: torch.Tensor,
@@ -69,6 +72,12 @@ class Metric:
         if self.fn is None:
             raise TypeError(f"metric {self.name!r} is not computed from pixels; see leakaudit.metrics.scoring")
         return self.fn(preds, target, options or MetricOptions())
+
+    def applies_to(self, modality: str) -> bool:
+        """Whether the metric means something on samples of ``modality``."""
+        from ..modality import applies
+
+        return applies(self.modality, modality)
 
     def leaks(self, value: float, threshold: float, comparison: str) -> bool:
         """True when ``value`` crosses ``threshold`` in the leaking direction (``comparison`` from a rule)."""

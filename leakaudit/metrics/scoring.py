@@ -60,6 +60,7 @@ class AttackScore:
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> reason it has no value
     matched_by: str = "ssim"
     notes: tuple[str, ...] = ()
+    modality: str = "image"  # the batch's (leakaudit.modality): rules on other modalities' metrics do not apply
 
     def values(self, metric: str) -> list[tuple[str, float]]:
         """(sample name, value) for every matched sample that has ``metric``."""

@@ -28,7 +28,7 @@ from .recommendations import ill_conditioned, recommend
 if TYPE_CHECKING:
     from ..update.cost import DefenseCost  # a type only: rendering a report never imports torch
 
-SCHEMA_VERSION = "1.8"
+SCHEMA_VERSION = "1.9"
 LIBRARIES = ("torch", "onnx", "onnx2torch", "onnxruntime", "numpy", "safetensors", "lpips", "torchvision")
 
 
@@ -156,6 +156,8 @@ def _findings(result: AuditResult) -> dict[str, Any]:
         "batchnorm": list(f.batchnorm),
         "unrecognized_stochastic": list(f.unrecognized_stochastic),
         "warnings": list(f.warnings),
+        "modality": f.modality,
+        "modality_reason": f.modality_reason,
     }
 
 
@@ -180,6 +182,7 @@ def _data(result: AuditResult, embed_data: bool) -> dict[str, Any]:
         "normalization": {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std)},
         "originals_embedded": pixels is not None,
         "samples": samples,
+        "modality": d.modality,
     }
 
 

@@ -69,9 +69,10 @@ def render_junit(doc: dict[str, Any]) -> str:
             counts["failures"] += 1
             ET.SubElement(case, "failure", message=f"{r['id']}: could not be evaluated, which --strict counts as "
                           "failed (no leak was found by this rule)", type="not_evaluated").text = text
-        elif r["status"] == "not_evaluated":
+        elif r["status"] in ("not_evaluated", "not_applicable"):
             counts["skipped"] += 1
-            ET.SubElement(case, "skipped", message=f"{r['id']}: not evaluated: {r.get('reason', '')}")
+            why = r.get("reason", "") if r["status"] == "not_applicable" else f"not evaluated: {r.get('reason', '')}"
+            ET.SubElement(case, "skipped", message=f"{r['id']}: {why}")
         elif r["status"] == "warn":
             ET.SubElement(case, "system-out").text = f"WARNING {r['id']}: {_observed(r)}\n{text}"
         elif r["status"] == "suppressed":

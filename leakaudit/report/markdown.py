@@ -14,7 +14,7 @@ from typing import Any
 from ..safetext import markdown_text as md
 
 _MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "not_evaluated": "not evaluated",
-         "suppressed": "suppressed"}
+         "suppressed": "suppressed", "not_applicable": "not applicable"}
 _HEADLINE = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "inconclusive": "INCONCLUSIVE",
              "incomplete": "INCOMPLETE"}
 
@@ -32,6 +32,8 @@ def _rule_rows(doc: dict[str, Any]) -> list[str]:
         test = f"{md(r['metric'])} {md(r['comparison'])} {_number(r['threshold'])}{attributed}"
         if r["status"] == "not_evaluated":
             observed = f"not evaluated: {md(r.get('reason') or 'no value')}"
+        elif r["status"] == "not_applicable":
+            observed = md(r.get("reason") or "another modality's rule")
         elif r.get("observed") is None and r.get("max_p") is not None:
             observed = "no reconstruction attributable to its sample"
         else:

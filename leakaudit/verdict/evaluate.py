@@ -9,6 +9,9 @@ never fails a scan; see ``outcome``). A structure metric (SSIM) on a flat
 original is not counted (see ``leakaudit.metrics.scoring``): the rule says which samples it left out, and is
 not evaluated when no other sample remains.
 
+A rule whose metric belongs to another modality than the batch's (an image metric on tabular records) is
+``not_applicable``: neither fired, passed nor not evaluated, it is left out of the verdict and listed as such.
+
 The scan's overall verdict and exit code, which also weigh crashed attacks and interruptions, are decided
 by ``outcome.decide``.
 """
@@ -26,7 +29,7 @@ from .rules import Rule, RuleSet
 if TYPE_CHECKING:  # scores are computed with torch; a verdict is read (leakaudit rules, reports) without it
     from ..metrics import AttackScore
 
-Status = Literal["pass", "fail", "warn", "not_evaluated"]
+Status = Literal["pass", "fail", "warn", "not_evaluated", "not_applicable"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,23 @@ class Verdict:
                       exit_zero=exit_zero)
 
 
-def evaluate(ruleset: RuleSet, scores: Sequence[AttackScore], *, strict: bool = False) -> Verdict:
-    """The verdict of ``ruleset`` on the scores of every attack that ran."""
-    results = tuple(evaluate_rule(rule, scores) for rule in ruleset.rules)
+def evaluate(ruleset: RuleSet, scores: Sequence[AttackScore], *, strict: bool = False,
+             modality: str | None = None) -> Verdict:
+    """The verdict of ``ruleset`` on the scores of every attack that ran, on samples of ``modality`` (None: the
+    scores' own, "image" when there are none)."""
+    modality = modality or next((getattr(s, "modality", "image") for s in scores), "image")
+    results = tuple(evaluate_rule(rule, scores) if METRICS.get(rule.metric).applies_to(modality)
+                    else not_applicable(rule, modality) for rule in ruleset.rules)
     failing = rules_fail(((r.rule.id, r.status, r.rule.severity) for r in results), strict=strict)
     return Verdict(overall="fail" if failing else "pass", results=results, profile=ruleset.name, strict=strict)
+
+
+def not_applicable(rule: Rule, modality: str) -> RuleResult:
+    """The result of a rule on another modality's metric: it says nothing about these samples."""
+    declared = METRICS.get(rule.metric).modality
+    return RuleResult(rule=rule, status="not_applicable", observed=None, attack=None, sample=None,
+                      reason=f"not applicable: {rule.metric} measures {declared} samples and these are {modality}",
+                      unavailable={})
 
 
 def _observations(rule: Rule, score: AttackScore) -> tuple[list[Observation], str | None]:

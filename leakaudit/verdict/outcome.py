@@ -64,7 +64,8 @@ EXIT_CODES: dict[str, int] = {"pass": EXIT_OK, "fail": EXIT_LEAK, "error": EXIT_
 WORDS: dict[str, str] = {"pass": "PASS", "fail": "LEAK", "error": "ERROR", "inconclusive": "INCONCLUSIVE",
                          "incomplete": "INCOMPLETE"}
 INCONCLUSIVE_REASON = "the attacks could not reconstruct even without the defenses: no evidence either way"
-RULE_STATUSES = ("pass", "fail", "warn", "not_evaluated", "suppressed")
+# not_applicable: the rule is about another modality's samples; it counts for nothing.
+RULE_STATUSES = ("pass", "fail", "warn", "not_evaluated", "suppressed", "not_applicable")
 STRICT_WORD = "FAIL (strict)"  # a strict fail where no rule fired: no leak was found, so never "LEAK"
 EXPIRED_WORD = "FAIL (expired suppression)"  # an expired suppression failed the scan and no rule fired
 # A rule's result: (id, status, severity); (id, status) is read as a fail-severity rule (the conservative side).

@@ -84,13 +84,17 @@ def per_sample(rule: Rule) -> bool:
     return rule.scope == "any" and rule.metric not in COVERAGE_METRICS and METRICS.get(rule.metric).per_sample
 
 
-def recognition_rules(ruleset: RuleSet) -> tuple[Rule, ...]:
+def recognition_rules(ruleset: RuleSet, modality: str | None = None) -> tuple[Rule, ...]:
     """What "recognised" means for one sample: the profile's per-sample fail-severity rules (any of them firing);
     in a profile without any -- one that gates on the rate alone, or only warns -- the default profile's. The
     positive control and the recognised fraction use this definition, so no profile can earn a pass without a
-    control that reconstructed under it."""
-    own = tuple(r for r in ruleset.rules if per_sample(r) and r.severity == "fail")
-    return own or tuple(r for r in load_rules("default").rules if per_sample(r) and r.severity == "fail")
+    control that reconstructed under it. ``modality``: only the rules on metrics of that modality (a profile
+    covers every modality; an image rule says nothing about a tabular record)."""
+    def criterion(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        return tuple(r for r in rules if per_sample(r) and r.severity == "fail"
+                     and (modality is None or METRICS.get(r.metric).applies_to(modality)))
+
+    return criterion(ruleset.rules) or criterion(load_rules("default").rules)
 
 
 def fires_on(rule: Rule, metrics: dict[str, float], excluded: Any = (), references: int | None = None) -> bool:

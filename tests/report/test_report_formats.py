@@ -29,10 +29,25 @@ def _validate(doc: dict) -> None:
 def test_document_validates_against_the_schema(kwargs):
     doc = json.loads(FORMATS.get("json").render(build_document(make_result(**kwargs))))
     _validate(doc)
-    assert doc["schema_version"] == schema()["properties"]["schema_version"]["enum"][-1] == "1.8"
+    assert doc["schema_version"] == schema()["properties"]["schema_version"]["enum"][-1] == "1.9"
     expected = "incomplete" if kwargs.get("incomplete") else ("pass" if kwargs.get("leaked") is False else "fail")
     assert doc["verdict"]["overall"] == expected
     assert doc["verdict"]["rules_overall"] == ("pass" if kwargs.get("leaked") is False else "fail")
+    assert doc["data"]["modality"] == doc["findings"]["modality"] == "image"
+
+
+def test_a_rule_of_another_modality_is_listed_as_not_applicable_in_every_format():
+    import dataclasses
+
+    result = make_result(leaked=False)
+    row = dataclasses.replace(result.rules[0], status="not_applicable",
+                              reason="not applicable: ssim measures image samples and these are tabular")
+    doc = build_document(dataclasses.replace(result, rules=(row, *result.rules[1:])))
+    _validate(json.loads(FORMATS.get("json").render(doc)))
+    assert "not applicable: ssim measures image samples" in FORMATS.get("markdown").render(doc)
+    assert 'class="badge not_applicable"' in render_html(doc)
+    skipped = ET.fromstring(render_junit(doc)).find(f".//testcase[@name='{row.id}: ssim >= 0.6 (any)']/skipped")
+    assert skipped is not None and skipped.get("message", "").startswith(f"{row.id}: not applicable")
 
 
 def test_a_schema_1_0_report_still_renders(tmp_path):

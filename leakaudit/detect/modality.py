@@ -1,0 +1,25 @@
+"""Which modality a model takes (``leakaudit.modality``), and why: what ``inspect`` and the report state."""
+
+from __future__ import annotations
+
+from ..models.interface import LoadedModel
+
+# Layers whose input is integer token ids: a model that starts with one reads text, whatever its input shape.
+_TOKEN_LAYERS = ("Embedding", "EmbeddingBag")
+
+
+def classify(model: LoadedModel, layers: tuple[tuple[str, str, int], ...], *, tabular: bool = False) -> tuple[str, str]:
+    """(modality, reason). ``layers`` are the findings' leaf modules in forward order; ``tabular``: the samples
+    are records (a CSV or a schema was given), which a flat input vector cannot say by itself."""
+    shape = tuple(model.input_shape)
+    first = next((t for _, t, k in layers if k > 0), "")
+    if first.split(" ")[0] in _TOKEN_LAYERS:
+        return "text", f"input is int64 token ids into an embedding (first weighted layer {first})"
+    if len(shape) == 3:
+        return "image", f"input is (C, H, W) = {shape}"
+    if len(shape) == 1 and tabular:
+        return "tabular", f"input is a flat vector of {shape[0]} features and --schema / a CSV was given"
+    if len(shape) == 1:
+        return "image", (f"input is a flat vector of {shape[0]} values and neither --schema nor a CSV was given: "
+                         "its samples are read as arrays of values in [0, 1] and scored as images")
+    return "image", f"input shape {shape}"
