@@ -139,6 +139,23 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
                     _references(plan, settings), command, reason)
 
 
+def _takes_text(loaded: Any) -> bool:
+    """A model whose input is token ids into an embedding (``detect.modality``): its samples are lines."""
+    from .models.text import token_embedding
+
+    return len(loaded.input_shape) == 1 and token_embedding(loaded.module) is not None
+
+
+def _load_text(data: Any, loaded: Any, settings: ScanSettings) -> SampleBatch:
+    from .data.text import load_text
+    from .models.text import text_task, token_embedding
+
+    emb = token_embedding(loaded.module)
+    return load_text(data, tokenizer=settings.tokenizer, seq_len=int(loaded.input_shape[0]),
+                     embedding_rows=emb.vocab_size if emb is not None else 0,
+                     task=text_task(loaded.module, int(loaded.input_shape[0])), num_classes=loaded.num_classes)
+
+
 def _records_given(data: Any, settings: ScanSettings) -> bool:
     """Whether the samples are tabular records: what a flat input vector cannot tell by itself."""
     if _is_path(data):
@@ -195,13 +212,24 @@ def _flat_note(plan: Any) -> str:
     """The scan-level warning about flat (one-colour) samples among every audited one, "" when none."""
     from .metrics.scoring import flat_note
 
+    if plan.batches[0].modality != "image":  # a flat token sequence or record is not a blank image
+        return ""
     return flat_note(torch.cat([b.pixels for b in plan.batches]), [n for b in plan.batches for n in b.names])
 
 
 def _references(plan: Any, settings: ScanSettings) -> Any:
+    return _scan_references(settings, plan.batches[0], torch.cat([b.pixels for b in plan.batches]))
+
+
+def _scan_references(settings: ScanSettings, batch: SampleBatch, samples: torch.Tensor) -> Any:
+    """Reference images, or for text reference lines (``metrics.text``), plus the scan's own samples."""
+    if batch.text is not None:
+        from .metrics.text import scan_references as text_references
+
+        return text_references(settings.reference_data, batch.text, samples)
     from .metrics.references import scan_references
 
-    return scan_references(settings.reference_data, torch.cat([b.pixels for b in plan.batches]))
+    return scan_references(settings.reference_data, samples)
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
@@ -447,6 +475,9 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
         observer.stage("load samples", "tensors (in memory)" if is_tensor_pair(data) else type(data).__name__)
         pool = batch_from_tensors(data, input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
                                   normalization=norm)
+    elif _takes_text(loaded):
+        observer.stage("load samples", f"{data} (lines, tokenizer {settings.tokenizer})")
+        pool = _load_text(data, loaded, settings)
     else:
         observer.stage("load samples", str(data))
         from .data import load_samples, normalization
@@ -485,7 +516,13 @@ def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
     return ThreatModel(protocol=settings.resolved_protocol, local_steps=settings.local_steps,
                        local_lr=settings.local_lr, batch_size=len(batch), labels_known=settings.labels_known,
                        defenses=tuple(parse_defense(t) for t in settings.defenses),
-                       batchnorm=settings.client_batchnorm, buffers=settings.update_buffers == "yes")
+                       batchnorm=settings.client_batchnorm, buffers=settings.update_buffers == "yes",
+                       loss=_loss_of(batch))
+
+
+def _loss_of(batch: SampleBatch) -> str:
+    """A next-word model trains on each line's next tokens; everything else on cross-entropy of its labels."""
+    return "next_token" if batch.text is not None and batch.text.task == "next-token" else "cross_entropy"
 
 
 def _model_card(loaded: Any) -> ModelCard:
@@ -501,12 +538,17 @@ def _model_card(loaded: Any) -> ModelCard:
 def _data_card(batch: SampleBatch) -> DataCard:
     return DataCard(source=batch.source, count=len(batch), shape=tuple(batch.x.shape[1:]),
                     normalization=batch.normalization, names=tuple(batch.names),
-                    labels=tuple(int(v) for v in batch.y.tolist()), pixels=batch.pixels.detach().cpu(),
+                    labels=tuple(int(v) for v in batch.y.tolist()) if batch.y.dim() == 1 else (),
+                    pixels=batch.pixels.detach().cpu(),
                     original_shapes=tuple(batch.original_shapes), modality=batch.modality)
 
 
 def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings) -> tuple[LabelOutcome, Any]:
     """The labels attacks use: the true ones when the threat model gives them, else recovered ones."""
+    if batch.text is not None and batch.text.task == "next-token":
+        return LabelOutcome(known=False, strategy="not applicable: a next-word model's targets are the line's own "
+                            "next tokens (the order attack recovers them with the line)", labels=(),
+                            accuracy=None), None
     if settings.labels_known:
         return LabelOutcome(known=True, strategy="known", labels=tuple(int(v) for v in batch.y.tolist()),
                             accuracy=None), batch.y.clone()
@@ -574,6 +616,14 @@ def _run_one(planned: Any, target: Any, device: torch.device, settings: ScanSett
 
 def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...], name: str,
            references: torch.Tensor | None) -> Any:
+    if batch.text is not None:  # token ids against the lines (metrics.text); no image metric on text
+        from .metrics.text import reference_lines, score_text
+
+        ids = recon.x.detach().cpu().long()
+        true = batch.y.tolist() if batch.text.task == "classify" else None
+        return ids.float(), score_text(ids, batch.text.ids, pad_id=batch.text.pad_id, names=list(batch.names),
+                                       references=reference_lines(references, batch.text.pad_id), attack=name,
+                                       labels_true=true)
     from .metrics.scoring import score
 
     pixels = batch.normalization.to_pixels(recon.x.detach().cpu().to(batch.x.dtype))
@@ -744,9 +794,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     settings = settings or ScanSettings()
     clock = clock if clock is not None else _clock(settings, None, 1)
     if references is None:
-        from .metrics.references import scan_references
-
-        references = scan_references(settings.reference_data, batch.pixels)
+        references = _scan_references(settings, batch, batch.pixels)
     observer = observer or NullObserver()
     started = started or _now()
     ruleset = ruleset if ruleset is not None else _load_rules(settings.rules)
@@ -775,7 +823,8 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
-                          local_training=local)
+                          local_training=local, pad_id=batch.text.pad_id if batch.text is not None else None,
+                          text_task=batch.text.task if batch.text is not None else None)
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset

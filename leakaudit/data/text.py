@@ -155,6 +155,16 @@ def decode(text: TextSamples, ids: list[int]) -> str:
     return " ".join(text.vocab[i] for i in ids)
 
 
+def encoder(text: TextSamples):
+    """str -> token ids with the scan's tokenizer (no special tokens, no padding), for reference lines."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(text.tokenizer_json)
+    tok.no_padding()
+    tok.no_truncation()
+    return lambda line: [int(i) for i in tok.encode(line, add_special_tokens=False).ids]
+
+
 def tokenizer_summary(text: TextSamples) -> dict[str, Any]:
     return {"vocab_size": text.vocab_size, "pad_id": text.pad_id, "task": text.task,
             "model": json.loads(text.tokenizer_json).get("model", {}).get("type") if text.tokenizer_json else None}

@@ -95,7 +95,7 @@ class TextRecognition:
 def recognise(pred: list[int], own: list[int], references: Sequence[list[int]]) -> TextRecognition:
     """``match_p`` and ``text_skill`` of one reconstruction (module docstring); copies of ``own`` among the
     references are left out."""
-    refs = [r for r in references if r != own]
+    refs = [list(r) for r in dict.fromkeys(tuple(r) for r in references) if list(r) != own]  # distinct lines
     sim = bag_scores(pred, own)[2]
     closer = sum(1 for r in refs if bag_scores(pred, r)[2] >= sim)
     base = bag_scores(frequent_baseline(refs, len(own)), own)[2] if refs else 0.0
@@ -134,7 +134,32 @@ def score_text(recon: torch.Tensor, true_ids: torch.Tensor, *, pad_id: int, name
     means = {m: sum(s.metrics[m] for s in samples) / len(samples) for m in TEXT_METRICS} if samples else {}
     notes = () if len(samples) == len(trues) else (
         f"{len(trues) - len(samples)} line(s) without a reconstruction to match",)
-    return AttackScore(attack=attack, samples=tuple(samples), means=means, matched_by="token_f1", notes=notes)
+    return AttackScore(attack=attack, samples=tuple(samples), means=means, matched_by="token_f1", notes=notes,
+                       modality="text")
+
+
+def scan_references(path: str | Path | None, text, samples: torch.Tensor):
+    """The text scan's ``ScanReferences``: the reference lines (``--reference-data`` lines.txt, else the bundled
+    ones) encoded with the scan's tokenizer and padded like the samples, then the scan's own lines. ``pixels``
+    holds token ids (as floats, like a text batch's)."""
+    from ..data.text import encoder
+    from .references import MAX_REFERENCES, ReferenceSet
+
+    encode = encoder(text)
+    lines, source = read_reference_lines(Path(path) if path is not None else None, encode)
+    lines = lines[:MAX_REFERENCES]
+    width = int(samples.shape[1])
+    ids = torch.full((len(lines), width), float(text.pad_id))
+    for i, line in enumerate(lines):
+        kept = line[:width]
+        ids[i, : len(kept)] = torch.tensor(kept, dtype=torch.float32)
+    return ReferenceSet(ids, source, path is None).with_samples(samples)
+
+
+def reference_lines(references: torch.Tensor | None, pad_id: int) -> list[list[int]]:
+    if references is None:
+        return []
+    return [tokens(r.long(), pad_id) for r in references]
 
 
 def read_reference_lines(path: Path | None, encode) -> tuple[list[list[int]], str]:
