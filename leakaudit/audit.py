@@ -540,7 +540,8 @@ def _data_card(batch: SampleBatch) -> DataCard:
                     normalization=batch.normalization, names=tuple(batch.names),
                     labels=tuple(int(v) for v in batch.y.tolist()) if batch.y.dim() == 1 else (),
                     pixels=batch.pixels.detach().cpu(),
-                    original_shapes=tuple(batch.original_shapes), modality=batch.modality)
+                    original_shapes=tuple(batch.original_shapes), modality=batch.modality,
+                    texts=batch.text.texts if batch.text is not None else ())
 
 
 def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings) -> tuple[LabelOutcome, Any]:
@@ -698,6 +699,11 @@ def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any
         pixels, sc = _score(recon, batch, labels, metrics, p.name, references)
         interrupted = bool(recon.stopped_early and observer.should_stop())
         outcome = _outcome(p, recon, pixels, sc, interrupted)
+        if batch.text is not None:  # the report's sentence view: recovered next to true, token by token
+            from .metrics.text import sentence_view
+
+            outcome = replace(outcome, sentences=tuple(
+                sentence_view(recon.x[s.index], batch.text.ids[s.original_index], batch.text) for s in sc.samples))
         if watched.timed_out and not interrupted:
             timing.capped.append(p.name)
             outcome = replace(outcome, reason=f"stopped at {recon.iterations_run} of {p.settings.iterations} "

@@ -31,6 +31,7 @@ from .scoring import AttackScore, SampleScore
 TEXT_METRICS: tuple[str, ...] = ("token_precision", "token_recall", "token_f1", "rouge1", "rouge2", "rougeL",
                                  "exact_match", "match_p", "text_skill")
 BUNDLED_LINES = "lines.txt"
+BATCH_LEVEL = "the same reconstruction for every line of the batch (a batch-level bag of words): not attributable to one line"
 BUNDLED_SOURCE = "leakaudit lines: 120 generated everyday lines (references/lines.txt)"
 
 
@@ -122,6 +123,10 @@ def score_text(recon: torch.Tensor, true_ids: torch.Tensor, *, pad_id: int, name
     per matched pair, their means, and the recognition test against the batch's other lines + ``references``."""
     preds = [tokens(r, pad_id) for r in recon]
     trues = [tokens(t, pad_id) for t in true_ids]
+    # One reconstruction repeated for every line (the token set of the whole batch) is no line's: its words are
+    # scored, but the recognition rules do not count it.
+    shared = len(preds) > 1 and all(p == preds[0] for p in preds)
+    excluded = {"text_skill": BATCH_LEVEL, "match_p": BATCH_LEVEL} if shared else {}
     samples = []
     for r, c in match_lines(preds, trues):
         values = pair_metrics(preds[r], trues[c])
@@ -130,7 +135,7 @@ def score_text(recon: torch.Tensor, true_ids: torch.Tensor, *, pad_id: int, name
         values.update(match_p=rec.match_p, text_skill=rec.skill)
         samples.append(SampleScore(index=r, original_index=c, name=names[c], metrics=values,
                                    label_true=int(labels_true[c]) if labels_true is not None else None,
-                                   references=rec.references))
+                                   references=rec.references, excluded=dict(excluded)))
     means = {m: sum(s.metrics[m] for s in samples) / len(samples) for m in TEXT_METRICS} if samples else {}
     notes = () if len(samples) == len(trues) else (
         f"{len(trues) - len(samples)} line(s) without a reconstruction to match",)
@@ -178,3 +183,27 @@ def read_reference_lines(path: Path | None, encode) -> tuple[list[list[int]], st
     except DataError as e:
         raise DataError(f"--reference-data: {e}") from e
     return [encode(line) for line in lines], str(path)
+
+
+def sentence_view(recovered: torch.Tensor, true: torch.Tensor, text) -> dict[str, object]:
+    """One sample's ``sentence`` for the report: the true line and the recovered one as text and token by token,
+    each token marked with whether the other side has it (bag of words: ``recovered`` on the true side, ``in_line``
+    on the recovered side) and whether it sits at the same position (``in_place``)."""
+    from ..data.text import decode
+
+    pred, own = tokens(recovered, text.pad_id), tokens(true, text.pad_id)
+    left = Counter(own)
+    rec_tokens = []
+    for i, t in enumerate(pred):
+        hit = left[t] > 0
+        left[t] -= hit
+        rec_tokens.append({"text": text.vocab[t] if 0 <= t < text.vocab_size else f"[{t}]", "in_line": hit,
+                           "in_place": i < len(own) and own[i] == t})
+    found = Counter(pred)
+    true_tokens = []
+    for i, t in enumerate(own):
+        hit = found[t] > 0
+        found[t] -= hit
+        true_tokens.append({"text": text.vocab[t], "recovered": hit, "in_place": i < len(pred) and pred[i] == t})
+    return {"true": decode(text, own), "recovered": decode(text, pred), "true_tokens": true_tokens,
+            "recovered_tokens": rec_tokens}
