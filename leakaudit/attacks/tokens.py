@@ -68,10 +68,16 @@ def target_tokens(target: AttackTarget, vocab: int) -> list[int]:
 
 
 def batch_tokens(target: AttackTarget, emb: TokenEmbedding, grad: torch.Tensor) -> list[int]:
-    """The token set: the embedding's non-zero rows, plus a next-word model's target tokens."""
+    """The token set: the embedding's non-zero rows, plus a next-word model's target tokens. A batch holds at most
+    N x T distinct tokens: more non-zero rows than that (a noise defense makes every row non-zero) are cut to the
+    N x T rows of largest gradient norm, where the batch's tokens stand out while the signal beats the noise."""
     tokens = recovered_tokens(grad)
     more = [t for t in target_tokens(target, emb.vocab_size) if t not in tokens and t != target.pad_id]
-    return tokens + more
+    return (tokens + more)[: max_tokens(target)]
+
+
+def max_tokens(target: AttackTarget) -> int:
+    return int(target.num_samples) * int(target.input_shape[0])
 
 
 def recovered_tokens(grad: torch.Tensor) -> list[int]:
@@ -107,7 +113,12 @@ class TokenSet(Attack):
         if emb is None:
             raise ValueError("token-set needs a model with a token embedding")
         tokens = batch_tokens(target, emb, grad) if grad is not None else []
-        notes = [FROZEN] if grad is None else [
+        if grad is not None and len(recovered_tokens(grad)) > max_tokens(target):
+            notes_cut = [f"{len(recovered_tokens(grad))} non-zero rows, more than the batch's {max_tokens(target)} "
+                         "positions (noise on the update): kept those of largest gradient norm"]
+        else:
+            notes_cut = []
+        notes = notes_cut + [FROZEN] if grad is None else notes_cut + [
             f"{len(tokens)} distinct tokens in the batch from the non-zero rows of '{emb.param}''s gradient"
             + (" and the output bias gradient's negative entries (next-word targets)" if target.text_task ==
                "next-token" else "") + " (the whole batch's set: every sample's row holds all of it)"]

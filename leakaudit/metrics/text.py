@@ -31,7 +31,6 @@ from .scoring import AttackScore, SampleScore
 TEXT_METRICS: tuple[str, ...] = ("token_precision", "token_recall", "token_f1", "rouge1", "rouge2", "rougeL",
                                  "exact_match", "match_p", "text_skill")
 BUNDLED_LINES = "lines.txt"
-BATCH_LEVEL = "the same reconstruction for every line of the batch (a batch-level bag of words): not attributable to one line"
 BUNDLED_SOURCE = "leakaudit lines: 120 generated everyday lines (references/lines.txt)"
 
 
@@ -123,10 +122,6 @@ def score_text(recon: torch.Tensor, true_ids: torch.Tensor, *, pad_id: int, name
     per matched pair, their means, and the recognition test against the batch's other lines + ``references``."""
     preds = [tokens(r, pad_id) for r in recon]
     trues = [tokens(t, pad_id) for t in true_ids]
-    # One reconstruction repeated for every line (the token set of the whole batch) is no line's: its words are
-    # scored, but the recognition rules do not count it.
-    shared = len(preds) > 1 and all(p == preds[0] for p in preds)
-    excluded = {"text_skill": BATCH_LEVEL, "match_p": BATCH_LEVEL} if shared else {}
     samples = []
     for r, c in match_lines(preds, trues):
         values = pair_metrics(preds[r], trues[c])
@@ -135,7 +130,7 @@ def score_text(recon: torch.Tensor, true_ids: torch.Tensor, *, pad_id: int, name
         values.update(match_p=rec.match_p, text_skill=rec.skill)
         samples.append(SampleScore(index=r, original_index=c, name=names[c], metrics=values,
                                    label_true=int(labels_true[c]) if labels_true is not None else None,
-                                   references=rec.references, excluded=dict(excluded)))
+                                   references=rec.references))
     means = {m: sum(s.metrics[m] for s in samples) / len(samples) for m in TEXT_METRICS} if samples else {}
     notes = () if len(samples) == len(trues) else (
         f"{len(trues) - len(samples)} line(s) without a reconstruction to match",)
