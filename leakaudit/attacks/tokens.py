@@ -422,7 +422,9 @@ class Lamp(Attack):
             # the line's current length, the three best also at every length
             tried = []
             others = {int(v) for j in range(pb.n) if j != i for v in best.full[j, : best.lengths[j]]}
-            rows = pb.continuations + (list(Lamp._continue(pb, pb.allowed, others)) if others else [])
+            rows = list(pb.continuations)
+            if others and pb.task == "next-token":  # a classifier has no continuation of its own
+                rows += list(Lamp._continue(pb, pb.allowed, others))
             for row in rows:
                 cand = best.full.clone()
                 cand[i] = row
