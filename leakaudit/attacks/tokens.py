@@ -6,7 +6,8 @@
   next-word model the rows name the tokens at positions that have a target: a line's last token is an input to
   nothing that is trained on, so it is added from the output bias's gradient, whose negative entries are
   tokens that are some position's target (sum over positions of softmax - one-hot). That part is a heuristic:
-  a target the model also predicts strongly where it is not the target can come out positive and be missed. The set is the batch's, not a sample's: with several lines every sample's
+  a target the model also predicts strongly where it is not the target can come out positive and be missed.
+  The set is the batch's, not a sample's: with several lines every sample's
   reconstruction is the whole set (``Reconstruction.x`` holds it in every row, ordered by gradient norm).
 * ``lamp``: order recovery by gradient matching in embedding space, after LAMP (Balunovic et al., NeurIPS 2022):
   one continuous embedding per position, optimised so that the model's gradient at them matches the update (1 -

@@ -100,9 +100,11 @@ _register(Metric(
 _register(Metric("rouge1", True, "higher", (0.0, 1.0), "ROUGE-1 F1: unigram overlap with the line", modality="text"))
 _register(Metric("rouge2", True, "higher", (0.0, 1.0), "ROUGE-2 F1: bigram overlap with the line", modality="text"))
 _register(Metric(
-    "rougeL", True, "higher", (0.0, 1.0), "ROUGE-L F1: longest common subsequence with the line (word order)", modality="text"))
+    "rougeL", True, "higher", (0.0, 1.0), "ROUGE-L F1: longest common subsequence with the line (word order)",
+    modality="text"))
 _register(Metric(
-    "exact_match", True, "higher", (0.0, 1.0), "1 when the recovered sequence is the line, token for token", modality="text"))
+    "exact_match", True, "higher", (0.0, 1.0), "1 when the recovered sequence is the line, token for token",
+    modality="text"))
 _register(Metric(
     "text_skill", True, "higher", (-math.inf, 1.0),
     "(F1 - F1_base) / (1 - F1_base): token F1 to the line over that of the references' most frequent tokens; "

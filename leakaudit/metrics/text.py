@@ -52,7 +52,9 @@ def bag_scores(pred: list[int], true: list[int]) -> tuple[float, float, float]:
 
 
 def rouge_n(pred: list[int], true: list[int], n: int) -> float:
-    grams = (lambda s: Counter(tuple(s[i:i + n]) for i in range(len(s) - n + 1)))
+    def grams(s: list[int]) -> Counter:
+        return Counter(tuple(s[i:i + n]) for i in range(len(s) - n + 1))
+
     p, t = grams(pred), grams(true)
     return _f1(sum((p & t).values()), sum(p.values()), sum(t.values()))[2]
 

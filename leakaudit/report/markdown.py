@@ -68,7 +68,8 @@ def _sentences(doc: dict[str, Any]) -> list[str]:
             if isinstance(view, dict):
                 true = f" (true: {md(view['true'])})" if view.get("true") is not None else ""
                 mark = "recognised" if s.get("recognised") else "not recognised"
-                rows.append(f"- {md(a['name'])} {md(s['name'])}: sentence \"{md(view.get('recovered', ''))}\"{true}, {mark}")
+                recovered = md(view.get("recovered", ""))
+                rows.append(f"- {md(a['name'])} {md(s['name'])}: sentence \"{recovered}\"{true}, {mark}")
     return (["**Recovered sentences:**", "", *rows, ""]) if rows else []
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from leakaudit.detect import detect, findings_to_dict
 from leakaudit.errors import ModelError
-from leakaudit.models import ARCHITECTURES, LoadedModel, MaskableDropout, VariationalBottleneck, create_model
+from leakaudit.models import LoadedModel, MaskableDropout, VariationalBottleneck, create_model
 from leakaudit.models.zoo import image_architectures
 
 SHAPE = (3, 16, 16)

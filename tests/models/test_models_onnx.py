@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from leakaudit.models import ARCHITECTURES, MaskableDropout, OnnxRandomOp, create_model, load_model
+from leakaudit.models import MaskableDropout, OnnxRandomOp, create_model, load_model
 from leakaudit.models.onnx_loader import trainable_weights
 from leakaudit.models.zoo import image_architectures
 

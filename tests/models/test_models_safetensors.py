@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from leakaudit.models import ARCHITECTURES, MaskableDropout, VariationalBottleneck, create_model, load_model
+from leakaudit.models import MaskableDropout, VariationalBottleneck, create_model, load_model
 from leakaudit.models import save_safetensors
 from leakaudit.models.zoo import image_architectures
 

@@ -13,7 +13,7 @@ from leakaudit.data.interface import Normalization, SampleBatch
 from leakaudit.errors import ConfigError, DataError, UnknownNameError
 from leakaudit.models.interface import LoadedModel
 from leakaudit.models.layers import VariationalBottleneck
-from leakaudit.models.zoo import ARCHITECTURES, create_model
+from leakaudit.models.zoo import create_model
 from leakaudit.update import ThreatModel, client_update
 from leakaudit.models.zoo import image_architectures
 
