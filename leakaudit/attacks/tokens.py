@@ -292,6 +292,12 @@ class Lamp(Attack):
 
     def run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
             seed: int | None, observer: Observer) -> Reconstruction:
+        # cuDNN's fused LSTM has no double backward: a zoo nn.LSTM runs torch's own kernels for the attack
+        with torch.backends.cudnn.flags(enabled=False):
+            return self._run(target, settings, device=device, seed=seed, observer=observer)
+
+    def _run(self, target: AttackTarget, settings: AttackSettings, *, device: torch.device,
+             seed: int | None, observer: Observer) -> Reconstruction:
         start = time.perf_counter()
         emb, grad = embedding_gradient(target)
         if emb is None:
