@@ -593,12 +593,15 @@ def _plan(findings: Findings, loaded: Any, settings: ScanSettings) -> list[Any]:
 
 
 def _metric_names(ruleset: Any) -> tuple[str, ...]:
+    """The image metrics to compute: the displayed ones and those the rules name (a text batch's are all
+    computed by ``metrics.text``)."""
     from .metrics import METRICS
 
     names = list(DISPLAY_METRICS)
     for rule in getattr(ruleset, "rules", ()):
         metric = getattr(rule, "metric", None)
-        if metric and metric not in names and metric in METRICS and METRICS.get(metric).per_sample:
+        if metric and metric not in names and metric in METRICS and METRICS.get(metric).per_sample \
+                and METRICS.get(metric).modality == "image":
             names.append(metric)
     return tuple(names)
 
@@ -813,6 +816,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
 
     # The attacks copy this model too, so they compute the update with the client's BatchNorm mode.
     model = client_model(model, settings.client_batchnorm)
+    model = _frozen(model, settings.freeze)
     threat = _threat(settings, batch)
     local = threat.local_training()
     observer.stage("client update", f"{threat.protocol}{f' ({local})' if local else ''}, batch {len(batch)}"
@@ -863,6 +867,26 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         conditioning=conditioning, suppressions=_suppression_records(verdict, suppressions),
         batchnorm_statistics=buffers,
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
+
+
+def _frozen(model: Any, prefixes: Sequence[str]) -> Any:
+    """A copy of ``model`` whose parameters named by ``prefixes`` (--freeze) do not train: the client's update
+    then carries no gradient for them (a frozen token embedding leaks no token set)."""
+    if not prefixes:
+        return model
+    import copy
+
+    names = [n for n, p in model.module.named_parameters() if p.requires_grad]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        raise ConfigError(f"--freeze {unknown[0]}: no trainable parameter's name starts with it; the model's are "
+                          f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
+    frozen = copy.copy(model)
+    frozen.module = copy.deepcopy(model.module)
+    for name, p in frozen.module.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            p.requires_grad_(False)
+    return frozen
 
 
 def _suppressions(settings: ScanSettings, card: ModelCard) -> tuple[Any, ...]:

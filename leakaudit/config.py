@@ -71,6 +71,7 @@ class ScanSettings:
     # bundled reference set. The scan's other samples are references either way.
     reference_data: str | None = None
     tokenizer: str | None = None
+    freeze: tuple[str, ...] = ()
     utility_data: str | None = None  # held-out samples the defense cost is also measured on (with defenses)
     local_steps: int = 1
     local_lr: float = 0.1
@@ -327,6 +328,10 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(i.lower() for i in split_list(value, where))
 
 
+def _prefixes(value: Any, where: str) -> tuple[str, ...]:
+    return tuple(i.strip() for i in split_list(value, where) if i.strip())
+
+
 def _attacks(value: Any, where: str) -> tuple[str, ...]:
     names = _names(value, where)
     return () if names in (("auto",), ()) else names  # empty: the planner picks
@@ -498,6 +503,9 @@ SETTINGS: tuple[Setting, ...] = (
             "than (a folder or .npz; your own data is the best choice). Default: the bundled 64 natural images; the "
             "scan's other samples count too. For a text model: a lines.txt of reference lines (default: the bundled "
             "120 lines).", metavar="DIR"),
+    Setting("freeze", "--freeze", _prefixes, "Parameters the client does not train (repeatable; a name prefix, e.g. "
+            "embedding or weights.embedding_weight): left out of the update, as a frozen token embedding is.",
+            kind=list, default=[], metavar="PARAM_PREFIX"),
     Setting("tokenizer", "--tokenizer", _name, "A text model's tokenizer.json (the tokenizers library's file, the "
             "one the model was trained with): --data is then a text file with one sample per line. Needs "
             "pip install 'leakaudit[text]'.", metavar="FILE"),

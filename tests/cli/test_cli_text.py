@@ -91,3 +91,20 @@ def test_without_the_tokenizers_library_the_fix_is_named(tmp_path, capsys, monke
     code = app_main(["scan", str(MODEL), "--data", str(_two_lines(tmp_path)), "--tokenizer",
                      str(TEXT / "tokenizer.json"), "--output-dir", str(tmp_path / "o")])
     assert code == 2 and "pip install 'leakaudit[text]'" in capsys.readouterr().err
+
+
+def test_a_frozen_embedding_leaks_no_token_set(tmp_path):
+    code, doc = _scan(tmp_path, "--attacks", "token-set", "--freeze", "weights.embedding")
+    token_set = doc["attacks"][0]
+    assert any("frozen embedding" in n for n in token_set["notes"])
+    assert token_set["means"]["token_recall"] == 0.0
+    code, doc = _scan(tmp_path, "--attacks", "token-set")
+    assert doc["attacks"][0]["means"]["token_recall"] == 1.0  # the same batch, embedding trained: every word
+
+
+def test_freeze_naming_no_parameter_is_one_clear_error(tmp_path, capsys):
+    code = app_main(["scan", str(MODEL), "--data", str(_two_lines(tmp_path)), "--tokenizer",
+                     str(TEXT / "tokenizer.json"), "--batch-size", "2", "--freeze", "embedings",
+                     "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--freeze embedings: no trainable parameter's name starts with it" in err
