@@ -976,7 +976,7 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     # no profile -- rate rules only, warn rules only -- earns a pass without a control that reconstructed.
     from .verdict.rules import recognition_rules
 
-    criterion = replace(ruleset, rules=recognition_rules(ruleset))
+    criterion = replace(ruleset, rules=recognition_rules(ruleset, batch.modality))
     timing = timing or _Timing.unlimited()
     timing.later = 0
     wanted = [_pinned_to(p, outcomes, timing) for p in planned if p.run] if removed else []

@@ -42,12 +42,13 @@ def batch_ruleset(ruleset: Any) -> Any:
     return replace(ruleset, rules=tuple(r for r in ruleset.rules if r not in rules)) if rules else ruleset
 
 
-def criterion(ruleset: Any) -> tuple[Any, ...]:
-    """The rules that say a sample is recognised (``verdict.rules.recognition_rules``): the profile's per-sample
-    fail-severity rules, or the default profile's when it has none."""
+def criterion(ruleset: Any, modality: str | None = None) -> tuple[Any, ...]:
+    """The rules that say a sample of ``modality`` is recognised (``verdict.rules.recognition_rules``): the
+    profile's per-sample fail-severity rules on that modality's metrics, or the default profile's when it has
+    none."""
     from ..verdict.rules import recognition_rules
 
-    return recognition_rules(ruleset)
+    return recognition_rules(ruleset, modality)
 
 
 def ranking_metric(rules: Sequence[Any]) -> str:
@@ -192,7 +193,7 @@ def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage
     then incomplete, like an interrupted one -- what ran is reported, and no verdict is final."""
     from ..verdict.outcome import rules_fail
 
-    rules_for_samples = criterion(ruleset)
+    rules_for_samples = criterion(ruleset, shown.data.modality)
     ids = tuple(r.id for r in rules_for_samples)
     metric = ranking_metric(rules_for_samples)
     batches = sorted(batches, key=lambda b: b.index)

@@ -374,7 +374,8 @@ def _criterion(result: AuditResult) -> tuple[Any, ...]:
     if not rules:  # a result without coverage (audit_loaded alone): the profile's own per-sample fail rules
         from ..verdict.rules import per_sample
 
-        return tuple(r for r in result.rules if r.severity == "fail" and per_sample(r))  # type: ignore[arg-type]
+        return tuple(r for r in result.rules if r.severity == "fail" and per_sample(r)  # type: ignore[arg-type]
+                     and r.status != "not_applicable")
     return tuple(SimpleNamespace(**r) for r in rules)
 
 
