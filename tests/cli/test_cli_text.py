@@ -99,7 +99,8 @@ def test_a_frozen_embedding_leaks_no_token_set(tmp_path):
     assert any("frozen embedding" in n for n in token_set["notes"])
     assert token_set["means"]["token_recall"] == 0.0
     code, doc = _scan(tmp_path, "--attacks", "token-set")
-    assert doc["attacks"][0]["means"]["token_recall"] == 1.0  # the same batch, embedding trained: every word
+    # the same batch with the embedding trained: every word but, at most, a line's last one (docs/text.md)
+    assert doc["attacks"][0]["means"]["token_recall"] >= 0.9
 
 
 def test_freeze_naming_no_parameter_is_one_clear_error(tmp_path, capsys):
