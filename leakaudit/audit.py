@@ -163,6 +163,24 @@ def prepare(model: ModelInput, data: DataInput, settings: ScanSettings | None = 
                     _references(plan, settings), command, reason)
 
 
+def _takes_text(loaded: LoadedModel) -> bool:
+    """A model whose input is token ids into an embedding (``detect.modality``): its samples are lines."""
+    from .models.text import token_embedding
+
+    return len(loaded.input_shape) == 1 and token_embedding(loaded.module) is not None
+
+
+def _load_text(data: DataInput, loaded: LoadedModel, settings: ScanSettings) -> SampleBatch:
+    from .data.text import load_text
+    from .models.text import text_task, token_embedding
+
+    assert _is_path(data), "text samples are read from a file"
+    emb = token_embedding(loaded.module)
+    return load_text(os.fspath(data), tokenizer=settings.tokenizer, seq_len=int(loaded.input_shape[0]),
+                     embedding_rows=emb.vocab_size if emb is not None else 0,
+                     task=text_task(loaded.module, int(loaded.input_shape[0])), num_classes=loaded.num_classes)
+
+
 def _records_given(data: DataInput, settings: ScanSettings) -> bool:
     """Whether the samples are tabular records: what a flat input vector cannot tell by itself."""
     if _is_path(data):
@@ -219,13 +237,24 @@ def _flat_note(plan: Plan) -> str:
     """The scan-level warning about flat (one-colour) samples among every audited one, "" when none."""
     from .metrics.scoring import flat_note
 
+    if plan.batches[0].modality != "image":  # a flat token sequence or record is not a blank image
+        return ""
     return flat_note(torch.cat([b.pixels for b in plan.batches]), [n for b in plan.batches for n in b.names])
 
 
 def _references(plan: Plan, settings: ScanSettings) -> ScanReferences:
+    return _scan_references(settings, plan.batches[0], torch.cat([b.pixels for b in plan.batches]))
+
+
+def _scan_references(settings: ScanSettings, batch: SampleBatch, samples: torch.Tensor) -> ScanReferences:
+    """Reference images, or for text reference lines (``metrics.text``), plus the scan's own samples."""
+    if batch.text is not None:
+        from .metrics.text import scan_references as text_references
+
+        return text_references(settings.reference_data, batch.text, samples)
     from .metrics.references import scan_references
 
-    return scan_references(settings.reference_data, torch.cat([b.pixels for b in plan.batches]))
+    return scan_references(settings.reference_data, samples)
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
@@ -475,6 +504,9 @@ def _load_plan(data: DataInput, loaded: LoadedModel, settings: ScanSettings, obs
         observer.stage("load samples", "tensors (in memory)" if is_tensor_pair(data) else type(data).__name__)
         pool = batch_from_tensors(data, input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
                                   normalization=norm)
+    elif _takes_text(loaded):
+        observer.stage("load samples", f"{data} (lines, tokenizer {settings.tokenizer})")
+        pool = _load_text(data, loaded, settings)
     else:
         observer.stage("load samples", str(data))
         from .data import load_samples, normalization
@@ -513,7 +545,13 @@ def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
     return ThreatModel(protocol=settings.resolved_protocol, local_steps=settings.local_steps,
                        local_lr=settings.local_lr, batch_size=len(batch), labels_known=settings.labels_known,
                        defenses=tuple(parse_defense(t) for t in settings.defenses),
-                       batchnorm=settings.client_batchnorm, buffers=settings.update_buffers == "yes")
+                       batchnorm=settings.client_batchnorm, buffers=settings.update_buffers == "yes",
+                       loss=_loss_of(batch))
+
+
+def _loss_of(batch: SampleBatch) -> str:
+    """A next-word model trains on each line's next tokens; everything else on cross-entropy of its labels."""
+    return "next_token" if batch.text is not None and batch.text.task == "next-token" else "cross_entropy"
 
 
 def _model_card(loaded: LoadedModel) -> ModelCard:
@@ -529,13 +567,19 @@ def _model_card(loaded: LoadedModel) -> ModelCard:
 def _data_card(batch: SampleBatch) -> DataCard:
     return DataCard(source=batch.source, count=len(batch), shape=tuple(batch.x.shape[1:]),
                     normalization=batch.normalization, names=tuple(batch.names),
-                    labels=tuple(int(v) for v in batch.y.tolist()), pixels=batch.pixels.detach().cpu(),
-                    original_shapes=tuple(batch.original_shapes), modality=batch.modality)
+                    labels=tuple(int(v) for v in batch.y.tolist()) if batch.y.dim() == 1 else (),
+                    pixels=batch.pixels.detach().cpu(),
+                    original_shapes=tuple(batch.original_shapes), modality=batch.modality,
+                    texts=batch.text.texts if batch.text is not None else ())
 
 
 def _labels(update: ClientUpdate, loaded: LoadedModel, batch: SampleBatch,
             settings: ScanSettings) -> tuple[LabelOutcome, torch.Tensor | None]:
     """The labels attacks use: the true ones when the threat model gives them, else recovered ones."""
+    if batch.text is not None and batch.text.task == "next-token":
+        return LabelOutcome(known=False, strategy="not applicable: a next-word model's targets are the line's own "
+                            "next tokens (the order attack recovers them with the line)", labels=(),
+                            accuracy=None), None
     if settings.labels_known:
         return LabelOutcome(known=True, strategy="known", labels=tuple(int(v) for v in batch.y.tolist()),
                             accuracy=None), batch.y.clone()
@@ -584,7 +628,8 @@ def _metric_names(ruleset: RuleSet) -> tuple[str, ...]:
     names = list(DISPLAY_METRICS)
     for rule in ruleset.rules:
         metric = rule.metric
-        if metric and metric not in names and metric in METRICS and METRICS.get(metric).per_sample:
+        if metric and metric not in names and metric in METRICS and METRICS.get(metric).per_sample \
+                and METRICS.get(metric).modality == "image":
             names.append(metric)
     return tuple(names)
 
@@ -603,6 +648,14 @@ def _run_one(planned: PlannedAttack, target: AttackTarget, device: torch.device,
 
 def _score(recon: Reconstruction, batch: SampleBatch, labels: torch.Tensor | None, metrics: tuple[str, ...],
            name: str, references: torch.Tensor | None) -> tuple[torch.Tensor, AttackScore]:
+    if batch.text is not None:  # token ids against the lines (metrics.text); no image metric on text
+        from .metrics.text import reference_lines, score_text
+
+        ids = recon.x.detach().cpu().long()
+        true = batch.y.tolist() if batch.text.task == "classify" else None
+        return ids.float(), score_text(ids, batch.text.ids, pad_id=batch.text.pad_id, names=list(batch.names),
+                                       references=reference_lines(references, batch.text.pad_id), attack=name,
+                                       labels_true=true)
     from .metrics.scoring import score
 
     pixels = batch.normalization.to_pixels(recon.x.detach().cpu().to(batch.x.dtype))
@@ -706,6 +759,12 @@ def _attack_one(p: PlannedAttack, target: AttackTarget, labels: torch.Tensor | N
     pixels, sc = _score(recon, run.batch, labels, run.metrics, p.name, run.references)
     interrupted = bool(recon.stopped_early and run.observer.should_stop())
     outcome = _outcome(p, recon, pixels, sc, interrupted)
+    text = run.batch.text
+    if text is not None:  # the report's sentence view: recovered next to true, token by token
+        from .metrics.text import sentence_view
+
+        outcome = replace(outcome, sentences=tuple(
+            sentence_view(recon.x[s.index], text.ids[s.original_index], text) for s in sc.samples))
     if watched.timed_out and not interrupted:
         run.timing.capped.append(p.name)
         outcome = replace(outcome, reason=f"stopped at {recon.iterations_run} of {planned_iterations} "
@@ -802,9 +861,7 @@ def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, set
     settings = settings or ScanSettings()
     clock = clock if clock is not None else _clock(settings, None, 1)
     if references is None:
-        from .metrics.references import scan_references
-
-        references = scan_references(settings.reference_data, batch.pixels)
+        references = _scan_references(settings, batch, batch.pixels)
     observer = observer or NullObserver()
     started = started or _now()
     ruleset = ruleset if ruleset is not None else _load_rules(settings.rules)
@@ -817,6 +874,7 @@ def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, set
 
     # The attacks copy this model too, so they compute the update with the client's BatchNorm mode.
     model = client_model(model, settings.client_batchnorm)
+    model = _frozen(model, settings.freeze)
     threat = _threat(settings, batch)
     local = threat.local_training()
     observer.stage("client update", f"{threat.protocol}{f' ({local})' if local else ''}, batch {len(batch)}"
@@ -833,7 +891,8 @@ def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, set
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
-                          local_training=local)
+                          local_training=local, pad_id=batch.text.pad_id if batch.text is not None else None,
+                          text_task=batch.text.task if batch.text is not None else None)
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset
@@ -866,6 +925,26 @@ def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, set
         conditioning=conditioning, suppressions=_suppression_records(verdict, suppressions),
         batchnorm_statistics=buffers,
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
+
+
+def _frozen(model: LoadedModel, prefixes: Sequence[str]) -> LoadedModel:
+    """A copy of ``model`` whose parameters named by ``prefixes`` (--freeze) do not train: the client's update
+    then carries no gradient for them (a frozen token embedding leaks no token set)."""
+    if not prefixes:
+        return model
+    import copy
+
+    names = [n for n, p in model.module.named_parameters() if p.requires_grad]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        raise ConfigError(f"{setting_ref('freeze')} {unknown[0]}: no trainable parameter's name starts with it; the "
+                          f"model's are {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
+    frozen = copy.copy(model)
+    frozen.module = copy.deepcopy(model.module)
+    for name, p in frozen.module.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            p.requires_grad_(False)
+    return frozen
 
 
 def _suppressions(settings: ScanSettings, card: ModelCard) -> tuple[Entry, ...]:
@@ -965,7 +1044,7 @@ def _control(request: ControlRequest, run: _BatchRun) -> ControlOutcome:
     # no profile -- rate rules only, warn rules only -- earns a pass without a control that reconstructed.
     from .verdict.rules import recognition_rules
 
-    criterion = replace(request.ruleset, rules=recognition_rules(request.ruleset))
+    criterion = replace(request.ruleset, rules=recognition_rules(request.ruleset, run.batch.modality))
     run.timing.later = 0
     wanted = _control_attacks(request, removed, run)
     if removed:

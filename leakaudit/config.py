@@ -76,6 +76,8 @@ class ScanSettings:
     # References of the recognition test (metrics.recognition): a folder of images like the samples; None: the
     # bundled reference set. The scan's other samples are references either way.
     reference_data: str | None = None
+    tokenizer: str | None = None
+    freeze: tuple[str, ...] = ()
     utility_data: str | None = None  # held-out samples the defense cost is also measured on (with defenses)
     local_steps: int = 1
     local_lr: float = 0.1
@@ -332,6 +334,10 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(i.lower() for i in split_list(value, where))
 
 
+def _prefixes(value: Any, where: str) -> tuple[str, ...]:
+    return tuple(i.strip() for i in split_list(value, where) if i.strip())
+
+
 def _attacks(value: Any, where: str) -> tuple[str, ...]:
     names = _names(value, where)
     return () if names in (("auto",), ()) else names  # empty: the planner picks
@@ -501,7 +507,14 @@ SETTINGS: tuple[Setting, ...] = (
             commands=("scan",)),
     Setting("reference_data", "--reference-data", _name, "Images a reconstruction must resemble its own sample more "
             "than (a folder or .npz; your own data is the best choice). Default: the bundled 64 natural images; the "
-            "scan's other samples count too.", metavar="DIR"),
+            "scan's other samples count too. For a text model: a lines.txt of reference lines (default: the bundled "
+            "120 lines).", metavar="DIR"),
+    Setting("freeze", "--freeze", _prefixes, "Parameters the client does not train (repeatable; a name prefix, e.g. "
+            "embedding or weights.embedding_weight): left out of the update, as a frozen token embedding is.",
+            kind=list, default=[], metavar="PARAM_PREFIX"),
+    Setting("tokenizer", "--tokenizer", _name, "A text model's tokenizer.json (the tokenizers library's file, the "
+            "one the model was trained with): --data is then a text file with one sample per line. Needs "
+            "pip install 'leakaudit[text]'.", metavar="FILE"),
     Setting("utility_data", "--utility-data", _name, "Held-out samples with labels (a folder or .npz, not the "
             "scanned ones): with --defense the defense cost also gives the model's accuracy and loss on them after "
             "one server step with the defended and with the clean update.", metavar="DIR"),
@@ -714,7 +727,8 @@ def parse_config(table: Mapping[str, Any], where: str, base: Path | None,
         if labels is not None:
             labels[name] = f"{where} {key}"
         value = coerce(name, raw, f"{where} {str(key)}")
-        if name in ("reference_data", "utility_data") and base is not None and not Path(value).is_absolute():
+        if name in ("reference_data", "utility_data", "tokenizer") and base is not None \
+                and not Path(value).is_absolute():
             value = str(base / value)
         if name == "arch_args":
             refuse_loader_keywords(value, f"{where} {str(key)}")

@@ -98,7 +98,7 @@ def judge_folders(originals: str | Path, reconstructions: str | Path, *, referen
     from .metrics.references import scan_references
     from .verdict.rules import fires_on, load_rules, recognition_rules
 
-    criterion = recognition_rules(load_rules(rules))
+    criterion = recognition_rules(load_rules(rules), "image")  # the score command compares images
     orig_files, rec_files = _images(Path(originals), "original"), _images(Path(reconstructions), "reconstruction")
     names = [n for n in rec_files if n in orig_files]
     if not names:

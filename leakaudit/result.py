@@ -61,6 +61,8 @@ class DataCard:
     # (C, H, W) of each sample as read; differs from ``shape`` where an image was converted/resized to fit.
     original_shapes: tuple[tuple[int, ...], ...] = ()
     modality: str = "image"  # leakaudit.modality
+    # text: each line as the model sees it (decoded after truncation); private like ``pixels`` (--embed-data)
+    texts: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class AttackOutcome:
     label_accuracy: float | None = None
     # Reconstructions in pixel space [0,1], row i belongs to samples[i].
     pixels: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    # text: per scored sample (``samples`` order) the recovered line next to the true one, token by token, with
+    # what was recovered (``metrics.text.sentence_view``); the true side goes into a report only with --embed-data
+    sentences: tuple[dict[str, Any], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def ran(self) -> bool:

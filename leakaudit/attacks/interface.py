@@ -66,6 +66,10 @@ class AttackTarget:
     # The protocol, public in FL: None under FedSGD; under FedAvg the client's local steps, which the
     # optimisation attacks simulate when there are several (``gradients`` then holds delta / (-lr * steps)).
     local_training: LocalTraining | None = None
+    # Text models (public in FL: the server ships the tokenizer): the padding token's id, and the client's task,
+    # "next-token" (targets are the line's own next tokens) or "classify". None for other modalities.
+    pad_id: int | None = None
+    text_task: str | None = None
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,25 @@ def _sample_lines(console: Console, attack: dict[str, Any]) -> None:
     for s in attack.get("samples") or []:
         metrics = s.get("metrics") or {}
         shown = "  ".join(f"{k} {metrics[k]:.3g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
-                          for k in ("ssim", "psnr", "ssim_skill", "match_p") if k in metrics)
+                          for k in ("ssim", "psnr", "ssim_skill", "text_skill", "match_p") if k in metrics)
         verdict = {True: "recognised", False: "not recognised"}.get(s.get("recognised"), "")
         console.print(f"    {terminal(s.get('name', '?'))}  {terminal(shown)}  {verdict}", highlight=False,
                       markup=True)
+
+
+_SHOWN = {"text": ("token_recall", "rougeL", "exact_match")}  # the means an attack line shows, by modality
+MAX_SENTENCES = 4  # recovered lines shown per text attack (the report has every one)
+
+
+def _sentence_lines(console: Console, attack: dict[str, Any]) -> None:
+    """A text attack's recovered sentences, recognised ones first: what the server reads from the update."""
+    samples = [s for s in attack.get("samples") or [] if isinstance(s.get("sentence"), dict)]
+    if not samples or len({s["sentence"].get("recovered") for s in samples}) == 1 and len(samples) > 1:
+        return  # none, or one bag shared by every line (token-set): the attack line's means say it
+    for s in sorted(samples, key=lambda s: not s.get("recognised"))[:MAX_SENTENCES]:
+        mark = "recognised" if s.get("recognised") else "not recognised"
+        console.print(f"    sentence {terminal(s.get('name', '?'))}: \"{terminal(s['sentence'].get('recovered', ''))}\""
+                      f"  ({mark})", highlight=False, markup=True)
 
 
 def _attack_lines(console: Console, doc: dict[str, Any], verbose: bool = False) -> None:
@@ -70,7 +85,8 @@ def _attack_lines(console: Console, doc: dict[str, Any], verbose: bool = False) 
         if a["status"] == "ran":
             means = a.get("means") or {}
             shown = "  ".join(f"{k} {means[k]:.3g}" if isinstance(means[k], float) else f"{k} {means[k]}"
-                              for k in ("ssim", "psnr") if k in means)
+                              for k in _SHOWN.get(doc["data"].get("modality", "image"), ("ssim", "psnr"))
+                              if k in means)
             shown += f"  ({a['seconds']:.1f} s)" if isinstance(a.get("seconds"), (int, float)) else ""
         elif a["status"] == "skipped":  # the first clause, with its why; the report has the whole reason
             first = a.get("reason", "") if verbose else re.split(r";", a.get("reason", ""))[0].strip()
@@ -78,6 +94,8 @@ def _attack_lines(console: Console, doc: dict[str, Any], verbose: bool = False) 
         else:
             shown = f"{a['status']}: {a.get('reason', '')}"
         console.print(f"  {terminal(prefix + a['name']):<17} {terminal(shown)}", highlight=False, markup=True)
+        if a["status"] == "ran" and not prefix:
+            _sentence_lines(console, a)
         if verbose and a["status"] == "ran":
             _sample_lines(console, a)
 

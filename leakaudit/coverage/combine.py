@@ -49,12 +49,13 @@ def batch_ruleset(ruleset: RuleSet) -> RuleSet:
     return replace(ruleset, rules=tuple(r for r in ruleset.rules if r not in rules)) if rules else ruleset
 
 
-def criterion(ruleset: RuleSet) -> tuple[Rule, ...]:
-    """The rules that say a sample is recognised (``verdict.rules.recognition_rules``): the profile's per-sample
-    fail-severity rules, or the default profile's when it has none."""
+def criterion(ruleset: RuleSet, modality: str | None = None) -> tuple[Rule, ...]:
+    """The rules that say a sample of ``modality`` is recognised (``verdict.rules.recognition_rules``): the
+    profile's per-sample fail-severity rules on that modality's metrics, or the default profile's when it has
+    none."""
     from ..verdict.rules import recognition_rules
 
-    return recognition_rules(ruleset)
+    return recognition_rules(ruleset, modality)
 
 
 def ranking_metric(rules: Sequence[Rule]) -> str:
@@ -237,7 +238,7 @@ def combine(shown: AuditResult, *, ruleset: RuleSet, plan: Plan, finished: Finis
     available, planned, drawn, remainder = plan.available, plan.planned, plan.drawn, plan.remainder
     batch_size, batches_planned = len(plan.batches[0]) if plan.batches else 0, len(plan.batches)
 
-    rules_for_samples = criterion(ruleset)
+    rules_for_samples = criterion(ruleset, shown.data.modality)
     ids = tuple(r.id for r in rules_for_samples)
     metric = ranking_metric(rules_for_samples)
     batches = sorted(finished.batches, key=lambda b: b.index)

@@ -96,7 +96,7 @@ def run_batches(scan: Scan, *, observer: Observer | None = None,
 
     model, findings, plan, settings, ruleset = scan.model, scan.findings, scan.plan, scan.settings, scan.ruleset
     observer = observer or NullObserver()
-    rules = c.criterion(ruleset)
+    rules = c.criterion(ruleset, plan.batches[0].modality if plan.batches else None)
     per_batch = c.batch_ruleset(ruleset)
     tally = _Tally({b.index: b for b in restored[0]}, list(restored[1]), rules, c.ranking_metric(rules))
     resumed = len(tally.batches)

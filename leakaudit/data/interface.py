@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -49,8 +49,8 @@ class SampleBatch:
     # The modality's own payload (frozen, one entry per sample, with ``select(rows)``): tabular records
     # (their schema and the raw rows)
     records: Any = None
-    # text samples (token ids, decoded strings, vocabulary size)
-    text: Any = None
+    # text samples (token ids, decoded strings, vocabulary: ``TextSamples``, data/text.py)
+    text: "TextSamples | None" = None
 
     def select(self, rows: list[int]) -> "SampleBatch":
         """The samples ``rows``, in that order, with their payload."""
@@ -66,3 +66,31 @@ class SampleBatch:
 
     def subset(self, n: int) -> "SampleBatch":
         return self.select(list(range(min(n, len(self)))))
+
+
+@dataclass(frozen=True)
+class TextSamples:
+    """A text batch's own payload (``data/text.py``): the token ids the model sees and what they stand for.
+
+    Every line is encoded without special tokens, truncated to the model's sequence length T and padded on the
+    right with ``pad_id``; ``lengths`` are the tokens kept before padding."""
+
+    ids: torch.Tensor  # (N, T) int64 token ids, padded with pad_id
+    lengths: tuple[int, ...]  # tokens of each line kept (<= T)
+    texts: tuple[str, ...]  # each line as the model sees it: its kept tokens decoded
+    vocab: tuple[str, ...]  # token string of every id (the tokenizer's vocabulary, id order)
+    pad_id: int
+    task: str  # "next-token" (language model) or "classify"
+    tokenizer_json: str = ""  # the tokenizer, to decode recovered ids exactly as it would
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def subset(self, n: int) -> "TextSamples":
+        return replace(self, ids=self.ids[:n], lengths=self.lengths[:n], texts=self.texts[:n])
+
+    def select(self, index: list[int]) -> "TextSamples":
+        return replace(self, ids=self.ids[index], lengths=tuple(self.lengths[i] for i in index),
+                       texts=tuple(self.texts[i] for i in index))
+

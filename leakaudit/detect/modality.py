@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..models.interface import LoadedModel
+from ..models.text import token_embedding
 
 # Layers whose input is integer token ids: a model that starts with one reads text, whatever its input shape.
 _TOKEN_LAYERS = ("Embedding", "EmbeddingBag")
@@ -15,6 +16,10 @@ def classify(model: LoadedModel, layers: tuple[tuple[str, str, int], ...], *, ta
     first = next((t for _, t, k in layers if k > 0), "")
     if first.split(" ")[0] in _TOKEN_LAYERS:
         return "text", f"input is int64 token ids into an embedding (first weighted layer {first})"
+    emb = token_embedding(model.module)
+    if len(shape) == 1 and emb is not None:  # an ONNX Gather on a trained weight: the embedding of a text model
+        return "text", (f"input is int64 token ids into an embedding ({emb.vocab_size} x {emb.dim} weight "
+                        f"'{emb.param}')")
     if len(shape) == 3:
         return "image", f"input is (C, H, W) = {shape}"
     if len(shape) == 1 and tabular:

@@ -15,6 +15,7 @@ from torch import fx, nn
 
 from ..errors import ModelError, setting_ref
 from ..models.interface import LoadedModel
+from ..models.text import token_embedding
 
 # named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
 BATCH_SIZE = setting_ref("batch_size")
@@ -55,6 +56,12 @@ def example_input(model: LoadedModel, batch: int, *, random: bool, seed: int = 1
     # An ONNX export without a dynamic batch axis bakes its batch size into Reshape targets: use that one.
     fixed = getattr(model.onnx, "batch_size", None) if model.onnx is not None else None
     shape = (fixed or batch, *model.input_shape)
+    emb = token_embedding(model.module) if len(model.input_shape) == 1 else None
+    if emb is not None:  # a text model takes token ids: random ones of its vocabulary (or id 0)
+        if not random:
+            return torch.zeros(shape, device=device, dtype=torch.int64)
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randint(0, emb.vocab_size, shape, generator=gen).to(device)
     if not random:
         return torch.zeros(shape, device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)  # CPU generator: the same input on every device

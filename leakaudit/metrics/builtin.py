@@ -87,6 +87,31 @@ _register(Metric(
     per_sample=False, modality=ANY))
 COVERAGE_METRICS: tuple[str, ...] = ("recognised_fraction", "recognised_upper")
 
+# Text (metrics.text): token ids against the true line, padding left out. The recognition test reuses match_p
+# (the rank among reference lines); text_skill is its "better than trivial" half.
+_register(Metric(
+    "token_precision", True, "higher", (0.0, 1.0),
+    "fraction of the recovered tokens that are in the line (as multisets: bag of words)", modality="text"))
+_register(Metric(
+    "token_recall", True, "higher", (0.0, 1.0),
+    "fraction of the line's tokens that were recovered (as multisets: bag of words)", modality="text"))
+_register(Metric(
+    "token_f1", True, "higher", (0.0, 1.0), "harmonic mean of token precision and recall", modality="text"))
+_register(Metric("rouge1", True, "higher", (0.0, 1.0), "ROUGE-1 F1: unigram overlap with the line", modality="text"))
+_register(Metric("rouge2", True, "higher", (0.0, 1.0), "ROUGE-2 F1: bigram overlap with the line", modality="text"))
+_register(Metric(
+    "rougeL", True, "higher", (0.0, 1.0), "ROUGE-L F1: longest common subsequence with the line (word order)",
+    modality="text"))
+_register(Metric(
+    "exact_match", True, "higher", (0.0, 1.0), "1 when the recovered sequence is the line, token for token",
+    modality="text"))
+_register(Metric(
+    "text_skill", True, "higher", (-math.inf, 1.0),
+    "(F1 - F1_base) / (1 - F1_base): token F1 to the line over that of the references' most frequent tokens; "
+    "0 = no better than guessing frequent words, 1 = exact", recognition=True, modality="text"))
+TEXT_METRIC_NAMES: tuple[str, ...] = ("token_precision", "token_recall", "token_f1", "rouge1", "rouge2", "rougeL",
+                                      "exact_match", "text_skill")
+
 # What score() computes unless told otherwise: every pixel metric.
 DEFAULT_METRICS: tuple[str, ...] = ("ssim", "ssim_adjusted", "psnr", "mse", "rmse", "lpips", *RECOGNITION_METRICS)
 

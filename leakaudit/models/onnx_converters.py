@@ -558,3 +558,67 @@ def missing_converters(ops: list[tuple[str, str]], opset: dict[str, int]) -> lis
                 missing.append(name)
     return missing
 
+
+
+# --------------------------------------------------------------------------------------------------------- LSTM
+class OnnxLSTM(nn.Module, OnnxToTorchModule):
+    """ONNX ``LSTM`` (forward direction, default activations), computed step by step from its ``W``/``R``/``B``
+    inputs. The weights stay runtime inputs, not a fused ``nn.LSTM``: the TorchScript exporter feeds them through
+    ``Slice``/``Concat`` from the torch weights (reordering torch's gates i, f, g, o into ONNX's i, o, f, c), so
+    the loader keeps those weights as the trained parameters; and the explicit cell has the double backward that
+    gradient matching needs on every device (cuDNN's fused LSTM has none)."""
+
+    def __init__(self, hidden_size: int, batch_first: bool) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.batch_first = batch_first
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor | None = None,
+                sequence_lens: torch.Tensor | None = None, initial_h: torch.Tensor | None = None,
+                initial_c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        steps, batch, hid = x.shape[0], x.shape[1], self.hidden_size
+        h = initial_h[0] if initial_h is not None else x.new_zeros(batch, hid)
+        c = initial_c[0] if initial_c is not None else x.new_zeros(batch, hid)
+        bias = (b[0, : 4 * hid] + b[0, 4 * hid:]) if b is not None else x.new_zeros(4 * hid)
+        pre = x @ w[0].t() + bias  # the input's part of every step at once
+        outs = []
+        for t in range(steps):
+            gates = pre[t] + h @ r[0].t()
+            i, o, f, g = gates.split(hid, dim=-1)  # ONNX's gate order: input, output, forget, cell
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(h)
+        y = torch.stack(outs, dim=0).unsqueeze(1)  # (T, num_directions=1, N, H)
+        if self.batch_first:
+            y = y.permute(2, 0, 1, 3)  # layout 1: (N, T, 1, H)
+            return y, h.unsqueeze(0).transpose(0, 1), c.unsqueeze(0).transpose(0, 1)
+        return y, h.unsqueeze(0), c.unsqueeze(0)
+
+
+_LSTM_DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh", "Tanh"]
+
+
+@add_converter(operation_type="LSTM", version=7)
+@add_converter(operation_type="LSTM", version=14)
+@add_converter(operation_type="LSTM", version=22)
+def _lstm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    attrs = node.attributes
+    direction = attrs.get("direction", "forward")
+    if isinstance(direction, bytes):
+        direction = direction.decode()
+    if direction != "forward":
+        raise NotImplementedError(f"LSTM with direction '{direction}' (only forward is converted)")
+    activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+    if activations and activations != _LSTM_DEFAULT_ACTIVATIONS:
+        raise NotImplementedError(f"LSTM with activations {activations}")
+    if attrs.get("clip") is not None or attrs.get("input_forget", 0):
+        raise NotImplementedError("LSTM with clip or input_forget")
+    inputs = list(node.input_values)
+    if len(inputs) > 7 and inputs[7]:
+        raise NotImplementedError("LSTM with peephole weights (input P)")
+    if len(inputs) > 4 and inputs[4]:
+        raise NotImplementedError("LSTM with sequence_lens (variable lengths in one batch)")
+    module = OnnxLSTM(int(attrs["hidden_size"]), batch_first=bool(attrs.get("layout", 0)))
+    return OperationConverterResult(module, OnnxMapping(inputs=tuple(inputs[:7]), outputs=node.output_values))

@@ -124,21 +124,28 @@ def load_onnx(path: Path, *, input_shape: tuple[int, ...] | None = None,
     safe, renamed = safe_names(model)
     info = replace(graph_info(model), renamed=tuple(renamed.items()))
     shape = _resolve_input_shape(path, model, input_shape)
-    classes = _resolve_num_classes(path, model, num_classes)
+    tokens = takes_token_ids(model)
+    classes = _resolve_num_classes(path, model, num_classes, tokens)
     unbounded = check_sizes(path, safe, (info.batch_size or 2, *shape))
     module = convert(path, safe)
     guard(path, module, unbounded)
-    _run_once(path, module, (info.batch_size or 2, *shape), classes)
+    _run_once(path, module, (info.batch_size or 2, *shape), classes, tokens)
     return OnnxParts(module=module, input_shape=shape, num_classes=classes, info=info)
 
 
-def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], classes: int) -> None:
+def takes_token_ids(model: onnx.ModelProto) -> bool:
+    """True when the graph's one input is integer token ids (a text model: int64/int32 into a ``Gather``)."""
+    inputs = _graph_inputs(model)
+    return len(inputs) == 1 and inputs[0].type.tensor_type.elem_type in (TensorProto.INT64, TensorProto.INT32)
+
+
+def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], classes: int, tokens: bool = False) -> None:
     """A conversion that only fails at run time should fail here, with the file's name, not mid-audit."""
     module.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = module(torch.zeros(shape))
+            out = module(torch.zeros(shape, dtype=torch.int64 if tokens else torch.float32))
     except LeakauditError:
         raise
     except Exception as e:  # noqa: BLE001 -- converted user graph: anything can go wrong
@@ -147,6 +154,8 @@ def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], classes: in
                          "(torch.onnx.export, opset 17-21)") from e
     finally:
         module.train()
+    if tokens and isinstance(out, torch.Tensor) and out.dim() == 3 and out.shape[2] == classes:
+        return  # a language model: (batch, positions, vocabulary) next-token logits
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != classes:
         got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"{path}: the converted model returns {got}, expected (batch, {classes}) class logits; "
@@ -329,13 +338,13 @@ def _resolve_input_shape(path: Path, model: onnx.ModelProto, given: tuple[int, .
     return tuple(int(d) for d in dims if d is not None)  # none is None: checked above
 
 
-def _resolve_num_classes(path: Path, model: onnx.ModelProto, given: int | None) -> int:
+def _resolve_num_classes(path: Path, model: onnx.ModelProto, given: int | None, tokens: bool = False) -> int:
     if len(model.graph.output) != 1:
         names = ", ".join(o.name for o in model.graph.output)
         raise ModelError(f"{path}: the graph has {len(model.graph.output)} outputs ({names}); leakaudit needs one "
                          "output of class logits: re-export a model whose forward returns the logits only")
     dims = _dims(model.graph.output[0])
-    if len(dims) not in (0, 2):
+    if len(dims) not in (0, 2) and not (tokens and len(dims) == 3):  # token models: (batch, positions, vocab)
         raise ModelError(f"{path}: the graph's output has shape {_fmt(dims)}; leakaudit needs (batch, classes) "
                          "logits: re-export a model whose forward returns them")
     last = dims[-1] if dims else None
@@ -412,7 +421,9 @@ def untie_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     through ``Identity`` nodes, the dynamo exporter shares it directly. Freshly initialised models hit this
     all the time (every LayerNorm/BatchNorm scale is ones), but in the torch model they were separate
     weights with separate gradients, so every use gets its own copy here. (Weights genuinely tied across
-    layers are split too; image classifiers rarely tie weights.)
+    layers are split too; image classifiers rarely tie weights.) A weight whose every use is the data input of
+    a ``Slice`` stays one: that is one tensor cut into parts (the TorchScript exporter slices an ``nn.LSTM``'s
+    weights to reorder its gates into ONNX's), not equal values merged.
     """
     model = _copy(model)
     graph = model.graph
@@ -427,7 +438,7 @@ def untie_weights(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.initializer.append(copy)
             inits[copy.name] = copy
             graph.node.remove(node)
-    weights = set(weight_initializers(model))
+    weights = set(weight_initializers(model)) - _sliced_only(graph)
     seen: dict[str, int] = {}
     for node in graph.node:
         for index, name in enumerate(node.input):
@@ -447,6 +458,16 @@ def untie_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         if init.name not in used:
             graph.initializer.remove(init)
     return model
+
+
+def _sliced_only(graph: onnx.GraphProto) -> set[str]:
+    """Names whose every use is the data input of a ``Slice``: one weight cut into parts (an exported
+    ``nn.LSTM``'s gates), which must keep one gradient."""
+    uses: dict[str, set[tuple[str, int]]] = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            uses.setdefault(name, set()).add((node.op_type, index))
+    return {name for name, u in uses.items() if u == {("Slice", 0)}}
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

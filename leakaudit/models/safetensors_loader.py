@@ -294,9 +294,10 @@ def _aliases(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, ...]]:
 def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], what: str) -> int:
     was_training = module.training
     module.eval()
+    tokens = takes_token_ids(module)
     try:
         with torch.no_grad():
-            out = module(torch.zeros(2, *shape))
+            out = module(torch.zeros(2, *shape, dtype=torch.int64 if tokens else torch.float32))
     except (KeyboardInterrupt, ModelError):  # ModelError: an exit the forward's guard converted
         raise
     except BaseException as e:  # noqa: BLE001 -- user code: even sys.exit in forward is an input error
@@ -304,11 +305,20 @@ def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], what: str) 
                          f"({user_arch.describe_exception(e)}); fix {INPUT_SHAPE} or the architecture") from e
     finally:
         module.train(was_training)
+    if tokens and isinstance(out, torch.Tensor) and out.dim() == 3:
+        return int(out.shape[2])  # a language model: (batch, positions, vocabulary) next-token logits
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         kind = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {tuple(out.shape)}"
         raise ModelError(f"{path}: the model of {what} returns {kind}; leakaudit needs class logits of "
                          "shape (batch, classes): wrap the model so forward returns them")
     return int(out.shape[1])
+
+
+def takes_token_ids(module: nn.Module) -> bool:
+    """True for a text model: its first layer is a token embedding (the zoo's ``lstm-lm``/``text-transformer``
+    and any model whose first module is an ``nn.Embedding``), so it takes int64 token ids."""
+    first = next((m for m in module.modules() if not list(m.children())), None)
+    return isinstance(first, nn.Embedding)
 
 
 def _first_line(e: BaseException) -> str:

@@ -19,6 +19,14 @@ Factory = Callable[..., nn.Module]
 ARCHITECTURES: Registry[Factory] = Registry("architecture")
 
 
+# The zoo's text models (token ids in, below): image-only callers and tests iterate ``image_architectures()``.
+TEXT_ARCHITECTURES = ("lstm-lm", "text-transformer")
+
+
+def image_architectures() -> list[str]:
+    return [n for n in ARCHITECTURES.names() if n not in TEXT_ARCHITECTURES]
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     return ARCHITECTURES.get(name)(**kwargs)
 
@@ -220,3 +228,59 @@ def vit(num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), dropo
     """The DIA paper's small ViT (patch 4, CLS token, pre-norm blocks) with dropout on embeddings,
     attention weights, attention output and MLP -- every place the paper's ViT drops units."""
     return _ViT(num_classes, input_shape, dropout, precode, latent_dim, patch, dim, depth, heads, mlp_dim)
+
+
+# ----------------------------------------------------------------------------------------------- text models
+# Text models take int64 token ids (N, T): ``input_shape`` is (T,), the sequence length the data is padded or
+# truncated to. The token embedding is the first layer, as in every model keyboard FL trains, which is what
+# makes its gradient name the tokens of the batch (attacks/tokens.py).
+
+
+class _LSTMLanguageModel(nn.Module):
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.dropout = _drop(dropout)
+        self.head = nn.Linear(hidden, vocab_size)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embedding(ids))
+        return self.head(self.dropout(out))  # (N, T, vocab): the next token's logits at every position
+
+
+@ARCHITECTURES.register("lstm-lm")
+def lstm_lm(num_classes: int = 512, input_shape: tuple[int, ...] = (16,), dropout: float = 0.0,
+            precode: bool = False, latent_dim: int = 256, embed_dim: int = 32, hidden: int = 64) -> nn.Module:
+    """Next-word LSTM language model (Embedding -> LSTM -> Linear over the vocabulary), the model of keyboard
+    FL (Hard et al. 2018, smaller). ``num_classes`` is the vocabulary size; the output is (N, T, vocab)."""
+    if precode:
+        raise ValueError("lstm-lm has no PRECODE variant")
+    return _LSTMLanguageModel(num_classes, embed_dim, hidden, dropout)
+
+
+class _TextTransformer(nn.Module):
+    def __init__(self, vocab_size: int, seq_len: int, num_classes: int, dim: int, depth: int, heads: int,
+                 mlp_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.pos_embed = nn.Parameter(torch.randn(1, seq_len, dim) * 0.02)
+        self.blocks = nn.Sequential(*[_TransformerBlock(dim, heads, mlp_dim, dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = _drop(dropout)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        tokens = self.embedding(ids) + self.pos_embed[:, : ids.shape[1]]
+        return self.head(self.dropout(self.norm(self.blocks(tokens)).mean(dim=1)))
+
+
+@ARCHITECTURES.register("text-transformer")
+def text_transformer(num_classes: int = 2, input_shape: tuple[int, ...] = (16,), dropout: float = 0.0,
+                     precode: bool = False, latent_dim: int = 256, vocab_size: int = 512, dim: int = 32,
+                     depth: int = 1, heads: int = 2, mlp_dim: int = 64) -> nn.Module:
+    """Small transformer sequence classifier: token embedding + learned positions, ``depth`` pre-norm encoder
+    layers, mean pool over positions, Linear. ``vocab_size`` must cover the tokenizer's vocabulary."""
+    if precode:
+        raise ValueError("text-transformer has no PRECODE variant")
+    return _TextTransformer(vocab_size, int(input_shape[0]), num_classes, dim, depth, heads, mlp_dim, dropout)

@@ -86,6 +86,10 @@ def explain(metrics: dict[str, float], references: int | None, transform: str = 
              else f"not matched to its own original: {rank} of {references} references are at least as similar "
                   f"(p {p:.3g})")
     parts = [place]
+    words = metrics.get("text_skill")
+    if words is not None and not math.isnan(words):
+        parts.append(f"word score {words:.2f}, where the references' most frequent words score 0 and the exact "
+                     "line 1")
     skill, gain = metrics.get("ssim_skill"), metrics.get("psnr_gain")
     if skill is not None and not math.isnan(skill):
         parts.append(f"structure score {skill:.2f}, where a blank or heavily blurred copy scores 0 and an exact "
@@ -104,11 +108,22 @@ def _fires(rules: Any, metrics: dict[str, float], excluded: Any, references: int
     return [r.id for r in rules if fires_on(r, metrics, excluded, references)]
 
 
-def _attack(outcome: AttackOutcome, criterion: Any = ()) -> dict[str, Any]:
+def _sentence(view: dict[str, Any], embed_data: bool) -> dict[str, Any]:
+    """A text sample's view: the recovered line always (it is the evidence, like a reconstruction image), the
+    true line only with --embed-data (the user's private sample, like an original image)."""
+    out = dict(view)
+    if not embed_data:
+        out["true"] = None
+        out["true_tokens"] = None
+    return out
+
+
+def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = False) -> dict[str, Any]:
     samples = []
     for i, s in enumerate(outcome.samples):
         image = None
-        if outcome.pixels is not None and i < outcome.pixels.shape[0]:
+        sentence = _sentence(outcome.sentences[i], embed_data) if i < len(outcome.sentences) else None
+        if sentence is None and outcome.pixels is not None and i < outcome.pixels.shape[0]:
             image = png_data_uri(outcome.pixels[i])
         fired = _fires(criterion, s.metrics, s.excluded, s.references)
         samples.append({
@@ -121,6 +136,7 @@ def _attack(outcome: AttackOutcome, criterion: Any = ()) -> dict[str, Any]:
             "flat": s.flat,
             "excluded": dict(s.excluded),
             "reconstruction": image,
+            "sentence": sentence,
             "references": s.references,
             "transform": s.transform,
             "recognised": bool(fired),
@@ -170,7 +186,8 @@ def _data(result: AuditResult, embed_data: bool) -> dict[str, Any]:
             "index": i,
             "name": name,
             "label": d.labels[i] if i < len(d.labels) else None,
-            "original": png_data_uri(pixels[i]) if pixels is not None else None,
+            "original": png_data_uri(pixels[i]) if pixels is not None and d.modality == "image" else None,
+            "text": d.texts[i] if embed_data and i < len(d.texts) else None,
             # what the file held before it was fitted to the model's input (images are resized by design)
             "original_shape": list(d.original_shapes[i]) if i < len(d.original_shapes) else None,
         })
@@ -357,7 +374,8 @@ def _criterion(result: AuditResult) -> tuple[Any, ...]:
     if not rules:  # a result without coverage (audit_loaded alone): the profile's own per-sample fail rules
         from ..verdict.rules import per_sample
 
-        return tuple(r for r in result.rules if r.severity == "fail" and per_sample(r))  # type: ignore[arg-type]
+        return tuple(r for r in result.rules if r.severity == "fail" and per_sample(r)  # type: ignore[arg-type]
+                     and r.status != "not_applicable")
     return tuple(SimpleNamespace(**r) for r in rules)
 
 
@@ -432,7 +450,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
             "labels": list(result.label_recovery.labels),
             "accuracy": number(result.label_recovery.accuracy),
         },
-        "attacks": [_attack(a, criterion) for a in result.attacks],
+        "attacks": [_attack(a, criterion, embed_data) for a in result.attacks],
         "recognition": _recognition(result, criterion),
         "rules": _rules(result),
         "verdict": _verdict(result),

@@ -18,6 +18,7 @@ from ..safetext import html_text
 from .budget import describe as describe_budget
 from .images import is_png_data_uri
 from .recommendations import rules_broken_by
+from .sentences import sentence_html
 
 
 def esc(value: Any) -> str:
@@ -222,6 +223,8 @@ def _suppressions(doc: dict[str, Any]) -> str:
 
 
 def _pair(doc: dict[str, Any], attack: dict[str, Any], sample: dict[str, Any]) -> str:
+    if isinstance(sample.get("sentence"), dict):  # a text sample: lines side by side, not images
+        return _sentence_pair(attack, sample)
     originals = doc["data"]["samples"]
     oi = sample.get("original_index")
     original = originals[oi] if isinstance(oi, int) and 0 <= oi < len(originals) else None
@@ -243,6 +246,18 @@ def _pair(doc: dict[str, Any], attack: dict[str, Any], sample: dict[str, Any]) -
             f'<div class="cell">{orig_html}original</div><div class="cell">{rec_html}reconstruction</div></div>'
             f'<figcaption><span class="mono">{esc(sample["name"])}</span><br>{verdict}{metrics}{label}'
             '</figcaption></figure>')
+
+
+def _sentence_pair(attack: dict[str, Any], sample: dict[str, Any]) -> str:
+    verdict = ""
+    if sample.get("explanation"):
+        verdict = (("<strong>recognised</strong>: " if sample.get("recognised") else "not recognised: ")
+                   + esc(sample["explanation"]) + "<br>")
+    metrics = "similarity (not the verdict): " + ", ".join(
+        f"{esc(k)} {fmt(v)}" for k, v in sample["metrics"].items() if k not in RECOGNITION)
+    return (f'<figure class="pair sentence-pair">{sentence_html(sample["sentence"])}'
+            f'<figcaption><span class="mono">{esc(sample["name"])}</span> by {esc(attack["name"])}<br>{verdict}'
+            f'{metrics}</figcaption></figure>')
 
 
 def _attacks(doc: dict[str, Any]) -> str:

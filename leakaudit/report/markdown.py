@@ -45,15 +45,32 @@ def _rule_rows(doc: dict[str, Any]) -> list[str]:
 
 def _attack_rows(doc: dict[str, Any]) -> list[str]:
     control = doc.get("control") or {}
-    rows = ["| attack | status | SSIM | PSNR (dB) | seconds | reason |", "|---|---|---|---|---|---|"]
+    text = doc["data"].get("modality") == "text"
+    first, second = ("token_recall", "rougeL") if text else ("ssim", "psnr")
+    header = "| attack | status | token recall | ROUGE-L |" if text else "| attack | status | SSIM | PSNR (dB) |"
+    rows = [header + " seconds | reason |", "|---|---|---|---|---|---|"]
     for prefix, a in [("", a) for a in doc["attacks"]] + [("control ", a) for a in control.get("attacks", [])]:
         means = a.get("means") or {}
         seconds = a.get("seconds")
-        rows.append(f"| {md(prefix + a['name'])} | {md(a['status'])} | {_number(means.get('ssim'))} | "
-                    f"{_number(means.get('psnr'))} | "
+        rows.append(f"| {md(prefix + a['name'])} | {md(a['status'])} | {_number(means.get(first))} | "
+                    f"{_number(means.get(second))} | "
                     f"{f'{seconds:.1f}' if isinstance(seconds, (int, float)) else '-'} | "
                     f"{md(a.get('reason') or '')} |")
     return rows
+
+
+def _sentences(doc: dict[str, Any]) -> list[str]:
+    """A text scan's recovered sentences per attack (the true line only where the report embeds it)."""
+    rows = []
+    for a in doc["attacks"]:
+        for s in a.get("samples") or []:
+            view = s.get("sentence")
+            if isinstance(view, dict):
+                true = f" (true: {md(view['true'])})" if view.get("true") is not None else ""
+                mark = "recognised" if s.get("recognised") else "not recognised"
+                recovered = md(view.get("recovered", ""))
+                rows.append(f"- {md(a['name'])} {md(s['name'])}: sentence \"{recovered}\"{true}, {mark}")
+    return (["**Recovered sentences:**", "", *rows, ""]) if rows else []
 
 
 def _coverage(doc: dict[str, Any]) -> list[str]:
@@ -103,6 +120,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if doc.get("defense_cost"):
         lines += [f"**Defense cost:** {md(doc['defense_cost']['summary'])}", ""]
     lines += ["### Attacks", "", *_attack_rows(doc), ""]
+    lines += _sentences(doc)
     notes = list(doc.get("notes") or []) + list((doc.get("findings") or {}).get("warnings") or [])
     if notes:
         lines += ["### Notes", "", *[f"- {md(n)}" for n in notes], ""]

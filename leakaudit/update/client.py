@@ -21,6 +21,7 @@ from ..detect.interface import Findings
 from ..errors import ConfigError, DataError, ModelError, setting_ref
 from ..models.interface import LoadedModel
 from ..models.layers import MaskableDropout, VariationalBottleneck
+from ..models.text import IGNORE_INDEX
 from .defenses import apply_defenses
 from .interface import BatchStatistics, ClientUpdate, LocalTraining, ThreatModel
 from .local import local_sgd
@@ -170,9 +171,10 @@ def batch_on_model_device(model: LoadedModel, batch: SampleBatch) -> tuple[torch
     if tuple(batch.x.shape[1:]) != tuple(model.input_shape):
         raise DataError(f"{batch.source}: samples have shape {tuple(batch.x.shape[1:])} but the model expects "
                         f"{tuple(model.input_shape)}; resize the samples or pass {INPUT_SHAPE}")
-    if batch.y.dtype == torch.int64 and (batch.y.min() < 0 or batch.y.max() >= model.num_classes):
+    y = batch.y[batch.y != IGNORE_INDEX] if batch.y.dim() == 2 else batch.y  # next-token targets: -100 = none
+    if batch.y.dtype == torch.int64 and y.numel() and (y.min() < 0 or y.max() >= model.num_classes):
         raise DataError(f"{batch.source}: labels must lie in 0..{model.num_classes - 1} for this model, got "
-                        f"{int(batch.y.min())}..{int(batch.y.max())}; fix the labels or pass {NUM_CLASSES}")
+                        f"{int(y.min())}..{int(y.max())}; fix the labels or pass {NUM_CLASSES}")
     device = _device_of(model.module)
     return batch.x.to(device), batch.y.to(device)
 

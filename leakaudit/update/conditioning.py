@@ -50,6 +50,9 @@ def conditioning(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, re
     threat = dataclasses.replace(threat, defenses=())
     shape = tuple(int(s) for s in batch.x.shape[1:])
     common = dict(epsilon=epsilon, threshold=threshold, batch_size=len(batch), input_shape=shape)
+    if not batch.x.is_floating_point():  # token ids: there is no small move of a token
+        return Conditioning("not_measured", None, reason="the samples are token ids: a token cannot move by a "
+                            "small amount", **common)  # type: ignore[arg-type]
     generator = torch.Generator().manual_seed(int(seed) + 7919)  # its own stream: the client's RNG is not touched
     noise = torch.randn(batch.x.shape, generator=generator, dtype=torch.float64)
     span = (bounds[1] - bounds[0]).abs().double() if bounds is not None else torch.ones(1, dtype=torch.float64)

@@ -34,6 +34,19 @@ def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(outputs, targets.to(outputs.dtype))
 
 
+@LOSSES.register("next_token")
+def next_token(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-word language modelling: ``outputs`` (N, T, vocab) logits, ``targets`` (N, T) the next token's id at
+    each position, -100 where there is none (padding, the last position). The mean cross-entropy over the
+    positions that have a target (``models.text.next_token_targets``). Soft targets (N, T, vocab) are accepted
+    too, with a weight per position in their sum (an attack's relaxation: 0 for a position it takes as padding)."""
+    if targets.dim() == 3:
+        weight = targets.sum(-1)
+        per = -(targets * torch.log_softmax(outputs, dim=-1)).sum(-1)
+        return per.sum() / weight.sum().clamp_min(1e-6)
+    return F.cross_entropy(outputs.transpose(1, 2), targets, ignore_index=-100)
+
+
 def model_regularizer(module: nn.Module) -> torch.Tensor | float:
     """beta * KL of every PRECODE bottleneck, from its last forward pass (0 when the model has none)."""
     total: torch.Tensor | float = 0.0

@@ -75,6 +75,7 @@ ADVICE = {
     "leakaudit/report/junit.py": "report text",
     "leakaudit/report/recommendations.py": "the report's recommendations",
     "leakaudit/report/sarif.py": "report text",
+    "leakaudit/report/sentences.py": "report text (the sentence view says how to embed the true lines)",
     "leakaudit/result.py": "conditioning and BatchNorm advice in the report",
     "leakaudit/sweep/html.py": "the sweep report's text",
     "leakaudit/update/buffers.py": "a BatchNorm-statistics finding in the report",

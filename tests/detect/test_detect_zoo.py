@@ -11,7 +11,8 @@ from torch import nn
 
 from leakaudit.detect import detect, findings_to_dict
 from leakaudit.errors import ModelError
-from leakaudit.models import ARCHITECTURES, LoadedModel, MaskableDropout, VariationalBottleneck, create_model
+from leakaudit.models import LoadedModel, MaskableDropout, VariationalBottleneck, create_model
+from leakaudit.models.zoo import image_architectures
 
 SHAPE = (3, 16, 16)
 
@@ -27,7 +28,7 @@ def zoo(name: str, **kw) -> LoadedModel:
     return wrap(create_model(name, num_classes=10, input_shape=SHAPE, latent_dim=16, **extra, **kw))
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+@pytest.mark.parametrize("arch", image_architectures())
 def test_every_dropout_layer_of_a_zoo_model_is_found_with_its_rate(arch: str) -> None:
     model = zoo(arch, dropout=0.3)
     expected = {n for n, m in model.module.named_modules() if isinstance(m, MaskableDropout)}
@@ -38,7 +39,7 @@ def test_every_dropout_layer_of_a_zoo_model_is_found_with_its_rate(arch: str) ->
     assert positions == sorted(positions)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+@pytest.mark.parametrize("arch", image_architectures())
 def test_precode_bottleneck_splits_parameters_at_its_encoder(arch: str) -> None:
     model = zoo(arch, precode=True)
     (vb_name,) = [n for n, m in model.module.named_modules() if isinstance(m, VariationalBottleneck)]
@@ -53,7 +54,7 @@ def test_precode_bottleneck_splits_parameters_at_its_encoder(arch: str) -> None:
     assert f"{vb_name}.encoder.weight" in b.params_after  # the encoder's gradient depends on the noise
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+@pytest.mark.parametrize("arch", image_architectures())
 def test_zoo_models_have_no_unexplained_randomness_and_layers_cover_all_parameters(arch: str) -> None:
     model = zoo(arch, dropout=0.2, precode=True)
     findings = detect(model)

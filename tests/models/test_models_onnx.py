@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from leakaudit.models import ARCHITECTURES, MaskableDropout, OnnxRandomOp, create_model, load_model
+from leakaudit.models import MaskableDropout, OnnxRandomOp, create_model, load_model
 from leakaudit.models.onnx_loader import trainable_weights
+from leakaudit.models.zoo import image_architectures
 
 SHAPE = (3, 16, 16)
 
@@ -55,7 +56,7 @@ def small_zoo(name: str, **kw) -> nn.Module:
 # Every registered architecture, at torch's default opset and at 17, with both exporters torch has.
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 @pytest.mark.parametrize("opset", [None, 17], ids=["default-opset", "opset17"])
-@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+@pytest.mark.parametrize("arch", image_architectures())
 def test_zoo_export_matches_onnxruntime(tmp_path, arch, opset, dynamo):
     model = small_zoo(arch)
     path = export(model, tmp_path / f"{arch}.onnx", train=False, dynamo=dynamo, opset=opset)

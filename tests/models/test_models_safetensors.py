@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from leakaudit.models import ARCHITECTURES, MaskableDropout, VariationalBottleneck, create_model, load_model
+from leakaudit.models import MaskableDropout, VariationalBottleneck, create_model, load_model
 from leakaudit.models import save_safetensors
+from leakaudit.models.zoo import image_architectures
 
 SHAPE = (3, 16, 16)
 
@@ -20,7 +21,7 @@ def _zoo(name: str, **kw) -> nn.Module:
     return create_model(name, num_classes=5, input_shape=SHAPE, latent_dim=8, **kw)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+@pytest.mark.parametrize("arch", image_architectures())
 def test_every_zoo_architecture_round_trips(tmp_path, arch):
     model = _zoo(arch, dropout=0.25, precode=True).eval()
     path = tmp_path / f"{arch}.safetensors"

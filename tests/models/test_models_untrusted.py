@@ -38,8 +38,9 @@ def test_a_code_reference_in_the_metadata_is_refused_without_running_it(tmp_path
     code, err = _run(capsys, path)
     assert code == 2 and not marker.exists()
     assert err == (f"leakaudit: error: {path}: the file's metadata leakaudit.arch={arch!r} asks to run code; a "
-                   "model file may only name a built-in architecture (cnn, flower, lenet, mlp, resnet18, resnet20, "
-                   "vit): if you trust that code, run it on purpose with --arch path/to/file.py:factory")
+                   "model file may only name a built-in architecture (cnn, flower, lenet, lstm-lm, mlp, resnet18, "
+                   "resnet20, text-transformer, vit): "
+                   "if you trust that code, run it on purpose with --arch path/to/file.py:factory")
 
 
 @pytest.mark.parametrize("key, value, says", [
