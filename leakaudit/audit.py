@@ -132,7 +132,7 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     # The client's BatchNorm mode decides the batch sizes it can train at (eval: any), so it comes before them.
     loaded, findings = _client_model(loaded, findings, settings)
     settings, batch_note = _batch_size(loaded, settings)
-    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
+    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note, tabular=findings.modality == "tabular")
     notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
     command, reason = _command(model, data, settings)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
@@ -141,6 +141,8 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
 
 def _records_given(data: Any, settings: ScanSettings) -> bool:
     """Whether the samples are tabular records: what a flat input vector cannot tell by itself."""
+    if settings.schema is not None:
+        return True
     if _is_path(data):
         return os.fspath(data).lower().endswith(".csv")
     return getattr(data, "modality", "image") == "tabular"
@@ -195,13 +197,33 @@ def _flat_note(plan: Any) -> str:
     """The scan-level warning about flat (one-colour) samples among every audited one, "" when none."""
     from .metrics.scoring import flat_note
 
+    if plan.batches[0].modality != "image":  # one colour is an image's problem; a record has no pixels
+        return ""
     return flat_note(torch.cat([b.pixels for b in plan.batches]), [n for b in plan.batches for n in b.names])
 
 
 def _references(plan: Any, settings: ScanSettings) -> Any:
     from .metrics.references import scan_references
 
+    if plan.batches[0].modality == "tabular":
+        return _record_references(plan.batches[0], settings)
     return scan_references(settings.reference_data, torch.cat([b.pixels for b in plan.batches]))
+
+
+def _record_references(batch: SampleBatch, settings: ScanSettings) -> Any:
+    """Every record of the scanned file (the scan's other records: each one's own copy is left out when it is
+    scored) and the ``--reference-data`` records, in model space."""
+    from .data.tabular import load_reference_records
+    from .metrics.references import ReferenceSet
+
+    records = batch.records
+    if settings.reference_data is None:
+        given = ReferenceSet(torch.zeros(0, records.schema.width), "none: the scanned file's other records", False)
+    else:
+        rows = load_reference_records(settings.reference_data, records.schema)
+        given = ReferenceSet(records.schema.encode(rows), settings.reference_data, False)
+    table = records.table if records.table is not None else batch.x
+    return given.with_samples(table)
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
@@ -424,7 +446,8 @@ def _load_model(model: str | Any, settings: ScanSettings, observer: Observer, da
                       dropout=dict(settings.dropout) or None, arch_kwargs=dict(settings.arch_args) or None)
 
 
-def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer, chosen: str = "") -> Any:
+def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer, chosen: str = "",
+               tabular: bool = False) -> Any:
     """Every sample given (or ``settings.samples`` of them, drawn with the seed), cut into client batches of the
     batch size; a last smaller batch takes the remainder when the model can train at its size."""
     from .coverage.run import Plan
@@ -439,6 +462,12 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
 
     if isinstance(data, SampleBatch):
         pool = data
+    elif tabular and _is_path(data):
+        from .data.tabular import load_records
+
+        observer.stage("load records", str(data))
+        pool = load_records(data, input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
+                            schema=settings.schema, label_column=settings.label_column)
     elif not _is_path(data):
         from .data import normalization
 
@@ -522,7 +551,9 @@ def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings
                         accuracy=label_accuracy(list(labels), batch.y.tolist())), rec.labels
 
 
-def _bounds(batch: SampleBatch, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _bounds(batch: SampleBatch, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if batch.modality != "image":  # standardised values are unbounded; a one-hot group is the attack's to shape
+        return None
     norm = batch.normalization
     return norm.to_model(torch.zeros(1, *shape)), norm.to_model(torch.ones(1, *shape))
 
@@ -576,10 +607,13 @@ def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...]
            references: torch.Tensor | None) -> Any:
     from .metrics.scoring import score
 
-    pixels = batch.normalization.to_pixels(recon.x.detach().cpu().to(batch.x.dtype))
+    x = recon.x.detach().cpu().to(batch.x.dtype)
+    # non-image samples stay in model space: there are no pixels to clamp to
+    pixels = batch.normalization.to_pixels(x) if batch.modality == "image" else x
     recovered = recon.labels if recon.labels is not None else labels
     return pixels, score(pixels, batch.pixels.detach().cpu(), names=list(batch.names), labels_true=batch.y,
-                         labels_recovered=recovered, metrics=metrics, attack=name, references=references)
+                         labels_recovered=recovered, metrics=metrics, attack=name, references=references,
+                         batch=batch)
 
 
 def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupted: bool) -> AttackOutcome:
@@ -743,7 +777,9 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     the scan's time cap (``attacks.clock.Clock``); None: the settings' cap from now, for this batch alone."""
     settings = settings or ScanSettings()
     clock = clock if clock is not None else _clock(settings, None, 1)
-    if references is None:
+    if references is None and batch.modality == "tabular":
+        references = _record_references(batch, settings)
+    elif references is None:
         from .metrics.references import scan_references
 
         references = scan_references(settings.reference_data, batch.pixels)

@@ -120,7 +120,7 @@ def _combine_rule(rows: list[tuple[int, RuleOutcome]], many: bool) -> RuleOutcom
     unevaluated = [x for x in rows if x[1].status == "not_evaluated"]
     pick = max(fired, key=key) if fired else unevaluated[0] if unevaluated else max(rows, key=key)
     index, rule = pick
-    if not many:
+    if not many or rule.status == "not_applicable":  # the same in every batch: nothing to combine
         return rule
     if fired:
         reason = f"batch {index + 1}: {rule.reason} ({len(fired)} of {len(rows)} batches)"

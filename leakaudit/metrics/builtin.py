@@ -13,6 +13,7 @@ from typing import Any
 from ..modality import ANY
 from ..registry import Registry
 from .interface import Metric, MetricFn, MetricOptions
+from .tabular import register as _register_tabular
 
 METRICS: Registry[Metric] = Registry("metric")
 
@@ -86,6 +87,9 @@ _register(Metric(
     "upper bound of the 95% Clopper-Pearson interval of recognised_fraction: what the data still allows",
     per_sample=False, modality=ANY))
 COVERAGE_METRICS: tuple[str, ...] = ("recognised_fraction", "recognised_upper")
+
+# Tabular records (metrics.tabular): which features a reconstruction recovered, and the recognition test on records.
+_register_tabular(METRICS)
 
 # What score() computes unless told otherwise: every pixel metric.
 DEFAULT_METRICS: tuple[str, ...] = ("ssim", "ssim_adjusted", "psnr", "mse", "rmse", "lpips", *RECOGNITION_METRICS)
