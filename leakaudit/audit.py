@@ -531,7 +531,7 @@ def _data_card(batch: SampleBatch) -> DataCard:
     return DataCard(source=batch.source, count=len(batch), shape=tuple(batch.x.shape[1:]),
                     normalization=batch.normalization, names=tuple(batch.names),
                     labels=tuple(int(v) for v in batch.y.tolist()), pixels=batch.pixels.detach().cpu(),
-                    original_shapes=tuple(batch.original_shapes), modality=batch.modality)
+                    original_shapes=tuple(batch.original_shapes), modality=batch.modality, records=batch.records)
 
 
 def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings) -> tuple[LabelOutcome, Any]:
@@ -549,6 +549,14 @@ def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings
     labels = tuple(int(v) for v in rec.labels.tolist())
     return LabelOutcome(known=False, strategy=rec.strategy, labels=labels,
                         accuracy=label_accuracy(list(labels), batch.y.tolist())), rec.labels
+
+
+def _features(batch: SampleBatch) -> tuple[tuple[int, int, bool], ...]:
+    """The encoded record's layout (tabular only): what the server knows of how clients encode records."""
+    if batch.records is None:
+        return ()
+    schema = batch.records.schema
+    return tuple((s, e, schema.is_categorical(k)) for k, (s, e) in enumerate(schema.spans()))
 
 
 def _bounds(batch: SampleBatch, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -627,7 +635,9 @@ def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupte
         attack_loss=recon.attack_loss, stopped_early=recon.stopped_early,
         notes=tuple(recon.notes) + tuple(sc.notes), samples=samples,
         means={k: v for k, v in sc.means.items() if not (isinstance(v, float) and math.isnan(v))},
-        unavailable=dict(sc.unavailable), label_accuracy=sc.label_accuracy, pixels=pixels[rows] if rows else None)
+        unavailable=dict(sc.unavailable), label_accuracy=sc.label_accuracy, pixels=pixels[rows] if rows else None,
+        feature_spread=recon.feature_spread[rows] if rows and getattr(recon, "feature_spread", None) is not None
+        else None)
 
 
 def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
@@ -811,7 +821,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
-                          local_training=local)
+                          local_training=local, features=_features(batch))
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset
@@ -933,7 +943,7 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     # no profile -- rate rules only, warn rules only -- earns a pass without a control that reconstructed.
     from .verdict.rules import recognition_rules
 
-    criterion = replace(ruleset, rules=recognition_rules(ruleset))
+    criterion = replace(ruleset, rules=recognition_rules(ruleset, batch.modality))
     timing = timing or _Timing.unlimited()
     timing.later = 0
     wanted = [_pinned_to(p, outcomes, timing) for p in planned if p.run] if removed else []

@@ -46,6 +46,9 @@ class Reconstruction:
     restart_losses: tuple[float, ...] = ()
     best_restart: int = 0
     device: str = "cpu"
+    # Tabular records: (N, features) how much the restarts disagreed on each recovered feature (TabLeak's
+    # reliability: normalised entropy of a categorical one, spread of a continuous one); None: not measured.
+    feature_spread: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class AttackTarget:
     # The protocol, public in FL: None under FedSGD; under FedAvg the client's local steps, which the
     # optimisation attacks simulate when there are several (``gradients`` then holds delta / (-lr * steps)).
     local_training: LocalTraining | None = None
+    # Tabular records: each feature's (start, end, categorical) in the encoded row -- the encoding every client
+    # shares, public like the model. Empty for other samples.
+    features: tuple[tuple[int, int, bool], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,8 @@ def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[S
                                     "conditioning": _conditioning(b.get("conditioning")),
                                     "batchnorm_statistics": _statistics(b.get("batchnorm_statistics"))})
                    for b in doc["batches"]]
-        samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
+        samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"]), "recovered": tuple(s.get("recovered", ()))})
+                   for s in doc["records"]]
     except (KeyError, TypeError) as e:
         raise InputError(f"--resume {path}: the checkpoint is damaged ({e}); {fix}") from None
     total, strict = len(ident["samples"]), bool(ident["settings"].get("strict"))

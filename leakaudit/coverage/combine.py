@@ -42,12 +42,12 @@ def batch_ruleset(ruleset: Any) -> Any:
     return replace(ruleset, rules=tuple(r for r in ruleset.rules if r not in rules)) if rules else ruleset
 
 
-def criterion(ruleset: Any) -> tuple[Any, ...]:
+def criterion(ruleset: Any, modality: str | None = None) -> tuple[Any, ...]:
     """The rules that say a sample is recognised (``verdict.rules.recognition_rules``): the profile's per-sample
-    fail-severity rules, or the default profile's when it has none."""
+    fail-severity rules on the samples' modality, or the default profile's when it has none."""
     from ..verdict.rules import recognition_rules
 
-    return recognition_rules(ruleset)
+    return recognition_rules(ruleset, modality)
 
 
 def ranking_metric(rules: Sequence[Any]) -> str:
@@ -77,14 +77,16 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
                 pixels = attack.pixels[row] if attack.pixels is not None and row < attack.pixels.shape[0] else None
                 best[i] = (key, attack.name, dict(s.metrics), pixels, s)
     samples = []
+    image = data.modality == "image"  # a record has no picture; its features recovered are kept instead
     for i, name in enumerate(data.names):
         found = best.get(i)
         samples.append(SampleCoverage(
             index=offset + i, name=name, label=data.labels[i] if i < len(data.labels) else None, batch=index,
             position=i, attack=found[1] if found else None, metrics={k: float(v) for k, v in found[2].items()}
             if found else {}, recognised=bool(hits.get(i)), rules=tuple(sorted(hits.get(i, ()))),
-            reconstruction=png_data_uri(found[3]) if found and found[3] is not None else None,
-            references=found[4].references if found else None, transform=found[4].transform if found else ""))
+            reconstruction=png_data_uri(found[3]) if image and found and found[3] is not None else None,
+            references=found[4].references if found else None, transform=found[4].transform if found else "",
+            recovered=_recovered(data, i, found[3] if found else None)))
     control = result.control
     outcome = result.outcome
     record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,
@@ -95,6 +97,14 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
                            batchnorm_statistics=result.batchnorm_statistics.as_dict()
                            if result.batchnorm_statistics else None)
     return record, samples
+
+
+def _recovered(data: Any, row: int, x: Any) -> tuple[int, ...]:
+    """Per feature of a tabular record: recovered (1) by its best attack's reconstruction ``x`` or not (0)."""
+    if data.records is None or x is None or data.pixels is None:
+        return ()
+    hits = data.records.schema.hits(x.reshape(-1).float(), data.pixels[row].reshape(-1).float())
+    return tuple(int(h) for h in hits.tolist())
 
 
 def prune(samples: Iterable[SampleCoverage], metric: str, keep: int = GALLERY) -> list[SampleCoverage]:
@@ -192,7 +202,7 @@ def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage
     then incomplete, like an interrupted one -- what ran is reported, and no verdict is final."""
     from ..verdict.outcome import rules_fail
 
-    rules_for_samples = criterion(ruleset)
+    rules_for_samples = criterion(ruleset, shown.data.modality)
     ids = tuple(r.id for r in rules_for_samples)
     metric = ranking_metric(rules_for_samples)
     batches = sorted(batches, key=lambda b: b.index)

@@ -69,7 +69,7 @@ def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, r
     from .executors import Context, Job, audit_job, batch_seed, run_jobs
 
     observer = observer or NullObserver()
-    rules = c.criterion(ruleset)
+    rules = c.criterion(ruleset, plan.batches[0].modality)
     metric = c.ranking_metric(rules)
     per_batch = c.batch_ruleset(ruleset)
     batches: dict[int, BatchCoverage] = {b.index: b for b in restored[0]}

@@ -90,7 +90,9 @@ def score_records(recovered: torch.Tensor, batch: Any, *, references: torch.Tens
     pairs = _pairs(acc)
     pool = references.detach().cpu().reshape(references.shape[0], -1).float() if references is not None \
         else torch.zeros(0, schema.width)
-    pool = torch.cat([pool, true])  # the batch's other records are references too
+    # the batch's other records are references too (the scan's references usually hold them already)
+    fresh = [row for row in true if not bool((pool == row).all(-1).any())]
+    pool = torch.cat([pool, torch.stack(fresh)]) if fresh else pool
     labels_true, labels_rec = _labels(batch.y), _labels(labels_recovered)
     cats = [k for k in range(len(schema.columns)) if schema.is_categorical(k)]
     conts = [k for k in range(len(schema.columns)) if not schema.is_categorical(k)]

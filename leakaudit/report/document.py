@@ -104,11 +104,11 @@ def _fires(rules: Any, metrics: dict[str, float], excluded: Any, references: int
     return [r.id for r in rules if fires_on(r, metrics, excluded, references)]
 
 
-def _attack(outcome: AttackOutcome, criterion: Any = ()) -> dict[str, Any]:
+def _attack(outcome: AttackOutcome, criterion: Any = (), records: Any = None, truth: Any = None) -> dict[str, Any]:
     samples = []
     for i, s in enumerate(outcome.samples):
         image = None
-        if outcome.pixels is not None and i < outcome.pixels.shape[0]:
+        if records is None and outcome.pixels is not None and i < outcome.pixels.shape[0]:
             image = png_data_uri(outcome.pixels[i])
         fired = _fires(criterion, s.metrics, s.excluded, s.references)
         samples.append({
@@ -127,6 +127,8 @@ def _attack(outcome: AttackOutcome, criterion: Any = ()) -> dict[str, Any]:
             "recognised_by": fired,
             "explanation": explain(s.metrics, s.references, s.transform),
         })
+        if records is not None:  # a record is shown column by column, never as an image
+            samples[-1]["record"] = _record(records, outcome, i, s.original_index, truth)
     return {
         "name": outcome.name,
         "status": outcome.status,
@@ -144,6 +146,58 @@ def _attack(outcome: AttackOutcome, criterion: Any = ()) -> dict[str, Any]:
         "label_accuracy": number(outcome.label_accuracy),
         "samples": samples,
     }
+
+
+def _record(records: Any, outcome: AttackOutcome, row: int, original: int, truth: Any) -> list[dict[str, Any]] | None:
+    """Per column of one reconstructed record: the true and recovered values, whether it was recovered, and the
+    attack's disagreement over restarts where it measures one (TabLeak)."""
+    if outcome.pixels is None or row >= outcome.pixels.shape[0] or original >= len(records.rows):
+        return None
+    schema = records.schema
+    recovered = schema.decode(outcome.pixels[row:row + 1])[0]
+    hits = schema.hits(outcome.pixels[row].reshape(-1).float(), truth[original].reshape(-1).float()).tolist()
+    spread = outcome.feature_spread[row].tolist() if outcome.feature_spread is not None else None
+    return [{"column": name, "kind": "categorical" if schema.is_categorical(k) else "continuous",
+             "true": _cell(records.rows[original][k]), "recovered": _cell(recovered[k]), "match": bool(hits[k]),
+             "spread": number(spread[k]) if spread is not None else None}
+            for k, name in enumerate(schema.columns)]
+
+
+def _cell(value: Any) -> Any:
+    return number(float(value)) if isinstance(value, (int, float)) else str(value)
+
+
+def _records(result: AuditResult) -> dict[str, Any] | None:
+    """Tabular scans: the schema (as given or inferred) and which columns leak most -- per column the fraction
+    of audited records whose best attack recovered it (every batch, with coverage; else the batch shown)."""
+    records = result.data.records
+    if records is None:
+        return None
+    from ..data.tabular import TOLERANCE
+
+    schema = records.schema
+    if result.coverage is not None and result.coverage.samples:
+        rows = [s.recovered for s in result.coverage.samples if s.recovered]
+        scope = "every audited record (the best attack on each)"
+    else:
+        best: dict[int, tuple[float, list[bool]]] = {}
+        truth = result.data.pixels
+        for a in result.attacks:
+            if not a.ran or a.pixels is None or truth is None:
+                continue
+            for i, s in enumerate(a.samples):
+                hits = schema.hits(a.pixels[i].reshape(-1).float(), truth[s.original_index].reshape(-1).float())
+                value = s.metrics.get("record_match", 0.0)
+                if s.original_index not in best or value > best[s.original_index][0]:
+                    best[s.original_index] = (value, [bool(h) for h in hits.tolist()])
+        rows = [tuple(int(h) for h in v[1]) for v in best.values()]
+        scope = "the records of the batch shown (the best attack on each)"
+    columns = [{"column": name, "kind": "categorical" if schema.is_categorical(k) else "continuous",
+                "recovered": sum(r[k] for r in rows), "audited": len(rows),
+                "fraction": number(sum(r[k] for r in rows) / len(rows)) if rows else None}
+               for k, name in enumerate(schema.columns)]
+    columns.sort(key=lambda c: -(c["fraction"] or 0.0))
+    return {"schema": schema.to_dict(), "tolerance": TOLERANCE, "columns": columns, "columns_over": scope}
 
 
 def _findings(result: AuditResult) -> dict[str, Any]:
@@ -291,10 +345,13 @@ def batch_statement(audited: int, client: int | None, batchnorm: str, has_batchn
 
 
 def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
-    return {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
-            "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
-            "reconstruction": s.reconstruction, "references": s.references, "transform": s.transform,
-            "explanation": explain(s.metrics, s.references, s.transform)}
+    out = {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
+           "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
+           "reconstruction": s.reconstruction, "references": s.references, "transform": s.transform,
+           "explanation": explain(s.metrics, s.references, s.transform)}
+    if s.recovered:
+        out["recovered_columns"] = list(s.recovered)
+    return out
 
 
 def by_group(samples: Sequence[SampleCoverage], key: str) -> list[dict[str, Any]]:
@@ -432,7 +489,8 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
             "labels": list(result.label_recovery.labels),
             "accuracy": number(result.label_recovery.accuracy),
         },
-        "attacks": [_attack(a, criterion) for a in result.attacks],
+        "attacks": [_attack(a, criterion, result.data.records, result.data.pixels) for a in result.attacks],
+        "records": _records(result),
         "recognition": _recognition(result, criterion),
         "rules": _rules(result),
         "verdict": _verdict(result),

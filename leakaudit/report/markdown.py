@@ -45,12 +45,15 @@ def _rule_rows(doc: dict[str, Any]) -> list[str]:
 
 def _attack_rows(doc: dict[str, Any]) -> list[str]:
     control = doc.get("control") or {}
-    rows = ["| attack | status | SSIM | PSNR (dB) | seconds | reason |", "|---|---|---|---|---|---|"]
+    tabular = (doc.get("data") or {}).get("modality") == "tabular"
+    first, second = ("record_match", "record_skill") if tabular else ("ssim", "psnr")
+    heads = "features recovered | record score" if tabular else "SSIM | PSNR (dB)"
+    rows = [f"| attack | status | {heads} | seconds | reason |", "|---|---|---|---|---|---|"]
     for prefix, a in [("", a) for a in doc["attacks"]] + [("control ", a) for a in control.get("attacks", [])]:
         means = a.get("means") or {}
         seconds = a.get("seconds")
-        rows.append(f"| {md(prefix + a['name'])} | {md(a['status'])} | {_number(means.get('ssim'))} | "
-                    f"{_number(means.get('psnr'))} | "
+        rows.append(f"| {md(prefix + a['name'])} | {md(a['status'])} | {_number(means.get(first))} | "
+                    f"{_number(means.get(second))} | "
                     f"{f'{seconds:.1f}' if isinstance(seconds, (int, float)) else '-'} | "
                     f"{md(a.get('reason') or '')} |")
     return rows
@@ -62,12 +65,13 @@ def _coverage(doc: dict[str, Any]) -> list[str]:
         return []
     interval = coverage["interval"]
     worst = coverage.get("worst") or {}
-    lines = [f"**Coverage:** {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
+    what = "record" if (doc.get("data") or {}).get("modality") == "tabular" else "sample"
+    lines = [f"**Coverage:** {coverage['recognised']} of {coverage['audited']} {what}(s) recognised "
              f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
              f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
              f"{coverage['batch_size']}; worst {md(worst.get('name', '-'))}", ""]
     if worst.get("explanation"):
-        lines += [f"- worst sample {md(worst['name'])}: {md(worst['explanation'])}"]
+        lines += [f"- worst {what} {md(worst['name'])}: {md(worst['explanation'])}"]
     text = (doc.get("recognition") or {}).get("text")
     if text:
         lines += [f"- chance: {md(text)}"]
@@ -88,6 +92,17 @@ def _suppressions(doc: dict[str, Any]) -> list[str]:
     return rows + [""]
 
 
+def _columns(doc: dict[str, Any]) -> list[str]:
+    """Tabular scans: which columns leak most."""
+    records = doc.get("records") or {}
+    if not records.get("columns"):
+        return []
+    rows = ["| column | kind | recovered | fraction |", "|---|---|---|---|"]
+    rows += [f"| {md(c['column'])} | {c['kind']} | {c['recovered']} of {c['audited']} | {_number(c['fraction'])} |"
+             for c in records["columns"]]
+    return [f"**Columns** (recovered over {md(records['columns_over'])}):", "", *rows, ""]
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     verdict = doc["verdict"]
     model = doc.get("model") or {}
@@ -100,6 +115,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines += ["### Rules", "", *_rule_rows(doc), ""]
     lines += _suppressions(doc)
     lines += _coverage(doc)
+    lines += _columns(doc)
     if doc.get("defense_cost"):
         lines += [f"**Defense cost:** {md(doc['defense_cost']['summary'])}", ""]
     lines += ["### Attacks", "", *_attack_rows(doc), ""]
