@@ -133,7 +133,7 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
     loaded, findings = _client_model(loaded, findings, settings)
     settings, batch_note = _batch_size(loaded, settings)
     plan = _load_plan(data, loaded, settings, observer, chosen=batch_note, tabular=findings.modality == "tabular")
-    notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
+    notes = tuple(note for note in (batch_note, _flat_note(plan), _schema_note(plan)) if note)
     command, reason = _command(model, data, settings)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
                     _references(plan, settings), command, reason)
@@ -200,6 +200,17 @@ def _flat_note(plan: Any) -> str:
     if plan.batches[0].modality != "image":  # one colour is an image's problem; a record has no pixels
         return ""
     return flat_note(torch.cat([b.pixels for b in plan.batches]), [n for b in plan.batches for n in b.names])
+
+
+def _schema_note(plan: Any) -> str:
+    """What leakaudit inferred when no --schema was given: the user must be able to check it."""
+    records = plan.batches[0].records
+    if records is None or not records.schema.inferred:
+        return ""
+    s = records.schema
+    cats = "; ".join(f"{n} ({', '.join(c)})" for n, c in s.categorical) or "none"
+    return (f"schema inferred (no --schema): label {s.label}; continuous {', '.join(s.continuous) or 'none'} "
+            f"(standardised with the file's mean and std); categorical, one-hot in sorted order: {cats}")
 
 
 def _references(plan: Any, settings: ScanSettings) -> Any:

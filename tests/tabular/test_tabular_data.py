@@ -98,3 +98,26 @@ def test_an_npz_with_one_array_per_column_reads_like_a_csv(tmp_path: Path) -> No
     schema.write_text(json.dumps(SCHEMA))
     batch = load_records(tmp_path / "r.npz", input_shape=(5,), num_classes=2, schema=schema)
     assert batch.x.tolist() == [[1.0, 1.0, 0.0, 0.0, 1.0], [-1.5, -1.0, 1.0, 0.0, 0.0]]
+
+
+def test_inspect_says_the_modality_and_why(capsys) -> None:
+    assert app_main(["inspect", str(MODEL), "--records"]) == 0
+    assert "modality     tabular (input is a flat vector of 21 features and the samples are tabular records" \
+        in capsys.readouterr().out
+    assert app_main(["inspect", str(MODEL), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["modality"] == "image" and "give a CSV or --schema" in found["modality_reason"]
+
+
+def test_an_inferred_schema_is_stated_in_the_report(tmp_path: Path) -> None:
+    from leakaudit.audit import audit
+    from leakaudit.config import ScanSettings
+
+    text = (EXAMPLE / "patients.csv").read_text()
+    (tmp_path / "p.csv").write_text(text)
+    result = audit(str(MODEL), str(tmp_path / "p.csv"), ScanSettings(samples=1, attacks=("analytic",),
+                                                                     no_dropout=True, budget="quick"))
+    note = next(n for n in result.notes if n.startswith("schema inferred"))
+    # numbers continuous, the rest one-hot in sorted order: the example's schema has another order, so the
+    # inferred encoding differs from what the model was trained on -- which is why the note names it
+    assert "label diagnosis" in note and "smoker (current, former, never)" in note
