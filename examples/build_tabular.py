@@ -11,9 +11,9 @@ exercise -- and the records are invented, so no real person is in them. The labe
 (negative/positive) drawn from a fixed logistic model of the features.
 
 Outputs: ``models/tabular_mlp.onnx`` (21 encoded inputs -> Linear 32 with bias -> ReLU -> Linear 2, trained
-300 Adam steps; exported in training mode), ``samples/tabular/patients.csv`` (64 records: the scanned ones
-and each other's references), ``samples/tabular/references.csv`` (64 more records, for --reference-data) and
-``samples/tabular/schema.json`` (the columns, the one-hot orders and the training data's mean/std).
+300 Adam steps; exported in training mode), ``records/patients.csv`` (64 records: the scanned ones
+and each other's references), ``records/references.csv`` (64 more records, for --reference-data) and
+``records/schema.json`` (the columns, the one-hot orders and the training data's mean/std).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "samples" / "tabular"
+OUT = HERE / "records"
 MODEL = HERE / "models" / "tabular_mlp.onnx"
 SEED = 23
 

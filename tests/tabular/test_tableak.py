@@ -14,7 +14,7 @@ from leakaudit.data.tabular import load_records
 from leakaudit.detect import detect
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "examples" / "samples" / "tabular"
+DATA = ROOT / "examples" / "records"
 
 
 def test_restarts_are_pooled_by_median_and_mode_with_entropy_and_spread() -> None:

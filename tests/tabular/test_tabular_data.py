@@ -13,7 +13,7 @@ from leakaudit.data.tabular import load_records
 from leakaudit.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "samples" / "tabular"
+EXAMPLE = ROOT / "examples" / "records"
 MODEL = ROOT / "examples" / "models" / "tabular_mlp.onnx"
 
 

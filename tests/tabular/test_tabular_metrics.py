@@ -9,7 +9,7 @@ import torch
 from leakaudit.data.tabular import TOLERANCE, load_records, load_reference_records
 from leakaudit.metrics.tabular import baseline_record, score_records
 
-DATA = Path(__file__).resolve().parents[2] / "examples" / "samples" / "tabular"
+DATA = Path(__file__).resolve().parents[2] / "examples" / "records"
 
 
 def _batch():

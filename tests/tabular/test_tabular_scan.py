@@ -13,7 +13,7 @@ from leakaudit.cli import app_main
 from leakaudit.report import schema
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "examples" / "samples" / "tabular"
+DATA = ROOT / "examples" / "records"
 MODEL = ROOT / "examples" / "models" / "tabular_mlp.onnx"
 
 
