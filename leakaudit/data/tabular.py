@@ -167,8 +167,10 @@ def _npz_table(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _cell(value: Any) -> str:
-    return repr(float(value)) if isinstance(value, float) or hasattr(value, "dtype") and value.dtype.kind == "f" \
-        else str(value)
+    """An array element as the CSV reader would give it: floats in full precision, the rest as text."""
+    if getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
+        return repr(float(value))
+    return str(value)
 
 
 def _number(text: str) -> float | None:

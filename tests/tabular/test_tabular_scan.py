@@ -78,3 +78,11 @@ def test_values_from_the_csv_are_escaped_in_the_html(tmp_path: Path) -> None:
     html = (tmp_path / "o" / "report.html").read_text()
     assert code == 1 and "<script>alert" not in html and "<b>" not in html
     assert "&lt;b&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the column, in the record and the columns
+
+
+def test_reference_records_join_the_scans_other_records(tmp_path: Path) -> None:
+    assert _scan(tmp_path / "r", "--reference-data", str(DATA / "references.csv"), "--attacks", "analytic") == 1
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    sample = doc["attacks"][0]["samples"][0]
+    assert sample["references"] == 127 and sample["metrics"]["match_p"] == 1 / 128
+    assert "--reference-data" in doc["command"] and "--schema" in doc["command"]
