@@ -97,7 +97,7 @@ def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> 
         metrics += [MetricSummary(n, (), higher_is_better(n), reason) for n, reason in a.unavailable.items()
                     if n not in names]
         images: tuple[str, ...] = ()
-        if a.pixels is not None:
+        if a.pixels is not None and getattr(result.data, "modality", "image") == "image":  # a record is no picture
             images = tuple(png_data_uri(a.pixels[i]) for i in range(a.pixels.shape[0]))
         attacks.append(PointAttack(a.name, tuple(metrics), _finite(a.attack_loss), a.seconds, a.iterations_run,
                                      images))
