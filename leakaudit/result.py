@@ -298,6 +298,7 @@ class SampleCoverage:
     transform: str = ""  # the registration that test chose ("flipped", "shifted (1, 0) px", "as is")
     # Tabular records: per feature (the schema's columns) whether its best attack recovered it (1) or not (0)
     recovered: tuple[int, ...] = ()
+    label_recovered: int | None = None  # the label its best attack used or recovered (None: none)
 
 
 def _leak_key(value: float | None, metric: str) -> float:

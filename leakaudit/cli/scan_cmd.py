@@ -128,10 +128,13 @@ def _coverage_lines(console: Console, doc: dict[str, Any], verbose: bool) -> Non
     recognition = doc.get("recognition") or {}
     if recognition.get("text"):
         console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
-    columns = (doc.get("records") or {}).get("columns") or []
+    every = (doc.get("records") or {}).get("columns") or []
+    columns = [c for c in every if c["kind"] != "label"]
     if columns:  # the compliance reader's question: is the diagnosis column exposed?
         shown = ", ".join(f"{terminal(c['column'])} {c['recovered']}/{c['audited']}" for c in columns[:6])
-        console.print(f"  columns recovered (most first): {shown}" + (" ..." if len(columns) > 6 else ""),
+        label = "".join(f"; label {terminal(c['column'])} {c['recovered']}/{c['audited']}" for c in every
+                        if c["kind"] == "label")
+        console.print(f"  columns recovered (most first): {shown}" + (" ..." if len(columns) > 6 else "") + label,
                       highlight=False, markup=True)
 
 

@@ -86,7 +86,8 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
             if found else {}, recognised=bool(hits.get(i)), rules=tuple(sorted(hits.get(i, ()))),
             reconstruction=png_data_uri(found[3]) if image and found and found[3] is not None else None,
             references=found[4].references if found else None, transform=found[4].transform if found else "",
-            recovered=_recovered(data, i, found[3] if found else None)))
+            recovered=_recovered(data, i, found[3] if found else None),
+            label_recovered=found[4].label_recovered if found else None))
     control = result.control
     outcome = result.outcome
     record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,

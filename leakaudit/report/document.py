@@ -176,11 +176,14 @@ def _records(result: AuditResult) -> dict[str, Any] | None:
     from ..data.tabular import TOLERANCE
 
     schema = records.schema
+    labels: list[bool] = []  # the label column (a diagnosis): recovered from the update like a feature
     if result.coverage is not None and result.coverage.samples:
         rows = [s.recovered for s in result.coverage.samples if s.recovered]
+        labels = [s.label_recovered == s.label for s in result.coverage.samples
+                  if s.recovered and s.label_recovered is not None]
         scope = "every audited record (the best attack on each)"
     else:
-        best: dict[int, tuple[float, list[bool]]] = {}
+        best: dict[int, tuple[float, list[bool], list[bool]]] = {}
         truth = result.data.pixels
         for a in result.attacks:
             if not a.ran or a.pixels is None or truth is None:
@@ -189,13 +192,18 @@ def _records(result: AuditResult) -> dict[str, Any] | None:
                 hits = schema.hits(a.pixels[i].reshape(-1).float(), truth[s.original_index].reshape(-1).float())
                 value = s.metrics.get("record_match", 0.0)
                 if s.original_index not in best or value > best[s.original_index][0]:
-                    best[s.original_index] = (value, [bool(h) for h in hits.tolist()])
+                    label = [s.label_recovered == s.label_true] if s.label_recovered is not None else []
+                    best[s.original_index] = (value, [bool(h) for h in hits.tolist()], label)
         rows = [tuple(int(h) for h in v[1]) for v in best.values()]
+        labels = [x for v in best.values() for x in v[2]]
         scope = "the records of the batch shown (the best attack on each)"
     columns = [{"column": name, "kind": "categorical" if schema.is_categorical(k) else "continuous",
                 "recovered": sum(r[k] for r in rows), "audited": len(rows),
                 "fraction": number(sum(r[k] for r in rows) / len(rows)) if rows else None}
                for k, name in enumerate(schema.columns)]
+    if labels:
+        columns.append({"column": schema.label, "kind": "label", "recovered": sum(labels), "audited": len(labels),
+                        "fraction": number(sum(labels) / len(labels))})
     columns.sort(key=lambda c: -(c["fraction"] or 0.0))
     return {"schema": schema.to_dict(), "tolerance": TOLERANCE, "columns": columns, "columns_over": scope}
 

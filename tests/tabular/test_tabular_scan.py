@@ -44,7 +44,9 @@ def test_the_undefended_example_leaks_with_the_recovered_record_in_the_report(le
     # no image metric anywhere for records
     assert not {"ssim", "psnr", "lpips", "ssim_skill"} & set(doc["attacks"][0]["means"])
     columns = doc["records"]["columns"]
-    assert {c["column"] for c in columns} == set(truth) and columns[0]["fraction"] == 1
+    assert {c["column"] for c in columns} == {*truth, "diagnosis"} and columns[0]["fraction"] == 1
+    # the label column (the diagnosis) is exposed through label recovery, and the report says so
+    assert next(c for c in columns if c["column"] == "diagnosis")["kind"] == "label"
 
 
 def test_html_and_markdown_show_the_record_side_by_side_and_say_record(leaked: Path) -> None:
