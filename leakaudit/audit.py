@@ -19,19 +19,43 @@ import types
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, TypeAlias, TypeGuard, cast
 
 import torch
 
 from .config import ScanSettings
 from .data.interface import SampleBatch
 from .detect.interface import Findings
-from .errors import ConfigError, InputError, LeakauditError
+from .errors import ConfigError, InputError, LeakauditError, setting_ref
 from .progress import AttackProgress, NullObserver, Observer
 from .metrics.scoring import SampleScore  # noqa: F401 -- part of this module's API, as before
 from .result import (AttackOutcome, AuditResult, ControlOutcome, DataCard, LabelOutcome, ModelCard,  # noqa: F401
                      RuleOutcome)
 from .update.interface import ThreatModel
+
+if TYPE_CHECKING:  # the stages' types, for annotations only: the stages themselves are imported when they run
+    from torch import nn
+
+    from .attacks.clock import Clock
+    from .attacks.interface import AttackSettings, AttackTarget, GroundTruth, PlannedAttack, Reconstruction
+    from .coverage.executors import ModelSource
+    from .coverage.run import OnBatch, Plan
+    from .metrics.references import ScanReferences
+    from .metrics.scoring import AttackScore
+    from .models.interface import LoadedModel
+    from .result import BatchCoverage, BufferLeak, Conditioning, SampleCoverage
+    from .suppress import Entry, SuppressionOutcome
+    from .update.cost import DefenseCost
+    from .update.interface import ClientUpdate, LocalTraining
+    from .verdict.evaluate import Status, Verdict
+    from .verdict.rules import RuleSet
+
+    # What a Python caller may pass as the model and the samples (``audit``'s docstring); anything else is
+    # refused with a ConfigError/DataError naming what was given.
+    ModelInput: TypeAlias = str | os.PathLike[str] | LoadedModel | nn.Module
+    DataInput: TypeAlias = str | os.PathLike[str] | SampleBatch | Sequence[torch.Tensor]
+    # a checkpoint's batch and sample records, not run again
+    Restored: TypeAlias = tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]]
 
 # ---------------------------------------------------------------------------------------------------
 # The pipeline
@@ -62,28 +86,28 @@ class Prepared:
     ``settings`` are the ones prepared with (the batch size resolved); ``notes`` say what leakaudit chose.
     """
 
-    model: Any  # LoadedModel
+    model: LoadedModel
     batch: SampleBatch
     findings: Findings
-    ruleset: Any = None  # RuleSet; None: run loads settings.rules
+    ruleset: RuleSet | None = None  # None: run loads settings.rules
     settings: ScanSettings | None = None
     notes: tuple[str, ...] = ()
     # Every batch the scan covers (``coverage.run.Plan``); ``batch`` is its first. None: ``batch`` alone (a
     # sweep audits the first batch at every value).
-    plan: Any = None
+    plan: Plan | None = None
     # How worker processes load the model again (``coverage.executors.ModelSource``); None: the model was given
     # in memory, and workers receive it pickled.
-    source: Any = None
+    source: ModelSource | None = None
     # What each sample's reconstruction must resemble it more than (``metrics.references.ScanReferences``): the
     # reference set and every sample of the plan. None: built from the batch when run.
-    references: Any = None
+    references: ScanReferences | None = None
     # The command line that repeats the scan when a Python caller gave paths (``run`` uses it when given none),
     # else why there is none (``AuditResult.command_reason``).
     command: str = ""
     command_reason: str = ""
 
 
-def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
+def prepare(model: ModelInput, data: DataInput, settings: ScanSettings | None = None, *,
             observer: Observer | None = None, **overrides: Any) -> Prepared:
     """Every cheap check first (``preflight``), then load the model, detect its layers and load the batch.
 
@@ -139,7 +163,7 @@ def prepare(model: str | Any, data: str | Any, settings: ScanSettings | None = N
                     _references(plan, settings), command, reason)
 
 
-def _records_given(data: Any, settings: ScanSettings) -> bool:
+def _records_given(data: DataInput, settings: ScanSettings) -> bool:
     """Whether the samples are tabular records: what a flat input vector cannot tell by itself."""
     if settings.schema is not None:
         return True
@@ -157,34 +181,34 @@ def _check_modality(findings: Findings) -> None:
                          f"leakaudit cannot audit yet: no metric scores {findings.modality} reconstructions")
 
 
-def _is_path(value: Any) -> bool:
+def _is_path(value: object) -> TypeGuard[str | os.PathLike[str]]:
     return isinstance(value, (str, os.PathLike))
 
 
-def _command(model: Any, data: Any, settings: ScanSettings) -> tuple[str, str]:
+def _command(model: ModelInput, data: DataInput, settings: ScanSettings) -> tuple[str, str]:
     """The ``leakaudit scan`` command that repeats an audit of files, or "" and why there is none: a command line
     can name only files, and a model or samples passed in memory have none."""
-    missing = [(what, save) for what, value, save in (
-        ("the model", model, "save it (torch.onnx.export in training mode, or safetensors weights with an --arch "
-                             "factory)"),
-        ("the samples", data, "save them (np.savez with x = images in [0, 1] and y = labels)")) if not _is_path(value)]
-    if not missing:
+    if _is_path(model) and _is_path(data):
         from .config import setting_args
 
         return shlex.join(["leakaudit", "scan", os.fspath(model), "--data", os.fspath(data),
                            *setting_args(settings)]), ""
+    missing = [(what, save) for what, value, save in (
+        ("the model", model, "save it (torch.onnx.export in training mode, or safetensors weights with an --arch "
+                             "factory)"),
+        ("the samples", data, "save them (np.savez with x = images in [0, 1] and y = labels)")) if not _is_path(value)]
     verb = "was" if [w for w, _ in missing] == ["the model"] else "were"
     return "", (f"no reproduce command: {' and '.join(w for w, _ in missing)} {verb} passed in memory through the "
                 f"Python API, and a command line can name only files; to scan from the command line, "
                 f"{'; '.join(s for _, s in missing)}")
 
 
-def _check_folded_batchnorm(loaded: Any, settings: ScanSettings) -> None:
+def _check_folded_batchnorm(loaded: LoadedModel, settings: ScanSettings) -> None:
     """Refuse a file whose BatchNorm the exporter is recorded to have folded away, unless the user accepts it.
 
     Only the exporter's own record refuses: a Conv named the way the rewriter names them (metadata stripped) is
     also what dropping an all-zero bias gives, so that stays a warning (``detect``)."""
-    onnx = getattr(loaded, "onnx", None)
+    onnx = loaded.onnx
     if onnx is None or onnx.folded_batchnorm != "recorded" or settings.allow_folded_batchnorm:
         return
     from .detect import FOLDED_BATCHNORM_REFUSAL
@@ -193,7 +217,7 @@ def _check_folded_batchnorm(loaded: Any, settings: ScanSettings) -> None:
     raise ModelError(FOLDED_BATCHNORM_REFUSAL.format(path=loaded.path, n=onnx.folded_batchnorm_count))
 
 
-def _flat_note(plan: Any) -> str:
+def _flat_note(plan: Plan) -> str:
     """The scan-level warning about flat (one-colour) samples among every audited one, "" when none."""
     from .metrics.scoring import flat_note
 
@@ -213,7 +237,7 @@ def _schema_note(plan: Any) -> str:
             f"(standardised with the file's mean and std); categorical, one-hot in sorted order: {cats}")
 
 
-def _references(plan: Any, settings: ScanSettings) -> Any:
+def _references(plan: Plan, settings: ScanSettings) -> ScanReferences:
     from .metrics.references import scan_references
 
     if plan.batches[0].modality == "tabular":
@@ -238,8 +262,8 @@ def _record_references(batch: SampleBatch, settings: ScanSettings) -> Any:
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
-        command: str = "", started: datetime | None = None, restored: Any = ((), ()),
-        on_batch: Any = None) -> AuditResult:
+        command: str = "", started: datetime | None = None, restored: Restored = ((), ()),
+        on_batch: OnBatch | None = None) -> AuditResult:
     """The audit of a prepared model and its batches (``prepared.plan``; without one, ``prepared.batch``), one
     client update each (``leakaudit.coverage``); ``settings`` default to the ones it was prepared with.
     ``restored`` (batch and sample records of a checkpoint) are not run again; ``on_batch`` receives the records
@@ -247,7 +271,7 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
 
     See ``prepare`` for an example.
     """
-    from .coverage.run import Plan, run_batches
+    from .coverage.run import Plan, Scan, run_batches
 
     given = settings
     settings = settings or prepared.settings or ScanSettings()
@@ -264,10 +288,10 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     # the cap in force, written into the settings the report shows (the budget's when not given)
     settings = replace(settings, max_time=max_time(settings.budget, settings.max_time))
     clock = _clock(settings, started, len(plan.batches) - len(restored[0]))
-    result = run_batches(prepared.model, prepared.findings, plan, settings, ruleset, audit_batch=audit_loaded,
-                         nothing_audited=_nothing_audited, observer=observer, command=command, started=started,
-                         notes=prepared.notes, restored=restored, on_batch=on_batch, source=prepared.source,
-                         references=prepared.references, clock=clock)
+    scan = Scan(prepared.model, prepared.findings, plan, settings, ruleset, audit_batch=audit_loaded,
+                nothing_audited=_nothing_audited, source=prepared.source, references=prepared.references, clock=clock,
+                command=command, started=started, notes=prepared.notes)
+    result = run_batches(scan, observer=observer, restored=restored, on_batch=on_batch)
     fitted = {k: v for k, v in result.fitted_iterations().items() if k not in settings.attack_iterations}
     if fitted and result.command:  # the iterations the time gave, pinned: the command repeats on any machine
         pins = [a for name, n in fitted.items() for a in ("--attack-iterations", f"{name}={n}")]
@@ -275,7 +299,7 @@ def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: O
     return replace(result, command_reason=reason) if reason else result
 
 
-def _clock(settings: ScanSettings, started: datetime | None, batches: int) -> Any:
+def _clock(settings: ScanSettings, started: datetime | None, batches: int) -> Clock:
     """The scan's time cap from its start, shared by its batches: one after another in-process, a worker's
     share each with --executor processes, all at once on Ray (whose cluster size is not known here)."""
     from .attacks.clock import Clock, max_time
@@ -290,8 +314,8 @@ def _clock(settings: ScanSettings, started: datetime | None, batches: int) -> An
     return Clock.start(begun, max_time(settings.budget, settings.max_time), waves)
 
 
-def _nothing_audited(model: Any, findings: Any, plan: Any, settings: ScanSettings, ruleset: Any, command: str,
-                     started: datetime | None) -> AuditResult:
+def _nothing_audited(model: LoadedModel, findings: Findings, plan: Plan, settings: ScanSettings, ruleset: RuleSet,
+                     command: str, started: datetime | None) -> AuditResult:
     """The detail sections of a scan none of whose batches could be audited: the model and the first batch, no
     attack, every rule not evaluated. ``combine`` marks it incomplete with the lost batches' reasons."""
     from datetime import timezone
@@ -303,14 +327,14 @@ def _nothing_audited(model: Any, findings: Any, plan: Any, settings: ScanSetting
     return AuditResult(
         model=_model_card(model), findings=findings, data=_data_card(plan.batches[0]),
         threat=_threat(settings, plan.batches[0]), attacks=(), rules=_rule_outcomes(verdict),
-        rules_overall=verdict.overall, rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict,
+        rules_overall=verdict.overall, rules_profile=ruleset.name, strict=settings.strict,
         seed=settings.seed, device=settings.device, started_at=started or now, finished_at=now, settings=settings,
         command=command, incomplete=True, incomplete_reason="no batch was audited")
 
 
-def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = None, *,
-          observer: Observer | None = None, command: str = "", restored: Any = ((), ()), on_batch: Any = None,
-          **overrides: Any) -> AuditResult:
+def audit(model: ModelInput, data: DataInput, settings: ScanSettings | None = None, *,
+          observer: Observer | None = None, command: str = "", restored: Restored = ((), ()),
+          on_batch: OnBatch | None = None, **overrides: Any) -> AuditResult:
     """Audit ``model`` (a path, a ``LoadedModel`` or a ``torch.nn.Module``) on ``data`` (a path, a ``SampleBatch``
     or ``(images, labels)`` tensors, images in [0, 1]); ``docs/api.md`` is the reference.
 
@@ -338,7 +362,7 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
     >>> audit(model, batch, budget="fast")
     Traceback (most recent call last):
     ...
-    leakaudit.errors.ConfigError: --budget: 'fast' is not one of quick, standard, thorough; pick one of them
+    leakaudit.errors.ConfigError: budget: 'fast' is not one of quick, standard, thorough; pick one of them
     """
     started = _now()
     prepared = prepare(model, data, settings, observer=observer, **overrides)
@@ -346,7 +370,7 @@ def audit(model: str | Any, data: str | Any, settings: ScanSettings | None = Non
                on_batch=on_batch)
 
 
-def _client_model(loaded: Any, findings: Findings, settings: ScanSettings) -> tuple[Any, Findings]:
+def _client_model(loaded: LoadedModel, findings: Findings, settings: ScanSettings) -> tuple[LoadedModel, Findings]:
     """The model as the client trains it (``--client-batchnorm``: ``models.batchnorm.client_model``), and the
     findings' BatchNorm warning in the words of that mode."""
     from .models.batchnorm import client_model
@@ -363,7 +387,7 @@ def _client_model(loaded: Any, findings: Findings, settings: ScanSettings) -> tu
     return model, replace(findings, warnings=tuple(new if w == old else w for w in findings.warnings))
 
 
-def _batch_size(loaded: Any, settings: ScanSettings) -> tuple[ScanSettings, str]:
+def _batch_size(loaded: LoadedModel, settings: ScanSettings) -> tuple[ScanSettings, str]:
     """The settings with the batch size the model can train with (``models.batchnorm``), and the note that
     says leakaudit chose it ("" when the user did, or 1 works)."""
     from .models.batchnorm import resolve_batch_size
@@ -372,7 +396,7 @@ def _batch_size(loaded: Any, settings: ScanSettings) -> tuple[ScanSettings, str]
     return replace(settings, batch_size=size), note
 
 
-def preflight(settings: ScanSettings) -> Any:
+def preflight(settings: ScanSettings) -> RuleSet:
     """The cheap checks of the settings, run by scan and sweep before any model is loaded or file written (a typo
     must not cost a model load); returns the parsed rules."""
     from .attacks.device import resolve_device
@@ -384,26 +408,27 @@ def preflight(settings: ScanSettings) -> Any:
     # key): here for Python callers, whose settings did not come through coerce.
     ruleset = _load_rules(settings.rules)
     if settings.no_dropout and settings.dropout:
-        raise ConfigError(f"--no-dropout with --dropout {','.join(settings.dropout)}: the model either trains "
-                          "with dropout or without; give one of them")
+        raise ConfigError(f"{setting_ref('no_dropout')} with {setting_ref('dropout')} {','.join(settings.dropout)}: "
+                          "the model either trains with dropout or without; give one of them")
     _check_defenses(settings.defenses)
     if settings.utility_data and not Path(settings.utility_data).exists():
-        raise ConfigError(f"--utility-data {settings.utility_data}: no such file or folder; point it at held-out "
-                          "samples with labels (an image folder with labels.csv, .npz, .npy or .safetensors)")
+        raise ConfigError(f"{setting_ref('utility_data')} {settings.utility_data}: no such file or folder; point it "
+                          "at held-out samples with labels (an image folder with labels.csv, .npz, .npy or "
+                          ".safetensors)")
     _check_attacks(settings.attacks)
     for name in settings.attack_iterations:
-        _check_attacks((name,), "--attack-iterations")
+        _check_attacks((name,), setting_ref("attack_iterations"))
     check_budget(settings.budget)
     if settings.protocol is not None:
         check_protocol(settings.protocol)
     check_client_batchnorm(settings.client_batchnorm)
     if settings.update_buffers not in ("yes", "no"):
-        raise ConfigError(f"--update-buffers {settings.update_buffers!r}: not yes or no; give yes (the update "
-                          "carries the BatchNorm running statistics) or no")
+        raise ConfigError(f"{setting_ref('update_buffers')} {settings.update_buffers!r}: not yes or no; give yes "
+                          "(the update carries the BatchNorm running statistics) or no")
     if settings.client_batch_size is not None and not (isinstance(settings.client_batch_size, int)
                                                        and settings.client_batch_size >= 1):
-        raise ConfigError(f"--client-batch-size {settings.client_batch_size!r}: must be a whole number of at least "
-                          "1; give the batch your clients train with")
+        raise ConfigError(f"{setting_ref('client_batch_size')} {settings.client_batch_size!r}: must be a whole "
+                          "number of at least 1; give the batch your clients train with")
     resolve_device(settings.device)  # e.g. --device cuda on a machine without a GPU
     from .coverage.executors import check_execution
 
@@ -411,7 +436,7 @@ def preflight(settings: ScanSettings) -> Any:
     return ruleset
 
 
-def _load_rules(rules: str) -> Any:
+def _load_rules(rules: str) -> RuleSet:
     from .verdict import load_rules
 
     return load_rules(rules)
@@ -424,7 +449,7 @@ def _check_defenses(texts: tuple[str, ...]) -> None:
         parse_defense(text)
 
 
-def _check_attacks(names: tuple[str, ...], flag: str = "--attacks") -> None:
+def _check_attacks(names: tuple[str, ...], flag: str = setting_ref("attacks")) -> None:
     from .attacks import ATTACKS
 
     for name in names:
@@ -432,7 +457,8 @@ def _check_attacks(names: tuple[str, ...], flag: str = "--attacks") -> None:
             raise ConfigError(f"{flag} {','.join(names)}: {ATTACKS.unknown_message(name)}")
 
 
-def _load_model(model: str | Any, settings: ScanSettings, observer: Observer, data: Any = None) -> Any:
+def _load_model(model: ModelInput, settings: ScanSettings, observer: Observer,
+                data: DataInput | None = None) -> LoadedModel:
     from torch import nn
 
     from .models.interface import LoadedModel
@@ -453,12 +479,13 @@ def _load_model(model: str | Any, settings: ScanSettings, observer: Observer, da
     observer.stage("load model", str(model))
     from .models.load import load_model
 
-    return load_model(model, arch=settings.arch, input_shape=settings.input_shape, num_classes=settings.num_classes,
-                      dropout=dict(settings.dropout) or None, arch_kwargs=dict(settings.arch_args) or None)
+    return load_model(Path(model), arch=settings.arch, input_shape=settings.input_shape,
+                      num_classes=settings.num_classes, dropout=dict(settings.dropout) or None,
+                      arch_kwargs=dict(settings.arch_args) or None)
 
 
-def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: Observer, chosen: str = "",
-               tabular: bool = False) -> Any:
+def _load_plan(data: DataInput, loaded: LoadedModel, settings: ScanSettings, observer: Observer,
+               chosen: str = "", tabular: bool = False) -> Plan:
     """Every sample given (or ``settings.samples`` of them, drawn with the seed), cut into client batches of the
     batch size; a last smaller batch takes the remainder when the model can train at its size."""
     from .coverage.run import Plan
@@ -477,7 +504,7 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
         from .data.tabular import load_records
 
         observer.stage("load records", str(data))
-        pool = load_records(data, input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
+        pool = load_records(os.fspath(data), input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
                             schema=settings.schema, label_column=settings.label_column)
     elif not _is_path(data):
         from .data import normalization
@@ -493,7 +520,7 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
 
         channels = loaded.input_shape[0] if len(loaded.input_shape) == 3 else 1
         norm = normalization(settings.normalize, mean=settings.mean, std=settings.std, channels=channels)
-        pool = load_samples(data, input_shape=loaded.input_shape, num_classes=loaded.num_classes,
+        pool = load_samples(Path(data), input_shape=loaded.input_shape, num_classes=loaded.num_classes,
                             normalization=norm)
     if len(pool) < size and chosen:
         why = ("the batch its ONNX file fixes (or re-export it with dynamic axes)" if "fixes batch" in chosen
@@ -501,8 +528,8 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
         raise DataError(f"{pool.source}: {len(pool)} sample(s) found but the model needs a batch of "
                         f"{size}, {why}; add samples")
     if len(pool) < size:
-        raise DataError(f"{pool.source}: {len(pool)} sample(s) found but --batch-size is {size}; "
-                        f"add samples or lower --batch-size")
+        raise DataError(f"{pool.source}: {len(pool)} sample(s) found but {setting_ref('batch_size')} is {size}; "
+                        f"add samples or lower {setting_ref('batch_size')}")
     from .coverage.split import draw, split
 
     chosen_pool, drawn = draw(pool, settings.samples, settings.seed)
@@ -510,7 +537,7 @@ def _load_plan(data: str | Any, loaded: Any, settings: ScanSettings, observer: O
     return Plan(tuple(batches), len(pool), drawn, remainder)
 
 
-def _reads_local_steps(attack: str, local: Any) -> str:
+def _reads_local_steps(attack: str, local: LocalTraining | None) -> str:
     """What an attack does with a FedAvg update of several local steps, for its progress line."""
     if local is None or local.steps == 1:
         return ""
@@ -528,7 +555,7 @@ def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
                        batchnorm=settings.client_batchnorm, buffers=settings.update_buffers == "yes")
 
 
-def _model_card(loaded: Any) -> ModelCard:
+def _model_card(loaded: LoadedModel) -> ModelCard:
     onnx = loaded.onnx
     return ModelCard(path=str(loaded.path), sha256=loaded.sha256, format=loaded.format,
                      input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
@@ -545,7 +572,8 @@ def _data_card(batch: SampleBatch) -> DataCard:
                     original_shapes=tuple(batch.original_shapes), modality=batch.modality, records=batch.records)
 
 
-def _labels(update: Any, loaded: Any, batch: SampleBatch, settings: ScanSettings) -> tuple[LabelOutcome, Any]:
+def _labels(update: ClientUpdate, loaded: LoadedModel, batch: SampleBatch,
+            settings: ScanSettings) -> tuple[LabelOutcome, torch.Tensor | None]:
     """The labels attacks use: the true ones when the threat model gives them, else recovered ones."""
     if settings.labels_known:
         return LabelOutcome(known=True, strategy="known", labels=tuple(int(v) for v in batch.y.tolist()),
@@ -577,7 +605,7 @@ def _bounds(batch: SampleBatch, shape: tuple[int, ...]) -> tuple[torch.Tensor, t
     return norm.to_model(torch.zeros(1, *shape)), norm.to_model(torch.ones(1, *shape))
 
 
-def _settings_dict(s: Any) -> dict[str, Any]:
+def _settings_dict(s: AttackSettings | None) -> dict[str, Any]:  # the report's JSON
     if s is None:
         return {}
     out = {"iterations": s.iterations, "restarts": s.restarts, "lr": s.lr, "tv": s.tv}
@@ -585,7 +613,7 @@ def _settings_dict(s: Any) -> dict[str, Any]:
     return out
 
 
-def _plan(findings: Findings, loaded: Any, settings: ScanSettings) -> list[Any]:
+def _plan(findings: Findings, loaded: LoadedModel, settings: ScanSettings) -> list[PlannedAttack]:
     from .attacks import plan
 
     overrides: dict[str, Any] = {}
@@ -599,31 +627,31 @@ def _plan(findings: Findings, loaded: Any, settings: ScanSettings) -> list[Any]:
                      overrides=overrides, modality=findings.modality))
 
 
-def _metric_names(ruleset: Any) -> tuple[str, ...]:
+def _metric_names(ruleset: RuleSet) -> tuple[str, ...]:
     from .metrics import METRICS
 
     names = list(DISPLAY_METRICS)
-    for rule in getattr(ruleset, "rules", ()):
-        metric = getattr(rule, "metric", None)
+    for rule in ruleset.rules:
+        metric = rule.metric
         if metric and metric not in names and metric in METRICS and METRICS.get(metric).per_sample:
             names.append(metric)
     return tuple(names)
 
 
-def _run_one(planned: Any, target: Any, device: torch.device, settings: ScanSettings, observer: Observer,
-             truth: Any = None) -> Any:
+def _run_one(planned: PlannedAttack, target: AttackTarget, device: torch.device, settings: ScanSettings,
+             observer: Observer, truth: GroundTruth | None = None) -> Reconstruction:
     from .attacks import ATTACKS
     from .attacks.interface import run_with_truth
 
     attack = ATTACKS.get(planned.name)
     attack = attack() if isinstance(attack, type) else attack
     # the client's ground truth reaches only an attack that declares it needs it (the dia-informed reference)
-    return run_with_truth(attack, target, planned.settings, truth, device=device, seed=settings.seed,
+    return run_with_truth(attack, target, _run_settings(planned), truth, device=device, seed=settings.seed,
                           observer=observer)
 
 
-def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...], name: str,
-           references: torch.Tensor | None) -> Any:
+def _score(recon: Reconstruction, batch: SampleBatch, labels: torch.Tensor | None, metrics: tuple[str, ...],
+           name: str, references: torch.Tensor | None) -> tuple[torch.Tensor, AttackScore]:
     from .metrics.scoring import score
 
     x = recon.x.detach().cpu().to(batch.x.dtype)
@@ -635,82 +663,107 @@ def _score(recon: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...]
                          batch=batch)
 
 
-def _outcome(planned: Any, recon: Any, pixels: torch.Tensor, sc: Any, interrupted: bool) -> AttackOutcome:
+def _outcome(planned: PlannedAttack, recon: Reconstruction, pixels: torch.Tensor, sc: AttackScore,
+             interrupted: bool) -> AttackOutcome:
     samples = tuple(sc.samples)
     rows = [s.index for s in sc.samples]
     return AttackOutcome(
         name=planned.name, status="interrupted" if interrupted else "ran",
         reason="stopped by the user; iterations below the plan" if interrupted else "",
-        settings=_settings_dict(recon.settings), device=str(getattr(recon, "device", "")),
-        seconds=recon.seconds, iterations_planned=planned.settings.iterations, iterations_run=recon.iterations_run,
+        settings=_settings_dict(recon.settings), device=str(recon.device),
+        seconds=recon.seconds, iterations_planned=_run_settings(planned).iterations,
+        iterations_run=recon.iterations_run,
         attack_loss=recon.attack_loss, stopped_early=recon.stopped_early,
         notes=tuple(recon.notes) + tuple(sc.notes), samples=samples,
         means={k: v for k, v in sc.means.items() if not (isinstance(v, float) and math.isnan(v))},
         unavailable=dict(sc.unavailable), label_accuracy=sc.label_accuracy, pixels=pixels[rows] if rows else None,
-        feature_spread=recon.feature_spread[rows] if rows and getattr(recon, "feature_spread", None) is not None
-        else None)
+        feature_spread=recon.feature_spread[rows] if rows and recon.feature_spread is not None else None)
 
 
-def _attack_all(planned: list[Any], target: Any, batch: SampleBatch, labels: Any, metrics: tuple[str, ...],
-                device: torch.device, settings: ScanSettings, observer: Observer,
-                ruleset: Any = None, references: torch.Tensor | None = None,
-                suppressed: frozenset[str] = frozenset(), timing: _Timing | None = None,
-                truth: Any = None) -> tuple[list[AttackOutcome], list[Any]]:
+@dataclass(frozen=True)
+class _BatchRun:
+    """What every attack of one batch, the main run's and the control's, runs and is scored with."""
+
+    batch: SampleBatch
+    metrics: tuple[str, ...]  # the per-sample metrics computed (``_metric_names``)
+    device: torch.device
+    settings: ScanSettings
+    observer: Observer
+    references: torch.Tensor | None  # what a reconstruction must resemble its own sample more than
+    timing: _Timing  # each attack's share of the batch's time, and the cap that stops them
+
+
+def _run_settings(p: PlannedAttack) -> AttackSettings:
+    """The settings of a planned attack that runs: the planner gives every one of them settings."""
+    assert p.settings is not None, f"{p.name} is planned to run without settings"
+    return p.settings
+
+
+def _attack_all(planned: Sequence[PlannedAttack], target: AttackTarget, labels: torch.Tensor | None, run: _BatchRun,
+                *, ruleset: RuleSet | None = None, suppressed: frozenset[str] = frozenset(),
+                truth: GroundTruth | None = None) -> tuple[list[AttackOutcome], list[AttackScore]]:
     """Run the planned attacks in order. With ``ruleset``, the attacks after the one whose leak settled the
-    verdict are not run (``_settled_by``); a leak of a ``suppressed`` rule settles nothing. ``timing``: the
-    batch's time (``_Timing``): each attack's share, and the cap that stops them. ``truth``: the client's
-    ``GroundTruth``, for an attack that declares it needs it."""
+    verdict are not run (``_settled_by``); a leak of a ``suppressed`` rule settles nothing. ``truth``: the
+    client's ``GroundTruth``, for an attack that declares it needs it."""
     outcomes: list[AttackOutcome] = []
-    scores: list[Any] = []
+    scores: list[AttackScore] = []
     settled = ""
-    timing = timing or _Timing.unlimited()
     for i, p in enumerate(planned):
-        if not p.run:
-            outcomes.append(AttackOutcome(p.name, "skipped", reason=p.reason, settings=_settings_dict(p.settings)))
+        skipped = _not_started(p, settled, run)
+        if skipped is not None:
+            outcomes.append(AttackOutcome(p.name, "skipped", reason=skipped, settings=_settings_dict(p.settings)))
             continue
-        if settled:
-            outcomes.append(AttackOutcome(p.name, "skipped", reason=settled, settings=_settings_dict(p.settings)))
-            continue
-        if observer.should_stop():
-            outcomes.append(AttackOutcome(p.name, "skipped", reason="not started: the scan was interrupted",
-                                          settings=_settings_dict(p.settings)))
-            continue
-        if timing.clock.over():
-            timing.capped.append(p.name)
-            outcomes.append(AttackOutcome(p.name, "skipped", reason=f"not started: {timing.reached()}",
-                                          settings=_settings_dict(p.settings)))
-            continue
-        observer.stage(f"attack {p.name}", p.reason + _reads_local_steps(p.name, target.local_training))
-        p = timing.fit(p, planned[i:])
-        from .attacks.clock import TimedObserver
-
-        watched = TimedObserver(observer, timing.clock.end)
-        try:
-            recon = _run_one(p, target, device, settings, watched, truth)
-        except (KeyboardInterrupt, LeakauditError):
-            raise
-        except Exception as e:  # noqa: BLE001 -- one crashed attack is reported (status failed, exit 3); others run
-            outcomes.append(AttackOutcome(p.name, "failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())}",
-                                          settings=_settings_dict(p.settings), device=str(device)))
-            continue
-        if recon.x.shape[0] == 0:  # the attack found at run time that it does not apply (e.g. analytic)
-            outcomes.append(AttackOutcome(p.name, "skipped", reason=recon.notes[0] if recon.notes else
-                                          "no reconstruction", settings=_settings_dict(p.settings)))
-            continue
-        # A final event, so a listener's display ends at what really ran (engines report every N steps only).
-        done = recon.iterations_run if recon.stopped_early else p.settings.iterations
-        observer.attack_progress(AttackProgress(p.name, done, p.settings.iterations, float(recon.attack_loss)))
-        pixels, sc = _score(recon, batch, labels, metrics, p.name, references)
-        interrupted = bool(recon.stopped_early and observer.should_stop())
-        outcome = _outcome(p, recon, pixels, sc, interrupted)
-        if watched.timed_out and not interrupted:
-            timing.capped.append(p.name)
-            outcome = replace(outcome, reason=f"stopped at {recon.iterations_run} of {p.settings.iterations} "
-                                              f"iterations: {timing.reached()}")
+        run.observer.stage(f"attack {p.name}", p.reason + _reads_local_steps(p.name, target.local_training))
+        outcome, sc = _attack_one(run.timing.fit(p, planned[i:]), target, labels, run, truth)
         outcomes.append(outcome)
-        scores.append(sc)
-        settled = _settled_by(ruleset, scores, p.name, suppressed) if ruleset is not None else ""
+        if sc is not None:
+            scores.append(sc)
+            settled = _settled_by(ruleset, scores, p.name, suppressed) if ruleset is not None else ""
     return outcomes, scores
+
+
+def _not_started(p: PlannedAttack, settled: str, run: _BatchRun) -> str | None:
+    """Why ``p`` is skipped without starting; None: it starts."""
+    if not p.run:
+        return p.reason
+    if settled:
+        return settled
+    if run.observer.should_stop():
+        return "not started: the scan was interrupted"
+    if run.timing.clock.over():
+        run.timing.capped.append(p.name)
+        return f"not started: {run.timing.reached()}"
+    return None
+
+
+def _attack_one(p: PlannedAttack, target: AttackTarget, labels: torch.Tensor | None, run: _BatchRun,
+                truth: GroundTruth | None) -> tuple[AttackOutcome, AttackScore | None]:
+    """One attack, run and scored: its outcome, and its scores (None when it failed or did not apply)."""
+    from .attacks.clock import TimedObserver
+
+    watched = TimedObserver(run.observer, run.timing.clock.end)
+    try:
+        recon = _run_one(p, target, run.device, run.settings, watched, truth)
+    except (KeyboardInterrupt, LeakauditError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- one crashed attack is reported (status failed, exit 3); others run
+        return AttackOutcome(p.name, "failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())}",
+                             settings=_settings_dict(p.settings), device=str(run.device)), None
+    if recon.x.shape[0] == 0:  # the attack found at run time that it does not apply (e.g. analytic)
+        return AttackOutcome(p.name, "skipped", reason=recon.notes[0] if recon.notes else "no reconstruction",
+                             settings=_settings_dict(p.settings)), None
+    # A final event, so a listener's display ends at what really ran (engines report every N steps only).
+    planned_iterations = _run_settings(p).iterations
+    done = recon.iterations_run if recon.stopped_early else planned_iterations
+    run.observer.attack_progress(AttackProgress(p.name, done, planned_iterations, float(recon.attack_loss)))
+    pixels, sc = _score(recon, run.batch, labels, run.metrics, p.name, run.references)
+    interrupted = bool(recon.stopped_early and run.observer.should_stop())
+    outcome = _outcome(p, recon, pixels, sc, interrupted)
+    if watched.timed_out and not interrupted:
+        run.timing.capped.append(p.name)
+        outcome = replace(outcome, reason=f"stopped at {recon.iterations_run} of {planned_iterations} "
+                                          f"iterations: {run.timing.reached()}")
+    return outcome, sc
 
 
 @dataclass
@@ -719,7 +772,7 @@ class _Timing:
     (never fitted), the optimisation runs still to come after the current stage's (the control's), and the
     attacks the cap stopped or kept from starting."""
 
-    clock: Any  # attacks.clock.Clock
+    clock: Clock
     batch_end: float  # epoch seconds
     pinned: set[str] = field(default_factory=set)
     later: int = 0
@@ -731,15 +784,16 @@ class _Timing:
 
         return cls(Clock(math.inf, math.inf, math.inf), math.inf)
 
-    def fit(self, p: Any, rest: Sequence[Any]) -> Any:
+    def fit(self, p: PlannedAttack, rest: Sequence[PlannedAttack]) -> PlannedAttack:
         """``p`` with its time share (``settings.extra["seconds"]``) when its iterations are fitted to time: an
         Adam gradient-matching attack whose iterations the user did not pin."""
-        if p.name in self.pinned or p.settings.iterations <= 1 or not math.isfinite(self.batch_end) \
+        if p.name in self.pinned or _run_settings(p).iterations <= 1 or not math.isfinite(self.batch_end) \
                 or not _fitted_by_time(p.name):
             return p
         runs = sum(1 for q in rest if q.run and q.settings is not None and q.settings.iterations > 1) + self.later
         seconds = round(self.clock.share(self.batch_end, runs), 1)
-        return replace(p, settings=replace(p.settings, extra={**p.settings.extra, "seconds": seconds}))
+        settings = _run_settings(p)
+        return replace(p, settings=replace(settings, extra={**settings.extra, "seconds": seconds}))
 
     def reached(self) -> str:
         return f"the scan's time cap ({self.clock.cap:g} s; --max-time) was reached"
@@ -754,7 +808,7 @@ def _fitted_by_time(name: str) -> bool:
     return isinstance(instance, GradientMatchingAttack) and instance.optimizer == "adam"
 
 
-def _timing(clock: Any, settings: ScanSettings, planned: list[Any], findings: Findings) -> _Timing:
+def _timing(clock: Clock, settings: ScanSettings, planned: list[PlannedAttack], findings: Findings) -> _Timing:
     """The batch's ``_Timing``, from now: the control will run the planned optimisation attacks again when
     defenses are simulated, and ``dia-informed`` when the model has dropout."""
     opt = sum(1 for p in planned if p.run and p.settings is not None and p.settings.iterations > 1)
@@ -763,7 +817,8 @@ def _timing(clock: Any, settings: ScanSettings, planned: list[Any], findings: Fi
     return _Timing(clock, clock.batch_end(time.time()), pinned, later)
 
 
-def _settled_by(ruleset: Any, scores: list[Any], attack: str, suppressed: frozenset[str] = frozenset()) -> str:
+def _settled_by(ruleset: RuleSet, scores: list[AttackScore], attack: str,
+                suppressed: frozenset[str] = frozenset()) -> str:
     """Why the remaining attacks need not run ("" while they may still matter). Rules take the worst value
     over attacks, so once a fail-severity rule fires no further attack can turn the verdict into a pass;
     the expensive optimisation attacks after a cheap exact one then only cost time."""
@@ -777,7 +832,7 @@ def _settled_by(ruleset: Any, scores: list[Any], attack: str, suppressed: frozen
             "run every planned attack with --all-attacks")
 
 
-def _rule_outcomes(verdict: Any) -> tuple[RuleOutcome, ...]:
+def _rule_outcomes(verdict: Verdict) -> tuple[RuleOutcome, ...]:
     out = []
     for r in verdict.results:
         rule = r.rule
@@ -785,14 +840,15 @@ def _rule_outcomes(verdict: Any) -> tuple[RuleOutcome, ...]:
             id=rule.id, metric=rule.metric, comparison=rule.comparison, threshold=float(rule.threshold),
             severity=rule.severity, scope=rule.scope, status=r.status,
             observed=None if r.observed is None else float(r.observed), attack=r.attack, sample=r.sample,
-            reason=r.reason or "", description=getattr(rule, "description", ""),
-            rationale=getattr(rule, "rationale", ""), reference=getattr(rule, "reference", ""), max_p=rule.max_p))
+            reason=r.reason or "", description=rule.description, rationale=rule.rationale, reference=rule.reference,
+            max_p=rule.max_p))
     return tuple(out)
 
 
-def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: ScanSettings | None = None,
+def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, settings: ScanSettings | None = None,
                  observer: Observer | None = None, *, command: str = "", started: datetime | None = None,
-                 ruleset: Any = None, references: Any = None, clock: Any = None) -> AuditResult:
+                 ruleset: RuleSet | None = None, references: ScanReferences | None = None,
+                 clock: Clock | None = None) -> AuditResult:
     """The audit of an already loaded model and batch (what ``leakaudit sweep`` runs once per value).
     ``references``: the scan's ``ScanReferences``; None builds them from the settings and this batch. ``clock``:
     the scan's time cap (``attacks.clock.Clock``); None: the settings' cap from now, for this batch alone."""
@@ -839,9 +895,9 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     card = _model_card(model)
     suppressions = _suppressions(settings, card)
     timing = _timing(clock, settings, planned, findings)
-    outcomes, scores = _attack_all(planned, target, batch, labels, metrics, device, settings, observer, settle,
-                                   references.pixels, _active(suppressions), timing,
-                                   GroundTruth(update.true_dropout_masks))
+    run = _BatchRun(batch, metrics, device, settings, observer, references.pixels, timing)
+    outcomes, scores = _attack_all(planned, target, labels, run, ruleset=settle, suppressed=_active(suppressions),
+                                   truth=GroundTruth(update.true_dropout_masks))
     main_capped = tuple(timing.capped)
 
     from .verdict import evaluate
@@ -849,8 +905,8 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     verdict = evaluate(ruleset, scores, strict=settings.strict, modality=batch.modality)
     # Suppressed findings (leakaudit.suppress) settle nothing: the control runs as if they had not fired
     verdict = _suppressed(verdict, suppressions, strict=settings.strict)
-    control = _control(verdict, ruleset, planned, outcomes, scores, target, update, clean, model, batch, findings,
-                       metrics, device, settings, observer, references.pixels, timing)
+    control = _control(ControlRequest(verdict, ruleset, planned, outcomes, scores, target, update, clean, model,
+                                      findings), run)
     control = _time_limited(control, timing, main_capped)
     if conditioning.ill and control.counts is False:  # why the control could not reconstruct, and what helps
         control = replace(control, evidence=f"{control.evidence}; {conditioning.summary()}")
@@ -859,7 +915,7 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
     return AuditResult(
         model=card, findings=findings, data=_data_card(batch), threat=update.threat,
         attacks=tuple(outcomes), rules=_rule_outcomes(verdict), rules_overall=verdict.overall,
-        rules_profile=getattr(ruleset, "name", settings.rules), strict=settings.strict, seed=settings.seed,
+        rules_profile=ruleset.name, strict=settings.strict, seed=settings.seed,
         device=str(device), started_at=started, finished_at=_now(), label_recovery=label_outcome, settings=settings,
         command=command, incomplete=interrupted, control=control, defense_cost=cost, references=references.summary(),
         conditioning=conditioning, suppressions=_suppression_records(verdict, suppressions),
@@ -867,14 +923,14 @@ def audit_loaded(model: Any, batch: SampleBatch, findings: Findings, settings: S
         incomplete_reason="interrupted (Ctrl-C or SIGTERM); attacks after the stop were not run" if interrupted else "")
 
 
-def _suppressions(settings: ScanSettings, card: ModelCard) -> tuple[Any, ...]:
+def _suppressions(settings: ScanSettings, card: ModelCard) -> tuple[Entry, ...]:
     """The [[ignore]] entries of the settings' ignore file that apply to this model (``leakaudit.suppress``)."""
     from .suppress import entries_for
 
     return entries_for(settings.ignore_file, card.path, card.sha256)
 
 
-def _active(entries: Sequence[Any]) -> frozenset[str]:
+def _active(entries: Sequence[Entry]) -> frozenset[str]:
     """The rule ids an unexpired entry suppresses."""
     from .suppress import today
 
@@ -882,7 +938,7 @@ def _active(entries: Sequence[Any]) -> frozenset[str]:
     return frozenset(e.rule for e in entries if not e.expired(on))
 
 
-def _suppressed(verdict: Any, entries: Sequence[Any], *, strict: bool) -> Any:
+def _suppressed(verdict: Verdict, entries: Sequence[Entry], *, strict: bool) -> Verdict:
     """The verdict with the suppressions ``verdict.outcome`` decides: a suppressed leak does not fail it, so the
     control runs and a pass must still be earned by the control's own (never suppressed) rules."""
     if not entries:
@@ -891,12 +947,12 @@ def _suppressed(verdict: Any, entries: Sequence[Any], *, strict: bool) -> Any:
 
     statuses = suppressed_statuses([(r.rule.id, r.status, r.rule.severity) for r in verdict.results],
                                    _active(entries))
-    results = tuple(replace(r, status=s) for r, s in zip(verdict.results, statuses, strict=True))
+    results = tuple(replace(r, status=cast("Status", s)) for r, s in zip(verdict.results, statuses, strict=True))
     failing = rules_fail(((r.rule.id, r.status, r.rule.severity) for r in results), strict=strict)
     return replace(verdict, results=results, overall="fail" if failing else "pass")
 
 
-def _suppression_records(verdict: Any, entries: Sequence[Any]) -> tuple[Any, ...]:
+def _suppression_records(verdict: Verdict, entries: Sequence[Entry]) -> tuple[SuppressionOutcome, ...]:
     if not entries:
         return ()
     from .suppress import apply_rules
@@ -920,7 +976,7 @@ def _time_limited(control: ControlOutcome, timing: _Timing, main_capped: tuple[s
     return replace(control, limited=text, evidence=f"{control.evidence}; {text}" if control.evidence else text)
 
 
-def _pinned_to(planned: Any, outcomes: Sequence[AttackOutcome], timing: _Timing) -> Any:
+def _pinned_to(planned: PlannedAttack, outcomes: Sequence[AttackOutcome], timing: _Timing) -> PlannedAttack:
     """A control attack with the iterations its main run was fitted to: the control must not out-spend the
     attack on the defended update, or its reconstruction proves less than the pass claims."""
     main = next((a for a in outcomes if a.name == planned.name and a.ran), None)
@@ -928,14 +984,27 @@ def _pinned_to(planned: Any, outcomes: Sequence[AttackOutcome], timing: _Timing)
             or main.iterations_run >= main.iterations_planned:
         return planned
     timing.pinned.add(planned.name)
-    return replace(planned, settings=replace(planned.settings, iterations=main.iterations_run))
+    return replace(planned, settings=replace(_run_settings(planned), iterations=main.iterations_run))
 
 
-def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[AttackOutcome], scores: list[Any],
-             target: Any, update: Any, clean: Any, model: Any, batch: SampleBatch, findings: Findings,
-             metrics: tuple[str, ...], device: torch.device, settings: ScanSettings,
-             observer: Observer, references: torch.Tensor | None = None,
-             timing: _Timing | None = None) -> ControlOutcome:
+@dataclass(frozen=True)
+class ControlRequest:
+    """What the positive control of one batch starts from: the main run under the rules (its verdict, plan,
+    outcomes and scores, and the target it attacked) and the client's step with and without the defenses."""
+
+    verdict: Verdict  # the main run's, suppressions applied
+    ruleset: RuleSet
+    planned: Sequence[PlannedAttack]
+    outcomes: Sequence[AttackOutcome]
+    scores: Sequence[AttackScore]
+    target: AttackTarget
+    update: ClientUpdate  # what the main run attacked, defenses applied
+    clean: ClientUpdate  # the same client step without the defenses (``update`` itself when none is simulated)
+    model: LoadedModel
+    findings: Findings
+
+
+def _control(request: ControlRequest, run: _BatchRun) -> ControlOutcome:
     """The attacks' power on this model without the defenses under evaluation.
 
     Without simulated defenses the main run's attacks are the control for everything but the dropout masks,
@@ -943,50 +1012,64 @@ def _control(verdict: Any, ruleset: Any, planned: list[Any], outcomes: list[Atta
     on the clean update of the same samples (same seed: same dropout masks), at the same budget. Attacks run
     cheapest first and stop once the control reconstructs: one reconstruction is all a pass needs.
     """
-    removed = tuple(str(d) for d in update.threat.defenses)
+    removed = tuple(str(d) for d in request.update.threat.defenses)
+    not_run = _control_not_run(request.verdict, run.observer, removed)
+    if not_run is not None:
+        return not_run
+    # Judged by what "recognised" means (the profile's per-sample fail rules, else the default profile's), so
+    # no profile -- rate rules only, warn rules only -- earns a pass without a control that reconstructed.
+    from .verdict.rules import recognition_rules
+
+    criterion = replace(request.ruleset, rules=recognition_rules(request.ruleset, run.batch.modality))
+    run.timing.later = 0
+    wanted = _control_attacks(request, removed, run)
+    if removed:
+        clean_target = _clean_target(request.model, run.batch, request.clean, request.target, run.settings)
+        base: list[AttackScore] = []
+        how = f"the planned attacks on the update without {', '.join(removed)}"
+    else:
+        clean_target, base = request.target, list(request.scores)
+        how = "the main run's attacks (no defense was simulated)"
+    if any(p.name == "dia-informed" for p in wanted):
+        how += "; dia-informed with the client's true dropout masks"
+    run.observer.stage("positive control", how)
+    from .attacks.interface import GroundTruth
+
+    # without defenses clean is the update itself: its masks are the ones the main run had
+    own, _, result = _control_runs(wanted, clean_target, run, criterion, base,
+                                   GroundTruth(request.clean.true_dropout_masks))
+    shared = () if removed else tuple(a.name for a in request.outcomes if a.ran)
+    rules = _rule_outcomes(result)
+    reconstructed = any(r.status == "fail" for r in rules)
+    status = "interrupted" if run.observer.should_stop() and not reconstructed else "ran"
+    return ControlOutcome(status, how, reconstructed, removed, shared, tuple(own), rules,
+                          _evidence(rules, reconstructed))
+
+
+def _control_not_run(verdict: Verdict, observer: Observer, removed: tuple[str, ...]) -> ControlOutcome | None:
+    """The control's outcome when it does not run (a leak, or the scan interrupted); None: it runs."""
     if verdict.overall == "fail":  # a leak, or under --strict a fail-severity rule that could not be evaluated
         why = ("a leak was found" if any(r.status == "fail" for r in verdict.results) else
                "--strict failed the scan on a fail-severity rule that could not be evaluated")
         return ControlOutcome("not_needed", f"{why}: the verdict does not rest on the control", None, removed)
     if observer.should_stop():
         return ControlOutcome("interrupted", "the scan was interrupted before the control ran", None, removed)
-    # Judged by what "recognised" means (the profile's per-sample fail rules, else the default profile's), so
-    # no profile -- rate rules only, warn rules only -- earns a pass without a control that reconstructed.
-    from .verdict.rules import recognition_rules
-
-    criterion = replace(ruleset, rules=recognition_rules(ruleset, batch.modality))
-    timing = timing or _Timing.unlimited()
-    timing.later = 0
-    wanted = [_pinned_to(p, outcomes, timing) for p in planned if p.run] if removed else []
-    have = {p.name for p in planned if p.run}
-    if findings.has_dropout and ("dia-informed" not in have or removed):
-        wanted = [p for p in wanted if p.name != "dia-informed"] + _informed(findings, model, settings)
-    if removed:
-        clean_target = _clean_target(model, batch, clean, target, settings)
-        base: list[Any] = []
-        how = f"the planned attacks on the update without {', '.join(removed)}"
-    else:
-        clean_target, base = target, list(scores)
-        how = "the main run's attacks (no defense was simulated)"
-    if any(p.name == "dia-informed" for p in wanted):
-        how += "; dia-informed with the client's true dropout masks"
-    observer.stage("positive control", how)
-    from .attacks.interface import GroundTruth
-
-    # without defenses clean is the update itself: its masks are the ones the main run had
-    own, control_scores, result = _control_runs(wanted, clean_target, batch, metrics, device, settings, observer,
-                                                criterion, base, references, timing,
-                                                GroundTruth(clean.true_dropout_masks))
-    shared = () if removed else tuple(a.name for a in outcomes if a.ran)
-    rules = _rule_outcomes(result)
-    reconstructed = any(r.status == "fail" for r in rules)
-    status = "interrupted" if observer.should_stop() and not reconstructed else "ran"
-    return ControlOutcome(status, how, reconstructed, removed, shared, tuple(own), rules,
-                          _evidence(rules, reconstructed))
+    return None
 
 
-def _conditioning(model: Any, batch: SampleBatch, threat: ThreatModel, clean: Any, findings: Findings,
-                  settings: ScanSettings, observer: Observer) -> Any:
+def _control_attacks(request: ControlRequest, removed: tuple[str, ...], run: _BatchRun) -> list[PlannedAttack]:
+    """The attacks the control runs: with defenses the main run's (at most the iterations they ran there), and
+    ``dia-informed`` when the model has dropout."""
+    wanted = [_pinned_to(p, request.outcomes, run.timing) for p in request.planned if p.run] if removed else []
+    have = {p.name for p in request.planned if p.run}
+    if request.findings.has_dropout and ("dia-informed" not in have or removed):
+        wanted = [p for p in wanted if p.name != "dia-informed"] + _informed(request.findings, request.model,
+                                                                            run.settings)
+    return wanted
+
+
+def _conditioning(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, clean: ClientUpdate,
+                  findings: Findings, settings: ScanSettings, observer: Observer) -> Conditioning:
     """The update at the samples (``clean``) against the update at the samples moved by 1e-4 of the pixel range:
     whether gradient matching can work on this batch at all (``update.conditioning``)."""
     from .update.conditioning import conditioning
@@ -996,7 +1079,7 @@ def _conditioning(model: Any, batch: SampleBatch, threat: ThreatModel, clean: An
                         bounds=_bounds(batch, tuple(model.input_shape)))
 
 
-def _buffer_leak(model: Any, clean: Any, observer: Observer) -> Any:
+def _buffer_leak(model: LoadedModel, clean: ClientUpdate, observer: Observer) -> BufferLeak | None:
     """What the BatchNorm running statistics in the update reveal (``--update-buffers yes``): the server's closed
     form on the buffers sent, against the global model's (the model as loaded), scored against the truth."""
     from .update.buffers import buffer_leak
@@ -1006,7 +1089,8 @@ def _buffer_leak(model: Any, clean: Any, observer: Observer) -> Any:
                        tuple(model.input_shape))
 
 
-def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, settings: ScanSettings) -> Any:
+def _defense_cost(model: LoadedModel, batch: SampleBatch, clean: ClientUpdate, defended: ClientUpdate,
+                  settings: ScanSettings) -> DefenseCost:
     from .update.cost import defense_cost
 
     heldout = None
@@ -1021,7 +1105,7 @@ def _defense_cost(model: Any, batch: SampleBatch, clean: Any, defended: Any, set
                         heldout=heldout)
 
 
-def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[Any]:
+def _informed(findings: Findings, model: LoadedModel, settings: ScanSettings) -> list[PlannedAttack]:
     """dia-informed, planned at the scan's budget: the dropout masks as the attacker would most like them."""
     from .attacks import plan
 
@@ -1030,17 +1114,16 @@ def _informed(findings: Findings, model: Any, settings: ScanSettings) -> list[An
             if p.run]
 
 
-def _clean_target(model: Any, batch: SampleBatch, clean: Any, target: Any, settings: ScanSettings) -> Any:
+def _clean_target(model: LoadedModel, batch: SampleBatch, clean: ClientUpdate, target: AttackTarget,
+                  settings: ScanSettings) -> AttackTarget:
     """The attack target of the same client step without defenses (``clean``): what the control attacks."""
     _, labels = _labels(clean, model, batch, settings)
     return replace(target, gradients=clean.gradients, labels=labels)
 
 
-def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: tuple[str, ...], device: torch.device,
-                  settings: ScanSettings, observer: Observer, ruleset: Any,
-                  scores: list[Any],
-                  references: torch.Tensor | None = None,
-                  timing: _Timing | None = None, truth: Any = None) -> tuple[list[AttackOutcome], list[Any], Any]:
+def _control_runs(wanted: list[PlannedAttack], target: AttackTarget, run: _BatchRun, ruleset: RuleSet,
+                  scores: list[AttackScore], truth: GroundTruth | None = None,
+                  ) -> tuple[list[AttackOutcome], list[AttackScore], Verdict]:
     from .verdict import evaluate
 
     own: list[AttackOutcome] = []
@@ -1050,10 +1133,9 @@ def _control_runs(wanted: list[Any], target: Any, batch: SampleBatch, metrics: t
             own += [AttackOutcome(q.name, "skipped", reason="not needed: the control already reconstructed",
                                   settings=_settings_dict(q.settings)) for q in wanted[i:]]
             break
-        if timing is not None:  # the control attacks after this one share the time left too
-            timing.later = sum(1 for q in wanted[i + 1:] if q.run and q.settings.iterations > 1)
-        ran, new = _attack_all([p], target, batch, target.labels, metrics, device, settings, observer,
-                               references=references, timing=timing, truth=truth)
+        # the control attacks after this one share the time left too
+        run.timing.later = sum(1 for q in wanted[i + 1:] if q.run and _run_settings(q).iterations > 1)
+        ran, new = _attack_all([p], target, target.labels, run, truth=truth)
         own += ran
         scores = scores + new
         result = evaluate(ruleset, scores, strict=False)
@@ -1085,7 +1167,8 @@ class _CallableModule(types.ModuleType):
     """This module, callable as its ``audit`` function: ``import leakaudit; leakaudit.audit(model, data)``. The
     package's ``audit`` attribute is this module for everything that imports it by that name."""
 
-    def __call__(self, model: Any, data: Any, settings: ScanSettings | None = None, **kwargs: Any) -> AuditResult:
+    def __call__(self, model: ModelInput, data: DataInput, settings: ScanSettings | None = None,
+                 **kwargs: Any) -> AuditResult:
         return audit(model, data, settings, **kwargs)  # looked up at call time: a patched audit is honoured
 
 

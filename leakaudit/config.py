@@ -16,12 +16,18 @@ import json
 import math
 import shlex
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .errors import ConfigError, LeakauditError, setting_ref
+from .errors import ConfigError, LeakauditError, argument_ref, setting_ref
 from .userfiles import LOADER_KEYWORDS, parse_toml, read_user_text
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+ARCH_ARGS = setting_ref("arch_args")
+ATTACK_ITERATIONS = setting_ref("attack_iterations")
+CONFIG = argument_ref("config")
+DROPOUT = setting_ref("dropout")
 
 # Upper bounds, so that a typo (or 1e30) is refused at once instead of running for years or overflowing:
 # thorough budgets run 24,000 iterations and 4 restarts; restarts are optimised together (memory grows with
@@ -165,21 +171,21 @@ def parse_arch_args(items: Any, where: str) -> dict[str, Any]:
         for item in [items] if isinstance(items, str) else items:
             key, sep, text = str(item).partition("=")
             if not sep or not key.strip():
-                raise ConfigError(f"{where}: {item!r} is not KEY=VALUE; write e.g. --arch-arg img_size=32")
+                raise ConfigError(f"{where}: {item!r} is not KEY=VALUE; write e.g. {ARCH_ARGS} img_size=32")
             pairs.append((key.strip(), _literal(text.strip(), f"{where}: {key.strip()}")))
     for key, value in pairs:
         if not key.isidentifier():
-            raise ConfigError(f"{where}: {key!r} is not an argument name; write e.g. --arch-arg img_size=32")
+            raise ConfigError(f"{where}: {key!r} is not an argument name; write e.g. {ARCH_ARGS} img_size=32")
         if _depth(value) > MAX_ARCH_ARG_DEPTH:
             raise ConfigError(f"{where}: {key}: nested more than {MAX_ARCH_ARG_DEPTH} deep; give a flat value, "
-                              "e.g. --arch-arg patch_size=[4, 4]")
+                              f"e.g. {ARCH_ARGS} patch_size=[4, 4]")
     return dict(pairs)
 
 
 def refuse_loader_keywords(args: Mapping[str, Any], where: str) -> None:
     """A config file may not give a factory keyword that opens or downloads a file (``LOADER_KEYWORDS``)."""
     found = sorted(k for k in args if k in LOADER_KEYWORDS)
-    if found:
+    if found:  # only a config file gets here, and the fix is the command line itself: its flag, written out
         raise ConfigError(f"{where}: {found[0]} makes the architecture's factory open or download a file, which "
                           f"only the command line may ask for; remove it, or give --arch-arg {found[0]}=... on "
                           "the command line if you mean it")
@@ -212,7 +218,7 @@ def _literal(text: str, where: str) -> Any:
             opened -= 1
     if depth > MAX_ARCH_ARG_DEPTH:
         raise ConfigError(f"{where}: nested more than {MAX_ARCH_ARG_DEPTH} deep; give a flat value, e.g. "
-                          "--arch-arg patch_size=[4, 4]")
+                          f"{ARCH_ARGS} patch_size=[4, 4]")
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except (tomllib.TOMLDecodeError, RecursionError):
@@ -236,7 +242,7 @@ def _name_value_pairs(items: Any, where: str, form: str, example: str) -> list[t
 def parse_dropout(items: Any, where: str) -> dict[str, float]:
     """``["fc1=0.5", "fc2=0.25"]`` or a TOML table ``{fc1 = 0.5}`` -> {"fc1": 0.5, "fc2": 0.25}."""
     out: dict[str, float] = {}
-    for name, p in _name_value_pairs(items, where, "LAYER=P", "--dropout fc1=0.5"):
+    for name, p in _name_value_pairs(items, where, "LAYER=P", f"{DROPOUT} fc1=0.5"):
         try:
             rate = float(p)
         except (TypeError, ValueError):
@@ -249,7 +255,7 @@ def parse_dropout(items: Any, where: str) -> dict[str, float]:
 
 def parse_attack_iterations(items: Any, where: str) -> dict[str, int]:
     """``["ig=1200", "dia=800"]`` or a TOML table ``{ig = 1200}`` -> {"ig": 1200, "dia": 800}."""
-    pairs = _name_value_pairs(items, where, "ATTACK=N", "--attack-iterations ig=1200")
+    pairs = _name_value_pairs(items, where, "ATTACK=N", f"{ATTACK_ITERATIONS} ig=1200")
     return {str(name): _number(n, int, f"{where} {name}", minimum=1, maximum=MAX_ITERATIONS) for name, n in pairs}
 
 
@@ -567,14 +573,14 @@ EXECUTION = tuple(s.name for s in SETTINGS if s.role == "execution")
 PRESENTATION = tuple(s.name for s in SETTINGS if s.role == "presentation")
 
 
-def settings_in_roles(settings: Any, *roles: str) -> dict[str, Any]:
+def settings_in_roles(settings: ScanSettings | Mapping[str, Any], *roles: str) -> dict[str, Any]:
     """The fields of ``settings`` (a ``ScanSettings`` or a dict of its fields) whose rows have one of ``roles``,
     in field order: ``("result",)`` is what a resumed scan or sweep must share with its first run,
     ``("result", "presentation")`` the report's settings."""
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; use {', '.join(ROLES)}")
-    raw = asdict(settings) if is_dataclass(settings) and not isinstance(settings, type) else dict(settings)
+    raw = asdict(settings) if isinstance(settings, ScanSettings) else dict(settings)
     return {k: v for k, v in raw.items() if k not in SETTING or SETTING[k].role in roles}
 
 
@@ -655,8 +661,12 @@ class ConfigFile:
         try:
             yield
         except LeakauditError as e:
-            shown = e.shown(lambda name: flag_of(name) if name in SETTING else name)
-            message = self.attribute(shown, flags)
+            shown = e.shown(option_of)
+            # a setting the message names later that the file gave (no flag did) is named by its key too
+            keys = {name: label.removeprefix(f"{self.where} ") for name, label in self.labels.items()
+                    if name not in flags}
+            keyed = e.shown(lambda name: keys.get(name) or option_of(name))
+            message = self.attribute(shown, flags, keyed)
             if message == shown:
                 raise
             try:
@@ -665,17 +675,34 @@ class ConfigFile:
                 raise e from e.__cause__
             raise renamed from e
 
-    def attribute(self, message: str, flags: Mapping[str, Any]) -> str:
+    def attribute(self, message: str, flags: Mapping[str, Any], keyed: str | None = None) -> str:
+        """``message`` (as the CLI shows it) starting with the file and key instead of the flag when the file gave
+        that setting; ``keyed``: the same message with the other settings the file gave named by their keys."""
         for name, label in self.labels.items():
             flag = flag_of(name)
             if name not in flags and message.startswith(flag) and message[len(flag):][:1] in (" ", ":"):
+                key = label.removeprefix(f"{self.where} ")
+                if keyed is not None and keyed.startswith(key) and keyed[len(key):][:1] in (" ", ":"):
+                    return label + keyed[len(key):]
                 return label + message[len(flag):]
-        return message
+        return keyed if keyed is not None else message
 
 
 def flag_of(name: str) -> str:
     """The command-line option of a ScanSettings field (``formats`` -> ``--format``)."""
     return SETTING[name].flag
+
+
+# The inputs a core message marks (``errors.argument_ref``) that are not ScanSettings fields, with the option the
+# CLI gives each by: a Python caller passes them as arguments (``audit(model, data)``, ``load_config(path)``,
+# ``run_sweep(vary, ...)``) or not at all (a checkpoint or sweep.json to resume, a report file: the CLI's).
+ARGUMENTS = {"data": "--data", "config": "--config", "output": "--output", "resume": "--resume", "vary": "--vary"}
+
+
+def option_of(name: str) -> str:
+    """How the CLI names a setting or input a message marks: its option (``batch_size`` -> ``--batch-size``,
+    ``data`` -> ``--data``); an unknown name as it is."""
+    return SETTING[name].flag if name in SETTING else ARGUMENTS.get(name, name)
 
 
 def _canonical_key(key: str, where: str) -> str:
@@ -715,7 +742,7 @@ def _looks_like_path(value: str) -> bool:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    text = read_user_text(path, ConfigError, missing=f"{path}: config file not found; check the --config path",
+    text = read_user_text(path, ConfigError, missing=f"{path}: config file not found; check the {CONFIG} path",
                           unreadable=f"{path}: cannot read config file ({{e}}); give a readable UTF-8 TOML file")
     return parse_toml(text, str(path), ConfigError, "fix the syntax")
 
@@ -735,7 +762,7 @@ def _table(doc: dict[str, Any], path: Path, *, required: bool) -> tuple[dict[str
     table = tool.get("leakaudit")
     if table is None:
         if required:
-            raise ConfigError(f"{path}: no {_SECTION} table; add one or point --config at a leakaudit.toml")
+            raise ConfigError(f"{path}: no {_SECTION} table; add one or point {CONFIG} at a leakaudit.toml")
         return None
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {_SECTION} must be a table, not {table!r}; write {_SECTION} then "

@@ -9,7 +9,9 @@ from ``config.coerce``) carries the setting in ``error.setting``; a front end sh
 the CLI as the flag (``--budget: ...``, ``leakaudit.cli.app``), a config file as its key. A setting named
 anywhere in a message is marked with ``setting_ref("workers")``: the core does not know which front end shows
 the message, so ``str(error)`` names the ScanSettings field (a Python caller's word) and ``error.shown(label)``
-lets the CLI name the flag (``--workers``), which ``config.SETTINGS`` maps in one place.
+lets the CLI name the flag (``--workers``), which ``config.SETTINGS`` maps in one place. An input that is not a
+setting (the sample data, the run a ``--resume`` continues) is marked with ``argument_ref("data")`` the same way
+(``config.ARGUMENTS``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ _MARK = re.compile("\x1e([a-z_]+)\x1f")
 def setting_ref(name: str) -> str:
     """``name`` (a ScanSettings field) marked in a message, for the front end to name: ``f"{setting_ref('workers')}
     3: ..."`` reads ``--workers 3: ...`` on the command line and ``workers 3: ...`` to a Python caller."""
+    return f"\x1e{name}\x1f"
+
+
+def argument_ref(name: str) -> str:
+    """An input that is not a ScanSettings field (``data``, ``resume``: a row of ``config.ARGUMENTS``) marked
+    in a message as ``setting_ref`` marks a setting: the CLI names its option (``--data``), a Python caller reads
+    ``name``, the argument or input it gave."""
     return f"\x1e{name}\x1f"
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, setting_ref
 from .userfiles import parse_toml, read_user_text
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ def load_entries(path: str | Path) -> tuple[Entry, ...]:
     """Every ``[[ignore]]`` entry of the file, checked; one-line ConfigError (exit 2) on the first problem."""
     label = str(path)
     text = read_user_text(Path(path), ConfigError,
-                          missing=f"{label}: ignore file not found; pass an existing file to --ignore-file",
+                          missing=f"{label}: ignore file not found; pass an existing file to "
+                                  f"{setting_ref('ignore_file')}",
                           unreadable=f"{label}: cannot read the ignore file ({{e}}); give a readable UTF-8 .toml "
                                      "file")
     doc = parse_toml(text, label, ConfigError, "fix the syntax at that line")

@@ -85,7 +85,7 @@ def test_the_planner_plans_only_the_attacks_of_the_batchs_modality() -> None:
     model = _loaded()
     assert [p.name for p in plan(detect(model), model, registry=registry)] == ["ig"]
     assert [p.name for p in plan(detect(model), model, registry=registry, modality="tabular")] == ["records-only"]
-    with pytest.raises(ConfigError, match=r"--attacks ig: it does not reconstruct tabular samples; use "
+    with pytest.raises(ConfigError, match=r"^attacks ig: it does not reconstruct tabular samples; use "
                                           r"records-only"):
         plan(detect(model), model, attacks=["ig"], registry=registry, modality="tabular")
 

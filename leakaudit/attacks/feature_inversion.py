@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, cast
 
 import torch
 from torch import nn
@@ -96,8 +96,41 @@ def find_feature_layer(module: nn.Module, input_shape: tuple[int, ...]) -> Featu
 def _probe(module: nn.Module, input_shape: tuple[int, ...], names: list[str], batch: int) -> FeatureLayer:
     model = attacker_copy(module, torch.device("cpu"))
     named = dict(model.named_modules())
+    run = _forward_backward(model, named, input_shape, names, batch)
+    dropouts = {n for n, m in named.items() if isinstance(m, (MaskableDropout, nn.Dropout)) and
+                getattr(m, "p", 0.0) > 0}
+    first_seen = {n: run.order.index(n) for n in names if n in run.order}
+    reasons: list[str] = []
+    for name in sorted(first_seen, key=first_seen.__getitem__):
+        why = _check(name, run.calls[name], run.out_grads.get(name), run.param_grads, run.depends.get(name, False),
+                     run.x)
+        if why is None:
+            before = run.order[:first_seen[name]]
+            h = run.calls[name][0][0]
+            return FeatureLayer(name, int(h.shape[1]), any(n in dropouts for n in before))
+        if why.endswith(_ANALYTIC):  # the input itself is exact from that layer: nothing to invert
+            return FeatureLayer(None, reason=f"not applicable: {why}; it inverts the input exactly")
+        reasons.append(why)
+    return FeatureLayer(None, reason="not applicable: " + ("; ".join(reasons) or "no Linear with a bias runs in "
+                                                                                "the forward pass"))
+
+
+@dataclass(frozen=True)
+class _ProbeRun:
+    """One forward and backward pass of the attacker's copy on a random batch, as the candidate Linears saw it."""
+
+    x: torch.Tensor  # the random input
+    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]  # per candidate: (input, output) of each call
+    order: list[str]  # every leaf module in the order it ran
+    out_grads: Mapping[str, torch.Tensor | None]  # per candidate called once: the loss's gradient at its output
+    param_grads: Mapping[str, torch.Tensor | None]  # "name.weight" / "name.bias" -> the loss's gradient
+    depends: dict[str, bool]  # per candidate called once: whether its input depends on x
+
+
+def _forward_backward(model: nn.Module, named: dict[str, nn.Module], input_shape: tuple[int, ...], names: list[str],
+                      batch: int) -> _ProbeRun:
     calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
-    order: list[str] = []  # every leaf module in the order it ran
+    order: list[str] = []
     leaves = {m: n for n, m in model.named_modules() if not any(True for _ in m.children())}
 
     def record(name: str):
@@ -111,7 +144,8 @@ def _probe(module: nn.Module, input_shape: tuple[int, ...], names: list[str], ba
 
     handles = [named[n].register_forward_hook(record(n)) for n in names]
     handles += [m.register_forward_pre_hook(ran) for m in leaves]
-    params = [p for n in names for p in (named[n].weight, named[n].bias)]
+    # the candidates are Linears with a bias (``_linear_candidates``): both are tensors
+    params = [cast(torch.Tensor, p) for n in names for p in (named[n].weight, named[n].bias)]
     for p in params:
         p.requires_grad_(True)
     gen = torch.Generator().manual_seed(0)
@@ -133,21 +167,7 @@ def _probe(module: nn.Module, input_shape: tuple[int, ...], names: list[str], ba
             h.remove()
     out_grads = dict(zip(used, grads[:len(used)], strict=True))
     pgrads = dict(zip([f"{n}.{k}" for n in names for k in ("weight", "bias")], grads[len(used):], strict=True))
-    dropouts = {n for n, m in named.items() if isinstance(m, (MaskableDropout, nn.Dropout)) and
-                getattr(m, "p", 0.0) > 0}
-    first_seen = {n: order.index(n) for n in names if n in order}
-    reasons: list[str] = []
-    for name in sorted(first_seen, key=first_seen.__getitem__):
-        why = _check(name, calls[name], out_grads.get(name), pgrads, depends.get(name, False), x)
-        if why is None:
-            before = order[:first_seen[name]]
-            h = calls[name][0][0]
-            return FeatureLayer(name, int(h.shape[1]), any(n in dropouts for n in before))
-        if why.endswith(_ANALYTIC):  # the input itself is exact from that layer: nothing to invert
-            return FeatureLayer(None, reason=f"not applicable: {why}; it inverts the input exactly")
-        reasons.append(why)
-    return FeatureLayer(None, reason="not applicable: " + ("; ".join(reasons) or "no Linear with a bias runs in "
-                                                                                "the forward pass"))
+    return _ProbeRun(x, calls, order, out_grads, pgrads, depends)
 
 
 def _check(name: str, calls: list[tuple[torch.Tensor, torch.Tensor]], delta: torch.Tensor | None,

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from torch import nn
 
 from ..detect.interface import Findings
-from ..errors import ConfigError
+from ..errors import ConfigError, setting_ref
 from ..registry import Registry, check_choice
 from .interface import BUDGET_NAMES, Attack, AttackSettings, PlannedAttack, check_attack
 from .registry import ATTACKS
@@ -50,7 +50,7 @@ _TYPES: dict[str, type] = {"iterations": int, "restarts": int, "lr": float, "tv"
                            "refine_tv": float}
 
 
-def check_budget(budget: object, where: str = "--budget") -> str:
+def check_budget(budget: object, where: str = setting_ref("budget")) -> str:
     """``budget`` when it names a budget: the one check of the setting, asked by the config file and flags
     (``config.coerce``), the pre-flight (Python callers) and ``budget_settings``."""
     return check_choice(budget, BUDGET_NAMES, where)
@@ -146,8 +146,8 @@ def _check_modality(asked: Sequence[str], modality: str, registry: Registry) -> 
     wrong = [n for n in asked if modality not in _instance(registry.get(n)).modalities]
     if wrong:
         able = [n for n, a in _ordered(registry) if modality in _instance(a).modalities]
-        raise ConfigError(f"--attacks {','.join(wrong)}: {'it does' if len(wrong) == 1 else 'they do'} not "
-                          f"reconstruct {modality} samples; use "
+        raise ConfigError(f"{setting_ref('attacks')} {','.join(wrong)}: {'it does' if len(wrong) == 1 else 'they do'} "
+                          f"not reconstruct {modality} samples; use "
                           + (", ".join(able) if able else f"nothing: no attack reconstructs {modality} samples"))
 
 

@@ -89,9 +89,9 @@ def fail(message: str) -> None:
 
 def _named_by_flag(e: LeakauditError) -> str:
     """The error's message; one the core wrote about a setting (``budget: ...``) names its flag (``--budget: ...``)."""
-    from ..config import SETTING, flag_of
+    from ..config import flag_of, option_of
 
-    message = e.shown(lambda name: flag_of(name) if name in SETTING else name)
+    message = e.shown(option_of)
     return message if e.setting is None else e.naming(flag_of(e.setting), message)
 
 

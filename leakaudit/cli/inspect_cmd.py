@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from ..safetext import terminal
 from . import options
 from .app import app
+
+if TYPE_CHECKING:  # annotations only: the CLI imports torch-backed stages when a command runs
+    from rich.console import Console
+
+    from ..detect.interface import Findings
+    from ..models.interface import LoadedModel
 
 INSPECT_SCHEMA = "leakaudit.inspect/1"
 OWN_PARAMETERS = "(own parameters)"  # detect's row type suffix for a container's directly owned parameters
@@ -51,7 +57,7 @@ def inspection_to_dict(model: Any, findings: Any) -> dict[str, Any]:
     }
 
 
-def _notes(findings: Any) -> dict[str, list[str]]:
+def _notes(findings: Findings) -> dict[str, list[str]]:
     """Layer name -> what detection says about it (for the table's last column)."""
     notes: dict[str, list[str]] = {}
     for d in findings.dropout:
@@ -66,11 +72,10 @@ def _notes(findings: Any) -> dict[str, list[str]]:
     return notes
 
 
-def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
+def _print_table(model: LoadedModel, findings: Findings, all_layers: bool) -> None:
     """Every name below comes from the model file (or its path): it goes through ``terminal`` before rich
     reads it as markup, so ``[/]`` cannot crash the table and an escape sequence cannot drive the terminal."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=True)
     shape = ",".join(str(s) for s in model.input_shape)
@@ -81,6 +86,12 @@ def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
                   f"trainable parameters {model.num_trainable():,}")
     if model.onnx is not None:
         console.print(f"onnx         opset {model.onnx.opset}, producer {terminal(model.onnx.producer or 'unknown')}")
+    _print_layers(console, findings, all_layers)
+    _print_findings(console, findings)
+
+
+def _print_layers(console: Console, findings: Findings, all_layers: bool) -> None:
+    from rich.table import Table
 
     notes = _notes(findings)
     table = Table(title="Layers in forward order", title_justify="left")
@@ -102,6 +113,8 @@ def _print_table(model: Any, findings: Any, all_layers: bool) -> None:
     if hidden:
         console.print(f"({hidden} parameter-free layers without findings hidden; --all-layers shows them)")
 
+
+def _print_findings(console: Console, findings: Findings) -> None:
     console.print("[bold]Findings[/bold]")
     console.print(f"  modality     {findings.modality} ({terminal(findings.modality_reason)})")
     if findings.dropout:

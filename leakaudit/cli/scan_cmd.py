@@ -13,7 +13,7 @@ import shlex
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -27,7 +27,7 @@ from .app import EXIT_CODES_HELP, app, stderr_console
 if TYPE_CHECKING:
     from ..report import Format
     from ..report.output import OutputFolder
-    from ..result import AuditResult
+    from ..result import AuditResult, BatchCoverage, SampleCoverage
 
 def reproduce_command(model: str, data: str, s: ScanSettings) -> str:
     """A command that repeats the scan without the config file, the seed made explicit: the flags are written
@@ -378,7 +378,8 @@ def _run_audit(job: _ScanJob, console: Console, command: str, resume: bool) -> A
         restored = checkpoint.read(saved, ident) if resume else ([], [])
         many = prepared.plan is not None and len(prepared.plan.batches) > 1
 
-        def on_batch(batches: Any, samples: Any) -> None:  # after every batch: what --resume continues from
+        # after every batch: what --resume continues from
+        def on_batch(batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage]) -> None:
             if many and folder is not None:
                 folder.put(checkpoint.NAME, checkpoint.dumps(ident, batches, samples))
 
@@ -416,18 +417,20 @@ def _write_reports(job: _ScanJob, rendered: dict[str, str]) -> list[str]:
     return written
 
 
-def _ignore_file(settings: Any, model: str) -> Any:
+def _ignore_file(settings: ScanSettings, model: str) -> ScanSettings:
     """The suppression file: --ignore-file (or the config's ignore-file), else .leakaudit-ignore.toml beside the
     model, when there is one (then named in the reproduce command). Read now, so a bad entry is exit 2 before
     the model loads."""
     from ..suppress import find_ignore_file, load_entries
 
-    if settings.ignore_file is None:
+    path = settings.ignore_file
+    if path is None:
         found = find_ignore_file(model)
         if found is None:
             return settings
-        settings = replace(settings, ignore_file=str(found))
-    load_entries(settings.ignore_file)
+        path = str(found)
+        settings = replace(settings, ignore_file=path)
+    load_entries(path)
     return settings
 
 

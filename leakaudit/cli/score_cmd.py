@@ -11,13 +11,16 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from ..errors import EXIT_LEAK, EXIT_OK
 from ..safetext import terminal
 from .app import app
+
+if TYPE_CHECKING:
+    from ..judge import Judgement
 
 _HELP = (
     "Judge reconstructions made anywhere with leakaudit's \"recognised\" test: each file of RECONSTRUCTIONS "
@@ -67,7 +70,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _table(judgement: Any) -> None:
+def _table(judgement: Judgement) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import shlex
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -24,6 +24,10 @@ from ..safetext import terminal
 from . import options
 from .app import app, fail, stderr_console
 
+if TYPE_CHECKING:
+    from ..config import ScanSettings
+    from ..sweep.interface import SweepResult
+
 SWEEP_EXIT_HELP = (
     "Exit codes: 0 a tested setting passes the rules (and every stronger one), 1 no tested setting does, "
     "2 usage or input error, 3 internal error (every value crashed), 4 inconclusive (at every value the attacks "
@@ -32,7 +36,7 @@ SWEEP_EXIT_HELP = (
 )
 
 
-def _sweep_command(model: str, data: str, settings: Any, vary_text: str) -> str:
+def _sweep_command(model: str, data: str, settings: ScanSettings, vary_text: str) -> str:
     from .scan_cmd import reproduce_command
 
     argv = shlex.split(reproduce_command(model, data, settings))
@@ -93,7 +97,7 @@ def _table(doc: dict[str, Any]) -> Table:
     return table
 
 
-def _exit_code(result: Any, exit_zero: bool, console: Console) -> int:
+def _exit_code(result: SweepResult, exit_zero: bool, console: Console) -> int:
     from ..sweep import DONE, ERROR
 
     if result.incomplete:
@@ -147,15 +151,7 @@ def sweep(
     try:
         flags = given.flags()
         config_file = load_config(config)
-        settings = resolve_settings(config_file, flags)
-        unknown = [f for f in settings.formats if f not in ("json", "html")]
-        if unknown and "formats" not in flags:  # a config file shared with `scan` may ask for junit: not for us
-            settings = dataclasses.replace(settings, formats=tuple(f for f in settings.formats if f not in unknown))
-        elif unknown:
-            raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
-                              f"{', '.join(unknown)}; use --format json,html")
-        if "html" in settings.formats:
-            _need_matplotlib()  # before the audits run, not after an hour of them
+        settings = _sweep_settings(resolve_settings(config_file, flags), flags)
     except LeakauditError:  # as in scan: the folder named must not keep the previous sweep as this run's
         if "output_dir" in given.typed:
             discard_previous(given.typed["output_dir"], SWEEP_NAMES, keep=keep)
@@ -203,15 +199,33 @@ def sweep(
         files[html_path.name] = render_html(doc, originals)
     written = folder.commit(files)
     if not settings.quiet:
-        console.print(_table(doc))
-        style = "green" if result.threshold.stable is not None else "yellow"
-        if result.incomplete:
-            console.print(f"[yellow]incomplete: continue with --resume {json_path}[/]", highlight=False)
-        console.print(f"[bold {style}]threshold: {terminal(result.threshold.message)}[/]", highlight=False,
-                      markup=True)
-        for path in written:
-            console.print(f"report: {path}", highlight=False, markup=False)
+        _print_summary(console, doc, result, json_path, written)
     return _exit_code(result, settings.exit_zero, console)
+
+
+def _sweep_settings(settings: ScanSettings, flags: Mapping[str, Any]) -> ScanSettings:
+    """The settings with the formats a sweep writes: a config file's others left out, a flag's refused."""
+    unknown = [f for f in settings.formats if f not in ("json", "html")]
+    if unknown and "formats" not in flags:  # a config file shared with `scan` may ask for junit: not for us
+        settings = dataclasses.replace(settings, formats=tuple(f for f in settings.formats if f not in unknown))
+    elif unknown:
+        raise ConfigError(f"--format {','.join(settings.formats)}: a sweep writes json and html only, not "
+                          f"{', '.join(unknown)}; use --format json,html")
+    if "html" in settings.formats:
+        _need_matplotlib()  # before the audits run, not after an hour of them
+    return settings
+
+
+def _print_summary(console: Console, doc: dict[str, Any], result: SweepResult, json_path: Path,
+                   written: Sequence[Path]) -> None:
+    console.print(_table(doc))
+    style = "green" if result.threshold.stable is not None else "yellow"
+    if result.incomplete:
+        console.print(f"[yellow]incomplete: continue with --resume {json_path}[/]", highlight=False)
+    console.print(f"[bold {style}]threshold: {terminal(result.threshold.message)}[/]", highlight=False,
+                  markup=True)
+    for path in written:
+        console.print(f"report: {path}", highlight=False, markup=False)
 
 
 def _need_matplotlib() -> None:

@@ -20,18 +20,35 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ..config import settings_in_roles
-from ..errors import InputError
+from ..config import ScanSettings, settings_in_roles
+from ..errors import InputError, argument_ref, setting_ref
 from ..result import BatchCoverage, RuleOutcome, SampleCoverage
+
+if TYPE_CHECKING:  # annotations only: Prepared is the pipeline's, above coverage/ (which never imports it)
+    import torch
+
+    from ..audit import Prepared
+    from ..data.interface import SampleBatch
+    from ..metrics.references import ScanReferences
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+ARCH = setting_ref("arch")
+BATCH_SIZE = setting_ref("batch_size")
+DATA = argument_ref("data")
+OUTPUT_DIR = setting_ref("output_dir")
+REFERENCE_DATA = setting_ref("reference_data")
+RESUME = argument_ref("resume")
+RULES = setting_ref("rules")
+SAMPLES = setting_ref("samples")
 
 NAME = "scan-checkpoint.json"
 KIND = "leakaudit-scan-checkpoint"
 VERSION = 2
 LIMIT = 256 << 20  # bytes: records and a dozen small PNGs are far less; a larger file is not ours
 _OVERALLS = ("pass", "fail", "error", "inconclusive", "incomplete")
-_STATUSES = ("pass", "fail", "warn", "not_evaluated", "not_applicable")
+_STATUSES = ("pass", "fail", "warn", "not_evaluated", "not_applicable", "suppressed")
 
 
 def _digest(value: Any) -> str:
@@ -39,11 +56,11 @@ def _digest(value: Any) -> str:
                                      allow_nan=True).encode("utf-8")).hexdigest()
 
 
-def _tensor_bytes(t: Any) -> bytes:
+def _tensor_bytes(t: torch.Tensor) -> bytes:
     return bytes(t.detach().cpu().contiguous().numpy().tobytes())
 
 
-def samples_sha256(batch: Any) -> str:
+def samples_sha256(batch: SampleBatch) -> str:
     """The content of one batch: what the model sees, the [0,1] pixels scored against, and the labels."""
     h = hashlib.sha256()
     for t in (batch.x, batch.pixels, batch.y):
@@ -63,7 +80,7 @@ def _arch_file_sha256(arch: str | None) -> str | None:
         return None
 
 
-def identity(prepared: Any, settings: Any) -> dict[str, Any]:
+def identity(prepared: Prepared, settings: ScanSettings) -> dict[str, Any]:
     """What a resumed scan must share with the first run."""
     from .. import __version__
     from ..report.document import _jsonable
@@ -89,7 +106,7 @@ def identity(prepared: Any, settings: Any) -> dict[str, Any]:
             "references_sha256": _references_sha256(prepared.references)}
 
 
-def _references_sha256(references: Any) -> str | None:
+def _references_sha256(references: ScanReferences | None) -> str | None:
     if references is None:
         return None
     pixels = references.pixels.detach().cpu().contiguous().float().numpy()
@@ -113,30 +130,30 @@ def _load(path: Path, fix: str) -> Any:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise InputError(f"--resume: no checkpoint {path}; a multi-batch scan writes it after every batch to its "
-                         f"--output-dir; {fix}") from None
+        raise InputError(f"{RESUME}: no checkpoint {path}; a multi-batch scan writes it after every batch to its "
+                         f"{OUTPUT_DIR}; {fix}") from None
     except OSError as e:
         what = "a link" if os.path.islink(path) else (e.strerror or type(e).__name__)
-        raise InputError(f"--resume {path}: cannot read the checkpoint ({what}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: cannot read the checkpoint ({what}); {fix}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"--resume {path}: the checkpoint is not a regular file; {fix}")
+            raise InputError(f"{RESUME} {path}: the checkpoint is not a regular file; {fix}")
         with os.fdopen(os.dup(fd), "rb") as handle:
             raw = handle.read(LIMIT + 1)
     except OSError as e:
-        raise InputError(f"--resume {path}: cannot read the checkpoint ({e.strerror}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: cannot read the checkpoint ({e.strerror}); {fix}") from None
     finally:
         os.close(fd)
     if len(raw) > LIMIT:
-        raise InputError(f"--resume {path}: larger than {LIMIT >> 20} MiB, not a checkpoint leakaudit wrote; {fix}")
+        raise InputError(f"{RESUME} {path}: larger than {LIMIT >> 20} MiB, not a checkpoint leakaudit wrote; {fix}")
     try:
         return json.loads(raw.decode("utf-8"))
     except RecursionError:
-        raise InputError(f"--resume {path}: nested too deeply, not a checkpoint leakaudit wrote; {fix}") from None
+        raise InputError(f"{RESUME} {path}: nested too deeply, not a checkpoint leakaudit wrote; {fix}") from None
     except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, and an integer past Python's digit limit
         decode = isinstance(e, (json.JSONDecodeError, UnicodeDecodeError))
         reason = str(e).splitlines()[0] if decode else "a number too long to be one leakaudit wrote"
-        raise InputError(f"--resume {path}: cannot read the checkpoint ({reason[:120]}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: cannot read the checkpoint ({reason[:120]}); {fix}") from None
 
 
 def _check_batch(b: BatchCoverage, total: int, strict: bool) -> str:
@@ -185,51 +202,61 @@ def _statistics(c: Any) -> dict[str, Any] | None:
 
 def read(path: Path, ident: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCoverage]]:
     """The records of ``path`` after checking it is this scan's; InputError (exit 2) naming the mismatch."""
-    fix = "run the scan again without --resume (it starts over)"
+    fix = f"run the scan again without {RESUME} (it starts over)"
     doc = _load(path, fix)
     if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("version") != VERSION:
-        raise InputError(f"--resume {path}: not a leakaudit scan checkpoint of version {VERSION}; {fix}")
-    if doc.get("leakaudit") != ident["leakaudit"]:
-        raise InputError(f"--resume {path}: written by leakaudit {str(doc.get('leakaudit'))[:20]}, this is "
-                         f"{ident['leakaudit']}; {fix}")
-    if doc.get("model_sha256") != ident["model_sha256"] or doc.get("arch_sha256") != ident["arch_sha256"]:
-        raise InputError(f"--resume {path}: the checkpoint is of another model (sha256 "
-                         f"{str(doc.get('model_sha256'))[:12]}..., now {ident['model_sha256'][:12]}..., or another "
-                         f"--arch file); {fix}")
-    old, new = doc.get("settings", {}), ident["settings"]
-    if old != new:
-        old = old if isinstance(old, dict) else {}
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        shown = ", ".join(f"{k} ({str(old.get(k))[:40]!r} -> {str(new.get(k))[:40]!r})" for k in diff[:3])
-        raise InputError(f"--resume {path}: settings differ from the checkpointed scan: {shown}; use the same "
-                         f"options, or {fix}")
-    if doc.get("rules_sha256") != ident["rules_sha256"]:
-        raise InputError(f"--resume {path}: the rules differ from the checkpointed scan's (the --rules file was "
-                         f"edited, or another profile); use the rules the scan started with, or {fix}")
-    if doc.get("samples") != ident["samples"] or doc.get("samples_sha256") != ident["samples_sha256"]:
-        raise InputError(f"--resume {path}: the samples or their batches differ from the checkpointed scan (names, "
-                         f"pixels or labels); use the same --data, --samples and --batch-size, or {fix}")
-    if doc.get("references_sha256") != ident["references_sha256"]:
-        raise InputError(f"--resume {path}: the reference images differ from the checkpointed scan's (another "
-                         f"--reference-data, or its files changed); use the same references, or {fix}")
-    records = {"batches": doc.get("batches"), "records": doc.get("records")}
-    if doc.get("records_sha256") != _digest({**ident, **records}):
-        raise InputError(f"--resume {path}: the checkpoint's records do not match their sha256 (edited or "
-                         f"damaged); {fix}")
+        raise InputError(f"{RESUME} {path}: not a leakaudit scan checkpoint of version {VERSION}; {fix}")
+    mismatch = _mismatch(doc, ident)
+    if mismatch:
+        raise InputError(f"{RESUME} {path}: {mismatch}{fix}")
     try:
-        batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
-                                    "crashed": tuple(b["crashed"]),
-                                    "conditioning": _conditioning(b.get("conditioning")),
-                                    "batchnorm_statistics": _statistics(b.get("batchnorm_statistics"))})
-                   for b in doc["batches"]]
-        samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"]), "recovered": tuple(s.get("recovered", ()))})
-                   for s in doc["records"]]
+        batches, samples = _restored(doc)
     except (KeyError, TypeError) as e:
-        raise InputError(f"--resume {path}: the checkpoint is damaged ({e}); {fix}") from None
+        raise InputError(f"{RESUME} {path}: the checkpoint is damaged ({e}); {fix}") from None
     total, strict = len(ident["samples"]), bool(ident["settings"].get("strict"))
     problems = [p for p in (_check_batch(b, total, strict) for b in batches) if p]
     if not problems and len({b.index for b in batches}) != len(batches):
         problems.append("a batch is recorded twice")
     if problems:
-        raise InputError(f"--resume {path}: the checkpoint is inconsistent ({problems[0]}); {fix}")
+        raise InputError(f"{RESUME} {path}: the checkpoint is inconsistent ({problems[0]}); {fix}")
+    return batches, samples
+
+
+def _mismatch(doc: dict[str, Any], ident: dict[str, Any]) -> str:
+    """How the checkpoint ``doc`` differs from this scan's ``ident``, up to the fix ("" when it does not)."""
+    if doc.get("leakaudit") != ident["leakaudit"]:
+        return f"written by leakaudit {str(doc.get('leakaudit'))[:20]}, this is {ident['leakaudit']}; "
+    if doc.get("model_sha256") != ident["model_sha256"] or doc.get("arch_sha256") != ident["arch_sha256"]:
+        return (f"the checkpoint is of another model (sha256 {str(doc.get('model_sha256'))[:12]}..., now "
+                f"{ident['model_sha256'][:12]}..., or another {ARCH} file); ")
+    old, new = doc.get("settings", {}), ident["settings"]
+    if old != new:
+        old = old if isinstance(old, dict) else {}
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        shown = ", ".join(f"{k} ({str(old.get(k))[:40]!r} -> {str(new.get(k))[:40]!r})" for k in diff[:3])
+        return f"settings differ from the checkpointed scan: {shown}; use the same options, or "
+    if doc.get("rules_sha256") != ident["rules_sha256"]:
+        return (f"the rules differ from the checkpointed scan's (the {RULES} file was edited, or another profile); "
+                "use the rules the scan started with, or ")
+    if doc.get("samples") != ident["samples"] or doc.get("samples_sha256") != ident["samples_sha256"]:
+        return ("the samples or their batches differ from the checkpointed scan (names, pixels or labels); use the "
+                f"same {DATA}, {SAMPLES} and {BATCH_SIZE}, or ")
+    if doc.get("references_sha256") != ident["references_sha256"]:
+        return (f"the reference images differ from the checkpointed scan's (another {REFERENCE_DATA}, or its files "
+                "changed); use the same references, or ")
+    records = {"batches": doc.get("batches"), "records": doc.get("records")}
+    if doc.get("records_sha256") != _digest({**ident, **records}):
+        return "the checkpoint's records do not match their sha256 (edited or damaged); "
+    return ""
+
+
+def _restored(doc: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCoverage]]:
+    """The records of a checkpoint whose identity matched; KeyError or TypeError when one is malformed."""
+    batches = [BatchCoverage(**{**b, "rules": tuple(RuleOutcome(**r) for r in b["rules"]),
+                                "crashed": tuple(b["crashed"]),
+                                "conditioning": _conditioning(b.get("conditioning")),
+                                "batchnorm_statistics": _statistics(b.get("batchnorm_statistics"))})
+               for b in doc["batches"]]
+    samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"]), "recovered": tuple(s.get("recovered", ()))})
+               for s in doc["records"]]
     return batches, samples

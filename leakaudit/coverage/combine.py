@@ -20,29 +20,36 @@ worst ``GALLERY`` samples; the full result (tensors) of one batch, the one with 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..result import (AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, RuleOutcome, SampleCoverage,
-                      _leak_key, worst_key)
+from ..result import (AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, DataCard, RuleOutcome,
+                      SampleCoverage, _leak_key, worst_key)
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..metrics.scoring import SampleScore
+    from ..verdict.rules import Rule, RuleSet
+    from .run import Plan
 
 GALLERY = 12  # worst cases whose reconstructions the report keeps
 
 
-def coverage_rules(ruleset: Any) -> tuple[Any, ...]:
+def coverage_rules(ruleset: RuleSet) -> tuple[Rule, ...]:
     from ..metrics.builtin import COVERAGE_METRICS
 
     return tuple(r for r in ruleset.rules if r.metric in COVERAGE_METRICS)
 
 
-def batch_ruleset(ruleset: Any) -> Any:
+def batch_ruleset(ruleset: RuleSet) -> RuleSet:
     """The rules a single batch is judged by: all but the scan-level (coverage) ones."""
     rules = coverage_rules(ruleset)
     return replace(ruleset, rules=tuple(r for r in ruleset.rules if r not in rules)) if rules else ruleset
 
 
-def criterion(ruleset: Any, modality: str | None = None) -> tuple[Any, ...]:
+def criterion(ruleset: RuleSet, modality: str | None = None) -> tuple[Rule, ...]:
     """The rules that say a sample is recognised (``verdict.rules.recognition_rules``): the profile's per-sample
     fail-severity rules on the samples' modality, or the default profile's when it has none."""
     from ..verdict.rules import recognition_rules
@@ -50,44 +57,18 @@ def criterion(ruleset: Any, modality: str | None = None) -> tuple[Any, ...]:
     return recognition_rules(ruleset, modality)
 
 
-def ranking_metric(rules: Sequence[Any]) -> str:
+def ranking_metric(rules: Sequence[Rule]) -> str:
     return rules[0].metric if rules else "ssim"
 
 
-def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rules: Sequence[Any], metric: str,
+def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rules: Sequence[Rule], metric: str,
                  seconds: float) -> tuple[BatchCoverage, list[SampleCoverage]]:
     """The records of one batch's audit: the batch's verdict and, per sample, the best attack and its scores.
     Every sample's reconstruction image is made here; ``prune`` drops all but the worst cases'."""
-    from ..report.images import png_data_uri
-    from ..verdict.rules import fires_on
-
     data = result.data
-    best: dict[int, tuple[tuple[bool, float], str, dict[str, float], Any, Any]] = {}
-    hits: dict[int, set[str]] = {}
-    for attack in result.attacks:
-        if not attack.ran:
-            continue
-        for row, s in enumerate(attack.samples):
-            i = s.original_index if s.original_index is not None else s.index
-            fired = {rule.id for rule in rules if fires_on(rule, s.metrics, s.excluded, s.references)}
-            hits.setdefault(i, set()).update(fired)
-            # the best attack on a sample: one that recognised it, then the most leaking on the ranking metric
-            key = (bool(fired), _leak_key(None if metric in s.excluded else s.metrics.get(metric), metric))
-            if i not in best or key > best[i][0]:
-                pixels = attack.pixels[row] if attack.pixels is not None and row < attack.pixels.shape[0] else None
-                best[i] = (key, attack.name, dict(s.metrics), pixels, s)
-    samples = []
-    image = data.modality == "image"  # a record has no picture; its features recovered are kept instead
-    for i, name in enumerate(data.names):
-        found = best.get(i)
-        samples.append(SampleCoverage(
-            index=offset + i, name=name, label=data.labels[i] if i < len(data.labels) else None, batch=index,
-            position=i, attack=found[1] if found else None, metrics={k: float(v) for k, v in found[2].items()}
-            if found else {}, recognised=bool(hits.get(i)), rules=tuple(sorted(hits.get(i, ()))),
-            reconstruction=png_data_uri(found[3]) if image and found and found[3] is not None else None,
-            references=found[4].references if found else None, transform=found[4].transform if found else "",
-            recovered=_recovered(data, i, found[3] if found else None),
-            label_recovered=found[4].label_recovered if found else None))
+    best, hits = _best_attacks(result, rules, metric)
+    samples = [_sample_record(offset + i, name, data.labels[i] if i < len(data.labels) else None, index, i,
+                              best.get(i), hits.get(i, set()), data) for i, name in enumerate(data.names)]
     control = result.control
     outcome = result.outcome
     record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,
@@ -100,12 +81,60 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
     return record, samples
 
 
-def _recovered(data: Any, row: int, x: Any) -> tuple[int, ...]:
+def _recovered(data: DataCard, row: int, x: torch.Tensor | None) -> tuple[int, ...]:
     """Per feature of a tabular record: recovered (1) by its best attack's reconstruction ``x`` or not (0)."""
     if data.records is None or x is None or data.pixels is None:
         return ()
     hits = data.records.schema.hits(x.reshape(-1).float(), data.pixels[row].reshape(-1).float())
     return tuple(int(h) for h in hits.tolist())
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The best attack on one sample: one that recognised it, then the most leaking on the ranking metric."""
+
+    key: tuple[bool, float]
+    attack: str
+    metrics: dict[str, float]
+    pixels: torch.Tensor | None  # its reconstruction
+    score: SampleScore
+
+
+def _best_attacks(result: AuditResult, rules: Sequence[Rule],
+                  metric: str) -> tuple[dict[int, _Best], dict[int, set[str]]]:
+    """Per sample of the batch (its position): the best attack on it, and the ids of the rules that fired on it."""
+    from ..verdict.rules import fires_on
+
+    best: dict[int, _Best] = {}
+    hits: dict[int, set[str]] = {}
+    for attack in result.attacks:
+        if not attack.ran:
+            continue
+        for row, s in enumerate(attack.samples):
+            i = s.original_index if s.original_index is not None else s.index
+            fired = {rule.id for rule in rules if fires_on(rule, s.metrics, s.excluded, s.references)}
+            hits.setdefault(i, set()).update(fired)
+            key = (bool(fired), _leak_key(None if metric in s.excluded else s.metrics.get(metric), metric))
+            if i not in best or key > best[i].key:
+                pixels = attack.pixels[row] if attack.pixels is not None and row < attack.pixels.shape[0] else None
+                best[i] = _Best(key, attack.name, dict(s.metrics), pixels, s)
+    return best, hits
+
+
+def _sample_record(index: int, name: str, label: int | None, batch: int, position: int, found: _Best | None,
+                   hits: set[str], data: DataCard | None = None) -> SampleCoverage:
+    from ..report.images import png_data_uri
+
+    image = data is None or data.modality == "image"  # a record has no picture; its recovered features instead
+    return SampleCoverage(
+        index=index, name=name, label=label, batch=batch, position=position,
+        attack=found.attack if found else None,
+        metrics={k: float(v) for k, v in found.metrics.items()} if found else {}, recognised=bool(hits),
+        rules=tuple(sorted(hits)),
+        reconstruction=png_data_uri(found.pixels) if image and found and found.pixels is not None else None,
+        references=found.score.references if found else None, transform=found.score.transform if found else "",
+        recovered=_recovered(data, position, found.pixels if found else None) if data is not None else (),
+        label_recovered=found.score.label_recovered if found else None)
 
 
 def prune(samples: Iterable[SampleCoverage], metric: str, keep: int = GALLERY) -> list[SampleCoverage]:
@@ -153,20 +182,20 @@ def combine_rules(batches: Sequence[BatchCoverage]) -> list[RuleOutcome]:
     return [_combine_rule(rows[rid], len(batches) > 1) for rid in order]
 
 
-def rate_rules(rules: Sequence[Any], recognised: int, audited: int, interval: tuple[float, float],
+def rate_rules(rules: Sequence[Rule], recognised: int, audited: int, interval: tuple[float, float],
                criterion_ids: Sequence[str]) -> list[RuleOutcome]:
     """The scan-level rules, on the recognised fraction (or its interval's upper bound) of every audited sample."""
     from ..metrics import METRICS
 
     out = []
     for rule in rules:
-        common = dict(id=rule.id, metric=rule.metric, comparison=rule.comparison, threshold=float(rule.threshold),
-                      severity=rule.severity, scope=rule.scope, description=rule.description,
-                      rationale=rule.rationale, reference=rule.reference)
+        common = RuleOutcome(id=rule.id, metric=rule.metric, comparison=rule.comparison,
+                             threshold=float(rule.threshold), severity=rule.severity, scope=rule.scope, status="",
+                             description=rule.description, rationale=rule.rationale, reference=rule.reference)
         if not audited or not criterion_ids:
             why = "no sample was audited" if not audited else \
                 "the rules have no per-sample rule that says what recognised means"
-            out.append(RuleOutcome(**common, status="not_evaluated", reason=f"not evaluated: {why}"))
+            out.append(replace(common, status="not_evaluated", reason=f"not evaluated: {why}"))
             continue
         value = recognised / audited if rule.metric == "recognised_fraction" else interval[1]
         fired = METRICS.get(rule.metric).leaks(value, rule.threshold, rule.comparison)
@@ -175,7 +204,7 @@ def rate_rules(rules: Sequence[Any], recognised: int, audited: int, interval: tu
                  else f" does not reach {rule.comparison} {rule.threshold:g}"))
         reason = (f"{shown}: {recognised} of {audited} sample(s) recognised ({', '.join(criterion_ids)}), "
                   f"95% interval {interval[0]:.3g}-{interval[1]:.3g} (Clopper-Pearson)")
-        out.append(RuleOutcome(**common, status=status, observed=value, reason=reason))
+        out.append(replace(common, status=status, observed=value, reason=reason))
     return out
 
 
@@ -195,18 +224,34 @@ def combine_control(shown: ControlOutcome | None, batches: Sequence[BatchCoverag
                    evidence=evidence)
 
 
-def combine(shown: AuditResult, *, ruleset: Any, batches: Sequence[BatchCoverage], samples: Sequence[SampleCoverage],
-            shown_batch: int, available: int, planned: int, batch_size: int, batches_planned: int, drawn: str,
-            remainder: str, resumed: int, interrupted: bool, strict: bool, lost: Sequence[str] = ()) -> AuditResult:
-    """The scan's result: ``shown``'s detail sections, the rules and control combined over ``batches``, and
-    the coverage section. ``lost``: why batches could not be audited (their worker died twice): the scan is
-    then incomplete, like an interrupted one -- what ran is reported, and no verdict is final."""
+@dataclass(frozen=True)
+class Finished:
+    """What the run over a plan's batches ended with (``coverage.run.run_batches``)."""
+
+    batches: Sequence[BatchCoverage]  # every batch audited, restored ones included
+    samples: Sequence[SampleCoverage]
+    shown_batch: int  # the batch whose full result is the report's detail
+    resumed: int  # batches restored from a checkpoint
+    interrupted: bool
+    # why batches could not be audited (their worker died twice): the scan is then incomplete, like an
+    # interrupted one -- what ran is reported, and no verdict is final
+    lost: Sequence[str] = ()
+
+
+def combine(shown: AuditResult, *, ruleset: RuleSet, plan: Plan, finished: Finished, strict: bool) -> AuditResult:
+    """The scan's result: ``shown``'s detail sections, the rules and control combined over the finished batches,
+    and the coverage section of ``plan``."""
     from ..verdict.outcome import rules_fail
+
+    samples, shown_batch, resumed, interrupted, lost = (finished.samples, finished.shown_batch, finished.resumed,
+                                                         finished.interrupted, finished.lost)
+    available, planned, drawn, remainder = plan.available, plan.planned, plan.drawn, plan.remainder
+    batch_size, batches_planned = len(plan.batches[0]) if plan.batches else 0, len(plan.batches)
 
     rules_for_samples = criterion(ruleset, shown.data.modality)
     ids = tuple(r.id for r in rules_for_samples)
     metric = ranking_metric(rules_for_samples)
-    batches = sorted(batches, key=lambda b: b.index)
+    batches = sorted(finished.batches, key=lambda b: b.index)
     coverage = CoverageOutcome(
         available=available, planned=planned, batch_size=batch_size, batches_planned=batches_planned,
         samples=tuple(prune(samples, metric)), batches=tuple(batches), criterion=ids, ranking_metric=metric,

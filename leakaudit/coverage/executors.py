@@ -25,10 +25,20 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from ..config import MAX_SEED, check_executor
+from ..config import MAX_SEED, ScanSettings, check_executor
 from ..errors import ConfigError, EnvironmentProblem, ModelError, setting_ref
+from ..progress import Observer
+from ..result import AuditResult
+
+if TYPE_CHECKING:  # torch-backed types: coverage/ imports torch only when a batch runs
+    from ..attacks.clock import Clock
+    from ..data.interface import SampleBatch
+    from ..detect.interface import Findings
+    from ..metrics.references import ScanReferences
+    from ..models.interface import LoadedModel
+    from ..verdict.rules import RuleSet
 
 RAY_INSTALL = "pip install 'leakaudit[ray]'"
 POLL_SECONDS = 0.5  # how often a waiting parent looks at Ctrl-C
@@ -38,12 +48,13 @@ EXECUTOR_SETTING = setting_ref("executor")
 WORKERS_SETTING = setting_ref("workers")
 RAY_ADDRESS_SETTING = setting_ref("ray_address")
 DEVICE_SETTING = setting_ref("device")
+THREADS_SETTING = setting_ref("threads")
 
 
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def check_execution(settings: Any) -> None:
+def check_execution(settings: ScanSettings) -> None:
     """The settings' executor can run here (before any model loads): Ray installed, its address answering,
     and ``--workers`` / ``--ray-address`` only with the executor that uses them."""
     executor = check_executor(settings.executor)
@@ -67,7 +78,7 @@ def check_execution(settings: Any) -> None:
                 probe_ray_address(recorded, label="recorded")
 
 
-def _ray() -> Any:
+def _ray() -> Any:  # the ray module: it ships no type information leakaudit checks
     try:
         import ray
     except ImportError:
@@ -111,7 +122,7 @@ def probe_ray_address(address: str, label: str = RAY_ADDRESS_SETTING) -> None:
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     shown = {"RAY_ADDRESS": f"RAY_ADDRESS={address} (environment)",
-             "recorded": f"--executor ray: Ray's ray_current_cluster file ({address})"}.get(
+             "recorded": f"{EXECUTOR_SETTING} ray: Ray's ray_current_cluster file ({address})"}.get(
                  label, f"{label} {address}")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{shown}: not an address; give HOST:PORT of the Ray head node, e.g. 10.0.0.5:6379, "
@@ -139,11 +150,11 @@ class ModelSource:
     input_shape: tuple[int, ...] | None
     num_classes: int | None
     dropout: dict[str, float]
-    arch_args: dict[str, Any]
+    arch_args: dict[str, Any]  # the factory's keyword arguments, as TOML/--arch-arg gave them
     shown_path: str  # LoadedModel.path as the parent has it (as given)
     shown_arch: str | None  # LoadedModel.arch as the parent has it
 
-    def load(self) -> Any:
+    def load(self) -> LoadedModel:
         from pathlib import Path
 
         from ..models.load import load_model
@@ -163,11 +174,11 @@ class Context:
 
     # the per-batch audit (``audit.audit_loaded``): injected so that coverage/ never imports the pipeline above
     # it; a module-level function, so a worker receives its name, not its code
-    audit_batch: Callable[..., Any]
-    model: Any  # ModelSource, or the LoadedModel itself (in memory: no file to load again)
-    findings: Any
-    settings: Any  # ScanSettings, the batch's seed not yet applied
-    ruleset: Any  # the per-batch rules
+    audit_batch: Callable[..., AuditResult]
+    model: ModelSource | LoadedModel  # the LoadedModel itself when in memory: no file to load again
+    findings: Findings
+    settings: ScanSettings  # the batch's seed not yet applied
+    ruleset: RuleSet  # the per-batch rules
     command: str
     started: datetime | None
     # torch's CPU threads in the parent: each worker uses as many, since torch's kernels split their sums by the
@@ -175,14 +186,14 @@ class Context:
     # CNN's IG loss 0.0899071 in-process, 0.0899061 on a 1-thread worker), which a threshold may turn into
     # another verdict
     threads: int = 1
-    references: Any = None  # ScanReferences: the reference set and every sample of the scan
-    clock: Any = None  # attacks.clock.Clock: the scan's time cap and each batch's share; None: each batch its own
+    references: ScanReferences | None = None  # the reference set and every sample of the scan
+    clock: Clock | None = None  # the scan's time cap and each batch's share; None: each batch its own
 
 
 @dataclass(frozen=True)
 class Job:
     index: int  # the batch's place in the plan; its seed is the scan's seed + index
-    batch: Any  # SampleBatch
+    batch: SampleBatch
 
 
 @dataclass(frozen=True)
@@ -190,15 +201,15 @@ class Done:
     """A finished job: its result, or why it has none (``lost``)."""
 
     index: int
-    result: Any  # AuditResult; None when lost
+    result: AuditResult | None  # None when lost
     seconds: float  # the batch's own audit time (wall clock, in the worker)
     lost: str = ""
 
 
-_loaded: tuple[ModelSource, Any] | None = None  # per worker process: the model is loaded once for all its jobs
+_loaded: tuple[ModelSource, LoadedModel] | None = None  # per worker process: the model is loaded once for all its jobs
 
 
-def _model(context: Context) -> Any:
+def _model(context: Context) -> LoadedModel:
     global _loaded
     source = context.model
     if not isinstance(source, ModelSource):
@@ -212,7 +223,7 @@ def batch_seed(seed: int, index: int) -> int:
     return (seed + index) % (MAX_SEED + 1)
 
 
-def audit_job(context: Context, job: Job, model: Any = None, observer: Any = None) -> Done:
+def audit_job(context: Context, job: Job, model: LoadedModel | None = None, observer: Observer | None = None) -> Done:
     """One batch's audit, as every executor runs it (``model``: the parent's own, in-process)."""
     t0 = time.perf_counter()
     settings = replace(context.settings, seed=batch_seed(context.settings.seed, job.index))
@@ -222,7 +233,7 @@ def audit_job(context: Context, job: Job, model: Any = None, observer: Any = Non
     return Done(job.index, result, time.perf_counter() - t0)
 
 
-def model_source(loaded: Any, settings: Any) -> ModelSource:
+def model_source(loaded: LoadedModel, settings: ScanSettings) -> ModelSource:
     """How workers load ``loaded`` again: from its file, with the settings it was loaded with. The path must be
     one a worker can open: on a Ray cluster, the same path on every node."""
     from pathlib import Path
@@ -239,7 +250,7 @@ def model_source(loaded: Any, settings: Any) -> ModelSource:
 Stop = Callable[[], bool]
 
 
-def run_jobs(jobs: Sequence[Job], context: Context, *, model: Any, observer: Any,
+def run_jobs(jobs: Sequence[Job], context: Context, *, model: LoadedModel, observer: Observer,
              on_start: Callable[[Job], None] | None = None, notes: list[str] | None = None) -> Iterator[Done]:
     """Every job's ``Done``, in completion order, on the settings' executor. Stops handing out jobs once
     ``observer.should_stop()``: the jobs not finished then are left out (the scan is reported interrupted).
@@ -255,7 +266,7 @@ def run_jobs(jobs: Sequence[Job], context: Context, *, model: Any, observer: Any
         yield from _inprocess(jobs, context, model, observer, on_start)
 
 
-def _inprocess(jobs: Sequence[Job], context: Context, model: Any, observer: Any,
+def _inprocess(jobs: Sequence[Job], context: Context, model: LoadedModel, observer: Observer,
                on_start: Callable[[Job], None] | None) -> Iterator[Done]:
     for job in jobs:
         if observer.should_stop():
@@ -304,7 +315,7 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
     return None
 
 
-def choose_threads(settings: Any, environ: Any = None) -> tuple[int, str]:
+def choose_threads(settings: ScanSettings, environ: Mapping[str, str] | None = None) -> tuple[int, str]:
     """The torch threads of each running batch (the scan's process and every worker or Ray task), and why, in
     words for the report's notes. ``--threads`` wins, then ``OMP_NUM_THREADS``; otherwise the CPUs this process
     may use, divided among the batches that run at once here: torch's own default (the machine's cores, a
@@ -392,7 +403,7 @@ def _processes(jobs: Sequence[Job], context: Context, stop: Stop, workers: int |
             yield _alone(context, job)
 
 
-def _collect(finished: Any, running: dict[Future[Done], Job], suspects: list[Job]) -> Iterator[Done]:
+def _collect(finished: set[Future[Done]], running: dict[Future[Done], Job], suspects: list[Job]) -> Iterator[Done]:
     for future in finished:
         job = running.pop(future)
         try:
@@ -459,7 +470,7 @@ def _start_ray(address: str | None) -> Any:
     return ray
 
 
-def _gpu(settings: Any) -> bool:
+def _gpu(settings: ScanSettings) -> bool:
     from ..attacks.device import resolve_device
 
     return resolve_device(settings.device).type == "cuda"
@@ -477,7 +488,7 @@ def _started_locally(ray: Any) -> bool:
     return bool(is_head()) if callable(is_head) else False
 
 
-def _on_ray(jobs: Sequence[Job], context: Context, observer: Any, address: str | None,
+def _on_ray(jobs: Sequence[Job], context: Context, observer: Observer, address: str | None,
             notes: list[str]) -> Iterator[Done]:
     stop: Stop = observer.should_stop
     ray = _start_ray(address)
@@ -499,7 +510,7 @@ def _on_ray(jobs: Sequence[Job], context: Context, observer: Any, address: str |
         if not gpu and largest < context.threads:  # no node could take a task: they would wait for ever
             raise ConfigError(f"{EXECUTOR_SETTING} ray: each task runs {context.threads} torch threads (as this "
                               f"process does) but the largest Ray node has {largest:g} CPUs; run the scan with "
-                              f"--threads {max(1, int(largest))}, or add larger nodes")
+                              f"{THREADS_SETTING} {max(1, int(largest))}, or add larger nodes")
         # a CPU task holds as many CPUs as it runs threads, so Ray does not oversubscribe a node's cores; a GPU
         # task holds a GPU (the GPU does the work)
         options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": context.threads}

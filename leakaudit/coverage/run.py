@@ -14,21 +14,30 @@ from __future__ import annotations
 
 import time
 from itertools import accumulate
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..config import ScanSettings
-from ..progress import NullObserver, Observer
+from ..progress import AttackProgress, NullObserver, Observer
 from ..result import AuditResult, BatchCoverage, SampleCoverage
 from . import combine as c
+
+if TYPE_CHECKING:  # torch-backed types: coverage/ imports torch only when a batch runs
+    from ..attacks.clock import Clock
+    from ..data.interface import SampleBatch
+    from ..detect.interface import Findings
+    from ..metrics.references import ScanReferences
+    from ..models.interface import LoadedModel
+    from ..verdict.rules import Rule, RuleSet
+    from .executors import Done, Job, ModelSource
 
 
 @dataclass(frozen=True)
 class Plan:
     """What the coverage scan covers (``audit.prepare`` builds it)."""
 
-    batches: tuple[Any, ...]  # SampleBatch per client batch, in order
+    batches: tuple[SampleBatch, ...]  # per client batch, in order
     available: int  # samples found in --data
     drawn: str = "all"
     remainder: str = ""
@@ -42,7 +51,8 @@ class Plan:
 OnBatch = Callable[[Sequence[BatchCoverage], Sequence[SampleCoverage]], None]
 # (model, findings, plan, settings, per-batch rules, command, started) -> the result of a scan none of whose
 # batches could be audited (``audit.nothing_audited``)
-NothingAudited = Callable[[Any, Any, Plan, ScanSettings, Any, str, datetime | None], AuditResult]
+NothingAudited = Callable[["LoadedModel", "Findings", Plan, ScanSettings, "RuleSet", str, datetime | None],
+                          AuditResult]
 
 
 def eta(done_seconds: Sequence[float], remaining: int) -> str:
@@ -52,81 +62,135 @@ def eta(done_seconds: Sequence[float], remaining: int) -> str:
     return f", ETA {int(left // 60)}m{int(left % 60):02d}s" if left >= 60 else f", ETA {left:.0f}s"
 
 
-def run_batches(model: Any, findings: Any, plan: Plan, settings: ScanSettings, ruleset: Any, *,
-                audit_batch: Callable[..., AuditResult], nothing_audited: NothingAudited,
-                observer: Observer | None = None, command: str = "", started: datetime | None = None,
-                notes: tuple[str, ...] = (), restored: tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]]
-                = ((), ()), on_batch: OnBatch | None = None, source: Any = None, references: Any = None,
-                clock: Any = None) -> AuditResult:
-    """Audit every batch of ``plan`` not in ``restored`` on the settings' executor (``coverage.executors``) and
-    combine them. Batches may finish in any order: each is recorded (and checkpointed) as it arrives, and the
-    combined result is the same as batch by batch. ``audit_batch`` audits one batch (``audit.audit_loaded``, a
-    module-level function: workers receive it by name). ``source`` says how workers load the model again (a
-    ``ModelSource``); None sends them ``model`` itself. ``clock``: the scan's time cap
-    (``attacks.clock``)."""
+@dataclass(frozen=True)
+class Scan:
+    """What ``run_batches`` audits: the model and its findings, the plan, the settings and rules, and the
+    pipeline's per-batch audit handed down (coverage/ never imports the pipeline above it)."""
+
+    model: LoadedModel
+    findings: Findings
+    plan: Plan
+    settings: ScanSettings
+    ruleset: RuleSet
+    # audits one batch (``audit.audit_loaded``, a module-level function: workers receive it by name)
+    audit_batch: Callable[..., AuditResult]
+    nothing_audited: NothingAudited
+    # how workers load the model again; None sends them ``model`` itself (given in memory: no file)
+    source: ModelSource | None = None
+    references: ScanReferences | None = None  # the reference set and every sample of the scan
+    clock: Clock | None = None  # the scan's time cap (``attacks.clock``)
+    command: str = ""
+    started: datetime | None = None
+    notes: tuple[str, ...] = ()  # what the preparation chose, for the report
+
+
+def run_batches(scan: Scan, *, observer: Observer | None = None,
+                restored: tuple[Sequence[BatchCoverage], Sequence[SampleCoverage]] = ((), ()),
+                on_batch: OnBatch | None = None) -> AuditResult:
+    """Audit every batch of ``scan.plan`` not in ``restored`` on the settings' executor (``coverage.executors``)
+    and combine them. Batches may finish in any order: each is recorded (and checkpointed: ``on_batch``) as it
+    arrives, and the combined result is the same as batch by batch."""
     import torch  # lazily, as the package's other heavy imports: the CLI starts without torch
 
-    from .executors import Context, Job, audit_job, batch_seed, run_jobs
+    from .executors import Context, Job, audit_job, run_jobs
 
+    model, findings, plan, settings, ruleset = scan.model, scan.findings, scan.plan, scan.settings, scan.ruleset
     observer = observer or NullObserver()
     rules = c.criterion(ruleset, plan.batches[0].modality)
-    metric = c.ranking_metric(rules)
     per_batch = c.batch_ruleset(ruleset)
-    batches: dict[int, BatchCoverage] = {b.index: b for b in restored[0]}
-    samples: list[SampleCoverage] = list(restored[1])
-    resumed = len(batches)
+    tally = _Tally({b.index: b for b in restored[0]}, list(restored[1]), rules, c.ranking_metric(rules))
+    resumed = len(tally.batches)
     total = len(plan.batches)
-    offsets = [0, *accumulate(len(b) for b in plan.batches)][:total]  # index of each batch's first sample
-    shown: tuple[int, AuditResult] | None = None
-    lost: list[str] = []
-    interrupted = False
     if settings.threads is not None:  # a Python caller's explicit count (the CLI has set its choice already)
         torch.set_num_threads(settings.threads)
-    context = Context(audit_batch, source if source is not None else model, findings, settings, per_batch, command,
-                      started, torch.get_num_threads(), references, clock)
-    jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in batches]
-    progress = _Progress(observer, settings.executor, total, len(batches))
+    context = Context(scan.audit_batch, scan.source if scan.source is not None else model, findings, settings,
+                      per_batch, scan.command, scan.started, torch.get_num_threads(), scan.references, scan.clock)
+    jobs = [Job(i, plan.batches[i]) for i in range(total) if i not in tally.batches]
+    progress = _Progress(observer, settings.executor, total, len(tally.batches))
     progress.starting(jobs)
     ran_where: list[str] = []  # e.g. a local Ray instance started instead of joining a cluster
+    offsets = [0, *accumulate(len(b) for b in plan.batches)][:total]  # index of each batch's first sample
     for done in run_jobs(jobs, context, model=model, observer=progress, on_start=progress.job_starts,
                          notes=ran_where):
-        if done.result is None:
-            lost.append(done.lost)
-            progress.finished(done)
+        record = tally.add(done, settings.seed, offsets[done.index])
+        progress.finished(replace(done, result=None))
+        if record is None:
             continue
-        i = done.index
-        record, new = c.batch_record(done.result, index=i, seed=batch_seed(settings.seed, i), offset=offsets[i],
-                                     rules=rules, metric=metric, seconds=done.seconds)
-        batches[i] = record
-        samples = c.prune([*samples, *new], metric)
-        # the worst sample's batch keeps its full result; whatever the arrival order, the batch of the final
-        # worst sample was the worst so far when it arrived (ties go to the lower index, as worst_batch's do)
-        if shown is None or c.worst_batch(samples, metric) == i:
-            shown = (i, done.result)
-        done = replace(done, result=None)
-        progress.finished(done)
         if record.incomplete:  # stopped inside the batch: reported, but not checkpointed (resume reruns it)
-            interrupted = True
+            tally.interrupted = True
             break
         if on_batch is not None:
-            on_batch([batches[k] for k in sorted(batches)], samples)
-    interrupted = interrupted or (len(batches) + len(lost) < total)
-    if shown is None and lost and not batches:
-        # Every batch's worker died twice: nothing was audited, but the scan is incomplete (exit 130), not an
-        # internal error: the report says which batches were lost, and --resume runs them again.
-        shown = (0, nothing_audited(model, findings, plan, settings, per_batch, command, started))
-    worst = c.worst_batch(samples, metric) if samples else 0
-    if shown is None or (shown[0] != worst and worst in batches and not interrupted):
+            on_batch(tally.records(), tally.samples)
+    interrupted = tally.interrupted or (len(tally.batches) + len(tally.lost) < total)
+
+    def again(worst: int) -> AuditResult:
         # the detail sections show the batch of the worst sample; restored from a checkpoint, it runs again
         observer.stage(f"batch {worst + 1}/{total}", "audited again for the report's detail (restored from the "
                        "checkpoint; same seed, same result)")
-        shown = (worst, audit_job(context, Job(worst, plan.batches[worst]), model, observer).result)
-    index, result = shown
-    return c.combine(replace(result, notes=(*result.notes, *notes, *ran_where)), ruleset=ruleset,
-                     batches=list(batches.values()), samples=samples, shown_batch=index, available=plan.available,
-                     planned=plan.planned, batch_size=len(plan.batches[0]) if plan.batches else 0,
-                     batches_planned=total, drawn=plan.drawn, remainder=plan.remainder, resumed=resumed,
-                     interrupted=interrupted, strict=settings.strict, lost=tuple(lost))
+        return _audited(audit_job(context, Job(worst, plan.batches[worst]), model, observer))
+
+    index, result = tally.shown_result(
+        interrupted, again,
+        lambda: scan.nothing_audited(model, findings, plan, settings, per_batch, scan.command, scan.started))
+    finished = c.Finished(list(tally.batches.values()), tally.samples, index, resumed, interrupted,
+                          tuple(tally.lost))
+    return c.combine(replace(result, notes=(*result.notes, *scan.notes, *ran_where)), ruleset=ruleset, plan=plan,
+                     finished=finished, strict=settings.strict)
+
+
+def _audited(done: Done) -> AuditResult:
+    """The result of a job run here: only an executor's lost job has none."""
+    assert done.result is not None, f"batch {done.index + 1}: {done.lost}"
+    return done.result
+
+
+@dataclass
+class _Tally:
+    """The records of the batches so far (restored ones included), and the batch whose full result the report
+    shows: the one holding the worst sample."""
+
+    batches: dict[int, BatchCoverage]
+    samples: list[SampleCoverage]
+    rules: tuple[Rule, ...]  # what recognises a sample
+    metric: str  # what ranks the samples
+    shown: tuple[int, AuditResult] | None = None
+    lost: list[str] = field(default_factory=list)  # why each lost batch has no result
+    interrupted: bool = False
+
+    def add(self, done: Done, seed: int, offset: int) -> BatchCoverage | None:
+        """Record a finished job; None when it was lost."""
+        from .executors import batch_seed
+
+        if done.result is None:
+            self.lost.append(done.lost)
+            return None
+        i = done.index
+        record, new = c.batch_record(done.result, index=i, seed=batch_seed(seed, i), offset=offset, rules=self.rules,
+                                     metric=self.metric, seconds=done.seconds)
+        self.batches[i] = record
+        self.samples = c.prune([*self.samples, *new], self.metric)
+        # the worst sample's batch keeps its full result; whatever the arrival order, the batch of the final
+        # worst sample was the worst so far when it arrived (ties go to the lower index, as worst_batch's do)
+        if self.shown is None or c.worst_batch(self.samples, self.metric) == i:
+            self.shown = (i, done.result)
+        return record
+
+    def records(self) -> list[BatchCoverage]:
+        return [self.batches[k] for k in sorted(self.batches)]
+
+    def shown_result(self, interrupted: bool, again: Callable[[int], AuditResult],
+                     nothing: Callable[[], AuditResult]) -> tuple[int, AuditResult]:
+        """The batch the report shows in detail and its result: the worst sample's (``again`` audits it when it
+        was restored from a checkpoint), or ``nothing`` when every batch was lost."""
+        shown = self.shown
+        if shown is None and self.lost and not self.batches:
+            # Every batch's worker died twice: nothing was audited, but the scan is incomplete (exit 130), not an
+            # internal error: the report says which batches were lost, and --resume runs them again.
+            shown = (0, nothing())
+        worst = c.worst_batch(self.samples, self.metric) if self.samples else 0
+        if shown is None or (shown[0] != worst and worst in self.batches and not interrupted):
+            shown = (worst, again(worst))
+        return shown
 
 
 class _Progress:
@@ -138,12 +202,12 @@ class _Progress:
         self.times: list[float] = []  # in-process: each batch's seconds; workers: wall seconds between arrivals
         self.last = time.perf_counter()
 
-    def starting(self, jobs: Sequence[Any]) -> None:
+    def starting(self, jobs: Sequence[Job]) -> None:
         if self.executor != "inprocess" and jobs and self.total > 1:
             self.observer.stage(f"{len(jobs)} batch(es)", f"on --executor {self.executor}; {self.done} of "
                                 f"{self.total} batches done")
 
-    def job_starts(self, job: Any) -> None:
+    def job_starts(self, job: Job) -> None:
         """In-process: a batch starts (one after another), as the scan showed before executors."""
         if self.total > 1:
             self.observer.stage(f"batch {job.index + 1}/{self.total}", f"{self.done} of {self.total} batches done, "
@@ -152,7 +216,7 @@ class _Progress:
     def stage(self, name: str, detail: str = "") -> None:
         self.observer.stage(name, detail)
 
-    def finished(self, done: Any) -> None:
+    def finished(self, done: Done) -> None:
         self.done += 1
         now = time.perf_counter()
         self.times.append(done.seconds if self.executor == "inprocess" else now - self.last)
@@ -162,7 +226,7 @@ class _Progress:
             self.observer.stage(f"batch {self.done}/{self.total}", f"batch {done.index + 1} {what}"
                                 f"{eta(self.times, self.total - self.done)}")
 
-    def attack_progress(self, event: Any) -> None:
+    def attack_progress(self, event: AttackProgress) -> None:
         self.observer.attack_progress(event)
 
     def should_stop(self) -> bool:

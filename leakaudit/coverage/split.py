@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, DataError, setting_ref
+
+if TYPE_CHECKING:  # torch-backed: imported when a scan draws its samples
+    from ..data.interface import SampleBatch
+    from ..models.interface import LoadedModel
 
 SAMPLES = setting_ref("samples")  # named in errors: the CLI shows --samples, a Python caller samples
 
 
-def select(batch: Any, rows: list[int]) -> Any:
+def select(batch: SampleBatch, rows: list[int]) -> SampleBatch:
     """The samples ``rows`` of ``batch``, in that order (with the modality's payload)."""
     return batch.select(rows)
 
 
-def draw(pool: Any, samples: int | None, seed: int) -> tuple[Any, str]:
+def draw(pool: SampleBatch, samples: int | None, seed: int) -> tuple[SampleBatch, str]:
     """Every sample (``samples`` None), or ``samples`` of them drawn without replacement with the seed, kept in
     the order they were found (so batches hold neighbours, as the files sort)."""
     available = len(pool)
@@ -32,7 +36,7 @@ def draw(pool: Any, samples: int | None, seed: int) -> tuple[Any, str]:
     return select(pool, rows), f"{samples} of {available} drawn with seed {seed}"
 
 
-def split(pool: Any, size: int, model: Any, samples: int | None) -> tuple[list[Any], str]:
+def split(pool: SampleBatch, size: int, model: LoadedModel, samples: int | None) -> tuple[list[SampleBatch], str]:
     """Client batches of ``size``; what a size that does not divide the count does to the remainder (a note).
 
     The remainder forms a last, smaller batch when the model can train at that size. When it cannot (an ONNX

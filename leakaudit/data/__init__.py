@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, argument_ref, setting_ref
 from .arrays import ARRAY_EXTENSIONS, MAX_READ_BYTES, check_labels, read_arrays
 from .convert import array_layout, fit, to_chw, to_unit_range
 from .folder import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, check_regular, list_folder, read_image
@@ -31,11 +31,11 @@ def load_samples(path: str | Path, *, input_shape: tuple[int, ...], num_classes:
         # a Python caller's argument: no command has a flag for it (--samples draws from every sample loaded)
         raise ConfigError(f"limit={limit}: must be a positive number of samples; give 1 or more, or None for all")
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder; point --data at an image folder, .npz, .npy or "
-                        ".safetensors file")
+        raise DataError(f"{path}: no such file or folder; point {argument_ref('data')} at an image folder, .npz, "
+                        ".npy or .safetensors file")
     _check_normalization(path, normalization, input_shape)
     if not path.is_dir():  # a FIFO would block forever, /dev/zero never ends
-        check_regular(path, "point --data at an image folder, .npz, .npy or .safetensors file")
+        check_regular(path, f"point {argument_ref('data')} at an image folder, .npz, .npy or .safetensors file")
     if path.is_dir():
         pixels, labels, names, shapes = _from_folder(path, input_shape, num_classes, limit)
     elif path.suffix.lower() in ARRAY_EXTENSIONS:
@@ -61,7 +61,7 @@ def _image_shape(path: Path, input_shape: tuple[int, ...]) -> tuple[int, int, in
     if len(input_shape) != 3:
         raise DataError(f"{path}: images need a model input of shape (C, H, W) but the model takes "
                         f"{tuple(input_shape)}; use .npz/.safetensors samples of shape (N, "
-                        f"{', '.join(map(str, input_shape))}) or pass --input-shape C,H,W")
+                        f"{', '.join(map(str, input_shape))}) or pass {setting_ref('input_shape')} C,H,W")
     c, h, w = (int(s) for s in input_shape)
     return c, h, w
 
@@ -94,7 +94,7 @@ def _from_arrays(path: Path, input_shape: tuple[int, ...], num_classes: int, lim
 
 def _check_normalization(path: Path, norm: Normalization, input_shape: tuple[int, ...]) -> None:
     if len(input_shape) == 3 and len(norm.mean) not in (1, input_shape[0]):
-        raise ConfigError(f"--normalize {norm.name}: {len(norm.mean)} channel values for {path} with "
+        raise ConfigError(f"{setting_ref('normalize')} {norm.name}: {len(norm.mean)} channel values for {path} with "
                           f"{input_shape[0]} channel(s); pass normalization(..., channels={input_shape[0]})")
 
 

@@ -23,7 +23,7 @@ from typing import IO, Callable
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, setting_ref
 
 ARRAY_EXTENSIONS = (".npz", ".npy", ".safetensors")
 MAX_READ_BYTES = 1 << 30  # per array, of the samples used: a batch of 64 ImageNet-size float32 images is 38 MB
@@ -164,8 +164,8 @@ def _check_read_size(path: Path, name: str, header: _Header, rows: int) -> int:
     nbytes = rows * math.prod(header.shape[1:]) * header.dtype.itemsize
     if nbytes > MAX_READ_BYTES:
         raise DataError(f"{path}: the {rows} sample(s) of '{name}' to read take {_size(nbytes)}, more than the "
-                        f"{_size(MAX_READ_BYTES)} leakaudit reads from one array; use fewer samples (--batch-size)"
-                        " or smaller ones (the model's input size)")
+                        f"{_size(MAX_READ_BYTES)} leakaudit reads from one array; use fewer samples "
+                        f"({setting_ref('batch_size')}) or smaller ones (the model's input size)")
     return nbytes
 
 
@@ -226,7 +226,8 @@ def check_labels(path: Path | str, y: np.ndarray | None, n: int, num_classes: in
     if bad.size:
         i = int(bad[0])
         raise DataError(f"{path}: label {y[i]:g} of sample {i} is out of range for a model with {num_classes} "
-                        f"classes; labels must be 0..{num_classes - 1} (or pass the right --num-classes)")
+                        f"classes; labels must be 0..{num_classes - 1} (or pass the right "
+                        f"{setting_ref('num_classes')})")
     return y.astype(np.int64)
 
 

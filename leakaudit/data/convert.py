@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, setting_ref
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
 
@@ -36,7 +36,7 @@ def to_unit_range(path: Path | str, x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise DataError(f"{path}: float pixels range {lo:.4g}..{hi:.4g}; give unnormalized pixels in [0, 1] "
-                        "(leakaudit applies --normalize itself) or uint8 0-255")
+                        f"(leakaudit applies {setting_ref('normalize')} itself) or uint8 0-255")
     return np.clip(x, 0.0, 1.0)
 
 
@@ -93,7 +93,7 @@ def _channels(source: Path | str, px: np.ndarray, c: int) -> np.ndarray:
     if have == 3 and c == 1:
         return (px @ _LUMA)[:, :, None]
     raise DataError(f"{source}: has {px.shape[2]} channel(s) but the model takes {c}; convert the data to "
-                    f"{c} channel(s) (1 = grey, 3 = RGB) or check --input-shape")
+                    f"{c} channel(s) (1 = grey, 3 = RGB) or check {setting_ref('input_shape')}")
 
 
 def _resize(channel: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, argument_ref
 from ..userfiles import file_kind, read_user_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -84,6 +84,14 @@ def list_folder(folder: Path) -> list[FolderItem]:
     label_files = [folder / n for n in LABEL_FILES if os.path.lexists(folder / n)]
     dirs = [p for p in entries if p.is_dir()]
     files = [p for p in entries if not p.is_dir()]
+    _check_layout(folder, dirs, files, label_files)
+    if dirs:
+        return _class_folders(folder, dirs)
+    return _labelled_files(folder, files, label_files)
+
+
+def _check_layout(folder: Path, dirs: list[Path], files: list[Path], label_files: list[Path]) -> None:
+    """One way of labelling: class sub-folders, or image files with one labels file."""
     if dirs and files:
         raise DataError(f"{folder}: mixes image files ({files[0].name}, ...) and class folders "
                         f"({dirs[0].name}/, ...); use class sub-folders only, or images with labels.csv")
@@ -93,12 +101,14 @@ def list_folder(folder: Path) -> list[FolderItem]:
         raise DataError(f"{folder}: has class sub-folders and {label_files[0].name}; give labels one way only")
     for p in label_files:
         check_regular(p, "make it a text file of labels")
-    if dirs:
-        return _class_folders(folder, dirs)
+
+
+def _labelled_files(folder: Path, files: list[Path], label_files: list[Path]) -> list[FolderItem]:
     for p in files:
         _check_image_name(p)
     if not files:
-        raise DataError(f"{folder}: folder holds no images ({_EXT_LIST}); point --data at a folder of images")
+        raise DataError(f"{folder}: folder holds no images ({_EXT_LIST}); point {argument_ref('data')} at a folder "
+                        "of images")
     if not label_files:
         raise DataError(f"{folder}: images have no labels; add labels.csv (rows 'file,label') or labels.json "
                         "({\"file\": label}), or sort the images into class sub-folders")

@@ -6,9 +6,14 @@ import difflib
 import math
 from typing import Sequence
 
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, UnknownNameError, setting_ref
 from ..registry import Registry
 from .interface import Normalization
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+MEAN = setting_ref("mean")
+NORMALIZE = setting_ref("normalize")
+STD = setting_ref("std")
 
 # (mean, std) per channel of the datasets the presets are named after.
 PRESETS: Registry[tuple[tuple[float, ...], tuple[float, ...]]] = Registry("normalization preset")
@@ -17,7 +22,7 @@ PRESETS.register("cifar10")(((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 PRESETS.register("imagenet")(((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
 
 
-def check_preset(name: object, where: str = "--normalize") -> str:
+def check_preset(name: object, where: str = NORMALIZE) -> str:
     """``name`` when it is ``none`` or a registered preset: the one check of the ``normalize`` setting (config
     file, flags, ``normalization``). ``custom`` is not a setting: it is what ``--mean``/``--std`` give."""
     known = ["none", *PRESETS.names()]
@@ -40,19 +45,19 @@ def normalization(name: str = "none", mean: Sequence[float] | None = None, std: 
     given = mean is not None or std is not None
     if name in ("none", "custom") and given:
         if mean is None or std is None:
-            raise ConfigError("--mean/--std: give both (one value, or one per channel), e.g. --mean 0.5 --std 0.25")
-        return Normalization("custom", _per_channel("--mean", mean, channels), _std(std, channels))
+            raise ConfigError(f"{MEAN}/{STD}: give both (one value, or one per channel), e.g. {MEAN} 0.5 {STD} 0.25")
+        return Normalization("custom", _per_channel(MEAN, mean, channels), _std(std, channels))
     if name == "custom":
-        raise ConfigError("normalization custom: needs --mean and --std (one value, or one per channel); give both")
+        raise ConfigError(f"normalization custom: needs {MEAN} and {STD} (one value, or one per channel); give both")
     if given:
-        raise ConfigError(f"--normalize {name}: a preset fixes mean and std; drop --mean/--std, or drop --normalize "
-                          "to use your own --mean and --std")
+        raise ConfigError(f"{NORMALIZE} {name}: a preset fixes mean and std; drop {MEAN}/{STD}, or drop {NORMALIZE} "
+                          f"to use your own {MEAN} and {STD}")
     if name == "none":
         return Normalization("none", (0.0,) * channels, (1.0,) * channels)
     pm, ps = PRESETS.get(check_preset(name))
     if len(pm) != 1 and len(pm) != channels:
-        raise ConfigError(f"--normalize {name}: the preset has {len(pm)} channels but the model takes "
-                          f"{channels}; use a {channels}-channel preset or --mean/--std")
+        raise ConfigError(f"{NORMALIZE} {name}: the preset has {len(pm)} channels but the model takes "
+                          f"{channels}; use a {channels}-channel preset or {MEAN}/{STD}")
     return Normalization(name, _per_channel("mean", pm, channels), _std(ps, channels))
 
 
@@ -70,8 +75,8 @@ def _per_channel(option: str, values: Sequence[float], channels: int) -> tuple[f
 
 
 def _std(values: Sequence[float], channels: int) -> tuple[float, ...]:
-    vals = _per_channel("--std", values, channels)
+    vals = _per_channel(STD, values, channels)
     if any(v <= 0 for v in vals):
-        raise ConfigError(f"--std {','.join(f'{v:g}' for v in vals)}: standard deviations must be positive; "
+        raise ConfigError(f"{STD} {','.join(f'{v:g}' for v in vals)}: standard deviations must be positive; "
                           "give values > 0, e.g. 0.25")
     return vals

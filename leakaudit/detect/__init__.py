@@ -11,6 +11,7 @@ import dataclasses
 
 from torch import nn
 
+from ..errors import setting_ref
 from ..models.interface import LoadedModel
 from .bottleneck import find_bottlenecks
 from .dropout import find_dropout
@@ -54,7 +55,8 @@ FOLDED_BATCHNORM_REFUSAL = (
     "{path}: the exporter folded {n} BatchNorm layer(s) into the convolutions before them (recorded in the "
     "file's node metadata), so the file is not the function your clients train and no verdict on it is about "
     "them; re-export with " + REEXPORT + " (the dynamo exporter folds BatchNorm even in training mode), or pass "
-    "--allow-folded-batchnorm (config key allow_folded_batchnorm) to audit the folded function anyway")
+    + setting_ref("allow_folded_batchnorm") + " (config key allow_folded_batchnorm) to audit the folded function "
+    "anyway")
 UNRECOGNIZED_WARNING = (
     "unrecognized stochastic layer(s) {names}: no attack models their randomness, so a pass may understate "
     "what an adaptive attacker recovers; treat the scan's verdict as a lower bound on the leak"
@@ -67,28 +69,12 @@ def detect(model: LoadedModel, *, probe: bool = True, tabular: bool = False) -> 
     dropout, warnings = find_dropout(model, tr)
     bottlenecks = find_bottlenecks(model, tr)
     batchnorm = _batchnorm(model.module, tr)
-    notes = list(warnings)
-    if model.onnx is not None and model.onnx.looks_eval_exported and not model.declared_dropout:
-        notes.append(EVAL_EXPORT_WARNING.format(path=model.path))
-    if model.onnx is not None and model.onnx.folded_batchnorm:
-        notes.append(FOLDED_BATCHNORM_WARNING[model.onnx.folded_batchnorm].format(
-            path=model.path, n=model.onnx.folded_batchnorm_count))
-    dropped = model.onnx.dropped_attention_dropout if model.onnx is not None else ()
-    if dropped:
-        rates = ", ".join(f"{r:g}" for r in sorted(set(dropped)))
-        notes.append(DROPPED_ATTENTION_DROPOUT_WARNING.format(path=model.path, rates=rates, n=len(dropped)))
+    notes = [*warnings, *_export_notes(model)]
     if batchnorm:
         notes.append(BATCHNORM_WARNING.format(n=len(batchnorm)))
-    unrecognized: tuple[str, ...] = ()
-    if probe:
-        modules = dict(model.module.named_modules())
-        explained = {d.name for d in dropout} | {b.name for b in bottlenecks}
-        # A declared dropout runs in a forward hook of the layer it follows, so that layer's output is random.
-        hosts = (getattr(modules.get(d.name), "after", None) for d in dropout if d.source == "declared")
-        explained |= {h for h in hosts if h is not None}
-        unrecognized = tuple(n for n in stochastic_modules(model) if n not in explained)
-        if unrecognized:
-            notes.append(UNRECOGNIZED_WARNING.format(names=", ".join(unrecognized)))
+    unrecognized = _unrecognized(model, dropout, bottlenecks) if probe else ()
+    if unrecognized:
+        notes.append(UNRECOGNIZED_WARNING.format(names=", ".join(unrecognized)))
     if tr.unused_params:
         notes.append(f"{len(tr.unused_params)} trainable parameter(s) are not used by the forward pass "
                      f"(e.g. {tr.unused_params[0]}): they get no gradient and are not attacked")
@@ -104,6 +90,35 @@ def detect(model: LoadedModel, *, probe: bool = True, tabular: bool = False) -> 
         modality=modality,
         modality_reason=why,
     )
+
+
+def _export_notes(model: LoadedModel) -> list[str]:
+    """What the ONNX export removed or folded, as far as the file shows."""
+    onnx = model.onnx
+    if onnx is None:
+        return []
+    notes = []
+    if onnx.looks_eval_exported and not model.declared_dropout:
+        notes.append(EVAL_EXPORT_WARNING.format(path=model.path))
+    if onnx.folded_batchnorm:
+        notes.append(FOLDED_BATCHNORM_WARNING[onnx.folded_batchnorm].format(
+            path=model.path, n=onnx.folded_batchnorm_count))
+    dropped = onnx.dropped_attention_dropout
+    if dropped:
+        rates = ", ".join(f"{r:g}" for r in sorted(set(dropped)))
+        notes.append(DROPPED_ATTENTION_DROPOUT_WARNING.format(path=model.path, rates=rates, n=len(dropped)))
+    return notes
+
+
+def _unrecognized(model: LoadedModel, dropout: tuple[DropoutLayer, ...],
+                  bottlenecks: tuple[Bottleneck, ...]) -> tuple[str, ...]:
+    """The stochastic modules neither a dropout layer nor a PRECODE bottleneck explains."""
+    modules = dict(model.module.named_modules())
+    explained = {d.name for d in dropout} | {b.name for b in bottlenecks}
+    # A declared dropout runs in a forward hook of the layer it follows, so that layer's output is random.
+    hosts = (getattr(modules.get(d.name), "after", None) for d in dropout if d.source == "declared")
+    explained |= {h for h in hosts if h is not None}
+    return tuple(n for n in stochastic_modules(model) if n not in explained)
 
 
 def _batchnorm(module: nn.Module, tr: Trace) -> tuple[str, ...]:

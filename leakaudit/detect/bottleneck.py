@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from torch import fx, nn
 
@@ -106,28 +107,65 @@ def _onnx_bottlenecks(path: Path, modules: dict[str, nn.Module], tr: Trace) -> l
     from ..models.onnx_names import safe_names
 
     proto, _ = safe_names(onnx.load(str(path), load_external_data=False))  # the names the loader converted
-    graph = OnnxGraph(proto.graph)
-    nodes = list(graph.nodes.values())
-    index = {n.unique_name: i for i, n in enumerate(nodes)}
-    producer = {out: n for n in nodes for out in n.output_values}
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for v in n.input_values:
-            consumers.setdefault(v, []).append(n)
+    graph = _Graph(list(OnnxGraph(proto.graph).nodes.values()), modules)
+    found: list[_Candidate] = []
+    for rnd, mu, sigma, add in graph.reparameterisations():
+        # mu and sigma each come from an encoder (one Linear(d, 2K) split in two, or two Linear(d, K))
+        enc_mu, enc_sigma = graph.nearest_linear(mu), graph.nearest_linear(sigma)
+        if not enc_mu or not enc_sigma or not graph.downstream_linear(add.output_values[0]):
+            continue  # noise without an encoder/decoder around it: left to the probe
+        rnd_module = graph.module_name(rnd) or rnd.unique_name
+        positions = [tr.position_of(m) for m in map(graph.module_name, (graph.node(e) for e in enc_mu | enc_sigma))
+                     if m is not None]
+        position = min(positions) if positions else tr.position_of(rnd_module)
+        found.append(_Candidate(rnd_module, _latent_dim(rnd_module, tr), position, "onnx"))
+    return found
 
-    def module_name(node) -> str | None:
+
+class _Graph:
+    """An onnx2torch graph's nodes (``OnnxNode``: onnx2torch ships no types), walked up and down by value."""
+
+    def __init__(self, nodes: list[Any], modules: dict[str, nn.Module]) -> None:
+        self.nodes, self.modules = nodes, modules
+        self.index = {n.unique_name: i for i, n in enumerate(nodes)}
+        self.producer = {out: n for n in nodes for out in n.output_values}
+        self.consumers: dict[str, list[Any]] = {}
+        for n in nodes:
+            for v in n.input_values:
+                self.consumers.setdefault(v, []).append(n)
+
+    def node(self, name: str) -> Any:
+        return self.nodes[self.index[name]]
+
+    def module_name(self, node: Any) -> str | None:
         for cand in (node.unique_name, node.proto.name):
-            if cand in modules:
-                return cand
+            if cand in self.modules:
+                return str(cand)
         return None
 
-    def nearest_linear(value: str) -> set[str]:
+    def reparameterisations(self) -> Iterator[tuple[Any, str, str, Any]]:
+        """Every ``mu + sigma * RandomNormal``: (the random node, mu's value, sigma's value, the Add node)."""
+        for rnd in self.nodes:
+            if rnd.operation_type not in _RANDOM_NORMAL:
+                continue
+            for mul in self.consumers.get(rnd.output_values[0], []):
+                if mul.operation_type != "Mul":
+                    continue
+                sigma = next((v for v in mul.input_values if v != rnd.output_values[0]), None)
+                for add in self.consumers.get(mul.output_values[0], []):
+                    if add.operation_type != "Add" or sigma is None:
+                        continue
+                    mu = next((v for v in add.input_values if v != mul.output_values[0]), None)
+                    if mu is not None:
+                        yield rnd, mu, sigma, add
+
+    def nearest_linear(self, value: str) -> set[str]:
         """The first Gemm/MatMul on every path upstream of ``value``: the encoder(s) computing it."""
         found: set[str] = set()
         seen: set[str] = set()
         stack = [value]
         while stack:
-            n = producer.get(stack.pop())
+            n = self.producer.get(stack.pop())
             if n is None or n.unique_name in seen:
                 continue
             seen.add(n.unique_name)
@@ -137,41 +175,16 @@ def _onnx_bottlenecks(path: Path, modules: dict[str, nn.Module], tr: Trace) -> l
                 stack.extend(n.input_values)
         return found
 
-    def downstream_linear(value: str) -> bool:
+    def downstream_linear(self, value: str) -> bool:
         stack, seen = [value], set()
         while stack:
-            for n in consumers.get(stack.pop(), []):
+            for n in self.consumers.get(stack.pop(), []):
                 if n.operation_type in _LINEAR_OPS:
                     return True
                 if n.unique_name not in seen:
                     seen.add(n.unique_name)
                     stack.extend(n.output_values)
         return False
-
-    found: list[_Candidate] = []
-    for rnd in nodes:
-        if rnd.operation_type not in _RANDOM_NORMAL:
-            continue
-        for mul in consumers.get(rnd.output_values[0], []):
-            if mul.operation_type != "Mul":
-                continue
-            sigma = next((v for v in mul.input_values if v != rnd.output_values[0]), None)
-            for add in consumers.get(mul.output_values[0], []):
-                if add.operation_type != "Add" or sigma is None:
-                    continue
-                mu = next((v for v in add.input_values if v != mul.output_values[0]), None)
-                if mu is None:
-                    continue
-                # mu and sigma each come from an encoder (one Linear(d, 2K) split in two, or two Linear(d, K))
-                enc_mu, enc_sigma = nearest_linear(mu), nearest_linear(sigma)
-                if not enc_mu or not enc_sigma or not downstream_linear(add.output_values[0]):
-                    continue  # noise without an encoder/decoder around it: left to the probe
-                rnd_module = module_name(rnd) or rnd.unique_name
-                positions = [tr.position_of(m) for m in map(module_name, (nodes[index[e]] for e in enc_mu | enc_sigma))
-                             if m is not None]
-                position = min(positions) if positions else tr.position_of(rnd_module)
-                found.append(_Candidate(rnd_module, _latent_dim(rnd_module, tr), position, "onnx"))
-    return found
 
 
 def _latent_dim(module_name: str, tr: Trace) -> int | None:

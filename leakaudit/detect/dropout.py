@@ -45,14 +45,25 @@ def onnx_module_names(node_name: str) -> tuple[str, ...]:
 def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...], tuple[str, ...]]:
     """(dropout layers in forward order, warnings)."""
     modules = dict(model.module.named_modules())
-    found: dict[str, DropoutLayer] = {}
     warnings: list[str] = []
+    unmatched = sorted((n for n, m in modules.items() if is_dropout_module(m)), key=tr.position_of)
+    found = _onnx_dropout(model, tr, modules, unmatched, warnings)
+    found.update(_module_dropout(model, tr, modules, unmatched, warnings))
+    for layer, rate in model.declared_dropout.items():
+        found.update(_declared(layer, float(rate), modules, tr, found))
 
-    candidates = [n for n, m in modules.items() if is_dropout_module(m)]
-    onnx_nodes = list(model.onnx.dropout_nodes) if model.onnx is not None else []
-    unmatched = [n for n in sorted(candidates, key=tr.position_of)]
-    for node_name, ratio in onnx_nodes:
-        renamed = model.onnx.module_name(node_name) if model.onnx is not None else None
+    layers = sorted((d for d in found.values() if d.p > 0), key=lambda d: (d.position, d.name))
+    return tuple(layers), tuple(warnings)
+
+
+def _onnx_dropout(model: LoadedModel, tr: Trace, modules: dict[str, nn.Module], unmatched: list[str],
+                  warnings: list[str]) -> dict[str, DropoutLayer]:
+    """The dropout modules of the file's ONNX Dropout nodes, taken out of ``unmatched``."""
+    found: dict[str, DropoutLayer] = {}
+    if model.onnx is None:
+        return found
+    for node_name, ratio in model.onnx.dropout_nodes:
+        renamed = model.onnx.module_name(node_name)
         name = next((c for c in (renamed, *onnx_module_names(node_name)) if c and c in modules), None)
         if name is None or name not in unmatched:
             # The loader renamed the module: take the next dropout module in execution order (not one the
@@ -65,7 +76,13 @@ def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...
         unmatched.remove(name)
         rate = module_rate(modules[name])
         found[name] = DropoutLayer(name, rate if rate is not None else float(ratio), tr.position_of(name), "onnx")
+    return found
 
+
+def _module_dropout(model: LoadedModel, tr: Trace, modules: dict[str, nn.Module], unmatched: list[str],
+                    warnings: list[str]) -> dict[str, DropoutLayer]:
+    """The dropout modules no ONNX node named, by their own rate."""
+    found: dict[str, DropoutLayer] = {}
     # Dropout modules the eval-mode trace did not see: a forward may call one only in train mode.
     unseen = {n for n in unmatched if n not in tr.module_position and not hasattr(modules[n], "after")}
     never_called = unseen - _called_in_train_mode(model, unseen) if unseen else set()
@@ -79,12 +96,7 @@ def find_dropout(model: LoadedModel, tr: Trace) -> tuple[tuple[DropoutLayer, ...
             warnings.append(f"dropout module {name!r} has no readable rate; declare it with --dropout {name}=P")
             continue
         found[name] = DropoutLayer(name, rate, tr.position_of(name), "module")
-
-    for layer, rate in model.declared_dropout.items():
-        found.update(_declared(layer, float(rate), modules, tr, found))
-
-    layers = sorted((d for d in found.values() if d.p > 0), key=lambda d: (d.position, d.name))
-    return tuple(layers), tuple(warnings)
+    return found
 
 
 def _called_in_train_mode(model: LoadedModel, names: set[str]) -> set[str]:

@@ -13,8 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from ..errors import ModelError
+from ..errors import ModelError, setting_ref
 from ..models.interface import LoadedModel
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+BATCH_SIZE = setting_ref("batch_size")
+INPUT_SHAPE = setting_ref("input_shape")
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,12 @@ def forward_or_fail(model: LoadedModel, x: torch.Tensor) -> object:
     except BaseException as e:  # noqa: BLE001 -- user code: even sys.exit in forward is an input error
         if "more than 1 value per channel" in str(e):
             raise ModelError(f"{model.path}: a layer normalises with batch statistics and cannot run on a batch of "
-                             f"{len(x)} ({str(e).splitlines()[0][:160]}); give --batch-size 2 or more, or make it "
+                             f"{len(x)} ({str(e).splitlines()[0][:160]}); give {BATCH_SIZE} 2 or more, or make it "
                              "use running statistics in eval mode") from e
         shape = ",".join(str(s) for s in model.input_shape)
         raise ModelError(
             f"{model.path}: forward pass on input shape {shape} failed ({type(e).__name__}: {e}); "
-            "pass the model's input shape with --input-shape C,H,W"
+            f"pass the model's input shape with {INPUT_SHAPE} C,H,W"
         ) from e
 
 

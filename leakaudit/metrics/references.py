@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, setting_ref
 
 BUNDLED = "natural64.npz"
 BUNDLED_NAME = ("leakaudit natural64: 64 crops of 12 photos from scikit-image, scikit-learn and matplotlib "
@@ -79,8 +79,9 @@ def load_reference_set(path: str | Path | None, sample_shape: tuple[int, ...]) -
     if len(sample_shape) != 3:
         empty = torch.zeros((0, *sample_shape))
         if path is not None:
-            raise DataError(f"{path}: --reference-data is for image samples, but the model takes samples of shape "
-                            f"{tuple(sample_shape)}; leave it out (the scan's other samples are the references)")
+            raise DataError(f"{path}: {setting_ref('reference_data')} is for image samples, but the model takes "
+                            f"samples of shape {tuple(sample_shape)}; leave it out (the scan's other samples are the "
+                            "references)")
         return ReferenceSet(empty, "none (not image samples: the scan's other samples are the references)", False)
     if path is None:
         return ReferenceSet(_bundled(sample_shape), BUNDLED_NAME, True)
@@ -105,7 +106,7 @@ def _user(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     from ..data.arrays import ARRAY_EXTENSIONS
     from ..data.folder import IMAGE_EXTENSIONS, check_regular, read_image
 
-    fix = "point --reference-data at a folder of images or a .npz/.npy array of them"
+    fix = f"point {setting_ref('reference_data')} at a folder of images or a .npz/.npy array of them"
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; {fix}")
     if path.is_dir():

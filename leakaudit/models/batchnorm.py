@@ -121,7 +121,7 @@ def _eval_forward(model: LoadedModel, batch: int) -> None:
 CLIENT_BATCHNORM = ("train", "eval")
 
 
-def check_client_batchnorm(value: object, where: str = "--client-batchnorm") -> str:
+def check_client_batchnorm(value: object, where: str = setting_ref("client_batchnorm")) -> str:
     """``value`` when it is a BatchNorm mode a client can train in: the one check of the setting."""
     if value not in CLIENT_BATCHNORM:
         raise ConfigError(f"{where} {value}: unknown BatchNorm mode; use train (batch statistics, torch's "

@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, setting_ref
 from .layers import MaskableDropout, MaskableDropPath
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+DROPOUT = setting_ref("dropout")
 
 
 class DeclaredDropout(MaskableDropout):
@@ -96,9 +99,9 @@ def insert_declared_dropout(module: nn.Module, declared: dict[str, float], sourc
         if name not in names or not name:
             close = difflib.get_close_matches(name, [n for n in names if n], n=5, cutoff=0.4)
             hint = f"close names: {', '.join(close)}" if close else "see `leakaudit inspect` for the layer names"
-            raise ConfigError(f"--dropout {given}={p}: {source} has no layer {given!r}; {hint}")
+            raise ConfigError(f"{DROPOUT} {given}={p}: {source} has no layer {given!r}; {hint}")
         if not 0.0 <= float(p) < 1.0:
-            raise ConfigError(f"--dropout {given}={p}: the rate must be in [0, 1); give e.g. {given}=0.5")
+            raise ConfigError(f"{DROPOUT} {given}={p}: the rate must be in [0, 1); give e.g. {given}=0.5")
         target = names[name]
         parent_name, _, leaf = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module

@@ -6,10 +6,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, setting_ref
 from .dropout_tools import insert_declared_dropout
 from .interface import LoadedModel
 from .safetensors_loader import load_safetensors
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+ARCH = setting_ref("arch")
 
 FORMATS = {".onnx": "onnx", ".safetensors": "safetensors"}
 
@@ -31,7 +34,7 @@ def load_model(path: str | Path, *, arch: str | None = None, input_shape: tuple[
     kind = _format_of(path)
     if kind == "onnx":
         if arch is not None:
-            raise InputError(f"--arch {arch}: {path} is ONNX and holds its own architecture; drop --arch")
+            raise InputError(f"{ARCH} {arch}: {path} is ONNX and holds its own architecture; drop {ARCH}")
         from .onnx_loader import load_onnx  # onnx, onnx2torch and torchvision cost ~2 s: only for ONNX files
 
         parts = load_onnx(path, input_shape=input_shape, num_classes=num_classes)
@@ -64,12 +67,12 @@ def _format_of(path: Path) -> str:
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a model file (.onnx, or .safetensors with --arch)")
+        raise InputError(f"{path}: is a folder; give a model file (.onnx, or .safetensors with {ARCH})")
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         suffix = path.suffix or "(no extension)"
         raise InputError(f"{path}: unsupported model format {suffix}; give an .onnx file (torch.onnx.export) or "
-                         ".safetensors weights with --arch (safetensors.torch.save_model)")
+                         f".safetensors weights with {ARCH} (safetensors.torch.save_model)")
     return kind
 
 

@@ -40,13 +40,18 @@ import torch
 from onnx import TensorProto, numpy_helper
 from torch import fx, nn
 
-from ..errors import InputError, LeakauditError, ModelError
+from ..errors import InputError, LeakauditError, ModelError, setting_ref
 from . import onnx_converters  # noqa: F401 -- registers the converters onnx2torch lacks
 from .interface import OnnxGraphInfo
 from .onnx_limits import check_sizes, guard, load_external_data
 from .onnx_names import safe_names
 from .onnx_patterns import fuse_decomposed_dropout
 from .onnx_converters import missing_converters
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+ARCH = setting_ref("arch")
+INPUT_SHAPE = setting_ref("input_shape")
+NUM_CLASSES = setting_ref("num_classes")
 
 RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli")
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
@@ -138,7 +143,7 @@ def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], classes: in
         raise
     except Exception as e:  # noqa: BLE001 -- converted user graph: anything can go wrong
         raise ModelError(f"{path}: the converted model fails on an input of shape {list(shape)} "
-                         f"({type(e).__name__}: {_first_line(e)}); check --input-shape or re-export the model "
+                         f"({type(e).__name__}: {_first_line(e)}); check {INPUT_SHAPE} or re-export the model "
                          "(torch.onnx.export, opset 17-21)") from e
     finally:
         module.train()
@@ -315,12 +320,12 @@ def _resolve_input_shape(path: Path, model: onnx.ModelProto, given: tuple[int, .
     if given is not None:
         given = tuple(int(d) for d in given)
         if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given, strict=True)):
-            raise InputError(f"--input-shape {_fmt(given)}: does not match the input "
+            raise InputError(f"{INPUT_SHAPE} {_fmt(given)}: does not match the input "
                              f"{_fmt(dims)} of {path}; drop the option or re-export the model")
         return given
     if not dims or any(d is None for d in dims):
         raise InputError(f"{path}: the graph's input shape {_fmt(dims)} has symbolic dimensions; "
-                         "give --input-shape C,H,W (one sample, no batch dimension)")
+                         f"give {INPUT_SHAPE} C,H,W (one sample, no batch dimension)")
     return tuple(int(d) for d in dims if d is not None)  # none is None: checked above
 
 
@@ -336,12 +341,12 @@ def _resolve_num_classes(path: Path, model: onnx.ModelProto, given: int | None) 
     last = dims[-1] if dims else None
     if given is not None:
         if last is not None and last != given:
-            raise InputError(f"--num-classes {given}: the output of {path} has {last} classes; "
+            raise InputError(f"{NUM_CLASSES} {given}: the output of {path} has {last} classes; "
                              "drop the option or re-export the model")
         return int(given)
     if last is None:
         raise InputError(f"{path}: the number of classes (last output dimension) is symbolic; "
-                         "give --num-classes N")
+                         f"give {NUM_CLASSES} N")
     return int(last)
 
 
@@ -365,7 +370,7 @@ def convert(path: Path, model: onnx.ModelProto) -> fx.GraphModule:
         ops = f"op {missing[0]!r} has" if len(missing) == 1 else f"ops {', '.join(repr(m) for m in missing)} have"
         raise ModelError(f"{path}: ONNX {ops} no converter (opset {opset.get('', '?')}); re-export the model "
                          "without it (e.g. at another opset) or save the weights as .safetensors and load them "
-                         "with --arch")
+                         f"with {ARCH}")
     from onnx2torch import convert as onnx2torch_convert
 
     try:
@@ -375,7 +380,7 @@ def convert(path: Path, model: onnx.ModelProto) -> fx.GraphModule:
     except Exception as e:  # noqa: BLE001 -- onnx2torch raises anything from NotImplementedError to KeyError
         raise ModelError(f"{path}: onnx2torch cannot convert the graph ({type(e).__name__}: {_first_line(e)}); "
                          "re-export the model (e.g. torch.onnx.export at opset 17-21) or save the weights as "
-                         ".safetensors and load them with --arch") from e
+                         f".safetensors and load them with {ARCH}") from e
     promote_weights(module, model)
     return module
 

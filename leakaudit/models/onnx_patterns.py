@@ -108,6 +108,20 @@ def _match(graph: onnx.GraphProto, r: onnx.NodeProto
     attrs = {a.name: helper.get_attribute_value(a) for a in r.attribute}
     if attrs.get("low", 0.0) != 0.0 or attrs.get("high", 1.0) != 1.0:
         return None
+    mask = _mask(graph, r)
+    if mask is None:
+        return None
+    less, cast, q = mask
+    scale = _scaled(graph, cast, q)
+    if scale is None:
+        return None
+    div, mul = scale
+    x = mul.input[1] if mul.input[0] == div.output[0] else mul.input[0]
+    return r, (less, cast, div, mul), x, mul.output[0], round(1.0 - q, 6)
+
+
+def _mask(graph: onnx.GraphProto, r: onnx.NodeProto) -> tuple[onnx.NodeProto, onnx.NodeProto, float] | None:
+    """(Less, Cast, keep probability q) of ``Cast(r < q)``, the 0/1 mask, when ``r`` is the random op's only use."""
     less = _only_consumer(graph, r.output[0])
     if less is None or less.op_type != "Less" or list(less.input[:1]) != [r.output[0]]:
         return None
@@ -115,6 +129,12 @@ def _match(graph: onnx.GraphProto, r: onnx.NodeProto
     cast = _only_consumer(graph, less.output[0])
     if q is None or not 0.0 < q <= 1.0 or cast is None or cast.op_type != "Cast":
         return None
+    return less, cast, q
+
+
+def _scaled(graph: onnx.GraphProto, cast: onnx.NodeProto,
+            q: float) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """(Div, Mul) of ``x * (mask / q)``: the mask scaled by the same q and applied to an input."""
     div = _only_consumer(graph, cast.output[0])
     if div is None or div.op_type != "Div" or list(div.input[:1]) != [cast.output[0]]:
         return None
@@ -123,8 +143,7 @@ def _match(graph: onnx.GraphProto, r: onnx.NodeProto
     mul = _only_consumer(graph, div.output[0])
     if mul is None or mul.op_type != "Mul" or div.output[0] not in mul.input:
         return None
-    x = mul.input[1] if mul.input[0] == div.output[0] else mul.input[0]
-    return r, (less, cast, div, mul), x, mul.output[0], round(1.0 - q, 6)
+    return div, mul
 
 
 def _only_consumer(graph: onnx.GraphProto, name: str) -> onnx.NodeProto | None:

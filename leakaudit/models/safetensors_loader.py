@@ -42,12 +42,18 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_model
 from torch import nn
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, setting_ref
 from ..userfiles import LOADER_KEYWORDS
 from . import user_arch
 from .limits import max_elements
 from .dropout_tools import replace_dropout
 from .zoo import ARCHITECTURES
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+ARCH = setting_ref("arch")
+ARCH_ARGS = setting_ref("arch_args")
+INPUT_SHAPE = setting_ref("input_shape")
+NUM_CLASSES = setting_ref("num_classes")
 
 META_PREFIX = "leakaudit."
 ZOO_KEYS = ("dropout", "precode", "latent_dim")
@@ -108,7 +114,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
-_OVERRIDES = {"arch": "--arch", "input_shape": "--input-shape", "num_classes": "--num-classes"}
+_OVERRIDES = {"arch": ARCH, "input_shape": INPUT_SHAPE, "num_classes": NUM_CLASSES}
 
 
 def _metadata_fix(name: str) -> str:
@@ -130,7 +136,7 @@ def load_safetensors(path: Path, *, arch: str | None = None, input_shape: tuple[
     spec = arch or meta.get("arch")
     if not spec:
         raise InputError(f"{path}: safetensors holds weights only and its metadata names no architecture; give "
-                         f"--arch NAME ({', '.join(ARCHITECTURES.names())}) or --arch path/to/file.py:factory")
+                         f"{ARCH} NAME ({', '.join(ARCHITECTURES.names())}) or {ARCH} path/to/file.py:factory")
     architecture = user_arch.resolve(str(spec)) if arch else _metadata_architecture(path, str(spec))
     kwargs = _arch_kwargs(path, meta, architecture, arch_kwargs)
     shape = _input_shape(path, input_shape, meta, architecture)
@@ -140,14 +146,14 @@ def load_safetensors(path: Path, *, arch: str | None = None, input_shape: tuple[
     module = user_arch.build(architecture, num_classes=classes, input_shape=shape, arch_kwargs=kwargs)
     if not architecture.builtin:
         user_arch.guard_exits(module, architecture.label)
-    what = f"--arch {spec}" if arch else _metadata_arch(str(spec))
+    what = f"{ARCH} {spec}" if arch else _metadata_arch(str(spec))
     check_weights(path, module, tensors, what)
     module.load_state_dict(tensors, strict=False)
     replace_dropout(module)
     out_classes = _run_once(path, module, shape, what)
     if classes is not None and int(classes) != out_classes:
         raise ModelError(f"{path}: {what} outputs {out_classes} classes, expected {classes}; "
-                         "fix --num-classes or the file's leakaudit.num_classes metadata")
+                         f"fix {NUM_CLASSES} or the file's leakaudit.num_classes metadata")
     return SafetensorsParts(module=module, input_shape=shape, num_classes=out_classes, arch=str(spec))
 
 
@@ -163,7 +169,7 @@ def _metadata_architecture(path: Path, spec: str) -> user_arch.Architecture:
     if user_arch.is_code_reference(spec):
         raise ModelError(f"{path}: the file's metadata {META_PREFIX}arch={spec!r} asks to run code; a model "
                          f"file may only name a built-in architecture ({', '.join(ARCHITECTURES.names())}): if "
-                         "you trust that code, run it on purpose with --arch path/to/file.py:factory")
+                         f"you trust that code, run it on purpose with {ARCH} path/to/file.py:factory")
     return user_arch.resolve(spec, label=f"{path}: {_metadata_arch(spec)}")
 
 
@@ -202,7 +208,7 @@ def _arch_kwargs(path: Path, meta: dict[str, Any], architecture: user_arch.Archi
         kwargs.update(extra or {})
         if "dropout" in kwargs and "dropout" not in (given or {}) and not user_arch.is_rate(kwargs["dropout"]):
             raise ModelError(f"{path}: the file's metadata {META_PREFIX}dropout={_short(kwargs['dropout'])} is not "
-                             f"a dropout rate in [0, 1); {_metadata_fix('dropout')} or give --arch-arg dropout=RATE")
+                             f"a dropout rate in [0, 1); {_metadata_fix('dropout')} or give {ARCH_ARGS} dropout=RATE")
     kwargs.update(given or {})
     return kwargs
 
@@ -212,17 +218,17 @@ def _input_shape(path: Path, given, meta: dict[str, Any], architecture: user_arc
     if shape is None:
         shape = _default_of(architecture, "input_shape")
     if shape is None:
-        raise InputError(f"{path}: the input shape is unknown; give --input-shape C,H,W (one sample) or store "
+        raise InputError(f"{path}: the input shape is unknown; give {INPUT_SHAPE} C,H,W (one sample) or store "
                          "leakaudit.input_shape in the file's metadata")
-    source = "--input-shape" if given is not None else f"the file's metadata {META_PREFIX}input_shape"
+    source = INPUT_SHAPE if given is not None else f"the file's metadata {META_PREFIX}input_shape"
     try:
         dims = tuple(int(d) for d in shape)
     except (TypeError, ValueError) as e:
-        raise InputError(f"{path}: {source} {_short(shape)} is not a list of integers; give --input-shape C,H,W") \
+        raise InputError(f"{path}: {source} {_short(shape)} is not a list of integers; give {INPUT_SHAPE} C,H,W") \
             from e
     if not dims or any(d < 1 for d in dims) or math.prod(dims) > max_elements():
         raise InputError(f"{path}: {source} {list(dims)} is not a sample shape leakaudit can allocate (dims >= 1, "
-                         f"at most {max_elements():,} elements); give --input-shape C,H,W")
+                         f"at most {max_elements():,} elements); give {INPUT_SHAPE} C,H,W")
     return dims
 
 
@@ -272,8 +278,8 @@ def check_weights(path: Path, module: nn.Module, tensors: dict[str, torch.Tensor
         if items:
             more = f" +{len(items) - 3} more" if len(items) > 3 else ""
             parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
-    raise ModelError(f"{path}: weights do not fit {what}: {'; '.join(parts)}; check --arch, --input-shape, "
-                     "--num-classes and arch_kwargs (or the file's leakaudit.* metadata)")
+    raise ModelError(f"{path}: weights do not fit {what}: {'; '.join(parts)}; check {ARCH}, {INPUT_SHAPE}, "
+                     f"{NUM_CLASSES} and arch_kwargs (or the file's leakaudit.* metadata)")
 
 
 def _aliases(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, ...]]:
@@ -295,7 +301,7 @@ def _run_once(path: Path, module: nn.Module, shape: tuple[int, ...], what: str) 
         raise
     except BaseException as e:  # noqa: BLE001 -- user code: even sys.exit in forward is an input error
         raise ModelError(f"{path}: the model of {what} fails on input shape {list(shape)} "
-                         f"({user_arch.describe_exception(e)}); fix --input-shape or the architecture") from e
+                         f"({user_arch.describe_exception(e)}); fix {INPUT_SHAPE} or the architecture") from e
     finally:
         module.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:

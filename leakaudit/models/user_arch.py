@@ -24,8 +24,14 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, setting_ref
 from .zoo import ARCHITECTURES
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+ARCH = setting_ref("arch")
+ARCH_ARGS = setting_ref("arch_args")
+INPUT_SHAPE = setting_ref("input_shape")
+NUM_CLASSES = setting_ref("num_classes")
 
 
 @dataclass(frozen=True)
@@ -33,11 +39,11 @@ class Architecture:
     spec: str  # what the user gave
     factory: Callable[..., nn.Module]
     builtin: bool  # a zoo architecture (accepts the zoo's common keywords)
-    label: str = ""  # where the name comes from, first in messages: "--arch NAME" unless given
+    label: str = ""  # where the name comes from, first in messages: the arch setting and NAME unless given
 
     def __post_init__(self) -> None:
         if not self.label:
-            object.__setattr__(self, "label", f"--arch {self.spec}")
+            object.__setattr__(self, "label", f"{ARCH} {self.spec}")
 
 
 def is_code_reference(spec: str) -> bool:
@@ -48,18 +54,18 @@ def is_code_reference(spec: str) -> bool:
 def resolve(spec: str, label: str | None = None) -> Architecture:
     if not is_code_reference(spec):
         if label is not None and spec not in ARCHITECTURES.names():
-            raise ModelError(f"{label}: {ARCHITECTURES.unknown_message(spec)}; fix the metadata or give --arch")
+            raise ModelError(f"{label}: {ARCHITECTURES.unknown_message(spec)}; fix the metadata or give {ARCH}")
         return Architecture(spec, ARCHITECTURES.get(spec), builtin=True, label=label or "")
     target, _, name = spec.rpartition(":")
     if target == "timm":
         return _timm(spec, name)
     if not target or not name.isidentifier():
-        raise ConfigError(f"--arch {spec}: expected NAME, path/to/file.py:factory or package.module:factory")
+        raise ConfigError(f"{ARCH} {spec}: expected NAME, path/to/file.py:factory or package.module:factory")
     module = _import_file(spec, Path(target)) if target.endswith(".py") else _import_module(spec, target)
     factory = getattr(module, name, None)
     if not callable(factory):
         available = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise ConfigError(f"--arch {spec}: {target} has no callable {name!r}; "
+        raise ConfigError(f"{ARCH} {spec}: {target} has no callable {name!r}; "
                           f"pick one of: {', '.join(available[:12]) or 'none defined'}")
     return Architecture(spec, factory, builtin=False)
 
@@ -77,7 +83,7 @@ def build(arch: Architecture, *, num_classes: int | None, input_shape: tuple[int
             kwargs[key] = value
     if arch.builtin and "dropout" in kwargs and not is_rate(kwargs["dropout"]):
         raise ConfigError(f"{arch.label}: dropout={kwargs['dropout']!r} is not a dropout rate in [0, 1); give e.g. "
-                          "--arch-arg dropout=0.25 (0: none)")
+                          f"{ARCH_ARGS} dropout=0.25 (0: none)")
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
@@ -89,7 +95,7 @@ def build(arch: Architecture, *, num_classes: int | None, input_shape: tuple[int
         raise
     except BaseException as e:  # noqa: BLE001 -- user code: any error, even an exit, is the user's to fix
         raise ModelError(f"{arch.label}: building the model failed ({describe_exception(e)}); "
-                         "check the architecture's arguments (arch_kwargs, --input-shape, --num-classes)") from e
+                         f"check the architecture's arguments (arch_kwargs, {INPUT_SHAPE}, {NUM_CLASSES})") from e
     if not isinstance(module, nn.Module):
         raise ModelError(f"{arch.label}: the factory returned {type(module).__name__}, not a torch nn.Module; "
                          "make it return the model")
@@ -149,11 +155,11 @@ def _timm(spec: str, name: str) -> Architecture:
     """``timm:MODEL_NAME``: ``timm.create_model(MODEL_NAME, pretrained=False, ...)``; the weights come from the
     file, and nothing is downloaded."""
     if not name:
-        raise ConfigError(f"--arch {spec}: name a timm model, e.g. timm:vit_tiny_patch16_224")
+        raise ConfigError(f"{ARCH} {spec}: name a timm model, e.g. timm:vit_tiny_patch16_224")
     try:
         import timm  # noqa: F401 -- optional dependency, imported only when asked for by name
     except ImportError as e:
-        raise ConfigError(f"--arch {spec}: timm is not installed; pip install 'leakaudit[timm]'") from e
+        raise ConfigError(f"{ARCH} {spec}: timm is not installed; pip install 'leakaudit[timm]'") from e
 
     def factory(**kwargs: Any) -> nn.Module:
         import timm
@@ -177,11 +183,11 @@ def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
 
 def _import_file(spec: str, path: Path):
     if not path.is_file():
-        raise ConfigError(f"--arch {spec}: {path} does not exist; give path/to/file.py:factory")
+        raise ConfigError(f"{ARCH} {spec}: {path} does not exist; give path/to/file.py:factory")
     module_name = f"leakaudit_user_arch_{abs(hash(str(path.resolve())))}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:
-        raise ConfigError(f"--arch {spec}: {path} cannot be imported as Python; give path/to/file.py:factory")
+        raise ConfigError(f"{ARCH} {spec}: {path} cannot be imported as Python; give path/to/file.py:factory")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
     try:
@@ -190,7 +196,7 @@ def _import_file(spec: str, path: Path):
         raise
     except BaseException as e:  # noqa: BLE001 -- user code: even an exit at import is an input error
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"--arch {spec}: importing {path} failed ({describe_exception(e)}); "
+        raise ConfigError(f"{ARCH} {spec}: importing {path} failed ({describe_exception(e)}); "
                           "fix the file or run it with python to see the error") from e
     return module
 
@@ -199,10 +205,10 @@ def _import_module(spec: str, name: str):
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        raise ConfigError(f"--arch {spec}: cannot import module {name!r} ({e}); install it or give "
+        raise ConfigError(f"{ARCH} {spec}: cannot import module {name!r} ({e}); install it or give "
                           "path/to/file.py:factory") from e
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # noqa: BLE001 -- user code: even an exit at import is an input error
-        raise ConfigError(f"--arch {spec}: importing {name!r} failed ({describe_exception(e)}); "
+        raise ConfigError(f"{ARCH} {spec}: importing {name!r} failed ({describe_exception(e)}); "
                           "fix the module") from e

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, setting_ref
 from ..registry import Registry
 from ..resources import read_report_file
 from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
@@ -23,6 +23,9 @@ from .junit import render_junit
 from .markdown import render_markdown
 from .sarif import render_sarif
 from .output import OutputFolder, write_atomic
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+FORMAT_SETTING = setting_ref("formats")
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,9 @@ for _f in (
     FORMATS.register(_f.name)(_f)
 
 
-def parse_formats(names: tuple[str, ...] | list[str], where: str = "--format") -> tuple[Format, ...]:
+def parse_formats(names: tuple[str, ...] | list[str], where: str = FORMAT_SETTING) -> tuple[Format, ...]:
     if not names:
-        raise ConfigError(f"{where}: no format given; use e.g. --format json,html")
+        raise ConfigError(f"{where}: no format given; use e.g. {FORMAT_SETTING} json,html")
     out: list[Format] = []
     for name in names:
         try:

@@ -255,41 +255,50 @@ def _attacks(doc: dict[str, Any]) -> str:
     ran = [a for a in doc["attacks"] if a["status"] in ("ran", "interrupted")]
     other = [a for a in doc["attacks"] if a["status"] not in ("ran", "interrupted")]
     if ran:
-        metrics = [m for m in ("ssim", "ssim_adjusted", "psnr", "lpips") if any(m in a["means"] for a in ran)]
-        broken = rules_broken_by(doc)
-        rows = [[f'<a href="#attack-{esc(a["name"])}">{esc(a["name"])}</a>', _badge(a["status"]),
-                 *[fmt(a["means"].get(m)) for m in metrics], fmt(a["label_accuracy"]), fmt(a["attack_loss"]),
-                 fmt(a["seconds"]),
-                 (_badge("fail") + " " + esc(", ".join(broken[a["name"]]))) if a["name"] in broken else "none"]
-                for a in ran]
-        out.append(_table(["Attack", "Status", *[f"mean {m}" for m in metrics], "label accuracy", "attack loss",
-                           "seconds", "fail rules it breaks"], rows, numeric=range(2, 6 + len(metrics))))
-    for a in ran:
-        settings = ", ".join(f"{esc(k)}={fmt(v) if not isinstance(v, (dict, list)) else esc(v)}"
-                             for k, v in a["settings"].items())
-        means = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in a["means"].items()) or "—"
-        items = [("Status", _badge(a["status"]) + (f' {esc(a["reason"])}' if a["reason"] else "")),
-                 ("Settings", f'<span class="mono">{settings}</span>'),
-                 ("Iterations run", f'{fmt(a["iterations_run"])} of {fmt(a.get("iterations_planned"))}'
-                  + (" (stopped early)" if a.get("stopped_early") else "")),
-                 ("Time / device", f'{fmt(a["seconds"])} s on {esc(a["device"])}'),
-                 ("Attack loss", fmt(a["attack_loss"])),
-                 ("Mean metrics", means)]
-        if a.get("label_accuracy") is not None:
-            items.append(("Label accuracy", fmt(a["label_accuracy"])))
-        for metric, why in a["unavailable"].items():
-            items.append((f"{metric}", f"unavailable: {_long(why)}"))
-        for note in a.get("notes", []):
-            items.append(("Note", esc(note)))
-        grid = "".join(_pair(doc, a, s) for s in a["samples"])
-        out.append(f'<h3 id="attack-{esc(a["name"])}">{esc(a["name"])}</h3>' + _card(items)
-                   + f'<div class="grid">{grid}</div>')
+        out.append(_attack_table(doc, ran))
+    out += [_attack_detail(doc, a) for a in ran]
     if other:
         rows = [[f'<span class="mono">{esc(a["name"])}</span>', _badge(a["status"]), esc(a["reason"])] for a in other]
         out.append("<h3>Not run</h3>" + _table(["Attack", "Status", "Reason"], rows))
     if len(out) == 1:
         out.append('<p class="muted">No attack was run.</p>')
     return "".join(out)
+
+
+def _attack_table(doc: dict[str, Any], ran: list[dict[str, Any]]) -> str:
+    """One row per attack that ran: its mean metrics, label accuracy, loss, time and the fail rules it breaks."""
+    metrics = [m for m in ("ssim", "ssim_adjusted", "psnr", "lpips") if any(m in a["means"] for a in ran)]
+    broken = rules_broken_by(doc)
+    rows = [[f'<a href="#attack-{esc(a["name"])}">{esc(a["name"])}</a>', _badge(a["status"]),
+             *[fmt(a["means"].get(m)) for m in metrics], fmt(a["label_accuracy"]), fmt(a["attack_loss"]),
+             fmt(a["seconds"]),
+             (_badge("fail") + " " + esc(", ".join(broken[a["name"]]))) if a["name"] in broken else "none"]
+            for a in ran]
+    return _table(["Attack", "Status", *[f"mean {m}" for m in metrics], "label accuracy", "attack loss",
+                   "seconds", "fail rules it breaks"], rows, numeric=range(2, 6 + len(metrics)))
+
+
+def _attack_detail(doc: dict[str, Any], a: dict[str, Any]) -> str:
+    """An attack's card (status, settings, iterations, time, metrics, notes) and its sample pairs."""
+    settings = ", ".join(f"{esc(k)}={fmt(v) if not isinstance(v, (dict, list)) else esc(v)}"
+                         for k, v in a["settings"].items())
+    means = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in a["means"].items()) or "—"
+    items = [("Status", _badge(a["status"]) + (f' {esc(a["reason"])}' if a["reason"] else "")),
+             ("Settings", f'<span class="mono">{settings}</span>'),
+             ("Iterations run", f'{fmt(a["iterations_run"])} of {fmt(a.get("iterations_planned"))}'
+              + (" (stopped early)" if a.get("stopped_early") else "")),
+             ("Time / device", f'{fmt(a["seconds"])} s on {esc(a["device"])}'),
+             ("Attack loss", fmt(a["attack_loss"])),
+             ("Mean metrics", means)]
+    if a.get("label_accuracy") is not None:
+        items.append(("Label accuracy", fmt(a["label_accuracy"])))
+    for metric, why in a["unavailable"].items():
+        items.append((f"{metric}", f"unavailable: {_long(why)}"))
+    for note in a.get("notes", []):
+        items.append(("Note", esc(note)))
+    grid = "".join(_pair(doc, a, s) for s in a["samples"])
+    return (f'<h3 id="attack-{esc(a["name"])}">{esc(a["name"])}</h3>' + _card(items)
+            + f'<div class="grid">{grid}</div>')
 
 
 def _recommendations(doc: dict[str, Any]) -> str:

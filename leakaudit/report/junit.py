@@ -56,58 +56,12 @@ def render_junit(doc: dict[str, Any]) -> str:
     counts = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
     for r in rules["results"]:
         counts["tests"] += 1
-        attributed = f" and match_p <= {r['max_p']}" if r.get("max_p") is not None else ""
-        case = ET.SubElement(suite, "testcase", classname=f"leakaudit.rules.{rules['profile']}",
-                             name=f"{r['id']}: {r['metric']} {r['comparison']} {r['threshold']}{attributed} "
-                                  f"({r['scope']})")
-        text = "\n".join(x for x in (r.get("description"), r.get("reason"), _observed(r), _recognition(doc, r),
-                                     r.get("reference")) if x)
-        if r["status"] == "fail":
-            counts["failures"] += 1
-            ET.SubElement(case, "failure", message=f"{r['id']}: leak, {_observed(r)}", type="leak").text = text
-        elif r["status"] == "not_evaluated" and rules["strict"] and r.get("severity", "fail") == "fail":
-            counts["failures"] += 1
-            ET.SubElement(case, "failure", message=f"{r['id']}: could not be evaluated, which --strict counts as "
-                          "failed (no leak was found by this rule)", type="not_evaluated").text = text
-        elif r["status"] in ("not_evaluated", "not_applicable"):
-            counts["skipped"] += 1
-            why = r.get("reason", "") if r["status"] == "not_applicable" else f"not evaluated: {r.get('reason', '')}"
-            ET.SubElement(case, "skipped", message=f"{r['id']}: {why}")
-        elif r["status"] == "warn":
-            ET.SubElement(case, "system-out").text = f"WARNING {r['id']}: {_observed(r)}\n{text}"
-        elif r["status"] == "suppressed":
-            counts["skipped"] += 1
-            why = next((f"{s['reason']} (until {s['expires']}, {s['file']})" for s in doc.get("suppressions") or []
-                        if s["rule"] == r["id"] and s["status"] == "active"), "")
-            ET.SubElement(case, "skipped", message=f"{r['id']}: suppressed: {why}; {_observed(r)}").text = text
-    for s in doc.get("suppressions") or []:  # an expired acceptance fails the scan: a failing case of its own
-        if s["status"] != "expired":
-            continue
+        outcome = _rule_case(suite, doc, r)
+        if outcome:
+            counts[outcome] += 1
+    for outcome in (*_expired_cases(suite, doc), *_scan_cases(suite, doc)):
         counts["tests"] += 1
-        counts["failures"] += 1
-        case = ET.SubElement(suite, "testcase", classname="leakaudit.suppressions",
-                             name=f"suppression of {s['rule']} for {s['model']} is current")
-        ET.SubElement(case, "failure", message=f"suppression of {s['rule']} expired on {s['expires']} ({s['file']}): "
-                      f"{s['reason']}; renew or remove it", type="expired_suppression").text = (
-            f"the rule's own status: {s['rule_status']}")
-    for a in doc["attacks"]:
-        if a["status"] == "failed":
-            counts["tests"] += 1
-            counts["errors"] += 1
-            case = ET.SubElement(suite, "testcase", classname="leakaudit.attacks", name=f"attack {a['name']} ran")
-            ET.SubElement(case, "error", message=f"{a['name']}: {a['reason']}", type="attack_error").text = a["reason"]
-    control = doc.get("control") or {}
-    if doc["verdict"]["overall"] == "inconclusive":
-        counts["tests"] += 1
-        counts["failures"] += 1
-        case = ET.SubElement(suite, "testcase", classname="leakaudit.scan", name="positive control reconstructs")
-        ET.SubElement(case, "failure", message=str(doc["verdict"]["summary"]), type="inconclusive").text = "\n".join(
-            x for x in (control.get("reason"), control.get("evidence")) if x)
-    if doc.get("incomplete"):
-        counts["tests"] += 1
-        counts["errors"] += 1
-        case = ET.SubElement(suite, "testcase", classname="leakaudit.scan", name="scan completed")
-        ET.SubElement(case, "error", message=doc.get("incomplete_reason") or "interrupted", type="incomplete")
+        counts[outcome] += 1
     for key, value in counts.items():
         suite.set(key, str(value))
         suites.set(key, str(value))
@@ -117,3 +71,69 @@ def render_junit(doc: dict[str, Any]) -> str:
     _only_xml_characters(suites)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _rule_case(suite: ET.Element, doc: dict[str, Any], r: dict[str, Any]) -> str:
+    """One rule's test case; the count it adds to ("failures", "skipped", or "" for a passing case)."""
+    rules = doc["rules"]
+    attributed = f" and match_p <= {r['max_p']}" if r.get("max_p") is not None else ""
+    case = ET.SubElement(suite, "testcase", classname=f"leakaudit.rules.{rules['profile']}",
+                         name=f"{r['id']}: {r['metric']} {r['comparison']} {r['threshold']}{attributed} "
+                              f"({r['scope']})")
+    text = "\n".join(x for x in (r.get("description"), r.get("reason"), _observed(r), _recognition(doc, r),
+                                 r.get("reference")) if x)
+    if r["status"] == "fail":
+        ET.SubElement(case, "failure", message=f"{r['id']}: leak, {_observed(r)}", type="leak").text = text
+        return "failures"
+    if r["status"] == "not_evaluated" and rules["strict"] and r.get("severity", "fail") == "fail":
+        ET.SubElement(case, "failure", message=f"{r['id']}: could not be evaluated, which --strict counts as "
+                      "failed (no leak was found by this rule)", type="not_evaluated").text = text
+        return "failures"
+    if r["status"] in ("not_evaluated", "not_applicable"):
+        why = r.get("reason", "") if r["status"] == "not_applicable" else f"not evaluated: {r.get('reason', '')}"
+        ET.SubElement(case, "skipped", message=f"{r['id']}: {why}")
+        return "skipped"
+    if r["status"] == "warn":
+        ET.SubElement(case, "system-out").text = f"WARNING {r['id']}: {_observed(r)}\n{text}"
+    elif r["status"] == "suppressed":
+        why = next((f"{s['reason']} (until {s['expires']}, {s['file']})" for s in doc.get("suppressions") or []
+                    if s["rule"] == r["id"] and s["status"] == "active"), "")
+        ET.SubElement(case, "skipped", message=f"{r['id']}: suppressed: {why}; {_observed(r)}").text = text
+        return "skipped"
+    return ""
+
+
+def _expired_cases(suite: ET.Element, doc: dict[str, Any]) -> list[str]:
+    """An expired acceptance fails the scan: a failing case of its own per expired suppression."""
+    added = []
+    for s in doc.get("suppressions") or []:
+        if s["status"] != "expired":
+            continue
+        case = ET.SubElement(suite, "testcase", classname="leakaudit.suppressions",
+                             name=f"suppression of {s['rule']} for {s['model']} is current")
+        ET.SubElement(case, "failure", message=f"suppression of {s['rule']} expired on {s['expires']} ({s['file']}): "
+                      f"{s['reason']}; renew or remove it", type="expired_suppression").text = (
+            f"the rule's own status: {s['rule_status']}")
+        added.append("failures")
+    return added
+
+
+def _scan_cases(suite: ET.Element, doc: dict[str, Any]) -> list[str]:
+    """The cases of the scan itself: each crashed attack, an inconclusive control, an interrupted scan."""
+    added = []
+    for a in doc["attacks"]:
+        if a["status"] == "failed":
+            case = ET.SubElement(suite, "testcase", classname="leakaudit.attacks", name=f"attack {a['name']} ran")
+            ET.SubElement(case, "error", message=f"{a['name']}: {a['reason']}", type="attack_error").text = a["reason"]
+            added.append("errors")
+    control = doc.get("control") or {}
+    if doc["verdict"]["overall"] == "inconclusive":
+        case = ET.SubElement(suite, "testcase", classname="leakaudit.scan", name="positive control reconstructs")
+        ET.SubElement(case, "failure", message=str(doc["verdict"]["summary"]), type="inconclusive").text = "\n".join(
+            x for x in (control.get("reason"), control.get("evidence")) if x)
+        added.append("failures")
+    if doc.get("incomplete"):
+        case = ET.SubElement(suite, "testcase", classname="leakaudit.scan", name="scan completed")
+        ET.SubElement(case, "error", message=doc.get("incomplete_reason") or "interrupted", type="incomplete")
+        added.append("errors")
+    return added

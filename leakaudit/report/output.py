@@ -43,7 +43,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Iterable, Mapping, Sequence
 
-from ..errors import OutputError
+from ..errors import OutputError, argument_ref, setting_ref
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+OUTPUT = argument_ref("output")
+OUTPUT_DIR = setting_ref("output_dir")
 
 LOCK_NAME = ".leakaudit.lock"
 MANIFEST_NAME = "leakaudit-manifest.json"
@@ -133,7 +137,7 @@ def _make_parent(path: Path, flag: str, example: str) -> None:
         raise _error(path.parent, "create the folder", e, flag) from e
 
 
-def write_atomic(path: str | Path, text: str | bytes, *, flag: str = "--output", example: str = "report.json") -> None:
+def write_atomic(path: str | Path, text: str | bytes, *, flag: str = OUTPUT, example: str = "report.json") -> None:
     """Write one file: temp file next to ``path``, then rename, so a reader never sees part of it.
     Any OS error (disk full, read-only, a folder at ``path``) is an OutputError naming the path."""
     path = Path(path)
@@ -146,7 +150,7 @@ def write_atomic(path: str | Path, text: str | bytes, *, flag: str = "--output",
         raise _error(path, "write", e, flag) from e
 
 
-def prepare_file(path: str | Path, *, flag: str = "--output", example: str = "report.json") -> None:
+def prepare_file(path: str | Path, *, flag: str = OUTPUT, example: str = "report.json") -> None:
     """Before a run writes ``path``: refuse a folder, check its folder is writable, delete temps a killed run
     left, and delete a previous leakaudit report there, so a failed run leaves no stale one."""
     path = Path(path)
@@ -287,7 +291,7 @@ def _listed_files(folder: Path) -> dict[str, str]:
 class OutputFolder:
     """An output folder held by this run (see the module docstring). Use as a context manager."""
 
-    def __init__(self, folder: str | Path, names: Sequence[str], *, flag: str = "--output-dir",
+    def __init__(self, folder: str | Path, names: Sequence[str], *, flag: str = OUTPUT_DIR,
                  keep: Iterable[str | Path] = (), verified_only: bool = False) -> None:
         self.folder = Path(folder)
         self.names = tuple(names)

@@ -47,13 +47,7 @@ def curves(doc: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     done = [p for p in doc["points"] if p["status"] == "done"]
-    series: dict[str, dict[str, list[tuple[float, float, float | None]]]] = {}
-    for p in done:
-        for a in p["attacks"]:
-            for m in a["metrics"]:
-                if m["mean"] is not None:
-                    series.setdefault(m["name"], {}).setdefault(a["attack"], []).append(
-                        (p["value"], m["mean"], m["worst"]))
+    series = _series(done)
     verdicts = sorted((p["value"], p["passed"]) for p in done)
     rules = _rules_by_metric(doc)
     log_x = _log_axis(doc)
@@ -61,14 +55,7 @@ def curves(doc: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     for metric in sorted(series):
         fig, ax = plt.subplots(figsize=(5.4, 3.5))
-        for i, (attack, pts) in enumerate(sorted(series[metric].items())):
-            pts.sort()
-            color = _COLORS[i % len(_COLORS)]
-            xs = [x for x, _, _ in pts]
-            ax.plot(xs, [m for _, m, _ in pts], "-o", color=color, markersize=4, label=_plain(f"{attack} (mean)"))
-            if any(w is not None and w != m for _, m, w in pts):
-                worst = [math.nan if w is None else w for _, _, w in pts]  # NaN: a gap in the line, as None was
-                ax.plot(xs, worst, "--", color=color, alpha=0.6, label=_plain(f"{attack} (worst)"))
+        _plot_attacks(ax, series[metric])
         for rid, thr in rules.get(metric, []):
             ax.axhline(thr, color="#f9ab00", linestyle=":", linewidth=1.5, label=_plain(f"rule {rid}: {thr:g}"))
         if stable is not None:
@@ -87,6 +74,34 @@ def curves(doc: dict[str, Any]) -> list[tuple[str, str]]:
         out.append((metric, _png_uri(fig)))
         plt.close(fig)
     return out
+
+
+# metric -> attack -> (value, mean, worst sample) at every value with a verdict
+_Series = dict[str, dict[str, list[tuple[float, float, float | None]]]]
+
+
+def _series(done: list[dict[str, Any]]) -> _Series:
+    series: _Series = {}
+    for p in done:
+        for a in p["attacks"]:
+            for m in a["metrics"]:
+                if m["mean"] is not None:
+                    series.setdefault(m["name"], {}).setdefault(a["attack"], []).append(
+                        (p["value"], m["mean"], m["worst"]))
+    return series
+
+
+def _plot_attacks(ax: Any, by_attack: dict[str, list[tuple[float, float, float | None]]]) -> None:
+    """One metric's curves: per attack the mean (solid) and, where it differs, the worst sample (dashed).
+    ``ax``: a matplotlib Axes (matplotlib is optional and not type-checked here)."""
+    for i, (attack, pts) in enumerate(sorted(by_attack.items())):
+        pts.sort()
+        color = _COLORS[i % len(_COLORS)]
+        xs = [x for x, _, _ in pts]
+        ax.plot(xs, [m for _, m, _ in pts], "-o", color=color, markersize=4, label=_plain(f"{attack} (mean)"))
+        if any(w is not None and w != m for _, m, w in pts):
+            worst = [math.nan if w is None else w for _, _, w in pts]  # NaN: a gap in the line, as None was
+            ax.plot(xs, worst, "--", color=color, alpha=0.6, label=_plain(f"{attack} (worst)"))
 
 
 def _log_axis(doc: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, argument_ref
 from ..resources import read_report_file
 from ..userfiles import REPORT_LIMIT, parse_json, read_user_text
 from .interface import (
@@ -26,6 +26,10 @@ from .interface import (
     SweepResult,
 )
 from .knobs import Vary
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+RESUME = argument_ref("resume")
+VARY = argument_ref("vary")
 
 SCHEMA_ID = "leakaudit-sweep"
 SCHEMA_VERSION = 1
@@ -126,7 +130,7 @@ def read_json(path: Path) -> dict[str, Any]:
                          f"pass the sweep.json written by `leakaudit sweep`")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path}: sweep file version {doc.get('schema_version')!r} is not {SCHEMA_VERSION}; "
-                         f"rerun the sweep without --resume")
+                         f"rerun the sweep without {RESUME}")
     validate(doc, str(path))
     return doc
 
@@ -135,18 +139,18 @@ def previous_points(path: Path, doc: dict[str, Any], *, knob: str, sha256: str,
                     settings: dict[str, Any]) -> dict[float, Point]:
     """The points of a previous run that ``--resume`` may reuse, after checking it is the same sweep."""
     if doc["knob"]["name"] != knob:
-        raise ConfigError(f"--resume {path}: that sweep varied {doc['knob']['name']}, this one {knob}; "
-                          f"use the same --vary knob or a new output directory")
+        raise ConfigError(f"{RESUME} {path}: that sweep varied {doc['knob']['name']}, this one {knob}; "
+                          f"use the same {VARY} knob or a new output directory")
     old_sha = doc.get("model", {}).get("sha256")
     if old_sha != sha256:
-        raise ConfigError(f"--resume {path}: model sha256 differs ({str(old_sha)[:12]}... in the file, "
+        raise ConfigError(f"{RESUME} {path}: model sha256 differs ({str(old_sha)[:12]}... in the file, "
                           f"{sha256[:12]}... now); resume with the same model file or start a new sweep")
     old, new = canonical(doc.get("settings", {})), canonical(settings)
     if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff[:3])
-        raise ConfigError(f"--resume {path}: settings differ from that run: {shown}; use the same options "
-                          f"or start a new sweep without --resume")
+        raise ConfigError(f"{RESUME} {path}: settings differ from that run: {shown}; use the same options "
+                          f"or start a new sweep without {RESUME}")
     return {p.value: p for p in (point_from_dict(d) for d in doc["points"])}
 
 

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, argument_ref
 from ..registry import Registry
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+VARY = argument_ref("vary")
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def _tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-def parse_values(spec: str, option: str = "--vary") -> tuple[tuple[float, ...], str]:
+def parse_values(spec: str, option: str = VARY) -> tuple[tuple[float, ...], str]:
     """``"0.1,0.2"`` or ``"START:STOP:log|lin:COUNT"`` -> (ascending values, scale)."""
     spec = spec.strip()
     if not spec:
@@ -153,7 +156,7 @@ def _parse_range(spec: str, option: str) -> list[float]:
     return list(np.linspace(start, stop, count))
 
 
-def parse_vary(text: str, option: str = "--vary") -> Vary:
+def parse_vary(text: str, option: str = VARY) -> Vary:
     """``"noise.sigma=1e-4:1e-1:log:6"`` -> Vary, with one-line ConfigErrors for every mistake."""
     where = f"{option} {text}"
     if "=" not in text:

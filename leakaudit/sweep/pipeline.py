@@ -14,7 +14,7 @@ from ..audit import Prepared
 from ..audit import prepare as prepare_audit
 from ..audit import run as run_audit
 from ..detect.interface import Findings
-from ..errors import ConfigError
+from ..errors import ConfigError, argument_ref
 from ..models.interface import LoadedModel
 from ..progress import NullObserver, Observer
 from .interface import (
@@ -27,9 +27,14 @@ from .interface import (
     PointCost,
     PointRule,
 )
-from ..config import settings_in_roles
+from ..config import ScanSettings, settings_in_roles
+from ..data.interface import SampleBatch
+from ..result import AttackOutcome, AuditResult
 from .knobs import Vary
 from .settings import defenses_with, rebuild_with_dropout
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+VARY = argument_ref("vary")
 
 
 def prepare(model: str | LoadedModel, data: Any, settings: Any, observer: Observer | None = None) -> Prepared:
@@ -43,7 +48,8 @@ def default_audit(prepared: Prepared, command: str = "") -> "AuditFn":
     """``leakaudit.audit.run`` on the prepared rules and batch: what ``make_runner`` calls per value (the model
     and findings may be the value's own, e.g. rebuilt with another dropout rate)."""
 
-    def run(model: LoadedModel, batch: Any, findings: Findings, settings: Any, observer: Observer) -> Any:
+    def run(model: LoadedModel, batch: SampleBatch, findings: Findings, settings: ScanSettings,
+            observer: Observer) -> AuditResult:
         # source=None: a worker must not load the file again when the value's model was rebuilt from it
         value = dataclasses.replace(prepared, model=model, batch=batch, findings=findings, source=None)
         return run_audit(value, settings, observer=observer, command=command)
@@ -69,38 +75,22 @@ def check_knob(vary: Vary, prepared: Prepared, defenses: tuple[str, ...]) -> Non
         rebuild_with_dropout(prepared.model, vary.values[-1])  # a weights mismatch is one error, not one per value
         return
     if knob.component == "ppp" and not prepared.findings.bottlenecks:
-        raise ConfigError(f"--vary {knob.name}: {prepared.model.path} has no PRECODE (variational) bottleneck, so "
+        raise ConfigError(f"{VARY} {knob.name}: {prepared.model.path} has no PRECODE (variational) bottleneck, so "
                           f"PPP has no layers to perturb; vary noise.sigma instead")
     for spec in defenses_with(defenses, knob, vary.values[0]):
         parse_defense(spec)
 
 
-def settings_for_resume(settings: Any) -> dict[str, Any]:
+def settings_for_resume(settings: ScanSettings) -> dict[str, Any]:
     """The settings a resumed sweep must share with the first run (JSON-ready): those that change a result."""
     return settings_in_roles(settings, "result")
 
 
-def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> Point:
+def point_from_audit(value: float, result: AuditResult, notes: tuple[str, ...] = ()) -> Point:
     """An ``AuditResult`` at one value -> a sweep ``Point`` (metrics per attack, rules, images)."""
-    from ..report.images import png_data_uri
-
-    attacks, extra = [], list(notes)
-    for a in result.attacks:
-        if not a.ran:
-            extra.append(f"{a.name} {a.status}: {a.reason}".rstrip(": "))
-            continue
-        names: list[str] = []
-        for s in a.samples:
-            names += [n for n in s.metrics if n not in names]
-        metrics = [MetricSummary(n, tuple(_finite(s.metrics.get(n)) for s in a.samples), higher_is_better(n))
-                   for n in names]
-        metrics += [MetricSummary(n, (), higher_is_better(n), reason) for n, reason in a.unavailable.items()
-                    if n not in names]
-        images: tuple[str, ...] = ()
-        if a.pixels is not None and getattr(result.data, "modality", "image") == "image":  # a record is no picture
-            images = tuple(png_data_uri(a.pixels[i]) for i in range(a.pixels.shape[0]))
-        attacks.append(PointAttack(a.name, tuple(metrics), _finite(a.attack_loss), a.seconds, a.iterations_run,
-                                     images))
+    image = getattr(result.data, "modality", "image") == "image"
+    attacks = tuple(_point_attack(a, image) for a in result.attacks if a.ran)
+    extra = [*notes, *(f"{a.name} {a.status}: {a.reason}".rstrip(": ") for a in result.attacks if not a.ran)]
     rules = tuple(PointRule(r.id, r.metric, r.comparison, float(r.threshold), r.severity, r.status,
                               _finite(r.observed), r.attack, r.reason or None) for r in result.rules)
     seconds = (result.finished_at - result.started_at).total_seconds()
@@ -108,31 +98,48 @@ def point_from_audit(value: float, result: Any, notes: tuple[str, ...] = ()) -> 
     cost = None if c is None else PointCost(_finite(c.cosine), _finite(c.relative_error), _finite(c.kept), c.summary())
     outcome = result.outcome  # the scan's own verdict (leakaudit.verdict.outcome): one rule for scan and sweep
     if outcome.overall == "incomplete":
-        reason = getattr(result, "incomplete_reason", "") or "interrupted"
-        return Point(value, INTERRUPTED, attacks=tuple(attacks), rules=rules, seconds=seconds, error=reason,
+        reason = result.incomplete_reason or "interrupted"
+        return Point(value, INTERRUPTED, attacks=attacks, rules=rules, seconds=seconds, error=reason,
                      notes=tuple(extra), cost=cost)
     if outcome.overall in ("pass", "fail"):  # a fail stands even if another attack crashed: the leak is real
-        return Point(value, DONE, passed=outcome.overall == "pass", attacks=tuple(attacks), rules=rules,
+        return Point(value, DONE, passed=outcome.overall == "pass", attacks=attacks, rules=rules,
                      seconds=seconds, notes=tuple(extra) + tuple(result.notes), cost=cost)
     # error (an attack crashed, no other found a leak) or inconclusive (the positive control did not reconstruct):
     # no verdict at this value, a pass would not be credible; only a crash is an internal error
     error = "; ".join(f"attack {a.name} failed: {a.reason}" for a in result.attacks if a.status == "failed")
-    return Point(value, ERROR, attacks=tuple(attacks), rules=rules, seconds=seconds, error=error or outcome.summary,
+    return Point(value, ERROR, attacks=attacks, rules=rules, seconds=seconds, error=error or outcome.summary,
                  error_kind="internal" if outcome.overall == "error" else "inconclusive", notes=tuple(extra),
                  cost=cost)
 
 
-def _finite(x: Any) -> float | None:
+def _point_attack(a: AttackOutcome, image: bool = True) -> PointAttack:
+    """One attack that ran: its metrics per sample (and those it could not compute, with why), its images."""
+    from ..report.images import png_data_uri
+
+    names: list[str] = []
+    for s in a.samples:
+        names += [n for n in s.metrics if n not in names]
+    metrics = [MetricSummary(n, tuple(_finite(s.metrics.get(n)) for s in a.samples), higher_is_better(n))
+               for n in names]
+    metrics += [MetricSummary(n, (), higher_is_better(n), reason) for n, reason in a.unavailable.items()
+                if n not in names]
+    images: tuple[str, ...] = ()
+    if a.pixels is not None and image:  # a record is no picture
+        images = tuple(png_data_uri(a.pixels[i]) for i in range(a.pixels.shape[0]))
+    return PointAttack(a.name, tuple(metrics), _finite(a.attack_loss), a.seconds, a.iterations_run, images)
+
+
+def _finite(x: float | None) -> float | None:
     if x is None:
         return None
     x = float(x)
     return x if x == x and abs(x) != float("inf") else None
 
 
-AuditFn = Callable[..., Any]
+AuditFn = Callable[[LoadedModel, SampleBatch, Findings, ScanSettings, Observer], AuditResult]
 
 
-def make_runner(vary: Vary, prepared: Prepared, settings: Any, audit_fn: AuditFn,
+def make_runner(vary: Vary, prepared: Prepared, settings: ScanSettings, audit_fn: AuditFn,
                 observer: Observer | None = None) -> Callable[[float], Point]:
     """``run_one(value)`` for ``run_sweep``: the audit of the shared model/samples at one knob value.
 

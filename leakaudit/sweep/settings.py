@@ -7,11 +7,15 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, argument_ref, setting_ref
 from ..models.interface import LoadedModel
 from ..models.layers import VariationalBottleneck
 from ..models.zoo import ARCHITECTURES, create_model
 from .knobs import Knob
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+DEFENSE_SETTING = setting_ref("defenses")
+VARY = argument_ref("vary")
 
 
 def defenses_with(defenses: tuple[str, ...], knob: Knob, value: float) -> tuple[str, ...]:
@@ -25,7 +29,7 @@ def defenses_with(defenses: tuple[str, ...], knob: Knob, value: float) -> tuple[
     for spec in defenses:
         if spec.partition(":")[0].strip() == knob.component:
             if replaced:
-                raise ConfigError(f"--defense {spec}: {knob.component} is given twice while --vary {knob.name} "
+                raise ConfigError(f"{DEFENSE_SETTING} {spec}: {knob.component} is given twice while {VARY} {knob.name} "
                                   f"varies it; give it at most once")
             out.append(varied)
             replaced = True
@@ -41,7 +45,7 @@ def check_rebuildable(model: LoadedModel) -> str:
     arch = model.arch
     if model.format != "safetensors" or not arch or arch not in ARCHITECTURES:
         what = "an ONNX graph" if model.format == "onnx" else f"architecture {arch!r}"
-        raise ConfigError(f"--vary dropout.p: {model.path} is {what}, but dropout.p can only rebuild built-in "
+        raise ConfigError(f"{VARY} dropout.p: {model.path} is {what}, but dropout.p can only rebuild built-in "
                           f"architectures ({', '.join(ARCHITECTURES.names())}) from safetensors weights; "
                           f"export one model per dropout rate and scan each, or vary a defense knob")
     return arch
@@ -80,13 +84,13 @@ def rebuild_with_dropout(model: LoadedModel, p: float) -> LoadedModel:
     try:
         fresh = create_model(arch, num_classes=model.num_classes, input_shape=model.input_shape, dropout=p, **kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"--vary dropout.p={p:g}: cannot rebuild {arch} for {model.path} ({e}); "
+        raise ConfigError(f"{VARY} dropout.p={p:g}: cannot rebuild {arch} for {model.path} ({e}); "
                           f"vary a defense knob instead") from e
     old = model.module.state_dict()
     new = fresh.state_dict()
     missing = [k for k, t in new.items() if k not in old or old[k].shape != t.shape]
     if missing:
-        raise ConfigError(f"--vary dropout.p: rebuilding {arch} does not reproduce the weights of {model.path} "
+        raise ConfigError(f"{VARY} dropout.p: rebuilding {arch} does not reproduce the weights of {model.path} "
                           f"({len(missing)} tensor(s) differ, e.g. {missing[0]!r}); the file was built with "
                           f"other architecture arguments: vary a defense knob instead")
     with torch.no_grad():

@@ -17,28 +17,43 @@ def find_threshold(knob: Knob, values: Iterable[float], points: Iterable[Point])
     order = sorted(set(values), key=knob.strength_key)
     if not order:
         return Threshold(None, None, True, f"{knob.name}: no values to search")
-    verdict: dict[float, bool | None] = {v: None for v in order}
     points = list(points)
-    for p in points:
-        if p.status == DONE and p.value in verdict:
-            verdict[p.value] = p.passed
+    verdict = _verdicts(order, points)
     unknown = tuple(v for v in order if verdict[v] is None)
-
     weakest_passing = next((v for v in order if verdict[v] is True), None)
-    stable = None
-    for v in reversed(order):  # strongest first: extend the run of passes towards weaker settings
-        if verdict[v] is not True:
-            break
-        stable = v
-
-    known = [verdict[v] for v in order if verdict[v] is not None]
-    first_pass = next((i for i, ok in enumerate(known) if ok), len(known))
-    monotone = all(known[first_pass:])
+    stable = _stable(order, verdict)
+    monotone = _monotone(order, verdict)
     message = _message(knob, order, verdict, stable, weakest_passing, monotone, unknown)
     cost = next((p.cost for p in points if p.value == stable and p.cost is not None), None)
     if cost is not None and stable is not None:  # protection and its price side by side
         message += f"; what it costs at {_fmt(knob, stable)}: {cost.summary}"
     return Threshold(stable, weakest_passing, monotone, message, unknown)
+
+
+def _verdicts(order: list[float], points: list[Point]) -> dict[float, bool | None]:
+    """Each value's pass (True) or fail (False); None: no verdict (error, interrupted, not run)."""
+    verdict: dict[float, bool | None] = {v: None for v in order}
+    for p in points:
+        if p.status == DONE and p.value in verdict:
+            verdict[p.value] = p.passed
+    return verdict
+
+
+def _stable(order: list[float], verdict: dict[float, bool | None]) -> float | None:
+    """The weakest value from which every stronger one passes; None when the strongest does not."""
+    stable = None
+    for v in reversed(order):  # strongest first: extend the run of passes towards weaker settings
+        if verdict[v] is not True:
+            break
+        stable = v
+    return stable
+
+
+def _monotone(order: list[float], verdict: dict[float, bool | None]) -> bool:
+    """Whether, among the values with a verdict, every one stronger than the first pass passes too."""
+    known = [verdict[v] for v in order if verdict[v] is not None]
+    first_pass = next((i for i, ok in enumerate(known) if ok), len(known))
+    return all(known[first_pass:])
 
 
 def _fmt(knob: Knob, v: float) -> str:

@@ -26,6 +26,12 @@ from .interface import BatchStatistics, ClientUpdate, LocalTraining, ThreatModel
 from .local import local_sgd
 from .losses import LOSSES, client_loss
 
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+BATCH_SIZE = setting_ref("batch_size")
+INPUT_SHAPE = setting_ref("input_shape")
+NORMALIZE = setting_ref("normalize")
+NUM_CLASSES = setting_ref("num_classes")
+
 PROTOCOLS = ("fedsgd", "fedavg")
 
 
@@ -58,8 +64,8 @@ def client_update(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, f
             # A BatchNorm leakaudit's check (models.batchnorm) did not see, e.g. F.batch_norm in user code.
             if "more than 1 value per channel" not in str(e):
                 raise
-            raise ConfigError(f"--batch-size {len(batch)}: a BatchNorm layer of {model.path} cannot run in train "
-                              f"mode at that batch ({str(e).splitlines()[0][:160]}); give --batch-size 2 or "
+            raise ConfigError(f"{BATCH_SIZE} {len(batch)}: a BatchNorm layer of {model.path} cannot run in train "
+                              f"mode at that batch ({str(e).splitlines()[0][:160]}); give {BATCH_SIZE} 2 or "
                               "more") from e
         finally:
             for h in handles:
@@ -123,7 +129,7 @@ def _local_training(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, threat
             loss = client_loss(model.module, outputs, y, threat.loss)
         if not torch.isfinite(loss):
             raise ModelError(f"{model.path}: the client loss is {loss.item()} on these samples; check that "
-                             "--normalize matches how the model was trained and that the weights are finite")
+                             f"{NORMALIZE} matches how the model was trained and that the weights are finite")
         step_masks.append(masks)
         return loss
 
@@ -138,7 +144,7 @@ def _merge_masks(step_masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
     return {n: torch.stack([m[n] for m in step_masks]) for n in step_masks[0]}
 
 
-def check_protocol(protocol: object, where: str = "--protocol") -> str:
+def check_protocol(protocol: object, where: str = setting_ref("protocol")) -> str:
     """``protocol`` when the client simulates it: the one check of the setting (config file, flags, threat)."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"{where} {protocol}: unknown protocol; use one of {', '.join(PROTOCOLS)}")
@@ -163,10 +169,10 @@ def batch_on_model_device(model: LoadedModel, batch: SampleBatch) -> tuple[torch
         raise DataError(f"{batch.source}: the batch is empty; give at least one sample")
     if tuple(batch.x.shape[1:]) != tuple(model.input_shape):
         raise DataError(f"{batch.source}: samples have shape {tuple(batch.x.shape[1:])} but the model expects "
-                        f"{tuple(model.input_shape)}; resize the samples or pass --input-shape")
+                        f"{tuple(model.input_shape)}; resize the samples or pass {INPUT_SHAPE}")
     if batch.y.dtype == torch.int64 and (batch.y.min() < 0 or batch.y.max() >= model.num_classes):
         raise DataError(f"{batch.source}: labels must lie in 0..{model.num_classes - 1} for this model, got "
-                        f"{int(batch.y.min())}..{int(batch.y.max())}; fix the labels or pass --num-classes")
+                        f"{int(batch.y.min())}..{int(batch.y.max())}; fix the labels or pass {NUM_CLASSES}")
     device = _device_of(model.module)
     return batch.x.to(device), batch.y.to(device)
 

@@ -21,9 +21,12 @@ from typing import Iterable
 import torch
 
 from ..detect.interface import Findings
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, UnknownNameError, setting_ref
 from ..registry import Registry
 from .interface import ClientUpdate, DefenseSpec
+
+# named in messages: the CLI shows each as its option, a Python caller reads the setting (or argument)
+DEFENSE_SETTING = setting_ref("defenses")
 
 Gradients = dict[str, torch.Tensor]
 
@@ -140,16 +143,16 @@ class PartialPerturbation(Defense):
 
     def apply(self, gradients, values, findings, generator, spec):
         if findings is None or not findings.bottlenecks:
-            raise ConfigError(f"--defense {spec}: the model has no PRECODE (variational) bottleneck, so PPP has "
-                              "no layers to perturb; use noise:sigma=... to perturb the whole update")
+            raise ConfigError(f"{DEFENSE_SETTING} {spec}: the model has no PRECODE (variational) bottleneck, so PPP "
+                              "has no layers to perturb; use noise:sigma=... to perturb the whole update")
         before = set(findings.bottlenecks[0].params_before)
         sigma = values["sigma"]
         return {n: g + sigma * _normal_like(g, generator) if n in before else g for n, g in gradients.items()}
 
 
-def parse_defense(text: str, where: str = "--defense") -> DefenseSpec:
+def parse_defense(text: str, where: str = DEFENSE_SETTING) -> DefenseSpec:
     """``"noise:sigma=0.01"`` -> DefenseSpec; a one-parameter defense also takes ``"noise:0.01"``.
-    ``where`` names the source in errors: the flag, or a config file and its key."""
+    ``where`` names the source in errors: the setting (the CLI shows its flag), or a config file and its key."""
     at = f"{where} {text if text.isprintable() else repr(text)}"  # a newline would break the one-line error
     name, _, rest = text.strip().partition(":")
     name = name.strip()
@@ -177,7 +180,7 @@ def parse_defense(text: str, where: str = "--defense") -> DefenseSpec:
     return spec
 
 
-def check_defense(spec: DefenseSpec, source: str | None = None, where: str = "--defense") -> None:
+def check_defense(spec: DefenseSpec, source: str | None = None, where: str = DEFENSE_SETTING) -> None:
     """Raise a one-line ConfigError when ``spec`` names an unknown defense or a missing/unknown/bad parameter."""
     where = f"{where} {source if source is not None else spec}"
     if spec.name not in DEFENSES:

@@ -29,7 +29,8 @@ from .rules import Rule, RuleSet
 if TYPE_CHECKING:  # scores are computed with torch; a verdict is read (leakaudit rules, reports) without it
     from ..metrics import AttackScore
 
-Status = Literal["pass", "fail", "warn", "not_evaluated", "not_applicable"]
+# "suppressed": what a fail or warn becomes under an [[ignore]] entry (``verdict.outcome.suppressed_statuses``)
+Status = Literal["pass", "fail", "warn", "not_evaluated", "not_applicable", "suppressed"]
 
 
 @dataclass(frozen=True)

@@ -181,33 +181,44 @@ def counts(rules: Sequence[RuleItem]) -> dict[str, int]:
 
 def _summary(rules: Sequence[RuleItem], *, strict: bool, leaked: bool, crashed: tuple[str, ...],
              incomplete: bool, expired: tuple[str, ...] = ()) -> str:
-    n = counts(rules)
-    failing = [item[0] for item in rules if item[1] == "fail"]
-    unevaluated = [item[0] for item in rules if item[1] == "not_evaluated"]
     counted = strict_unevaluated(rules) if strict else []  # what --strict fails on: fail-severity ones only
     if leaked:
-        parts = [f"{len(failing)} rule(s) failed ({', '.join(failing)})"] if failing else []
-        if counted:
-            parts.append(f"{len(counted)} fail-severity rule(s) could not be evaluated, which --strict counts as "
-                         f"failed ({', '.join(counted)})")
-        if expired:
-            parts.append(f"{len(expired)} suppression(s) expired ({', '.join(expired)}): renew or remove them")
-        # LEAK only when a rule fired; a strict fail on rules that could not be checked found no leak
-        word = STRICT_WORD if counted else EXPIRED_WORD
-        text = f"LEAK: {'; '.join(parts)}" if failing else f"{word}: {'; '.join(parts)}; no leak was found"
+        text = _leak_summary(rules, counted, expired)
     elif crashed:
         text = (f"ERROR: {len(crashed)} attack(s) crashed ({', '.join(crashed)}) and no leak was found; "
                 "no pass is claimed without them")
     else:  # an interrupted run claims no pass, not even in its summary
+        warnings = counts(rules)["warn"]
         text = ("no fail-severity rule failed so far" if incomplete else "PASS: no fail-severity rule failed") \
-            + (f" ({n['warn']} warning(s))" if n["warn"] else "")
+            + (f" ({warnings} warning(s))" if warnings else "")
     if leaked and crashed:
         text += f"; {len(crashed)} attack(s) crashed ({', '.join(crashed)})"
+    text += _summary_tail(rules, counted, strict=strict)
+    return f"INCOMPLETE: {text}" if incomplete else text
+
+
+def _leak_summary(rules: Sequence[RuleItem], counted: list[str], expired: tuple[str, ...]) -> str:
+    """A failed scan's summary: the rules that fired, what --strict counted as failed, the expired suppressions."""
+    failing = [item[0] for item in rules if item[1] == "fail"]
+    parts = [f"{len(failing)} rule(s) failed ({', '.join(failing)})"] if failing else []
+    if counted:
+        parts.append(f"{len(counted)} fail-severity rule(s) could not be evaluated, which --strict counts as "
+                     f"failed ({', '.join(counted)})")
+    if expired:
+        parts.append(f"{len(expired)} suppression(s) expired ({', '.join(expired)}): renew or remove them")
+    # LEAK only when a rule fired; a strict fail on rules that could not be checked found no leak
+    word = STRICT_WORD if counted else EXPIRED_WORD
+    return f"LEAK: {'; '.join(parts)}" if failing else f"{word}: {'; '.join(parts)}; no leak was found"
+
+
+def _summary_tail(rules: Sequence[RuleItem], counted: list[str], *, strict: bool) -> str:
+    """What every summary ends with: the suppressed rules, and those not evaluated that --strict did not count."""
+    text = ""
     suppressed = [item[0] for item in rules if item[1] == "suppressed"]
     if suppressed:
         text += f"; {len(suppressed)} rule(s) suppressed ({', '.join(suppressed)})"
-    rest = [rid for rid in unevaluated if rid not in counted]
+    rest = [item[0] for item in rules if item[1] == "not_evaluated" and item[0] not in counted]
     if rest:
         text += f"; {len(rest)} rule(s) not evaluated" + (" (warn-severity: --strict does not fail on them)"
                                                           if strict else "")
-    return f"INCOMPLETE: {text}" if incomplete else text
+    return text

@@ -25,11 +25,11 @@ import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from ..errors import ConfigError
 from ..metrics import METRICS
-from ..metrics.interface import COMPARISONS, COMPARISONS_FOR, DEFAULT_COMPARISON
+from ..metrics.interface import COMPARISONS, COMPARISONS_FOR, DEFAULT_COMPARISON, Metric
 from ..resources import rules_dir
 from ..userfiles import parse_toml, read_user_text
 
@@ -97,7 +97,8 @@ def recognition_rules(ruleset: RuleSet, modality: str | None = None) -> tuple[Ru
     return criterion(ruleset.rules) or criterion(load_rules("default").rules)
 
 
-def fires_on(rule: Rule, metrics: dict[str, float], excluded: Any = (), references: int | None = None) -> bool:
+def fires_on(rule: Rule, metrics: dict[str, float], excluded: Collection[str] = (),
+             references: int | None = None) -> bool:
     """Whether a per-sample ``rule`` fires on one sample's scores (``SampleScore``'s fields): its metric is counted
     there, crosses the threshold, and -- with ``max_p`` -- the reconstruction is attributable to the sample."""
     from ..metrics.interface import attributable
@@ -211,7 +212,7 @@ def _parse_rule(raw: dict[str, Any], *, where: str) -> Rule:
                 scope=scope, max_p=max_p, **texts)
 
 
-def _max_p(value: Any, scope: str, metric: Any, where: str) -> float | None:
+def _max_p(value: Any, scope: str, metric: Metric, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) <= 1:
@@ -223,7 +224,7 @@ def _max_p(value: Any, scope: str, metric: Any, where: str) -> float | None:
     return float(value)
 
 
-def _threshold(value: Any, metric: Any, where: str) -> float:
+def _threshold(value: Any, metric: Metric, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN != NaN
         raise ConfigError(f"{where}: threshold must be a number, got {value!r}; e.g. threshold = 0.6")
     try:
@@ -240,7 +241,7 @@ def _threshold(value: Any, metric: Any, where: str) -> float:
     return number
 
 
-def _comparison(value: Any, metric: Any, where: str) -> str:
+def _comparison(value: Any, metric: Metric, where: str) -> str:
     agree = COMPARISONS_FOR[metric.leak_direction]
     if value is None:
         return DEFAULT_COMPARISON[metric.leak_direction]

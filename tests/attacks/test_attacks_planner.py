@@ -100,7 +100,7 @@ def test_unknown_attack_name_lists_close_matches():
         plan(detect(model), model, attacks=["dai"])
     with pytest.raises(UnknownNameError):
         plan(detect(model), model, overrides={"igg": {"lr": 1.0}})
-    with pytest.raises(ConfigError, match="--budget: .huge. is not one of quick, standard, thorough"):
+    with pytest.raises(ConfigError, match="^budget: .huge. is not one of quick, standard, thorough"):
         plan(detect(model), model, budget="huge")
 
 

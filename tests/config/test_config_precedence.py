@@ -220,7 +220,7 @@ def test_owned_settings_are_refused_by_their_owner_with_the_same_message(tmp_pat
 def test_python_callers_get_the_planners_budget_check_before_anything_loads():
     from leakaudit.audit import preflight
 
-    with pytest.raises(ConfigError, match=r"^--budget: 'fast' is not one of quick, standard, thorough"):
+    with pytest.raises(ConfigError, match=r"^budget: 'fast' is not one of quick, standard, thorough"):
         preflight(ScanSettings(budget="fast"))
 
 

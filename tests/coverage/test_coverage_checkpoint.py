@@ -155,3 +155,25 @@ def test_a_checkpoint_that_is_a_link_or_a_fifo_is_refused(workdir, tmp_path, cap
     os.mkfifo(out / checkpoint.NAME)
     assert scan(workdir, out, "--resume") == 2  # no blocking read
     assert "the checkpoint is not a regular file" in one_line(capsys)
+
+
+def test_a_scan_with_an_active_suppression_resumes(workdir, tmp_path, interrupt_batch):
+    """A batch whose rules carry the status ``suppressed`` (an [[ignore]] entry applied) was refused on --resume as
+    "an unknown verdict": a multi-batch scan with a suppression file could not be resumed."""
+    import leakaudit.audit as audit_module
+
+    ignore = tmp_path / "ignore.toml"
+    ignore.write_text('[[ignore]]\nrule = "label-recovery"\nmodel = "*.safetensors"\nreason = "labels are public"\n'
+                      "expires = 2999-12-31\n")
+    out = tmp_path / "r"
+    args = ("--rules", str(workdir / "rules.toml"), "--ignore-file", str(ignore))
+    real = interrupt_batch(3)
+    assert scan(workdir, out, *args) == 130
+    audit_module.audit_loaded = real
+    doc = json.loads((out / checkpoint.NAME).read_text())
+    assert any(r["status"] == "suppressed" for b in doc["batches"] for r in b["rules"])
+    assert scan(workdir, out, *args, "--resume") == 1  # the other rules still leak: the scan completes as a FAIL
+    report = json.loads((out / "report.json").read_text())
+    assert report["coverage"]["batches_run"] == 4
+    assert [r["status"] for r in report["rules"]["results"] if r["id"] == "label-recovery"] == ["suppressed"]
+    assert not (out / checkpoint.NAME).exists()

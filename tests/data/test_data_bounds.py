@@ -141,7 +141,7 @@ def test_reading_every_sample_of_a_bomb_hits_the_bound(tmp_path: Path, monkeypat
     monkeypatch.setattr(arrays, "MAX_READ_BYTES", 1 << 20)  # the real bound is 1 GiB; the rule is the same
     path = _zip_bomb(tmp_path / "bomb.npz", 2048)
     fails(path, r"the 2048 sample\(s\) of 'x' to read take 6\.0 MiB, more than the 1\.0 MiB leakaudit reads from "
-                r"one array; use fewer samples \(--batch-size\)", shape=(3, 32, 32))
+                r"one array; use fewer samples \(batch_size\)", shape=(3, 32, 32))
     assert len(load(path, shape=(3, 32, 32), limit=100)) == 100
 
 
@@ -181,7 +181,7 @@ def test_safetensors_shapes_are_checked_and_only_used_rows_read(tmp_path: Path) 
 @needs_fifo
 def test_a_fifo_as_the_data_path_is_refused_not_waited_on(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "x.npy")
-    fails(tmp_path / "x.npy", r"a named pipe \(FIFO\), not a regular file; point --data at")
+    fails(tmp_path / "x.npy", r"a named pipe \(FIFO\), not a regular file; point data at")
 
 
 def test_a_device_as_the_data_path_is_refused(tmp_path: Path) -> None:
@@ -263,11 +263,11 @@ def test_names_with_control_characters_and_non_utf8_bytes_stay_text(tmp_path: Pa
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    (dict(mean=[0.5], std=[float("inf")]), r"--std inf: values must be finite"),
-    (dict(mean=[0.5], std=[float("nan")]), r"--std nan: values must be finite"),
-    (dict(mean=[float("nan")], std=[0.5]), r"--mean nan: values must be finite"),
-    (dict(mean=[0.5, float("inf"), 0.5], std=[0.5]), r"--mean 0\.5,inf,0\.5: values must be finite"),
-    (dict(mean=[0.5], std=[-1.0]), r"--std -1,-1,-1: standard deviations must be positive; give values > 0"),
+    (dict(mean=[0.5], std=[float("inf")]), r"std inf: values must be finite"),
+    (dict(mean=[0.5], std=[float("nan")]), r"std nan: values must be finite"),
+    (dict(mean=[float("nan")], std=[0.5]), r"mean nan: values must be finite"),
+    (dict(mean=[0.5, float("inf"), 0.5], std=[0.5]), r"mean 0\.5,inf,0\.5: values must be finite"),
+    (dict(mean=[0.5], std=[-1.0]), r"std -1,-1,-1: standard deviations must be positive; give values > 0"),
 ])
 def test_non_finite_or_non_positive_mean_std(kwargs: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):

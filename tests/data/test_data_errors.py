@@ -37,7 +37,7 @@ def fails(path: Path, pattern: str, *, starts: Path | None = None, error=DataErr
 
 
 def test_missing_path(tmp_path: Path) -> None:
-    fails(tmp_path / "nope", "no such file or folder; point --data at")
+    fails(tmp_path / "nope", "no such file or folder; point data at")
 
 
 def test_empty_folder(tmp_path: Path) -> None:
@@ -194,5 +194,5 @@ def test_corrupt_npy_and_pickled_arrays(tmp_path: Path) -> None:
 
 def test_normalization_for_another_channel_count(tmp_path: Path) -> None:
     np.savez(tmp_path / "s.npz", x=np.zeros((1, 1, 8, 8), np.uint8), y=[0])
-    with pytest.raises(ConfigError, match=r"--normalize cifar10: 3 channel values .* 1 channel"):
+    with pytest.raises(ConfigError, match=r"normalize cifar10: 3 channel values .* 1 channel"):
         load_samples(tmp_path / "s.npz", input_shape=(1, 8, 8), num_classes=2, normalization=normalization("cifar10"))

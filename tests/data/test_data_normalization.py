@@ -40,7 +40,7 @@ def test_custom_mean_std_round_trip() -> None:
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    (dict(name="custom"), "needs --mean and --std"),
+    (dict(name="custom"), "needs mean and std"),
     (dict(name="custom", mean=[0.5]), "give both"),
     (dict(name="cifar10", mean=[0.5], std=[0.5]), "a preset fixes mean and std"),
     (dict(name="custom", mean=[0.5, 0.5], std=[0.5], channels=3), "2 values for a 3-channel input"),
@@ -54,5 +54,5 @@ def test_bad_settings_are_config_errors(kwargs: dict, pattern: str) -> None:
 
 
 def test_unknown_preset_suggests_the_close_name() -> None:
-    with pytest.raises(UnknownNameError, match=r"--normalize 'cifar': unknown preset; did you mean cifar10"):
+    with pytest.raises(UnknownNameError, match=r"normalize 'cifar': unknown preset; did you mean cifar10"):
         normalization("cifar")

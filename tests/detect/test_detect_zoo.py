@@ -177,9 +177,9 @@ def test_torch_dropout_classes_are_found() -> None:
     assert findings.unrecognized_stochastic == ()
 
 
-def test_wrong_input_shape_is_a_model_error_naming_the_option() -> None:
+def test_wrong_input_shape_is_a_model_error_naming_the_setting() -> None:
     model = wrap(nn.Sequential(nn.Flatten(), nn.Linear(10, 2)), (3, 16, 16), 2)
-    says = r"^model\.safetensors: forward pass on input shape 3,16,16 failed.*--input-shape"
+    says = r"^model\.safetensors: forward pass on input shape 3,16,16 failed.*input_shape C,H,W"
     with pytest.raises(ModelError, match=says):
         detect(model)
 

@@ -76,8 +76,8 @@ def test_a_working_onnx_graph_loads(tmp_path):
 def test_architecture_that_does_not_match_the_weights(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(create_model("mlp", num_classes=5, input_shape=(3, 16, 16)).state_dict(), str(path))
-    with pytest.raises(ModelError, match=r"w\.safetensors: weights do not fit --arch cnn: \d+ missing: .*"
-                                         r"\d+ unexpected: .*; check --arch") as e:
+    with pytest.raises(ModelError, match=r"w\.safetensors: weights do not fit arch cnn: \d+ missing: .*"
+                                         r"\d+ unexpected: .*; check arch") as e:
         load_model(path, arch="cnn", input_shape=(3, 16, 16))
     one_line(e)
 
@@ -99,7 +99,7 @@ def test_unknown_arch_name(tmp_path):
 def test_safetensors_without_arch(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"a": torch.zeros(2)}, str(path))
-    with pytest.raises(InputError, match=r"w\.safetensors: .*names no architecture; give --arch"):
+    with pytest.raises(InputError, match=r"w\.safetensors: .*names no architecture; give arch"):
         load_model(path)
 
 
@@ -132,12 +132,12 @@ def test_declared_dropout_on_a_missing_layer_lists_close_names(tmp_path):
     path = tmp_path / "m.safetensors"
     save_safetensors(create_model("mlp", num_classes=5, input_shape=(3, 8, 8)), path, arch="mlp",
                      input_shape=(3, 8, 8))
-    with pytest.raises(ConfigError, match=r"--dropout 11=0\.5: .*has no layer '11'; close names: 1"):
+    with pytest.raises(ConfigError, match=r"dropout 11=0\.5: .*has no layer '11'; close names: 1"):
         load_model(path, dropout={"11": 0.5})
 
 
 def test_onnx_input_shape_contradiction(tmp_path):
-    with pytest.raises(InputError, match=r"--input-shape 8: does not match the input 4 of .*m\.onnx"):
+    with pytest.raises(InputError, match=r"input_shape 8: does not match the input 4 of .*m\.onnx"):
         load_model(_onnx(tmp_path), input_shape=(8,))
 
 
@@ -187,7 +187,7 @@ def test_onnx_without_input_shape_needs_and_accepts_the_option(tmp_path):
     path = tmp_path / "noshape.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(InputError, match=r"noshape\.onnx: the graph's input shape \? has symbolic dimensions; "
-                                         r"give --input-shape"):
+                                         r"give input_shape"):
         load_model(path)
     assert load_model(path, input_shape=(4,)).input_shape == (4,)
 
@@ -196,7 +196,7 @@ def test_declared_dropout_rate_out_of_range(tmp_path):
     path = tmp_path / "m.safetensors"
     save_safetensors(create_model("mlp", num_classes=5, input_shape=(3, 8, 8)), path, arch="mlp",
                      input_shape=(3, 8, 8))
-    with pytest.raises(ConfigError, match=r"--dropout 1=1\.5: the rate must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"dropout 1=1\.5: the rate must be in \[0, 1\)"):
         load_model(path, dropout={"1": 1.5})
 
 

@@ -101,9 +101,9 @@ def test_a_manifest_cannot_make_the_clean_up_delete_outside_the_folder(tmp_path)
 
 def test_a_second_run_on_a_held_folder_is_refused_naming_the_folder_and_the_fix(tmp_path):
     with OutputFolder(tmp_path / "r", REPORT_NAMES):
-        with pytest.raises(OutputError, match=rf"--output-dir {tmp_path / 'r'}: another leakaudit run \(pid "
+        with pytest.raises(OutputError, match=rf"^output_dir {tmp_path / 'r'}: another leakaudit run \(pid "
                                               rf"{os.getpid()}\) is writing to this folder; wait for it to "
-                                              r"finish, or pass a different --output-dir"):
+                                              r"finish, or pass a different output_dir"):
             with OutputFolder(tmp_path / "r", REPORT_NAMES):
                 pass
     with OutputFolder(tmp_path / "r", REPORT_NAMES):  # released: the next run gets it
@@ -116,8 +116,8 @@ def test_full_disk_is_an_output_error_naming_the_file_and_leaves_no_set(tmp_path
         held.commit(SET)
     for code, text, fix in ((errno.ENOSPC, "No space left on device", "free disk space"),
                             (errno.EDQUOT, "Disk quota exceeded", "free disk space"),
-                            (errno.EROFS, "Read-only file system", "pass a writable --output-dir"),
-                            (errno.EACCES, "Permission denied", "pass a writable --output-dir")):
+                            (errno.EROFS, "Read-only file system", "pass a writable output_dir"),
+                            (errno.EACCES, "Permission denied", "pass a writable output_dir")):
         full_disk_on(monkeypatch, "report.html", code)
         with OutputFolder(folder, REPORT_NAMES) as held:
             with pytest.raises(OutputError, match=rf"{folder / 'report.html'}: cannot write \({text}\); {fix}"):
@@ -147,7 +147,7 @@ def test_a_read_only_location_is_refused_when_the_folder_is_opened(tmp_path, mon
     """Root ignores chmod, so the probe's write is made to fail the way a read-only mount fails it."""
     full_disk_on(monkeypatch, "probe", errno.EROFS)
     with pytest.raises(OutputError, match=rf"{tmp_path / 'r'}: cannot write in the folder \(Read-only file "
-                                          r"system\); pass a writable --output-dir"):
+                                          r"system\); pass a writable output_dir"):
         with OutputFolder(tmp_path / "r", REPORT_NAMES):
             pytest.fail("the run must not start")
     assert not (tmp_path / "r").exists()  # the folder this run made is taken back with its lock file
@@ -155,7 +155,7 @@ def test_a_read_only_location_is_refused_when_the_folder_is_opened(tmp_path, mon
 
 def test_a_file_where_the_folder_should_be_is_refused(tmp_path):
     (tmp_path / "r").write_text("x")
-    with pytest.raises(OutputError, match=r"--output-dir .*r: is a file, not a folder"):
+    with pytest.raises(OutputError, match=r"^output_dir .*r: is a file, not a folder"):
         with OutputFolder(tmp_path / "r", REPORT_NAMES):
             pass
 
@@ -244,7 +244,7 @@ def test_outputs_that_are_inputs_are_refused(tmp_path):
 
 def test_output_file_checks(tmp_path):
     (tmp_path / "dir").mkdir()
-    with pytest.raises(OutputError, match=r"--output .*dir: is a folder; give a file name, e.g. .*dir/report.json"):
+    with pytest.raises(OutputError, match=r"^output .*dir: is a folder; give a file name, e.g. .*dir/report.json"):
         prepare_file(tmp_path / "dir")
     with pytest.raises(OutputError, match=r"is a folder"):
         write_atomic(tmp_path / "dir", "{}")
@@ -332,8 +332,8 @@ def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     (folder / LOCK_NAME).symlink_to(victim)
-    with pytest.raises(OutputError, match=rf"^--output-dir {folder}: \.leakaudit\.lock is a link, not a lock "
-                                          r"leakaudit made; delete it, or pass a different --output-dir$"):
+    with pytest.raises(OutputError, match=rf"^output_dir {folder}: \.leakaudit\.lock is a link, not a lock "
+                                          r"leakaudit made; delete it, or pass a different output_dir$"):
         with OutputFolder(folder, REPORT_NAMES):
             pass
     assert victim.read_text() == "precious" and (folder / LOCK_NAME).is_symlink()

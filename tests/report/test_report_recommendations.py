@@ -42,5 +42,5 @@ def test_no_dropout_stated_silences_the_advice_and_round_trips():
 def test_no_dropout_and_declared_rates_contradict_each_other():
     from leakaudit.audit import preflight
 
-    with pytest.raises(ConfigError, match="--no-dropout with --dropout fc1"):
+    with pytest.raises(ConfigError, match="^no_dropout with dropout fc1"):
         preflight(ScanSettings(no_dropout=True, dropout={"fc1": 0.5}))

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from leakaudit.cli.app import _named_by_flag
 from leakaudit.errors import ConfigError
 from leakaudit.sweep import KNOBS, parse_values, parse_vary
 
@@ -55,7 +56,9 @@ def test_bad_values_one_line_error(spec, match):
     with pytest.raises(ConfigError, match=match) as info:
         parse_values(spec)
     assert "\n" not in str(info.value)
-    assert str(info.value).startswith("--vary")
+    # a Python caller reads the argument (run_sweep's vary), the CLI the option
+    assert str(info.value).startswith("vary")
+    assert _named_by_flag(info.value).startswith("--vary")
 
 
 def test_parse_vary_knob_and_values():

@@ -160,7 +160,7 @@ def test_mse_loss_is_pluggable():
 
 
 @pytest.mark.parametrize("threat, error, match", [
-    (ThreatModel(protocol="fedprox"), ConfigError, r"^--protocol fedprox: unknown protocol; use one of fedsgd"),
+    (ThreatModel(protocol="fedprox"), ConfigError, r"^protocol fedprox: unknown protocol; use one of fedsgd"),
     (ThreatModel(protocol="fedavg", local_steps=0), ConfigError, r"^local_steps 0: must be at least 1"),
     (ThreatModel(protocol="fedavg", local_lr=-1.0), ConfigError, r"^local_lr -1.0: must be a positive"),
     (ThreatModel(loss="hinge"), UnknownNameError, r"unknown loss 'hinge'.*available: cross_entropy, mse"),

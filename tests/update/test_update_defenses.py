@@ -106,7 +106,7 @@ def test_ppp_perturbs_only_the_layers_before_the_bottleneck():
 
 @pytest.mark.parametrize("findings", [None, Findings(layers=())])
 def test_ppp_without_a_bottleneck_is_a_config_error(findings):
-    with pytest.raises(ConfigError, match=r"^--defense ppp:sigma=0\.1: the model has no PRECODE .*use noise:sigma"):
+    with pytest.raises(ConfigError, match=r"^defenses ppp:sigma=0\.1: the model has no PRECODE .*use noise:sigma"):
         apply_defenses(_update(), [parse_defense("ppp:sigma=0.1")], findings)
 
 
@@ -146,16 +146,16 @@ def test_bare_value_is_the_single_parameter():
 
 
 @pytest.mark.parametrize("text, error, match", [
-    ("nosie:sigma=1", UnknownNameError, r"^--defense nosie:sigma=1: unknown defense 'nosie': did you mean noise\?"),
-    ("noise:sigm=1", ConfigError, r"^--defense noise:sigm=1: unknown parameter 'sigm' for noise; did you mean sigma"),
-    ("noise", ConfigError, r"^--defense noise: missing parameter sigma .*write e\.g\. noise:sigma=0\.01$"),
-    ("prune:keep=1.5", ConfigError, r"^--defense prune:keep=1\.5: keep=1\.5 is out of range; keep must be in \(0, 1\]"),
+    ("nosie:sigma=1", UnknownNameError, r"^defenses nosie:sigma=1: unknown defense 'nosie': did you mean noise\?"),
+    ("noise:sigm=1", ConfigError, r"^defenses noise:sigm=1: unknown parameter 'sigm' for noise; did you mean sigma"),
+    ("noise", ConfigError, r"^defenses noise: missing parameter sigma .*write e\.g\. noise:sigma=0\.01$"),
+    ("prune:keep=1.5", ConfigError, r"^defenses prune:keep=1\.5: keep=1\.5 is out of range; keep must be in \(0, 1\]"),
     ("prune:keep=0", ConfigError, r"keep must be in \(0, 1\]"),
     ("mask:fraction=1", ConfigError, r"fraction must be in \[0, 1\)"),
     ("noise:sigma=-0.1", ConfigError, r"sigma must be in \[0, inf\)"),
     ("clip:norm=0", ConfigError, r"norm must be in \(0, inf\)"),
     ("clip:norm=nan", ConfigError, r"out of range"),
-    ("noise:sigma=abc", ConfigError, r"^--defense noise:sigma=abc: sigma='abc' is not a number"),
+    ("noise:sigma=abc", ConfigError, r"^defenses noise:sigma=abc: sigma='abc' is not a number"),
 ])
 def test_bad_defense_strings_are_one_line_config_errors(text, error, match):
     with pytest.raises(error, match=match) as info:
@@ -164,5 +164,5 @@ def test_bad_defense_strings_are_one_line_config_errors(text, error, match):
 
 
 def test_a_hand_built_spec_is_checked_before_use():
-    with pytest.raises(ConfigError, match=r"^--defense clip:norm=-1: norm=-1 is out of range"):
+    with pytest.raises(ConfigError, match=r"^defenses clip:norm=-1: norm=-1 is out of range"):
         apply_defenses(_update(), [DefenseSpec("clip", {"norm": -1.0})])
