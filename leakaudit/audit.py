@@ -233,7 +233,7 @@ def _schema_note(plan: Any) -> str:
         return ""
     s = records.schema
     cats = "; ".join(f"{n} ({', '.join(c)})" for n, c in s.categorical) or "none"
-    return (f"schema inferred (no --schema): label {s.label}; continuous {', '.join(s.continuous) or 'none'} "
+    return (f"schema inferred (none given): label {s.label}; continuous {', '.join(s.continuous) or 'none'} "
             f"(standardised with the file's mean and std); categorical, one-hot in sorted order: {cats}")
 
 

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, argument_ref, setting_ref
 from .interface import Normalization, SampleBatch
 
 Value = Any  # float for a continuous column, str for a categorical one
@@ -45,7 +45,7 @@ class TabularSchema:
     mean: tuple[float, ...]  # one per continuous column
     std: tuple[float, ...]
     classes: tuple[str, ...] = ()  # the label's values in class-index order; empty: integer labels
-    inferred: bool = False  # True: leakaudit inferred it (no --schema)
+    inferred: bool = False  # True: leakaudit inferred it (no schema given)
     stats_from: str = "schema"  # where mean/std come from: "schema", or the data file's name
 
     @property
@@ -186,7 +186,8 @@ def load_schema(path: str | Path) -> dict[str, Any]:
     try:
         raw = json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise DataError(f"{p}: cannot read the schema ({e.strerror or e}); point --schema at a JSON file") from e
+        raise DataError(f"{p}: cannot read the schema ({e.strerror or e}); point {setting_ref('schema')} at a JSON "
+                        "file") from e
     except ValueError as e:
         raise DataError(f"{p}: not valid JSON ({e}); fix the schema file") from e
     ok = isinstance(raw, dict) and isinstance(raw.get("continuous", []), list) \
@@ -304,14 +305,15 @@ def load_records(path: str | Path, *, input_shape: tuple[int, ...], num_classes:
     """A CSV / .npz table as a tabular ``SampleBatch`` (``x`` = ``pixels`` = the encoded rows)."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such file; point --data at a CSV with a header row")
+        raise DataError(f"{p}: no such file; point {argument_ref('data')} at a CSV with a header row")
     header, rows = read_table(p)
     if schema is not None:
         raw, inferred = load_schema(schema), False
     else:
         label = label_column or header[-1]
         if label not in header:
-            raise DataError(f"{p}: --label-column {label} is not a column ({', '.join(header)}); name one of them")
+            raise DataError(f"{p}: {setting_ref('label_column')} {label} is not a column ({', '.join(header)}); "
+                            "name one of them")
         classes = sorted({r[header.index(label)] for r in rows})
         raw = infer_schema(header, rows, label)
         if any(_number(c) is None for c in classes):
@@ -340,6 +342,7 @@ def load_reference_records(path: str | Path, schema: TabularSchema) -> tuple[tup
     """``--reference-data`` records read with the scan's schema (its statistics stay the scan's)."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such file; point --reference-data at a CSV with the scanned file's columns")
+        raise DataError(f"{p}: no such file; point {setting_ref('reference_data')} at a CSV with the scanned file's "
+                        "columns")
     header, rows = read_table(p)
     return tuple(_features(schema, header, rows, str(p)))

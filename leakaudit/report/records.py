@@ -41,5 +41,5 @@ def columns_section(doc: dict[str, Any], esc: Text, fmt: Text) -> str:
     table = ('<table><tr><th>Column</th><th>Kind</th><th>Recovered</th><th>Audited</th><th>Fraction</th></tr>'
              f"{body}</table>")
     schema = records["schema"]
-    said = "inferred by leakaudit (no --schema)" if schema.get("inferred") else "as given (--schema)"
+    said = "inferred by leakaudit (no schema given)" if schema.get("inferred") else "as given"
     return head + table + f'<p class="muted">Schema {esc(said)}; statistics from {esc(schema.get("stats_from"))}.</p>'
