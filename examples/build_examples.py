@@ -91,7 +91,7 @@ def build_custom_model(spec: ExampleModel) -> nn.Module:
     return noisy_mlp(num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, **spec.kwargs)
 
 
-def export_onnx(module: nn.Module, path: Path, *, training: bool) -> None:
+def export_onnx(module: nn.Module, path: Path, *, training: bool, shape: tuple[int, ...] = INPUT_SHAPE) -> None:
     """torch's default (dynamo) exporter with a dynamic batch axis. Training mode keeps Dropout nodes and the
     PRECODE sampling (RandomNormalLike); eval mode is what most deployment exports look like."""
     module.train(training)
@@ -99,7 +99,7 @@ def export_onnx(module: nn.Module, path: Path, *, training: bool) -> None:
     mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(2, *INPUT_SHAPE),), str(path), dynamo=True, training=mode,
+        torch.onnx.export(module, (torch.zeros(2, *shape),), str(path), dynamo=True, training=mode,
                           do_constant_folding=False, input_names=["x"], output_names=["logits"],
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)
     _strip_stack_traces(path)

@@ -156,8 +156,8 @@ def prepare(model: ModelInput, data: DataInput, settings: ScanSettings | None = 
     # The client's BatchNorm mode decides the batch sizes it can train at (eval: any), so it comes before them.
     loaded, findings = _client_model(loaded, findings, settings)
     settings, batch_note = _batch_size(loaded, settings)
-    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note)
-    notes = tuple(note for note in (batch_note, _flat_note(plan)) if note)
+    plan = _load_plan(data, loaded, settings, observer, chosen=batch_note, tabular=findings.modality == "tabular")
+    notes = tuple(note for note in (batch_note, _flat_note(plan), _schema_note(plan)) if note)
     command, reason = _command(model, data, settings)
     return Prepared(loaded, plan.batches[0], findings, ruleset, settings, notes, plan, source,
                     _references(plan, settings), command, reason)
@@ -183,6 +183,8 @@ def _load_text(data: DataInput, loaded: LoadedModel, settings: ScanSettings) -> 
 
 def _records_given(data: DataInput, settings: ScanSettings) -> bool:
     """Whether the samples are tabular records: what a flat input vector cannot tell by itself."""
+    if settings.schema is not None:
+        return True
     if _is_path(data):
         return os.fspath(data).lower().endswith(".csv")
     return getattr(data, "modality", "image") == "tabular"
@@ -237,9 +239,20 @@ def _flat_note(plan: Plan) -> str:
     """The scan-level warning about flat (one-colour) samples among every audited one, "" when none."""
     from .metrics.scoring import flat_note
 
-    if plan.batches[0].modality != "image":  # a flat token sequence or record is not a blank image
+    if plan.batches[0].modality != "image":  # a flat token sequence or a record is not a blank image
         return ""
     return flat_note(torch.cat([b.pixels for b in plan.batches]), [n for b in plan.batches for n in b.names])
+
+
+def _schema_note(plan: Any) -> str:
+    """What leakaudit inferred when no --schema was given: the user must be able to check it."""
+    records = plan.batches[0].records
+    if records is None or not records.schema.inferred:
+        return ""
+    s = records.schema
+    cats = "; ".join(f"{n} ({', '.join(c)})" for n, c in s.categorical) or "none"
+    return (f"schema inferred (none given): label {s.label}; continuous {', '.join(s.continuous) or 'none'} "
+            f"(standardised with the file's mean and std); categorical, one-hot in sorted order: {cats}")
 
 
 def _references(plan: Plan, settings: ScanSettings) -> ScanReferences:
@@ -247,7 +260,10 @@ def _references(plan: Plan, settings: ScanSettings) -> ScanReferences:
 
 
 def _scan_references(settings: ScanSettings, batch: SampleBatch, samples: torch.Tensor) -> ScanReferences:
-    """Reference images, or for text reference lines (``metrics.text``), plus the scan's own samples."""
+    """Reference images, for text reference lines (``metrics.text``), for records reference records, plus the
+    scan's own samples."""
+    if batch.modality == "tabular":
+        return _record_references(batch, settings)
     if batch.text is not None:
         from .metrics.text import scan_references as text_references
 
@@ -255,6 +271,22 @@ def _scan_references(settings: ScanSettings, batch: SampleBatch, samples: torch.
     from .metrics.references import scan_references
 
     return scan_references(settings.reference_data, samples)
+
+
+def _record_references(batch: SampleBatch, settings: ScanSettings) -> Any:
+    """Every record of the scanned file (the scan's other records: each one's own copy is left out when it is
+    scored) and the ``--reference-data`` records, in model space."""
+    from .data.tabular import load_reference_records
+    from .metrics.references import ReferenceSet
+
+    records = batch.records
+    if settings.reference_data is None:
+        given = ReferenceSet(torch.zeros(0, records.schema.width), "none: the scanned file's other records", False)
+    else:
+        rows = load_reference_records(settings.reference_data, records.schema)
+        given = ReferenceSet(records.schema.encode(rows), settings.reference_data, False)
+    table = records.table if records.table is not None else batch.x
+    return given.with_samples(table)
 
 
 def run(prepared: Prepared, settings: ScanSettings | None = None, *, observer: Observer | None = None,
@@ -481,7 +513,7 @@ def _load_model(model: ModelInput, settings: ScanSettings, observer: Observer,
 
 
 def _load_plan(data: DataInput, loaded: LoadedModel, settings: ScanSettings, observer: Observer,
-               chosen: str = "") -> Plan:
+               chosen: str = "", tabular: bool = False) -> Plan:
     """Every sample given (or ``settings.samples`` of them, drawn with the seed), cut into client batches of the
     batch size; a last smaller batch takes the remainder when the model can train at its size."""
     from .coverage.run import Plan
@@ -496,6 +528,12 @@ def _load_plan(data: DataInput, loaded: LoadedModel, settings: ScanSettings, obs
 
     if isinstance(data, SampleBatch):
         pool = data
+    elif tabular and _is_path(data):
+        from .data.tabular import load_records
+
+        observer.stage("load records", str(data))
+        pool = load_records(os.fspath(data), input_shape=tuple(loaded.input_shape), num_classes=loaded.num_classes,
+                            schema=settings.schema, label_column=settings.label_column)
     elif not _is_path(data):
         from .data import normalization
 
@@ -570,7 +608,7 @@ def _data_card(batch: SampleBatch) -> DataCard:
                     labels=tuple(int(v) for v in batch.y.tolist()) if batch.y.dim() == 1 else (),
                     pixels=batch.pixels.detach().cpu(),
                     original_shapes=tuple(batch.original_shapes), modality=batch.modality,
-                    texts=batch.text.texts if batch.text is not None else ())
+                    texts=batch.text.texts if batch.text is not None else (), records=batch.records)
 
 
 def _labels(update: ClientUpdate, loaded: LoadedModel, batch: SampleBatch,
@@ -595,7 +633,17 @@ def _labels(update: ClientUpdate, loaded: LoadedModel, batch: SampleBatch,
                         accuracy=label_accuracy(list(labels), batch.y.tolist())), rec.labels
 
 
-def _bounds(batch: SampleBatch, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _features(batch: SampleBatch) -> tuple[tuple[int, int, bool], ...]:
+    """The encoded record's layout (tabular only): what the server knows of how clients encode records."""
+    if batch.records is None:
+        return ()
+    schema = batch.records.schema
+    return tuple((s, e, schema.is_categorical(k)) for k, (s, e) in enumerate(schema.spans()))
+
+
+def _bounds(batch: SampleBatch, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if batch.modality != "image":  # standardised values are unbounded; a one-hot group is the attack's to shape
+        return None
     norm = batch.normalization
     return norm.to_model(torch.zeros(1, *shape)), norm.to_model(torch.ones(1, *shape))
 
@@ -658,10 +706,13 @@ def _score(recon: Reconstruction, batch: SampleBatch, labels: torch.Tensor | Non
                                        labels_true=true)
     from .metrics.scoring import score
 
-    pixels = batch.normalization.to_pixels(recon.x.detach().cpu().to(batch.x.dtype))
+    x = recon.x.detach().cpu().to(batch.x.dtype)
+    # non-image samples stay in model space: there are no pixels to clamp to
+    pixels = batch.normalization.to_pixels(x) if batch.modality == "image" else x
     recovered = recon.labels if recon.labels is not None else labels
     return pixels, score(pixels, batch.pixels.detach().cpu(), names=list(batch.names), labels_true=batch.y,
-                         labels_recovered=recovered, metrics=metrics, attack=name, references=references)
+                         labels_recovered=recovered, metrics=metrics, attack=name, references=references,
+                         batch=batch)
 
 
 def _outcome(planned: PlannedAttack, recon: Reconstruction, pixels: torch.Tensor, sc: AttackScore,
@@ -677,7 +728,8 @@ def _outcome(planned: PlannedAttack, recon: Reconstruction, pixels: torch.Tensor
         attack_loss=recon.attack_loss, stopped_early=recon.stopped_early,
         notes=tuple(recon.notes) + tuple(sc.notes), samples=samples,
         means={k: v for k, v in sc.means.items() if not (isinstance(v, float) and math.isnan(v))},
-        unavailable=dict(sc.unavailable), label_accuracy=sc.label_accuracy, pixels=pixels[rows] if rows else None)
+        unavailable=dict(sc.unavailable), label_accuracy=sc.label_accuracy, pixels=pixels[rows] if rows else None,
+        feature_spread=recon.feature_spread[rows] if rows and recon.feature_spread is not None else None)
 
 
 @dataclass(frozen=True)
@@ -892,7 +944,7 @@ def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, set
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
                           local_training=local, pad_id=batch.text.pad_id if batch.text is not None else None,
-                          text_task=batch.text.task if batch.text is not None else None)
+                          text_task=batch.text.task if batch.text is not None else None, features=_features(batch))
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset

@@ -78,6 +78,10 @@ class ScanSettings:
     reference_data: str | None = None
     tokenizer: str | None = None
     freeze: tuple[str, ...] = ()
+    # Tabular records (leakaudit.data.tabular): the schema of a CSV's columns (None: inferred), and the label
+    # column when it is inferred (None: the last column)
+    schema: str | None = None
+    label_column: str | None = None
     utility_data: str | None = None  # held-out samples the defense cost is also measured on (with defenses)
     local_steps: int = 1
     local_lr: float = 0.1
@@ -508,13 +512,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reference_data", "--reference-data", _name, "Images a reconstruction must resemble its own sample more "
             "than (a folder or .npz; your own data is the best choice). Default: the bundled 64 natural images; the "
             "scan's other samples count too. For a text model: a lines.txt of reference lines (default: the bundled "
-            "120 lines).", metavar="DIR"),
+            "120 lines). Tabular records: a CSV with the scanned file's columns (default: the scanned file's other "
+            "records alone).", metavar="DIR"),
     Setting("freeze", "--freeze", _prefixes, "Parameters the client does not train (repeatable; a name prefix, e.g. "
             "embedding or weights.embedding_weight): left out of the update, as a frozen token embedding is.",
             kind=list, default=[], metavar="PARAM_PREFIX"),
     Setting("tokenizer", "--tokenizer", _name, "A text model's tokenizer.json (the tokenizers library's file, the "
             "one the model was trained with): --data is then a text file with one sample per line. Needs "
             "pip install 'leakaudit[text]'.", metavar="FILE"),
+    Setting("schema", "--schema", _name, "Tabular records: a JSON schema of the CSV's columns ({\"continuous\": "
+            "[names], \"categorical\": {name: [categories in one-hot order]}, \"label\": name}; optional mean, "
+            "std, classes). Default: inferred from the CSV (numeric columns continuous, the others categorical).",
+            metavar="FILE"),
+    Setting("label_column", "--label-column", _name, "Tabular records without --schema: the label column "
+            "(default: the last column).", metavar="NAME"),
     Setting("utility_data", "--utility-data", _name, "Held-out samples with labels (a folder or .npz, not the "
             "scanned ones): with --defense the defense cost also gives the model's accuracy and loss on them after "
             "one server step with the defended and with the clean update.", metavar="DIR"),
@@ -727,7 +738,7 @@ def parse_config(table: Mapping[str, Any], where: str, base: Path | None,
         if labels is not None:
             labels[name] = f"{where} {key}"
         value = coerce(name, raw, f"{where} {str(key)}")
-        if name in ("reference_data", "utility_data", "tokenizer") and base is not None \
+        if name in ("reference_data", "utility_data", "tokenizer", "schema") and base is not None \
                 and not Path(value).is_absolute():
             value = str(base / value)
         if name == "arch_args":

@@ -63,6 +63,8 @@ class DataCard:
     modality: str = "image"  # leakaudit.modality
     # text: each line as the model sees it (decoded after truncation); private like ``pixels`` (--embed-data)
     texts: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    # Tabular records: ``data.tabular.TabularRecords`` (the schema and the raw rows); None for other samples.
+    records: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,14 @@ class AttackOutcome:
     means: dict[str, float] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it has no value
     label_accuracy: float | None = None
-    # Reconstructions in pixel space [0,1], row i belongs to samples[i].
+    # Reconstructions in pixel space [0,1], row i belongs to samples[i] (non-image samples: model space).
     pixels: torch.Tensor | None = field(default=None, repr=False, compare=False)
     # text: per scored sample (``samples`` order) the recovered line next to the true one, token by token, with
     # what was recovered (``metrics.text.sentence_view``); the true side goes into a report only with --embed-data
     sentences: tuple[dict[str, Any], ...] = field(default=(), repr=False, compare=False)
+    # Tabular records: per sample (row i belongs to samples[i]) and feature how much the attack's restarts
+    # disagreed (``Reconstruction.feature_spread``); None when the attack gives none.
+    feature_spread: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def ran(self) -> bool:
@@ -296,6 +301,9 @@ class SampleCoverage:
     reconstruction: str | None = None  # PNG data URI; kept only for the worst cases (the report's gallery)
     references: int | None = None  # K of its recognition test (match_p); None: not run
     transform: str = ""  # the registration that test chose ("flipped", "shifted (1, 0) px", "as is")
+    # Tabular records: per feature (the schema's columns) whether its best attack recovered it (1) or not (0)
+    recovered: tuple[int, ...] = ()
+    label_recovered: int | None = None  # the label its best attack used or recovered (None: none)
 
 
 def _leak_key(value: float | None, metric: str) -> float:

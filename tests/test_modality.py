@@ -80,14 +80,14 @@ def _loaded(shape: tuple[int, ...] = (3, 8, 8)) -> LoadedModel:
 
 def test_the_planner_plans_only_the_attacks_of_the_batchs_modality() -> None:
     registry: Registry[Any] = Registry("attack")
-    registry.register("analytic")(ATTACKS.get("analytic"))
+    registry.register("ig")(ATTACKS.get("ig"))
     registry.register("records-only")(_RecordAttack)
     model = _loaded()
-    assert [p.name for p in plan(detect(model), model, registry=registry)] == ["analytic"]
+    assert [p.name for p in plan(detect(model), model, registry=registry)] == ["ig"]
     assert [p.name for p in plan(detect(model), model, registry=registry, modality="tabular")] == ["records-only"]
-    with pytest.raises(ConfigError, match=r"^attacks analytic: it does not reconstruct tabular samples; use "
+    with pytest.raises(ConfigError, match=r"^attacks ig: it does not reconstruct tabular samples; use "
                                           r"records-only"):
-        plan(detect(model), model, attacks=["analytic"], registry=registry, modality="tabular")
+        plan(detect(model), model, attacks=["ig"], registry=registry, modality="tabular")
 
 
 def test_detection_says_the_modality_and_why() -> None:

@@ -12,7 +12,7 @@ import torch
 
 from ..progress import NullObserver, Observer
 # each attack module registers its attacks where it declares them (@register_attack): importing it is enough
-from . import analytic, april, feature_inversion, matching, tokens  # noqa: F401
+from . import analytic, april, feature_inversion, matching, tableak, tokens  # noqa: F401
 from .device import resolve_device
 from .interface import (BUDGET_NAMES, Attack, AttackSettings, AttackTarget, GroundTruth, PlannedAttack,
                         Reconstruction, run_with_truth)

@@ -207,6 +207,7 @@ class AnalyticAttack(Attack):
 
     name = "analytic"
     summary = "closed-form inversion of a first fully connected layer with bias"
+    modalities = ("image", "tabular")  # exact on any input a first Linear sees value for value
     budgets = {budget: AttackSettings(iterations=1, restarts=1, lr=0.0, tv=0.0)  # one exact step at every budget
                for budget in BUDGET_NAMES}
 

@@ -46,6 +46,9 @@ class Reconstruction:
     restart_losses: tuple[float, ...] = ()
     best_restart: int = 0
     device: str = "cpu"
+    # Tabular records: (N, features) how much the restarts disagreed on each recovered feature (TabLeak's
+    # reliability: normalised entropy of a categorical one, spread of a continuous one); None: not measured.
+    feature_spread: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class AttackTarget:
     # "next-token" (targets are the line's own next tokens) or "classify". None for other modalities.
     pad_id: int | None = None
     text_task: str | None = None
+    # Tabular records: each feature's (start, end, categorical) in the encoded row -- the encoding every client
+    # shares, public like the model. Empty for other samples.
+    features: tuple[tuple[int, int, bool], ...] = ()
 
 
 @dataclass(frozen=True)

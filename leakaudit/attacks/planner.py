@@ -176,7 +176,7 @@ def _fit_prior(attack: Attack, settings: AttackSettings, budget: str, module: nn
     return dataclasses.replace(settings, tv=_PRIOR_TV[image_prior(module)])
 
 
-_ORDER = ("analytic", "april", "feature-inversion", "dlg", "ig", "dia", "precode-aware", "dia-informed",
+_ORDER = ("analytic", "april", "feature-inversion", "tableak", "dlg", "ig", "dia", "precode-aware", "dia-informed",
           "lamp", "token-set")  # text: the order attack (it uses the token set itself) settles most leaks
 
 def _ordered(registry: Registry) -> list[tuple[str, Any]]:

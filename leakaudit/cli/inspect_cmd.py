@@ -152,6 +152,8 @@ def inspect_model(
     as_json: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Run the train-mode probe for unknown randomness."),
     all_layers: bool = typer.Option(False, "--all-layers", help="List parameter-free layers too."),
+    records: bool = typer.Option(False, "--records", help="The model takes tabular records (its flat input is an "
+                                 "encoded row, as scan --schema or a CSV says): detection states the modality so."),
     debug: bool = options.DEBUG,
 ) -> int:
     """Show a model's layers, parameters, input shape, classes, sha256 and what detection finds in it
@@ -165,7 +167,7 @@ def inspect_model(
     kwargs = parse_arch_args(arch_arg, "--arch-arg") if arch_arg else None
     loaded = load_model(model, arch=arch, input_shape=shape, num_classes=num_classes, dropout=declared,
                         arch_kwargs=kwargs)
-    findings = detect(loaded, probe=probe)
+    findings = detect(loaded, probe=probe, tabular=records)
     if as_json:  # ensure_ascii: a name's ESC, C1 or bidi character is written as \u001b etc., never raw
         sys.stdout.write(json.dumps(inspection_to_dict(loaded, findings), indent=2, ensure_ascii=True) + "\n")
     else:

@@ -108,9 +108,15 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
     _coverage_lines(console, doc, verbose)
     _context_lines(console, doc)
     style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}.get(verdict["overall"], "bold yellow")
+    other = [r["id"] for r in doc["rules"]["results"] if r["status"] == "not_applicable"]
     for r in doc["rules"]["results"]:
         # ids come from a user rule file, reasons may hold sample or model names: markup and controls escaped
-        console.print(_rule_line(r), highlight=False, markup=True)
+        if r["status"] != "not_applicable" or verbose:
+            console.print(_rule_line(r), highlight=False, markup=True)
+    if other and not verbose:  # another modality's rules: one line, not one each
+        console.print(f"  [dim]not applicable[/]  {len(other)} rule(s) for another kind of sample than "
+                      f"{terminal(_modality(doc))} ({terminal(', '.join(other))}; --verbose lists them)",
+                      highlight=False, markup=True)
     console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
     for path in written:
         console.print(f"report: {visible(path)}", highlight=False, markup=False)
@@ -122,7 +128,8 @@ def _coverage_lines(console: Console, doc: dict[str, Any], verbose: bool) -> Non
         return
     interval = coverage["interval"]
     worst = coverage.get("worst") or {}
-    console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
+    what = "record(s)" if _modality(doc) == "tabular" else "sample(s)"
+    console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} {what} recognised "
                   f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
                   f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
                   f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,
@@ -139,6 +146,18 @@ def _coverage_lines(console: Console, doc: dict[str, Any], verbose: bool) -> Non
     recognition = doc.get("recognition") or {}
     if recognition.get("text"):
         console.print(f"  chance: {terminal(recognition['text'])}", highlight=False, markup=True)
+    every = (doc.get("records") or {}).get("columns") or []
+    columns = [c for c in every if c["kind"] != "label"]
+    if columns:  # the compliance reader's question: is the diagnosis column exposed?
+        shown = ", ".join(f"{terminal(c['column'])} {c['recovered']}/{c['audited']}" for c in columns[:6])
+        label = "".join(f"; label {terminal(c['column'])} {c['recovered']}/{c['audited']}" for c in every
+                        if c["kind"] == "label")
+        console.print(f"  columns recovered (most first): {shown}" + (" ..." if len(columns) > 6 else "") + label,
+                      highlight=False, markup=True)
+
+
+def _modality(doc: dict[str, Any]) -> str:
+    return str((doc.get("data") or {}).get("modality") or "image")
 
 
 def _context_lines(console: Console, doc: dict[str, Any]) -> None:

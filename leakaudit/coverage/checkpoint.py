@@ -257,5 +257,6 @@ def _restored(doc: dict[str, Any]) -> tuple[list[BatchCoverage], list[SampleCove
                                 "conditioning": _conditioning(b.get("conditioning")),
                                 "batchnorm_statistics": _statistics(b.get("batchnorm_statistics"))})
                for b in doc["batches"]]
-    samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"])}) for s in doc["records"]]
+    samples = [SampleCoverage(**{**s, "rules": tuple(s["rules"]), "recovered": tuple(s.get("recovered", ()))})
+               for s in doc["records"]]
     return batches, samples

@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..result import (AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, RuleOutcome, SampleCoverage,
-                      _leak_key, worst_key)
+from ..result import (AuditResult, BatchCoverage, ControlOutcome, CoverageOutcome, DataCard, RuleOutcome,
+                      SampleCoverage, _leak_key, worst_key)
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +69,7 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
     data = result.data
     best, hits = _best_attacks(result, rules, metric)
     samples = [_sample_record(offset + i, name, data.labels[i] if i < len(data.labels) else None, index, i,
-                              best.get(i), hits.get(i, set())) for i, name in enumerate(data.names)]
+                              best.get(i), hits.get(i, set()), data) for i, name in enumerate(data.names)]
     control = result.control
     outcome = result.outcome
     record = BatchCoverage(index=index, seed=seed, size=len(data.names), overall=outcome.overall,
@@ -80,6 +80,14 @@ def batch_record(result: AuditResult, *, index: int, seed: int, offset: int, rul
                            batchnorm_statistics=result.batchnorm_statistics.as_dict()
                            if result.batchnorm_statistics else None)
     return record, samples
+
+
+def _recovered(data: DataCard, row: int, x: torch.Tensor | None) -> tuple[int, ...]:
+    """Per feature of a tabular record: recovered (1) by its best attack's reconstruction ``x`` or not (0)."""
+    if data.records is None or x is None or data.pixels is None:
+        return ()
+    hits = data.records.schema.hits(x.reshape(-1).float(), data.pixels[row].reshape(-1).float())
+    return tuple(int(h) for h in hits.tolist())
 
 
 @dataclass(frozen=True)
@@ -115,16 +123,19 @@ def _best_attacks(result: AuditResult, rules: Sequence[Rule],
 
 
 def _sample_record(index: int, name: str, label: int | None, batch: int, position: int, found: _Best | None,
-                   hits: set[str]) -> SampleCoverage:
+                   hits: set[str], data: DataCard | None = None) -> SampleCoverage:
     from ..report.images import png_data_uri
 
+    image = data is None or data.modality == "image"  # a record has no picture; its recovered features instead
     return SampleCoverage(
         index=index, name=name, label=label, batch=batch, position=position,
         attack=found.attack if found else None,
         metrics={k: float(v) for k, v in found.metrics.items()} if found else {}, recognised=bool(hits),
         rules=tuple(sorted(hits)),
-        reconstruction=png_data_uri(found.pixels) if found and found.pixels is not None else None,
-        references=found.score.references if found else None, transform=found.score.transform if found else "")
+        reconstruction=png_data_uri(found.pixels) if image and found and found.pixels is not None else None,
+        references=found.score.references if found else None, transform=found.score.transform if found else "",
+        recovered=_recovered(data, position, found.pixels if found else None) if data is not None else (),
+        label_recovered=found.score.label_recovered if found else None)
 
 
 def prune(samples: Iterable[SampleCoverage], metric: str, keep: int = GALLERY) -> list[SampleCoverage]:
@@ -150,7 +161,7 @@ def _combine_rule(rows: list[tuple[int, RuleOutcome]], many: bool) -> RuleOutcom
     unevaluated = [x for x in rows if x[1].status == "not_evaluated"]
     pick = max(fired, key=key) if fired else unevaluated[0] if unevaluated else max(rows, key=key)
     index, rule = pick
-    if not many:
+    if not many or rule.status == "not_applicable":  # the same in every batch: nothing to combine
         return rule
     if fired:
         reason = f"batch {index + 1}: {rule.reason} ({len(fired)} of {len(rows)} batches)"

@@ -23,8 +23,10 @@ def classify(model: LoadedModel, layers: tuple[tuple[str, str, int], ...], *, ta
     if len(shape) == 3:
         return "image", f"input is (C, H, W) = {shape}"
     if len(shape) == 1 and tabular:
-        return "tabular", f"input is a flat vector of {shape[0]} features and --schema / a CSV was given"
+        return "tabular", (f"input is a flat vector of {shape[0]} features and the samples are tabular records "
+                           "(a CSV or --schema was given; inspect --records)")
     if len(shape) == 1:
         return "image", (f"input is a flat vector of {shape[0]} values and neither --schema nor a CSV was given: "
-                         "its samples are read as arrays of values in [0, 1] and scored as images")
+                         "its samples are read as arrays of values in [0, 1] and scored as images (give a CSV or "
+                         "--schema to audit them as tabular records)")
     return "image", f"input shape {shape}"

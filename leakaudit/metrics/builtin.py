@@ -13,6 +13,7 @@ from typing import Any
 from ..modality import ANY
 from ..registry import Registry
 from .interface import Metric, MetricFn, MetricOptions
+from .tabular import register as _register_tabular
 
 METRICS: Registry[Metric] = Registry("metric")
 
@@ -111,6 +112,8 @@ _register(Metric(
     "0 = no better than guessing frequent words, 1 = exact", recognition=True, modality="text"))
 TEXT_METRIC_NAMES: tuple[str, ...] = ("token_precision", "token_recall", "token_f1", "rouge1", "rouge2", "rougeL",
                                       "exact_match", "text_skill")
+# Tabular records (metrics.tabular): which features a reconstruction recovered, and the recognition test on records.
+_register_tabular(METRICS)
 
 # What score() computes unless told otherwise: every pixel metric.
 DEFAULT_METRICS: tuple[str, ...] = ("ssim", "ssim_adjusted", "psnr", "mse", "rmse", "lpips", *RECOGNITION_METRICS)

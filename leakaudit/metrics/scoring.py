@@ -109,6 +109,7 @@ def score(
     match_by: str = "ssim",
     attack: str = "",
     references: torch.Tensor | None = None,
+    batch: Any = None,
 ) -> AttackScore:
     """Score ``reconstruction_pixels`` against ``original_pixels`` (both [0, 1], (N, C, H, W) or (N, D)).
 
@@ -118,10 +119,20 @@ def score(
     against its original and K references: the batch's other originals plus ``references`` (pixel space, the
     originals' sample shape; the scan's other samples and a reference set). Copies of a sample among them
     are left out of its references.
+
+    ``batch``: the ``SampleBatch`` scored, whose modality decides how -- tabular records are scored by
+    ``metrics.tabular`` (``references`` then in model space); metrics of another modality are left out.
     """
+    modality = getattr(batch, "modality", "image")
+    if modality == "tabular":
+        from .tabular import score_records
+
+        return score_records(reconstruction_pixels, batch, references=references, attack=attack,
+                             labels_recovered=labels_recovered)
     orig = _check_tensor("original_pixels", original_pixels)
     sample_names = _sample_names(names, orig.shape[0])
-    chosen = [METRICS.get(m) for m in metrics]  # unknown names: UnknownNameError with suggestions
+    # unknown names: UnknownNameError with suggestions
+    chosen = [m for m in (METRICS.get(name) for name in metrics) if m.applies_to(modality)]
     diverged = _diverged(reconstruction_pixels)
     if diverged:
         # No number can honestly be given for a NaN reconstruction; the rules see "unavailable", not a pass.

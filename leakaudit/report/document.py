@@ -118,12 +118,13 @@ def _sentence(view: dict[str, Any], embed_data: bool) -> dict[str, Any]:
     return out
 
 
-def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = False) -> dict[str, Any]:
+def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = False, records: Any = None,
+            truth: Any = None) -> dict[str, Any]:
     samples = []
     for i, s in enumerate(outcome.samples):
         image = None
         sentence = _sentence(outcome.sentences[i], embed_data) if i < len(outcome.sentences) else None
-        if sentence is None and outcome.pixels is not None and i < outcome.pixels.shape[0]:
+        if sentence is None and records is None and outcome.pixels is not None and i < outcome.pixels.shape[0]:
             image = png_data_uri(outcome.pixels[i])
         fired = _fires(criterion, s.metrics, s.excluded, s.references)
         samples.append({
@@ -143,6 +144,8 @@ def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = Fals
             "recognised_by": fired,
             "explanation": explain(s.metrics, s.references, s.transform),
         })
+        if records is not None:  # a record is shown column by column, never as an image
+            samples[-1]["record"] = _record(records, outcome, i, s.original_index, truth)
     return {
         "name": outcome.name,
         "status": outcome.status,
@@ -160,6 +163,66 @@ def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = Fals
         "label_accuracy": number(outcome.label_accuracy),
         "samples": samples,
     }
+
+
+def _record(records: Any, outcome: AttackOutcome, row: int, original: int, truth: Any) -> list[dict[str, Any]] | None:
+    """Per column of one reconstructed record: the true and recovered values, whether it was recovered, and the
+    attack's disagreement over restarts where it measures one (TabLeak)."""
+    if outcome.pixels is None or row >= outcome.pixels.shape[0] or original >= len(records.rows):
+        return None
+    schema = records.schema
+    recovered = schema.decode(outcome.pixels[row:row + 1])[0]
+    hits = schema.hits(outcome.pixels[row].reshape(-1).float(), truth[original].reshape(-1).float()).tolist()
+    spread = outcome.feature_spread[row].tolist() if outcome.feature_spread is not None else None
+    return [{"column": name, "kind": "categorical" if schema.is_categorical(k) else "continuous",
+             "true": _cell(records.rows[original][k]), "recovered": _cell(recovered[k]), "match": bool(hits[k]),
+             "spread": number(spread[k]) if spread is not None else None}
+            for k, name in enumerate(schema.columns)]
+
+
+def _cell(value: Any) -> Any:
+    return number(float(value)) if isinstance(value, (int, float)) else str(value)
+
+
+def _records(result: AuditResult) -> dict[str, Any] | None:
+    """Tabular scans: the schema (as given or inferred) and which columns leak most -- per column the fraction
+    of audited records whose best attack recovered it (every batch, with coverage; else the batch shown)."""
+    records = result.data.records
+    if records is None:
+        return None
+    from ..data.tabular import TOLERANCE
+
+    schema = records.schema
+    labels: list[bool] = []  # the label column (a diagnosis): recovered from the update like a feature
+    if result.coverage is not None and result.coverage.samples:
+        rows = [s.recovered for s in result.coverage.samples if s.recovered]
+        labels = [s.label_recovered == s.label for s in result.coverage.samples
+                  if s.recovered and s.label_recovered is not None]
+        scope = "every audited record (the best attack on each)"
+    else:
+        best: dict[int, tuple[float, list[bool], list[bool]]] = {}
+        truth = result.data.pixels
+        for a in result.attacks:
+            if not a.ran or a.pixels is None or truth is None:
+                continue
+            for i, s in enumerate(a.samples):
+                hits = schema.hits(a.pixels[i].reshape(-1).float(), truth[s.original_index].reshape(-1).float())
+                value = s.metrics.get("record_match", 0.0)
+                if s.original_index not in best or value > best[s.original_index][0]:
+                    label = [s.label_recovered == s.label_true] if s.label_recovered is not None else []
+                    best[s.original_index] = (value, [bool(h) for h in hits.tolist()], label)
+        rows = [tuple(int(h) for h in v[1]) for v in best.values()]
+        labels = [x for v in best.values() for x in v[2]]
+        scope = "the records of the batch shown (the best attack on each)"
+    columns = [{"column": name, "kind": "categorical" if schema.is_categorical(k) else "continuous",
+                "recovered": sum(r[k] for r in rows), "audited": len(rows),
+                "fraction": number(sum(r[k] for r in rows) / len(rows)) if rows else None}
+               for k, name in enumerate(schema.columns)]
+    if labels:
+        columns.append({"column": schema.label, "kind": "label", "recovered": sum(labels), "audited": len(labels),
+                        "fraction": number(sum(labels) / len(labels))})
+    columns.sort(key=lambda c: -(c["fraction"] or 0.0))
+    return {"schema": schema.to_dict(), "tolerance": TOLERANCE, "columns": columns, "columns_over": scope}
 
 
 def _findings(result: AuditResult) -> dict[str, Any]:
@@ -308,10 +371,13 @@ def batch_statement(audited: int, client: int | None, batchnorm: str, has_batchn
 
 
 def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
-    return {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
-            "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
-            "reconstruction": s.reconstruction, "references": s.references, "transform": s.transform,
-            "explanation": explain(s.metrics, s.references, s.transform)}
+    out = {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
+           "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
+           "reconstruction": s.reconstruction, "references": s.references, "transform": s.transform,
+           "explanation": explain(s.metrics, s.references, s.transform)}
+    if s.recovered:
+        out["recovered_columns"] = list(s.recovered)
+    return out
 
 
 def by_group(samples: Sequence[SampleCoverage], key: str) -> list[dict[str, Any]]:
@@ -450,7 +516,8 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
             "labels": list(result.label_recovery.labels),
             "accuracy": number(result.label_recovery.accuracy),
         },
-        "attacks": [_attack(a, criterion, embed_data) for a in result.attacks],
+        "attacks": [_attack(a, criterion, embed_data, result.data.records, result.data.pixels) for a in result.attacks],
+        "records": _records(result),
         "recognition": _recognition(result, criterion),
         "rules": _rules(result),
         "verdict": _verdict(result),

@@ -242,6 +242,11 @@ def _pair(doc: dict[str, Any], attack: dict[str, Any], sample: dict[str, Any]) -
     label = ""
     if sample.get("label_recovered") is not None or sample.get("label_true") is not None:
         label = f' · label {fmt(sample.get("label_recovered"))} (true {fmt(sample.get("label_true"))})'
+    if sample.get("record"):  # tabular: the record column by column, not images
+        from .records import record_pair
+
+        caption = f'<span class="mono">{esc(sample["name"])}</span><br>{verdict}{metrics}{label}'
+        return record_pair(attack, sample, esc, fmt, caption)
     return ('<figure class="pair"><div class="imgs">'
             f'<div class="cell">{orig_html}original</div><div class="cell">{rec_html}reconstruction</div></div>'
             f'<figcaption><span class="mono">{esc(sample["name"])}</span><br>{verdict}{metrics}{label}'
@@ -430,10 +435,15 @@ def _recognised_means(doc: dict[str, Any]) -> str:
                       + (f' and match p &lt;= {fmt(x["max_p"])}' if x.get("max_p") is not None else "")
                       for x in r.get("criterion", []))
     refs = r.get("references") or {}
-    where = (f' References: {esc(refs.get("source", ""))} ({fmt(refs.get("reference_set"))} images) and the scan\'s '
+    kind = "records" if (doc.get("data") or {}).get("modality") == "tabular" else "images"
+    where = (f' References: {esc(refs.get("source", ""))} ({fmt(refs.get("reference_set"))} {kind}) and the scan\'s '
              f'other samples.' if refs else "")
     return (esc(r.get("definition", "")) + (f" ({rules})." if rules else ".") + where
             + (f' {esc(r["text"])}.' if r.get("text") else ""))
+
+
+def _shown(doc: dict[str, Any]) -> str:
+    return "records" if (doc.get("data") or {}).get("modality") == "tabular" else "images"
 
 
 def _coverage(doc: dict[str, Any]) -> str:
@@ -444,7 +454,7 @@ def _coverage(doc: dict[str, Any]) -> str:
         return ""
     return "".join(["<h2 id=\"coverage\">Coverage: every sample</h2>", _card(_coverage_items(doc, c)),
                     _coverage_skills(c), _coverage_gallery(c), _coverage_rates(c), _coverage_batches(c),
-                    _coverage_samples(c)])
+                    _coverage_samples(c, (doc.get("data") or {}).get("modality", "image"))])
 
 
 def _coverage_items(doc: dict[str, Any], c: dict[str, Any]) -> list[tuple[str, str]]:
@@ -461,7 +471,7 @@ def _coverage_items(doc: dict[str, Any], c: dict[str, Any]) -> list[tuple[str, s
              ("Recognisably reconstructed", rate),
              ("Recognised means", _recognised_means(doc)),
              ("Worst sample", _worst_sample(c)),
-             ("Detail below", f'attacks and images of batch {esc(c["shown_batch"] + 1)} (the worst sample\'s)')]
+             ("Detail below", f'attacks and {_shown(doc)} of batch {esc(c["shown_batch"] + 1)} (the worst sample\'s)')]
     if c.get("remainder"):
         items.append(("Remainder", esc(c["remainder"])))
     return items
@@ -531,14 +541,23 @@ def _coverage_batches(c: dict[str, Any]) -> str:
                       "Crashed", "Seconds"], rows, numeric=[0, 2, 3, 7]) + "</details>")
 
 
-def _coverage_samples(c: dict[str, Any]) -> str:
+# The per-sample columns of the coverage table: (metric, heading) per modality.
+_SAMPLE_COLUMNS = {
+    "image": (("match_p", "match p"), ("ssim_skill", "structure score"), ("psnr_gain", "PSNR gain (dB)"),
+              ("ssim", "ssim (similarity)"), ("psnr", "psnr (similarity)")),
+    "tabular": (("match_p", "match p"), ("record_skill", "record score"), ("record_match", "features recovered"),
+                ("categorical_match", "categorical"), ("continuous_match", "continuous")),
+}
+
+
+def _coverage_samples(c: dict[str, Any], modality: str = "image") -> str:
+    columns = _SAMPLE_COLUMNS.get(modality, _SAMPLE_COLUMNS["image"])
     rows = [[fmt(s["index"]), f'<span class="mono">{esc(s["name"])}</span>', fmt(s["batch"] + 1),
-             esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m in ("match_p", "ssim_skill", "psnr_gain",
-                                                                            "ssim", "psnr")],
+             esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m, _ in columns],
              _badge("fail") if s["recognised"] else "no"] for s in c["samples"]]
-    return (f'<details><summary>Every sample ({len(rows)})</summary>'
-            + _table(["#", "Sample", "Batch", "Best attack", "match p", "structure score", "PSNR gain (dB)",
-                      "ssim (similarity)", "psnr (similarity)", "Recognised"], rows,
+    what = "record" if modality == "tabular" else "sample"
+    return (f'<details><summary>Every {what} ({len(rows)})</summary>'
+            + _table(["#", what.capitalize(), "Batch", "Best attack", *[h for _, h in columns], "Recognised"], rows,
                      numeric=[0, 2, 4, 5, 6, 7, 8]) + "</details>")
 
 
@@ -546,6 +565,12 @@ def _batch_conditioning(c: dict[str, Any] | None) -> str:
     if not c:
         return "—"
     return f'{esc(c["verdict"])} ({fmt(c["cosine"])})'
+
+
+def _columns(doc: dict[str, Any]) -> str:
+    from .records import columns_section
+
+    return columns_section(doc, esc, fmt)
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -557,7 +582,7 @@ def render_html(doc: dict[str, Any]) -> str:
         '<p class="muted">Can an honest-but-curious federated-learning server reconstruct these training samples '
         'from the client update?</p>',
         _recommendations(doc), _rules(doc), _control(doc), _conditioning(doc), _batchnorm_statistics(doc),
-        _coverage(doc), _defense_cost(doc), _attacks(doc),
+        _coverage(doc), _columns(doc), _defense_cost(doc), _attacks(doc),
         _model(doc), _data_and_threat(doc), _reproduce(doc),
         "</main>",
     ])

@@ -45,10 +45,12 @@ def _rule_rows(doc: dict[str, Any]) -> list[str]:
 
 def _attack_rows(doc: dict[str, Any]) -> list[str]:
     control = doc.get("control") or {}
-    text = doc["data"].get("modality") == "text"
-    first, second = ("token_recall", "rougeL") if text else ("ssim", "psnr")
-    header = "| attack | status | token recall | ROUGE-L |" if text else "| attack | status | SSIM | PSNR (dB) |"
-    rows = [header + " seconds | reason |", "|---|---|---|---|---|---|"]
+    modality = (doc.get("data") or {}).get("modality")
+    first, second, heads = {
+        "text": ("token_recall", "rougeL", "token recall | ROUGE-L"),
+        "tabular": ("record_match", "record_skill", "features recovered | record score"),
+    }.get(modality, ("ssim", "psnr", "SSIM | PSNR (dB)"))
+    rows = [f"| attack | status | {heads} | seconds | reason |", "|---|---|---|---|---|---|"]
     for prefix, a in [("", a) for a in doc["attacks"]] + [("control ", a) for a in control.get("attacks", [])]:
         means = a.get("means") or {}
         seconds = a.get("seconds")
@@ -79,12 +81,13 @@ def _coverage(doc: dict[str, Any]) -> list[str]:
         return []
     interval = coverage["interval"]
     worst = coverage.get("worst") or {}
-    lines = [f"**Coverage:** {coverage['recognised']} of {coverage['audited']} sample(s) recognised "
+    what = "record" if (doc.get("data") or {}).get("modality") == "tabular" else "sample"
+    lines = [f"**Coverage:** {coverage['recognised']} of {coverage['audited']} {what}(s) recognised "
              f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
              f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
              f"{coverage['batch_size']}; worst {md(worst.get('name', '-'))}", ""]
     if worst.get("explanation"):
-        lines += [f"- worst sample {md(worst['name'])}: {md(worst['explanation'])}"]
+        lines += [f"- worst {what} {md(worst['name'])}: {md(worst['explanation'])}"]
     text = (doc.get("recognition") or {}).get("text")
     if text:
         lines += [f"- chance: {md(text)}"]
@@ -105,6 +108,17 @@ def _suppressions(doc: dict[str, Any]) -> list[str]:
     return rows + [""]
 
 
+def _columns(doc: dict[str, Any]) -> list[str]:
+    """Tabular scans: which columns leak most."""
+    records = doc.get("records") or {}
+    if not records.get("columns"):
+        return []
+    rows = ["| column | kind | recovered | fraction |", "|---|---|---|---|"]
+    rows += [f"| {md(c['column'])} | {c['kind']} | {c['recovered']} of {c['audited']} | {_number(c['fraction'])} |"
+             for c in records["columns"]]
+    return [f"**Columns** (recovered over {md(records['columns_over'])}):", "", *rows, ""]
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     verdict = doc["verdict"]
     model = doc.get("model") or {}
@@ -117,6 +131,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines += ["### Rules", "", *_rule_rows(doc), ""]
     lines += _suppressions(doc)
     lines += _coverage(doc)
+    lines += _columns(doc)
     if doc.get("defense_cost"):
         lines += [f"**Defense cost:** {md(doc['defense_cost']['summary'])}", ""]
     lines += ["### Attacks", "", *_attack_rows(doc), ""]

@@ -55,7 +55,7 @@ class PointRule:
     comparison: str  # e.g. ">=" : the rule fails when observed <comparison> threshold
     threshold: float
     severity: str  # "fail" or "warn"
-    status: str  # "pass", "fail", "warn" or "not_evaluated"
+    status: str  # "pass", "fail", "warn", "not_evaluated" or "not_applicable" (another modality's rule)
     observed: float | None = None
     attack: str | None = None  # the attack whose reconstruction decided the rule, when known
     reason: str | None = None  # why not evaluated

@@ -88,7 +88,8 @@ def settings_for_resume(settings: ScanSettings) -> dict[str, Any]:
 
 def point_from_audit(value: float, result: AuditResult, notes: tuple[str, ...] = ()) -> Point:
     """An ``AuditResult`` at one value -> a sweep ``Point`` (metrics per attack, rules, images)."""
-    attacks = tuple(_point_attack(a) for a in result.attacks if a.ran)
+    image = getattr(result.data, "modality", "image") == "image"
+    attacks = tuple(_point_attack(a, image) for a in result.attacks if a.ran)
     extra = [*notes, *(f"{a.name} {a.status}: {a.reason}".rstrip(": ") for a in result.attacks if not a.ran)]
     rules = tuple(PointRule(r.id, r.metric, r.comparison, float(r.threshold), r.severity, r.status,
                               _finite(r.observed), r.attack, r.reason or None) for r in result.rules)
@@ -111,7 +112,7 @@ def point_from_audit(value: float, result: AuditResult, notes: tuple[str, ...] =
                  cost=cost)
 
 
-def _point_attack(a: AttackOutcome) -> PointAttack:
+def _point_attack(a: AttackOutcome, image: bool = True) -> PointAttack:
     """One attack that ran: its metrics per sample (and those it could not compute, with why), its images."""
     from ..report.images import png_data_uri
 
@@ -123,7 +124,7 @@ def _point_attack(a: AttackOutcome) -> PointAttack:
     metrics += [MetricSummary(n, (), higher_is_better(n), reason) for n, reason in a.unavailable.items()
                 if n not in names]
     images: tuple[str, ...] = ()
-    if a.pixels is not None:
+    if a.pixels is not None and image:  # a record is no picture
         images = tuple(png_data_uri(a.pixels[i]) for i in range(a.pixels.shape[0]))
     return PointAttack(a.name, tuple(metrics), _finite(a.attack_loss), a.seconds, a.iterations_run, images)
 

@@ -26,7 +26,7 @@ def _by_name(planned):
 def test_every_registered_attack_is_planned_or_skipped_with_a_reason():
     model = _loaded()
     planned = plan(detect(model), model)
-    # every attack on images; the text attacks (attacks/tokens.py) are planned for text models only
+    # every attack on images; the text attacks (attacks/tokens.py) and tableak are planned for their modality only
     assert sorted(p.name for p in planned) == [n for n in ATTACKS.names() if "image" in ATTACKS.get(n).modalities]
     for p in planned:
         assert p.run or p.reason, p

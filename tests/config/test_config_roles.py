@@ -21,8 +21,8 @@ CHANGED = ScanSettings(
     no_dropout=True, allow_folded_batchnorm=True, normalize="cifar10", mean=(0.5,), std=(0.25,), rules="strict",
     ignore_file="x.toml", attacks=("ig",), all_attacks=True, budget="quick", iterations=7, restarts=2,
     attack_iterations={"ig": 5}, max_time=60.0, defenses=("noise:sigma=0.1",), batch_size=2, samples=3,
-    reference_data="refs", tokenizer="tokenizer.json", freeze=("embedding",), utility_data="held", local_steps=2,
-    local_lr=0.05, protocol="fedavg", labels_known=True,
+    reference_data="refs", tokenizer="tokenizer.json", freeze=("embedding",), schema="s.json", label_column="dx",
+    utility_data="held", local_steps=2, local_lr=0.05, protocol="fedavg", labels_known=True,
     client_batchnorm="eval", update_buffers="yes", client_batch_size=32, device="cpu", executor="processes",
     workers=2, threads=1, ray_address="auto", seed=3, output_dir="out", formats=("json",), strict=True,
     exit_zero=True, embed_data=True, quiet=True)
