@@ -350,7 +350,8 @@ def _nothing_audited(model: LoadedModel, findings: Findings, plan: Plan, setting
 
     from .verdict import evaluate
 
-    verdict = evaluate(ruleset, [], strict=settings.strict, modality=plan.batches[0].modality)
+    verdict = evaluate(ruleset, [], strict=settings.strict, modality=plan.batches[0].modality,
+                       inapplicable=_inapplicable(plan.batches[0]))
     now = datetime.now(timezone.utc)
     return AuditResult(
         model=_model_card(model), findings=findings, data=_data_card(plan.batches[0]),
@@ -585,6 +586,15 @@ def _threat(settings: ScanSettings, batch: SampleBatch) -> ThreatModel:
                        defenses=tuple(parse_defense(t) for t in settings.defenses),
                        batchnorm=settings.client_batchnorm, buffers=settings.update_buffers == "yes",
                        loss=_loss_of(batch))
+
+
+def _inapplicable(batch: SampleBatch) -> dict[str, str]:
+    """Metrics these samples cannot have, and why: a next-word model's lines have no class labels, so a rule on
+    label recovery says nothing about them (and must not fail a --strict scan as "not evaluated")."""
+    if batch.text is not None and batch.text.task == "next-token":
+        return {"label_accuracy": "a next-word model has no class labels (its targets are each line's own next "
+                                  "tokens, which the text rules measure)"}
+    return {}
 
 
 def _loss_of(batch: SampleBatch) -> str:
@@ -958,7 +968,8 @@ def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, set
 
     from .verdict import evaluate
 
-    verdict = evaluate(ruleset, scores, strict=settings.strict, modality=batch.modality)
+    verdict = evaluate(ruleset, scores, strict=settings.strict, modality=batch.modality,
+                       inapplicable=_inapplicable(batch))
     # Suppressed findings (leakaudit.suppress) settle nothing: the control runs as if they had not fired
     verdict = _suppressed(verdict, suppressions, strict=settings.strict)
     control = _control(ControlRequest(verdict, ruleset, planned, outcomes, scores, target, update, clean, model,

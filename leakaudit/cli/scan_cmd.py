@@ -114,8 +114,9 @@ def _summary(console: Console, doc: dict[str, Any], written: list[str], verbose:
         if r["status"] != "not_applicable" or verbose:
             console.print(_rule_line(r), highlight=False, markup=True)
     if other and not verbose:  # another modality's rules: one line, not one each
-        console.print(f"  [dim]not applicable[/]  {len(other)} rule(s) for another kind of sample than "
-                      f"{terminal(_modality(doc))} ({terminal(', '.join(other))}; --verbose lists them)",
+        console.print(f"  [dim]not applicable[/]  {len(other)} rule(s) that say nothing about "
+                      f"{terminal(_modality(doc))} samples ({terminal(', '.join(other))}; --verbose lists them and "
+                      "why)",
                       highlight=False, markup=True)
     console.print(f"[{style}]{terminal(verdict['summary'])}[/]", highlight=False)
     for path in written:

@@ -45,7 +45,7 @@ def _rule_rows(doc: dict[str, Any]) -> list[str]:
 
 def _attack_rows(doc: dict[str, Any]) -> list[str]:
     control = doc.get("control") or {}
-    modality = (doc.get("data") or {}).get("modality")
+    modality = str((doc.get("data") or {}).get("modality") or "image")
     first, second, heads = {
         "text": ("token_recall", "rougeL", "token recall | ROUGE-L"),
         "tabular": ("record_match", "record_skill", "features recovered | record score"),

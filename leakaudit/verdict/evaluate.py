@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 from ..metrics import METRICS
 from .outcome import Outcome, decide, rules_fail
@@ -75,11 +75,14 @@ class Verdict:
 
 
 def evaluate(ruleset: RuleSet, scores: Sequence[AttackScore], *, strict: bool = False,
-             modality: str | None = None) -> Verdict:
+             modality: str | None = None, inapplicable: Mapping[str, str] | None = None) -> Verdict:
     """The verdict of ``ruleset`` on the scores of every attack that ran, on samples of ``modality`` (None: the
-    scores' own, "image" when there are none)."""
+    scores' own, "image" when there are none). ``inapplicable``: metrics these samples cannot have, with why (a
+    next-word model's lines have no class labels): their rules are not applicable, as another modality's are."""
     modality = modality or next((getattr(s, "modality", "image") for s in scores), "image")
-    results = tuple(evaluate_rule(rule, scores) if METRICS.get(rule.metric).applies_to(modality)
+    inapplicable = inapplicable or {}
+    results = tuple(_not_for_these(rule, inapplicable[rule.metric]) if rule.metric in inapplicable
+                    else evaluate_rule(rule, scores) if METRICS.get(rule.metric).applies_to(modality)
                     else not_applicable(rule, modality) for rule in ruleset.rules)
     failing = rules_fail(((r.rule.id, r.status, r.rule.severity) for r in results), strict=strict)
     return Verdict(overall="fail" if failing else "pass", results=results, profile=ruleset.name, strict=strict)
@@ -91,6 +94,11 @@ def not_applicable(rule: Rule, modality: str) -> RuleResult:
     return RuleResult(rule=rule, status="not_applicable", observed=None, attack=None, sample=None,
                       reason=f"not applicable: {rule.metric} measures {declared} samples and these are {modality}",
                       unavailable={})
+
+
+def _not_for_these(rule: Rule, why: str) -> RuleResult:
+    return RuleResult(rule=rule, status="not_applicable", observed=None, attack=None, sample=None,
+                      reason=f"not applicable: {why}", unavailable={})
 
 
 def _observations(rule: Rule, score: AttackScore) -> tuple[list[Observation], str | None]:

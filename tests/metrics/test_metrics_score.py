@@ -12,7 +12,6 @@ from skimage import data, transform
 from leakaudit.errors import UnknownNameError
 from leakaudit.metrics import METRICS, Unavailable, match, score
 from leakaudit.metrics import functional as MF
-from leakaudit.metrics.builtin import TEXT_METRIC_NAMES
 
 
 def _photos(size: int = 24) -> torch.Tensor:

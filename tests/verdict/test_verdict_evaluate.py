@@ -86,6 +86,18 @@ def test_strict_does_not_fail_on_a_warn_rule_that_cannot_be_evaluated() -> None:
     assert strict.overall == "pass" and strict.outcome().exit_code == 0
 
 
+def test_a_metric_the_samples_cannot_have_is_not_applicable_even_under_strict() -> None:
+    """A next-word model's lines have no class labels: a label rule (fail-severity in a user's profile) says
+    nothing about them, so --strict must not fail the scan on it as "not evaluated"."""
+    lines = _score("lamp", {"a": {"ssim": 0.1}}, unavailable={"label_accuracy": "label_accuracy was not computed"})
+    rules = _rules(_rule("labels", "label_accuracy", 0.5, ">=", scope="mean"), _rule("s", "ssim", 0.6, ">="))
+    assert evaluate(rules, [lines], strict=True).overall == "fail"  # without saying why: not evaluated
+    why = "a next-word model has no class labels"
+    verdict = evaluate(rules, [lines], strict=True, inapplicable={"label_accuracy": why})
+    assert verdict.results[0].status == "not_applicable" and why in verdict.results[0].reason
+    assert verdict.overall == "pass" and verdict.outcome().exit_code == 0
+
+
 def test_a_metric_missing_in_one_attack_blocks_a_pass_but_not_a_fail() -> None:
     partial = _score("dlg", {"a": {"mse": 0.2}}, unavailable={"ssim": "not computed for this attack"})
     quiet = _score("ig", {"a": {"ssim": 0.1}})
