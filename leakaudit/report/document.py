@@ -145,7 +145,7 @@ def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = Fals
             "explanation": explain(s.metrics, s.references, s.transform),
         })
         if records is not None:  # a record is shown column by column, never as an image
-            samples[-1]["record"] = _record(records, outcome, i, s.original_index, truth)
+            samples[-1]["record"] = _record(records, outcome, i, s.original_index, truth, embed_data)
     return {
         "name": outcome.name,
         "status": outcome.status,
@@ -165,9 +165,11 @@ def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = Fals
     }
 
 
-def _record(records: Any, outcome: AttackOutcome, row: int, original: int, truth: Any) -> list[dict[str, Any]] | None:
-    """Per column of one reconstructed record: the true and recovered values, whether it was recovered, and the
-    attack's disagreement over restarts where it measures one (TabLeak)."""
+def _record(records: Any, outcome: AttackOutcome, row: int, original: int, truth: Any,
+            embed_data: bool = False) -> list[dict[str, Any]] | None:
+    """Per column of one reconstructed record: the recovered value, whether it was recovered, the attack's
+    disagreement over restarts where it measures one (TabLeak), and the true value only with --embed-data (the
+    user's private record, like an original image; the recovered one is the evidence and is always there)."""
     if outcome.pixels is None or row >= outcome.pixels.shape[0] or original >= len(records.rows):
         return None
     schema = records.schema
@@ -175,7 +177,8 @@ def _record(records: Any, outcome: AttackOutcome, row: int, original: int, truth
     hits = schema.hits(outcome.pixels[row].reshape(-1).float(), truth[original].reshape(-1).float()).tolist()
     spread = outcome.feature_spread[row].tolist() if outcome.feature_spread is not None else None
     return [{"column": name, "kind": "categorical" if schema.is_categorical(k) else "continuous",
-             "true": _cell(records.rows[original][k]), "recovered": _cell(recovered[k]), "match": bool(hits[k]),
+             "true": _cell(records.rows[original][k]) if embed_data else None, "recovered": _cell(recovered[k]),
+             "match": bool(hits[k]),
              "spread": number(spread[k]) if spread is not None else None}
             for k, name in enumerate(schema.columns)]
 

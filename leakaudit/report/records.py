@@ -18,7 +18,8 @@ def record_pair(attack: dict[str, Any], sample: dict[str, Any], esc: Text, fmt: 
     rows = []
     for c in sample["record"]:
         mark = ' class="recovered"' if c["match"] else ""
-        cells = (f'<td class="mono">{esc(c["column"])}</td><td>{fmt(c["true"])}</td>'
+        true = fmt(c["true"]) if c["true"] is not None else '<span class="muted">not embedded</span>'
+        cells = (f'<td class="mono">{esc(c["column"])}</td><td>{true}</td>'
                  f'<td{mark}>{fmt(c["recovered"])}{" ✓" if c["match"] else ""}</td>')
         if spread:
             cells += f'<td>{fmt(c.get("spread"))}</td>'

@@ -39,7 +39,9 @@ def test_the_undefended_example_leaks_with_the_recovered_record_in_the_report(le
     sample = doc["attacks"][0]["samples"][0]
     truth = dict(zip(doc["records"]["schema"]["continuous"] + list(doc["records"]["schema"]["categorical"]),
                      sample["record"], strict=True))
-    assert all(c["match"] for c in sample["record"]) and truth["smoker"]["true"] == truth["smoker"]["recovered"]
+    assert all(c["match"] for c in sample["record"]) and truth["smoker"]["recovered"]
+    # the user's private record stays out of a report written without --embed-data; the recovered one is evidence
+    assert all(c["true"] is None for c in sample["record"])
     assert sample["reconstruction"] is None  # a record is never drawn as an image
     # no image metric anywhere for records
     assert not {"ssim", "psnr", "lpips", "ssim_skill"} & set(doc["attacks"][0]["means"])
@@ -88,3 +90,12 @@ def test_reference_records_join_the_scans_other_records(tmp_path: Path) -> None:
     sample = doc["attacks"][0]["samples"][0]
     assert sample["references"] == 127 and sample["metrics"]["match_p"] == 1 / 128
     assert "--reference-data" in doc["command"] and "--schema" in doc["command"]
+
+
+def test_the_true_record_is_in_the_report_only_with_embed_data(tmp_path: Path) -> None:
+    out = tmp_path / "embedded"
+    assert _scan(out, "--embed-data") == 1
+    sample = json.loads((out / "report.json").read_text())["attacks"][0]["samples"][0]
+    assert all(c["true"] == c["recovered"] for c in sample["record"] if c["kind"] == "categorical")
+    assert all(c["true"] is not None for c in sample["record"])
+    assert "not embedded" not in (out / "report.html").read_text()
