@@ -48,7 +48,7 @@ def test_classifier_lines_end_in_a_tab_and_the_label(tmp_path):
 
 
 @pytest.mark.parametrize("content, tokenizer, rows, says", [
-    ("hello\n", None, 500, "give --tokenizer tokenizer.json"),
+    ("hello\n", None, 500, "give tokenizer tokenizer.json"),
     ("hello\n", TOKENIZER, 10, "its vocabulary has .* tokens, the model's embedding 10 rows"),
     ("\n \n", TOKENIZER, 500, "no lines with text"),
 ])
