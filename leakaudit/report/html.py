@@ -13,8 +13,8 @@ from string import Template
 from typing import Any, Iterable
 
 from .. import __version__
-from ..resources import read_report_file
 from ..modality import words
+from ..resources import read_report_file
 from ..safetext import html_text
 from .budget import describe as describe_budget
 from .images import is_png_data_uri
