@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .modality import words
 from .verdict.outcome import Outcome, decide
 
 from .metrics.interface import FLAT_NOTE as FLAT_NOTE  # defined beside the metrics, which sit below result.py
@@ -157,8 +158,9 @@ class ControlOutcome:
 @dataclass(frozen=True)
 class Conditioning:
     """Whether gradient matching can work on this batch's update at all (``update.conditioning``): the cosine
-    between the client's update at the true samples and at the samples moved by ``epsilon`` (times the pixel
-    range, per element), and the train-mode BatchNorm layers that see few values per channel at this batch.
+    between the client's update at the true samples and at the samples moved by ``epsilon`` per element (times
+    the pixel range on images, in the encoded record's units on records; ``modality.Words.moved``), and the
+    train-mode BatchNorm layers that see few values per channel at this batch.
 
     ``verdict``: "stable" (cosine >= ``threshold``: a candidate close to the samples gives a close update, so
     matching has a basin to descend into), "ill-conditioned" (below it: a tiny input change gives an unrelated
@@ -174,6 +176,7 @@ class Conditioning:
     input_shape: tuple[int, ...]
     layers: tuple[dict[str, Any], ...] = ()
     reason: str = ""
+    modality: str = "image"  # only for the summary's words: the report states the modality once, in ``data``
 
     @property
     def ill(self) -> bool:
@@ -184,7 +187,7 @@ class Conditioning:
         if self.verdict == "not_measured":
             return f"conditioning not measured: {self.reason}"
         moved = (f"cosine {self.cosine:.3g} between the update at the samples and at samples moved by "
-                 f"{self.epsilon:g} of the pixel range")
+                 f"{words(self.modality).move(self.epsilon)}")
         if not self.ill:
             return f"the update is stable ({moved})"
         return f"the update is ill-conditioned ({moved}): {self.cause()}; {self.advice()}"

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from ..config import ConfigFile, ScanSettings, load_config, resolve_settings, setting_args
 from ..errors import EXIT_OK, InputError, LeakauditError
+from ..modality import words
 from ..safetext import terminal, visible
 from . import options
 from .app import EXIT_CODES_HELP, app, stderr_console
@@ -129,8 +130,8 @@ def _coverage_lines(console: Console, doc: dict[str, Any], verbose: bool) -> Non
         return
     interval = coverage["interval"]
     worst = coverage.get("worst") or {}
-    what = "record(s)" if _modality(doc) == "tabular" else "sample(s)"
-    console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} {what} recognised "
+    what = words(_modality(doc)).counted
+    console.print(f"  coverage: {coverage['recognised']} of {coverage['audited']} {what}(s) recognised "
                   f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
                   f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "
                   f"{coverage['batch_size']}; worst {terminal(worst.get('name', '-'))}", highlight=False,

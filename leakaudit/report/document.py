@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import __version__
+from ..modality import words
 from ..result import AttackOutcome, AuditResult, ControlOutcome, CoverageOutcome, SampleCoverage
 from ..verdict.outcome import counts
 from .budget import describe as describe_budget
@@ -76,19 +77,20 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def explain(metrics: dict[str, float], references: int | None, transform: str = "") -> str:
+def explain(metrics: dict[str, float], references: int | None, transform: str = "", modality: str = "image") -> str:
     """The recognition test of one sample in words a compliance reader can check ("" when it did not run)."""
     p = metrics.get("match_p")
     if p is None or references is None or (isinstance(p, float) and math.isnan(p)):
         return ""
     rank = round(p * (references + 1)) - 1  # references at least as similar as its own original
-    place = (f"matched to its own original among {references + 1} (chance 1 in {references + 1})" if rank == 0
-             else f"not matched to its own original: {rank} of {references} references are at least as similar "
+    own = f"its own {words(modality).original}"
+    place = (f"matched to {own} among {references + 1} (chance 1 in {references + 1})" if rank == 0
+             else f"not matched to {own}: {rank} of {references} references are at least as similar "
                   f"(p {p:.3g})")
     parts = [place]
-    words = metrics.get("text_skill")
-    if words is not None and not math.isnan(words):
-        parts.append(f"word score {words:.2f}, where the references' most frequent words score 0 and the exact "
+    word_score = metrics.get("text_skill")
+    if word_score is not None and not math.isnan(word_score):
+        parts.append(f"word score {word_score:.2f}, where the references' most frequent words score 0 and the exact "
                      "line 1")
     skill, gain = metrics.get("ssim_skill"), metrics.get("psnr_gain")
     if skill is not None and not math.isnan(skill):
@@ -119,7 +121,7 @@ def _sentence(view: dict[str, Any], embed_data: bool) -> dict[str, Any]:
 
 
 def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = False, records: Any = None,
-            truth: Any = None) -> dict[str, Any]:
+            truth: Any = None, modality: str = "image") -> dict[str, Any]:
     samples = []
     for i, s in enumerate(outcome.samples):
         image = None
@@ -142,7 +144,7 @@ def _attack(outcome: AttackOutcome, criterion: Any = (), embed_data: bool = Fals
             "transform": s.transform,
             "recognised": bool(fired),
             "recognised_by": fired,
-            "explanation": explain(s.metrics, s.references, s.transform),
+            "explanation": explain(s.metrics, s.references, s.transform, modality),
         })
         if records is not None:  # a record is shown column by column, never as an image
             samples[-1]["record"] = _record(records, outcome, i, s.original_index, truth, embed_data)
@@ -373,11 +375,11 @@ def batch_statement(audited: int, client: int | None, batchnorm: str, has_batchn
     return text
 
 
-def _coverage_sample(s: SampleCoverage) -> dict[str, Any]:
+def _coverage_sample(s: SampleCoverage, modality: str) -> dict[str, Any]:
     out = {"index": s.index, "name": s.name, "label": s.label, "batch": s.batch, "position": s.position,
            "attack": s.attack, "metrics": _metrics(s.metrics), "recognised": s.recognised, "rules": list(s.rules),
            "reconstruction": s.reconstruction, "references": s.references, "transform": s.transform,
-           "explanation": explain(s.metrics, s.references, s.transform)}
+           "explanation": explain(s.metrics, s.references, s.transform, modality)}
     if s.recovered:
         out["recovered_columns"] = list(s.recovered)
     return out
@@ -396,7 +398,7 @@ def by_group(samples: Sequence[SampleCoverage], key: str) -> list[dict[str, Any]
     return out
 
 
-def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
+def _coverage(c: CoverageOutcome | None, modality: str) -> dict[str, Any] | None:
     """Every batch of the scan (schema 1.4): per sample the best attack and its scores, the recognised fraction
     with its interval, the worst sample, and the rate per batch position and per label."""
     if c is None:
@@ -412,7 +414,7 @@ def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
         "ranking_metric": c.ranking_metric, "recognised": c.recognised, "fraction": number(c.fraction),
         "interval": {"method": "clopper-pearson", "confidence": c.confidence, "lower": number(lower),
                      "upper": number(upper)},
-        "worst": _coverage_sample(worst) if worst is not None else None,
+        "worst": _coverage_sample(worst, modality) if worst is not None else None,
         "shown_batch": c.shown_batch,
         "by_position": by_group(c.samples, "position"),
         "by_label": by_group(c.samples, "label"),
@@ -421,7 +423,7 @@ def _coverage(c: CoverageOutcome | None) -> dict[str, Any] | None:
                      "seconds": number(b.seconds), "conditioning": _conditioning_dict(b.conditioning),
                      "batchnorm_statistics": _statistics_dict(b.batchnorm_statistics)}
                     for b in c.batches],
-        "samples": [_coverage_sample(s) for s in c.samples],
+        "samples": [_coverage_sample(s, modality) for s in c.samples],
     }
 
 
@@ -448,6 +450,17 @@ def _criterion(result: AuditResult) -> tuple[Any, ...]:
     return tuple(SimpleNamespace(**r) for r in rules)
 
 
+# What "recognised" rests on, per modality (docs/recognition.md, docs/tabular.md, docs/text.md).
+_DEFINITIONS = {
+    "image": ("attributable to its own sample (closer to it, after flip/shift/level registration, than to every "
+              "reference) and better than a blank or heavily blurred copy of it"),
+    "tabular": ("attributable to its own record (more of its features recovered than of every reference record's) "
+                "and better than guessing each column's most common value or mean"),
+    "text": ("attributable to its own line (closer to it in token F1 than to every reference line) and better than "
+             "the references' most frequent words"),
+}
+
+
 def _recognition(result: AuditResult, criterion: tuple[Any, ...]) -> dict[str, Any]:
     """What "recognised" means in this report, what it was compared with, and how often chance matches."""
     from ..metrics.recognition import MIN_REFERENCES
@@ -456,13 +469,13 @@ def _recognition(result: AuditResult, criterion: tuple[Any, ...]) -> dict[str, A
     ks += [s.references for a in result.attacks for s in a.samples if s.references is not None]
     k = min(ks) if ks else None
     weak = k is not None and k < MIN_REFERENCES
+    modality = result.data.modality
     text = ("" if k is None else
             f"a reconstruction with no information about its sample is matched to it by chance with probability "
             f"1/{k + 1}" + (f"; only {k} references: per-sample evidence is weak (give --reference-data with at "
-                            f"least {MIN_REFERENCES} images like your samples)" if weak else ""))
+                            f"least {MIN_REFERENCES} {words(modality).item}s like your samples)" if weak else ""))
     return {
-        "definition": ("attributable to its own sample (closer to it, after flip/shift/level registration, than to "
-                       "every reference) and better than a blank or heavily blurred copy of it"),
+        "definition": _DEFINITIONS.get(modality, _DEFINITIONS["image"]),
         "criterion": [{"id": r.id, "metric": r.metric, "comparison": r.comparison, "threshold": number(r.threshold),
                        "max_p": r.max_p} for r in criterion],
         "references": result.references,
@@ -519,7 +532,8 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
             "labels": list(result.label_recovery.labels),
             "accuracy": number(result.label_recovery.accuracy),
         },
-        "attacks": [_attack(a, criterion, embed_data, result.data.records, result.data.pixels) for a in result.attacks],
+        "attacks": [_attack(a, criterion, embed_data, result.data.records, result.data.pixels, result.data.modality)
+                    for a in result.attacks],
         "records": _records(result),
         "recognition": _recognition(result, criterion),
         "rules": _rules(result),
@@ -529,7 +543,7 @@ def build_document(result: AuditResult, *, embed_data: bool = False) -> dict[str
         "conditioning": _conditioning_dict(result.conditioning.as_dict()) if result.conditioning else None,
         "batchnorm_statistics": _statistics_dict(result.batchnorm_statistics.as_dict())
         if result.batchnorm_statistics else None,
-        "coverage": _coverage(result.coverage),
+        "coverage": _coverage(result.coverage, result.data.modality),
         "notes": list(result.notes),
         # every [[ignore]] entry that applies to the model (schema 1.7; leakaudit.suppress), active or expired
         "suppressions": [dataclasses.asdict(s) for s in result.suppressions],

@@ -13,6 +13,7 @@ from string import Template
 from typing import Any, Iterable
 
 from .. import __version__
+from ..modality import words
 from ..resources import read_report_file
 from ..safetext import html_text
 from .budget import describe as describe_budget
@@ -372,10 +373,11 @@ def _conditioning(doc: dict[str, Any]) -> str:
     layers = ", ".join(f'<span class="mono">{esc(d["name"])}</span> ({esc(d["values_per_channel"])})'
                        for d in c.get("layers", [])[:8]) or "none"
     more = len(c.get("layers", [])) - 8
-    items = [("Verdict", _badge("fail") if c["verdict"] == "ill-conditioned" else esc(c["verdict"])),
-             ("Update cosine, samples vs samples moved by " + fmt(c["epsilon"]) + " of the pixel range",
-              fmt(c["cosine"]) + f' (stable at ≥ {fmt(c["threshold"])})'),
-             ("BatchNorm layers with ≤ 4 values per channel (values)", layers + (f" and {more} more" if more > 0
+    items = [("Verdict", _badge("fail") if c["verdict"] == "ill-conditioned" else esc(c["verdict"]))]
+    if c.get("cosine") is not None:  # not measured (token ids, a failed update): the summary above says why
+        items.append(("Update cosine, samples vs samples moved by " + words(_modality(doc)).move(c["epsilon"]),
+                      fmt(c["cosine"]) + f' (stable at ≥ {fmt(c["threshold"])})'))
+    items += [("BatchNorm layers with ≤ 4 values per channel (values)", layers + (f" and {more} more" if more > 0
                                                                               else ""))]
     if c.get("advice"):
         items.append(("What changes it", esc(c["advice"])))
@@ -435,15 +437,18 @@ def _recognised_means(doc: dict[str, Any]) -> str:
                       + (f' and match p &lt;= {fmt(x["max_p"])}' if x.get("max_p") is not None else "")
                       for x in r.get("criterion", []))
     refs = r.get("references") or {}
-    kind = "records" if (doc.get("data") or {}).get("modality") == "tabular" else "images"
-    where = (f' References: {esc(refs.get("source", ""))} ({fmt(refs.get("reference_set"))} {kind}) and the scan\'s '
-             f'other samples.' if refs else "")
+    where = (f' References: {esc(refs.get("source", ""))} ({fmt(refs.get("reference_set"))} {_shown(doc)}) and the '
+             f'scan\'s other samples.' if refs else "")
     return (esc(r.get("definition", "")) + (f" ({rules})." if rules else ".") + where
             + (f' {esc(r["text"])}.' if r.get("text") else ""))
 
 
+def _modality(doc: dict[str, Any]) -> str:
+    return str((doc.get("data") or {}).get("modality") or "image")
+
+
 def _shown(doc: dict[str, Any]) -> str:
-    return "records" if (doc.get("data") or {}).get("modality") == "tabular" else "images"
+    return words(_modality(doc)).item + "s"
 
 
 def _coverage(doc: dict[str, Any]) -> str:
@@ -454,7 +459,7 @@ def _coverage(doc: dict[str, Any]) -> str:
         return ""
     return "".join(["<h2 id=\"coverage\">Coverage: every sample</h2>", _card(_coverage_items(doc, c)),
                     _coverage_skills(c), _coverage_gallery(c), _coverage_rates(c), _coverage_batches(c),
-                    _coverage_samples(c, (doc.get("data") or {}).get("modality", "image"))])
+                    _coverage_samples(c, _modality(doc))])
 
 
 def _coverage_items(doc: dict[str, Any], c: dict[str, Any]) -> list[tuple[str, str]]:
@@ -547,6 +552,8 @@ _SAMPLE_COLUMNS = {
               ("ssim", "ssim (similarity)"), ("psnr", "psnr (similarity)")),
     "tabular": (("match_p", "match p"), ("record_skill", "record score"), ("record_match", "features recovered"),
                 ("categorical_match", "categorical"), ("continuous_match", "continuous")),
+    "text": (("match_p", "match p"), ("text_skill", "word score"), ("token_f1", "token F1"),
+             ("rougeL", "ROUGE-L"), ("exact_match", "exact")),
 }
 
 
@@ -555,7 +562,7 @@ def _coverage_samples(c: dict[str, Any], modality: str = "image") -> str:
     rows = [[fmt(s["index"]), f'<span class="mono">{esc(s["name"])}</span>', fmt(s["batch"] + 1),
              esc(s["attack"] or "—"), *[fmt(s["metrics"].get(m)) for m, _ in columns],
              _badge("fail") if s["recognised"] else "no"] for s in c["samples"]]
-    what = "record" if modality == "tabular" else "sample"
+    what = words(modality).counted
     return (f'<details><summary>Every {what} ({len(rows)})</summary>'
             + _table(["#", what.capitalize(), "Batch", "Best attack", *[h for _, h in columns], "Recognised"], rows,
                      numeric=[0, 2, 4, 5, 6, 7, 8]) + "</details>")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..modality import words
 from ..safetext import markdown_text as md
 
 _MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "not_evaluated": "not evaluated",
@@ -81,7 +82,7 @@ def _coverage(doc: dict[str, Any]) -> list[str]:
         return []
     interval = coverage["interval"]
     worst = coverage.get("worst") or {}
-    what = "record" if (doc.get("data") or {}).get("modality") == "tabular" else "sample"
+    what = words(str((doc.get("data") or {}).get("modality") or "image")).counted
     lines = [f"**Coverage:** {coverage['recognised']} of {coverage['audited']} {what}(s) recognised "
              f"({coverage['fraction'] * 100:.3g}%, 95% interval {interval['lower'] * 100:.3g}-"
              f"{interval['upper'] * 100:.3g}% Clopper-Pearson) in {coverage['batches_run']} batch(es) of "

@@ -9,7 +9,8 @@ hardware; the honest verdict is INCONCLUSIVE, and the report should say why and 
 
 ``conditioning`` measures it with one extra client update: the client's undefended update at the samples
 (already computed by the scan) against the update at the samples plus a seeded Gaussian ``delta`` whose
-per-element standard deviation is ``epsilon`` times the pixel range in model space, with the same seed (the
+per-element standard deviation is ``epsilon`` times the pixel range in model space on images (``epsilon`` in
+model space on records: a standardised column's standard deviation, a one-hot entry's 0-1), with the same seed (the
 same dropout masks). Forward pre-hooks on the train-mode BatchNorm layers record the values per channel each
 sees. Device-agnostic: everything runs where the model is.
 """
@@ -32,7 +33,7 @@ from ..result import Conditioning
 from .client import client_update
 from .interface import ThreatModel
 
-EPSILON = 1e-4  # the input move, relative to the pixel range (per-element standard deviation)
+EPSILON = 1e-4  # the input move, relative to the pixel range on images (per-element standard deviation)
 # Cosine at or above which an update is "stable": between the two groups measured by
 # benchmarks/bench_conditioning.py (docs/attacks.md, "Conditioning"). The zoo mlp/cnn give 1.000, train-mode
 # resnet18 / mobilenet_v3_small at 32x32 and batch 8 0.92-0.99; the same at batch 2 0.47-0.65.
@@ -49,7 +50,8 @@ def conditioning(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, re
     1, shape (1, *input_shape) (None: a range of 1)."""
     threat = dataclasses.replace(threat, defenses=())
     shape = tuple(int(s) for s in batch.x.shape[1:])
-    common = dict(epsilon=epsilon, threshold=threshold, batch_size=len(batch), input_shape=shape)
+    common = dict(epsilon=epsilon, threshold=threshold, batch_size=len(batch), input_shape=shape,
+                  modality=batch.modality)
     if not batch.x.is_floating_point():  # token ids: there is no small move of a token
         return Conditioning("not_measured", None, reason="the samples are token ids: a token cannot move by a "
                             "small amount", **common)  # type: ignore[arg-type]

@@ -153,6 +153,9 @@ def cnn_dir(tmp_path_factory) -> Path:
     return root
 
 
+# 70-146 s on 2 shared cores; test_worker_processes_give_the_in_process_report checks the same equality in ~4 s
+# (an MLP under the analytic attack), this one adds a CNN's thread-sensitive gradients at --threads 2
+@pytest.mark.slow
 def test_a_cnn_under_an_optimisation_attack_gives_the_in_process_report_on_workers(cnn_dir, tmp_path):
     """A CNN's gradients depend on torch's thread count in the last bits: workers run the parent's count."""
     out = tmp_path / "r"
@@ -238,7 +241,9 @@ def _kill_in_workers(monkeypatch, once: Path | None = None) -> None:
         monkeypatch.setenv("KILL_ONCE", str(once))
 
 
-@pytest.mark.parametrize("executor", ["processes", pytest.param("ray", marks=needs_ray)])
+# ray: 12-19 s on 2 shared cores (a Ray instance started and its actor killed twice); the processes case asserts
+# the same incomplete report and resume in 6-10 s and runs locally
+@pytest.mark.parametrize("executor", ["processes", pytest.param("ray", marks=[needs_ray, pytest.mark.slow])])
 def test_a_worker_that_dies_twice_leaves_the_report_incomplete_never_a_pass(workdir, tmp_path, monkeypatch,
                                                                             executor):
     out = tmp_path / "r"
