@@ -43,7 +43,7 @@ def test_an_image_rule_is_not_applicable_to_tabular_samples_and_counts_for_nothi
     assert verdict.overall == "pass"
     assert evaluate(_ruleset(), [_score("image")], strict=True).overall == "fail"
     reason = next(r.reason for r in verdict.results if r.rule.id == "ssim-any")
-    assert reason == "not applicable: ssim measures image samples and these are tabular"
+    assert reason == "not applicable: a rule of the image criterion (ssim), and these samples are tabular"
     outcome = decide([(r.rule.id, r.status, r.rule.severity) for r in verdict.results], strict=True)
     assert outcome.overall == "pass" and "not evaluated" not in outcome.summary
 

@@ -92,7 +92,8 @@ def not_applicable(rule: Rule, modality: str) -> RuleResult:
     """The result of a rule on another modality's metric: it says nothing about these samples."""
     declared = METRICS.get(rule.metric).modality
     return RuleResult(rule=rule, status="not_applicable", observed=None, attack=None, sample=None,
-                      reason=f"not applicable: {rule.metric} measures {declared} samples and these are {modality}",
+                      reason=f"not applicable: a rule of the {declared} criterion ({rule.metric}), and these "
+                             f"samples are {modality}",
                       unavailable={})
 
 

@@ -41,10 +41,11 @@ def test_a_rule_of_another_modality_is_listed_as_not_applicable_in_every_format(
 
     result = make_result(leaked=False)
     row = dataclasses.replace(result.rules[0], status="not_applicable",
-                              reason="not applicable: ssim measures image samples and these are tabular")
+                              reason="not applicable: a rule of the image criterion (ssim), and these samples are "
+                                     "tabular")
     doc = build_document(dataclasses.replace(result, rules=(row, *result.rules[1:])))
     _validate(json.loads(FORMATS.get("json").render(doc)))
-    assert "not applicable: ssim measures image samples" in FORMATS.get("markdown").render(doc)
+    assert "not applicable: a rule of the image criterion (ssim)" in FORMATS.get("markdown").render(doc)
     assert 'class="badge not_applicable"' in render_html(doc)
     skipped = ET.fromstring(render_junit(doc)).find(f".//testcase[@name='{row.id}: ssim >= 0.6 (any)']/skipped")
     assert skipped is not None and skipped.get("message", "").startswith(f"{row.id}: not applicable")
