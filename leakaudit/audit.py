@@ -1161,7 +1161,11 @@ def _conditioning(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, c
     whether gradient matching can work on this batch at all (``update.conditioning``)."""
     from .update.conditioning import conditioning
 
-    observer.stage("conditioning", "the update at the samples vs at the samples moved by 1e-4")
+    from .modality import words
+
+    moved = words(batch.modality).move(1e-4)
+    observer.stage("conditioning", f"the update at the samples vs at the samples moved by {moved}" if moved else
+                   "not measured: a token id cannot be moved by a small amount")
     return conditioning(model, batch, threat, clean.gradients, findings, seed=settings.seed,
                         bounds=_bounds(batch, tuple(model.input_shape)))
 
