@@ -15,6 +15,7 @@ from leakaudit.attacks.bnstats import RecoveredLayer
 from leakaudit.attacks.engine import Objective, _build, _fold_step, _loop_step
 from leakaudit.attacks.engine.objective import batch_norm_inputs, batch_norm_term
 from leakaudit.attacks.interface import AttackSettings, AttackTarget
+from leakaudit.attacks.matching import BN_WEIGHT
 from leakaudit.attacks.planner import apply_overrides
 from leakaudit.audit import audit
 from leakaudit.data import SampleBatch, normalization
@@ -124,7 +125,7 @@ def test_an_attack_with_buffers_in_the_update_uses_the_term_and_says_so():
     assert with_buffers.conditioning.verdict == "stable"
     assert with_buffers.batchnorm_statistics is not None and with_buffers.batchnorm_statistics.status == "recovered"
     notes = _notes(with_buffers)
-    assert len(notes) == 1 and notes[0].startswith("BatchNorm statistics term used: lambda 10")
+    assert len(notes) == 1 and notes[0].startswith(f"BatchNorm statistics term used: lambda {BN_WEIGHT:g} x")
     assert "2 layer(s)" in notes[0]
     assert _notes(audit(_loaded(), _batch(), **common)) == []
 
