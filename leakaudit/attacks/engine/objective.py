@@ -1,5 +1,5 @@
 """One restart's objective: the client's gradient at the candidate (one gradient, or the unrolled local steps),
-its distance to the observed update, and the priors (TV, the masks' regulariser)."""
+its distance to the observed update, and the priors (TV, the masks' regulariser, the BatchNorm statistics term)."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def _per_restart_batch_norm(bn: _BatchNorm, r_count: int, normalised: dict[str, 
     The normalised input is kept in ``normalised[name]``: the layer's weight gradient is its product with the
     output gradient; the input in ``inputs[name]`` (the BatchNorm prior's statistics)."""
     def forward(x: torch.Tensor) -> torch.Tensor:
-        inputs[name] = x
+        inputs.setdefault(name, x)  # the first call, as the loop's hooks record it
         if r_count == 1:
             xh = F.batch_norm(x, None, None, training=True, eps=bn.eps)
         else:  # restarts as channels: (N, R*C, ...), torch's own kernel and its double backward
