@@ -36,6 +36,7 @@ from .update.interface import ThreatModel
 if TYPE_CHECKING:  # the stages' types, for annotations only: the stages themselves are imported when they run
     from torch import nn
 
+    from .attacks.bnstats import RecoveredLayer
     from .attacks.clock import Clock
     from .attacks.interface import AttackSettings, AttackTarget, GroundTruth, PlannedAttack, Reconstruction
     from .coverage.executors import ModelSource
@@ -947,14 +948,15 @@ def audit_loaded(model: LoadedModel, batch: SampleBatch, findings: Findings, set
         if threat.defenses else update
     cost = _defense_cost(model, batch, clean, update, settings) if threat.defenses else None
     conditioning = _conditioning(model, batch, threat, clean, findings, settings, observer)
-    buffers = _buffer_leak(model, clean, observer) if threat.buffers else None
+    buffers, recovered = _buffer_leak(model, clean, observer) if threat.buffers else (None, ())
     label_outcome, labels = _labels(update, model, batch, settings)
     planned = _plan(findings, model, settings)
     target = AttackTarget(module=model.module, gradients=update.gradients, input_shape=tuple(model.input_shape),
                           num_classes=model.num_classes, labels=labels, num_samples=len(batch), findings=findings,
                           bounds=_bounds(batch, tuple(model.input_shape)), loss=threat.loss,
                           local_training=local, pad_id=batch.text.pad_id if batch.text is not None else None,
-                          text_task=batch.text.task if batch.text is not None else None, features=_features(batch))
+                          text_task=batch.text.task if batch.text is not None else None, features=_features(batch),
+                          batch_statistics=recovered, ill_conditioned=conditioning.ill)
     metrics = _metric_names(ruleset)
     # The automatic plan stops at the first settled leak unless asked not to; attacks the user named all run.
     settle = None if settings.all_attacks or settings.attacks else ruleset
@@ -1170,14 +1172,16 @@ def _conditioning(model: LoadedModel, batch: SampleBatch, threat: ThreatModel, c
                         bounds=_bounds(batch, tuple(model.input_shape)))
 
 
-def _buffer_leak(model: LoadedModel, clean: ClientUpdate, observer: Observer) -> BufferLeak | None:
+def _buffer_leak(model: LoadedModel, clean: ClientUpdate,
+                 observer: Observer) -> tuple[BufferLeak | None, tuple[RecoveredLayer, ...]]:
     """What the BatchNorm running statistics in the update reveal (``--update-buffers yes``): the server's closed
-    form on the buffers sent, against the global model's (the model as loaded), scored against the truth."""
-    from .update.buffers import buffer_leak
+    form on the buffers sent, against the global model's (the model as loaded), scored against the truth; and the
+    statistics it recovered, which the attacks are given (what a server has, never the truth)."""
+    from .update.buffers import recovered_statistics
 
     observer.stage("BatchNorm statistics", "the server's closed form on the running statistics in the update")
-    return buffer_leak(model.module, {n: b.detach().clone() for n, b in model.module.named_buffers()}, clean,
-                       tuple(model.input_shape))
+    return recovered_statistics(model.module, {n: b.detach().clone() for n, b in model.module.named_buffers()},
+                                clean, tuple(model.input_shape))
 
 
 def _defense_cost(model: LoadedModel, batch: SampleBatch, clean: ClientUpdate, defended: ClientUpdate,

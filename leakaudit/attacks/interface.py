@@ -16,6 +16,7 @@ from torch import nn
 from ..detect.interface import Findings
 from ..progress import Observer
 from ..update.interface import LocalTraining
+from .bnstats import RecoveredLayer
 
 
 BUDGET_NAMES = ("quick", "standard", "thorough")
@@ -76,6 +77,13 @@ class AttackTarget:
     # Tabular records: each feature's (start, end, categorical) in the encoded row -- the encoding every client
     # shares, public like the model. Empty for other samples.
     features: tuple[tuple[int, int, bool], ...] = ()
+    # BatchNorm buffers sent with the update (--update-buffers yes, one local step, train-mode BatchNorm): each
+    # layer's batch mean and variance as the server recovers them in closed form (``attacks.bnstats``), which the
+    # IG-family attacks match (GradInversion's BatchNorm prior). Empty when the update carries none.
+    batch_statistics: tuple[RecoveredLayer, ...] = ()
+    # The conditioning diagnostic (``update.conditioning``) found this batch ill-conditioned: gradient matching
+    # cannot converge, and the BatchNorm prior is left out (it gains nothing there).
+    ill_conditioned: bool = False
 
 
 @dataclass(frozen=True)

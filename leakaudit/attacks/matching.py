@@ -3,7 +3,8 @@ PRECODE-aware.
 
 Each is a small class that says *what* to match (``objective``) and *how* to optimise (``schedule``); the
 engine does the rest. Settings keys beyond ``AttackSettings``' fields live in ``settings.extra``:
-``mask_reg`` (DIA), ``decay`` ("step" | "plateau" | "none"), ``patience``, ``check_every``, ``tol``, and
+``mask_reg`` (DIA), ``bn_weight`` (the BatchNorm prior's lambda: IG, DIA, PRECODE-aware), ``decay``
+("step" | "plateau" | "none"), ``patience``, ``check_every``, ``tol``, and
 ``seconds``, the attack's time share, which the scan sets (``attacks.clock``).
 """
 
@@ -29,6 +30,10 @@ IG_BUDGETS = {"quick": AttackSettings(iterations=300, restarts=1, lr=0.1, tv=1e-
               "standard": AttackSettings(iterations=600, restarts=2, lr=0.1, tv=1e-4),
               "thorough": AttackSettings(iterations=24000, restarts=4, lr=0.1, tv=1e-4)}
 _MASK_REG = {"mask_reg": 1e-4}  # DIA's regulariser of its continuous masks
+# lambda of GradInversion's BatchNorm prior where the update's buffers give the batch statistics: the best of 1, 10,
+# 100 and 1000 in whole standard scans of a small BatchNorm CNN at batch 4 (docs/attacks.md, "BatchNorm buffers in
+# the update"); the zoo resnet20 reconstructed nothing with or without it
+BN_WEIGHT = 100.0
 
 
 def _masked(ig: AttackSettings) -> AttackSettings:
@@ -40,6 +45,7 @@ class GradientMatchingAttack(Attack):
     distance = "cosine"
     optimizer = "adam"
     needs_labels = True  # False: optimises soft labels when none are given (DLG)
+    bn_prior = False  # matches the batch statistics recovered from the update's BatchNorm buffers, when given
 
     def reads_local_steps(self, local: LocalTraining) -> str:
         return f"unrolls the client's {local.steps} local steps in its objective"
@@ -67,6 +73,8 @@ class GradientMatchingAttack(Attack):
         start = time.perf_counter()
         objective, notes = planned
         notes.insert(0, protocol_assumed(target.local_training))
+        if self.bn_prior:
+            objective = _with_bn_prior(objective, notes, target, float(settings.extra.get("bn_weight", BN_WEIGHT)))
         if self.needs_labels and target.labels is None:
             notes.append("labels neither known nor recovered: soft labels optimised jointly")
         res: EngineResult = match_gradients(
@@ -78,6 +86,25 @@ class GradientMatchingAttack(Attack):
                               seconds=time.perf_counter() - start, iterations_run=res.iterations_run,
                               stopped_early=res.stopped_early, notes=tuple(notes) + res.notes,
                               restart_losses=res.restart_losses, best_restart=res.best_restart, device=str(device))
+
+
+def _with_bn_prior(objective: Objective, notes: list[str], target: AttackTarget, weight: float) -> Objective:
+    """``objective`` with GradInversion's BatchNorm prior where the update's buffers gave the batch statistics and
+    matching is stable; a note says whether it was used and why not."""
+    if not target.batch_statistics:
+        return objective  # no buffers in the update (or none recoverable): nothing to match, nothing to say
+    layers = len(target.batch_statistics)
+    if target.ill_conditioned:
+        notes.append(f"BatchNorm statistics term not used: {layers} layer(s) recovered from the update's buffers, "
+                     "but the batch is ill-conditioned (conditioning), where the term gains nothing")
+        return objective
+    if not weight:
+        notes.append("BatchNorm statistics term not used: bn_weight is 0")
+        return objective
+    notes.append(f"BatchNorm statistics term used: lambda {weight:g} x the candidate's batch mean and variance "
+                 f"against those of {layers} layer(s) recovered from the update's buffers")
+    stats = {r.name: (r.mean, r.var) for r in target.batch_statistics}
+    return dataclasses.replace(objective, batch_statistics=stats, bn_weight=weight)
 
 
 def protocol_assumed(local: LocalTraining | None) -> str:
@@ -118,6 +145,7 @@ class InvertingGradients(GradientMatchingAttack):
     summary = "Inverting Gradients: 1 - cosine over all layers, TV prior, signed Adam, box constraint"
     budgets = IG_BUDGETS
     fits_image_prior = True
+    bn_prior = True
 
     def objective(self, target: AttackTarget, settings: AttackSettings) -> tuple[Objective, list[str]]:
         notes = []
@@ -150,6 +178,7 @@ class DropoutInversion(GradientMatchingAttack):
     budgets = {"quick": _masked(IG_BUDGETS["quick"]), "standard": _masked(IG_BUDGETS["standard"]),
                "thorough": AttackSettings(iterations=20000, restarts=4, lr=0.1, tv=1e-5,
                                           extra={**_MASK_REG, "decay": "plateau", "patience": 800})}
+    bn_prior = True
     fits_image_prior = True
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
@@ -218,6 +247,7 @@ class PrecodeAware(GradientMatchingAttack):
     budgets = {"quick": _masked(IG_BUDGETS["quick"]), "standard": _masked(IG_BUDGETS["standard"]),
                "thorough": IG_BUDGETS["thorough"]}
     fits_image_prior = True
+    bn_prior = True
 
     def skip_reason(self, findings: Findings | None, module: nn.Module | None) -> str | None:
         if findings is None or not findings.has_bottleneck:

@@ -44,8 +44,9 @@ BUDGETS: Mapping[str, dict[str, AttackSettings]] = _Budgets()
 
 # Settings a user may override, and where they live.
 _FIELDS = ("iterations", "restarts", "lr", "tv")
-_EXTRA = ("mask_reg", "decay", "patience", "check_every", "tol", "refine", "refine_tv")
+_EXTRA = ("mask_reg", "bn_weight", "decay", "patience", "check_every", "tol", "refine", "refine_tv")
 _TYPES: dict[str, type] = {"iterations": int, "restarts": int, "lr": float, "tv": float, "mask_reg": float,
+                           "bn_weight": float,
                            "decay": str, "patience": int, "check_every": int, "tol": float, "refine": int,
                            "refine_tv": float}
 
@@ -82,7 +83,7 @@ def apply_overrides(attack: str, settings: AttackSettings, overrides: Mapping[st
                               "fix the value") from e
         if key in ("iterations", "restarts", "patience", "check_every") and value < 1:
             raise ConfigError(f"attack setting {key}={value} ({attack}): must be at least 1; raise it")
-        if key in ("lr", "tv", "mask_reg", "tol", "refine", "refine_tv") and not value >= 0:
+        if key in ("lr", "tv", "mask_reg", "bn_weight", "tol", "refine", "refine_tv") and not value >= 0:
             raise ConfigError(f"attack setting {key}={value} ({attack}): must be >= 0; fix the value")
         if key == "decay" and value not in ("step", "plateau", "none"):
             raise ConfigError(f"attack setting decay={value} ({attack}): use step, plateau or none")

@@ -1,9 +1,10 @@
 """One restart's objective: the client's gradient at the candidate (one gradient, or the unrolled local steps),
-its distance to the observed update, and the priors (TV, the masks' regulariser)."""
+its distance to the observed update, and the priors (TV, the masks' regulariser, the BatchNorm statistics term)."""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import contextlib
+from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,44 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     if x.dim() < 4:
         return x.new_zeros(())
     return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+
+
+def batch_norm_term(pb: _Problem, weight: float, inputs: Mapping[str, torch.Tensor],
+                    r_count: int = 1) -> torch.Tensor:
+    """GradInversion's BatchNorm prior, per restart (shape ``(R,)``): ``weight`` x the sum over the layers in
+    ``pb.batch_statistics`` of the mean squared error of the candidate batch's per-channel input mean and unbiased
+    variance (what train-mode BatchNorm folds into its running statistics) against the recovered ones. ``inputs``:
+    each layer's input, ``(R*N, C, ...)``; each restart's N samples are its own batch, as the client's were."""
+    total = None
+    for name, (mean, var) in pb.batch_statistics.items():
+        x = inputs[name]
+        per = x.reshape(r_count, -1, x.shape[1], x[0, 0].numel()).transpose(1, 2).reshape(r_count, x.shape[1], -1)
+        err = ((per.mean(2) - mean) ** 2).mean(1) + ((per.var(2, unbiased=True) - var) ** 2).mean(1)
+        total = err if total is None else total + err
+    assert total is not None
+    return weight * total
+
+
+@contextlib.contextmanager
+def batch_norm_inputs(pb: _Problem) -> Iterator[dict[str, torch.Tensor]]:
+    """The inputs of the BatchNorm prior's layers in the forward passes inside the block (forward pre-hooks,
+    removed after it; each layer's first call only: unrolled local steps forward again at other weights, and the
+    running statistics the server solved came from the first pass)."""
+    inputs: dict[str, torch.Tensor] = {}
+    named = dict(pb.module.named_modules())
+
+    def hook(name: str) -> Callable:
+        def record(_m: torch.nn.Module, args: tuple) -> None:
+            inputs.setdefault(name, args[0])
+
+        return record
+
+    handles = [named[n].register_forward_pre_hook(hook(n)) for n in pb.batch_statistics]
+    try:
+        yield inputs
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _penalised(pb: _Problem, objective: Objective, g: Mapping[str, torch.Tensor], x: torch.Tensor,

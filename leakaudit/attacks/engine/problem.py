@@ -39,6 +39,11 @@ class Objective:
     mask_reg: float = 0.0  # lambda of |(1 - mean(m)) - p| per optimised mask
     fixed_masks: Mapping[str, torch.Tensor] = field(default_factory=dict)  # known masks (well-informed)
     soft_labels: bool = False  # optimise label logits jointly (DLG without known labels)
+    # GradInversion's BatchNorm prior: BatchNorm layer name -> the batch's (mean, unbiased variance) per channel, as
+    # the server recovers them from the buffers sent with the update (``attacks.bnstats``); each restart's candidate
+    # batch pays ``bn_weight`` x the sum over these layers of the mean squared error of its own statistics.
+    batch_statistics: Mapping[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    bn_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class _Problem:
     # FedAvg with several local steps, simulated in the objective (None: the update is matched as one gradient)
     local: LocalTraining | None = None
     trained: tuple[str, ...] = ()  # every parameter the client stepped (the observed update's), matched or not
+    # the BatchNorm prior's targets on the device (empty: no term), from ``Objective.batch_statistics``
+    batch_statistics: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -191,7 +198,24 @@ def _build(module: nn.Module, observed: Mapping[str, torch.Tensor], objective: O
     box = (bounds[0].to(device), bounds[1].to(device)) if bounds is not None else None
     trained = tuple(n for n in observed if n in all_params)
     return _Problem(model, params, constants, obs, norm, sample_shape, num_classes, lab, loss, masks, box,
-                    unroll, trained)
+                    unroll, trained, _batch_statistics(objective, named, device))
+
+
+def _batch_statistics(objective: Objective, named: Mapping[str, nn.Module],
+                      device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The BatchNorm prior's targets, checked against the model's layers (empty when the term is off)."""
+    if not objective.bn_weight or not objective.batch_statistics:
+        return {}
+    out = {}
+    for name, (mean, var) in objective.batch_statistics.items():
+        layer = named.get(name)
+        if not isinstance(layer, nn.modules.batchnorm._BatchNorm) or mean.numel() != layer.num_features \
+                or var.numel() != layer.num_features:
+            raise ModelError(f"{name}: the BatchNorm statistics given do not fit a BatchNorm layer of the model; "
+                             "recover them from this model's buffers")
+        out[name] = (mean.detach().to(device, torch.float32).reshape(-1),
+                     var.detach().to(device, torch.float32).reshape(-1))
+    return out
 
 
 def _check_fixed_masks(objective: Objective, unroll: LocalTraining | None) -> None:

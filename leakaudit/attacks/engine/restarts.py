@@ -14,7 +14,8 @@ from torch.func import grad, vmap
 
 from ...errors import ConfigError
 from ...update.losses import client_loss
-from .objective import _check_twice_differentiable, _client_gradient, _objective_fn, _penalised
+from .objective import (_check_twice_differentiable, _client_gradient, _objective_fn, _penalised, batch_norm_inputs,
+                        batch_norm_term)
 from .problem import Objective, _Problem
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
@@ -55,8 +56,10 @@ def _loop_step(pb: _Problem, objective: Objective) -> Callable:
             mr = {n: v[r].detach().requires_grad_(True) for n, v in m.items()}
             targets = F.softmax(yr, dim=-1) if yr is not None else pb.labels
             assert targets is not None
-            with torch.enable_grad():
+            with torch.enable_grad(), batch_norm_inputs(pb) as seen_bn:
                 total = _penalised(pb, objective, client_gradient(xr, targets, mr), xr, mr)
+                if pb.batch_statistics:
+                    total = total + batch_norm_term(pb, objective.bn_weight, seen_bn)[0]
                 if not checked:
                     _check_twice_differentiable(total)
                     checked.append(True)
@@ -94,12 +97,13 @@ def _foldable(pb: _Problem) -> str | None:
 
 
 def _per_restart_batch_norm(bn: _BatchNorm, r_count: int, normalised: dict[str, torch.Tensor],
-                            name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+                            name: str, inputs: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A forward for a BatchNorm layer of the attacker's copy (batch statistics, no running ones) over the folded
     batch ``(R*N, C, ...)``: each restart normalised with its own N samples' statistics, as R separate runs.
     The normalised input is kept in ``normalised[name]``: the layer's weight gradient is its product with the
-    output gradient."""
+    output gradient; the input in ``inputs[name]`` (the BatchNorm prior's statistics)."""
     def forward(x: torch.Tensor) -> torch.Tensor:
+        inputs.setdefault(name, x)  # the first call, as the loop's hooks record it
         if r_count == 1:
             xh = F.batch_norm(x, None, None, training=True, eps=bn.eps)
         else:  # restarts as channels: (N, R*C, ...), torch's own kernel and its double backward
@@ -254,9 +258,10 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
             named[n].mask = fm.to(x.device).repeat(r_count, *([1] * (fm.dim() - 1)))
         seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in layers}
         normalised: dict[str, torch.Tensor] = {}
+        bn_inputs: dict[str, torch.Tensor] = {}
         versions: dict[str, int] = {}
         for n, bn in norms.items():
-            bn.forward = _per_restart_batch_norm(bn, r_count, normalised, n)  # type: ignore[method-assign,assignment]
+            bn.forward = _per_restart_batch_norm(bn, r_count, normalised, n, bn_inputs)  # type: ignore[method-assign,assignment]
 
         def hook(name: str):
             def record(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -342,6 +347,8 @@ def _fold_step(pb: _Problem, objective: Objective) -> Callable:
                     + (xl[..., 1:, :] - xl[..., :-1, :]).abs().flatten(1).mean(1))
             for n, v in ml.items():
                 total = total + objective.mask_reg * ((1.0 - v.flatten(1).mean(1)) - mask_p[n]).abs()
+            if pb.batch_statistics:  # each restart's own batch statistics, as it normalised with them
+                total = total + batch_norm_term(pb, objective.bn_weight, bn_inputs, r_count)
             wrt = [xl, *([yl] if yl is not None else []), *ml.values()]
             grads = torch.autograd.grad(total.sum(), wrt, allow_unused=True)
         grads = tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True))
@@ -395,6 +402,8 @@ def _choose_step(pb: _Problem, objective: Objective, batching: str,
         return "loop", _loop_step(pb, objective), (f"restarts: loop (one unrolled double backward per restart; "
                                                     f"{pb.local.steps} local steps cannot be folded or vmapped)")
     if batching == "vmap":
+        if pb.batch_statistics:
+            raise ConfigError("batching 'vmap' does not compute the BatchNorm statistics term; use auto or loop")
         return "vmap", _vmap_step(pb, objective), "restarts: vmap"
     loop = _loop_step(pb, objective)
     if batching == "loop":
