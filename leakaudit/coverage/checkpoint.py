@@ -42,10 +42,11 @@ REFERENCE_DATA = setting_ref("reference_data")
 RESUME = argument_ref("resume")
 RULES = setting_ref("rules")
 SAMPLES = setting_ref("samples")
+UTILITY_DATA = setting_ref("utility_data")
 
 NAME = "scan-checkpoint.json"
 KIND = "leakaudit-scan-checkpoint"
-VERSION = 2
+VERSION = 3  # 3: the held-out utility data's content is part of the identity
 LIMIT = 256 << 20  # bytes: records and a dozen small PNGs are far less; a larger file is not ours
 _OVERALLS = ("pass", "fail", "error", "inconclusive", "incomplete")
 _STATUSES = ("pass", "fail", "warn", "not_evaluated", "not_applicable", "suppressed")
@@ -103,7 +104,22 @@ def identity(prepared: Prepared, settings: ScanSettings) -> dict[str, Any]:
             "samples": [list(b.names) for b in batches],
             "samples_sha256": [samples_sha256(b) for b in batches],
             # what the recognition test compared with: another --reference-data folder is another criterion
-            "references_sha256": _references_sha256(prepared.references)}
+            "references_sha256": _references_sha256(prepared.references),
+            # the held-out samples each batch's defense cost is measured on: other ones give other figures
+            "utility_sha256": _files_sha256(settings.utility_data)}
+
+
+def _files_sha256(path: str | None) -> str | None:
+    """The content of a file, or of a folder's regular files (relative names and bytes, in name order)."""
+    if not path:
+        return None
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root) if f != root else f.name).encode("utf-8") + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def _references_sha256(references: ScanReferences | None) -> str | None:
@@ -244,6 +260,9 @@ def _mismatch(doc: dict[str, Any], ident: dict[str, Any]) -> str:
     if doc.get("references_sha256") != ident["references_sha256"]:
         return (f"the reference images differ from the checkpointed scan's (another {REFERENCE_DATA}, or its files "
                 "changed); use the same references, or ")
+    if doc.get("utility_sha256") != ident["utility_sha256"]:
+        return (f"the held-out utility data differ from the checkpointed scan's (another {UTILITY_DATA}, or its "
+                "files changed); use the same held-out samples, or ")
     records = {"batches": doc.get("batches"), "records": doc.get("records")}
     if doc.get("records_sha256") != _digest({**ident, **records}):
         return "the checkpoint's records do not match their sha256 (edited or damaged); "

@@ -151,6 +151,16 @@ def _model(doc: dict[str, Any]) -> str:
     return out
 
 
+def _encoding(modality: Any, norm: dict[str, Any]) -> tuple[str, str]:
+    """How the samples became the model's input: an image's normalization is meaningless for records and token ids
+    (their data normalization is the identity; the schema or the tokenizer encodes them)."""
+    if modality == "tabular":
+        return ("Encoding", "by the schema: continuous columns standardised, categorical ones one-hot (see Columns)")
+    if modality == "text":
+        return ("Encoding", "token ids from the tokenizer, cut or padded to the model's sequence length")
+    return ("Normalization", f'{esc(norm["name"])} (mean {esc(norm["mean"])}, std {esc(norm["std"])})')
+
+
 def _data_and_threat(doc: dict[str, Any]) -> str:
     d, t = doc["data"], doc["threat_model"]
     norm = d["normalization"]
@@ -160,7 +170,7 @@ def _data_and_threat(doc: dict[str, Any]) -> str:
                                        f'{esc(cov["audited"])} audited in all, see Coverage)'
                                        if (cov := doc.get("coverage")) and cov["batches_run"] > 1 else "")),
         ("Shape", esc(" × ".join(str(x) for x in d["shape"]))),
-        ("Normalization", f'{esc(norm["name"])} (mean {esc(norm["mean"])}, std {esc(norm["std"])})'),
+        _encoding(d.get("modality"), norm),
         ("Originals in this report", "embedded (--embed-data)" if d["originals_embedded"]
          else "not embedded (run with --embed-data to include them)"),
     ])

@@ -96,7 +96,7 @@ def _edit(out: Path, change, *, redigest: bool) -> None:
     change(doc)
     if redigest:
         keep = ("leakaudit", "model_sha256", "arch_sha256", "settings", "rules_sha256", "samples", "samples_sha256",
-                "references_sha256")
+                "references_sha256", "utility_sha256")
         doc["records_sha256"] = checkpoint._digest({**{k: doc[k] for k in keep}, "batches": doc["batches"],
                                                     "records": doc["records"]})
     path.write_text(json.dumps(doc))
@@ -177,3 +177,25 @@ def test_a_scan_with_an_active_suppression_resumes(workdir, tmp_path, interrupt_
     assert report["coverage"]["batches_run"] == 4
     assert [r["status"] for r in report["rules"]["results"] if r["id"] == "label-recovery"] == ["suppressed"]
     assert not (out / checkpoint.NAME).exists()
+
+
+def test_other_held_out_utility_data_is_refused(workdir, tmp_path, interrupt_batch, capsys):
+    """Each batch's defense cost is measured on the --utility-data samples: a resume on other ones would mix the
+    figures of two held-out sets in one report."""
+    import shutil
+
+    from PIL import Image
+
+    import leakaudit.audit as audit_module
+
+    held = tmp_path / "held"
+    shutil.copytree(workdir / "images", held)
+    out = tmp_path / "r"
+    args = ("--rules", str(workdir / "rules.toml"), "--defense", "noise:sigma=0.001", "--utility-data", str(held))
+    real = interrupt_batch(3)
+    assert scan(workdir, out, *args) == 130
+    audit_module.audit_loaded = real
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(held / "img00.png")  # same names, other pixels
+    capsys.readouterr()
+    assert scan(workdir, out, *args, "--resume") == 2
+    assert "the held-out utility data differ from the checkpointed scan's (another --utility-data" in one_line(capsys)

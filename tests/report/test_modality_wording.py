@@ -104,3 +104,15 @@ def test_conditioning_says_how_a_record_moves_and_why_a_line_cannot(tabular, tex
     assert line["verdict"] == "not_measured" and line["cosine"] is None and "token ids" in line["summary"]
     # no cosine row for a test that did not run: the summary says why
     assert "Update cosine" not in _html_sections(text["html"]) and "token ids" in _html_sections(text["html"])
+
+
+@pytest.mark.parametrize("case, says", [("tabular", "by the schema"), ("text", "token ids from the tokenizer")])
+def test_the_data_card_says_how_records_and_lines_were_encoded_not_an_image_normalization(case: str, says: str,
+                                                                                         request) -> None:
+    """A record's or a line's data normalization is the identity; "none (mean [0.0], std [1.0])" read as if the
+    records had not been standardised."""
+    html = request.getfixturevalue(case)["html"]
+    card = re.search(r"<h2[^>]*>Data[^<]*</h2>.*?(?=<h2)", html, re.S)
+    assert card is not None
+    text = re.sub(r"<[^>]+>", " ", card.group(0))
+    assert says in text and "Normalization" not in text
