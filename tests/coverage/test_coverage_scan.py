@@ -19,6 +19,7 @@ import torch
 
 import leakaudit
 from leakaudit.cli import app_main
+from leakaudit.coverage import checkpoint
 from leakaudit.metrics.stats import clopper_pearson
 from leakaudit.report import schema
 
@@ -200,7 +201,8 @@ def test_resume_continues_from_the_checkpoint(workdir, tmp_path, monkeypatch, in
 def test_resume_refuses_another_scans_checkpoint(workdir, tmp_path, capsys):
     out = tmp_path / "r"
     (out).mkdir()
-    (out / "scan-checkpoint.json").write_text(json.dumps({"kind": "leakaudit-scan-checkpoint", "version": 2,
+    (out / "scan-checkpoint.json").write_text(json.dumps({"kind": "leakaudit-scan-checkpoint",
+                                                          "version": checkpoint.VERSION,
                                                           "leakaudit": leakaudit.__version__,
                                                           "model_sha256": "f" * 64}))
     assert scan(workdir, out, "--samples", "4", "--resume") == 2
